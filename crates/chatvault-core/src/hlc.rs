@@ -1,0 +1,270 @@
+//! Hybrid logical clock.
+//!
+//! Every write is stamped with an [`Hlc`]: wall-clock milliseconds, a
+//! counter that orders writes within the same millisecond (or while the wall
+//! clock lags a stamp already seen), and the writing device's id as the final
+//! tie-break. Stamps are totally ordered, and that order is what
+//! last-writer-wins compares — never raw `updated_at` times — so a device
+//! whose clock runs backwards still orders its own writes correctly, and a
+//! device whose clock runs far ahead is refused rather than allowed to win
+//! every conflict.
+
+use crate::{CoreError, DeviceId, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// How far ahead of the local clock a remote stamp may be before it is
+/// refused as clock skew (one hour).
+pub const MAX_CLOCK_DRIFT_MS: u64 = 60 * 60 * 1000;
+
+/// Largest wall time a stamp can carry (48 bits of milliseconds: year 10889).
+const MAX_WALL_MS: u64 = (1 << 48) - 1;
+
+/// A hybrid logical clock stamp. Ordered by wall time, then counter, then
+/// device id. Its text form (`WALL-COUNTER-DEVICE`, fixed-width lowercase
+/// hex) sorts in the same order, so stores and servers can compare stamps as
+/// strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Hlc {
+    wall_ms: u64,
+    counter: u32,
+    device: DeviceId,
+}
+
+impl Hlc {
+    /// Builds a stamp from its parts.
+    pub fn new(wall_ms: u64, counter: u32, device: DeviceId) -> Result<Self, CoreError> {
+        if wall_ms > MAX_WALL_MS {
+            return Err(CoreError::InvalidHlc(format!("wall time {wall_ms} out of range")));
+        }
+        Ok(Self {
+            wall_ms,
+            counter,
+            device,
+        })
+    }
+
+    /// Wall-clock milliseconds of the stamp.
+    pub fn wall_ms(&self) -> u64 {
+        self.wall_ms
+    }
+
+    /// The logical counter.
+    pub fn counter(&self) -> u32 {
+        self.counter
+    }
+
+    /// The device that issued the stamp.
+    pub fn device(&self) -> DeviceId {
+        self.device
+    }
+}
+
+impl fmt::Display for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:012x}-{:08x}-{}", self.wall_ms, self.counter, self.device)
+    }
+}
+
+impl FromStr for Hlc {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, CoreError> {
+        let bad = || CoreError::InvalidHlc(s.to_owned());
+        let mut parts = s.split('-');
+        let (Some(wall), Some(counter), Some(device), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        if wall.len() != 12 || counter.len() != 8 || device.len() != 16 {
+            return Err(bad());
+        }
+        let hex = |p: &str| {
+            p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !(hex(wall) && hex(counter) && hex(device)) {
+            return Err(bad());
+        }
+        Ok(Hlc {
+            wall_ms: u64::from_str_radix(wall, 16).map_err(|_| bad())?,
+            counter: u32::from_str_radix(counter, 16).map_err(|_| bad())?,
+            device: device.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl Serialize for Hlc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hlc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One device's clock: issues strictly increasing stamps and folds in the
+/// stamps it receives from other devices.
+#[derive(Debug, Clone)]
+pub struct HlcClock {
+    last: Hlc,
+    max_drift_ms: u64,
+}
+
+impl HlcClock {
+    /// A clock for `device` that has issued nothing yet.
+    pub fn new(device: DeviceId) -> Self {
+        Self {
+            last: Hlc {
+                wall_ms: 0,
+                counter: 0,
+                device,
+            },
+            max_drift_ms: MAX_CLOCK_DRIFT_MS,
+        }
+    }
+
+    /// A clock that resumes after `last` (e.g. the highest stamp found in a
+    /// store on open), so a restarted device never reissues a stamp.
+    pub fn resume(device: DeviceId, last: Option<Hlc>) -> Self {
+        let mut clock = Self::new(device);
+        if let Some(seen) = last {
+            clock.last.wall_ms = seen.wall_ms;
+            clock.last.counter = seen.counter;
+        }
+        clock
+    }
+
+    /// Changes the tolerated remote drift (default [`MAX_CLOCK_DRIFT_MS`]).
+    pub fn with_max_drift(mut self, max_drift_ms: u64) -> Self {
+        self.max_drift_ms = max_drift_ms;
+        self
+    }
+
+    /// This clock's device.
+    pub fn device(&self) -> DeviceId {
+        self.last.device
+    }
+
+    /// The last stamp issued or observed.
+    pub fn last(&self) -> Hlc {
+        self.last
+    }
+
+    /// A new stamp, greater than every stamp issued or observed so far.
+    pub fn tick(&mut self, now: Timestamp) -> Result<Hlc, CoreError> {
+        let now = now.as_millis().clamp(0, MAX_WALL_MS as i64) as u64;
+        if now > self.last.wall_ms {
+            self.last.wall_ms = now;
+            self.last.counter = 0;
+        } else {
+            self.last.counter = self
+                .last
+                .counter
+                .checked_add(1)
+                .ok_or(CoreError::ClockExhausted)?;
+        }
+        Ok(self.last)
+    }
+
+    /// Folds in a stamp received from elsewhere, so the next local stamp is
+    /// greater than it. Refuses stamps implausibly far ahead of `now`.
+    pub fn observe(&mut self, remote: Hlc, now: Timestamp) -> Result<(), CoreError> {
+        let now_ms = now.as_millis().max(0) as u64;
+        if remote.wall_ms > now_ms.saturating_add(self.max_drift_ms) {
+            return Err(CoreError::ClockSkew {
+                ahead_ms: remote.wall_ms - now_ms,
+                limit_ms: self.max_drift_ms,
+            });
+        }
+        if (remote.wall_ms, remote.counter) > (self.last.wall_ms, self.last.counter) {
+            self.last.wall_ms = remote.wall_ms;
+            self.last.counter = remote.counter;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn dev(n: u64) -> DeviceId {
+        DeviceId(n)
+    }
+
+    #[test]
+    fn ticks_increase_even_when_wall_clock_goes_back() {
+        let mut c = HlcClock::new(dev(1));
+        let a = c.tick(Timestamp(1000)).unwrap();
+        let b = c.tick(Timestamp(1000)).unwrap();
+        let d = c.tick(Timestamp(500)).unwrap();
+        let e = c.tick(Timestamp(2000)).unwrap();
+        assert!(a < b && b < d && d < e);
+        assert_eq!(d.wall_ms(), 1000);
+        assert_eq!(e.counter(), 0);
+    }
+
+    #[test]
+    fn observe_moves_clock_past_remote() {
+        let mut c = HlcClock::new(dev(1));
+        let remote = Hlc::new(5000, 7, dev(2)).unwrap();
+        c.observe(remote, Timestamp(4000)).unwrap();
+        let next = c.tick(Timestamp(4000)).unwrap();
+        assert!(next > remote);
+    }
+
+    #[test]
+    fn observe_refuses_far_future_stamps() {
+        let mut c = HlcClock::new(dev(1)).with_max_drift(1000);
+        let remote = Hlc::new(10_000, 0, dev(2)).unwrap();
+        let err = c.observe(remote, Timestamp(1000)).unwrap_err();
+        assert!(matches!(err, CoreError::ClockSkew { ahead_ms: 9000, .. }));
+        // The clock did not move.
+        assert!(c.tick(Timestamp(1000)).unwrap() < remote);
+    }
+
+    #[test]
+    fn resume_never_reissues() {
+        let seen = Hlc::new(9000, 3, dev(1)).unwrap();
+        let mut c = HlcClock::resume(dev(1), Some(seen));
+        assert!(c.tick(Timestamp(100)).unwrap() > seen);
+    }
+
+    #[test]
+    fn text_form_rejects_garbage() {
+        for bad in ["", "1-2-3", "00000000000g-00000000-0000000000000001", "000000000001-00000000-0000000000000001-x", "00000000000A-00000000-0000000000000001"] {
+            assert!(bad.parse::<Hlc>().is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn text_order_matches_stamp_order(
+            a in (0u64..MAX_WALL_MS, any::<u32>(), any::<u64>()),
+            b in (0u64..MAX_WALL_MS, any::<u32>(), any::<u64>()),
+        ) {
+            let a = Hlc::new(a.0, a.1, dev(a.2)).unwrap();
+            let b = Hlc::new(b.0, b.1, dev(b.2)).unwrap();
+            prop_assert_eq!(a.cmp(&b), a.to_string().cmp(&b.to_string()));
+            prop_assert_eq!(a.to_string().parse::<Hlc>().unwrap(), a);
+        }
+
+        #[test]
+        fn ticks_are_strictly_monotonic(times in proptest::collection::vec(0i64..10_000, 1..50)) {
+            let mut c = HlcClock::new(dev(3));
+            let mut prev = None;
+            for t in times {
+                let s = c.tick(Timestamp(t)).unwrap();
+                if let Some(p) = prev { prop_assert!(s > p); }
+                prev = Some(s);
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! chatvault's pure core: the data model every other crate speaks.
+//!
+//! This crate owns the shapes (conversations, messages, tombstones, changes),
+//! the identifiers, the hybrid logical clock and the merge rule that decides
+//! which of two versions of a record wins. It performs **no I/O**: no files,
+//! no network, no clock reads (time is always a parameter), so it builds for
+//! `wasm32-unknown-unknown` and every rule in it is tested with plain data.
+//!
+//! # Layout
+//! - [`ids`] — typed UUIDv7 identifiers and the device id.
+//! - [`time`] — [`Timestamp`], milliseconds since the Unix epoch.
+//! - [`hlc`] — the hybrid logical clock ([`Hlc`], [`HlcClock`]).
+//! - [`model`] — [`Conversation`], [`Message`], [`Role`] as apps see them.
+//! - [`record`] — what stores and the server keep: clear header + opaque body.
+//! - [`change`] — [`Change`], the unit of the outbox and of sync.
+//! - [`merge`] — the last-writer-wins rule as a pure function.
+//! - [`page`] — cursors and pages for listing.
+//! - [`error`] — [`CoreError`].
+
+mod change;
+mod error;
+mod hlc;
+mod ids;
+mod merge;
+mod model;
+mod page;
+mod record;
+mod time;
+
+pub use change::{Change, ChangeOp, DeletePayload, EntityKind, Incoming, UpsertPayload};
+pub use error::CoreError;
+pub use hlc::{Hlc, HlcClock, MAX_CLOCK_DRIFT_MS};
+pub use ids::{ConversationId, DeviceId, MessageId, OpId, RecordId, UserId};
+pub use merge::{merge, resolve, Resolution, VersionedState};
+pub use model::{Conversation, Message, Metadata, Role};
+pub use page::{ConversationCursor, MessageCursor, Page};
+pub use record::{Body, ConversationRecord, MessageRecord, Tombstone};
+pub use time::Timestamp;
+
+/// Result alias for fallible core operations.
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;
