@@ -247,7 +247,12 @@ mod tests {
 
     #[test]
     fn message_change_without_conversation_is_invalid() {
-        let t = Tombstone::message(MessageId::new(), ConversationId::new(), Hlc::default(), Timestamp(0));
+        let t = Tombstone::message(
+            MessageId::new(),
+            ConversationId::new(),
+            Hlc::default(),
+            Timestamp(0),
+        );
         let mut c = Change::delete(OpId::new(), &t);
         c.conversation_id = None;
         assert!(c.into_incoming().is_err());

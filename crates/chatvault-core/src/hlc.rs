@@ -36,7 +36,9 @@ impl Hlc {
     /// Builds a stamp from its parts.
     pub fn new(wall_ms: u64, counter: u32, device: DeviceId) -> Result<Self, CoreError> {
         if wall_ms > MAX_WALL_MS {
-            return Err(CoreError::InvalidHlc(format!("wall time {wall_ms} out of range")));
+            return Err(CoreError::InvalidHlc(format!(
+                "wall time {wall_ms} out of range"
+            )));
         }
         Ok(Self {
             wall_ms,
@@ -63,7 +65,11 @@ impl Hlc {
 
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:012x}-{:08x}-{}", self.wall_ms, self.counter, self.device)
+        write!(
+            f,
+            "{:012x}-{:08x}-{}",
+            self.wall_ms, self.counter, self.device
+        )
     }
 }
 
@@ -239,7 +245,13 @@ mod tests {
 
     #[test]
     fn text_form_rejects_garbage() {
-        for bad in ["", "1-2-3", "00000000000g-00000000-0000000000000001", "000000000001-00000000-0000000000000001-x", "00000000000A-00000000-0000000000000001"] {
+        for bad in [
+            "",
+            "1-2-3",
+            "00000000000g-00000000-0000000000000001",
+            "000000000001-00000000-0000000000000001-x",
+            "00000000000A-00000000-0000000000000001",
+        ] {
             assert!(bad.parse::<Hlc>().is_err(), "{bad}");
         }
     }

@@ -103,6 +103,14 @@ impl RecordId {
     pub const fn as_uuid(&self) -> &Uuid {
         &self.0
     }
+    /// The 16 raw bytes, for compact storage.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+    /// From 16 raw bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(Uuid::from_bytes(bytes))
+    }
     /// Reinterprets as a conversation id.
     pub fn conversation(self) -> ConversationId {
         ConversationId::from_uuid(self.0)

@@ -83,13 +83,18 @@ mod tests {
 
     fn owned() -> impl Strategy<Value = Owned> {
         // Small ranges so equal stamps (ties) actually occur.
-        (0u64..4, 0u32..3, 0u64..3, any::<bool>(), proptest::collection::vec(0u8..3, 0..3)).prop_map(
-            |(w, c, d, deleted, body)| Owned {
+        (
+            0u64..4,
+            0u32..3,
+            0u64..3,
+            any::<bool>(),
+            proptest::collection::vec(0u8..3, 0..3),
+        )
+            .prop_map(|(w, c, d, deleted, body)| Owned {
                 version: Hlc::new(w, c, DeviceId(d)).unwrap(),
                 deleted,
                 body: if deleted { Vec::new() } else { body },
-            },
-        )
+            })
     }
 
     fn v(wall: u64, dev: u64, deleted: bool, body: &'static [u8]) -> VersionedState<'static> {
@@ -122,8 +127,16 @@ mod tests {
     #[test]
     fn wall_clock_alone_does_not_decide() {
         // Same wall time: the counter decides, not the device's clock.
-        let a = VersionedState { version: Hlc::new(5, 2, DeviceId(1)).unwrap(), deleted: false, body: b"a" };
-        let b = VersionedState { version: Hlc::new(5, 1, DeviceId(9)).unwrap(), deleted: false, body: b"b" };
+        let a = VersionedState {
+            version: Hlc::new(5, 2, DeviceId(1)).unwrap(),
+            deleted: false,
+            body: b"a",
+        };
+        let b = VersionedState {
+            version: Hlc::new(5, 1, DeviceId(9)).unwrap(),
+            deleted: false,
+            body: b"b",
+        };
         assert_eq!(merge(a, b), a);
     }
 

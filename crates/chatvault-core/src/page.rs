@@ -79,7 +79,10 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let c = MessageCursor { created_at: Timestamp(42), id: MessageId::new() };
+        let c = MessageCursor {
+            created_at: Timestamp(42),
+            id: MessageId::new(),
+        };
         assert_eq!(c.to_string().parse::<MessageCursor>().unwrap(), c);
         assert!("42".parse::<MessageCursor>().is_err());
         assert!("x.y".parse::<ConversationCursor>().is_err());

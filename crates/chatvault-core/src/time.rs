@@ -6,7 +6,9 @@ use std::fmt;
 
 /// Milliseconds since the Unix epoch (UTC), the unit JavaScript's
 /// `Date.now()` speaks. Serialized as a plain JSON number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 

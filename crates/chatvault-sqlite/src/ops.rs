@@ -1,0 +1,523 @@
+//! Queries and batch application. Each function takes the connection and
+//! runs synchronously; the caller puts it on the blocking pool.
+
+use crate::convert::{conversation_id, hlc, message_id, record_id, sql_err, ts};
+use chatvault_core::{
+    Body, Change, ConversationId, ConversationRecord, EntityKind, MessageId, MessageRecord, OpId,
+    RecordId, Tombstone, UserId,
+};
+use chatvault_store::{
+    ConversationQuery, ConversationRow, ConversationUsage, MessageQuery, OutboxEntry, Result,
+    StoreError, Usage, WriteBatch, WriteOp,
+};
+use rusqlite::{named_params, params, Connection, OptionalExtension, Row, ToSql, Transaction};
+use std::collections::{HashMap, HashSet};
+
+const CONVERSATION_COLUMNS: &str =
+    "id, user_id, created_at, updated_at, version, body, activity_at";
+const MESSAGE_COLUMNS: &str = "id, conversation_id, created_at, updated_at, version, body";
+
+fn read_conversation(row: &Row<'_>) -> rusqlite::Result<Result<ConversationRow>> {
+    let id: Vec<u8> = row.get(0)?;
+    let user: String = row.get(1)?;
+    let created: i64 = row.get(2)?;
+    let updated: i64 = row.get(3)?;
+    let version: String = row.get(4)?;
+    let body: Vec<u8> = row.get(5)?;
+    let activity: i64 = row.get(6)?;
+    Ok((|| {
+        Ok(ConversationRow {
+            record: ConversationRecord {
+                id: conversation_id(id)?,
+                user_id: user
+                    .parse::<UserId>()
+                    .map_err(|e| StoreError::Decode(e.to_string()))?,
+                created_at: ts(created),
+                updated_at: ts(updated),
+                version: hlc(version)?,
+                body: Body(body),
+            },
+            activity_at: ts(activity),
+        })
+    })())
+}
+
+fn read_message(row: &Row<'_>) -> rusqlite::Result<Result<MessageRecord>> {
+    let id: Vec<u8> = row.get(0)?;
+    let conv: Vec<u8> = row.get(1)?;
+    let created: i64 = row.get(2)?;
+    let updated: i64 = row.get(3)?;
+    let version: String = row.get(4)?;
+    let body: Vec<u8> = row.get(5)?;
+    Ok((|| {
+        Ok(MessageRecord {
+            id: message_id(id)?,
+            conversation_id: conversation_id(conv)?,
+            created_at: ts(created),
+            updated_at: ts(updated),
+            version: hlc(version)?,
+            body: Body(body),
+        })
+    })())
+}
+
+fn read_tombstone(row: &Row<'_>) -> rusqlite::Result<Result<Tombstone>> {
+    let kind: String = row.get(0)?;
+    let id: Vec<u8> = row.get(1)?;
+    let conv: Option<Vec<u8>> = row.get(2)?;
+    let version: String = row.get(3)?;
+    let deleted: i64 = row.get(4)?;
+    Ok((|| {
+        Ok(Tombstone {
+            kind: kind
+                .parse()
+                .map_err(|e: chatvault_core::CoreError| StoreError::Decode(e.to_string()))?,
+            id: record_id(id)?,
+            conversation_id: conv.map(conversation_id).transpose()?,
+            version: hlc(version)?,
+            deleted_at: ts(deleted),
+        })
+    })())
+}
+
+/// Collects decoded rows, surfacing SQL errors and decode errors alike.
+fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result<Vec<T>> {
+    rows.map(|r| r.map_err(sql_err)?).collect()
+}
+
+pub(crate) fn conversation(
+    c: &mut Connection,
+    id: ConversationId,
+) -> Result<Option<ConversationRow>> {
+    let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1");
+    c.prepare_cached(&sql)
+        .map_err(sql_err)?
+        .query_row([&id.as_bytes()[..]], read_conversation)
+        .optional()
+        .map_err(sql_err)?
+        .transpose()
+}
+
+pub(crate) fn conversations(
+    c: &mut Connection,
+    q: &ConversationQuery,
+) -> Result<Vec<ConversationRow>> {
+    if q.limit == 0 {
+        return Err(StoreError::InvalidRequest(
+            "page size must be at least 1".into(),
+        ));
+    }
+    let mut sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE 1");
+    let mut args: Vec<(&str, Box<dyn ToSql>)> = Vec::new();
+    if let Some(from) = q.active_from {
+        sql.push_str(" AND activity_at >= :from");
+        args.push((":from", Box::new(from.as_millis())));
+    }
+    if let Some(to) = q.active_to {
+        sql.push_str(" AND activity_at <= :to");
+        args.push((":to", Box::new(to.as_millis())));
+    }
+    if let Some(after) = q.after {
+        sql.push_str(" AND (activity_at, id) < (:at, :id)");
+        args.push((":at", Box::new(after.updated_at.as_millis())));
+        args.push((":id", Box::new(after.id.as_bytes().to_vec())));
+    }
+    sql.push_str(" ORDER BY activity_at DESC, id DESC LIMIT :limit");
+    args.push((":limit", Box::new(q.limit as i64)));
+    let params: Vec<(&str, &dyn ToSql)> = args.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+    let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
+    let rows = stmt
+        .query_map(params.as_slice(), read_conversation)
+        .map_err(sql_err)?;
+    collect(rows)
+}
+
+pub(crate) fn message(c: &mut Connection, id: MessageId) -> Result<Option<MessageRecord>> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+    c.prepare_cached(&sql)
+        .map_err(sql_err)?
+        .query_row([&id.as_bytes()[..]], read_message)
+        .optional()
+        .map_err(sql_err)?
+        .transpose()
+}
+
+pub(crate) fn messages(c: &mut Connection, q: &MessageQuery) -> Result<Vec<MessageRecord>> {
+    if q.limit == 0 {
+        return Err(StoreError::InvalidRequest(
+            "page size must be at least 1".into(),
+        ));
+    }
+    let conv = q.conversation_id.as_bytes().to_vec();
+    let limit = q.limit as i64;
+    match q.before {
+        None => {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 \
+                 ORDER BY created_at DESC, id DESC LIMIT ?2"
+            );
+            let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![conv, limit], read_message)
+                .map_err(sql_err)?;
+            collect(rows)
+        }
+        Some(before) => {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 \
+                 AND (created_at, id) < (?2, ?3) ORDER BY created_at DESC, id DESC LIMIT ?4"
+            );
+            let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        conv,
+                        before.created_at.as_millis(),
+                        &before.id.as_bytes()[..],
+                        limit
+                    ],
+                    read_message,
+                )
+                .map_err(sql_err)?;
+            collect(rows)
+        }
+    }
+}
+
+pub(crate) fn tombstone(
+    c: &mut Connection,
+    kind: EntityKind,
+    id: RecordId,
+) -> Result<Option<Tombstone>> {
+    tombstone_in(c, kind, id)
+}
+
+fn tombstone_in(c: &Connection, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>> {
+    c.prepare_cached(
+        "SELECT kind, id, conversation_id, version, deleted_at FROM tombstones \
+         WHERE kind = ?1 AND id = ?2",
+    )
+    .map_err(sql_err)?
+    .query_row(params![kind.as_str(), &id.as_bytes()[..]], read_tombstone)
+    .optional()
+    .map_err(sql_err)?
+    .transpose()
+}
+
+pub(crate) fn usage(c: &mut Connection) -> Result<Usage> {
+    let tx = c.transaction().map_err(sql_err)?;
+    let count = |sql: &str| -> Result<u64> {
+        tx.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(sql_err)
+    };
+    let conversations = count("SELECT count(*) FROM conversations")?;
+    let messages = count("SELECT count(*) FROM messages")?;
+    let tombstones = count("SELECT count(*) FROM tombstones")?;
+    let pending_changes = count("SELECT count(*) FROM outbox")?;
+    let bytes = count(
+        "SELECT (SELECT coalesce(sum(length(body)), 0) FROM conversations) + \
+                (SELECT coalesce(sum(length(body)), 0) FROM messages)",
+    )?;
+
+    let pending: HashSet<Vec<u8>> = {
+        let mut stmt = tx
+            .prepare(
+                "SELECT DISTINCT CASE kind WHEN 'conversation' THEN entity_id \
+                 ELSE conversation_id END FROM outbox",
+            )
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .map_err(sql_err)?;
+        rows.filter_map(|r| r.transpose())
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql_err)?
+    };
+
+    let mut per_conversation = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare(
+                "SELECT c.id, c.activity_at, length(c.body), \
+                        coalesce(m.n, 0), coalesce(m.bytes, 0) \
+                 FROM conversations c \
+                 LEFT JOIN (SELECT conversation_id, count(*) AS n, sum(length(body)) AS bytes \
+                            FROM messages GROUP BY conversation_id) m \
+                   ON m.conversation_id = c.id \
+                 ORDER BY c.activity_at DESC, c.id DESC",
+            )
+            .map_err(sql_err)?;
+        let mut rows = stmt.query([]).map_err(sql_err)?;
+        while let Some(row) = rows.next().map_err(sql_err)? {
+            let id: Vec<u8> = row.get(0).map_err(sql_err)?;
+            let pending = pending.contains(&id);
+            let own: i64 = row.get(2).map_err(sql_err)?;
+            let n: i64 = row.get(3).map_err(sql_err)?;
+            let msg_bytes: i64 = row.get(4).map_err(sql_err)?;
+            per_conversation.push(ConversationUsage {
+                id: conversation_id(id)?,
+                activity_at: ts(row.get(1).map_err(sql_err)?),
+                messages: n as u64,
+                bytes: (own + msg_bytes) as u64,
+                pending,
+            });
+        }
+    }
+    Ok(Usage {
+        conversations,
+        messages,
+        tombstones,
+        pending_changes,
+        bytes,
+        per_conversation,
+    })
+}
+
+pub(crate) fn write(c: &mut Connection, batch: WriteBatch) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let tx = c
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql_err)?;
+    // Activity bumps are folded per conversation and applied once at the
+    // end: a bulk import into one conversation then updates its row once,
+    // not once per message.
+    let mut activity: HashMap<ConversationId, i64> = HashMap::new();
+    for op in batch.ops {
+        apply(&tx, op, &mut activity)?;
+    }
+    {
+        let mut bump = tx
+            .prepare_cached(
+                "UPDATE conversations SET activity_at = max(activity_at, ?2) WHERE id = ?1",
+            )
+            .map_err(sql_err)?;
+        for (id, at) in activity {
+            bump.execute(params![&id.as_bytes()[..], at])
+                .map_err(sql_err)?;
+        }
+    }
+    tx.commit().map_err(sql_err)
+}
+
+fn apply(
+    tx: &Transaction<'_>,
+    op: WriteOp,
+    activity: &mut HashMap<ConversationId, i64>,
+) -> Result<()> {
+    match op {
+        WriteOp::PutConversation(r) => {
+            let id = &r.id.as_bytes()[..];
+            tx.prepare_cached("DELETE FROM tombstones WHERE kind = 'conversation' AND id = ?1")
+                .map_err(sql_err)?
+                .execute([id])
+                .map_err(sql_err)?;
+            tx.prepare_cached(
+                "INSERT INTO conversations (id, user_id, created_at, updated_at, activity_at, version, body) \
+                 VALUES (:id, :user, :created, :updated, \
+                         max(:updated, coalesce((SELECT max(updated_at) FROM messages WHERE conversation_id = :id), 0)), \
+                         :version, :body) \
+                 ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
+                     created_at = excluded.created_at, updated_at = excluded.updated_at, \
+                     activity_at = max(activity_at, excluded.updated_at), \
+                     version = excluded.version, body = excluded.body",
+            )
+            .map_err(sql_err)?
+            .execute(named_params! {
+                ":id": id,
+                ":user": r.user_id.as_str(),
+                ":created": r.created_at.as_millis(),
+                ":updated": r.updated_at.as_millis(),
+                ":version": r.version.to_string(),
+                ":body": r.body.as_bytes(),
+            })
+            .map_err(sql_err)?;
+        }
+        WriteOp::PutMessage(m) => {
+            let id = &m.id.as_bytes()[..];
+            tx.prepare_cached("DELETE FROM tombstones WHERE kind = 'message' AND id = ?1")
+                .map_err(sql_err)?
+                .execute([id])
+                .map_err(sql_err)?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO messages (id, conversation_id, created_at, updated_at, version, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(sql_err)?
+            .execute(params![
+                id,
+                &m.conversation_id.as_bytes()[..],
+                m.created_at.as_millis(),
+                m.updated_at.as_millis(),
+                m.version.to_string(),
+                m.body.as_bytes(),
+            ])
+            .map_err(sql_err)?;
+            let at = activity.entry(m.conversation_id).or_insert(i64::MIN);
+            *at = (*at).max(m.updated_at.as_millis());
+        }
+        WriteOp::Delete(t) => {
+            let id = &t.id.as_bytes()[..];
+            match t.kind {
+                EntityKind::Conversation => {
+                    for sql in [
+                        "DELETE FROM conversations WHERE id = ?1",
+                        "DELETE FROM messages WHERE conversation_id = ?1",
+                        "DELETE FROM tombstones WHERE conversation_id = ?1",
+                        "DELETE FROM outbox WHERE conversation_id = ?1",
+                    ] {
+                        tx.prepare_cached(sql)
+                            .map_err(sql_err)?
+                            .execute([id])
+                            .map_err(sql_err)?;
+                    }
+                    activity.remove(&t.id.conversation());
+                }
+                EntityKind::Message => {
+                    tx.prepare_cached("DELETE FROM messages WHERE id = ?1")
+                        .map_err(sql_err)?
+                        .execute([id])
+                        .map_err(sql_err)?;
+                }
+            }
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO tombstones (kind, id, conversation_id, version, deleted_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(sql_err)?
+            .execute(params![
+                t.kind.as_str(),
+                id,
+                t.conversation_id.map(|c| c.as_bytes().to_vec()),
+                t.version.to_string(),
+                t.deleted_at.as_millis(),
+            ])
+            .map_err(sql_err)?;
+        }
+        WriteOp::Enqueue(item) => {
+            // REPLACE deletes the record's pending entry (coalescing) and
+            // gives the new one the next sequence number.
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO outbox (entity_id, kind, conversation_id, op_id) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(sql_err)?
+            .execute(params![
+                &item.entity_id.as_bytes()[..],
+                item.kind.as_str(),
+                item.conversation_id.map(|c| c.as_bytes().to_vec()),
+                &item.op_id.as_bytes()[..],
+            ])
+            .map_err(sql_err)?;
+        }
+        WriteOp::Dequeue(entity) => {
+            tx.prepare_cached("DELETE FROM outbox WHERE entity_id = ?1")
+                .map_err(sql_err)?
+                .execute([&entity.as_bytes()[..]])
+                .map_err(sql_err)?;
+        }
+        WriteOp::SetMeta(key, value) => {
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
+                .map_err(sql_err)?
+                .execute(params![key, value])
+                .map_err(sql_err)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn outbox(c: &mut Connection, limit: usize) -> Result<Vec<OutboxEntry>> {
+    if limit == 0 {
+        return Err(StoreError::InvalidRequest(
+            "page size must be at least 1".into(),
+        ));
+    }
+    let tx = c.transaction().map_err(sql_err)?;
+    let items: Vec<(i64, Vec<u8>, String, Vec<u8>)> = {
+        let mut stmt = tx
+            .prepare_cached("SELECT seq, entity_id, kind, op_id FROM outbox ORDER BY seq LIMIT ?1")
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(sql_err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (seq, entity, kind, op) in items {
+        let entity = record_id(entity)?;
+        let kind: EntityKind = kind
+            .parse()
+            .map_err(|e: chatvault_core::CoreError| StoreError::Decode(e.to_string()))?;
+        let op_id = OpId::from_bytes(
+            op.try_into()
+                .map_err(|_| StoreError::Decode("outbox op id is not 16 bytes".into()))?,
+        );
+        let live = match kind {
+            EntityKind::Conversation => {
+                let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1");
+                tx.prepare_cached(&sql)
+                    .map_err(sql_err)?
+                    .query_row([&entity.as_bytes()[..]], read_conversation)
+                    .optional()
+                    .map_err(sql_err)?
+                    .transpose()?
+                    .map(|row| Change::upsert_conversation(op_id, &row.record))
+            }
+            EntityKind::Message => {
+                let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+                tx.prepare_cached(&sql)
+                    .map_err(sql_err)?
+                    .query_row([&entity.as_bytes()[..]], read_message)
+                    .optional()
+                    .map_err(sql_err)?
+                    .transpose()?
+                    .map(|m| Change::upsert_message(op_id, &m))
+            }
+        };
+        let change = match live {
+            Some(c) => Some(c),
+            None => tombstone_in(&tx, kind, entity)?.map(|t| Change::delete(op_id, &t)),
+        };
+        if let Some(change) = change {
+            out.push(OutboxEntry {
+                seq: seq as u64,
+                change,
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn acknowledge(c: &mut Connection, seqs: &[u64]) -> Result<()> {
+    let tx = c.transaction().map_err(sql_err)?;
+    {
+        let mut stmt = tx
+            .prepare_cached("DELETE FROM outbox WHERE seq = ?1")
+            .map_err(sql_err)?;
+        for seq in seqs {
+            stmt.execute([*seq as i64]).map_err(sql_err)?;
+        }
+    }
+    tx.commit().map_err(sql_err)
+}
+
+pub(crate) fn meta(c: &mut Connection, key: &str) -> Result<Option<Vec<u8>>> {
+    c.prepare_cached("SELECT value FROM meta WHERE key = ?1")
+        .map_err(sql_err)?
+        .query_row([key], |r| r.get(0))
+        .optional()
+        .map_err(sql_err)
+}
+
+pub(crate) fn clear(c: &mut Connection) -> Result<()> {
+    let tx = c.transaction().map_err(sql_err)?;
+    tx.execute_batch(
+        "DELETE FROM conversations; DELETE FROM messages; DELETE FROM tombstones; DELETE FROM outbox;",
+    )
+    .map_err(sql_err)?;
+    tx.commit().map_err(sql_err)
+}

@@ -1,0 +1,185 @@
+//! The SQLite schema, its version, and the checks made when a file is
+//! opened: is it a chatvault store, is it from a version we can read, does
+//! it need migrating.
+//!
+//! Ids are stored as 16-byte blobs, times as integer milliseconds, versions
+//! as their fixed-width text form (which sorts like the stamps). Indexes
+//! exist for exactly the queries the store runs.
+
+use crate::convert::sql_err;
+use crate::{Durability, SqliteOptions};
+use chatvault_store::{Result, StoreError};
+use rusqlite::{Connection, OpenFlags};
+use std::path::Path;
+use std::time::Duration;
+
+/// Current schema version, kept in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `PRAGMA application_id` marking a chatvault store ("CVST").
+const APPLICATION_ID: i32 = 0x4356_5354;
+
+/// Migrations, in order: `MIGRATIONS[n]` takes a store from version `n` to
+/// `n + 1`. Version 0 is an empty file.
+const MIGRATIONS: &[&str] = &[V1];
+
+const V1: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE conversations (
+    id          BLOB PRIMARY KEY,
+    user_id     TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    activity_at INTEGER NOT NULL,
+    version     TEXT    NOT NULL,
+    body        BLOB    NOT NULL
+);
+CREATE INDEX conversations_by_activity ON conversations (activity_at, id);
+
+CREATE TABLE messages (
+    id              BLOB PRIMARY KEY,
+    conversation_id BLOB    NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    version         TEXT    NOT NULL,
+    body            BLOB    NOT NULL
+);
+CREATE INDEX messages_by_conversation ON messages (conversation_id, created_at, id);
+
+CREATE TABLE tombstones (
+    kind            TEXT    NOT NULL,
+    id              BLOB    NOT NULL,
+    conversation_id BLOB,
+    version         TEXT    NOT NULL,
+    deleted_at      INTEGER NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+CREATE INDEX tombstones_by_conversation ON tombstones (conversation_id)
+    WHERE conversation_id IS NOT NULL;
+
+CREATE TABLE outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    entity_id       BLOB NOT NULL UNIQUE,
+    kind            TEXT NOT NULL,
+    conversation_id BLOB,
+    op_id           BLOB NOT NULL
+);
+CREATE INDEX outbox_by_conversation ON outbox (conversation_id)
+    WHERE conversation_id IS NOT NULL;
+";
+
+/// Opens `path`, verifies it, applies pragmas and brings the schema up to
+/// [`SCHEMA_VERSION`].
+pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Connection> {
+    let exists = path.exists();
+    if !exists && !options.create {
+        return Err(StoreError::Unavailable(format!(
+            "no store at {}",
+            path.display()
+        )));
+    }
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if options.create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let mut conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sql_err)?;
+
+    let not_chatvault = |detail: String| {
+        StoreError::Corrupt(format!(
+            "{} is not a readable chatvault store ({detail})",
+            path.display()
+        ))
+    };
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(|e| not_chatvault(e.to_string()))?;
+    let version: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| not_chatvault(e.to_string()))?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| not_chatvault(e.to_string()))?;
+    if app_id != APPLICATION_ID && (app_id != 0 || objects > 0) {
+        return Err(not_chatvault("it belongs to another application".into()));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql_err)?;
+    let synchronous = match options.durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(sql_err)?;
+    // Keep the WAL from growing without bound between checkpoints.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .map_err(sql_err)?;
+
+    if let Some(max) = options.max_bytes {
+        let page_size: u64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get::<_, i64>(0))
+            .map_err(sql_err)? as u64;
+        conn.pragma_update(
+            None,
+            "max_page_count",
+            (max / page_size.max(1)).max(1) as i64,
+        )
+        .map_err(sql_err)?;
+    }
+
+    if version < SCHEMA_VERSION {
+        if version > 0 {
+            backup_before_migration(&conn, path, version)?;
+        }
+        migrate(&mut conn, version)?;
+    }
+    Ok(conn)
+}
+
+/// Copies the store next to itself (`NAME.v{version}.bak`) before a
+/// migration touches it.
+fn backup_before_migration(conn: &Connection, path: &Path, version: u32) -> Result<()> {
+    let mut backup = path.as_os_str().to_owned();
+    backup.push(format!(".v{version}.bak"));
+    let backup = std::path::PathBuf::from(backup);
+    if backup.exists() {
+        std::fs::remove_file(&backup)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", backup.display())))?;
+    }
+    let target = backup.to_string_lossy().into_owned();
+    conn.execute("VACUUM INTO ?1", [&target]).map_err(sql_err)?;
+    tracing::info!(backup = %backup.display(), from = version, to = SCHEMA_VERSION, "backed up store before migration");
+    Ok(())
+}
+
+/// Runs every migration from `from` to [`SCHEMA_VERSION`] in one
+/// transaction: a failure leaves the store at its old version.
+fn migrate(conn: &mut Connection, from: u32) -> Result<()> {
+    let tx = conn.transaction().map_err(sql_err)?;
+    for (step, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        tx.execute_batch(sql).map_err(|e| {
+            StoreError::Backend(format!("migration to schema {} failed: {e}", step + 1))
+        })?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(sql_err)?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .map_err(sql_err)?;
+    tx.commit().map_err(sql_err)?;
+    if from > 0 {
+        tracing::info!(from, to = SCHEMA_VERSION, "migrated store schema");
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! chatvault's storage contract.
+//!
+//! A [`Store`] keeps records exactly as it is handed them: a clear header
+//! (ids, timestamps, version) and an opaque body it never interprets — in an
+//! encrypted vault the body is ciphertext, and the store cannot tell. It also
+//! keeps the **outbox**: every local write names the records it changed, in
+//! the same atomic [`WriteBatch`], so a change is never lost between the
+//! write and its sync.
+//!
+//! The trait is deliberately small (a handful of reads, one atomic write) so
+//! every backend — memory, SQLite, IndexedDB — implements the same contract
+//! and one conformance suite proves it, and so a test can wrap any backend
+//! with fault injection.
+//!
+//! Decisions (which version wins, what to encrypt) are not made here: the
+//! `chatvault` facade makes them with `chatvault-core`'s rules and hands the
+//! store the outcome.
+//!
+//! # Layout
+//! - [`Store`] and its request/response types (this file and `types`).
+//! - [`MemoryStore`] — the in-memory backend (tests, ephemeral sessions).
+//! - [`StoreError`].
+
+mod error;
+mod memory;
+mod types;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use types::{
+    ConversationQuery, ConversationRow, ConversationUsage, MessageQuery, OutboxEntry, OutboxItem,
+    Usage, WriteBatch, WriteOp,
+};
+
+use async_trait::async_trait;
+use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The storage contract every backend implements.
+///
+/// Reads see every batch whose [`Store::write`] returned `Ok`. A batch is
+/// atomic: after a crash, either all of it is visible or none of it is.
+#[cfg_attr(target_family = "wasm", async_trait(?Send))]
+#[cfg_attr(not(target_family = "wasm"), async_trait)]
+pub trait Store: MaybeSendSync {
+    /// A short name for logs and test output (`"memory"`, `"sqlite"`).
+    fn backend(&self) -> &'static str;
+
+    /// One conversation, if it exists (tombstoned ones do not).
+    async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRow>>;
+
+    /// Conversations, most recent activity first, filtered and paged by
+    /// `query`.
+    async fn conversations(&self, query: &ConversationQuery) -> Result<Vec<ConversationRow>>;
+
+    /// One message, if it exists.
+    async fn message(&self, id: MessageId) -> Result<Option<MessageRecord>>;
+
+    /// Messages of one conversation, newest first, paged back in time.
+    async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageRecord>>;
+
+    /// The tombstone left by deleting a record, if any.
+    async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>>;
+
+    /// Record counts and stored sizes.
+    async fn usage(&self) -> Result<Usage>;
+
+    /// Applies a batch atomically.
+    async fn write(&self, batch: WriteBatch) -> Result<()>;
+
+    /// Pending outbox changes, oldest first, at most `limit`. Each is built
+    /// from the record's current state, so a record has at most one.
+    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
+
+    /// Removes delivered outbox entries by sequence number. An entry that
+    /// was replaced by a newer change since it was read has a new sequence
+    /// number and stays pending.
+    async fn acknowledge(&self, seqs: &[u64]) -> Result<()>;
+
+    /// A value from the store's small key-value metadata table.
+    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Deletes every record, tombstone and outbox entry; keeps metadata
+    /// (the vault header and keys). Nothing is synced: this is a local wipe.
+    async fn clear(&self) -> Result<()>;
+}
+
+/// `Send + Sync` natively; nothing on wasm, where stores hold JS handles.
+#[cfg(not(target_family = "wasm"))]
+pub trait MaybeSendSync: Send + Sync {}
+#[cfg(not(target_family = "wasm"))]
+impl<T: Send + Sync + ?Sized> MaybeSendSync for T {}
+/// `Send + Sync` natively; nothing on wasm, where stores hold JS handles.
+#[cfg(target_family = "wasm")]
+pub trait MaybeSendSync {}
+#[cfg(target_family = "wasm")]
+impl<T: ?Sized> MaybeSendSync for T {}

@@ -1,0 +1,323 @@
+//! The in-memory backend: for tests and ephemeral sessions. It implements
+//! the whole contract (including the outbox) so the conformance suite holds
+//! it to the same rules as the persistent backends.
+
+use crate::types::check_limit;
+use crate::{
+    ConversationQuery, ConversationRow, ConversationUsage, MessageQuery, OutboxEntry, OutboxItem,
+    Result, Store, StoreError, Usage, WriteBatch, WriteOp,
+};
+use async_trait::async_trait;
+use chatvault_core::{
+    Change, ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Timestamp, Tombstone,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+/// A store that lives in memory and is gone when dropped.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    quota: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    conversations: HashMap<ConversationId, ConversationRow>,
+    messages: HashMap<MessageId, MessageRecord>,
+    by_conversation: BTreeSet<(ConversationId, Timestamp, MessageId)>,
+    tombstones: HashMap<(EntityKind, RecordId), Tombstone>,
+    outbox: BTreeMap<u64, OutboxItem>,
+    outbox_by_entity: HashMap<RecordId, u64>,
+    next_seq: u64,
+    meta: HashMap<String, Vec<u8>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store that refuses, with [`StoreError::Full`], any batch
+    /// that would take its stored bodies past `bytes` (like a browser quota).
+    pub fn with_quota(bytes: u64) -> Self {
+        Self {
+            inner: Mutex::default(),
+            quota: Some(bytes),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied batch
+        // (batches are applied by infallible code), so poisoning is benign.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    fn messages_of(&self, id: ConversationId) -> impl Iterator<Item = &MessageRecord> + '_ {
+        self.by_conversation
+            .range((id, Timestamp(i64::MIN), MessageId::from_bytes([0; 16]))..)
+            .take_while(move |(c, _, _)| *c == id)
+            .filter_map(|(_, _, m)| self.messages.get(m))
+    }
+
+    fn remove_message(&mut self, id: MessageId) {
+        if let Some(old) = self.messages.remove(&id) {
+            self.by_conversation
+                .remove(&(old.conversation_id, old.created_at, old.id));
+        }
+    }
+
+    fn dequeue(&mut self, entity: RecordId) {
+        if let Some(seq) = self.outbox_by_entity.remove(&entity) {
+            self.outbox.remove(&seq);
+        }
+    }
+
+    fn apply(&mut self, op: WriteOp) {
+        match op {
+            WriteOp::PutConversation(record) => {
+                self.tombstones
+                    .remove(&(EntityKind::Conversation, record.id.into()));
+                let newest_message = self
+                    .messages_of(record.id)
+                    .map(|m| m.updated_at)
+                    .max()
+                    .unwrap_or(Timestamp::EPOCH);
+                let activity_at = record.updated_at.max(newest_message);
+                self.conversations.insert(
+                    record.id,
+                    ConversationRow {
+                        record,
+                        activity_at,
+                    },
+                );
+            }
+            WriteOp::PutMessage(record) => {
+                self.tombstones
+                    .remove(&(EntityKind::Message, record.id.into()));
+                self.remove_message(record.id);
+                if let Some(row) = self.conversations.get_mut(&record.conversation_id) {
+                    row.activity_at = row.activity_at.max(record.updated_at);
+                }
+                self.by_conversation
+                    .insert((record.conversation_id, record.created_at, record.id));
+                self.messages.insert(record.id, record);
+            }
+            WriteOp::Delete(tombstone) => {
+                match tombstone.kind {
+                    EntityKind::Conversation => {
+                        let id = tombstone.id.conversation();
+                        self.conversations.remove(&id);
+                        let doomed: Vec<MessageId> = self.messages_of(id).map(|m| m.id).collect();
+                        for m in doomed {
+                            self.remove_message(m);
+                            self.tombstones.remove(&(EntityKind::Message, m.into()));
+                        }
+                        self.tombstones.retain(|_, t| t.conversation_id != Some(id));
+                        let pending: Vec<RecordId> = self
+                            .outbox
+                            .values()
+                            .filter(|i| i.conversation_id == Some(id))
+                            .map(|i| i.entity_id)
+                            .collect();
+                        for e in pending {
+                            self.dequeue(e);
+                        }
+                    }
+                    EntityKind::Message => self.remove_message(tombstone.id.message()),
+                }
+                self.tombstones
+                    .insert((tombstone.kind, tombstone.id), tombstone);
+            }
+            WriteOp::Enqueue(item) => {
+                self.dequeue(item.entity_id);
+                self.next_seq += 1;
+                self.outbox.insert(self.next_seq, item);
+                self.outbox_by_entity.insert(item.entity_id, self.next_seq);
+            }
+            WriteOp::Dequeue(entity) => self.dequeue(entity),
+            WriteOp::SetMeta(key, value) => {
+                self.meta.insert(key, value);
+            }
+        }
+    }
+
+    fn change_for(&self, item: &OutboxItem) -> Option<Change> {
+        let live = match item.kind {
+            EntityKind::Conversation => self
+                .conversations
+                .get(&item.entity_id.conversation())
+                .map(|row| Change::upsert_conversation(item.op_id, &row.record)),
+            EntityKind::Message => self
+                .messages
+                .get(&item.entity_id.message())
+                .map(|m| Change::upsert_message(item.op_id, m)),
+        };
+        live.or_else(|| {
+            self.tombstones
+                .get(&(item.kind, item.entity_id))
+                .map(|t| Change::delete(item.op_id, t))
+        })
+    }
+}
+
+#[cfg_attr(target_family = "wasm", async_trait(?Send))]
+#[cfg_attr(not(target_family = "wasm"), async_trait)]
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRow>> {
+        Ok(self.lock().conversations.get(&id).cloned())
+    }
+
+    async fn conversations(&self, query: &ConversationQuery) -> Result<Vec<ConversationRow>> {
+        check_limit(query.limit)?;
+        let inner = self.lock();
+        let mut rows: Vec<&ConversationRow> = inner
+            .conversations
+            .values()
+            .filter(|r| query.matches(r))
+            .collect();
+        rows.sort_by_key(|r| std::cmp::Reverse((r.activity_at, r.record.id)));
+        Ok(rows.into_iter().take(query.limit).cloned().collect())
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<MessageRecord>> {
+        Ok(self.lock().messages.get(&id).cloned())
+    }
+
+    async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageRecord>> {
+        check_limit(query.limit)?;
+        let inner = self.lock();
+        let mut all: Vec<&MessageRecord> = inner
+            .messages_of(query.conversation_id)
+            .filter(|m| query.matches(m))
+            .collect();
+        all.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.id)));
+        Ok(all.into_iter().take(query.limit).cloned().collect())
+    }
+
+    async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>> {
+        Ok(self.lock().tombstones.get(&(kind, id)).cloned())
+    }
+
+    async fn usage(&self) -> Result<Usage> {
+        let inner = self.lock();
+        let pending_conversations: BTreeSet<ConversationId> = inner
+            .outbox
+            .values()
+            .filter_map(|i| match i.kind {
+                EntityKind::Conversation => Some(i.entity_id.conversation()),
+                EntityKind::Message => i.conversation_id,
+            })
+            .collect();
+        let mut per_conversation: Vec<ConversationUsage> = inner
+            .conversations
+            .values()
+            .map(|row| {
+                let (count, bytes) = inner
+                    .messages_of(row.record.id)
+                    .fold((0u64, 0u64), |(n, b), m| (n + 1, b + m.body.len() as u64));
+                ConversationUsage {
+                    id: row.record.id,
+                    activity_at: row.activity_at,
+                    messages: count,
+                    bytes: bytes + row.record.body.len() as u64,
+                    pending: pending_conversations.contains(&row.record.id),
+                }
+            })
+            .collect();
+        per_conversation.sort_by_key(|c| std::cmp::Reverse((c.activity_at, c.id)));
+        let bytes = inner
+            .conversations
+            .values()
+            .map(|r| r.record.body.len() as u64)
+            .chain(inner.messages.values().map(|m| m.body.len() as u64))
+            .sum();
+        Ok(Usage {
+            conversations: inner.conversations.len() as u64,
+            messages: inner.messages.len() as u64,
+            tombstones: inner.tombstones.len() as u64,
+            pending_changes: inner.outbox.len() as u64,
+            bytes,
+            per_conversation,
+        })
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut inner = self.lock();
+        if let Some(quota) = self.quota {
+            // Conservative: counts new bodies without crediting replaced
+            // ones, and refuses before applying anything.
+            let stored: u64 = inner
+                .conversations
+                .values()
+                .map(|r| r.record.body.len() as u64)
+                .chain(inner.messages.values().map(|m| m.body.len() as u64))
+                .sum();
+            let incoming: u64 = batch
+                .ops
+                .iter()
+                .map(|op| match op {
+                    WriteOp::PutConversation(r) => r.body.len() as u64,
+                    WriteOp::PutMessage(m) => m.body.len() as u64,
+                    _ => 0,
+                })
+                .sum();
+            if stored + incoming > quota {
+                return Err(StoreError::Full(format!(
+                    "memory store quota of {quota} bytes reached"
+                )));
+            }
+        }
+        for op in batch.ops {
+            inner.apply(op);
+        }
+        Ok(())
+    }
+
+    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        check_limit(limit)?;
+        let inner = self.lock();
+        Ok(inner
+            .outbox
+            .iter()
+            .filter_map(|(seq, item)| {
+                inner
+                    .change_for(item)
+                    .map(|change| OutboxEntry { seq: *seq, change })
+            })
+            .take(limit)
+            .collect())
+    }
+
+    async fn acknowledge(&self, seqs: &[u64]) -> Result<()> {
+        let mut inner = self.lock();
+        for seq in seqs {
+            if let Some(item) = inner.outbox.remove(seq) {
+                inner.outbox_by_entity.remove(&item.entity_id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.lock().meta.get(key).cloned())
+    }
+
+    async fn clear(&self) -> Result<()> {
+        let mut inner = self.lock();
+        let meta = std::mem::take(&mut inner.meta);
+        *inner = Inner {
+            meta,
+            next_seq: inner.next_seq,
+            ..Inner::default()
+        };
+        Ok(())
+    }
+}

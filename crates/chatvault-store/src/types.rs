@@ -1,0 +1,183 @@
+//! Requests and answers of the [`Store`](crate::Store) trait.
+
+use chatvault_core::{
+    Change, ConversationCursor, ConversationId, ConversationRecord, EntityKind, MessageCursor,
+    MessageRecord, OpId, RecordId, Timestamp, Tombstone,
+};
+
+/// A conversation as stored, with the activity time the store derives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRow {
+    /// The synced record.
+    pub record: ConversationRecord,
+    /// The later of the record's `updated_at` and its newest message's
+    /// `updated_at`. Local and derived, never synced; lists, ranges and
+    /// retention use it.
+    pub activity_at: Timestamp,
+}
+
+/// Which conversations to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationQuery {
+    /// Only conversations active at or after this time.
+    pub active_from: Option<Timestamp>,
+    /// Only conversations active at or before this time.
+    pub active_to: Option<Timestamp>,
+    /// Continue after this position (exclusive).
+    pub after: Option<ConversationCursor>,
+    /// At most this many (must be > 0).
+    pub limit: usize,
+}
+
+impl Default for ConversationQuery {
+    fn default() -> Self {
+        Self {
+            active_from: None,
+            active_to: None,
+            after: None,
+            limit: 50,
+        }
+    }
+}
+
+impl ConversationQuery {
+    /// Whether `row` belongs in this query's results (range and cursor).
+    pub fn matches(&self, row: &ConversationRow) -> bool {
+        self.active_from.is_none_or(|t| row.activity_at >= t)
+            && self.active_to.is_none_or(|t| row.activity_at <= t)
+            && self
+                .after
+                .is_none_or(|c| (row.activity_at, row.record.id) < (c.updated_at, c.id))
+    }
+}
+
+/// Which messages to list: the latest `limit` of a conversation, or the
+/// `limit` before a cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageQuery {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// Continue with messages strictly older than this position.
+    pub before: Option<MessageCursor>,
+    /// At most this many (must be > 0).
+    pub limit: usize,
+}
+
+impl MessageQuery {
+    /// Whether `m` belongs in this query's results.
+    pub fn matches(&self, m: &MessageRecord) -> bool {
+        m.conversation_id == self.conversation_id
+            && self
+                .before
+                .is_none_or(|c| (m.created_at, m.id) < (c.created_at, c.id))
+    }
+}
+
+/// One operation of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Insert or replace a conversation; removes a tombstone for it.
+    PutConversation(ConversationRecord),
+    /// Insert or replace a message; removes a tombstone for it and advances
+    /// its conversation's activity time.
+    PutMessage(MessageRecord),
+    /// Delete a record and keep its tombstone. A conversation's messages and
+    /// their tombstones and outbox entries go with it.
+    Delete(Tombstone),
+    /// Queue a record's change for sync, replacing any pending change of
+    /// the same record (coalescing).
+    Enqueue(OutboxItem),
+    /// Drop a record's pending change (e.g. a remote version superseded it).
+    Dequeue(RecordId),
+    /// Set a metadata value.
+    SetMeta(String, Vec<u8>),
+}
+
+/// Operations applied all-or-nothing, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// The operations.
+    pub ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Appends an operation.
+    pub fn push(&mut self, op: WriteOp) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// The outbox's pointer to a changed record. The change itself is built
+/// from the record's current state when the outbox is read, so the outbox
+/// never duplicates content and never outgrows the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// Fresh for every local write (server-side idempotency).
+    pub op_id: OpId,
+    /// Kind of the record.
+    pub kind: EntityKind,
+    /// The record.
+    pub entity_id: RecordId,
+    /// For messages, their conversation (so deleting it drops them).
+    pub conversation_id: Option<ConversationId>,
+}
+
+/// A pending change read from the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Position in the outbox; pass to [`Store::acknowledge`](crate::Store::acknowledge).
+    pub seq: u64,
+    /// The change, built from the record's current state.
+    pub change: Change,
+}
+
+/// Stored size of one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationUsage {
+    /// The conversation.
+    pub id: ConversationId,
+    /// Its activity time.
+    pub activity_at: Timestamp,
+    /// Number of messages.
+    pub messages: u64,
+    /// Stored body bytes of the conversation and its messages (after
+    /// encryption, if any).
+    pub bytes: u64,
+    /// Whether it or one of its messages has a change not yet acknowledged.
+    pub pending: bool,
+}
+
+/// Counts and sizes of everything in a store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Live conversations.
+    pub conversations: u64,
+    /// Live messages (including any whose conversation has not arrived).
+    pub messages: u64,
+    /// Tombstones kept.
+    pub tombstones: u64,
+    /// Changes waiting in the outbox.
+    pub pending_changes: u64,
+    /// Stored body bytes of all live records.
+    pub bytes: u64,
+    /// Per conversation, most recent activity first.
+    pub per_conversation: Vec<ConversationUsage>,
+}
+
+pub(crate) fn check_limit(limit: usize) -> crate::Result<()> {
+    if limit == 0 {
+        return Err(crate::StoreError::InvalidRequest(
+            "page size must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}

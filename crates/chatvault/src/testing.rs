@@ -1,0 +1,747 @@
+//! The conformance suite every store backend runs (feature `testing`).
+//!
+//! One set of cases, written once against the [`Vault`] and
+//! [`Store`] contracts; each backend instantiates it with
+//! [`vault_conformance_tests!`](crate::vault_conformance_tests) and a
+//! function that builds a [`TestBackend`], as matrix-rust-sdk does for its
+//! stores. Test names show the backend and mode, e.g.
+//! `sqlite::plaintext::reopen_returns_everything`.
+
+use crate::{
+    ApplyReport, Clock, ConversationUpdate, ListConversations, ListMessages, ManualClock,
+    MessageUpdate, NewConversation, NewMessage, Result, Role, Timestamp, Vault, VaultError,
+    VaultOptions,
+};
+use chatvault_core::{
+    Body, Change, ConversationId, ConversationRecord, DeviceId, EntityKind, Hlc, MessageId,
+    MessageRecord, Metadata, OpId, Tombstone, UserId,
+};
+use chatvault_store::{Store, StoreError};
+use std::future::Future;
+use std::sync::Arc;
+
+pub use tokio;
+
+/// A backend under test.
+pub trait TestBackend {
+    /// Opens the backend's storage; calling it again reopens the same data
+    /// (for a file-backed store, a new connection to the same file).
+    fn open(&self) -> impl Future<Output = Arc<dyn Store>>;
+    /// Opens separate, fresh storage that refuses to grow past about
+    /// `bytes`.
+    fn open_with_quota(&self, bytes: u64) -> impl Future<Output = Arc<dyn Store>>;
+}
+
+/// Whether the suite runs on a plaintext or an encrypted vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Content stored as plain JSON.
+    Plain,
+}
+
+/// The fixed start time of every case's manual clock.
+pub const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+async fn vault_on(store: Arc<dyn Store>, _mode: Mode, clock: Arc<ManualClock>) -> Vault {
+    let options = VaultOptions {
+        user_id: UserId::local(),
+        clock,
+    };
+    Vault::open(store, options).await.expect("open vault")
+}
+
+async fn open(b: &impl TestBackend, mode: Mode) -> (Vault, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    (vault_on(b.open().await, mode, clock.clone()).await, clock)
+}
+
+fn meta(pairs: &[(&str, serde_json::Value)]) -> Metadata {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+fn is_not_found<T: std::fmt::Debug>(r: Result<T>) -> bool {
+    matches!(r, Err(VaultError::NotFound { .. }))
+}
+
+/// The cases. Each panics on a contract violation.
+pub mod cases {
+    use super::*;
+
+    /// Create, read, update and delete conversations and messages.
+    pub async fn crud_round_trip(b: &impl TestBackend, mode: Mode) {
+        let (v, clock) = open(b, mode).await;
+        let md = meta(&[("model", "gpt-x".into()), ("pinned", true.into())]);
+        let c = v
+            .create_conversation(NewConversation {
+                title: "Plans".into(),
+                metadata: md.clone(),
+            })
+            .await
+            .unwrap();
+        let got = v.conversation(c.id).await.unwrap();
+        assert_eq!(got, c);
+        assert_eq!(got.metadata, md);
+        assert!(got.is_pinned());
+
+        clock.advance(10);
+        let m = v
+            .add_message(c.id, NewMessage::new(Role::User, "hello"))
+            .await
+            .unwrap();
+        assert_eq!(v.message(m.id).await.unwrap(), m);
+        assert_eq!(m.conversation_id, c.id);
+        assert_eq!(m.created_at, Timestamp(T0.0 + 10));
+
+        clock.advance(10);
+        let renamed = v
+            .update_conversation(
+                c.id,
+                ConversationUpdate {
+                    title: Some("Plans for May".into()),
+                    metadata: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(renamed.title, "Plans for May");
+        assert_eq!(renamed.metadata, md);
+        assert!(renamed.version > c.version);
+        assert_eq!(v.conversation(c.id).await.unwrap().title, "Plans for May");
+
+        let edited = v
+            .update_message(
+                m.id,
+                MessageUpdate {
+                    content: Some("hello there".into()),
+                    metadata: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(v.message(m.id).await.unwrap().content, "hello there");
+        assert!(edited.version > m.version);
+
+        v.delete_message(m.id).await.unwrap();
+        assert!(is_not_found(v.message(m.id).await));
+        assert!(is_not_found(v.delete_message(m.id).await));
+
+        v.delete_conversation(c.id).await.unwrap();
+        assert!(is_not_found(v.conversation(c.id).await));
+        assert!(is_not_found(v.delete_conversation(c.id).await));
+        assert!(is_not_found(
+            v.add_message(c.id, NewMessage::new(Role::User, "late"))
+                .await
+        ));
+    }
+
+    /// Unknown ids are "not found", never a panic or an empty success.
+    pub async fn unknown_ids_are_not_found(b: &impl TestBackend, mode: Mode) {
+        let (v, _) = open(b, mode).await;
+        assert!(is_not_found(v.conversation(ConversationId::new()).await));
+        assert!(is_not_found(v.message(MessageId::new()).await));
+        assert!(is_not_found(
+            v.messages(ConversationId::new(), ListMessages::default())
+                .await
+        ));
+        assert!(is_not_found(
+            v.update_conversation(ConversationId::new(), ConversationUpdate::default())
+                .await
+        ));
+        assert!(is_not_found(
+            v.update_message(MessageId::new(), MessageUpdate::default())
+                .await
+        ));
+    }
+
+    /// Conversations list by activity, newest first, and page without gaps
+    /// or repeats; a new message moves its conversation to the top.
+    pub async fn conversations_ordered_and_paged(b: &impl TestBackend, mode: Mode) {
+        let (v, clock) = open(b, mode).await;
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            clock.advance(1000);
+            ids.push(
+                v.create_conversation(NewConversation::titled(format!("c{i}")))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = v
+                .conversations(ListConversations {
+                    after,
+                    limit: 3,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(page.items.len() <= 3);
+            seen.extend(page.items.iter().map(|c| c.id));
+            match page.next_cursor {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        let newest_first: Vec<_> = ids.iter().rev().copied().collect();
+        assert_eq!(seen, newest_first);
+
+        clock.advance(1000);
+        v.add_message(ids[0], NewMessage::new(Role::User, "bump"))
+            .await
+            .unwrap();
+        let top = v
+            .conversations(ListConversations {
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(top.items[0].id, ids[0]);
+        assert_eq!(top.items[0].updated_at, clock.now());
+    }
+
+    /// Listing by an activity range (the seed's `getConversationsByDate`)
+    /// is inclusive at both ends.
+    pub async fn conversations_by_activity_range(b: &impl TestBackend, mode: Mode) {
+        let (v, clock) = open(b, mode).await;
+        let mut created = Vec::new();
+        for day in 0..5 {
+            clock.set(Timestamp(T0.0 + day * 86_400_000));
+            created.push(
+                v.create_conversation(NewConversation::titled(format!("day {day}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let from = created[1].updated_at;
+        let to = created[3].updated_at;
+        let got = v.conversations_between(from, to).await.unwrap();
+        let titles: Vec<_> = got.iter().map(|c| c.title.as_str()).collect();
+        assert_eq!(titles, ["day 3", "day 2", "day 1"]);
+        assert!(v
+            .conversations_between(Timestamp(0), Timestamp(1))
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    /// The latest N messages come newest first; the cursor pages back in
+    /// time until the first message, with no gaps or repeats.
+    pub async fn latest_messages_paged(b: &impl TestBackend, mode: Mode) {
+        let (v, clock) = open(b, mode).await;
+        let c = v
+            .create_conversation(NewConversation::titled("long"))
+            .await
+            .unwrap();
+        let other = v
+            .create_conversation(NewConversation::titled("other"))
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..25 {
+            clock.advance(1);
+            let role = Role::ALL[i % 4];
+            ids.push(
+                v.add_message(c.id, NewMessage::new(role, format!("m{i}")))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+            v.add_message(other.id, NewMessage::new(Role::User, "noise"))
+                .await
+                .unwrap();
+        }
+        let first = v
+            .messages(
+                c.id,
+                ListMessages {
+                    before: None,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(first.items.len(), 10);
+        assert_eq!(first.items[0].content, "m24");
+        let mut seen: Vec<_> = first.items.iter().map(|m| m.id).collect();
+        let mut before = first.next_cursor;
+        while let Some(cursor) = before {
+            let page = v
+                .messages(
+                    c.id,
+                    ListMessages {
+                        before: Some(cursor),
+                        limit: 10,
+                    },
+                )
+                .await
+                .unwrap();
+            seen.extend(page.items.iter().map(|m| m.id));
+            before = page.next_cursor;
+        }
+        ids.reverse();
+        assert_eq!(seen, ids);
+    }
+
+    /// Deleting a conversation deletes its messages, their pending
+    /// changes, and leaves one tombstone.
+    pub async fn deleting_conversation_deletes_messages(b: &impl TestBackend, mode: Mode) {
+        let (v, _) = open(b, mode).await;
+        let keep = v
+            .create_conversation(NewConversation::titled("keep"))
+            .await
+            .unwrap();
+        let doomed = v
+            .create_conversation(NewConversation::titled("doomed"))
+            .await
+            .unwrap();
+        let kept_msg = v
+            .add_message(keep.id, NewMessage::new(Role::User, "stay"))
+            .await
+            .unwrap();
+        let msgs = v
+            .add_messages(
+                doomed.id,
+                (0..5)
+                    .map(|i| NewMessage::new(Role::Assistant, format!("bye {i}")))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        v.delete_conversation(doomed.id).await.unwrap();
+        for m in &msgs {
+            assert!(is_not_found(v.message(m.id).await));
+        }
+        assert_eq!(v.message(kept_msg.id).await.unwrap(), kept_msg);
+        let stats = v.stats().await.unwrap();
+        assert_eq!((stats.conversations, stats.messages), (1, 1));
+        assert_eq!(stats.tombstones, 1);
+        let pending = v.pending_changes(100).await.unwrap();
+        let doomed_changes: Vec<_> = pending
+            .iter()
+            .filter(|e| {
+                e.change.entity_id == doomed.id.into()
+                    || e.change.conversation_id == Some(doomed.id)
+            })
+            .collect();
+        assert_eq!(
+            doomed_changes.len(),
+            1,
+            "only the conversation delete stays queued"
+        );
+        assert!(doomed_changes[0].change.is_delete());
+        assert_eq!(doomed_changes[0].change.kind, EntityKind::Conversation);
+    }
+
+    /// Every write queues exactly one change per record; rewrites coalesce;
+    /// acknowledging removes only what was delivered.
+    pub async fn outbox_records_and_coalesces(b: &impl TestBackend, mode: Mode) {
+        let (v, clock) = open(b, mode).await;
+        let c = v
+            .create_conversation(NewConversation::titled("a"))
+            .await
+            .unwrap();
+        for i in 0..3 {
+            v.add_message(c.id, NewMessage::new(Role::User, format!("{i}")))
+                .await
+                .unwrap();
+        }
+        assert_eq!(v.pending_changes(100).await.unwrap().len(), 4);
+        for t in ["b", "c"] {
+            clock.advance(5);
+            v.update_conversation(
+                c.id,
+                ConversationUpdate {
+                    title: Some(t.into()),
+                    metadata: None,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        let pending = v.pending_changes(100).await.unwrap();
+        assert_eq!(pending.len(), 4, "rewrites of one record coalesce");
+        // Oldest first; the conversation's rewrite moved it to the end.
+        let last = pending.last().unwrap();
+        assert_eq!(last.change.kind, EntityKind::Conversation);
+        assert_eq!(
+            last.change.version,
+            v.conversation(c.id).await.unwrap().version
+        );
+        let ops: std::collections::HashSet<_> = pending.iter().map(|e| e.change.op_id).collect();
+        assert_eq!(ops.len(), 4, "op ids are unique");
+
+        // A change rewritten after it was read stays pending when the old
+        // one is acknowledged.
+        let in_flight: Vec<u64> = pending.iter().map(|e| e.seq).collect();
+        clock.advance(5);
+        v.update_conversation(
+            c.id,
+            ConversationUpdate {
+                title: Some("d".into()),
+                metadata: None,
+            },
+        )
+        .await
+        .unwrap();
+        v.acknowledge(&in_flight).await.unwrap();
+        let left = v.pending_changes(100).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].change.entity_id, c.id.into());
+        v.acknowledge(&[left[0].seq]).await.unwrap();
+        assert!(v.pending_changes(100).await.unwrap().is_empty());
+        assert_eq!(v.stats().await.unwrap().pending_changes, 0);
+    }
+
+    /// A batch that does not fit (full disk, exhausted quota) fails with a
+    /// clear error and changes nothing: no record without its outbox entry,
+    /// nothing written before lost.
+    pub async fn full_storage_fails_atomically(b: &impl TestBackend, mode: Mode) {
+        let clock = Arc::new(ManualClock::new(T0));
+        let v = vault_on(b.open_with_quota(256 * 1024).await, mode, clock).await;
+        let c = v
+            .create_conversation(NewConversation::titled("big"))
+            .await
+            .unwrap();
+        let kb = "x".repeat(1024);
+        let mut written = 0u64;
+        let err = loop {
+            let batch: Vec<_> = (0..20)
+                .map(|_| NewMessage::new(Role::User, kb.clone()))
+                .collect();
+            match v.add_messages(c.id, batch).await {
+                Ok(_) => written += 20,
+                Err(e) => break e,
+            }
+            assert!(written < 10_000, "quota never enforced");
+        };
+        assert!(
+            matches!(err, VaultError::Store(StoreError::Full(_))),
+            "expected a storage-full error, got {err:?}"
+        );
+        assert!(err.to_string().contains("full"), "{err}");
+        let stats = v.stats().await.unwrap();
+        assert_eq!(
+            stats.messages, written,
+            "the failed batch left nothing behind"
+        );
+        assert_eq!(stats.pending_changes, written + 1);
+        // Still usable for reads, and for deletes that free space.
+        assert_eq!(
+            v.messages(c.id, ListMessages::default())
+                .await
+                .unwrap()
+                .items
+                .len(),
+            50.min(written as usize)
+        );
+        v.delete_conversation(c.id).await.unwrap();
+        v.create_conversation(NewConversation::titled("after cleanup"))
+            .await
+            .unwrap();
+    }
+
+    /// Closing and reopening returns everything, and the clock resumes past
+    /// every stamp already issued.
+    pub async fn reopen_returns_everything(b: &impl TestBackend, mode: Mode) {
+        let (v, clock) = open(b, mode).await;
+        let c = v
+            .create_conversation(NewConversation::titled("persist me"))
+            .await
+            .unwrap();
+        let m = v
+            .add_message(c.id, NewMessage::new(Role::Assistant, "still here"))
+            .await
+            .unwrap();
+        let c = v.conversation(c.id).await.unwrap();
+        let stats = v.stats().await.unwrap();
+        let device = v.device_id();
+        drop(v);
+
+        // Reopen with a clock that went backwards.
+        clock.set(Timestamp(T0.0 - 60_000));
+        let v = vault_on(b.open().await, mode, clock).await;
+        assert_eq!(v.device_id(), device);
+        assert_eq!(v.conversation(c.id).await.unwrap(), c);
+        assert_eq!(v.message(m.id).await.unwrap(), m);
+        assert_eq!(v.stats().await.unwrap(), stats);
+        let later = v
+            .add_message(c.id, NewMessage::new(Role::User, "after restart"))
+            .await
+            .unwrap();
+        assert!(later.version > m.version, "clock resumed");
+    }
+
+    /// Unicode of every kind and megabyte-sized content survive intact.
+    pub async fn unicode_and_large_content(b: &impl TestBackend, mode: Mode) {
+        let (v, _) = open(b, mode).await;
+        let title = "Ünïcødé 🚀 مرحبا \u{0} \"quotes\" \\ 𝕏";
+        let c = v
+            .create_conversation(NewConversation::titled(title))
+            .await
+            .unwrap();
+        assert_eq!(v.conversation(c.id).await.unwrap().title, title);
+        let big: String = "長い文章🙂".repeat(1024 * 1024 / 16 + 1);
+        assert!(big.len() >= 1024 * 1024);
+        let m = v
+            .add_message(c.id, NewMessage::new(Role::Tool, big.clone()))
+            .await
+            .unwrap();
+        assert_eq!(v.message(m.id).await.unwrap().content, big);
+        let stats = v.stats().await.unwrap();
+        assert!(stats.bytes >= big.len() as u64);
+    }
+
+    /// Counts and sizes match what was written, per conversation and in
+    /// total, and pending flags follow the outbox.
+    pub async fn counts_and_sizes(b: &impl TestBackend, mode: Mode) {
+        let (v, clock) = open(b, mode).await;
+        let a = v
+            .create_conversation(NewConversation::titled("a"))
+            .await
+            .unwrap();
+        clock.advance(1);
+        let bb = v
+            .create_conversation(NewConversation::titled("b"))
+            .await
+            .unwrap();
+        v.add_messages(
+            a.id,
+            (0..3)
+                .map(|_| NewMessage::new(Role::User, "x".repeat(100)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+        v.add_message(bb.id, NewMessage::new(Role::User, "y".repeat(1000)))
+            .await
+            .unwrap();
+        let s = v.stats().await.unwrap();
+        assert_eq!((s.conversations, s.messages, s.tombstones), (2, 4, 0));
+        assert_eq!(s.pending_changes, 6);
+        let per: std::collections::HashMap<_, _> = s
+            .per_conversation
+            .iter()
+            .map(|c| (c.id, c.clone()))
+            .collect();
+        assert_eq!(per[&a.id].messages, 3);
+        assert_eq!(per[&bb.id].messages, 1);
+        assert!(per[&a.id].bytes >= 300 && per[&bb.id].bytes >= 1000);
+        assert_eq!(per[&a.id].bytes + per[&bb.id].bytes, s.bytes);
+        assert!(per[&a.id].pending && per[&bb.id].pending);
+        let all: Vec<u64> = v
+            .pending_changes(100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        v.acknowledge(&all).await.unwrap();
+        let s = v.stats().await.unwrap();
+        assert!(s.per_conversation.iter().all(|c| !c.pending));
+    }
+
+    /// Changes from elsewhere merge by last-writer-wins: newer applies,
+    /// older is superseded, a replay changes nothing, a stale update cannot
+    /// resurrect a deletion, and bad changes are rejected alone.
+    pub async fn remote_changes_merge_by_version(b: &impl TestBackend, mode: Mode) {
+        let (v, clock) = open(b, mode).await;
+        let c = v
+            .create_conversation(NewConversation::titled("local"))
+            .await
+            .unwrap();
+        // Take the local record's body to forge remote versions of it (an
+        // encrypted body is only valid for this vault's key and this id).
+        let local_body = v
+            .store()
+            .conversation(c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .body;
+        let other = DeviceId(0xfeed);
+        let at = |wall: i64, counter: u32| Hlc::new(wall as u64, counter, other).unwrap();
+        let upsert = |version: Hlc, body: &Body| {
+            Change::upsert_conversation(
+                OpId::new(),
+                &ConversationRecord {
+                    id: c.id,
+                    user_id: UserId::local(),
+                    created_at: c.created_at,
+                    updated_at: Timestamp(version.wall_ms() as i64),
+                    version,
+                    body: body.clone(),
+                },
+            )
+        };
+
+        let older = upsert(at(T0.0 - 5, 0), &local_body);
+        let r = v.apply_changes(vec![older.clone()]).await.unwrap();
+        assert_eq!(
+            r,
+            ApplyReport {
+                applied: 0,
+                superseded: 1,
+                rejected: vec![]
+            }
+        );
+
+        clock.advance(100);
+        let newer = upsert(at(T0.0 + 50, 0), &local_body);
+        let r = v.apply_changes(vec![newer.clone()]).await.unwrap();
+        assert_eq!(r.applied, 1);
+        assert_eq!(v.conversation(c.id).await.unwrap().version, newer.version);
+        // The remote version superseded the local pending change.
+        assert!(v
+            .pending_changes(10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.change.entity_id != c.id.into()));
+        // Replay: nothing changes.
+        let r = v.apply_changes(vec![newer.clone()]).await.unwrap();
+        assert_eq!((r.applied, r.superseded), (0, 1));
+
+        // A remote delete newer than the record wins...
+        let tomb = Change::delete(
+            OpId::new(),
+            &Tombstone::conversation(c.id, at(T0.0 + 60, 0), Timestamp(T0.0 + 60)),
+        );
+        assert_eq!(v.apply_changes(vec![tomb]).await.unwrap().applied, 1);
+        assert!(is_not_found(v.conversation(c.id).await));
+        // ...and a stale update cannot resurrect it.
+        let stale = upsert(at(T0.0 + 55, 0), &local_body);
+        assert_eq!(v.apply_changes(vec![stale]).await.unwrap().superseded, 1);
+        assert!(is_not_found(v.conversation(c.id).await));
+        // A message written before its conversation was deleted stays out.
+        let orphan = Change::upsert_message(
+            OpId::new(),
+            &MessageRecord {
+                id: MessageId::new(),
+                conversation_id: c.id,
+                created_at: T0,
+                updated_at: T0,
+                version: at(T0.0 + 10, 0),
+                body: Body(b"{}".to_vec()),
+            },
+        );
+        assert_eq!(v.apply_changes(vec![orphan]).await.unwrap().superseded, 1);
+
+        // Bad changes are rejected alone, the good one in the batch applies.
+        let fresh = v
+            .create_conversation(NewConversation::titled("fresh"))
+            .await
+            .unwrap();
+        let fresh_body = v
+            .store()
+            .conversation(fresh.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .body;
+        let mut no_conversation = Change::delete(
+            OpId::new(),
+            &Tombstone::message(MessageId::new(), fresh.id, at(T0.0 + 200, 0), T0),
+        );
+        no_conversation.conversation_id = None;
+        let future = Change::delete(
+            OpId::new(),
+            &Tombstone::conversation(ConversationId::new(), at(T0.0 + 48 * 3_600_000, 0), T0),
+        );
+        let good = Change::upsert_conversation(
+            OpId::new(),
+            &ConversationRecord {
+                id: fresh.id,
+                user_id: UserId::local(),
+                created_at: fresh.created_at,
+                updated_at: fresh.updated_at,
+                version: at(T0.0 + 300, 0),
+                body: fresh_body,
+            },
+        );
+        let (bad1, bad2) = (no_conversation.op_id, future.op_id);
+        let r = v
+            .apply_changes(vec![no_conversation, future, good])
+            .await
+            .unwrap();
+        assert_eq!(r.applied, 1);
+        let rejected: Vec<_> = r.rejected.iter().map(|(op, _)| *op).collect();
+        assert_eq!(rejected, vec![bad1, bad2]);
+        assert!(r.rejected[1].1.contains("clock skew"), "{:?}", r.rejected);
+    }
+
+    /// Wiping local data keeps the vault usable.
+    pub async fn clear_local_keeps_vault_usable(b: &impl TestBackend, mode: Mode) {
+        let (v, _) = open(b, mode).await;
+        let c = v
+            .create_conversation(NewConversation::titled("gone"))
+            .await
+            .unwrap();
+        v.add_message(c.id, NewMessage::new(Role::User, "bye"))
+            .await
+            .unwrap();
+        let device = v.device_id();
+        v.clear_local().await.unwrap();
+        let s = v.stats().await.unwrap();
+        assert_eq!((s.conversations, s.messages, s.pending_changes), (0, 0, 0));
+        assert!(is_not_found(v.conversation(c.id).await));
+        v.create_conversation(NewConversation::titled("new"))
+            .await
+            .unwrap();
+        drop(v);
+        let (v, _) = open(b, mode).await;
+        assert_eq!(v.device_id(), device);
+    }
+}
+
+/// Instantiates the conformance suite for a backend:
+/// `vault_conformance_tests!(path::to::make_backend)` where `make_backend`
+/// is an `async fn() -> impl TestBackend` (an absolute path, e.g.
+/// `crate::memory`). Needs `tokio` (with `macros`) as a dev-dependency.
+#[macro_export]
+macro_rules! vault_conformance_tests {
+    ($backend:path) => {
+        mod plaintext {
+            $crate::__vault_conformance_cases!($backend, $crate::testing::Mode::Plain);
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __vault_conformance_cases {
+    ($backend:path, $mode:expr) => {
+        $crate::__vault_conformance_cases!(@each $backend, $mode, [
+            crud_round_trip,
+            unknown_ids_are_not_found,
+            conversations_ordered_and_paged,
+            conversations_by_activity_range,
+            latest_messages_paged,
+            deleting_conversation_deletes_messages,
+            outbox_records_and_coalesces,
+            full_storage_fails_atomically,
+            reopen_returns_everything,
+            unicode_and_large_content,
+            counts_and_sizes,
+            remote_changes_merge_by_version,
+            clear_local_keeps_vault_usable
+        ]);
+    };
+    (@each $backend:path, $mode:expr, [$($case:ident),*]) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let backend = $backend().await;
+                $crate::testing::cases::$case(&backend, $mode).await;
+            }
+        )*
+    };
+}

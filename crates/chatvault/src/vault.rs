@@ -1,0 +1,915 @@
+//! [`Vault`]: what applications use. It stamps ids, times and versions,
+//! encodes (and in an encrypted vault, encrypts) content, and writes every
+//! change together with its outbox entry in one atomic batch.
+
+use crate::clock::{Clock, SystemClock};
+use crate::codec::{Codec, ConversationBody, MessageBody};
+use crate::{Result, VaultError};
+use chatvault_core::{
+    resolve, Change, Conversation, ConversationCursor, ConversationId, ConversationRecord,
+    CoreError, DeviceId, EntityKind, Hlc, HlcClock, Incoming, Message, MessageCursor, MessageId,
+    MessageRecord, Metadata, OpId, Page, RecordId, Resolution, Role, Timestamp, Tombstone, UserId,
+    VersionedState,
+};
+use chatvault_store::{
+    ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, OutboxItem, Store, WriteBatch,
+    WriteOp,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+
+const HEADER_KEY: &str = "vault.header";
+const CLOCK_KEY: &str = "vault.clock";
+/// Version of the vault header layout.
+const HEADER_VERSION: u32 = 1;
+
+/// What a vault records about itself, in the store's metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VaultHeader {
+    format_version: u32,
+    device_id: DeviceId,
+    created_at: Timestamp,
+}
+
+/// How to open a [`Vault`].
+#[derive(Clone)]
+pub struct VaultOptions {
+    /// The owner recorded on new conversations.
+    pub user_id: UserId,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for VaultOptions {
+    fn default() -> Self {
+        Self {
+            user_id: UserId::local(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for VaultOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultOptions")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A conversation to create.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewConversation {
+    /// Its title.
+    pub title: String,
+    /// Application metadata.
+    pub metadata: Metadata,
+}
+
+impl NewConversation {
+    /// A conversation with this title and no metadata.
+    pub fn titled(title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            metadata: Metadata::new(),
+        }
+    }
+}
+
+/// Fields of a conversation to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConversationUpdate {
+    /// New title.
+    pub title: Option<String>,
+    /// New metadata (replaces the old object).
+    pub metadata: Option<Metadata>,
+}
+
+/// A message to add.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    /// Who speaks.
+    pub role: Role,
+    /// What they say.
+    pub content: String,
+    /// Application metadata.
+    pub metadata: Metadata,
+    /// Creation time; now if `None` (imports keep the original time).
+    pub created_at: Option<Timestamp>,
+}
+
+impl NewMessage {
+    /// A message with this role and content.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            metadata: Metadata::new(),
+            created_at: None,
+        }
+    }
+}
+
+/// Fields of a message to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageUpdate {
+    /// New content.
+    pub content: Option<String>,
+    /// New metadata (replaces the old object).
+    pub metadata: Option<Metadata>,
+}
+
+/// Which conversations to list (most recent activity first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListConversations {
+    /// Only those active at or after this time.
+    pub active_from: Option<Timestamp>,
+    /// Only those active at or before this time.
+    pub active_to: Option<Timestamp>,
+    /// Continue after a cursor from a previous page.
+    pub after: Option<ConversationCursor>,
+    /// Page size (at least 1).
+    pub limit: usize,
+}
+
+impl Default for ListConversations {
+    fn default() -> Self {
+        Self {
+            active_from: None,
+            active_to: None,
+            after: None,
+            limit: 50,
+        }
+    }
+}
+
+/// Which messages of a conversation to list (newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListMessages {
+    /// Continue with older messages than a cursor from a previous page.
+    pub before: Option<MessageCursor>,
+    /// Page size (at least 1).
+    pub limit: usize,
+}
+
+impl Default for ListMessages {
+    fn default() -> Self {
+        Self {
+            before: None,
+            limit: 50,
+        }
+    }
+}
+
+/// Storage use of one conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationStats {
+    /// The conversation.
+    pub id: ConversationId,
+    /// Its last activity.
+    pub updated_at: Timestamp,
+    /// Its message count.
+    pub messages: u64,
+    /// Bytes stored for it and its messages (after encryption).
+    pub bytes: u64,
+    /// Whether it has changes not yet acknowledged by a server.
+    pub pending: bool,
+}
+
+/// What a vault holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultStats {
+    /// Storage backend (`sqlite`, `memory`, ...).
+    pub backend: &'static str,
+    /// Whether content is encrypted.
+    pub encrypted: bool,
+    /// Live conversations.
+    pub conversations: u64,
+    /// Live messages.
+    pub messages: u64,
+    /// Deletion marks kept for sync.
+    pub tombstones: u64,
+    /// Changes waiting to sync.
+    pub pending_changes: u64,
+    /// Bytes of stored content (after encryption).
+    pub bytes: u64,
+    /// Per conversation, most recent first.
+    pub per_conversation: Vec<ConversationStats>,
+}
+
+/// The outcome of applying changes from elsewhere (sync, import).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyReport {
+    /// Changes that won and were written.
+    pub applied: u64,
+    /// Changes older than what the vault holds (kept the local version).
+    pub superseded: u64,
+    /// Changes refused, with the reason.
+    pub rejected: Vec<(OpId, String)>,
+}
+
+/// A local-first chat store: conversations and messages, written to a
+/// store with their outbox entries, optionally encrypted.
+pub struct Vault {
+    store: Arc<dyn Store>,
+    codec: Codec,
+    clock: Mutex<HlcClock>,
+    time: Arc<dyn Clock>,
+    user: UserId,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("backend", &self.store.backend())
+            .field("encrypted", &self.codec.is_encrypted())
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Opens a vault on `store`, creating its header if the store is new.
+    pub async fn open(store: Arc<dyn Store>, options: VaultOptions) -> Result<Vault> {
+        let header = match store.meta(HEADER_KEY).await? {
+            Some(bytes) => {
+                let header: VaultHeader = serde_json::from_slice(&bytes)
+                    .map_err(|e| VaultError::Header(format!("unreadable vault header: {e}")))?;
+                if header.format_version > HEADER_VERSION {
+                    return Err(VaultError::Header(format!(
+                        "vault format {} is newer than this program supports ({HEADER_VERSION}); upgrade chatvault",
+                        header.format_version
+                    )));
+                }
+                header
+            }
+            None => {
+                let header = VaultHeader {
+                    format_version: HEADER_VERSION,
+                    device_id: DeviceId::from_random(rand::random()),
+                    created_at: options.clock.now(),
+                };
+                let mut batch = WriteBatch::new();
+                batch.push(WriteOp::SetMeta(HEADER_KEY.into(), to_json(&header)?));
+                store.write(batch).await?;
+                tracing::info!(backend = store.backend(), device = %header.device_id, "created vault");
+                header
+            }
+        };
+        let last = match store.meta(CLOCK_KEY).await? {
+            Some(bytes) => Some(
+                std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|s| s.parse::<Hlc>().ok())
+                    .ok_or_else(|| VaultError::Header("unreadable vault clock".into()))?,
+            ),
+            None => None,
+        };
+        Ok(Vault {
+            store,
+            codec: Codec::Plain,
+            clock: Mutex::new(HlcClock::resume(header.device_id, last)),
+            time: options.clock,
+            user: options.user_id,
+        })
+    }
+
+    /// Opens (creating if needed) a vault in a SQLite file with default
+    /// (fully durable) settings.
+    #[cfg(feature = "sqlite")]
+    pub async fn open_sqlite(
+        path: impl AsRef<std::path::Path>,
+        options: VaultOptions,
+    ) -> Result<Vault> {
+        let store = chatvault_sqlite::SqliteStore::open(path, Default::default()).await?;
+        Self::open(Arc::new(store), options).await
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Whether content is encrypted at rest.
+    pub fn is_encrypted(&self) -> bool {
+        self.codec.is_encrypted()
+    }
+
+    /// This device's id.
+    pub fn device_id(&self) -> DeviceId {
+        self.lock_clock().device()
+    }
+
+    fn lock_clock(&self) -> std::sync::MutexGuard<'_, HlcClock> {
+        self.clock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current time and a fresh version stamp.
+    fn stamp(&self) -> Result<(Timestamp, Hlc)> {
+        let now = self.time.now();
+        let version = self.lock_clock().tick(now)?;
+        Ok((now, version))
+    }
+
+    /// `n` consecutive version stamps taken at one instant.
+    fn stamps(&self, n: usize) -> Result<(Timestamp, Vec<Hlc>)> {
+        let now = self.time.now();
+        let mut clock = self.lock_clock();
+        let stamps = (0..n).map(|_| clock.tick(now)).collect::<Result<_, _>>()?;
+        Ok((now, stamps))
+    }
+
+    /// Appends the clock's high-water mark, so a restart never reissues a
+    /// stamp, and writes the batch.
+    async fn commit(&self, mut batch: WriteBatch) -> Result<()> {
+        let last = self.lock_clock().last();
+        batch.push(WriteOp::SetMeta(
+            CLOCK_KEY.into(),
+            last.to_string().into_bytes(),
+        ));
+        self.store.write(batch).await?;
+        Ok(())
+    }
+
+    // ---- conversations -------------------------------------------------
+
+    /// Creates a conversation.
+    pub async fn create_conversation(&self, new: NewConversation) -> Result<Conversation> {
+        let (now, version) = self.stamp()?;
+        let id = ConversationId::new();
+        let body = ConversationBody {
+            title: new.title,
+            metadata: new.metadata,
+        };
+        let record = ConversationRecord {
+            id,
+            user_id: self.user.clone(),
+            created_at: now,
+            updated_at: now,
+            version,
+            body: self
+                .codec
+                .encode(EntityKind::Conversation, id.into(), &body)?,
+        };
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::PutConversation(record.clone()));
+        batch.push(WriteOp::Enqueue(outbox_item(
+            EntityKind::Conversation,
+            id.into(),
+            None,
+        )));
+        self.commit(batch).await?;
+        Ok(to_conversation(record, now, body))
+    }
+
+    /// One conversation.
+    pub async fn conversation(&self, id: ConversationId) -> Result<Conversation> {
+        let row = self
+            .store
+            .conversation(id)
+            .await?
+            .ok_or_else(|| not_found(EntityKind::Conversation, id.into()))?;
+        self.decode_conversation(row)
+    }
+
+    /// Conversations, most recent activity first.
+    pub async fn conversations(
+        &self,
+        list: ListConversations,
+    ) -> Result<Page<Conversation, ConversationCursor>> {
+        let limit = list.limit.max(1);
+        let rows = self
+            .store
+            .conversations(&ConversationQuery {
+                active_from: list.active_from,
+                active_to: list.active_to,
+                after: list.after,
+                limit: limit.saturating_add(1),
+            })
+            .await?;
+        let more = rows.len() > limit;
+        let items = rows
+            .into_iter()
+            .take(limit)
+            .map(|r| self.decode_conversation(r))
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = more
+            .then(|| items.last())
+            .flatten()
+            .map(|c| ConversationCursor {
+                updated_at: c.updated_at,
+                id: c.id,
+            });
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Every conversation active within `[from, to]` (inclusive), most
+    /// recent first.
+    pub async fn conversations_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Conversation>> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .conversations(ListConversations {
+                    active_from: Some(from),
+                    active_to: Some(to),
+                    after,
+                    limit: 500,
+                })
+                .await?;
+            out.extend(page.items);
+            match page.next_cursor {
+                Some(c) => after = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Changes a conversation's title and/or metadata.
+    pub async fn update_conversation(
+        &self,
+        id: ConversationId,
+        update: ConversationUpdate,
+    ) -> Result<Conversation> {
+        let row = self
+            .store
+            .conversation(id)
+            .await?
+            .ok_or_else(|| not_found(EntityKind::Conversation, id.into()))?;
+        let mut body: ConversationBody =
+            self.codec
+                .decode(EntityKind::Conversation, id.into(), &row.record.body)?;
+        if let Some(title) = update.title {
+            body.title = title;
+        }
+        if let Some(metadata) = update.metadata {
+            body.metadata = metadata;
+        }
+        let (now, version) = self.stamp()?;
+        let record = ConversationRecord {
+            updated_at: now,
+            version,
+            body: self
+                .codec
+                .encode(EntityKind::Conversation, id.into(), &body)?,
+            ..row.record
+        };
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::PutConversation(record.clone()));
+        batch.push(WriteOp::Enqueue(outbox_item(
+            EntityKind::Conversation,
+            id.into(),
+            None,
+        )));
+        self.commit(batch).await?;
+        Ok(to_conversation(record, row.activity_at.max(now), body))
+    }
+
+    /// Deletes a conversation and all its messages, leaving a tombstone
+    /// that syncs the deletion.
+    pub async fn delete_conversation(&self, id: ConversationId) -> Result<()> {
+        if self.store.conversation(id).await?.is_none() {
+            return Err(not_found(EntityKind::Conversation, id.into()));
+        }
+        let (now, version) = self.stamp()?;
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::Delete(Tombstone::conversation(id, version, now)));
+        batch.push(WriteOp::Enqueue(outbox_item(
+            EntityKind::Conversation,
+            id.into(),
+            None,
+        )));
+        self.commit(batch).await
+    }
+
+    // ---- messages ------------------------------------------------------
+
+    /// Adds a message to a conversation.
+    pub async fn add_message(
+        &self,
+        conversation: ConversationId,
+        new: NewMessage,
+    ) -> Result<Message> {
+        let mut added = self.add_messages(conversation, vec![new]).await?;
+        added
+            .pop()
+            .ok_or_else(|| VaultError::Header("internal: empty batch result".into()))
+    }
+
+    /// Adds many messages to a conversation in one atomic write (bulk
+    /// import: one transaction, one sync to disk).
+    pub async fn add_messages(
+        &self,
+        conversation: ConversationId,
+        new: Vec<NewMessage>,
+    ) -> Result<Vec<Message>> {
+        if self.store.conversation(conversation).await?.is_none() {
+            return Err(not_found(EntityKind::Conversation, conversation.into()));
+        }
+        let (now, stamps) = self.stamps(new.len())?;
+        let mut batch = WriteBatch::new();
+        batch.ops.reserve(new.len() * 2);
+        let mut out = Vec::with_capacity(new.len());
+        for (n, version) in new.into_iter().zip(stamps) {
+            let id = MessageId::new();
+            let created_at = n.created_at.unwrap_or(now);
+            let body = MessageBody {
+                role: n.role,
+                content: n.content,
+                metadata: n.metadata,
+            };
+            let record = MessageRecord {
+                id,
+                conversation_id: conversation,
+                created_at,
+                updated_at: created_at.max(now),
+                version,
+                body: self.codec.encode(EntityKind::Message, id.into(), &body)?,
+            };
+            batch.push(WriteOp::Enqueue(outbox_item(
+                EntityKind::Message,
+                id.into(),
+                Some(conversation),
+            )));
+            out.push(to_message(&record, body));
+            batch.push(WriteOp::PutMessage(record));
+        }
+        self.commit(batch).await?;
+        Ok(out)
+    }
+
+    /// One message.
+    pub async fn message(&self, id: MessageId) -> Result<Message> {
+        let record = self
+            .store
+            .message(id)
+            .await?
+            .ok_or_else(|| not_found(EntityKind::Message, id.into()))?;
+        self.decode_message(record)
+    }
+
+    /// The latest messages of a conversation, newest first; pass the
+    /// returned cursor back to page further into the past.
+    pub async fn messages(
+        &self,
+        conversation: ConversationId,
+        list: ListMessages,
+    ) -> Result<Page<Message, MessageCursor>> {
+        if self.store.conversation(conversation).await?.is_none() {
+            return Err(not_found(EntityKind::Conversation, conversation.into()));
+        }
+        let limit = list.limit.max(1);
+        let records = self
+            .store
+            .messages(&MessageQuery {
+                conversation_id: conversation,
+                before: list.before,
+                limit: limit.saturating_add(1),
+            })
+            .await?;
+        let more = records.len() > limit;
+        let items = records
+            .into_iter()
+            .take(limit)
+            .map(|r| self.decode_message(r))
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = more.then(|| items.last()).flatten().map(|m| MessageCursor {
+            created_at: m.created_at,
+            id: m.id,
+        });
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Changes a message's content and/or metadata.
+    pub async fn update_message(&self, id: MessageId, update: MessageUpdate) -> Result<Message> {
+        let old = self
+            .store
+            .message(id)
+            .await?
+            .ok_or_else(|| not_found(EntityKind::Message, id.into()))?;
+        let mut body: MessageBody = self
+            .codec
+            .decode(EntityKind::Message, id.into(), &old.body)?;
+        if let Some(content) = update.content {
+            body.content = content;
+        }
+        if let Some(metadata) = update.metadata {
+            body.metadata = metadata;
+        }
+        let (now, version) = self.stamp()?;
+        let record = MessageRecord {
+            updated_at: now,
+            version,
+            body: self.codec.encode(EntityKind::Message, id.into(), &body)?,
+            ..old
+        };
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::PutMessage(record.clone()));
+        batch.push(WriteOp::Enqueue(outbox_item(
+            EntityKind::Message,
+            id.into(),
+            Some(record.conversation_id),
+        )));
+        self.commit(batch).await?;
+        Ok(to_message(&record, body))
+    }
+
+    /// Deletes one message, leaving a tombstone that syncs the deletion.
+    pub async fn delete_message(&self, id: MessageId) -> Result<()> {
+        let old = self
+            .store
+            .message(id)
+            .await?
+            .ok_or_else(|| not_found(EntityKind::Message, id.into()))?;
+        let (now, version) = self.stamp()?;
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::Delete(Tombstone::message(
+            id,
+            old.conversation_id,
+            version,
+            now,
+        )));
+        batch.push(WriteOp::Enqueue(outbox_item(
+            EntityKind::Message,
+            id.into(),
+            Some(old.conversation_id),
+        )));
+        self.commit(batch).await
+    }
+
+    // ---- whole vault -----------------------------------------------------
+
+    /// Counts and sizes.
+    pub async fn stats(&self) -> Result<VaultStats> {
+        let usage = self.store.usage().await?;
+        Ok(VaultStats {
+            backend: self.store.backend(),
+            encrypted: self.codec.is_encrypted(),
+            conversations: usage.conversations,
+            messages: usage.messages,
+            tombstones: usage.tombstones,
+            pending_changes: usage.pending_changes,
+            bytes: usage.bytes,
+            per_conversation: usage
+                .per_conversation
+                .into_iter()
+                .map(|c| ConversationStats {
+                    id: c.id,
+                    updated_at: c.activity_at,
+                    messages: c.messages,
+                    bytes: c.bytes,
+                    pending: c.pending,
+                })
+                .collect(),
+        })
+    }
+
+    /// Removes every conversation, message, tombstone and pending change
+    /// from this device only (nothing is synced; keys and settings stay).
+    pub async fn clear_local(&self) -> Result<()> {
+        Ok(self.store.clear().await?)
+    }
+
+    // ---- outbox and remote changes ---------------------------------------
+
+    /// Up to `limit` pending changes, oldest first, ready to push.
+    pub async fn pending_changes(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        Ok(self.store.outbox(limit.max(1)).await?)
+    }
+
+    /// Marks pushed changes as delivered.
+    pub async fn acknowledge(&self, seqs: &[u64]) -> Result<()> {
+        Ok(self.store.acknowledge(seqs).await?)
+    }
+
+    /// Applies changes that came from elsewhere (another device through the
+    /// server, or an import) by last-writer-wins on their versions, in one
+    /// atomic write. A change that loses to what the vault holds is counted
+    /// as superseded; one that is malformed or stamped implausibly far in
+    /// the future is rejected with a reason; neither stops the others.
+    pub async fn apply_changes(&self, changes: Vec<Change>) -> Result<ApplyReport> {
+        let mut report = ApplyReport::default();
+        let mut batch = WriteBatch::new();
+        // Versions decided earlier in this batch, so a batch holding two
+        // versions of one record keeps the newer.
+        let mut decided: std::collections::HashMap<RecordId, (Hlc, bool, Vec<u8>)> =
+            std::collections::HashMap::new();
+        for change in changes {
+            let op_id = change.op_id;
+            let now = self.time.now();
+            if let Err(e) = self.lock_clock().observe(change.version, now) {
+                report.rejected.push((op_id, e.to_string()));
+                continue;
+            }
+            let incoming = match change.into_incoming() {
+                Ok(i) => i,
+                Err(e) => {
+                    report.rejected.push((op_id, e.to_string()));
+                    continue;
+                }
+            };
+            let (kind, id, remote_state) = incoming_state(&incoming);
+            let local = match decided.get(&id) {
+                Some((v, deleted, body)) => Some((*v, *deleted, body.clone())),
+                None => self.local_state(kind, id).await?,
+            };
+            let local_view = local.as_ref().map(|(v, d, b)| VersionedState {
+                version: *v,
+                deleted: *d,
+                body: b,
+            });
+            if resolve(local_view, remote_state.view()) == Resolution::KeepLocal {
+                report.superseded += 1;
+                continue;
+            }
+            // A message for a conversation deleted later than it was
+            // written stays deleted.
+            if let Incoming::Message(m) = &incoming {
+                if let Some(t) = self
+                    .store
+                    .tombstone(EntityKind::Conversation, m.conversation_id.into())
+                    .await?
+                {
+                    if t.version > m.version {
+                        report.superseded += 1;
+                        continue;
+                    }
+                }
+            }
+            decided.insert(
+                id,
+                (
+                    remote_state.version,
+                    remote_state.deleted,
+                    remote_state.body,
+                ),
+            );
+            batch.push(WriteOp::Dequeue(id));
+            batch.push(match incoming {
+                Incoming::Conversation(r) => WriteOp::PutConversation(r),
+                Incoming::Message(m) => WriteOp::PutMessage(m),
+                Incoming::Tombstone(t) => WriteOp::Delete(t),
+            });
+            report.applied += 1;
+        }
+        if !batch.is_empty() {
+            self.commit(batch).await?;
+        }
+        Ok(report)
+    }
+
+    async fn local_state(
+        &self,
+        kind: EntityKind,
+        id: RecordId,
+    ) -> Result<Option<(Hlc, bool, Vec<u8>)>> {
+        let live = match kind {
+            EntityKind::Conversation => self
+                .store
+                .conversation(id.conversation())
+                .await?
+                .map(|r| (r.record.version, false, r.record.body.0)),
+            EntityKind::Message => self
+                .store
+                .message(id.message())
+                .await?
+                .map(|m| (m.version, false, m.body.0)),
+        };
+        match live {
+            Some(s) => Ok(Some(s)),
+            None => Ok(self
+                .store
+                .tombstone(kind, id)
+                .await?
+                .map(|t| (t.version, true, Vec::new()))),
+        }
+    }
+
+    fn decode_conversation(&self, row: ConversationRow) -> Result<Conversation> {
+        let body: ConversationBody = self.codec.decode(
+            EntityKind::Conversation,
+            row.record.id.into(),
+            &row.record.body,
+        )?;
+        Ok(to_conversation(row.record, row.activity_at, body))
+    }
+
+    fn decode_message(&self, record: MessageRecord) -> Result<Message> {
+        let body: MessageBody =
+            self.codec
+                .decode(EntityKind::Message, record.id.into(), &record.body)?;
+        Ok(to_message(&record, body))
+    }
+}
+
+/// Owned conflict-relevant state of an incoming record.
+struct OwnedState {
+    version: Hlc,
+    deleted: bool,
+    body: Vec<u8>,
+}
+
+impl OwnedState {
+    fn view(&self) -> VersionedState<'_> {
+        VersionedState {
+            version: self.version,
+            deleted: self.deleted,
+            body: &self.body,
+        }
+    }
+}
+
+fn incoming_state(incoming: &Incoming) -> (EntityKind, RecordId, OwnedState) {
+    match incoming {
+        Incoming::Conversation(r) => (
+            EntityKind::Conversation,
+            r.id.into(),
+            OwnedState {
+                version: r.version,
+                deleted: false,
+                body: r.body.0.clone(),
+            },
+        ),
+        Incoming::Message(m) => (
+            EntityKind::Message,
+            m.id.into(),
+            OwnedState {
+                version: m.version,
+                deleted: false,
+                body: m.body.0.clone(),
+            },
+        ),
+        Incoming::Tombstone(t) => (
+            t.kind,
+            t.id,
+            OwnedState {
+                version: t.version,
+                deleted: true,
+                body: Vec::new(),
+            },
+        ),
+    }
+}
+
+fn outbox_item(
+    kind: EntityKind,
+    entity_id: RecordId,
+    conversation_id: Option<ConversationId>,
+) -> OutboxItem {
+    OutboxItem {
+        op_id: OpId::new(),
+        kind,
+        entity_id,
+        conversation_id,
+    }
+}
+
+fn not_found(kind: EntityKind, id: RecordId) -> VaultError {
+    VaultError::NotFound { kind, id }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| {
+        VaultError::Invalid(CoreError::Invalid {
+            field: "header",
+            reason: e.to_string(),
+        })
+    })
+}
+
+fn to_conversation(
+    record: ConversationRecord,
+    activity_at: Timestamp,
+    body: ConversationBody,
+) -> Conversation {
+    Conversation {
+        id: record.id,
+        user_id: record.user_id,
+        title: body.title,
+        created_at: record.created_at,
+        updated_at: activity_at.max(record.updated_at),
+        version: record.version,
+        metadata: body.metadata,
+    }
+}
+
+fn to_message(record: &MessageRecord, body: MessageBody) -> Message {
+    Message {
+        id: record.id,
+        conversation_id: record.conversation_id,
+        role: body.role,
+        content: body.content,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+        version: record.version,
+        metadata: body.metadata,
+    }
+}
