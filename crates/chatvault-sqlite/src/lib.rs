@@ -29,8 +29,8 @@ pub use schema::SCHEMA_VERSION;
 use async_trait::async_trait;
 use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
 use chatvault_store::{
-    ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, Result, Store, StoreError,
-    Usage, WriteBatch,
+    BatchSource, ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, Result, Store,
+    StoreError, Usage, WriteBatch, WriteOutcome,
 };
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -176,8 +176,12 @@ impl Store for SqliteStore {
         self.with_conn(ops::usage).await
     }
 
-    async fn write(&self, batch: WriteBatch) -> Result<()> {
+    async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome> {
         self.with_conn(move |c| ops::write(c, batch)).await
+    }
+
+    async fn write_all(&self, source: BatchSource) -> Result<WriteOutcome> {
+        self.with_conn(move |c| ops::write_all(c, source)).await
     }
 
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {

@@ -7,8 +7,9 @@ use chatvault_core::{
     RecordId, Tombstone, UserId,
 };
 use chatvault_store::{
-    ConversationQuery, ConversationRow, ConversationUsage, MessageQuery, OutboxEntry, Result,
-    StoreError, Usage, WriteBatch, WriteOp,
+    incoming_key, incoming_parent, incoming_wins, merged_op, BatchSource, ConversationQuery,
+    ConversationRow, ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, Result,
+    StoreError, Usage, WriteBatch, WriteOp, WriteOutcome,
 };
 use rusqlite::{named_params, params, Connection, OptionalExtension, Row, ToSql, Transaction};
 use std::collections::{HashMap, HashSet};
@@ -274,10 +275,15 @@ pub(crate) fn usage(c: &mut Connection) -> Result<Usage> {
     })
 }
 
-pub(crate) fn write(c: &mut Connection, batch: WriteBatch) -> Result<()> {
+pub(crate) fn write(c: &mut Connection, batch: WriteBatch) -> Result<WriteOutcome> {
     if batch.is_empty() {
-        return Ok(());
+        return Ok(WriteOutcome::default());
     }
+    write_all(c, Box::new(std::iter::once(Ok(batch))))
+}
+
+/// Applies every batch from `source` in one transaction.
+pub(crate) fn write_all(c: &mut Connection, source: BatchSource) -> Result<WriteOutcome> {
     let tx = c
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(sql_err)?;
@@ -285,8 +291,11 @@ pub(crate) fn write(c: &mut Connection, batch: WriteBatch) -> Result<()> {
     // end: a bulk import into one conversation then updates its row once,
     // not once per message.
     let mut activity: HashMap<ConversationId, i64> = HashMap::new();
-    for op in batch.ops {
-        apply(&tx, op, &mut activity)?;
+    let mut outcome = WriteOutcome::default();
+    for batch in source {
+        for op in batch?.ops {
+            apply(&tx, op, &mut activity, &mut outcome)?;
+        }
     }
     {
         let mut bump = tx
@@ -299,15 +308,58 @@ pub(crate) fn write(c: &mut Connection, batch: WriteBatch) -> Result<()> {
                 .map_err(sql_err)?;
         }
     }
-    tx.commit().map_err(sql_err)
+    tx.commit().map_err(sql_err)?;
+    Ok(outcome)
+}
+
+/// What the store holds for a record: the live version or its tombstone.
+fn local_version(tx: &Connection, kind: EntityKind, id: RecordId) -> Result<Option<LocalVersion>> {
+    let sql = match kind {
+        EntityKind::Conversation => "SELECT version, body FROM conversations WHERE id = ?1",
+        EntityKind::Message => "SELECT version, body FROM messages WHERE id = ?1",
+    };
+    let live: Option<(String, Vec<u8>)> = tx
+        .prepare_cached(sql)
+        .map_err(sql_err)?
+        .query_row([&id.as_bytes()[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(sql_err)?;
+    if let Some((version, body)) = live {
+        return Ok(Some(LocalVersion {
+            version: hlc(version)?,
+            deleted: false,
+            body,
+        }));
+    }
+    Ok(tombstone_in(tx, kind, id)?.map(|t| LocalVersion {
+        version: t.version,
+        deleted: true,
+        body: Vec::new(),
+    }))
 }
 
 fn apply(
     tx: &Transaction<'_>,
     op: WriteOp,
     activity: &mut HashMap<ConversationId, i64>,
+    outcome: &mut WriteOutcome,
 ) -> Result<()> {
     match op {
+        WriteOp::Merge(incoming) => {
+            let (kind, id) = incoming_key(&incoming);
+            let local = local_version(tx, kind, id)?;
+            let parent_tombstone = match incoming_parent(&incoming) {
+                Some(c) => tombstone_in(tx, EntityKind::Conversation, c.into())?.map(|t| t.version),
+                None => None,
+            };
+            if incoming_wins(&incoming, local.as_ref(), parent_tombstone) {
+                apply(tx, WriteOp::Dequeue(id), activity, outcome)?;
+                apply(tx, merged_op(incoming), activity, outcome)?;
+                outcome.merged += 1;
+            } else {
+                outcome.superseded += 1;
+            }
+        }
         WriteOp::PutConversation(r) => {
             let id = &r.id.as_bytes()[..];
             tx.prepare_cached("DELETE FROM tombstones WHERE kind = 'conversation' AND id = ?1")

@@ -28,8 +28,9 @@ mod types;
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use types::{
-    ConversationQuery, ConversationRow, ConversationUsage, MessageQuery, OutboxEntry, OutboxItem,
-    Usage, WriteBatch, WriteOp,
+    incoming_key, incoming_parent, incoming_wins, merged_op, ConversationQuery, ConversationRow,
+    ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, Usage, WriteBatch,
+    WriteOp, WriteOutcome,
 };
 
 use async_trait::async_trait;
@@ -68,7 +69,12 @@ pub trait Store: MaybeSendSync {
     async fn usage(&self) -> Result<Usage>;
 
     /// Applies a batch atomically.
-    async fn write(&self, batch: WriteBatch) -> Result<()>;
+    async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome>;
+
+    /// Applies every batch `source` yields as **one** atomic write (bulk
+    /// import: the source streams from a file so memory stays flat). If the
+    /// source yields an error, nothing is written and that error returned.
+    async fn write_all(&self, source: BatchSource) -> Result<WriteOutcome>;
 
     /// Pending outbox changes, oldest first, at most `limit`. Each is built
     /// from the record's current state, so a record has at most one.
@@ -86,6 +92,14 @@ pub trait Store: MaybeSendSync {
     /// (the vault header and keys). Nothing is synced: this is a local wipe.
     async fn clear(&self) -> Result<()>;
 }
+
+/// A stream of batches for [`Store::write_all`], produced synchronously
+/// (it runs on the store's own thread).
+#[cfg(not(target_family = "wasm"))]
+pub type BatchSource = Box<dyn Iterator<Item = Result<WriteBatch>> + Send>;
+/// A stream of batches for [`Store::write_all`], produced synchronously.
+#[cfg(target_family = "wasm")]
+pub type BatchSource = Box<dyn Iterator<Item = Result<WriteBatch>>>;
 
 /// `Send + Sync` natively; nothing on wasm, where stores hold JS handles.
 #[cfg(not(target_family = "wasm"))]

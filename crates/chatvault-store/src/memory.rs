@@ -4,12 +4,14 @@
 
 use crate::types::check_limit;
 use crate::{
-    ConversationQuery, ConversationRow, ConversationUsage, MessageQuery, OutboxEntry, OutboxItem,
-    Result, Store, StoreError, Usage, WriteBatch, WriteOp,
+    incoming_key, incoming_parent, incoming_wins, merged_op, BatchSource, ConversationQuery,
+    ConversationRow, ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, OutboxItem,
+    Result, Store, StoreError, Usage, WriteBatch, WriteOp, WriteOutcome,
 };
 use async_trait::async_trait;
 use chatvault_core::{
-    Change, ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Timestamp, Tombstone,
+    Change, ConversationId, EntityKind, Incoming, MessageId, MessageRecord, RecordId, Timestamp,
+    Tombstone,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -48,6 +50,38 @@ impl MemoryStore {
         }
     }
 
+    /// Refuses, before anything is applied, batches that would take the
+    /// stored bodies past the quota. Conservative: counts new bodies without
+    /// crediting the ones they replace.
+    fn check_quota(&self, inner: &Inner, batches: &[WriteBatch]) -> Result<()> {
+        let Some(quota) = self.quota else {
+            return Ok(());
+        };
+        let stored: u64 = inner
+            .conversations
+            .values()
+            .map(|r| r.record.body.len() as u64)
+            .chain(inner.messages.values().map(|m| m.body.len() as u64))
+            .sum();
+        let incoming: u64 = batches
+            .iter()
+            .flat_map(|b| &b.ops)
+            .map(|op| match op {
+                WriteOp::PutConversation(r) => r.body.len() as u64,
+                WriteOp::PutMessage(m) => m.body.len() as u64,
+                WriteOp::Merge(Incoming::Conversation(r)) => r.body.len() as u64,
+                WriteOp::Merge(Incoming::Message(m)) => m.body.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        if stored + incoming > quota {
+            return Err(StoreError::Full(format!(
+                "memory store quota of {quota} bytes reached"
+            )));
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a half-applied batch
         // (batches are applied by infallible code), so poisoning is benign.
@@ -76,8 +110,49 @@ impl Inner {
         }
     }
 
-    fn apply(&mut self, op: WriteOp) {
+    fn local_version(&self, kind: EntityKind, id: RecordId) -> Option<LocalVersion> {
+        let live = match kind {
+            EntityKind::Conversation => self
+                .conversations
+                .get(&id.conversation())
+                .map(|r| (r.record.version, r.record.body.0.clone())),
+            EntityKind::Message => self
+                .messages
+                .get(&id.message())
+                .map(|m| (m.version, m.body.0.clone())),
+        };
+        match live {
+            Some((version, body)) => Some(LocalVersion {
+                version,
+                deleted: false,
+                body,
+            }),
+            None => self.tombstones.get(&(kind, id)).map(|t| LocalVersion {
+                version: t.version,
+                deleted: true,
+                body: Vec::new(),
+            }),
+        }
+    }
+
+    fn apply(&mut self, op: WriteOp, outcome: &mut WriteOutcome) {
         match op {
+            WriteOp::Merge(incoming) => {
+                let (kind, id) = incoming_key(&incoming);
+                let local = self.local_version(kind, id);
+                let parent_tombstone = incoming_parent(&incoming).and_then(|c| {
+                    self.tombstones
+                        .get(&(EntityKind::Conversation, c.into()))
+                        .map(|t| t.version)
+                });
+                if incoming_wins(&incoming, local.as_ref(), parent_tombstone) {
+                    self.dequeue(id);
+                    self.apply(merged_op(incoming), outcome);
+                    outcome.merged += 1;
+                } else {
+                    outcome.superseded += 1;
+                }
+            }
             WriteOp::PutConversation(record) => {
                 self.tombstones
                     .remove(&(EntityKind::Conversation, record.id.into()));
@@ -249,36 +324,26 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn write(&self, batch: WriteBatch) -> Result<()> {
+    async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome> {
         let mut inner = self.lock();
-        if let Some(quota) = self.quota {
-            // Conservative: counts new bodies without crediting replaced
-            // ones, and refuses before applying anything.
-            let stored: u64 = inner
-                .conversations
-                .values()
-                .map(|r| r.record.body.len() as u64)
-                .chain(inner.messages.values().map(|m| m.body.len() as u64))
-                .sum();
-            let incoming: u64 = batch
-                .ops
-                .iter()
-                .map(|op| match op {
-                    WriteOp::PutConversation(r) => r.body.len() as u64,
-                    WriteOp::PutMessage(m) => m.body.len() as u64,
-                    _ => 0,
-                })
-                .sum();
-            if stored + incoming > quota {
-                return Err(StoreError::Full(format!(
-                    "memory store quota of {quota} bytes reached"
-                )));
-            }
-        }
+        self.check_quota(&inner, std::slice::from_ref(&batch))?;
+        let mut outcome = WriteOutcome::default();
         for op in batch.ops {
-            inner.apply(op);
+            inner.apply(op, &mut outcome);
         }
-        Ok(())
+        Ok(outcome)
+    }
+
+    async fn write_all(&self, source: BatchSource) -> Result<WriteOutcome> {
+        // Gather first so a failing source leaves the store untouched.
+        let batches = source.collect::<Result<Vec<_>>>()?;
+        let mut inner = self.lock();
+        self.check_quota(&inner, &batches)?;
+        let mut outcome = WriteOutcome::default();
+        for op in batches.into_iter().flat_map(|b| b.ops) {
+            inner.apply(op, &mut outcome);
+        }
+        Ok(outcome)
     }
 
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {

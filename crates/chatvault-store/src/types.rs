@@ -1,8 +1,9 @@
 //! Requests and answers of the [`Store`](crate::Store) trait.
 
 use chatvault_core::{
-    Change, ConversationCursor, ConversationId, ConversationRecord, EntityKind, MessageCursor,
-    MessageRecord, OpId, RecordId, Timestamp, Tombstone,
+    resolve, Change, ConversationCursor, ConversationId, ConversationRecord, EntityKind, Hlc,
+    Incoming, MessageCursor, MessageRecord, OpId, RecordId, Resolution, Timestamp, Tombstone,
+    VersionedState,
 };
 
 /// A conversation as stored, with the activity time the store derives.
@@ -91,6 +92,95 @@ pub enum WriteOp {
     Dequeue(RecordId),
     /// Set a metadata value.
     SetMeta(String, Vec<u8>),
+    /// Apply a record from elsewhere (sync, import) only if it wins over
+    /// what the store holds by core's last-writer-wins rule; a message whose
+    /// conversation was deleted by a newer version loses too. A winner
+    /// replaces the record and drops its pending local change.
+    Merge(Incoming),
+}
+
+/// What a [`WriteBatch`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// [`WriteOp::Merge`] operations that won and were applied.
+    pub merged: u64,
+    /// [`WriteOp::Merge`] operations that lost to the stored version.
+    pub superseded: u64,
+}
+
+impl std::ops::AddAssign for WriteOutcome {
+    fn add_assign(&mut self, other: Self) {
+        self.merged += other.merged;
+        self.superseded += other.superseded;
+    }
+}
+
+/// The conflict-relevant state of what a store holds for one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalVersion {
+    /// Its version.
+    pub version: Hlc,
+    /// Whether it is a tombstone.
+    pub deleted: bool,
+    /// Its body (empty for tombstones).
+    pub body: Vec<u8>,
+}
+
+/// Decides a [`WriteOp::Merge`]: whether `incoming` wins over `local`
+/// (what the store holds for the record) given the version of its
+/// conversation's tombstone, if any. The same pure rule for every backend.
+pub fn incoming_wins(
+    incoming: &Incoming,
+    local: Option<&LocalVersion>,
+    conversation_tombstone: Option<Hlc>,
+) -> bool {
+    let (version, deleted, body): (Hlc, bool, &[u8]) = match incoming {
+        Incoming::Conversation(r) => (r.version, false, r.body.as_bytes()),
+        Incoming::Message(m) => (m.version, false, m.body.as_bytes()),
+        Incoming::Tombstone(t) => (t.version, true, &[]),
+    };
+    if let (Incoming::Message(_), Some(t)) = (incoming, conversation_tombstone) {
+        if t > version {
+            return false;
+        }
+    }
+    let local = local.map(|l| VersionedState {
+        version: l.version,
+        deleted: l.deleted,
+        body: &l.body,
+    });
+    let remote = VersionedState {
+        version,
+        deleted,
+        body,
+    };
+    resolve(local, remote) == Resolution::TakeRemote
+}
+
+/// The kind and id of the record an [`Incoming`] writes.
+pub fn incoming_key(incoming: &Incoming) -> (EntityKind, RecordId) {
+    match incoming {
+        Incoming::Conversation(r) => (EntityKind::Conversation, r.id.into()),
+        Incoming::Message(m) => (EntityKind::Message, m.id.into()),
+        Incoming::Tombstone(t) => (t.kind, t.id),
+    }
+}
+
+/// The conversation whose tombstone can veto an incoming message.
+pub fn incoming_parent(incoming: &Incoming) -> Option<ConversationId> {
+    match incoming {
+        Incoming::Message(m) => Some(m.conversation_id),
+        _ => None,
+    }
+}
+
+/// The plain write a winning [`WriteOp::Merge`] turns into.
+pub fn merged_op(incoming: Incoming) -> WriteOp {
+    match incoming {
+        Incoming::Conversation(r) => WriteOp::PutConversation(r),
+        Incoming::Message(m) => WriteOp::PutMessage(m),
+        Incoming::Tombstone(t) => WriteOp::Delete(t),
+    }
 }
 
 /// Operations applied all-or-nothing, in order.

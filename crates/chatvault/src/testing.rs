@@ -12,11 +12,12 @@ use crate::{
     MessageUpdate, NewConversation, NewMessage, Result, Role, Timestamp, Vault, VaultError,
     VaultOptions,
 };
+use chatvault_core::Incoming;
 use chatvault_core::{
     Body, Change, ConversationId, ConversationRecord, DeviceId, EntityKind, Hlc, MessageId,
     MessageRecord, Metadata, OpId, Tombstone, UserId,
 };
-use chatvault_store::{Store, StoreError};
+use chatvault_store::{BatchSource, Store, StoreError, WriteBatch, WriteOp};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -678,6 +679,53 @@ pub mod cases {
         assert!(r.rejected[1].1.contains("clock skew"), "{:?}", r.rejected);
     }
 
+    /// A bulk write streamed from a source is one atomic write: if the
+    /// source fails part-way (a truncated import file), nothing of it stays.
+    pub async fn bulk_write_is_all_or_nothing(b: &impl TestBackend, mode: Mode) {
+        let (v, _) = open(b, mode).await;
+        let c = v
+            .create_conversation(NewConversation::titled("existing"))
+            .await
+            .unwrap();
+        let store = v.store().clone();
+        let before = v.stats().await.unwrap();
+        let record = |i: i64| MessageRecord {
+            id: MessageId::new(),
+            conversation_id: c.id,
+            created_at: Timestamp(T0.0 + i),
+            updated_at: Timestamp(T0.0 + i),
+            version: Hlc::new((T0.0 + i) as u64, 0, DeviceId(7)).unwrap(),
+            body: Body(b"{}".to_vec()),
+        };
+        let batch = |from: i64| {
+            let mut b = WriteBatch::new();
+            for i in from..from + 100 {
+                b.push(WriteOp::Merge(Incoming::Message(record(i))));
+            }
+            Ok(b)
+        };
+        let failing: BatchSource = Box::new(
+            vec![
+                batch(0),
+                batch(100),
+                Err(StoreError::Decode("truncated input".into())),
+            ]
+            .into_iter(),
+        );
+        let err = store.write_all(failing).await.unwrap_err();
+        assert!(matches!(err, StoreError::Decode(_)));
+        assert_eq!(
+            v.stats().await.unwrap(),
+            before,
+            "nothing of the failed bulk write stays"
+        );
+
+        let ok: BatchSource = Box::new(vec![batch(0), batch(100)].into_iter());
+        let outcome = store.write_all(ok).await.unwrap();
+        assert_eq!(outcome.merged, 200);
+        assert_eq!(v.stats().await.unwrap().messages, 200);
+    }
+
     /// Wiping local data keeps the vault usable.
     pub async fn clear_local_keeps_vault_usable(b: &impl TestBackend, mode: Mode) {
         let (v, _) = open(b, mode).await;
@@ -732,6 +780,7 @@ macro_rules! __vault_conformance_cases {
             unicode_and_large_content,
             counts_and_sizes,
             remote_changes_merge_by_version,
+            bulk_write_is_all_or_nothing,
             clear_local_keeps_vault_usable
         ]);
     };

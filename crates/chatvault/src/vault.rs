@@ -6,14 +6,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::codec::{Codec, ConversationBody, MessageBody};
 use crate::{Result, VaultError};
 use chatvault_core::{
-    resolve, Change, Conversation, ConversationCursor, ConversationId, ConversationRecord,
-    CoreError, DeviceId, EntityKind, Hlc, HlcClock, Incoming, Message, MessageCursor, MessageId,
-    MessageRecord, Metadata, OpId, Page, RecordId, Resolution, Role, Timestamp, Tombstone, UserId,
-    VersionedState,
+    Change, Conversation, ConversationCursor, ConversationId, ConversationRecord, CoreError,
+    DeviceId, EntityKind, Hlc, HlcClock, Message, MessageCursor, MessageId, MessageRecord,
+    Metadata, OpId, Page, RecordId, Role, Timestamp, Tombstone, UserId,
 };
 use chatvault_store::{
     ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, OutboxItem, Store, WriteBatch,
-    WriteOp,
+    WriteOp, WriteOutcome,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -325,14 +324,13 @@ impl Vault {
 
     /// Appends the clock's high-water mark, so a restart never reissues a
     /// stamp, and writes the batch.
-    async fn commit(&self, mut batch: WriteBatch) -> Result<()> {
+    async fn commit(&self, mut batch: WriteBatch) -> Result<WriteOutcome> {
         let last = self.lock_clock().last();
         batch.push(WriteOp::SetMeta(
             CLOCK_KEY.into(),
             last.to_string().into_bytes(),
         ));
-        self.store.write(batch).await?;
-        Ok(())
+        Ok(self.store.write(batch).await?)
     }
 
     // ---- conversations -------------------------------------------------
@@ -487,7 +485,7 @@ impl Vault {
             id.into(),
             None,
         )));
-        self.commit(batch).await
+        self.commit(batch).await.map(drop)
     }
 
     // ---- messages ------------------------------------------------------
@@ -642,7 +640,7 @@ impl Vault {
             id.into(),
             Some(old.conversation_id),
         )));
-        self.commit(batch).await
+        self.commit(batch).await.map(drop)
     }
 
     // ---- whole vault -----------------------------------------------------
@@ -696,101 +694,32 @@ impl Vault {
     /// as superseded; one that is malformed or stamped implausibly far in
     /// the future is rejected with a reason; neither stops the others.
     pub async fn apply_changes(&self, changes: Vec<Change>) -> Result<ApplyReport> {
-        let mut report = ApplyReport::default();
+        let mut rejected = Vec::new();
         let mut batch = WriteBatch::new();
-        // Versions decided earlier in this batch, so a batch holding two
-        // versions of one record keeps the newer.
-        let mut decided: std::collections::HashMap<RecordId, (Hlc, bool, Vec<u8>)> =
-            std::collections::HashMap::new();
         for change in changes {
             let op_id = change.op_id;
-            let now = self.time.now();
-            if let Err(e) = self.lock_clock().observe(change.version, now) {
-                report.rejected.push((op_id, e.to_string()));
+            if let Err(e) = self.lock_clock().observe(change.version, self.time.now()) {
+                rejected.push((op_id, e.to_string()));
                 continue;
             }
-            let incoming = match change.into_incoming() {
-                Ok(i) => i,
+            match change.into_incoming() {
+                Ok(incoming) => batch.push(WriteOp::Merge(incoming)),
                 Err(e) => {
-                    report.rejected.push((op_id, e.to_string()));
+                    rejected.push((op_id, e.to_string()));
                     continue;
                 }
             };
-            let (kind, id, remote_state) = incoming_state(&incoming);
-            let local = match decided.get(&id) {
-                Some((v, deleted, body)) => Some((*v, *deleted, body.clone())),
-                None => self.local_state(kind, id).await?,
-            };
-            let local_view = local.as_ref().map(|(v, d, b)| VersionedState {
-                version: *v,
-                deleted: *d,
-                body: b,
-            });
-            if resolve(local_view, remote_state.view()) == Resolution::KeepLocal {
-                report.superseded += 1;
-                continue;
-            }
-            // A message for a conversation deleted later than it was
-            // written stays deleted.
-            if let Incoming::Message(m) = &incoming {
-                if let Some(t) = self
-                    .store
-                    .tombstone(EntityKind::Conversation, m.conversation_id.into())
-                    .await?
-                {
-                    if t.version > m.version {
-                        report.superseded += 1;
-                        continue;
-                    }
-                }
-            }
-            decided.insert(
-                id,
-                (
-                    remote_state.version,
-                    remote_state.deleted,
-                    remote_state.body,
-                ),
-            );
-            batch.push(WriteOp::Dequeue(id));
-            batch.push(match incoming {
-                Incoming::Conversation(r) => WriteOp::PutConversation(r),
-                Incoming::Message(m) => WriteOp::PutMessage(m),
-                Incoming::Tombstone(t) => WriteOp::Delete(t),
-            });
-            report.applied += 1;
         }
-        if !batch.is_empty() {
-            self.commit(batch).await?;
-        }
-        Ok(report)
-    }
-
-    async fn local_state(
-        &self,
-        kind: EntityKind,
-        id: RecordId,
-    ) -> Result<Option<(Hlc, bool, Vec<u8>)>> {
-        let live = match kind {
-            EntityKind::Conversation => self
-                .store
-                .conversation(id.conversation())
-                .await?
-                .map(|r| (r.record.version, false, r.record.body.0)),
-            EntityKind::Message => self
-                .store
-                .message(id.message())
-                .await?
-                .map(|m| (m.version, false, m.body.0)),
+        let outcome = if batch.is_empty() {
+            Default::default()
+        } else {
+            self.commit(batch).await?
         };
-        match live {
-            Some(s) => Ok(Some(s)),
-            None => Ok(self
-                .store
-                .tombstone(kind, id)
-                .await?
-                .map(|t| (t.version, true, Vec::new()))),
-        }
+        Ok(ApplyReport {
+            applied: outcome.merged,
+            superseded: outcome.superseded,
+            rejected,
+        })
     }
 
     fn decode_conversation(&self, row: ConversationRow) -> Result<Conversation> {
@@ -807,55 +736,6 @@ impl Vault {
             self.codec
                 .decode(EntityKind::Message, record.id.into(), &record.body)?;
         Ok(to_message(&record, body))
-    }
-}
-
-/// Owned conflict-relevant state of an incoming record.
-struct OwnedState {
-    version: Hlc,
-    deleted: bool,
-    body: Vec<u8>,
-}
-
-impl OwnedState {
-    fn view(&self) -> VersionedState<'_> {
-        VersionedState {
-            version: self.version,
-            deleted: self.deleted,
-            body: &self.body,
-        }
-    }
-}
-
-fn incoming_state(incoming: &Incoming) -> (EntityKind, RecordId, OwnedState) {
-    match incoming {
-        Incoming::Conversation(r) => (
-            EntityKind::Conversation,
-            r.id.into(),
-            OwnedState {
-                version: r.version,
-                deleted: false,
-                body: r.body.0.clone(),
-            },
-        ),
-        Incoming::Message(m) => (
-            EntityKind::Message,
-            m.id.into(),
-            OwnedState {
-                version: m.version,
-                deleted: false,
-                body: m.body.0.clone(),
-            },
-        ),
-        Incoming::Tombstone(t) => (
-            t.kind,
-            t.id,
-            OwnedState {
-                version: t.version,
-                deleted: true,
-                body: Vec::new(),
-            },
-        ),
     }
 }
 
