@@ -1,0 +1,107 @@
+//! `chatvault conv ...`: conversations.
+
+use super::{parse_id, Access, Context};
+use crate::cli::ConvCommand;
+use crate::output::{self, Table};
+use anyhow::Result;
+use chatvault::{ConversationUpdate, ListConversations, ListMessages, NewConversation};
+use serde_json::json;
+
+pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
+    match cmd {
+        ConvCommand::New { title, json } => {
+            let vault = ctx.open(Access::CreateIfMissing).await?;
+            let c = vault
+                .create_conversation(NewConversation::titled(title))
+                .await?;
+            if json.json {
+                output::json(&c)
+            } else {
+                println!("{}", c.id);
+                Ok(())
+            }
+        }
+        ConvCommand::Ls { limit, json } => {
+            let vault = ctx.open(Access::Existing).await?;
+            let mut all = Vec::new();
+            let mut after = None;
+            let wanted = limit.unwrap_or(usize::MAX);
+            while all.len() < wanted {
+                let page = vault
+                    .conversations(ListConversations {
+                        after,
+                        limit: (wanted - all.len()).min(500),
+                        ..Default::default()
+                    })
+                    .await?;
+                all.extend(page.items);
+                match page.next_cursor {
+                    Some(c) => after = Some(c),
+                    None => break,
+                }
+            }
+            if json.json {
+                return output::json(&all);
+            }
+            let mut t = Table::new(["ID", "UPDATED", "TITLE"]);
+            for c in &all {
+                t.row([
+                    c.id.to_string(),
+                    output::time(c.updated_at),
+                    c.title.clone(),
+                ]);
+            }
+            t.print();
+            Ok(())
+        }
+        ConvCommand::Show { id, limit, json } => {
+            let vault = ctx.open(Access::Existing).await?;
+            let c = vault.conversation(parse_id(&id)?).await?;
+            let mut page = vault
+                .messages(
+                    c.id,
+                    ListMessages {
+                        before: None,
+                        limit,
+                    },
+                )
+                .await?;
+            page.items.reverse();
+            if json.json {
+                return output::json(&json!({ "conversation": c, "messages": page.items }));
+            }
+            println!("{}  {}", c.id, c.title);
+            println!(
+                "created {}  updated {}",
+                output::time(c.created_at),
+                output::time(c.updated_at)
+            );
+            if !c.metadata.is_empty() {
+                println!("metadata {}", serde_json::Value::Object(c.metadata.clone()));
+            }
+            for m in &page.items {
+                println!("\n[{}] {} {}", m.role, output::time(m.created_at), m.id);
+                println!("{}", m.content);
+            }
+            Ok(())
+        }
+        ConvCommand::Rename { id, title } => {
+            let vault = ctx.open(Access::Existing).await?;
+            vault
+                .update_conversation(
+                    parse_id(&id)?,
+                    ConversationUpdate {
+                        title: Some(title),
+                        metadata: None,
+                    },
+                )
+                .await?;
+            Ok(())
+        }
+        ConvCommand::Rm { id } => {
+            let vault = ctx.open(Access::Existing).await?;
+            vault.delete_conversation(parse_id(&id)?).await?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `chatvault`: manage a local chat vault from a terminal or a script.
+//!
+//! Every command opens the vault named by `--store` (or `CHATVAULT_STORE`,
+//! or the default in the user's data directory), does one thing, and exits.
+//! Listings print a readable table, or with `--json` the model's camelCase
+//! JSON. Any failure prints one line, `error: ...`, to stderr and exits
+//! with status 1 (2 for a malformed command line); never a panic.
+//!
+//! # Layout
+//! - `cli` — the command-line grammar (clap).
+//! - `commands` — one module per command group.
+//! - `output` — tables, JSON and time formatting.
+//! - `progress` — the one way long work reports progress.
+
+mod cli;
+mod commands;
+mod output;
+mod passphrase;
+mod progress;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` joins the context chain on one line.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `CHATVAULT_LOG` (default: warnings).
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHATVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
