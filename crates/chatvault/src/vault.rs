@@ -214,11 +214,11 @@ pub struct ApplyReport {
 /// A local-first chat store: conversations and messages, written to a
 /// store with their outbox entries, optionally encrypted.
 pub struct Vault {
-    store: Arc<dyn Store>,
-    codec: Codec,
-    clock: Mutex<HlcClock>,
-    time: Arc<dyn Clock>,
-    user: UserId,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) codec: Codec,
+    pub(crate) clock: Mutex<HlcClock>,
+    pub(crate) time: Arc<dyn Clock>,
+    pub(crate) user: UserId,
 }
 
 impl std::fmt::Debug for Vault {
@@ -303,19 +303,19 @@ impl Vault {
         self.lock_clock().device()
     }
 
-    fn lock_clock(&self) -> std::sync::MutexGuard<'_, HlcClock> {
+    pub(crate) fn lock_clock(&self) -> std::sync::MutexGuard<'_, HlcClock> {
         self.clock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The current time and a fresh version stamp.
-    fn stamp(&self) -> Result<(Timestamp, Hlc)> {
+    pub(crate) fn stamp(&self) -> Result<(Timestamp, Hlc)> {
         let now = self.time.now();
         let version = self.lock_clock().tick(now)?;
         Ok((now, version))
     }
 
     /// `n` consecutive version stamps taken at one instant.
-    fn stamps(&self, n: usize) -> Result<(Timestamp, Vec<Hlc>)> {
+    pub(crate) fn stamps(&self, n: usize) -> Result<(Timestamp, Vec<Hlc>)> {
         let now = self.time.now();
         let mut clock = self.lock_clock();
         let stamps = (0..n).map(|_| clock.tick(now)).collect::<Result<_, _>>()?;
@@ -324,7 +324,7 @@ impl Vault {
 
     /// Appends the clock's high-water mark, so a restart never reissues a
     /// stamp, and writes the batch.
-    async fn commit(&self, mut batch: WriteBatch) -> Result<WriteOutcome> {
+    pub(crate) async fn commit(&self, mut batch: WriteBatch) -> Result<WriteOutcome> {
         let last = self.lock_clock().last();
         batch.push(WriteOp::SetMeta(
             CLOCK_KEY.into(),
@@ -722,7 +722,7 @@ impl Vault {
         })
     }
 
-    fn decode_conversation(&self, row: ConversationRow) -> Result<Conversation> {
+    pub(crate) fn decode_conversation(&self, row: ConversationRow) -> Result<Conversation> {
         let body: ConversationBody = self.codec.decode(
             EntityKind::Conversation,
             row.record.id.into(),
@@ -731,7 +731,7 @@ impl Vault {
         Ok(to_conversation(row.record, row.activity_at, body))
     }
 
-    fn decode_message(&self, record: MessageRecord) -> Result<Message> {
+    pub(crate) fn decode_message(&self, record: MessageRecord) -> Result<Message> {
         let body: MessageBody =
             self.codec
                 .decode(EntityKind::Message, record.id.into(), &record.body)?;
