@@ -26,6 +26,19 @@ pub enum VaultError {
         /// What failed.
         reason: String,
     },
+    /// The passphrase does not unlock this vault.
+    #[error("wrong passphrase")]
+    WrongPassphrase,
+    /// The vault is encrypted and was opened without a passphrase.
+    #[error("the vault is encrypted: unlock it with its passphrase")]
+    Locked,
+    /// A passphrase was given for a vault that is not encrypted.
+    #[error("the vault is not encrypted")]
+    NotEncrypted,
+    /// Key derivation or encryption failed (weak or hostile parameters,
+    /// damaged key envelope, no randomness).
+    #[error("encryption: {0}")]
+    Crypto(chatvault_crypto::CryptoError),
     /// The vault's header is missing pieces or from a newer chatvault.
     #[error("vault header: {0}")]
     Header(String),
@@ -35,6 +48,15 @@ pub enum VaultError {
     /// The storage backend failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<chatvault_crypto::CryptoError> for VaultError {
+    fn from(e: chatvault_crypto::CryptoError) -> Self {
+        match e {
+            chatvault_crypto::CryptoError::WrongPassphrase => VaultError::WrongPassphrase,
+            other => VaultError::Crypto(other),
+        }
+    }
 }
 
 /// Result alias for vault operations.

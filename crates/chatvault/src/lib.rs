@@ -43,5 +43,7 @@ pub use vault::{
     MessageUpdate, NewConversation, NewMessage, Vault, VaultOptions, VaultStats,
 };
 
+pub use chatvault_crypto::{KdfParams, KdfPolicy};
+
 #[cfg(feature = "sqlite")]
 pub use chatvault_sqlite::{Durability, SqliteOptions, SqliteStore};

@@ -38,17 +38,35 @@ pub trait TestBackend {
 pub enum Mode {
     /// Content stored as plain JSON.
     Plain,
+    /// Content sealed under a passphrase-derived key.
+    Encrypted,
+}
+
+/// The passphrase of every encrypted case.
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+/// Options that keep key derivation fast in tests (never use elsewhere).
+pub fn fast_options(clock: Arc<dyn Clock>) -> VaultOptions {
+    VaultOptions {
+        user_id: UserId::local(),
+        clock,
+        kdf: chatvault_crypto::KdfParams::insecure_fast_for_tests(),
+        kdf_policy: chatvault_crypto::KdfPolicy::insecure_allow_weak_for_tests(),
+    }
 }
 
 /// The fixed start time of every case's manual clock.
 pub const T0: Timestamp = Timestamp(1_700_000_000_000);
 
-async fn vault_on(store: Arc<dyn Store>, _mode: Mode, clock: Arc<ManualClock>) -> Vault {
-    let options = VaultOptions {
-        user_id: UserId::local(),
-        clock,
-    };
-    Vault::open(store, options).await.expect("open vault")
+async fn vault_on(store: Arc<dyn Store>, mode: Mode, clock: Arc<ManualClock>) -> Vault {
+    let options = fast_options(clock);
+    let vault = match mode {
+        Mode::Plain => Vault::open(store, options).await,
+        Mode::Encrypted => Vault::open_encrypted(store, PASSPHRASE, options).await,
+    }
+    .expect("open vault");
+    assert_eq!(vault.is_encrypted(), mode == Mode::Encrypted);
+    vault
 }
 
 async fn open(b: &impl TestBackend, mode: Mode) -> (Vault, Arc<ManualClock>) {
@@ -759,6 +777,9 @@ macro_rules! vault_conformance_tests {
     ($backend:path) => {
         mod plaintext {
             $crate::__vault_conformance_cases!($backend, $crate::testing::Mode::Plain);
+        }
+        mod encrypted {
+            $crate::__vault_conformance_cases!($backend, $crate::testing::Mode::Encrypted);
         }
     };
 }

@@ -10,6 +10,7 @@ use chatvault_core::{
     DeviceId, EntityKind, Hlc, HlcClock, Message, MessageCursor, MessageId, MessageRecord,
     Metadata, OpId, Page, RecordId, Role, Timestamp, Tombstone, UserId,
 };
+use chatvault_crypto::{KdfParams, KdfPolicy, KeyEnvelope};
 use chatvault_store::{
     ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, OutboxItem, Store, WriteBatch,
     WriteOp, WriteOutcome,
@@ -18,6 +19,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
 const HEADER_KEY: &str = "vault.header";
+/// Metadata key of the key envelope (the wrapped data key) of an encrypted
+/// vault. Replacing it is the whole of a passphrase change.
+const KEYS_KEY: &str = "vault.keys";
 const CLOCK_KEY: &str = "vault.clock";
 /// Version of the vault header layout.
 const HEADER_VERSION: u32 = 1;
@@ -29,6 +33,10 @@ struct VaultHeader {
     format_version: u32,
     device_id: DeviceId,
     created_at: Timestamp,
+    /// Recorded so a deleted key envelope is an error, never a silent
+    /// switch to plaintext.
+    #[serde(default)]
+    encrypted: bool,
 }
 
 /// How to open a [`Vault`].
@@ -38,6 +46,12 @@ pub struct VaultOptions {
     pub user_id: UserId,
     /// The time source.
     pub clock: Arc<dyn Clock>,
+    /// Argon2id parameters for a new encrypted vault or a new passphrase
+    /// (default: the OWASP minimum, m=19 MiB, t=2, p=1).
+    pub kdf: KdfParams,
+    /// Which parameters are accepted when unlocking. Keep the default
+    /// (strict); tests may relax it to stay fast.
+    pub kdf_policy: KdfPolicy,
 }
 
 impl Default for VaultOptions {
@@ -45,6 +59,8 @@ impl Default for VaultOptions {
         Self {
             user_id: UserId::local(),
             clock: Arc::new(SystemClock),
+            kdf: KdfParams::default(),
+            kdf_policy: KdfPolicy::default(),
         }
     }
 }
@@ -219,6 +235,8 @@ pub struct Vault {
     pub(crate) clock: Mutex<HlcClock>,
     pub(crate) time: Arc<dyn Clock>,
     pub(crate) user: UserId,
+    pub(crate) kdf: KdfParams,
+    pub(crate) kdf_policy: KdfPolicy,
 }
 
 impl std::fmt::Debug for Vault {
@@ -232,31 +250,45 @@ impl std::fmt::Debug for Vault {
 }
 
 impl Vault {
-    /// Opens a vault on `store`, creating its header if the store is new.
+    /// Opens a plaintext vault on `store`, creating it if the store is
+    /// empty. An encrypted vault answers [`VaultError::Locked`]: open it
+    /// with [`Vault::open_encrypted`].
     pub async fn open(store: Arc<dyn Store>, options: VaultOptions) -> Result<Vault> {
-        let header = match store.meta(HEADER_KEY).await? {
-            Some(bytes) => {
-                let header: VaultHeader = serde_json::from_slice(&bytes)
-                    .map_err(|e| VaultError::Header(format!("unreadable vault header: {e}")))?;
-                if header.format_version > HEADER_VERSION {
-                    return Err(VaultError::Header(format!(
-                        "vault format {} is newer than this program supports ({HEADER_VERSION}); upgrade chatvault",
-                        header.format_version
-                    )));
-                }
-                header
-            }
-            None => {
-                let header = VaultHeader {
-                    format_version: HEADER_VERSION,
-                    device_id: DeviceId::from_random(rand::random()),
-                    created_at: options.clock.now(),
-                };
-                let mut batch = WriteBatch::new();
-                batch.push(WriteOp::SetMeta(HEADER_KEY.into(), to_json(&header)?));
-                store.write(batch).await?;
-                tracing::info!(backend = store.backend(), device = %header.device_id, "created vault");
-                header
+        Self::open_with(store, options, None).await
+    }
+
+    /// Opens an encrypted vault with its passphrase, creating it (encrypted
+    /// under that passphrase) if the store is empty. A wrong passphrase is
+    /// [`VaultError::WrongPassphrase`]; a plaintext vault is
+    /// [`VaultError::NotEncrypted`].
+    pub async fn open_encrypted(
+        store: Arc<dyn Store>,
+        passphrase: &str,
+        options: VaultOptions,
+    ) -> Result<Vault> {
+        Self::open_with(store, options, Some(passphrase)).await
+    }
+
+    /// Whether the vault in `store` is encrypted; `None` if the store holds
+    /// no vault yet. Reads only the header (no passphrase needed).
+    pub async fn probe(store: &dyn Store) -> Result<Option<bool>> {
+        Ok(read_header(store).await?.map(|h| h.encrypted))
+    }
+
+    async fn open_with(
+        store: Arc<dyn Store>,
+        options: VaultOptions,
+        passphrase: Option<&str>,
+    ) -> Result<Vault> {
+        let (header, codec) = match (read_header(store.as_ref()).await?, passphrase) {
+            (None, passphrase) => create(store.as_ref(), &options, passphrase).await?,
+            (Some(h), None) if h.encrypted => return Err(VaultError::Locked),
+            (Some(h), None) => (h, Codec::Plain),
+            (Some(h), Some(_)) if !h.encrypted => return Err(VaultError::NotEncrypted),
+            (Some(h), Some(passphrase)) => {
+                let envelope = read_envelope(store.as_ref()).await?;
+                let keys = envelope.unlock_with_policy(passphrase, options.kdf_policy)?;
+                (h, Codec::Sealed(keys.data))
             }
         };
         let last = match store.meta(CLOCK_KEY).await? {
@@ -270,11 +302,38 @@ impl Vault {
         };
         Ok(Vault {
             store,
-            codec: Codec::Plain,
+            codec,
             clock: Mutex::new(HlcClock::resume(header.device_id, last)),
             time: options.clock,
             user: options.user_id,
+            kdf: options.kdf,
+            kdf_policy: options.kdf_policy,
         })
+    }
+
+    /// Changes the passphrase of an encrypted vault. Only the wrapped data
+    /// key is rewritten (no record is re-encrypted), in one atomic write: a
+    /// crash leaves either the old or the new passphrase working.
+    pub async fn change_passphrase(&self, old: &str, new: &str) -> Result<()> {
+        if !self.is_encrypted() {
+            return Err(VaultError::NotEncrypted);
+        }
+        let envelope = read_envelope(self.store.as_ref()).await?;
+        let (rewrapped, _keys) =
+            envelope.rewrap_with_policy(old, new, self.kdf, self.kdf_policy)?;
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::SetMeta(
+            KEYS_KEY.into(),
+            rewrapped.to_json().into_bytes(),
+        ));
+        self.store.write(batch).await?;
+        tracing::info!("vault passphrase changed");
+        Ok(())
+    }
+
+    /// Locks the vault: drops it, wiping its keys from memory.
+    pub fn lock(self) {
+        drop(self);
     }
 
     /// Opens (creating if needed) a vault in a SQLite file with default
@@ -339,10 +398,7 @@ impl Vault {
     pub async fn create_conversation(&self, new: NewConversation) -> Result<Conversation> {
         let (now, version) = self.stamp()?;
         let id = ConversationId::new();
-        let body = ConversationBody {
-            title: new.title,
-            metadata: new.metadata,
-        };
+        let body = ConversationBody::new(new.title, new.metadata);
         let record = ConversationRecord {
             id,
             user_id: self.user.clone(),
@@ -519,11 +575,7 @@ impl Vault {
         for (n, version) in new.into_iter().zip(stamps) {
             let id = MessageId::new();
             let created_at = n.created_at.unwrap_or(now);
-            let body = MessageBody {
-                role: n.role,
-                content: n.content,
-                metadata: n.metadata,
-            };
+            let body = MessageBody::new(n.role, n.content, n.metadata);
             let record = MessageRecord {
                 id,
                 conversation_id: conversation,
@@ -737,6 +789,61 @@ impl Vault {
                 .decode(EntityKind::Message, record.id.into(), &record.body)?;
         Ok(to_message(&record, body))
     }
+}
+
+async fn read_header(store: &dyn Store) -> Result<Option<VaultHeader>> {
+    let Some(bytes) = store.meta(HEADER_KEY).await? else {
+        return Ok(None);
+    };
+    let header: VaultHeader = serde_json::from_slice(&bytes)
+        .map_err(|e| VaultError::Header(format!("unreadable vault header: {e}")))?;
+    if header.format_version > HEADER_VERSION {
+        return Err(VaultError::Header(format!(
+            "vault format {} is newer than this program supports ({HEADER_VERSION}); upgrade chatvault",
+            header.format_version
+        )));
+    }
+    Ok(Some(header))
+}
+
+async fn read_envelope(store: &dyn Store) -> Result<KeyEnvelope> {
+    let bytes = store.meta(KEYS_KEY).await?.ok_or_else(|| {
+        VaultError::Header("the vault is encrypted but its key envelope is missing".into())
+    })?;
+    let json = std::str::from_utf8(&bytes)
+        .map_err(|_| VaultError::Header("the key envelope is not text".into()))?;
+    Ok(KeyEnvelope::from_json(json)?)
+}
+
+/// Writes the header (and key envelope) of a new vault in one batch.
+async fn create(
+    store: &dyn Store,
+    options: &VaultOptions,
+    passphrase: Option<&str>,
+) -> Result<(VaultHeader, Codec)> {
+    let header = VaultHeader {
+        format_version: HEADER_VERSION,
+        device_id: DeviceId::from_random(rand::random()),
+        created_at: options.clock.now(),
+        encrypted: passphrase.is_some(),
+    };
+    let mut batch = WriteBatch::new();
+    batch.push(WriteOp::SetMeta(HEADER_KEY.into(), to_json(&header)?));
+    let codec = match passphrase {
+        None => Codec::Plain,
+        Some(p) => {
+            let (envelope, keys) =
+                KeyEnvelope::create_with_policy(p, options.kdf, options.kdf_policy)?;
+            batch.push(WriteOp::SetMeta(
+                KEYS_KEY.into(),
+                envelope.to_json().into_bytes(),
+            ));
+            Codec::Sealed(keys.data)
+        }
+    };
+    store.write(batch).await?;
+    tracing::info!(backend = store.backend(), device = %header.device_id, encrypted = header.encrypted, "created vault");
+    Ok((header, codec))
 }
 
 fn outbox_item(
