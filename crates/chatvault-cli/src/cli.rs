@@ -23,7 +23,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new, empty vault.
-    Init,
+    Init {
+        /// Encrypt the vault with a passphrase (asked twice on a terminal,
+        /// or from CHATVAULT_PASSPHRASE_FILE / CHATVAULT_PASSPHRASE).
+        #[arg(long)]
+        encrypt: bool,
+    },
+    /// Change the passphrase of an encrypted vault (the new one is asked
+    /// twice, or read from CHATVAULT_NEW_PASSPHRASE_FILE /
+    /// CHATVAULT_NEW_PASSPHRASE).
+    Passwd,
     /// Conversations.
     #[command(subcommand)]
     Conv(ConvCommand),

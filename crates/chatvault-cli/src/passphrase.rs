@@ -3,8 +3,6 @@
 //! interactive prompt without echo — never from a command-line flag, where
 //! it would land in shell history and `ps`.
 
-#![allow(dead_code)] // Used by encryption and export commands.
-
 use anyhow::{bail, Context as _, Result};
 use std::io::IsTerminal;
 

@@ -5,15 +5,18 @@ mod msg;
 mod stats;
 
 use crate::cli::{Cli, Command};
+use crate::passphrase;
 use anyhow::{bail, Context as _, Result};
-use chatvault::{Vault, VaultOptions};
+use chatvault::{SqliteOptions, SqliteStore, Store, Vault, VaultOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     let ctx = Context::new(cli.store)?;
     match cli.command {
-        Command::Init => ctx.init().await,
+        Command::Init { encrypt } => ctx.init(encrypt).await,
+        Command::Passwd => ctx.passwd().await,
         Command::Conv(c) => conv::run(&ctx, c).await,
         Command::Msg(c) => msg::run(&ctx, c).await,
         Command::Stats(json) => stats::run(&ctx, json).await,
@@ -48,8 +51,33 @@ impl Context {
         &self.store
     }
 
-    /// Opens the vault.
+    /// Opens the vault, unlocking it if it is encrypted.
     pub async fn open(&self, access: Access) -> Result<Vault> {
+        let store = self.open_store(access).await?;
+        let opened = match Vault::probe(store.as_ref()).await? {
+            Some(true) => {
+                let passphrase = passphrase::read(&self.unlock_source())?;
+                Vault::open_encrypted(store, passphrase.expose(), VaultOptions::default()).await
+            }
+            _ => Vault::open(store, VaultOptions::default()).await,
+        };
+        opened.with_context(|| format!("cannot open vault {}", self.store.display()))
+    }
+
+    /// Where the passphrase that unlocks the vault comes from.
+    fn unlock_source(&self) -> passphrase::Source<'static> {
+        passphrase::Source {
+            file_var: "CHATVAULT_PASSPHRASE_FILE",
+            value_var: "CHATVAULT_PASSPHRASE",
+            prompt: "Vault passphrase: ",
+            confirm: false,
+            hint: "the vault is encrypted: run in a terminal to be prompted, or set \
+                   CHATVAULT_PASSPHRASE_FILE (a file holding the passphrase) or CHATVAULT_PASSPHRASE",
+        }
+    }
+
+    /// Opens the vault's store without opening the vault itself.
+    pub async fn open_store(&self, access: Access) -> Result<Arc<dyn Store>> {
         let exists = self.store.exists();
         if !exists {
             match access {
@@ -63,9 +91,10 @@ impl Context {
         if exists && self.store.is_dir() {
             bail!("{} is a directory, not a vault file", self.store.display());
         }
-        Vault::open_sqlite(&self.store, VaultOptions::default())
+        let store = SqliteStore::open(&self.store, SqliteOptions::default())
             .await
-            .with_context(|| format!("cannot open vault {}", self.store.display()))
+            .with_context(|| format!("cannot open vault {}", self.store.display()))?;
+        Ok(Arc::new(store))
     }
 
     fn create_parent(&self) -> Result<()> {
@@ -76,12 +105,64 @@ impl Context {
         Ok(())
     }
 
-    async fn init(&self) -> Result<()> {
+    async fn init(&self, encrypt: bool) -> Result<()> {
         if self.store.exists() {
             bail!("a vault already exists at {}", self.store.display());
         }
-        self.open(Access::CreateIfMissing).await?;
-        println!("created vault {}", self.store.display());
+        let passphrase = if encrypt {
+            Some(passphrase::read(&passphrase::Source {
+                confirm: true,
+                prompt: "New vault passphrase: ",
+                hint: "--encrypt needs a passphrase: run in a terminal to be prompted, or set \
+                       CHATVAULT_PASSPHRASE_FILE or CHATVAULT_PASSPHRASE",
+                ..self.unlock_source()
+            })?)
+        } else {
+            None
+        };
+        let store = self.open_store(Access::CreateIfMissing).await?;
+        let created = match &passphrase {
+            Some(p) => Vault::open_encrypted(store, p.expose(), VaultOptions::default()).await,
+            None => Vault::open(store, VaultOptions::default()).await,
+        };
+        if let Err(e) = created {
+            // Leave no half-made vault behind.
+            let _ = std::fs::remove_file(&self.store);
+            return Err(e).with_context(|| format!("cannot create vault {}", self.store.display()));
+        }
+        println!(
+            "created {} vault {}",
+            if encrypt { "encrypted" } else { "plaintext" },
+            self.store.display()
+        );
+        Ok(())
+    }
+
+    async fn passwd(&self) -> Result<()> {
+        let store = self.open_store(Access::Existing).await?;
+        if Vault::probe(store.as_ref()).await? != Some(true) {
+            bail!(
+                "{} is not encrypted; create an encrypted vault with `chatvault init --encrypt`",
+                self.store.display()
+            );
+        }
+        let old = passphrase::read(&self.unlock_source())?;
+        let vault = Vault::open_encrypted(store, old.expose(), VaultOptions::default())
+            .await
+            .with_context(|| format!("cannot open vault {}", self.store.display()))?;
+        let new = passphrase::read(&passphrase::Source {
+            file_var: "CHATVAULT_NEW_PASSPHRASE_FILE",
+            value_var: "CHATVAULT_NEW_PASSPHRASE",
+            prompt: "New passphrase: ",
+            confirm: true,
+            hint: "a new passphrase is needed: run in a terminal to be prompted, or set \
+                   CHATVAULT_NEW_PASSPHRASE_FILE or CHATVAULT_NEW_PASSPHRASE",
+        })?;
+        vault
+            .change_passphrase(old.expose(), new.expose())
+            .await
+            .context("cannot change the passphrase")?;
+        println!("passphrase changed");
         Ok(())
     }
 }
