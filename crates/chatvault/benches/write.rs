@@ -1,1 +1,212 @@
-fn main() {}
+//! Write and read cost of the Vault on SQLite, each measured next to its
+//! baseline in the same process: raw rusqlite with the same schema and
+//! pragmas (WAL, synchronous=FULL), and for encryption the plaintext vault.
+//!
+//! Run with `cargo xtask bench`, which also prints the ratios.
+
+use chatvault::testing::fast_options;
+use chatvault::{
+    ListMessages, ManualClock, NewConversation, NewMessage, Role, SqliteOptions, SqliteStore,
+    Timestamp, Vault, VaultOptions,
+};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use rusqlite::{params, Connection};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BATCH: usize = 10_000;
+const KB: usize = 1024;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn content() -> String {
+    "x".repeat(KB)
+}
+
+/// The same table and index the SQLite store uses, with the same pragmas.
+fn raw_connection(path: &Path) -> Connection {
+    let conn = Connection::open(path).expect("open");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("sync");
+    conn.execute_batch(
+        "CREATE TABLE messages (id BLOB PRIMARY KEY, conversation_id BLOB NOT NULL, \
+         created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version TEXT NOT NULL, \
+         body BLOB NOT NULL);
+         CREATE INDEX messages_by_conversation ON messages (conversation_id, created_at, id);",
+    )
+    .expect("schema");
+    conn
+}
+
+fn raw_insert(conn: &mut Connection, conversation: &[u8; 16], body: &[u8], n: usize) {
+    let tx = conn.transaction().expect("tx");
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT INTO messages (id, conversation_id, created_at, updated_at, version, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .expect("prepare");
+        for i in 0..n {
+            let id = uuid_bytes();
+            stmt.execute(params![
+                &id[..],
+                &conversation[..],
+                i as i64,
+                i as i64,
+                "0192f3a4b5c6-00000000-a1b2c3d4e5f60718",
+                body
+            ])
+            .expect("insert");
+        }
+    }
+    tx.commit().expect("commit");
+}
+
+fn uuid_bytes() -> [u8; 16] {
+    *chatvault::MessageId::new().as_bytes()
+}
+
+async fn sqlite_vault(dir: &Path, encrypted: bool) -> (Vault, chatvault::ConversationId) {
+    let store = SqliteStore::open(dir.join("vault.db"), SqliteOptions::default())
+        .await
+        .expect("store");
+    let options = VaultOptions {
+        ..fast_options(Arc::new(ManualClock::new(Timestamp(1_700_000_000_000))))
+    };
+    let vault = if encrypted {
+        Vault::open_encrypted(Arc::new(store), "bench passphrase", options).await
+    } else {
+        Vault::open(Arc::new(store), options).await
+    }
+    .expect("vault");
+    let c = vault
+        .create_conversation(NewConversation::titled("bench"))
+        .await
+        .expect("conversation");
+    (vault, c.id)
+}
+
+fn batch(n: usize) -> Vec<NewMessage> {
+    (0..n)
+        .map(|_| NewMessage::new(Role::User, content()))
+        .collect()
+}
+
+fn bulk_import(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("import_10k_1KiB");
+    g.sample_size(10);
+    g.bench_function("raw_rusqlite", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().expect("dir");
+                let conn = raw_connection(&dir.path().join("raw.db"));
+                (dir, conn)
+            },
+            |(_dir, mut conn)| raw_insert(&mut conn, &uuid_bytes(), content().as_bytes(), BATCH),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("vault_sqlite", |b| {
+        // Setup (a fresh vault) is untimed; only the import is measured.
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().expect("dir");
+                let (vault, conv) = rt.block_on(sqlite_vault(dir.path(), false));
+                let msgs = batch(BATCH);
+                let started = Instant::now();
+                rt.block_on(vault.add_messages(conv, msgs)).expect("import");
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn durable_single_write(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("single_durable_write_1KiB");
+    g.sample_size(30);
+    let dir = tempfile::tempdir().expect("dir");
+    let mut conn = raw_connection(&dir.path().join("raw.db"));
+    let conv = uuid_bytes();
+    let body = content();
+    g.bench_function("raw_rusqlite", |b| {
+        b.iter(|| raw_insert(&mut conn, &conv, body.as_bytes(), 1))
+    });
+    for (name, encrypted) in [("vault_sqlite", false), ("vault_sqlite_encrypted", true)] {
+        let vdir = tempfile::tempdir().expect("dir");
+        let (vault, conv) = rt.block_on(sqlite_vault(vdir.path(), encrypted));
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                vault
+                    .add_message(conv, NewMessage::new(Role::User, content()))
+                    .await
+                    .expect("write");
+            })
+        });
+    }
+    g.finish();
+}
+
+fn encrypted_vs_plain(c: &mut Criterion) {
+    let rt = runtime();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let vaults = [
+        (
+            "plaintext",
+            rt.block_on(sqlite_vault(dirs[0].path(), false)),
+        ),
+        ("encrypted", rt.block_on(sqlite_vault(dirs[1].path(), true))),
+    ];
+    let mut g = c.benchmark_group("write_1000_1KiB");
+    g.sample_size(20);
+    for (name, (vault, conv)) in &vaults {
+        g.bench_function(*name, |b| {
+            b.to_async(&rt).iter_batched(
+                || batch(1000),
+                |msgs| async { vault.add_messages(*conv, msgs).await.expect("write") },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("read_100_1KiB");
+    for (name, (vault, conv)) in &vaults {
+        g.bench_function(*name, |b| {
+            b.to_async(&rt).iter(|| async {
+                vault
+                    .messages(
+                        *conv,
+                        ListMessages {
+                            before: None,
+                            limit: 100,
+                        },
+                    )
+                    .await
+                    .expect("read")
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bulk_import,
+    durable_single_write,
+    encrypted_vs_plain
+);
+criterion_main!(benches);

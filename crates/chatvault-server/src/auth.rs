@@ -1,0 +1,264 @@
+//! Credentials and the rules around them, as plain functions: hashing and
+//! verifying auth keys (Argon2id), minting and hashing session tokens,
+//! deterministic fake prelogin salts, session lifetimes and the failed-login
+//! backoff.
+//!
+//! Owns every secret-handling decision of the server. Must never store or
+//! log an auth key or a session token (only their hashes), and never make a
+//! rule depend on a clock it reads itself: time is always a parameter.
+
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chatvault_core::Timestamp;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::clock::plus;
+use crate::types::{AuthKey, Salt, SessionHash, Username};
+
+/// Argon2id cost for hashing auth keys: the OWASP minimum. The auth key is
+/// 256 bits of HKDF output, so the hash only has to make a stolen database
+/// useless for offline guessing of the (already Argon2-stretched)
+/// passphrase, not to stretch a weak secret.
+const AUTH_HASH_M_KIB: u32 = 19_456;
+const AUTH_HASH_T: u32 = 2;
+const AUTH_HASH_P: u32 = 1;
+
+/// Failure of the OS random source or of the hasher; never caused by input.
+#[derive(Debug, thiserror::Error)]
+#[error("credential machinery failed: {0}")]
+pub struct CredentialError(String);
+
+fn hasher() -> Result<Argon2<'static>, CredentialError> {
+    let params = Params::new(AUTH_HASH_M_KIB, AUTH_HASH_T, AUTH_HASH_P, Some(32))
+        .map_err(|e| CredentialError(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// `N` bytes from the operating system's random source.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], CredentialError> {
+    let mut buf = [0u8; N];
+    getrandom::getrandom(&mut buf).map_err(|e| CredentialError(e.to_string()))?;
+    Ok(buf)
+}
+
+/// Hashes an auth key into a PHC string (`$argon2id$v=19$...`). Slow on
+/// purpose: call from a blocking thread.
+pub(crate) fn hash_auth_key(key: &AuthKey) -> Result<String, CredentialError> {
+    let salt_bytes: [u8; 16] = random_bytes()?;
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| CredentialError(e.to_string()))?;
+    hasher()?
+        .hash_password(key.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| CredentialError(e.to_string()))
+}
+
+/// Whether `key` matches the stored PHC hash. Slow on purpose: call from a
+/// blocking thread. A hash that does not parse is an error, not a "no".
+pub(crate) fn verify_auth_key(phc: &str, key: &AuthKey) -> Result<bool, CredentialError> {
+    let parsed =
+        PasswordHash::new(phc).map_err(|e| CredentialError(format!("stored hash: {e}")))?;
+    // Parameters come from the hash itself; the hasher only fixes the algorithm.
+    match hasher()?.verify_password(key.as_bytes(), &parsed) {
+        Ok(()) => Ok(true),
+        Err(argon2::password_hash::Error::Password) => Ok(false),
+        Err(e) => Err(CredentialError(e.to_string())),
+    }
+}
+
+/// A session token as handed to a client (43 characters of URL-safe
+/// base64 for 256 random bits) and the hash it is stored under.
+pub(crate) struct NewToken {
+    /// The bearer token / cookie value. Never stored.
+    pub token: Zeroizing<String>,
+    /// What the store keeps.
+    pub hash: SessionHash,
+}
+
+/// Mints a fresh session token.
+pub(crate) fn new_session_token() -> Result<NewToken, CredentialError> {
+    let bytes = Zeroizing::new(random_bytes::<32>()?);
+    let token = Zeroizing::new(URL_SAFE_NO_PAD.encode(*bytes));
+    let hash = SessionHash(Sha256::digest(token.as_bytes()).into());
+    Ok(NewToken { token, hash })
+}
+
+/// The stored hash for a token presented by a client, or `None` when the
+/// string cannot be a token this server minted (so junk is never hashed or
+/// looked up).
+pub(crate) fn token_hash(token: &str) -> Option<SessionHash> {
+    let plausible = token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    plausible.then(|| SessionHash(Sha256::digest(token.as_bytes()).into()))
+}
+
+/// The salt prelogin reports for a username that has no account:
+/// `HMAC-SHA256(server secret, username)` truncated to 16 bytes. Stable for
+/// a name and unpredictable without the secret, so probing prelogin cannot
+/// tell registered names from unregistered ones.
+pub(crate) fn fake_salt(server_secret: &[u8; 32], username: &Username) -> Salt {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(server_secret)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(b"chatvault prelogin salt\0");
+    mac.update(username.as_str().as_bytes());
+    let full = mac.finalize().into_bytes();
+    let mut salt = [0u8; Salt::LEN];
+    salt.copy_from_slice(&full[..Salt::LEN]);
+    Salt(salt)
+}
+
+/// How long sessions live. A session ends at whichever comes first: `idle`
+/// after its last use, or `absolute` after login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// Unused this long → expired (default 7 days).
+    pub idle: Duration,
+    /// Older than this → expired, however busy (default 30 days).
+    pub absolute: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy {
+            idle: Duration::from_secs(7 * 86_400),
+            absolute: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+impl SessionPolicy {
+    /// When a session created at `created_at` and last used at `last_used_at`
+    /// expires.
+    pub fn expires_at(&self, created_at: Timestamp, last_used_at: Timestamp) -> Timestamp {
+        plus(last_used_at, self.idle).min(plus(created_at, self.absolute))
+    }
+
+    /// How often a session's last-use time is written back. Writing on every
+    /// request would turn every read into a disk write; a minute of slack on
+    /// a 7-day idle timeout is invisible.
+    pub(crate) fn touch_granularity(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+/// Consecutive failed logins for one username and when the last one was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleState {
+    /// Failures since the last success.
+    pub failures: u32,
+    /// Time of the latest failure.
+    pub last_failure_at: Timestamp,
+}
+
+/// Failed-login backoff. The first `free_failures` failures cost nothing;
+/// each one after locks the username for `base`, doubling up to `max`. A
+/// success resets the count. The lock always ends by itself, so an attacker
+/// can slow a user down but never lock them out for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Failures allowed before backoff starts (default 5).
+    pub free_failures: u32,
+    /// First lock (default 1 s).
+    pub base: Duration,
+    /// Longest lock (default 15 min).
+    pub max: Duration,
+}
+
+impl Default for ThrottlePolicy {
+    fn default() -> Self {
+        ThrottlePolicy {
+            free_failures: 5,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl ThrottlePolicy {
+    /// Until when a username in `state` is locked (`None`: not locked at
+    /// all; a time in the past: no longer locked).
+    pub fn locked_until(&self, state: ThrottleState) -> Option<Timestamp> {
+        let over = state.failures.checked_sub(self.free_failures)?;
+        if state.failures == 0 {
+            return None;
+        }
+        let factor = 1u32.checked_shl(over).unwrap_or(u32::MAX);
+        let delay = self.base.saturating_mul(factor).min(self.max);
+        Some(plus(state.last_failure_at, delay))
+    }
+
+    /// After how long a throttle entry is forgotten: well past the longest
+    /// lock, so the count only resets once the attempts have stopped.
+    pub(crate) fn forget_after(&self) -> Duration {
+        self.max.saturating_mul(4).max(Duration::from_secs(86_400))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_keys_hash_and_verify() {
+        let key = AuthKey::from_bytes([3; 32]);
+        let phc = hash_auth_key(&key).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify_auth_key(&phc, &key).unwrap());
+        assert!(!verify_auth_key(&phc, &AuthKey::from_bytes([4; 32])).unwrap());
+        assert!(verify_auth_key("garbage", &key).is_err());
+    }
+
+    #[test]
+    fn tokens_are_random_and_hash_only_when_plausible() {
+        let a = new_session_token().unwrap();
+        let b = new_session_token().unwrap();
+        assert_ne!(*a.token, *b.token);
+        assert_eq!(a.token.len(), 43);
+        assert_eq!(token_hash(&a.token), Some(a.hash));
+        assert_eq!(token_hash("short"), None);
+        assert_eq!(token_hash(&"!".repeat(43)), None);
+    }
+
+    #[test]
+    fn fake_salts_are_stable_per_name_and_secret() {
+        let alice: Username = "alice".parse().unwrap();
+        let bob: Username = "bob".parse().unwrap();
+        assert_eq!(fake_salt(&[1; 32], &alice), fake_salt(&[1; 32], &alice));
+        assert_ne!(fake_salt(&[1; 32], &alice), fake_salt(&[1; 32], &bob));
+        assert_ne!(fake_salt(&[1; 32], &alice), fake_salt(&[2; 32], &alice));
+    }
+
+    #[test]
+    fn backoff_starts_after_free_failures_doubles_and_caps() {
+        let p = ThrottlePolicy::default();
+        let at = |failures| ThrottleState {
+            failures,
+            last_failure_at: Timestamp(0),
+        };
+        assert_eq!(p.locked_until(at(0)), None);
+        assert_eq!(p.locked_until(at(4)), None);
+        assert_eq!(p.locked_until(at(5)), Some(Timestamp(1_000)));
+        assert_eq!(p.locked_until(at(6)), Some(Timestamp(2_000)));
+        assert_eq!(p.locked_until(at(8)), Some(Timestamp(8_000)));
+        assert_eq!(p.locked_until(at(40)), Some(Timestamp(900_000)));
+        assert_eq!(p.locked_until(at(u32::MAX)), Some(Timestamp(900_000)));
+    }
+
+    #[test]
+    fn sessions_expire_on_idle_or_absolute_age() {
+        let p = SessionPolicy::default();
+        let day = 86_400_000;
+        assert_eq!(p.expires_at(Timestamp(0), Timestamp(0)), Timestamp(7 * day));
+        assert_eq!(
+            p.expires_at(Timestamp(0), Timestamp(28 * day)),
+            Timestamp(30 * day)
+        );
+    }
+}

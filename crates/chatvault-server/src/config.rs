@@ -1,0 +1,161 @@
+//! Server configuration as a library value: what the binary builds from its
+//! command line, what the `chatvault` CLI or a test builds in code.
+//!
+//! This module owns the defaults and the database URL syntax; it must never
+//! read the environment or the command line itself (that is `main.rs`).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{SessionPolicy, ThrottlePolicy};
+use crate::clock::{Clock, SystemClock};
+use crate::types::Invalid;
+
+/// Where the server keeps its data.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// An embedded SQLite file (`sqlite://PATH`): one server process.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string (`postgres://...`): any number of
+    /// server processes may share it.
+    Postgres(String),
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        if let Some(path) = s.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(Invalid(
+                    "sqlite:// needs a file path, e.g. sqlite://./chatvault-server.db".into(),
+                ));
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(s.to_owned()));
+        }
+        Err(Invalid(
+            "database must be sqlite://PATH or postgres://USER@HOST/DB".into(),
+        ))
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    /// Printable form with any password replaced by `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            DatabaseUrl::Postgres(url) => f.write_str(&redact_password(url)),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Everything the server needs to run. Build with [`Config::new`] and
+/// adjust the public fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where data lives.
+    pub database: DatabaseUrl,
+    /// Omit the cookie's `Secure` flag (plain-HTTP localhost only).
+    pub insecure_cookies: bool,
+    /// Largest request body accepted (default 4 MiB).
+    pub max_body_bytes: usize,
+    /// Tombstones older than this many days are purged (default 30); a
+    /// client whose cursor predates a purge must resync from a snapshot.
+    pub tombstone_horizon_days: u32,
+    /// Serve this directory at `/` (with `index.html` as the fallback).
+    pub web_root: Option<PathBuf>,
+    /// Accept client KDF parameters below the OWASP minimum. **Tests only.**
+    pub allow_weak_kdf: bool,
+    /// How often a WebSocket is pinged; one left unanswered for a whole
+    /// interval drops the socket (default 30 s).
+    pub ws_ping_interval: Duration,
+    /// Pokes queued per socket before a client counts as too slow and is
+    /// disconnected (default 16).
+    pub ws_queue: usize,
+    /// How often expired tombstones, sessions and throttle entries are
+    /// purged (default 1 hour; also once at startup).
+    pub maintenance_interval: Duration,
+    /// Session lifetimes.
+    pub sessions: SessionPolicy,
+    /// Failed-login backoff.
+    pub throttle: ThrottlePolicy,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Config {
+    /// Default request body limit: 4 MiB.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+    /// Default tombstone horizon: 30 days.
+    pub const DEFAULT_TOMBSTONE_HORIZON_DAYS: u32 = 30;
+
+    /// Defaults for everything but the database.
+    pub fn new(database: DatabaseUrl) -> Self {
+        Config {
+            database,
+            insecure_cookies: false,
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            tombstone_horizon_days: Self::DEFAULT_TOMBSTONE_HORIZON_DAYS,
+            web_root: None,
+            allow_weak_kdf: false,
+            ws_ping_interval: Duration::from_secs(30),
+            ws_queue: 16,
+            maintenance_interval: Duration::from_secs(3600),
+            sessions: SessionPolicy::default(),
+            throttle: ThrottlePolicy::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The tombstone horizon as a duration.
+    pub fn tombstone_horizon(&self) -> Duration {
+        Duration::from_secs(u64::from(self.tombstone_horizon_days) * 86_400)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_parse_and_redact() {
+        assert_eq!(
+            "sqlite://./x.db".parse::<DatabaseUrl>().unwrap(),
+            DatabaseUrl::Sqlite(PathBuf::from("./x.db"))
+        );
+        assert_eq!(
+            "sqlite:///tmp/x.db".parse::<DatabaseUrl>().unwrap(),
+            DatabaseUrl::Sqlite(PathBuf::from("/tmp/x.db"))
+        );
+        let pg: DatabaseUrl = "postgres://u:hunter2@h:5432/db".parse().unwrap();
+        assert_eq!(pg.to_string(), "postgres://u:***@h:5432/db");
+        assert!("mysql://x".parse::<DatabaseUrl>().is_err());
+        assert!("sqlite://".parse::<DatabaseUrl>().is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! Account routes: prelogin (how to derive keys), register, login (a fresh
+//! session every time, with per-username backoff after failures), logout.
+//!
+//! The server never sees a passphrase, only the derived auth key, and keeps
+//! only an Argon2id hash of that. Wrong usernames and wrong keys get the
+//! same answer after the same work, so logins cannot enumerate accounts.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::extract::{ApiJson, Authenticated, SESSION_COOKIE};
+use super::{AppError, AppState};
+use crate::api::{
+    ErrorBody, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse, RegisterRequest,
+    RegisterResponse,
+};
+use crate::auth::{fake_salt, hash_auth_key, new_session_token, verify_auth_key};
+use crate::store::{NewAccount, NewSession};
+use crate::types::{AccountId, ClientKind, KdfParams, Username};
+
+/// How to derive keys for a username.
+#[utoipa::path(
+    post, path = "/v1/auth/prelogin", tag = "auth",
+    request_body = PreloginRequest,
+    responses(
+        (status = 200, description = "KDF parameters and salt (stable fake values for unknown usernames)", body = PreloginResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+    )
+)]
+pub(crate) async fn prelogin(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<PreloginRequest>,
+) -> Result<Json<PreloginResponse>, AppError> {
+    let answer = match state.store().account_by_username(&req.username).await? {
+        Some(account) => PreloginResponse {
+            kdf: account.kdf,
+            salt: account.salt,
+        },
+        None => PreloginResponse {
+            kdf: KdfParams::default(),
+            salt: fake_salt(state.server_secret(), &req.username),
+        },
+    };
+    Ok(Json(answer))
+}
+
+/// Creates an account.
+#[utoipa::path(
+    post, path = "/v1/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created", body = RegisterResponse),
+        (status = 400, description = "Invalid username, KDF parameters, salt, key or envelope", body = ErrorBody),
+        (status = 409, description = "Username taken (`username_taken`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<(StatusCode, Json<RegisterResponse>), AppError> {
+    req.kdf
+        .validate(state.config().allow_weak_kdf)
+        .map_err(|e| AppError::bad_request("invalid_kdf", e.0))?;
+    let key = req.auth_key;
+    let auth_hash = state.argon2(move || hash_auth_key(&key)).await??;
+    let id = AccountId::new();
+    state
+        .store()
+        .create_account(NewAccount {
+            id,
+            username: req.username,
+            auth_hash,
+            kdf: req.kdf,
+            salt: req.salt,
+            key_envelope: req.key_envelope,
+            created_at: state.now(),
+        })
+        .await?;
+    tracing::info!(account = %id, "account registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse {
+            user_id: id.to_string(),
+        }),
+    ))
+}
+
+/// Refuses with 429 while `username` is in login backoff.
+pub(super) async fn check_throttle(state: &AppState, username: &Username) -> Result<(), AppError> {
+    let Some(throttle) = state.store().throttle(username).await? else {
+        return Ok(());
+    };
+    let now = state.now();
+    match state.config().throttle.locked_until(throttle) {
+        Some(until) if until > now => {
+            let ms = u64::try_from(until.as_millis().saturating_sub(now.as_millis())).unwrap_or(0);
+            let seconds = ms.div_ceil(1000).max(1);
+            Err(AppError::too_many_attempts(seconds))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn cookie_header(value: &str, max_age_secs: u64, secure: bool) -> Result<HeaderValue, AppError> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; HttpOnly{secure}; SameSite=Strict; Path=/; Max-Age={max_age_secs}"
+    ))
+    .map_err(AppError::internal)
+}
+
+/// Opens a session.
+#[utoipa::path(
+    post, path = "/v1/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in; `Set-Cookie: cv_session=...; HttpOnly; Secure; SameSite=Strict` unless `client` is `native`", body = LoginResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Wrong username or auth key (`invalid_credentials`)", body = ErrorBody),
+        (status = 429, description = "Too many failures; see `Retry-After` (`too_many_attempts`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Response, AppError> {
+    check_throttle(&state, &req.username).await?;
+    let store = state.store();
+    let account = store.account_by_username(&req.username).await?;
+    let hash = account
+        .as_ref()
+        .map_or_else(|| state.dummy_hash().to_owned(), |a| a.auth_hash.clone());
+    let key = req.auth_key;
+    let matches = state.argon2(move || verify_auth_key(&hash, &key)).await??;
+    let now = state.now();
+    let account = match account {
+        Some(account) if matches => account,
+        _ => {
+            let throttle = store.record_login_failure(&req.username, now).await?;
+            tracing::info!(failures = throttle.failures, "failed login");
+            return Err(AppError::invalid_credentials());
+        }
+    };
+    store.clear_login_failures(&req.username).await?;
+
+    let token = new_session_token()?;
+    let client = req.client.unwrap_or(ClientKind::Any);
+    store
+        .create_session(NewSession {
+            hash: token.hash,
+            account: account.id,
+            client,
+            created_at: now,
+        })
+        .await?;
+    let policy = state.config().sessions;
+    let body = LoginResponse {
+        token: (client != ClientKind::Browser).then(|| token.token.to_string()),
+        expires_at: policy.expires_at(now, now).as_millis(),
+        user_id: account.id.to_string(),
+    };
+    let mut response = Json(body).into_response();
+    if client != ClientKind::Native {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            cookie_header(
+                &token.token,
+                policy.absolute.as_secs(),
+                !state.config().insecure_cookies,
+            )?,
+        );
+    }
+    tracing::info!(account = %account.id, client = client.as_str(), "signed in");
+    Ok(response)
+}
+
+/// Ends the current session.
+#[utoipa::path(
+    post, path = "/v1/auth/logout", tag = "auth",
+    responses(
+        (status = 204, description = "Session revoked; the cookie is cleared"),
+        (status = 401, description = "No valid session", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Response, AppError> {
+    state.store().revoke_session(&auth.session).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        cookie_header("", 0, !state.config().insecure_cookies)?,
+    );
+    Ok(response)
+}

@@ -1,0 +1,246 @@
+//! [`AppError`]: every way a request can fail, and how each becomes a
+//! response. 4xx answers carry a stable code and a client-safe message in
+//! `{"error": {"code", "message"}}`; 5xx answers say only "internal" and
+//! the detail is logged once, by [`log_server_errors`].
+//!
+//! Must never put internal detail (SQL, paths, hashes) into a response body.
+
+use std::fmt::Display;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::api::{ErrorBody, ErrorDetail};
+use crate::auth::CredentialError;
+use crate::store::StoreError;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The client's fault (or its concern, like 410 and 429): answered with
+    /// this status, code and message.
+    #[error("{status} {code}: {message}")]
+    Client {
+        /// HTTP status (4xx).
+        status: StatusCode,
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// Human-readable, client-safe message.
+        message: String,
+        /// Seconds for a `Retry-After` header (429).
+        retry_after: Option<u64>,
+    },
+    /// The server's fault: answered 500 with no detail; `0` is logged.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The detail of a 500, carried from the handler to the logging
+/// middleware in the response's extensions (never in its body).
+#[derive(Debug, Clone)]
+struct InternalDetail(String);
+
+impl AppError {
+    fn client(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        AppError::Client {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::client(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401: no valid session.
+    pub fn unauthorized() -> Self {
+        Self::client(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "sign in: no valid session token or cookie",
+        )
+    }
+
+    /// 401: wrong username or auth key (deliberately the same answer for
+    /// both).
+    pub fn invalid_credentials() -> Self {
+        Self::client(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "wrong username or passphrase",
+        )
+    }
+
+    /// 403 with a code.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::client(StatusCode::FORBIDDEN, code, message)
+    }
+
+    /// 404.
+    pub fn not_found() -> Self {
+        Self::client(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+
+    /// 409 with a code.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::client(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 410 with a code.
+    pub fn gone(code: &'static str, message: impl Into<String>) -> Self {
+        Self::client(StatusCode::GONE, code, message)
+    }
+
+    /// 413 with a code.
+    pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+        Self::client(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+    }
+
+    /// 429 with a `Retry-After` of `seconds`.
+    pub fn too_many_attempts(seconds: u64) -> Self {
+        AppError::Client {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_attempts",
+            message: format!("too many failed attempts for this account; retry in {seconds} s"),
+            retry_after: Some(seconds),
+        }
+    }
+
+    /// 500; `detail` is logged, never sent.
+    pub fn internal(detail: impl Display) -> Self {
+        AppError::Internal(detail.to_string())
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::Client { status, .. } => *status,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The JSON error body for `code` and `message`.
+pub(crate) fn error_body(code: &str, message: &str) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    })
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            AppError::Client {
+                status,
+                code,
+                message,
+                retry_after,
+            } => {
+                let mut response = (status, error_body(code, &message)).into_response();
+                if let Some(seconds) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                }
+                response
+            }
+            AppError::Internal(detail) => {
+                let mut response = (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    error_body("internal", "internal server error"),
+                )
+                    .into_response();
+                response.extensions_mut().insert(InternalDetail(detail));
+                response
+            }
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UsernameTaken => {
+                AppError::conflict("username_taken", "that username is already registered")
+            }
+            other => AppError::internal(other),
+        }
+    }
+}
+
+impl From<CredentialError> for AppError {
+    fn from(e: CredentialError) -> Self {
+        AppError::internal(e)
+    }
+}
+
+impl From<JsonRejection> for AppError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonSyntaxError(e) => AppError::bad_request(
+                "malformed_json",
+                format!("request body is not valid JSON: {}", e.body_text()),
+            ),
+            JsonRejection::JsonDataError(e) => {
+                AppError::bad_request("invalid_request", e.body_text())
+            }
+            JsonRejection::MissingJsonContentType(_) => AppError::client(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => AppError::too_large(
+                "payload_too_large",
+                "request body is larger than this server accepts",
+            ),
+            other => AppError::bad_request("invalid_request", other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(rejection: QueryRejection) -> Self {
+        AppError::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+/// Middleware: logs every 5xx once, with the detail the handler attached.
+/// Only the path is logged — the query string may hold a session token.
+pub(crate) async fn log_server_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_server_error() {
+        let detail = response
+            .extensions()
+            .get::<InternalDetail>()
+            .map_or("(no detail)", |d| d.0.as_str());
+        tracing::error!(%method, %path, status = status.as_u16(), error = detail, "request failed");
+    } else {
+        tracing::debug!(%method, %path, status = status.as_u16(), "request");
+    }
+    response
+}
+
+/// Turns a handler panic into a plain 500; the panic message travels to
+/// [`log_server_errors`] like any other internal detail, so it is logged
+/// once.
+pub(crate) fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(non-string panic)");
+    AppError::internal(format!("handler panicked: {what}")).into_response()
+}

@@ -1,0 +1,166 @@
+//! Request extractors: JSON bodies and query strings whose rejections are
+//! [`AppError`]s (so malformed input gets the JSON error envelope, never
+//! axum's plain-text default), and [`Authenticated`], the session behind a
+//! request.
+//!
+//! Sessions are accepted from `Authorization: Bearer <token>` or the
+//! `cv_session` cookie (and, for WebSockets only, `?token=`). Must never
+//! log a token.
+
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use serde::de::DeserializeOwned;
+
+use super::{AppError, AppState};
+use crate::auth::token_hash;
+use crate::clock::minus;
+use crate::types::{AccountId, SessionHash};
+
+/// Name of the session cookie.
+pub(crate) const SESSION_COOKIE: &str = "cv_session";
+
+/// `axum::Json` with [`AppError`] rejections.
+#[derive(Debug)]
+pub(crate) struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// `axum::extract::Query` with [`AppError`] rejections.
+#[derive(Debug)]
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiQuery(value))
+    }
+}
+
+/// Where a request's session token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenSource {
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// The `cv_session` cookie (sent by browsers on their own, so the one
+    /// source that needs cross-origin care).
+    Cookie,
+    /// `?token=` (WebSockets only).
+    Query,
+}
+
+/// The authenticated session of a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Authenticated {
+    /// Its account: every query the handler makes is scoped to this.
+    pub account: AccountId,
+    /// Its session (for logout and "revoke the others").
+    pub session: SessionHash,
+    /// Where the token came from.
+    pub source: TokenSource,
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(name, value)| (name == SESSION_COOKIE).then_some(value))
+}
+
+/// Finds and checks the session of a request. `query_token` is only passed
+/// for WebSocket upgrades (browsers cannot set headers on them).
+pub(crate) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Authenticated, AppError> {
+    let (token, source) = if let Some(t) = bearer(headers) {
+        (t, TokenSource::Bearer)
+    } else if let Some(t) = cookie(headers) {
+        (t, TokenSource::Cookie)
+    } else if let Some(t) = query_token {
+        (t, TokenSource::Query)
+    } else {
+        return Err(AppError::unauthorized());
+    };
+    let hash = token_hash(token).ok_or_else(AppError::unauthorized)?;
+    let store = state.store();
+    let info = store
+        .session(&hash)
+        .await?
+        .ok_or_else(AppError::unauthorized)?;
+    let now = state.now();
+    let policy = state.config().sessions;
+    if policy.expires_at(info.created_at, info.last_used_at) <= now {
+        store.revoke_session(&hash).await?;
+        return Err(AppError::unauthorized());
+    }
+    if info.last_used_at < minus(now, policy.touch_granularity()) {
+        store.touch_session(&hash, now).await?;
+    }
+    Ok(Authenticated {
+        account: info.account,
+        session: hash,
+        source,
+    })
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        authenticate(state, &parts.headers, None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn finds_bearer_and_cookie_tokens() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; cv_session=tok; b=2"),
+        );
+        assert_eq!(cookie(&h), Some("tok"));
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+        assert_eq!(cookie(&h), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! The key envelope routes: fetch the client's wrapped keys, replace them,
+//! and change credentials after a passphrase change.
+//!
+//! Changing the auth key needs the current one (a stolen session alone
+//! cannot take over an account), counts wrong guesses against the same
+//! per-username backoff as login (so this is no side door for online
+//! guessing), and signs out every other session.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::auth::check_throttle;
+use super::extract::{ApiJson, Authenticated};
+use super::{AppError, AppState};
+use crate::api::{ErrorBody, KeysResponse, PutKeysRequest};
+use crate::auth::{hash_auth_key, verify_auth_key};
+use crate::store::{KeysUpdate, NewCredentials};
+
+/// The stored key envelope and KDF settings.
+#[utoipa::path(
+    get, path = "/v1/keys", tag = "keys",
+    responses(
+        (status = 200, description = "The envelope", body = KeysResponse),
+        (status = 401, description = "No valid session", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub(crate) async fn get_keys(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<KeysResponse>, AppError> {
+    let account = state
+        .store()
+        .account(auth.account)
+        .await?
+        .ok_or_else(AppError::unauthorized)?;
+    Ok(Json(KeysResponse {
+        key_envelope: account.key_envelope,
+        kdf: account.kdf,
+        salt: account.salt,
+    }))
+}
+
+/// Replaces the key envelope (and maybe the credentials).
+#[utoipa::path(
+    put, path = "/v1/keys", tag = "keys",
+    request_body = PutKeysRequest,
+    responses(
+        (status = 204, description = "Replaced; after a credential change every other session is revoked"),
+        (status = 400, description = "Invalid envelope, incomplete credential change (`incomplete_credentials`, `auth_key_required`) or weak KDF (`invalid_kdf`)", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 403, description = "The current auth key is wrong (`wrong_auth_key`)", body = ErrorBody),
+        (status = 429, description = "Too many wrong keys; see `Retry-After`", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub(crate) async fn put_keys(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(req): ApiJson<PutKeysRequest>,
+) -> Result<StatusCode, AppError> {
+    let store = state.store();
+    let credentials = match (req.new_auth_key, req.kdf, req.salt) {
+        (None, None, None) => None,
+        (Some(new_key), Some(kdf), Some(salt)) => {
+            kdf.validate(state.config().allow_weak_kdf)
+                .map_err(|e| AppError::bad_request("invalid_kdf", e.0))?;
+            let current = req.auth_key.ok_or_else(|| {
+                AppError::bad_request(
+                    "auth_key_required",
+                    "changing credentials needs the current authKey",
+                )
+            })?;
+            let account = store
+                .account(auth.account)
+                .await?
+                .ok_or_else(AppError::unauthorized)?;
+            check_throttle(&state, &account.username).await?;
+            let stored = account.auth_hash.clone();
+            if !state
+                .argon2(move || verify_auth_key(&stored, &current))
+                .await??
+            {
+                store
+                    .record_login_failure(&account.username, state.now())
+                    .await?;
+                return Err(AppError::forbidden(
+                    "wrong_auth_key",
+                    "the current authKey does not match",
+                ));
+            }
+            store.clear_login_failures(&account.username).await?;
+            let auth_hash = state.argon2(move || hash_auth_key(&new_key)).await??;
+            Some(NewCredentials {
+                auth_hash,
+                kdf,
+                salt,
+            })
+        }
+        _ => {
+            return Err(AppError::bad_request(
+                "incomplete_credentials",
+                "newAuthKey, kdf and salt must be sent together",
+            ))
+        }
+    };
+    let changed_credentials = credentials.is_some();
+    let found = store
+        .update_keys(
+            auth.account,
+            KeysUpdate {
+                key_envelope: req.key_envelope,
+                credentials,
+                keep_session: auth.session,
+            },
+        )
+        .await?;
+    if !found {
+        return Err(AppError::unauthorized());
+    }
+    if changed_credentials {
+        tracing::info!(account = %auth.account, "credentials changed; other sessions revoked");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

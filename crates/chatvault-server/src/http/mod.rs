@@ -1,0 +1,180 @@
+//! The HTTP face of the server: the axum router, its shared state, and one
+//! module per route group.
+//!
+//! Layout:
+//! - [`auth`] — prelogin, register, login, logout.
+//! - [`keys`] — the key envelope and passphrase changes.
+//! - [`sync`] — push, pull, snapshot.
+//! - [`ws`] — the realtime poke socket.
+//! - [`openapi`] — the OpenAPI document.
+//! - [`error`] — [`AppError`] and the error-logging middleware.
+//! - [`extract`] — JSON/query extractors with JSON errors; sessions.
+//!
+//! Handlers validate and translate; they never hold SQL, and every store
+//! call that touches account data passes the authenticated account id.
+
+mod auth;
+mod error;
+mod extract;
+mod keys;
+pub(crate) mod openapi;
+mod sync;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use chatvault_core::Timestamp;
+use tokio::sync::{watch, Semaphore};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::services::{ServeDir, ServeFile};
+
+pub use error::AppError;
+
+use crate::api::Health;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::store::ServerStore;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Shared>);
+
+struct Shared {
+    store: Arc<dyn ServerStore>,
+    hub: Hub,
+    config: Config,
+    server_secret: [u8; 32],
+    /// A hash of a random key, verified against for unknown usernames so a
+    /// login for a name that does not exist costs the same time.
+    dummy_hash: String,
+    /// Flips to `true` when the server shuts down (WebSockets close).
+    shutdown: watch::Receiver<bool>,
+    /// Bounds concurrent Argon2 runs (each takes ~19 MiB and a core): a
+    /// burst of logins queues instead of exhausting memory.
+    argon2_slots: Semaphore,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        store: Arc<dyn ServerStore>,
+        hub: Hub,
+        config: Config,
+        server_secret: [u8; 32],
+        dummy_hash: String,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        AppState(Arc::new(Shared {
+            store,
+            hub,
+            config,
+            server_secret,
+            dummy_hash,
+            shutdown,
+            argon2_slots: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            ),
+        }))
+    }
+
+    pub(crate) fn store(&self) -> &dyn ServerStore {
+        self.0.store.as_ref()
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.0.hub
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.0.config.clock.now()
+    }
+
+    pub(crate) fn server_secret(&self) -> &[u8; 32] {
+        &self.0.server_secret
+    }
+
+    pub(crate) fn dummy_hash(&self) -> &str {
+        &self.0.dummy_hash
+    }
+
+    pub(crate) fn shutdown(&self) -> watch::Receiver<bool> {
+        self.0.shutdown.clone()
+    }
+
+    /// Runs Argon2 work off the async workers, a bounded number at a time.
+    pub(crate) async fn argon2<T, F>(&self, f: F) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let _slot = self
+            .0
+            .argon2_slots
+            .acquire()
+            .await
+            .map_err(AppError::internal)?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(AppError::internal)
+    }
+}
+
+/// Liveness probe.
+#[utoipa::path(
+    get, path = "/healthz", tag = "meta",
+    responses((status = 200, description = "The process is up", body = Health))
+)]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+async fn not_found() -> AppError {
+    AppError::not_found()
+}
+
+async fn method_not_allowed() -> (StatusCode, Json<crate::api::ErrorBody>) {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        error::error_body("method_not_allowed", "this route does not take that method"),
+    )
+}
+
+/// Builds the complete application: `/healthz`, the `/v1` API and, if
+/// configured, the static web root at `/`.
+pub(crate) fn router(state: AppState) -> Router {
+    let config = state.config().clone();
+    let v1 = Router::new()
+        .route("/auth/prelogin", post(auth::prelogin))
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/keys", get(keys::get_keys).put(keys::put_keys))
+        .route("/sync/push", post(sync::push))
+        .route("/sync/pull", get(sync::pull))
+        .route("/sync/snapshot", get(sync::snapshot))
+        .route("/ws", get(ws::connect))
+        .route("/openapi.json", get(openapi::document))
+        // Unknown API paths answer JSON, never the web app's index.html.
+        .fallback(not_found);
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/v1", v1);
+    let app = match &config.web_root {
+        Some(root) => app.fallback_service(
+            ServeDir::new(root).fallback(ServeFile::new(root.join("index.html"))),
+        ),
+        None => app.fallback(not_found),
+    };
+    app.method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(middleware::from_fn(error::log_server_errors))
+        .with_state(state)
+}

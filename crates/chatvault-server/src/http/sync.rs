@@ -1,0 +1,205 @@
+//! Sync routes: push a batch of changes, pull the feed after a cursor, and
+//! page through a snapshot of live records.
+//!
+//! Each pushed change is parsed and admitted on its own
+//! ([`crate::sync::admit`]); the admitted ones go to the store in one
+//! transaction; the answer lists every change in request order. After a
+//! push that applied anything, the account's open sockets are poked.
+
+use axum::extract::State;
+use axum::Json;
+
+use super::extract::{ApiJson, ApiQuery, Authenticated};
+use super::{AppError, AppState};
+use crate::api::{
+    ErrorBody, PullQuery, PullResponse, PushRequest, PushResponse, PushResult, PushStatus,
+    SnapshotQuery, SnapshotResponse,
+};
+use crate::store::{Outcome, Pull};
+use crate::sync::{admit, Rejection};
+use crate::types::{Cursor, Seq, SnapshotKey};
+
+/// Most changes in one push.
+pub(crate) const MAX_BATCH: usize = 1000;
+/// Page size when none is asked for.
+const DEFAULT_LIMIT: u32 = 500;
+/// Largest page.
+const MAX_LIMIT: u32 = 1000;
+
+fn page_limit(limit: Option<u32>) -> Result<u32, AppError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(AppError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_LIMIT}, not {n}"),
+        )),
+    }
+}
+
+/// Uploads changes.
+#[utoipa::path(
+    post, path = "/v1/sync/push", tag = "sync",
+    request_body = PushRequest,
+    responses(
+        (status = 200, description = "Per-change results (applied / superseded / rejected)", body = PushResponse),
+        (status = 400, description = "Body is not `{\"changes\": [...]}` (`malformed_json`, `invalid_request`)", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 413, description = "More than 1000 changes (`batch_too_large`) or body over the limit (`payload_too_large`)", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub(crate) async fn push(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(req): ApiJson<PushRequest>,
+) -> Result<Json<PushResponse>, AppError> {
+    if req.changes.len() > MAX_BATCH {
+        return Err(AppError::too_large(
+            "batch_too_large",
+            format!(
+                "a push may carry at most {MAX_BATCH} changes, this one has {}; split it",
+                req.changes.len()
+            ),
+        ));
+    }
+    let now = state.now();
+    let mut admitted = Vec::with_capacity(req.changes.len());
+    let slots: Vec<Result<usize, Rejection>> = req
+        .changes
+        .into_iter()
+        .map(|value| {
+            admit(value, now).map(|change| {
+                admitted.push(change);
+                admitted.len() - 1
+            })
+        })
+        .collect();
+    // Runs even when nothing was admitted: it also reads the feed head.
+    let outcome = state.store().push(auth.account, &admitted, now).await?;
+
+    let mut applied_any = false;
+    let results = slots
+        .into_iter()
+        .map(|slot| match slot {
+            Ok(i) => {
+                let op_id = Some(admitted[i].op_id.to_string());
+                match outcome.results.get(i).copied() {
+                    Some(Outcome::Applied(seq)) => {
+                        applied_any = true;
+                        PushResult {
+                            op_id,
+                            status: PushStatus::Applied,
+                            reason: None,
+                            message: None,
+                            seq: Some(seq.0),
+                        }
+                    }
+                    _ => PushResult {
+                        op_id,
+                        status: PushStatus::Superseded,
+                        reason: None,
+                        message: None,
+                        seq: None,
+                    },
+                }
+            }
+            Err(rejection) => PushResult {
+                op_id: rejection.op_id,
+                status: PushStatus::Rejected,
+                reason: Some(rejection.reason),
+                message: Some(rejection.message),
+                seq: None,
+            },
+        })
+        .collect();
+    if applied_any {
+        state.hub().poke(auth.account, outcome.head);
+    }
+    Ok(Json(PushResponse {
+        results,
+        cursor: Cursor(outcome.head),
+    }))
+}
+
+/// Downloads changes after a cursor.
+#[utoipa::path(
+    get, path = "/v1/sync/pull", tag = "sync",
+    params(PullQuery),
+    responses(
+        (status = 200, description = "A page of the change feed", body = PullResponse),
+        (status = 400, description = "Bad cursor (`invalid_cursor`) or limit (`invalid_limit`)", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 410, description = "The cursor predates purged tombstones: rebuild from `/v1/sync/snapshot` (`resync_required`)", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub(crate) async fn pull(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiQuery(query): ApiQuery<PullQuery>,
+) -> Result<Json<PullResponse>, AppError> {
+    let after = match query.after.as_deref() {
+        None | Some("") => Cursor::default(),
+        Some(text) => text
+            .parse::<Cursor>()
+            .map_err(|e| AppError::bad_request("invalid_cursor", e.0))?,
+    };
+    let limit = page_limit(query.limit)?;
+    match state.store().pull(auth.account, after.0, limit).await? {
+        Pull::ResyncRequired => Err(AppError::gone(
+            "resync_required",
+            "this cursor is older than the server's tombstone horizon (or unknown here): \
+             rebuild from /v1/sync/snapshot, keeping your unsent changes",
+        )),
+        Pull::Changes { changes, has_more } => {
+            let next_cursor = changes.last().map_or(after, |c| Cursor(Seq(c.seq)));
+            Ok(Json(PullResponse {
+                changes,
+                next_cursor,
+                has_more,
+            }))
+        }
+    }
+}
+
+/// Pages through all live records.
+#[utoipa::path(
+    get, path = "/v1/sync/snapshot", tag = "sync",
+    params(SnapshotQuery),
+    responses(
+        (status = 200, description = "A page of live records; the first page carries the cursor to pull from afterwards", body = SnapshotResponse),
+        (status = 400, description = "Bad key (`invalid_cursor`) or limit (`invalid_limit`)", body = ErrorBody),
+        (status = 401, description = "No valid session", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub(crate) async fn snapshot(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiQuery(query): ApiQuery<SnapshotQuery>,
+) -> Result<Json<SnapshotResponse>, AppError> {
+    let after = match query.after.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<SnapshotKey>()
+                .map_err(|e| AppError::bad_request("invalid_cursor", e.0))?,
+        ),
+    };
+    let limit = page_limit(query.limit)?;
+    let page = state.store().snapshot(auth.account, after, limit).await?;
+    let next_key = page
+        .changes
+        .last()
+        .filter(|_| page.has_more)
+        .map(|c| SnapshotKey {
+            kind: c.change.kind,
+            id: c.change.entity_id,
+        });
+    Ok(Json(SnapshotResponse {
+        changes: page.changes,
+        next_key,
+        has_more: page.has_more,
+        cursor: page.head.map(Cursor),
+    }))
+}

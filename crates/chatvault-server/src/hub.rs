@@ -1,0 +1,155 @@
+//! The poke hub: which WebSockets are open for which account in this
+//! process, and the fan-out of "something new up to cursor N" to them.
+//!
+//! Each socket gets a small bounded queue. A poke never waits: if a
+//! socket's queue is full, that socket is cut loose (its task sees the
+//! queue close and disconnects the client), so a slow client can never
+//! make the server buffer without bound. Pokes carry no data — a missed one
+//! costs latency, never correctness — so per account only pokes newer than
+//! the last one sent are delivered (this also drops the echo of a local
+//! commit arriving back through PostgreSQL NOTIFY).
+//!
+//! Must never block or await while holding its lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::mpsc;
+
+use crate::types::{AccountId, Seq};
+
+#[derive(Debug, Default)]
+struct Account {
+    /// Highest sequence number poked so far.
+    last_poked: Seq,
+    sockets: Vec<(u64, mpsc::Sender<Seq>)>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    accounts: Mutex<HashMap<AccountId, Account>>,
+    next_id: AtomicU64,
+}
+
+/// Per-process registry of open sockets. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+/// One socket's registration: receives pokes; unregisters on drop.
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Hub,
+    account: AccountId,
+    id: u64,
+    /// Pokes for this socket. `None` from `recv` means the hub cut the
+    /// socket loose because its queue overflowed.
+    pub pokes: mpsc::Receiver<Seq>,
+}
+
+impl Hub {
+    fn lock(&self) -> MutexGuard<'_, HashMap<AccountId, Account>> {
+        // The map stays consistent even if a holder panicked: every
+        // critical section is a single insert/retain.
+        self.inner
+            .accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a socket for `account` with a queue of `capacity` pokes.
+    pub fn subscribe(&self, account: AccountId, capacity: usize) -> Subscription {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .entry(account)
+            .or_default()
+            .sockets
+            .push((id, tx));
+        Subscription {
+            hub: self.clone(),
+            account,
+            id,
+            pokes: rx,
+        }
+    }
+
+    /// Tells every socket of `account` that its feed now reaches `head`.
+    pub fn poke(&self, account: AccountId, head: Seq) {
+        let mut accounts = self.lock();
+        let Some(entry) = accounts.get_mut(&account) else {
+            return;
+        };
+        if head <= entry.last_poked {
+            return;
+        }
+        entry.last_poked = head;
+        entry.sockets.retain(|(id, tx)| match tx.try_send(head) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!(%account, socket = id, "dropping a WebSocket too slow to take its pokes");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+
+    /// Open sockets, all accounts together.
+    pub fn socket_count(&self) -> usize {
+        self.lock().values().map(|a| a.sockets.len()).sum()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut accounts = self.hub.lock();
+        if let Some(entry) = accounts.get_mut(&self.account) {
+            entry.sockets.retain(|(id, _)| *id != self.id);
+            if entry.sockets.is_empty() {
+                accounts.remove(&self.account);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pokes_reach_only_their_account_and_only_when_newer() {
+        let hub = Hub::default();
+        let (a, b) = (AccountId::new(), AccountId::new());
+        let mut sa = hub.subscribe(a, 4);
+        let mut sb = hub.subscribe(b, 4);
+        hub.poke(a, Seq(3));
+        hub.poke(a, Seq(3));
+        hub.poke(a, Seq(2));
+        assert_eq!(sa.pokes.try_recv().ok(), Some(Seq(3)));
+        assert!(sa.pokes.try_recv().is_err());
+        assert!(sb.pokes.try_recv().is_err());
+        assert_eq!(hub.socket_count(), 2);
+        drop(sa);
+        assert_eq!(hub.socket_count(), 1);
+    }
+
+    #[test]
+    fn a_full_queue_cuts_the_socket_loose() {
+        let hub = Hub::default();
+        let a = AccountId::new();
+        let mut s = hub.subscribe(a, 2);
+        for n in 1..=3 {
+            hub.poke(a, Seq(n));
+        }
+        assert_eq!(hub.socket_count(), 0);
+        assert_eq!(s.pokes.try_recv().ok(), Some(Seq(1)));
+        assert_eq!(s.pokes.try_recv().ok(), Some(Seq(2)));
+        // Queue closed: the socket task sees `None` and disconnects.
+        assert!(matches!(
+            s.pokes.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+    }
+}

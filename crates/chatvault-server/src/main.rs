@@ -1,0 +1,109 @@
+//! `chatvault-server`: the sync server binary. Parses flags (with
+//! `CHATVAULT_*` environment fallbacks), sets up logging to stderr, binds,
+//! prints exactly one line to stdout once ready —
+//! `chatvault server listening on http://ADDR` — and serves until Ctrl-C or
+//! SIGTERM.
+//!
+//! Everything else is the library's job; this file must never print
+//! anything else to stdout (scripts and tests read that line).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use chatvault_server::{shutdown_signal, Config, DatabaseUrl, Server};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// chatvault sync server: end-to-end-encrypted sync for chat apps.
+#[derive(Debug, Parser)]
+#[command(name = "chatvault-server", version, about)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "CHATVAULT_LISTEN", default_value = "127.0.0.1:8787")]
+    listen: String,
+    /// sqlite://PATH (one process) or postgres://USER@HOST/DB (several).
+    #[arg(
+        long,
+        env = "CHATVAULT_DATABASE",
+        default_value = "sqlite://./chatvault-server.db"
+    )]
+    database: DatabaseUrl,
+    /// Omit the session cookie's Secure flag (plain-HTTP localhost only).
+    #[arg(long)]
+    insecure_cookies: bool,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = Config::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Purge tombstones older than this many days (clients behind it resync).
+    #[arg(long, default_value_t = Config::DEFAULT_TOMBSTONE_HORIZON_DAYS)]
+    tombstone_horizon_days: u32,
+    /// Serve this directory at / (index.html for unknown paths).
+    #[arg(long)]
+    web_root: Option<PathBuf>,
+    /// Accept client KDF parameters below the OWASP minimum. Tests only.
+    #[arg(long, hide = true)]
+    allow_weak_kdf: bool,
+    /// WebSocket ping interval in milliseconds. Tests only.
+    #[arg(long, hide = true, default_value_t = 30_000)]
+    ws_ping_interval_ms: u64,
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(root) = &args.web_root {
+        if !root.is_dir() {
+            bail!("--web-root {}: not a directory", root.display());
+        }
+        if !root.join("index.html").is_file() {
+            tracing::warn!(root = %root.display(), "--web-root has no index.html yet; unknown paths will 404");
+        }
+    }
+    if args.max_body_bytes < 1024 {
+        bail!("--max-body-bytes must be at least 1024");
+    }
+    let mut config = Config::new(args.database);
+    config.insecure_cookies = args.insecure_cookies;
+    config.max_body_bytes = args.max_body_bytes;
+    config.tombstone_horizon_days = args.tombstone_horizon_days;
+    config.web_root = args.web_root;
+    config.allow_weak_kdf = args.allow_weak_kdf;
+    config.ws_ping_interval = Duration::from_millis(args.ws_ping_interval_ms.max(10));
+    if config.allow_weak_kdf {
+        tracing::warn!("--allow-weak-kdf: accepting insecure KDF parameters (tests only)");
+    }
+
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let database = config.database.to_string();
+    let server = Server::open(config)
+        .await
+        .with_context(|| format!("cannot open {database}"))?;
+    let addr = listener.local_addr()?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "chatvault server listening on http://{addr}")?;
+    stdout.flush()?;
+    drop(stdout);
+    server.run(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,877 @@
+//! [`PostgresStore`]: the backend for running several server processes
+//! against one database (tokio-postgres with a deadpool pool).
+//!
+//! Per-account sequence numbers stay gap-free and ordered under concurrent
+//! pushes from any number of processes: a push locks its account's
+//! `sync_heads` row (`SELECT ... FOR UPDATE`) for the whole transaction.
+//! Every push that applied something sends
+//! `NOTIFY chatvault_poke, '<account>:<cursor>'` inside its transaction (so
+//! it is delivered exactly when the commit is visible); each process
+//! LISTENs on a dedicated connection, reconnecting with backoff, and feeds
+//! its local poke hub.
+//!
+//! Connections are plain TCP (no TLS): run the database on the same host or
+//! network segment, or behind a TLS-terminating proxy.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatvault_core::{Change, EntityKind, Timestamp, VersionedState};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Row};
+
+use super::{
+    needs_resync, outcome_from_db, outcome_to_db, parse_version, Account, AccountRow, KeysUpdate,
+    NewAccount, NewSession, Outcome, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome,
+    RecordRow, ServerStore, SessionInfo, SnapshotPage, StoreError, StoreResult, ACCOUNT_COLUMNS,
+    RECORD_COLUMNS,
+};
+use crate::auth::{random_bytes, ThrottleState};
+use crate::sync::{decide, Verdict};
+use crate::types::{AccountId, Cursor, Seq, SessionHash, SnapshotKey, Username};
+
+/// The NOTIFY channel pokes travel on.
+const POKE_CHANNEL: &str = "chatvault_poke";
+
+/// `application_name` of each process's LISTEN connection.
+pub const LISTENER_APPLICATION_NAME: &str = "chatvault-server-listen";
+
+/// Advisory lock keys (arbitrary constants, unique to chatvault).
+const MIGRATION_LOCK: i64 = 0x6368_6174_7661_0001;
+const PURGE_LOCK: i64 = 0x6368_6174_7661_0002;
+
+/// Schema migrations, in order. Compared columns use the "C" collation so
+/// text order is byte order (HLC stamps and ids compare as strings).
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE server_meta (
+    key   TEXT PRIMARY KEY,
+    value BYTEA NOT NULL
+);
+CREATE TABLE accounts (
+    id           TEXT PRIMARY KEY,
+    username     TEXT NOT NULL UNIQUE,
+    auth_hash    TEXT NOT NULL,
+    kdf_m        BIGINT NOT NULL,
+    kdf_t        BIGINT NOT NULL,
+    kdf_p        BIGINT NOT NULL,
+    salt         BYTEA NOT NULL,
+    key_envelope TEXT NOT NULL,
+    created_at   BIGINT NOT NULL
+);
+CREATE TABLE sync_heads (
+    user_id    TEXT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+    head_seq   BIGINT NOT NULL DEFAULT 0,
+    purged_seq BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE sessions (
+    token_hash   BYTEA PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    client       TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    last_used_at BIGINT NOT NULL
+);
+CREATE INDEX sessions_user ON sessions(user_id);
+CREATE TABLE login_throttle (
+    username        TEXT PRIMARY KEY,
+    failures        BIGINT NOT NULL,
+    last_failure_at BIGINT NOT NULL
+);
+CREATE TABLE records (
+    user_id         TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind            TEXT COLLATE "C" NOT NULL,
+    entity_id       TEXT COLLATE "C" NOT NULL,
+    conversation_id TEXT,
+    op_id           TEXT NOT NULL,
+    version         TEXT COLLATE "C" NOT NULL,
+    deleted         BOOLEAN NOT NULL,
+    created_at      BIGINT,
+    updated_at      BIGINT,
+    owner           TEXT,
+    body            BYTEA,
+    deleted_at      BIGINT,
+    seq             BIGINT NOT NULL,
+    stored_at       BIGINT NOT NULL,
+    PRIMARY KEY (user_id, kind, entity_id)
+);
+CREATE UNIQUE INDEX records_feed ON records(user_id, seq);
+CREATE INDEX records_messages ON records(user_id, conversation_id) WHERE kind = 'message';
+CREATE INDEX records_tombstones ON records(stored_at) WHERE deleted;
+CREATE TABLE op_results (
+    user_id     TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    op_id       TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    seq         BIGINT,
+    recorded_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, op_id)
+);
+CREATE INDEX op_results_age ON op_results(recorded_at);
+"#];
+
+/// The PostgreSQL backend. Cheap to clone.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and brings the
+    /// schema up to date (safe to run from several processes at once).
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Config(format!("PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("chatvault-server");
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let store = PostgresStore { pool, config };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(e),
+            other => StoreError::Pool(other.to_string()),
+        })
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Serializes concurrent startups of several processes.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            .await?;
+        let current: i64 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+            .await?
+            .get(0);
+        let supported = MIGRATIONS.len() as i64;
+        if current > supported {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                supported,
+            });
+        }
+        for (done, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES ($1)",
+                &[&(done as i64 + 1)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn read_record(r: &Row) -> StoreResult<RecordRow> {
+    Ok(RecordRow {
+        kind: r.try_get(0)?,
+        entity_id: r.try_get(1)?,
+        conversation_id: r.try_get(2)?,
+        op_id: r.try_get(3)?,
+        version: r.try_get(4)?,
+        deleted: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+        updated_at: r.try_get(7)?,
+        owner: r.try_get(8)?,
+        body: r.try_get(9)?,
+        deleted_at: r.try_get(10)?,
+        seq: r.try_get(11)?,
+    })
+}
+
+fn read_account(r: &Row) -> StoreResult<Account> {
+    AccountRow {
+        id: r.try_get(0)?,
+        username: r.try_get(1)?,
+        auth_hash: r.try_get(2)?,
+        kdf_m: r.try_get(3)?,
+        kdf_t: r.try_get(4)?,
+        kdf_p: r.try_get(5)?,
+        salt: r.try_get(6)?,
+        key_envelope: r.try_get(7)?,
+    }
+    .into_account()
+}
+
+fn read_throttle(r: &Row) -> StoreResult<ThrottleState> {
+    let failures: i64 = r.try_get(0)?;
+    Ok(ThrottleState {
+        failures: u32::try_from(failures).unwrap_or(u32::MAX),
+        last_failure_at: Timestamp(r.try_get(1)?),
+    })
+}
+
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+/// Rows of a page query, split into the page and whether more follow.
+fn page(rows: Vec<Row>, limit: u32) -> StoreResult<(Vec<super::SyncedChange>, bool)> {
+    let has_more = rows.len() > limit as usize;
+    let changes = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| read_record(r)?.into_synced())
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok((changes, has_more))
+}
+
+/// `'<account>:<cursor>'`, the NOTIFY payload.
+fn poke_payload(account: AccountId, head: Seq) -> String {
+    format!("{account}:{}", Cursor(head))
+}
+
+fn parse_poke(payload: &str) -> Option<(AccountId, Seq)> {
+    let (account, cursor) = payload.split_once(':')?;
+    Some((account.parse().ok()?, cursor.parse::<Cursor>().ok()?.0))
+}
+
+/// A live LISTEN connection: the client keeps it open, `notifications`
+/// yields what arrives.
+struct Listener {
+    _client: tokio_postgres::Client,
+    notifications: mpsc::Receiver<String>,
+}
+
+async fn listen(config: &tokio_postgres::Config) -> StoreResult<Listener> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_owned()).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "PostgreSQL LISTEN connection failed");
+                    break;
+                }
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {POKE_CHANNEL}"))
+        .await?;
+    Ok(Listener {
+        _client: client,
+        notifications: rx,
+    })
+}
+
+async fn forward_pokes(config: tokio_postgres::Config, mut listener: Listener, sink: PokeSink) {
+    loop {
+        while let Some(payload) = listener.notifications.recv().await {
+            match parse_poke(&payload) {
+                Some((account, head)) => sink(account, head),
+                None => tracing::warn!(%payload, "ignoring a malformed poke notification"),
+            }
+        }
+        tracing::warn!("lost the PostgreSQL LISTEN connection; reconnecting");
+        let mut delay = Duration::from_millis(100);
+        listener = loop {
+            tokio::time::sleep(delay).await;
+            match listen(&config).await {
+                Ok(l) => {
+                    tracing::info!("PostgreSQL LISTEN connection restored");
+                    break l;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "PostgreSQL LISTEN reconnect failed");
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        };
+    }
+}
+
+#[async_trait]
+impl ServerStore for PostgresStore {
+    async fn server_secret(&self) -> StoreResult<[u8; 32]> {
+        let fresh: [u8; 32] = random_bytes().map_err(|e| StoreError::Random(e.to_string()))?;
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO server_meta (key, value) VALUES ('secret', $1) \
+                 ON CONFLICT (key) DO NOTHING",
+                &[&fresh.as_slice()],
+            )
+            .await?;
+        let stored: Vec<u8> = client
+            .query_one("SELECT value FROM server_meta WHERE key = 'secret'", &[])
+            .await?
+            .try_get(0)?;
+        <[u8; 32]>::try_from(stored.as_slice())
+            .map_err(|_| StoreError::Corrupt("server secret is not 32 bytes".into()))
+    }
+
+    async fn create_account(&self, a: NewAccount) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id = a.id.to_string();
+        let inserted = tx
+            .execute(
+                "INSERT INTO accounts (id, username, auth_hash, kdf_m, kdf_t, kdf_p, salt, \
+                 key_envelope, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &id,
+                    &a.username.as_str(),
+                    &a.auth_hash,
+                    &i64::from(a.kdf.m_cost_kib),
+                    &i64::from(a.kdf.t_cost),
+                    &i64::from(a.kdf.p_cost),
+                    &a.salt.0.as_slice(),
+                    &a.key_envelope.to_json(),
+                    &a.created_at.as_millis(),
+                ],
+            )
+            .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
+            other => other?,
+        };
+        tx.execute("INSERT INTO sync_heads (user_id) VALUES ($1)", &[&id])
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn account_by_username(&self, username: &Username) -> StoreResult<Option<Account>> {
+        let client = self.client().await?;
+        client
+            .query_opt(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username = $1"),
+                &[&username.as_str()],
+            )
+            .await?
+            .map(|r| read_account(&r))
+            .transpose()
+    }
+
+    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+        let client = self.client().await?;
+        client
+            .query_opt(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"),
+                &[&id.to_string()],
+            )
+            .await?
+            .map(|r| read_account(&r))
+            .transpose()
+    }
+
+    async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id = id.to_string();
+        let envelope = update.key_envelope.to_json();
+        let changed = match &update.credentials {
+            None => {
+                tx.execute(
+                    "UPDATE accounts SET key_envelope = $2 WHERE id = $1",
+                    &[&id, &envelope],
+                )
+                .await?
+            }
+            Some(c) => {
+                tx.execute(
+                    "UPDATE accounts SET key_envelope = $2, auth_hash = $3, kdf_m = $4, \
+                     kdf_t = $5, kdf_p = $6, salt = $7 WHERE id = $1",
+                    &[
+                        &id,
+                        &envelope,
+                        &c.auth_hash,
+                        &i64::from(c.kdf.m_cost_kib),
+                        &i64::from(c.kdf.t_cost),
+                        &i64::from(c.kdf.p_cost),
+                        &c.salt.0.as_slice(),
+                    ],
+                )
+                .await?
+            }
+        };
+        if changed == 0 {
+            return Ok(false);
+        }
+        if update.credentials.is_some() {
+            tx.execute(
+                "DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2",
+                &[&id, &update.keep_session.0.as_slice()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn throttle(&self, username: &Username) -> StoreResult<Option<ThrottleState>> {
+        let client = self.client().await?;
+        client
+            .query_opt(
+                "SELECT failures, last_failure_at FROM login_throttle WHERE username = $1",
+                &[&username.as_str()],
+            )
+            .await?
+            .map(|r| read_throttle(&r))
+            .transpose()
+    }
+
+    async fn record_login_failure(
+        &self,
+        username: &Username,
+        now: Timestamp,
+    ) -> StoreResult<ThrottleState> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO login_throttle (username, failures, last_failure_at) \
+                 VALUES ($1, 1, $2) ON CONFLICT (username) DO UPDATE SET \
+                 failures = LEAST(login_throttle.failures + 1, 1000000), \
+                 last_failure_at = excluded.last_failure_at \
+                 RETURNING failures, last_failure_at",
+                &[&username.as_str(), &now.as_millis()],
+            )
+            .await?;
+        read_throttle(&row)
+    }
+
+    async fn clear_login_failures(&self, username: &Username) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM login_throttle WHERE username = $1",
+                &[&username.as_str()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn create_session(&self, s: NewSession) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO sessions (token_hash, user_id, client, created_at, last_used_at) \
+                 VALUES ($1, $2, $3, $4, $4)",
+                &[
+                    &s.hash.0.as_slice(),
+                    &s.account.to_string(),
+                    &s.client.as_str(),
+                    &s.created_at.as_millis(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn session(&self, hash: &SessionHash) -> StoreResult<Option<SessionInfo>> {
+        let client = self.client().await?;
+        let Some(row) = client
+            .query_opt(
+                "SELECT user_id, created_at, last_used_at FROM sessions WHERE token_hash = $1",
+                &[&hash.0.as_slice()],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let user: String = row.try_get(0)?;
+        Ok(Some(SessionInfo {
+            account: user
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("session user: {e}")))?,
+            created_at: Timestamp(row.try_get(1)?),
+            last_used_at: Timestamp(row.try_get(2)?),
+        }))
+    }
+
+    async fn touch_session(&self, hash: &SessionHash, now: Timestamp) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE sessions SET last_used_at = GREATEST(last_used_at, $2) \
+                 WHERE token_hash = $1",
+                &[&hash.0.as_slice(), &now.as_millis()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_session(&self, hash: &SessionHash) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM sessions WHERE token_hash = $1",
+                &[&hash.0.as_slice()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn push(
+        &self,
+        account_id: AccountId,
+        changes: &[Change],
+        now: Timestamp,
+    ) -> StoreResult<PushOutcome> {
+        let account = account_id.to_string();
+        let now_ms = now.as_millis();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO sync_heads (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
+            &[&account],
+        )
+        .await?;
+        // The row lock serializes pushes of this account across processes.
+        let mut head = Seq::from_db(
+            tx.query_one(
+                "SELECT head_seq FROM sync_heads WHERE user_id = $1 FOR UPDATE",
+                &[&account],
+            )
+            .await?
+            .try_get(0)?,
+        );
+        let seen_stmt = tx
+            .prepare_cached("SELECT status, seq FROM op_results WHERE user_id = $1 AND op_id = $2")
+            .await?;
+        let current_stmt = tx
+            .prepare_cached(
+                "SELECT version, deleted, body FROM records \
+                 WHERE user_id = $1 AND kind = $2 AND entity_id = $3",
+            )
+            .await?;
+        let tombstone_stmt = tx
+            .prepare_cached(
+                "SELECT version FROM records WHERE user_id = $1 \
+                 AND kind = 'conversation' AND entity_id = $2 AND deleted",
+            )
+            .await?;
+        let upsert_stmt = tx
+            .prepare_cached(
+                "INSERT INTO records (user_id, kind, entity_id, conversation_id, op_id, \
+                 version, deleted, created_at, updated_at, owner, body, deleted_at, seq, \
+                 stored_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 ON CONFLICT (user_id, kind, entity_id) DO UPDATE SET \
+                 conversation_id = excluded.conversation_id, op_id = excluded.op_id, \
+                 version = excluded.version, deleted = excluded.deleted, \
+                 created_at = excluded.created_at, updated_at = excluded.updated_at, \
+                 owner = excluded.owner, body = excluded.body, \
+                 deleted_at = excluded.deleted_at, seq = excluded.seq, \
+                 stored_at = excluded.stored_at",
+            )
+            .await?;
+        let remember_stmt = tx
+            .prepare_cached(
+                "INSERT INTO op_results (user_id, op_id, status, seq, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await?;
+
+        let mut results = Vec::with_capacity(changes.len());
+        let mut applied_any = false;
+        for change in changes {
+            let op_id = change.op_id.to_string();
+            if let Some(row) = tx.query_opt(&seen_stmt, &[&account, &op_id]).await? {
+                let status: String = row.try_get(0)?;
+                results.push(outcome_from_db(&status, row.try_get(1)?)?);
+                continue;
+            }
+            let entity_id = change.entity_id.to_string();
+            let current = match tx
+                .query_opt(
+                    &current_stmt,
+                    &[&account, &change.kind.as_str(), &entity_id],
+                )
+                .await?
+            {
+                Some(row) => {
+                    let version: String = row.try_get(0)?;
+                    let body: Option<Vec<u8>> = row.try_get(2)?;
+                    Some((
+                        parse_version(&version)?,
+                        row.try_get::<_, bool>(1)?,
+                        body.unwrap_or_default(),
+                    ))
+                }
+                None => None,
+            };
+            let tombstone = match (change.kind, change.conversation_id) {
+                (EntityKind::Message, Some(conv)) => {
+                    match tx
+                        .query_opt(&tombstone_stmt, &[&account, &conv.to_string()])
+                        .await?
+                    {
+                        Some(row) => Some(parse_version(&row.try_get::<_, String>(0)?)?),
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let state = current
+                .as_ref()
+                .map(|(version, deleted, body)| VersionedState {
+                    version: *version,
+                    deleted: *deleted,
+                    body,
+                });
+            let outcome = match decide(change, state, tombstone) {
+                Verdict::Supersede => Outcome::Superseded,
+                Verdict::Apply => {
+                    head = Seq(head.0 + 1);
+                    applied_any = true;
+                    let row = RecordRow::from_change(change, head);
+                    tx.execute(
+                        &upsert_stmt,
+                        &[
+                            &account,
+                            &row.kind,
+                            &row.entity_id,
+                            &row.conversation_id,
+                            &row.op_id,
+                            &row.version,
+                            &row.deleted,
+                            &row.created_at,
+                            &row.updated_at,
+                            &row.owner,
+                            &row.body,
+                            &row.deleted_at,
+                            &row.seq,
+                            &now_ms,
+                        ],
+                    )
+                    .await?;
+                    if change.kind == EntityKind::Conversation && change.is_delete() {
+                        // The conversation tombstone covers these.
+                        tx.execute(
+                            "DELETE FROM records WHERE user_id = $1 AND kind = 'message' \
+                             AND conversation_id = $2 AND version <= $3",
+                            &[&account, &row.entity_id, &row.version],
+                        )
+                        .await?;
+                    }
+                    Outcome::Applied(head)
+                }
+            };
+            let (status, seq) = outcome_to_db(outcome);
+            tx.execute(&remember_stmt, &[&account, &op_id, &status, &seq, &now_ms])
+                .await?;
+            results.push(outcome);
+        }
+        tx.execute(
+            "UPDATE sync_heads SET head_seq = $2 WHERE user_id = $1",
+            &[&account, &head.to_db()],
+        )
+        .await?;
+        if applied_any {
+            // Delivered to every listener when (and only if) this commits.
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&POKE_CHANNEL, &poke_payload(account_id, head)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(PushOutcome { results, head })
+    }
+
+    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> StoreResult<Pull> {
+        let account = account.to_string();
+        let mut client = self.client().await?;
+        // One snapshot for the resync check and the page, so a purge running
+        // in between cannot hide a tombstone from this client.
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let (head, purged) = match tx
+            .query_opt(
+                "SELECT head_seq, purged_seq FROM sync_heads WHERE user_id = $1",
+                &[&account],
+            )
+            .await?
+        {
+            Some(r) => (Seq::from_db(r.try_get(0)?), Seq::from_db(r.try_get(1)?)),
+            None => (Seq(0), Seq(0)),
+        };
+        if needs_resync(after, head, purged) {
+            return Ok(Pull::ResyncRequired);
+        }
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = $1 AND seq > $2 \
+                     ORDER BY seq LIMIT $3"
+                ),
+                &[&account, &after.to_db(), &(i64::from(limit) + 1)],
+            )
+            .await?;
+        tx.commit().await?;
+        let (changes, has_more) = page(rows, limit)?;
+        Ok(Pull::Changes { changes, has_more })
+    }
+
+    async fn snapshot(
+        &self,
+        account: AccountId,
+        after: Option<SnapshotKey>,
+        limit: u32,
+    ) -> StoreResult<SnapshotPage> {
+        let account = account.to_string();
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let head = match after {
+            Some(_) => None,
+            None => Some(
+                match tx
+                    .query_opt(
+                        "SELECT head_seq FROM sync_heads WHERE user_id = $1",
+                        &[&account],
+                    )
+                    .await?
+                {
+                    Some(r) => Seq::from_db(r.try_get(0)?),
+                    None => Seq(0),
+                },
+            ),
+        };
+        let (kind, id) = after
+            .map(|k| (k.kind.as_str().to_owned(), k.id.to_string()))
+            .unwrap_or_default();
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = $1 AND NOT deleted \
+                     AND (kind, entity_id) > ($2, $3) ORDER BY kind, entity_id LIMIT $4"
+                ),
+                &[&account, &kind, &id, &(i64::from(limit) + 1)],
+            )
+            .await?;
+        tx.commit().await?;
+        let (changes, has_more) = page(rows, limit)?;
+        Ok(SnapshotPage {
+            changes,
+            has_more,
+            head,
+        })
+    }
+
+    async fn purge(&self, plan: PurgePlan) -> StoreResult<PurgeReport> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // One purge at a time across processes; a busy lock means another
+        // process is doing this very work right now.
+        let got: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PURGE_LOCK])
+            .await?
+            .try_get(0)?;
+        if !got {
+            return Ok(PurgeReport::default());
+        }
+        let horizon = plan.tombstones_before.as_millis();
+        tx.execute(
+            "UPDATE sync_heads h SET purged_seq = GREATEST(h.purged_seq, p.max_seq) \
+             FROM (SELECT user_id, MAX(seq) AS max_seq FROM records \
+                   WHERE deleted AND stored_at < $1 GROUP BY user_id) p \
+             WHERE h.user_id = p.user_id",
+            &[&horizon],
+        )
+        .await?;
+        let tombstones = tx
+            .execute(
+                "DELETE FROM records WHERE deleted AND stored_at < $1",
+                &[&horizon],
+            )
+            .await?;
+        let op_results = tx
+            .execute(
+                "DELETE FROM op_results WHERE recorded_at < $1",
+                &[&plan.op_results_before.as_millis()],
+            )
+            .await?;
+        let sessions = tx
+            .execute(
+                "DELETE FROM sessions WHERE last_used_at < $1 OR created_at < $2",
+                &[
+                    &plan.sessions_used_before.as_millis(),
+                    &plan.sessions_created_before.as_millis(),
+                ],
+            )
+            .await?;
+        let throttle = tx
+            .execute(
+                "DELETE FROM login_throttle WHERE last_failure_at < $1",
+                &[&plan.throttle_before.as_millis()],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(PurgeReport {
+            tombstones,
+            op_results,
+            sessions,
+            throttle,
+        })
+    }
+
+    async fn start_poke_listener(
+        &self,
+        sink: PokeSink,
+    ) -> StoreResult<Option<tokio::task::JoinHandle<()>>> {
+        let mut config = self.config.clone();
+        // Tells the long-lived LISTEN connection apart in pg_stat_activity.
+        config.application_name(LISTENER_APPLICATION_NAME);
+        let listener = listen(&config).await?;
+        Ok(Some(tokio::spawn(forward_pokes(config, listener, sink))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poke_payloads_round_trip_and_reject_garbage() {
+        let a = AccountId::new();
+        assert_eq!(parse_poke(&poke_payload(a, Seq(7))), Some((a, Seq(7))));
+        assert_eq!(parse_poke("nope"), None);
+        assert_eq!(parse_poke(&format!("{a}:7")), None);
+    }
+}

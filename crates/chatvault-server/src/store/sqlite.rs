@@ -1,0 +1,706 @@
+//! [`SqliteStore`]: the embedded backend (rusqlite, bundled SQLite).
+//!
+//! One connection behind a mutex, used from blocking threads: SQLite
+//! serializes writers anyway, and one connection makes every push, pull and
+//! snapshot trivially consistent. WAL journal with `synchronous=FULL`: a
+//! push answered "applied" survives a power cut.
+//!
+//! Only one server process may use a SQLite database (there is no
+//! cross-process poke fan-out); use PostgreSQL to run several.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatvault_core::{Change, EntityKind, Timestamp, VersionedState};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{
+    needs_resync, outcome_from_db, outcome_to_db, parse_version, Account, AccountRow, KeysUpdate,
+    NewAccount, NewSession, Outcome, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow,
+    ServerStore, SessionInfo, SnapshotPage, StoreError, StoreResult, ACCOUNT_COLUMNS,
+    RECORD_COLUMNS,
+};
+use crate::auth::{random_bytes, ThrottleState};
+use crate::sync::{decide, Verdict};
+use crate::types::{AccountId, Seq, SessionHash, SnapshotKey, Username};
+
+/// Schema migrations, in order; `schema_version` records which have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE server_meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE accounts (
+    id           TEXT PRIMARY KEY,
+    username     TEXT NOT NULL UNIQUE,
+    auth_hash    TEXT NOT NULL,
+    kdf_m        INTEGER NOT NULL,
+    kdf_t        INTEGER NOT NULL,
+    kdf_p        INTEGER NOT NULL,
+    salt         BLOB NOT NULL,
+    key_envelope TEXT NOT NULL,
+    created_at   INTEGER NOT NULL
+);
+CREATE TABLE sync_heads (
+    user_id    TEXT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+    head_seq   INTEGER NOT NULL DEFAULT 0,
+    purged_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE sessions (
+    token_hash   BLOB PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    client       TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL
+);
+CREATE INDEX sessions_user ON sessions(user_id);
+CREATE TABLE login_throttle (
+    username        TEXT PRIMARY KEY,
+    failures        INTEGER NOT NULL,
+    last_failure_at INTEGER NOT NULL
+);
+CREATE TABLE records (
+    user_id         TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    kind            TEXT NOT NULL,
+    entity_id       TEXT NOT NULL,
+    conversation_id TEXT,
+    op_id           TEXT NOT NULL,
+    version         TEXT NOT NULL,
+    deleted         INTEGER NOT NULL,
+    created_at      INTEGER,
+    updated_at      INTEGER,
+    owner           TEXT,
+    body            BLOB,
+    deleted_at      INTEGER,
+    seq             INTEGER NOT NULL,
+    stored_at       INTEGER NOT NULL,
+    PRIMARY KEY (user_id, kind, entity_id)
+);
+CREATE UNIQUE INDEX records_feed ON records(user_id, seq);
+CREATE INDEX records_messages ON records(user_id, conversation_id) WHERE kind = 'message';
+CREATE INDEX records_tombstones ON records(stored_at) WHERE deleted = 1;
+CREATE TABLE op_results (
+    user_id     TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    op_id       TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    seq         INTEGER,
+    recorded_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, op_id)
+);
+CREATE INDEX op_results_age ON op_results(recorded_at);
+"#];
+
+/// The SQLite backend. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings its
+    /// schema up to date.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut conn = Connection::open(&path)?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Config(format!(
+                    "SQLite refused WAL mode (got {mode}) for {}",
+                    path.display()
+                )));
+            }
+            conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection in a blocking thread.
+    async fn call<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic mid-call leaves no open transaction behind (rusqlite
+            // rolls back on drop), so a poisoned lock is still usable.
+            let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )?;
+    let supported = MIGRATIONS.len() as i64;
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    for (done, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [done as i64 + 1],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn read_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordRow> {
+    Ok(RecordRow {
+        kind: r.get(0)?,
+        entity_id: r.get(1)?,
+        conversation_id: r.get(2)?,
+        op_id: r.get(3)?,
+        version: r.get(4)?,
+        deleted: r.get(5)?,
+        created_at: r.get(6)?,
+        updated_at: r.get(7)?,
+        owner: r.get(8)?,
+        body: r.get(9)?,
+        deleted_at: r.get(10)?,
+        seq: r.get(11)?,
+    })
+}
+
+fn read_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
+    Ok(AccountRow {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        auth_hash: r.get(2)?,
+        kdf_m: r.get(3)?,
+        kdf_t: r.get(4)?,
+        kdf_p: r.get(5)?,
+        salt: r.get(6)?,
+        key_envelope: r.get(7)?,
+    })
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+/// The account's `(head_seq, purged_seq)`; `(0, 0)` before its first push.
+fn heads(tx: &Transaction<'_>, account: &str) -> StoreResult<(Seq, Seq)> {
+    let row: Option<(i64, i64)> = tx
+        .query_row(
+            "SELECT head_seq, purged_seq FROM sync_heads WHERE user_id = ?1",
+            [account],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (head, purged) = row.unwrap_or((0, 0));
+    Ok((Seq::from_db(head), Seq::from_db(purged)))
+}
+
+fn push_tx(
+    conn: &mut Connection,
+    account: &str,
+    changes: &[Change],
+    now: Timestamp,
+) -> StoreResult<PushOutcome> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO sync_heads (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING",
+        [account],
+    )?;
+    let (mut head, _) = heads(&tx, account)?;
+    let mut results = Vec::with_capacity(changes.len());
+    for change in changes {
+        let op_id = change.op_id.to_string();
+        let seen: Option<(String, Option<i64>)> = tx
+            .query_row(
+                "SELECT status, seq FROM op_results WHERE user_id = ?1 AND op_id = ?2",
+                params![account, op_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((status, seq)) = seen {
+            results.push(outcome_from_db(&status, seq)?);
+            continue;
+        }
+        let entity_id = change.entity_id.to_string();
+        let current: Option<(String, bool, Option<Vec<u8>>)> = tx
+            .query_row(
+                "SELECT version, deleted, body FROM records \
+                 WHERE user_id = ?1 AND kind = ?2 AND entity_id = ?3",
+                params![account, change.kind.as_str(), entity_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let current = match current {
+            Some((v, deleted, body)) => {
+                Some((parse_version(&v)?, deleted, body.unwrap_or_default()))
+            }
+            None => None,
+        };
+        let tombstone = match (change.kind, change.conversation_id) {
+            (EntityKind::Message, Some(conv)) => tx
+                .query_row(
+                    "SELECT version FROM records WHERE user_id = ?1 \
+                     AND kind = 'conversation' AND entity_id = ?2 AND deleted = 1",
+                    params![account, conv.to_string()],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?
+                .map(|v| parse_version(&v))
+                .transpose()?,
+            _ => None,
+        };
+        let state = current
+            .as_ref()
+            .map(|(version, deleted, body)| VersionedState {
+                version: *version,
+                deleted: *deleted,
+                body,
+            });
+        let outcome = match decide(change, state, tombstone) {
+            Verdict::Supersede => Outcome::Superseded,
+            Verdict::Apply => {
+                head = Seq(head.0 + 1);
+                let row = RecordRow::from_change(change, head);
+                tx.execute(
+                    "INSERT INTO records (user_id, kind, entity_id, conversation_id, op_id, \
+                     version, deleted, created_at, updated_at, owner, body, deleted_at, seq, \
+                     stored_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                     ON CONFLICT (user_id, kind, entity_id) DO UPDATE SET \
+                     conversation_id = excluded.conversation_id, op_id = excluded.op_id, \
+                     version = excluded.version, deleted = excluded.deleted, \
+                     created_at = excluded.created_at, updated_at = excluded.updated_at, \
+                     owner = excluded.owner, body = excluded.body, \
+                     deleted_at = excluded.deleted_at, seq = excluded.seq, \
+                     stored_at = excluded.stored_at",
+                    params![
+                        account,
+                        row.kind,
+                        row.entity_id,
+                        row.conversation_id,
+                        row.op_id,
+                        row.version,
+                        row.deleted,
+                        row.created_at,
+                        row.updated_at,
+                        row.owner,
+                        row.body,
+                        row.deleted_at,
+                        row.seq,
+                        now.as_millis(),
+                    ],
+                )?;
+                if change.kind == EntityKind::Conversation && change.is_delete() {
+                    // The conversation tombstone covers these (ties go to the
+                    // deletion, as in `sync::decide`); keeping them
+                    // would only hand deleted content to the next snapshot.
+                    tx.execute(
+                        "DELETE FROM records WHERE user_id = ?1 AND kind = 'message' \
+                         AND conversation_id = ?2 AND version <= ?3",
+                        params![account, row.entity_id, row.version],
+                    )?;
+                }
+                Outcome::Applied(head)
+            }
+        };
+        let (status, seq) = outcome_to_db(outcome);
+        tx.execute(
+            "INSERT INTO op_results (user_id, op_id, status, seq, recorded_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![account, op_id, status, seq, now.as_millis()],
+        )?;
+        results.push(outcome);
+    }
+    tx.execute(
+        "UPDATE sync_heads SET head_seq = ?2 WHERE user_id = ?1",
+        params![account, head.to_db()],
+    )?;
+    tx.commit()?;
+    Ok(PushOutcome { results, head })
+}
+
+#[async_trait]
+impl ServerStore for SqliteStore {
+    async fn server_secret(&self) -> StoreResult<[u8; 32]> {
+        let fresh: [u8; 32] = random_bytes().map_err(|e| StoreError::Random(e.to_string()))?;
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO server_meta (key, value) VALUES ('secret', ?1) \
+                 ON CONFLICT (key) DO NOTHING",
+                [fresh.as_slice()],
+            )?;
+            let stored: Vec<u8> = conn.query_row(
+                "SELECT value FROM server_meta WHERE key = 'secret'",
+                [],
+                |r| r.get(0),
+            )?;
+            <[u8; 32]>::try_from(stored.as_slice())
+                .map_err(|_| StoreError::Corrupt("server secret is not 32 bytes".into()))
+        })
+        .await
+    }
+
+    async fn create_account(&self, a: NewAccount) -> StoreResult<()> {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id = a.id.to_string();
+            let inserted = tx.execute(
+                "INSERT INTO accounts (id, username, auth_hash, kdf_m, kdf_t, kdf_p, salt, \
+                 key_envelope, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    id,
+                    a.username.as_str(),
+                    a.auth_hash,
+                    a.kdf.m_cost_kib,
+                    a.kdf.t_cost,
+                    a.kdf.p_cost,
+                    a.salt.0.as_slice(),
+                    a.key_envelope.to_json(),
+                    a.created_at.as_millis(),
+                ],
+            );
+            match inserted {
+                Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
+                other => other?,
+            };
+            tx.execute("INSERT INTO sync_heads (user_id) VALUES (?1)", [&id])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn account_by_username(&self, username: &Username) -> StoreResult<Option<Account>> {
+        let name = username.as_str().to_owned();
+        self.call(move |conn| {
+            conn.query_row(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username = ?1"),
+                [name],
+                read_account,
+            )
+            .optional()?
+            .map(AccountRow::into_account)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+        self.call(move |conn| {
+            conn.query_row(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
+                [id.to_string()],
+                read_account,
+            )
+            .optional()?
+            .map(AccountRow::into_account)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> StoreResult<bool> {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id = id.to_string();
+            let changed = match &update.credentials {
+                None => tx.execute(
+                    "UPDATE accounts SET key_envelope = ?2 WHERE id = ?1",
+                    params![id, update.key_envelope.to_json()],
+                )?,
+                Some(c) => tx.execute(
+                    "UPDATE accounts SET key_envelope = ?2, auth_hash = ?3, kdf_m = ?4, \
+                     kdf_t = ?5, kdf_p = ?6, salt = ?7 WHERE id = ?1",
+                    params![
+                        id,
+                        update.key_envelope.to_json(),
+                        c.auth_hash,
+                        c.kdf.m_cost_kib,
+                        c.kdf.t_cost,
+                        c.kdf.p_cost,
+                        c.salt.0.as_slice(),
+                    ],
+                )?,
+            };
+            if changed == 0 {
+                return Ok(false);
+            }
+            if update.credentials.is_some() {
+                tx.execute(
+                    "DELETE FROM sessions WHERE user_id = ?1 AND token_hash <> ?2",
+                    params![id, update.keep_session.0.as_slice()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn throttle(&self, username: &Username) -> StoreResult<Option<ThrottleState>> {
+        let name = username.as_str().to_owned();
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT failures, last_failure_at FROM login_throttle WHERE username = ?1",
+                    [name],
+                    |r| {
+                        Ok(ThrottleState {
+                            failures: r.get(0)?,
+                            last_failure_at: Timestamp(r.get(1)?),
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn record_login_failure(
+        &self,
+        username: &Username,
+        now: Timestamp,
+    ) -> StoreResult<ThrottleState> {
+        let name = username.as_str().to_owned();
+        self.call(move |conn| {
+            Ok(conn.query_row(
+                "INSERT INTO login_throttle (username, failures, last_failure_at) \
+                 VALUES (?1, 1, ?2) ON CONFLICT (username) DO UPDATE SET \
+                 failures = MIN(login_throttle.failures + 1, 1000000), \
+                 last_failure_at = excluded.last_failure_at \
+                 RETURNING failures, last_failure_at",
+                params![name, now.as_millis()],
+                |r| {
+                    Ok(ThrottleState {
+                        failures: r.get(0)?,
+                        last_failure_at: Timestamp(r.get(1)?),
+                    })
+                },
+            )?)
+        })
+        .await
+    }
+
+    async fn clear_login_failures(&self, username: &Username) -> StoreResult<()> {
+        let name = username.as_str().to_owned();
+        self.call(move |conn| {
+            conn.execute("DELETE FROM login_throttle WHERE username = ?1", [name])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_session(&self, s: NewSession) -> StoreResult<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO sessions (token_hash, user_id, client, created_at, last_used_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![
+                    s.hash.0.as_slice(),
+                    s.account.to_string(),
+                    s.client.as_str(),
+                    s.created_at.as_millis()
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, hash: &SessionHash) -> StoreResult<Option<SessionInfo>> {
+        let hash = *hash;
+        self.call(move |conn| {
+            let row: Option<(String, i64, i64)> = conn
+                .query_row(
+                    "SELECT user_id, created_at, last_used_at FROM sessions WHERE token_hash = ?1",
+                    [hash.0.as_slice()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            row.map(|(user, created, used)| {
+                Ok(SessionInfo {
+                    account: user
+                        .parse()
+                        .map_err(|e| StoreError::Corrupt(format!("session user: {e}")))?,
+                    created_at: Timestamp(created),
+                    last_used_at: Timestamp(used),
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn touch_session(&self, hash: &SessionHash, now: Timestamp) -> StoreResult<()> {
+        let hash = *hash;
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE sessions SET last_used_at = MAX(last_used_at, ?2) WHERE token_hash = ?1",
+                params![hash.0.as_slice(), now.as_millis()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, hash: &SessionHash) -> StoreResult<()> {
+        let hash = *hash;
+        self.call(move |conn| {
+            conn.execute(
+                "DELETE FROM sessions WHERE token_hash = ?1",
+                [hash.0.as_slice()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn push(
+        &self,
+        account: AccountId,
+        changes: &[Change],
+        now: Timestamp,
+    ) -> StoreResult<PushOutcome> {
+        let changes = changes.to_vec();
+        self.call(move |conn| push_tx(conn, &account.to_string(), &changes, now))
+            .await
+    }
+
+    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> StoreResult<Pull> {
+        self.call(move |conn| {
+            let account = account.to_string();
+            let tx = conn.transaction()?;
+            let (head, purged) = heads(&tx, &account)?;
+            if needs_resync(after, head, purged) {
+                return Ok(Pull::ResyncRequired);
+            }
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = ?1 AND seq > ?2 \
+                 ORDER BY seq LIMIT ?3"
+            ))?;
+            let rows = stmt
+                .query_map(
+                    params![account, after.to_db(), i64::from(limit) + 1],
+                    read_record,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            drop(stmt);
+            let has_more = rows.len() > limit as usize;
+            let changes = rows
+                .into_iter()
+                .take(limit as usize)
+                .map(RecordRow::into_synced)
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(Pull::Changes { changes, has_more })
+        })
+        .await
+    }
+
+    async fn snapshot(
+        &self,
+        account: AccountId,
+        after: Option<SnapshotKey>,
+        limit: u32,
+    ) -> StoreResult<SnapshotPage> {
+        self.call(move |conn| {
+            let account = account.to_string();
+            let tx = conn.transaction()?;
+            let head = match after {
+                None => Some(heads(&tx, &account)?.0),
+                Some(_) => None,
+            };
+            let (kind, id) = after
+                .map(|k| (k.kind.as_str().to_owned(), k.id.to_string()))
+                .unwrap_or_default();
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = ?1 AND deleted = 0 \
+                 AND (kind, entity_id) > (?2, ?3) ORDER BY kind, entity_id LIMIT ?4"
+            ))?;
+            let rows = stmt
+                .query_map(
+                    params![account, kind, id, i64::from(limit) + 1],
+                    read_record,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            drop(stmt);
+            let has_more = rows.len() > limit as usize;
+            let changes = rows
+                .into_iter()
+                .take(limit as usize)
+                .map(RecordRow::into_synced)
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(SnapshotPage {
+                changes,
+                has_more,
+                head,
+            })
+        })
+        .await
+    }
+
+    async fn purge(&self, plan: PurgePlan) -> StoreResult<PurgeReport> {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let horizon = plan.tombstones_before.as_millis();
+            tx.execute(
+                "UPDATE sync_heads SET purged_seq = MAX(purged_seq, COALESCE(( \
+                     SELECT MAX(seq) FROM records r WHERE r.user_id = sync_heads.user_id \
+                     AND r.deleted = 1 AND r.stored_at < ?1), 0)) \
+                 WHERE EXISTS (SELECT 1 FROM records r WHERE r.user_id = sync_heads.user_id \
+                     AND r.deleted = 1 AND r.stored_at < ?1)",
+                [horizon],
+            )?;
+            let tombstones = tx.execute(
+                "DELETE FROM records WHERE deleted = 1 AND stored_at < ?1",
+                [horizon],
+            )?;
+            let op_results = tx.execute(
+                "DELETE FROM op_results WHERE recorded_at < ?1",
+                [plan.op_results_before.as_millis()],
+            )?;
+            let sessions = tx.execute(
+                "DELETE FROM sessions WHERE last_used_at < ?1 OR created_at < ?2",
+                params![
+                    plan.sessions_used_before.as_millis(),
+                    plan.sessions_created_before.as_millis()
+                ],
+            )?;
+            let throttle = tx.execute(
+                "DELETE FROM login_throttle WHERE last_failure_at < ?1",
+                [plan.throttle_before.as_millis()],
+            )?;
+            tx.commit()?;
+            Ok(PurgeReport {
+                tombstones: tombstones as u64,
+                op_results: op_results as u64,
+                sessions: sessions as u64,
+                throttle: throttle as u64,
+            })
+        })
+        .await
+    }
+}

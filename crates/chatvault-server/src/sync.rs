@@ -1,0 +1,216 @@
+//! The server's sync rules as pure functions, shared by every store: which
+//! pushed changes are admissible at all (shape, clock skew), and whether an
+//! admissible change replaces what the server holds (last-writer-wins via
+//! `chatvault_core::resolve`, plus conversation tombstones covering their
+//! messages).
+//!
+//! Must never touch a store or read a clock; the stores call [`decide`]
+//! inside their transactions and the HTTP layer calls [`admit`] before.
+
+use chatvault_core::{
+    resolve, Change, ChangeOp, EntityKind, Hlc, Resolution, Timestamp, VersionedState,
+    MAX_CLOCK_DRIFT_MS,
+};
+
+/// Why a pushed change was refused outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Not a valid change (wrong shape, missing field, bad id or stamp).
+    InvalidChange,
+    /// Stamped further ahead of the server's clock than
+    /// `chatvault_core::MAX_CLOCK_DRIFT_MS`; fix the device clock.
+    ClockSkew,
+}
+
+/// A refused change: why, in a code and in words, and its op id if one
+/// could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The change's `opId` if it was a readable UUID.
+    pub op_id: Option<String>,
+    /// Machine-readable reason.
+    pub reason: RejectReason,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Parses one element of a push batch and checks it can be applied at all.
+/// Each element is judged alone, so one bad change never sinks its batch.
+pub fn admit(value: serde_json::Value, now: Timestamp) -> Result<Change, Rejection> {
+    let op_id = value
+        .get("opId")
+        .and_then(|v| v.as_str())
+        .filter(|s| uuid::Uuid::parse_str(s).is_ok())
+        .map(str::to_owned);
+    let reject = |reason, message: String| Rejection {
+        op_id: op_id.clone(),
+        reason,
+        message,
+    };
+    let change: Change = serde_json::from_value(value)
+        .map_err(|e| reject(RejectReason::InvalidChange, e.to_string()))?;
+    // `into_incoming` is core's own validation (a message names its
+    // conversation, a conversation upsert its owner); only its verdict is
+    // needed here.
+    change
+        .clone()
+        .into_incoming()
+        .map_err(|e| reject(RejectReason::InvalidChange, e.to_string()))?;
+    let limit = u64::try_from(now.as_millis())
+        .unwrap_or(0)
+        .saturating_add(MAX_CLOCK_DRIFT_MS);
+    if change.version.wall_ms() > limit {
+        return Err(reject(
+            RejectReason::ClockSkew,
+            format!(
+                "version {} is more than {} ms ahead of the server clock; check the device clock",
+                change.version, MAX_CLOCK_DRIFT_MS
+            ),
+        ));
+    }
+    Ok(change)
+}
+
+/// What a store does with an admitted change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write it: it is newer than what the server holds.
+    Apply,
+    /// Keep what the server holds: the change lost the last-writer-wins
+    /// comparison (or its conversation was deleted later).
+    Supersede,
+}
+
+/// The LWW view of a change.
+pub fn state_of(change: &Change) -> VersionedState<'_> {
+    match &change.op {
+        ChangeOp::Upsert(p) => VersionedState {
+            version: change.version,
+            deleted: false,
+            body: p.body.as_bytes(),
+        },
+        ChangeOp::Delete(_) => VersionedState {
+            version: change.version,
+            deleted: true,
+            body: &[],
+        },
+    }
+}
+
+/// Decides an admitted change against the stored version of the same
+/// record (`current`) and, for a message, the version of its
+/// conversation's tombstone if that conversation is deleted.
+///
+/// A conversation tombstone covers every message older than it (ties go to
+/// the deletion, as in core's merge rule), so a late message write cannot
+/// resurrect a deleted conversation's content.
+pub fn decide(
+    change: &Change,
+    current: Option<VersionedState<'_>>,
+    conversation_tombstone: Option<Hlc>,
+) -> Verdict {
+    if change.kind == EntityKind::Message
+        && conversation_tombstone.is_some_and(|t| t >= change.version)
+    {
+        return Verdict::Supersede;
+    }
+    match resolve(current, state_of(change)) {
+        Resolution::TakeRemote => Verdict::Apply,
+        Resolution::KeepLocal => Verdict::Supersede,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chatvault_core::{
+        Body, ConversationId, DeviceId, MessageId, MessageRecord, OpId, Tombstone,
+    };
+    use serde_json::json;
+
+    fn hlc(wall: u64) -> Hlc {
+        Hlc::new(wall, 0, DeviceId(1)).unwrap()
+    }
+
+    fn message(wall: u64, conv: ConversationId) -> Change {
+        Change::upsert_message(
+            OpId::new(),
+            &MessageRecord {
+                id: MessageId::new(),
+                conversation_id: conv,
+                created_at: Timestamp(1),
+                updated_at: Timestamp(1),
+                version: hlc(wall),
+                body: Body(b"ciphertext".to_vec()),
+            },
+        )
+    }
+
+    #[test]
+    fn admit_rejects_bad_shapes_alone_and_keeps_the_op_id() {
+        let op = OpId::new().to_string();
+        let err = admit(json!({"opId": op, "kind": "note"}), Timestamp(0)).unwrap_err();
+        assert_eq!(err.reason, RejectReason::InvalidChange);
+        assert_eq!(err.op_id.as_deref(), Some(op.as_str()));
+        let err = admit(json!(42), Timestamp(0)).unwrap_err();
+        assert_eq!(err.op_id, None);
+    }
+
+    #[test]
+    fn admit_rejects_message_without_conversation() {
+        let mut c = message(5, ConversationId::new());
+        c.conversation_id = None;
+        let err = admit(serde_json::to_value(&c).unwrap(), Timestamp(10)).unwrap_err();
+        assert_eq!(err.reason, RejectReason::InvalidChange);
+    }
+
+    #[test]
+    fn admit_rejects_far_future_versions() {
+        let now = 1_000_000;
+        let ok = message(now + MAX_CLOCK_DRIFT_MS, ConversationId::new());
+        assert!(admit(serde_json::to_value(&ok).unwrap(), Timestamp(now as i64)).is_ok());
+        let skewed = message(now + MAX_CLOCK_DRIFT_MS + 1, ConversationId::new());
+        let err = admit(
+            serde_json::to_value(&skewed).unwrap(),
+            Timestamp(now as i64),
+        )
+        .unwrap_err();
+        assert_eq!(err.reason, RejectReason::ClockSkew);
+    }
+
+    #[test]
+    fn newer_applies_older_and_equal_supersede() {
+        let conv = ConversationId::new();
+        let c = message(10, conv);
+        assert_eq!(decide(&c, None, None), Verdict::Apply);
+        let older = VersionedState {
+            version: hlc(9),
+            deleted: false,
+            body: b"x",
+        };
+        assert_eq!(decide(&c, Some(older), None), Verdict::Apply);
+        let newer = VersionedState {
+            version: hlc(11),
+            deleted: false,
+            body: b"x",
+        };
+        assert_eq!(decide(&c, Some(newer), None), Verdict::Supersede);
+        assert_eq!(decide(&c, Some(state_of(&c)), None), Verdict::Supersede);
+    }
+
+    #[test]
+    fn conversation_tombstone_covers_older_messages_only() {
+        let conv = ConversationId::new();
+        let c = message(10, conv);
+        assert_eq!(decide(&c, None, Some(hlc(10))), Verdict::Supersede);
+        assert_eq!(decide(&c, None, Some(hlc(11))), Verdict::Supersede);
+        assert_eq!(decide(&c, None, Some(hlc(9))), Verdict::Apply);
+        // A conversation change is never covered by "its own" tombstone rule.
+        let del = Change::delete(
+            OpId::new(),
+            &Tombstone::conversation(conv, hlc(12), Timestamp(0)),
+        );
+        assert_eq!(decide(&del, None, Some(hlc(20))), Verdict::Apply);
+    }
+}

@@ -1,0 +1,577 @@
+//! Shared test harness: the two backends, throwaway PostgreSQL databases
+//! (dropped even when a test fails), an in-process server on port 0 with a
+//! manual clock, a small JSON HTTP client, and change builders.
+//!
+//! PostgreSQL tests FAIL when the database is unreachable; set
+//! `CHATVAULT_SKIP_POSTGRES=1` to skip them explicitly.
+
+#![allow(dead_code)] // each test module uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use chatvault_core::{
+    Body, Change, ConversationId, ConversationRecord, DeviceId, Hlc, MessageId, MessageRecord,
+    OpId, Timestamp, Tombstone, UserId,
+};
+use chatvault_server::{Config, DatabaseUrl, ManualClock, Server};
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Instantiates async test functions `fn(Backend)` once per backend, in
+/// modules `sqlite` and `postgres` (so test names show the backend).
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+/// Whether PostgreSQL tests were explicitly switched off.
+pub fn postgres_skipped() -> bool {
+    std::env::var("CHATVAULT_SKIP_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("CHATVAULT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let (scheme, rest) = base.split_once("://").expect("postgres URL has a scheme");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let connect = tokio_postgres::connect(url, tokio_postgres::NoTls);
+    let (client, connection) = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => panic!(
+            "PostgreSQL at {url} is unreachable ({e}). Start it, point \
+             CHATVAULT_TEST_POSTGRES_URL at one, or set CHATVAULT_SKIP_POSTGRES=1 to skip"
+        ),
+        Err(_) => panic!(
+            "PostgreSQL at {url} did not answer within 10 s. Start it, or set \
+             CHATVAULT_SKIP_POSTGRES=1 to skip"
+        ),
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Drops `chatvault_test_<pid>_*` databases left by test processes that no
+/// longer exist (killed runs cannot clean up after themselves).
+async fn sweep_stale_databases(admin: &tokio_postgres::Client) {
+    static SWEPT: AtomicBool = AtomicBool::new(false);
+    if SWEPT.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let Ok(rows) = admin
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'chatvault_test_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await;
+            }
+        }
+    }
+}
+
+/// A uniquely named database, dropped (with its open connections) when
+/// this goes out of scope — also when the test panics.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    /// Connection string of the new database.
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// Creates one, or `None` when PostgreSQL tests are skipped.
+    pub async fn create() -> Option<PgDatabase> {
+        if postgres_skipped() {
+            eprintln!("CHATVAULT_SKIP_POSTGRES=1: skipping a PostgreSQL test");
+            return None;
+        }
+        let admin_url = postgres_admin_url();
+        let admin = admin_client(&admin_url).await;
+        sweep_stale_databases(&admin).await;
+        let mut random = [0u8; 6];
+        getrandom::getrandom(&mut random).expect("OS randomness");
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let name = format!("chatvault_test_{}_{suffix}", std::process::id());
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("CREATE DATABASE");
+        let url = with_database(&admin_url, &name);
+        Some(PgDatabase {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // A fresh thread with its own runtime: Drop may run inside (or
+        // while unwinding out of) the test's runtime, which cannot block.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+                        .await
+                        .ok()?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("warning: could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// A database for one test: a SQLite file in a temp dir, or a fresh
+/// PostgreSQL database. `None` only when PostgreSQL is skipped.
+pub struct TestDb {
+    pub url: DatabaseUrl,
+    pub sqlite_path: Option<std::path::PathBuf>,
+    _dir: Option<TempDir>,
+    pub pg: Option<PgDatabase>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let path = dir.path().join("server.db");
+                Some(TestDb {
+                    url: DatabaseUrl::Sqlite(path.clone()),
+                    sqlite_path: Some(path),
+                    _dir: Some(dir),
+                    pg: None,
+                })
+            }
+            Backend::Postgres => {
+                let pg = PgDatabase::create().await?;
+                Some(TestDb {
+                    url: DatabaseUrl::Postgres(pg.url.clone()),
+                    sqlite_path: None,
+                    _dir: None,
+                    pg: Some(pg),
+                })
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- server
+
+/// A server running in-process on 127.0.0.1:0 with a manual clock.
+pub struct TestServer {
+    pub server: Server,
+    pub addr: SocketAddr,
+    pub base: String,
+    pub clock: ManualClock,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub db_url: DatabaseUrl,
+    // Dropped last: the server must stop using the database first. `None`
+    // for a second server sharing another's database.
+    pub db: Option<TestDb>,
+}
+
+impl TestServer {
+    /// Defaults for tests: weak KDF allowed, insecure cookies.
+    pub async fn start(backend: Backend) -> Option<TestServer> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`start`](Self::start), with `adjust` applied to the config.
+    pub async fn start_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Option<TestServer> {
+        let db = TestDb::new(backend).await?;
+        let url = db.url.clone();
+        Some(Self::start_on(url, Some(db), adjust).await)
+    }
+
+    /// A second server on this server's database (its own clock, hub and,
+    /// on PostgreSQL, LISTEN connection): another process, in-process.
+    pub async fn start_sharing(&self) -> TestServer {
+        Self::start_on(self.db_url.clone(), None, |_| {}).await
+    }
+
+    async fn start_on(
+        url: DatabaseUrl,
+        db: Option<TestDb>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let clock = ManualClock::starting_now();
+        let mut config = Config::new(url.clone());
+        config.allow_weak_kdf = true;
+        config.insecure_cookies = true;
+        config.clock = std::sync::Arc::new(clock.clone());
+        adjust(&mut config);
+        let server = Server::open(config).await.expect("server opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = server.clone();
+        tokio::spawn(async move {
+            let _ = running
+                .run(listener, async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        TestServer {
+            server,
+            addr,
+            base: format!("http://{addr}"),
+            clock,
+            stop: Some(stop),
+            db_url: url,
+            db,
+        }
+    }
+
+    /// A client without a session.
+    pub fn anonymous(&self) -> Api {
+        Api::new(&self.base)
+    }
+
+    /// Registers `name` and signs in (bearer token).
+    pub async fn user(&self, name: &str) -> Api {
+        let (status, body) = self.anonymous().register(name, &auth_key_for(name)).await;
+        assert_eq!(status, StatusCode::CREATED, "register {name}: {body}");
+        self.sign_in(name).await
+    }
+
+    /// A fresh session for the registered user `name` (bearer token).
+    pub async fn sign_in(&self, name: &str) -> Api {
+        let mut api = self.anonymous();
+        let (status, _, body) = api.login(name, &auth_key_for(name), None).await;
+        assert_eq!(status, StatusCode::OK, "login {name}: {body}");
+        api.token = Some(body["token"].as_str().expect("token").to_owned());
+        api.user_id = body["userId"].as_str().map(str::to_owned);
+        api
+    }
+
+    /// Milliseconds of the server clock now (for version stamps).
+    pub fn now_ms(&self) -> u64 {
+        use chatvault_server::Clock as _;
+        self.clock.now().as_millis() as u64
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- client
+
+/// A deterministic 32-byte auth key per username (tests only).
+pub fn auth_key_for(name: &str) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    for (i, b) in name.bytes().cycle().take(32).enumerate() {
+        key[i] = b.wrapping_add(i as u8);
+    }
+    key
+}
+
+/// Weak KDF parameters (servers in tests allow them).
+pub fn weak_kdf() -> Value {
+    json!({"mCostKib": 64, "tCost": 1, "pCost": 1})
+}
+
+/// A small JSON client for one session.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: Option<String>,
+    pub user_id: Option<String>,
+}
+
+/// A response: status, headers, JSON body (`Null` when empty).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+            token: None,
+            user_id: None,
+        }
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let request = match &self.token {
+            Some(t) => request.header(AUTHORIZATION, format!("Bearer {t}")),
+            None => request,
+        };
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("response body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "non-JSON body ({status}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(serde_json::to_vec(body).expect("JSON"));
+        }
+        self.send(request).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.request(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn register(&self, name: &str, key: &[u8; 32]) -> (StatusCode, Value) {
+        let r = self
+            .post(
+                "/v1/auth/register",
+                &json!({
+                    "username": name,
+                    "kdf": weak_kdf(),
+                    "salt": BASE64.encode([7u8; 16]),
+                    "authKey": BASE64.encode(key),
+                    "keyEnvelope": {"v": 1, "wrapped": "opaque"},
+                }),
+            )
+            .await;
+        (r.status, r.body)
+    }
+
+    pub async fn login(
+        &self,
+        name: &str,
+        key: &[u8; 32],
+        client: Option<&str>,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut body = json!({"username": name, "authKey": BASE64.encode(key)});
+        if let Some(c) = client {
+            body["client"] = json!(c);
+        }
+        let r = self.post("/v1/auth/login", &body).await;
+        (r.status, r.headers, r.body)
+    }
+
+    /// Pushes changes; asserts 200 and returns the body.
+    pub async fn push(&self, changes: &[Change]) -> Value {
+        let body = json!({ "changes": changes });
+        let r = self.post("/v1/sync/push", &body).await;
+        assert_eq!(r.status, StatusCode::OK, "push: {}", r.body);
+        r.body
+    }
+
+    /// Pulls one page.
+    pub async fn pull(&self, after: Option<&str>, limit: Option<u32>) -> Reply {
+        let mut path = "/v1/sync/pull?".to_owned();
+        if let Some(a) = after {
+            path.push_str(&format!("after={a}&"));
+        }
+        if let Some(l) = limit {
+            path.push_str(&format!("limit={l}"));
+        }
+        self.get(&path).await
+    }
+
+    /// Pulls everything from `after`, asserting every page is 200; returns
+    /// the changes and the final cursor.
+    pub async fn pull_all(&self, after: Option<&str>) -> (Vec<Value>, String) {
+        let mut cursor = after.map(str::to_owned);
+        let mut all = Vec::new();
+        loop {
+            let r = self.pull(cursor.as_deref(), Some(1000)).await;
+            assert_eq!(r.status, StatusCode::OK, "pull: {}", r.body);
+            all.extend(
+                r.body["changes"]
+                    .as_array()
+                    .expect("changes")
+                    .iter()
+                    .cloned(),
+            );
+            cursor = Some(r.body["nextCursor"].as_str().expect("cursor").to_owned());
+            if !r.body["hasMore"].as_bool().expect("hasMore") {
+                break;
+            }
+        }
+        (all, cursor.unwrap_or_default())
+    }
+}
+
+// ---------------------------------------------------------------- changes
+
+pub fn hlc(wall_ms: u64) -> Hlc {
+    Hlc::new(wall_ms, 0, DeviceId(0xd1)).expect("stamp in range")
+}
+
+pub fn conversation(id: ConversationId, wall_ms: u64, body: &[u8]) -> Change {
+    Change::upsert_conversation(
+        OpId::new(),
+        &ConversationRecord {
+            id,
+            user_id: UserId::local(),
+            created_at: Timestamp(1),
+            updated_at: Timestamp(wall_ms as i64),
+            version: hlc(wall_ms),
+            body: Body(body.to_vec()),
+        },
+    )
+}
+
+pub fn message(id: MessageId, conv: ConversationId, wall_ms: u64, body: &[u8]) -> Change {
+    Change::upsert_message(
+        OpId::new(),
+        &MessageRecord {
+            id,
+            conversation_id: conv,
+            created_at: Timestamp(1),
+            updated_at: Timestamp(wall_ms as i64),
+            version: hlc(wall_ms),
+            body: Body(body.to_vec()),
+        },
+    )
+}
+
+pub fn delete_conversation(id: ConversationId, wall_ms: u64) -> Change {
+    Change::delete(
+        OpId::new(),
+        &Tombstone::conversation(id, hlc(wall_ms), Timestamp(wall_ms as i64)),
+    )
+}
+
+pub fn delete_message(id: MessageId, conv: ConversationId, wall_ms: u64) -> Change {
+    Change::delete(
+        OpId::new(),
+        &Tombstone::message(id, conv, hlc(wall_ms), Timestamp(wall_ms as i64)),
+    )
+}
+
+/// Decodes the body of a pulled change.
+pub fn body_of(change: &Value) -> Vec<u8> {
+    BASE64
+        .decode(change["payload"]["body"].as_str().expect("upsert body"))
+        .expect("base64 body")
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
