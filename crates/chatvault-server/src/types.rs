@@ -93,54 +93,40 @@ pub struct KdfParams {
 }
 
 impl KdfParams {
-    /// Least memory accepted (19 MiB, the OWASP minimum for Argon2id).
-    pub const MIN_M_COST_KIB: u32 = 19 * 1024;
-    /// Least memory × passes accepted (19 MiB × 2): more memory may buy
-    /// fewer passes, never less work. Same rule as `chatvault-crypto`.
-    pub const MIN_WORK: u64 = Self::MIN_M_COST_KIB as u64 * 2;
-    /// Most memory accepted (4 GiB).
-    pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
-    /// Most memory × passes accepted (16 GiB × 1).
-    pub const MAX_WORK: u64 = 16 * 1024 * 1024;
-    /// Most lanes accepted.
-    pub const MAX_P_COST: u32 = 64;
-
-    /// Checks the parameters. Upper limits always apply; `allow_weak`
-    /// (a test-only server flag) waives the minimum.
+    /// Checks the parameters with `chatvault-crypto`'s rule — the one the
+    /// clients derive with, so server and clients accept exactly the same
+    /// set. Upper limits always apply; `allow_weak` (a test-only server
+    /// flag) waives the minimum.
     pub fn validate(&self, allow_weak: bool) -> Result<(), Invalid> {
-        let (m, t, p) = (self.m_cost_kib, self.t_cost, self.p_cost);
-        let work = u64::from(m) * u64::from(t);
-        if m > Self::MAX_M_COST_KIB || work > Self::MAX_WORK || p > Self::MAX_P_COST {
-            return Err(Invalid(format!(
-                "KDF parameters m={m} KiB, t={t}, p={p} are excessive (at most m={} KiB, m*t={}, p={})",
-                Self::MAX_M_COST_KIB,
-                Self::MAX_WORK,
-                Self::MAX_P_COST
-            )));
+        let policy = if allow_weak {
+            chatvault_crypto::KdfPolicy::insecure_allow_weak_for_tests()
+        } else {
+            chatvault_crypto::KdfPolicy::strict()
+        };
+        chatvault_crypto::KdfParams::from(*self)
+            .validate_with_policy(policy)
+            .map_err(|e| Invalid(format!("KDF parameters: {e}")))
+    }
+}
+
+impl From<KdfParams> for chatvault_crypto::KdfParams {
+    fn from(p: KdfParams) -> Self {
+        chatvault_crypto::KdfParams {
+            m_cost_kib: p.m_cost_kib,
+            t_cost: p.t_cost,
+            p_cost: p.p_cost,
         }
-        if t == 0 || p == 0 || u64::from(m) < 8 * u64::from(p) {
-            return Err(Invalid(format!(
-                "KDF parameters m={m} KiB, t={t}, p={p} are not valid Argon2 parameters"
-            )));
-        }
-        if !allow_weak && (m < Self::MIN_M_COST_KIB || work < Self::MIN_WORK) {
-            return Err(Invalid(format!(
-                "KDF parameters m={m} KiB, t={t} are too weak: at least m={} KiB and m*t={} are required",
-                Self::MIN_M_COST_KIB,
-                Self::MIN_WORK
-            )));
-        }
-        Ok(())
     }
 }
 
 impl Default for KdfParams {
     /// The OWASP minimum, also what prelogin answers for unknown usernames.
     fn default() -> Self {
+        let d = chatvault_crypto::KdfParams::default();
         KdfParams {
-            m_cost_kib: Self::MIN_M_COST_KIB,
-            t_cost: 2,
-            p_cost: 1,
+            m_cost_kib: d.m_cost_kib,
+            t_cost: d.t_cost,
+            p_cost: d.p_cost,
         }
     }
 }

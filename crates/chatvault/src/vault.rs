@@ -231,7 +231,8 @@ pub struct ApplyReport {
 /// store with their outbox entries, optionally encrypted.
 pub struct Vault {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) codec: Codec,
+    /// Shared so a bulk import can encode on its own thread.
+    pub(crate) codec: Arc<Codec>,
     pub(crate) clock: Mutex<HlcClock>,
     pub(crate) time: Arc<dyn Clock>,
     pub(crate) user: UserId,
@@ -300,15 +301,17 @@ impl Vault {
             ),
             None => None,
         };
-        Ok(Vault {
+        let vault = Vault {
             store,
-            codec,
+            codec: Arc::new(codec),
             clock: Mutex::new(HlcClock::resume(header.device_id, last)),
             time: options.clock,
             user: options.user_id,
             kdf: options.kdf,
             kdf_policy: options.kdf_policy,
-        })
+        };
+        vault.run_scheduled_retention().await;
+        Ok(vault)
     }
 
     /// Changes the passphrase of an encrypted vault. Only the wrapped data
@@ -422,11 +425,7 @@ impl Vault {
 
     /// One conversation.
     pub async fn conversation(&self, id: ConversationId) -> Result<Conversation> {
-        let row = self
-            .store
-            .conversation(id)
-            .await?
-            .ok_or_else(|| not_found(EntityKind::Conversation, id.into()))?;
+        let row = self.existing_conversation(id).await?;
         self.decode_conversation(row)
     }
 
@@ -493,11 +492,7 @@ impl Vault {
         id: ConversationId,
         update: ConversationUpdate,
     ) -> Result<Conversation> {
-        let row = self
-            .store
-            .conversation(id)
-            .await?
-            .ok_or_else(|| not_found(EntityKind::Conversation, id.into()))?;
+        let row = self.existing_conversation(id).await?;
         let mut body: ConversationBody =
             self.codec
                 .decode(EntityKind::Conversation, id.into(), &row.record.body)?;
@@ -530,9 +525,7 @@ impl Vault {
     /// Deletes a conversation and all its messages, leaving a tombstone
     /// that syncs the deletion.
     pub async fn delete_conversation(&self, id: ConversationId) -> Result<()> {
-        if self.store.conversation(id).await?.is_none() {
-            return Err(not_found(EntityKind::Conversation, id.into()));
-        }
+        self.existing_conversation(id).await?;
         let (now, version) = self.stamp()?;
         let mut batch = WriteBatch::new();
         batch.push(WriteOp::Delete(Tombstone::conversation(id, version, now)));
@@ -565,9 +558,7 @@ impl Vault {
         conversation: ConversationId,
         new: Vec<NewMessage>,
     ) -> Result<Vec<Message>> {
-        if self.store.conversation(conversation).await?.is_none() {
-            return Err(not_found(EntityKind::Conversation, conversation.into()));
-        }
+        self.existing_conversation(conversation).await?;
         let (now, stamps) = self.stamps(new.len())?;
         let mut batch = WriteBatch::new();
         batch.ops.reserve(new.len() * 2);
@@ -598,11 +589,7 @@ impl Vault {
 
     /// One message.
     pub async fn message(&self, id: MessageId) -> Result<Message> {
-        let record = self
-            .store
-            .message(id)
-            .await?
-            .ok_or_else(|| not_found(EntityKind::Message, id.into()))?;
+        let record = self.existing_message(id).await?;
         self.decode_message(record)
     }
 
@@ -613,9 +600,7 @@ impl Vault {
         conversation: ConversationId,
         list: ListMessages,
     ) -> Result<Page<Message, MessageCursor>> {
-        if self.store.conversation(conversation).await?.is_none() {
-            return Err(not_found(EntityKind::Conversation, conversation.into()));
-        }
+        self.existing_conversation(conversation).await?;
         let limit = list.limit.max(1);
         let records = self
             .store
@@ -640,11 +625,7 @@ impl Vault {
 
     /// Changes a message's content and/or metadata.
     pub async fn update_message(&self, id: MessageId, update: MessageUpdate) -> Result<Message> {
-        let old = self
-            .store
-            .message(id)
-            .await?
-            .ok_or_else(|| not_found(EntityKind::Message, id.into()))?;
+        let old = self.existing_message(id).await?;
         let mut body: MessageBody = self
             .codec
             .decode(EntityKind::Message, id.into(), &old.body)?;
@@ -674,11 +655,7 @@ impl Vault {
 
     /// Deletes one message, leaving a tombstone that syncs the deletion.
     pub async fn delete_message(&self, id: MessageId) -> Result<()> {
-        let old = self
-            .store
-            .message(id)
-            .await?
-            .ok_or_else(|| not_found(EntityKind::Message, id.into()))?;
+        let old = self.existing_message(id).await?;
         let (now, version) = self.stamp()?;
         let mut batch = WriteBatch::new();
         batch.push(WriteOp::Delete(Tombstone::message(
@@ -772,6 +749,25 @@ impl Vault {
             superseded: outcome.superseded,
             rejected,
         })
+    }
+
+    /// The stored conversation, or [`VaultError::NotFound`].
+    pub(crate) async fn existing_conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<ConversationRow> {
+        self.store
+            .conversation(id)
+            .await?
+            .ok_or_else(|| not_found(EntityKind::Conversation, id.into()))
+    }
+
+    /// The stored message, or [`VaultError::NotFound`].
+    pub(crate) async fn existing_message(&self, id: MessageId) -> Result<MessageRecord> {
+        self.store
+            .message(id)
+            .await?
+            .ok_or_else(|| not_found(EntityKind::Message, id.into()))
     }
 
     pub(crate) fn decode_conversation(&self, row: ConversationRow) -> Result<Conversation> {
