@@ -31,7 +31,7 @@ pub use change::{Change, ChangeOp, DeletePayload, EntityKind, Incoming, UpsertPa
 pub use error::CoreError;
 pub use hlc::{Hlc, HlcClock, MAX_CLOCK_DRIFT_MS};
 pub use ids::{ConversationId, DeviceId, MessageId, OpId, RecordId, UserId};
-pub use merge::{merge, resolve, Resolution, VersionedState};
+pub use merge::{covered_by_conversation_tombstone, merge, resolve, Resolution, VersionedState};
 pub use model::{Conversation, Message, Metadata, Role};
 pub use page::{ConversationCursor, MessageCursor, Page};
 pub use record::{Body, ConversationRecord, MessageRecord, Tombstone};

@@ -50,6 +50,15 @@ pub fn resolve(local: Option<VersionedState<'_>>, remote: VersionedState<'_>) ->
     }
 }
 
+/// Whether deleting a conversation with version `tombstone` covers a
+/// message write stamped `message`: a message older than its
+/// conversation's deletion stays deleted (ties go to the deletion, as in
+/// [`merge`]), so a late write cannot resurrect a deleted conversation's
+/// content. Every store and the server apply this same rule.
+pub fn covered_by_conversation_tombstone(message: Hlc, tombstone: Option<Hlc>) -> bool {
+    tombstone.is_some_and(|t| t >= message)
+}
+
 /// The winner of two versions.
 pub fn merge<'a>(a: VersionedState<'a>, b: VersionedState<'a>) -> VersionedState<'a> {
     match resolve(Some(a), b) {

@@ -8,8 +8,8 @@
 //! inside their transactions and the HTTP layer calls [`admit`] before.
 
 use chatvault_core::{
-    resolve, Change, ChangeOp, EntityKind, Hlc, Resolution, Timestamp, VersionedState,
-    MAX_CLOCK_DRIFT_MS,
+    covered_by_conversation_tombstone, resolve, Change, ChangeOp, EntityKind, Hlc, Resolution,
+    Timestamp, VersionedState, MAX_CLOCK_DRIFT_MS,
 };
 
 /// Why a pushed change was refused outright.
@@ -111,7 +111,7 @@ pub fn decide(
     conversation_tombstone: Option<Hlc>,
 ) -> Verdict {
     if change.kind == EntityKind::Message
-        && conversation_tombstone.is_some_and(|t| t >= change.version)
+        && covered_by_conversation_tombstone(change.version, conversation_tombstone)
     {
         return Verdict::Supersede;
     }
