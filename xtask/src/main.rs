@@ -236,7 +236,10 @@ fn human(ns: f64) -> String {
 /// Runs the sync server on embedded SQLite (under `target/demo/`) with the
 /// web demo at `/`; the server prints the URL to open.
 fn demo() -> Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask is not inside the workspace")?
+        .to_path_buf();
     let data = root.join("target").join("demo");
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let database = format!("sqlite://{}", data.join("chatvault-server.db").display());
