@@ -41,6 +41,18 @@ pub enum Command {
     Msg(MsgCommand),
     /// What the vault holds and how much space it uses.
     Stats(JsonFlag),
+    /// Delete old history by age, count or size: now, or as a stored policy
+    /// applied when the vault is opened (at most once a day).
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// Shrink the vault file: give the space of deleted data back to the
+    /// disk (WAL checkpoint + VACUUM).
+    Compact(JsonFlag),
+    /// Write the whole vault to an export file (JSON, optionally encrypted).
+    Export(ExportArgs),
+    /// Import an export file, or a chat app's JSON export: the whole file is
+    /// validated first, then applied newer-wins in one transaction.
+    Import(ImportArgs),
 }
 
 /// `--json`: machine-readable output.
@@ -128,4 +140,136 @@ pub enum MsgCommand {
 
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse::<Role>().map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Apply a policy now: the limits given, or else the stored policy.
+    /// Pinned conversations, and unsynced ones while a sync server is
+    /// configured, are never deleted.
+    Run {
+        #[command(flatten)]
+        limits: RetentionLimits,
+        /// Show what would be deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Store a policy in the vault; it is applied when the vault is opened,
+    /// at most once a day.
+    Set {
+        #[command(flatten)]
+        limits: RetentionLimits,
+    },
+    /// Show the stored policy and when it last ran.
+    Show(JsonFlag),
+    /// Remove the stored policy.
+    Clear,
+}
+
+/// The limits of a retention policy (any subset).
+#[derive(Debug, Args, Clone, Copy)]
+pub struct RetentionLimits {
+    /// Delete conversations inactive for more than this many days.
+    #[arg(long, value_name = "DAYS")]
+    pub max_age_days: Option<u32>,
+    /// Keep at most this many conversations (the most recently active).
+    #[arg(long, value_name = "N")]
+    pub max_conversations: Option<u64>,
+    /// Keep at most this much stored data, oldest conversations going first
+    /// (e.g. 500000, 10MB, 1.5GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to this file (through a temporary file renamed into place, so
+    /// a failed export never leaves a partial file under this name);
+    /// standard output if omitted.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Encrypt the file with a passphrase (asked twice on a terminal, or
+    /// from CHATVAULT_EXPORT_PASSPHRASE_FILE / CHATVAULT_EXPORT_PASSPHRASE).
+    #[arg(long)]
+    pub encrypt: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The export file (an encrypted one asks for its passphrase, or reads
+    /// CHATVAULT_EXPORT_PASSPHRASE_FILE / CHATVAULT_EXPORT_PASSPHRASE).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// A byte size: a number with an optional unit, decimal (kB, MB, GB, TB:
+/// powers of 1000) or binary (KiB, MiB, GiB, TiB: powers of 1024), e.g.
+/// `500000`, `10MB`, `1.5GiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = (&t[..split], t[split..].trim());
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000_u64.pow(2),
+        "gb" => 1000_u64.pow(3),
+        "tb" => 1000_u64.pow(4),
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "unknown size unit {unit:?} in {s:?}: use B, kB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)"
+            ))
+        }
+    };
+    let bad = || format!("{s:?} is not a size (e.g. 500000, 10MB, 1.5GiB)");
+    if number.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(whole) = number.parse::<u64>() {
+        return whole.checked_mul(factor).ok_or_else(bad);
+    }
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = (value * factor as f64).round();
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_in_decimal_and_binary_units() {
+        assert_eq!(parse_size("500000"), Ok(500_000));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("10 mb"), Ok(10_000_000));
+        assert_eq!(parse_size("1.5GiB"), Ok(1_610_612_736));
+        assert_eq!(parse_size("2KiB"), Ok(2048));
+        assert_eq!(parse_size("7B"), Ok(7));
+        for bad in [
+            "",
+            "MB",
+            "ten",
+            "1.2.3MB",
+            "5 parsecs",
+            "-1",
+            "99999999999TB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_size("3XB").unwrap_err().contains("unknown size unit"));
+    }
 }

@@ -32,6 +32,45 @@ pub enum CoreError {
     /// The clock counter overflowed within one millisecond.
     #[error("clock counter exhausted within one millisecond; retry")]
     ClockExhausted,
+    /// A file handed to import is not an export of a known kind.
+    #[error("not a chatvault export: {0}")]
+    NotAnExport(String),
+    /// An export file from a newer chatvault.
+    #[error("export file is version {found}, newest supported is {newest}; upgrade chatvault to import it")]
+    UnsupportedExportVersion {
+        /// The version in the file.
+        found: u32,
+        /// The newest this build reads.
+        newest: u32,
+    },
+    /// An export file that ends early.
+    #[error(
+        "export file is truncated: it ends inside {at} (interrupted export or incomplete copy?)"
+    )]
+    ExportTruncated {
+        /// Where the file ends.
+        at: String,
+    },
+    /// An export file with a malformed or inconsistent part.
+    #[error("export file is invalid at {at}: {reason}")]
+    ExportInvalid {
+        /// Where (e.g. `messages[12]`).
+        at: String,
+        /// What is wrong there.
+        reason: String,
+    },
+    /// An export file whose content does not match its checksum.
+    #[error("export file is corrupt: its checksum does not match its content (damaged, or edited after it was written)")]
+    ExportChecksum,
+    /// An export file that holds one record twice (or both live and
+    /// deleted).
+    #[error("export file holds {kind} {id} more than once")]
+    ExportDuplicate {
+        /// Kind of the record.
+        kind: crate::EntityKind,
+        /// Its id.
+        id: crate::RecordId,
+    },
     /// A field that must not be empty, or is out of range.
     #[error("invalid {field}: {reason}")]
     Invalid {

@@ -15,12 +15,15 @@
 //! - [`change`] — [`Change`], the unit of the outbox and of sync.
 //! - [`merge`] — the last-writer-wins rule as a pure function.
 //! - [`page`] — cursors and pages for listing.
+//! - [`lifecycle`] — retention planning, the export format and import
+//!   validation, app-export conversion.
 //! - [`error`] — [`CoreError`].
 
 mod change;
 mod error;
 mod hlc;
 mod ids;
+pub mod lifecycle;
 mod merge;
 mod model;
 mod page;

@@ -16,7 +16,7 @@
 //!
 //! # Layout
 //! - [`SqliteStore`], [`SqliteOptions`], [`Durability`] (this file).
-//! - `schema` — the DDL, the schema version and opening checks.
+//! - `schema` — the DDL, the schema version, migrations and opening checks.
 //! - `ops` — queries and batch application.
 //! - `convert` — rusqlite errors to [`StoreError`](chatvault_store::StoreError), row decoding.
 
@@ -29,8 +29,8 @@ pub use schema::SCHEMA_VERSION;
 use async_trait::async_trait;
 use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
 use chatvault_store::{
-    BatchSource, ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, Result, Store,
-    StoreError, Usage, WriteBatch, WriteOutcome,
+    BatchSource, Compaction, ConversationQuery, ConversationRow, Footprint, MessageQuery,
+    OutboxEntry, Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
 };
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -75,6 +75,7 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: Arc<PathBuf>,
+    max_bytes: Option<u64>,
 }
 
 impl SqliteStore {
@@ -89,6 +90,7 @@ impl SqliteStore {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: Arc::new(path),
+            max_bytes: options.max_bytes,
         })
     }
 
@@ -99,16 +101,7 @@ impl SqliteStore {
 
     /// Bytes the store occupies on disk: the database file plus its WAL.
     pub fn file_size(&self) -> u64 {
-        let wal = {
-            let mut p = self.path.as_os_str().to_owned();
-            p.push("-wal");
-            PathBuf::from(p)
-        };
-        [self.path.as_path(), wal.as_path()]
-            .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
+        file_size(&self.path)
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -125,6 +118,37 @@ impl SqliteStore {
             f(&mut guard)
         })
         .await
+    }
+}
+
+fn file_size(path: &Path) -> u64 {
+    let wal = {
+        let mut p = path.as_os_str().to_owned();
+        p.push("-wal");
+        PathBuf::from(p)
+    };
+    [path, wal.as_path()]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Free space for the store to grow into: the file system's space available
+/// to this user (statvfs), and what is left of the store's own cap, if it
+/// has one.
+fn available_space(path: &Path, max_bytes: Option<u64>, db_bytes: u64) -> Option<u64> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let disk = fs4::available_space(dir)
+        .map_err(|e| tracing::debug!(dir = %dir.display(), "cannot read free disk space: {e}"))
+        .ok();
+    let cap = max_bytes.map(|max| max.saturating_sub(db_bytes));
+    match (disk, cap) {
+        (Some(d), Some(c)) => Some(d.min(c)),
+        (d, c) => d.or(c),
     }
 }
 
@@ -172,8 +196,42 @@ impl Store for SqliteStore {
         self.with_conn(move |c| ops::tombstone(c, kind, id)).await
     }
 
+    async fn tombstones(&self, query: &TombstoneQuery) -> Result<Vec<Tombstone>> {
+        let query = query.clone();
+        self.with_conn(move |c| ops::tombstones(c, &query)).await
+    }
+
     async fn usage(&self) -> Result<Usage> {
         self.with_conn(ops::usage).await
+    }
+
+    async fn footprint(&self) -> Result<Option<Footprint>> {
+        let path = Arc::clone(&self.path);
+        let max_bytes = self.max_bytes;
+        self.with_conn(move |c| {
+            let (page_size, pages, free) = ops::pages(c)?;
+            Ok(Some(Footprint {
+                used_bytes: file_size(&path),
+                reclaimable_bytes: free * page_size,
+                available_bytes: available_space(&path, max_bytes, pages * page_size),
+                quota_bytes: max_bytes,
+                persistent: true,
+            }))
+        })
+        .await
+    }
+
+    async fn compact(&self) -> Result<Option<Compaction>> {
+        let path = Arc::clone(&self.path);
+        self.with_conn(move |c| {
+            let before_bytes = file_size(&path);
+            ops::compact(c)?;
+            Ok(Some(Compaction {
+                before_bytes,
+                after_bytes: file_size(&path),
+            }))
+        })
+        .await
     }
 
     async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome> {
@@ -200,5 +258,236 @@ impl Store for SqliteStore {
 
     async fn clear(&self) -> Result<()> {
         self.with_conn(ops::clear).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The SQLite store against the memory store: the same random batches
+    //! give the same answers, and the cached per-conversation totals always
+    //! equal a recount of the messages.
+
+    use super::*;
+    use chatvault_core::{
+        Body, ConversationRecord, DeviceId, Hlc, Incoming, OpId, Timestamp, UserId,
+    };
+    use chatvault_store::{MemoryStore, OutboxItem, TombstoneQuery, WriteOp};
+    use proptest::prelude::*;
+
+    const CONVERSATIONS: u8 = 3;
+    const MESSAGES: u8 = 6;
+
+    fn conv(i: u8) -> ConversationId {
+        ConversationId::from_bytes([i; 16])
+    }
+
+    fn msg(j: u8) -> MessageId {
+        MessageId::from_bytes([100 + j; 16])
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        PutConversation(u8, u8, u8),
+        PutMessage(u8, u8, u8, u8),
+        DeleteConversation(u8, u8),
+        DeleteMessage(u8, u8, u8),
+        MergeMessage(u8, u8, u8, u8, bool),
+        MergeTombstone(u8, u8, bool),
+        RaiseActivity(u8, u8),
+        Enqueue(u8),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let c = 0..CONVERSATIONS;
+        let m = 0..MESSAGES;
+        let t = 0u8..20;
+        let len = 0u8..40;
+        prop_oneof![
+            (c.clone(), t.clone(), len.clone())
+                .prop_map(|(c, t, l)| Step::PutConversation(c, t, l)),
+            (m.clone(), c.clone(), t.clone(), len.clone())
+                .prop_map(|(m, c, t, l)| Step::PutMessage(m, c, t, l)),
+            (c.clone(), t.clone()).prop_map(|(c, t)| Step::DeleteConversation(c, t)),
+            (m.clone(), c.clone(), t.clone()).prop_map(|(m, c, t)| Step::DeleteMessage(m, c, t)),
+            (m.clone(), c.clone(), t.clone(), len, any::<bool>())
+                .prop_map(|(m, c, t, l, q)| Step::MergeMessage(m, c, t, l, q)),
+            (c.clone(), t.clone(), any::<bool>())
+                .prop_map(|(c, t, q)| Step::MergeTombstone(c, t, q)),
+            (c.clone(), t).prop_map(|(c, t)| Step::RaiseActivity(c, t)),
+            c.prop_map(Step::Enqueue),
+        ]
+    }
+
+    fn at(t: u8) -> (Timestamp, Hlc) {
+        (
+            Timestamp(i64::from(t) * 10),
+            Hlc::new(u64::from(t) * 10, 0, DeviceId(1)).unwrap(),
+        )
+    }
+
+    fn message(m: u8, c: u8, t: u8, len: u8) -> MessageRecord {
+        let (ts, version) = at(t);
+        MessageRecord {
+            id: msg(m),
+            conversation_id: conv(c),
+            created_at: ts,
+            updated_at: ts,
+            version,
+            body: Body(vec![b'm'; len as usize]),
+        }
+    }
+
+    fn op(step: &Step) -> WriteOp {
+        match *step {
+            Step::PutConversation(c, t, len) => {
+                let (ts, version) = at(t);
+                WriteOp::PutConversation(ConversationRecord {
+                    id: conv(c),
+                    user_id: UserId::local(),
+                    created_at: ts,
+                    updated_at: ts,
+                    version,
+                    body: Body(vec![b'c'; len as usize]),
+                })
+            }
+            Step::PutMessage(m, c, t, len) => WriteOp::PutMessage(message(m, c, t, len)),
+            Step::DeleteConversation(c, t) => {
+                let (ts, version) = at(t);
+                WriteOp::Delete(Tombstone::conversation(conv(c), version, ts))
+            }
+            Step::DeleteMessage(m, c, t) => {
+                let (ts, version) = at(t);
+                WriteOp::Delete(Tombstone::message(msg(m), conv(c), version, ts))
+            }
+            Step::MergeMessage(m, c, t, len, queue) => {
+                let incoming = Incoming::Message(message(m, c, t, len));
+                if queue {
+                    WriteOp::MergeAndEnqueue(incoming, OpId::from_bytes([m; 16]))
+                } else {
+                    WriteOp::Merge(incoming)
+                }
+            }
+            Step::MergeTombstone(c, t, queue) => {
+                let (ts, version) = at(t);
+                let incoming = Incoming::Tombstone(Tombstone::conversation(conv(c), version, ts));
+                if queue {
+                    WriteOp::MergeAndEnqueue(incoming, OpId::from_bytes([c; 16]))
+                } else {
+                    WriteOp::Merge(incoming)
+                }
+            }
+            Step::RaiseActivity(c, t) => WriteOp::RaiseActivity(conv(c), at(t).0),
+            Step::Enqueue(c) => WriteOp::Enqueue(OutboxItem {
+                op_id: OpId::from_bytes([c; 16]),
+                kind: EntityKind::Conversation,
+                entity_id: conv(c).into(),
+                conversation_id: None,
+            }),
+        }
+    }
+
+    async fn all_tombstones(store: &dyn Store) -> Vec<Tombstone> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .tombstones(&TombstoneQuery { after, limit: 2 })
+                .await
+                .unwrap();
+            match page.last() {
+                Some(t) => after = Some((t.kind, t.id)),
+                None => return out,
+            }
+            out.extend(page);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn sqlite_agrees_with_memory_and_totals_stay_exact(
+            batches in proptest::collection::vec(proptest::collection::vec(step(), 1..4), 1..12)
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let sqlite = SqliteStore::open(dir.path().join("s.db"), SqliteOptions::default())
+                    .await
+                    .unwrap();
+                let memory = MemoryStore::new();
+                for steps in &batches {
+                    let batch = WriteBatch { ops: steps.iter().map(op).collect() };
+                    let a = sqlite.write(batch.clone()).await.unwrap();
+                    let b = memory.write(batch).await.unwrap();
+                    assert_eq!(a, b, "same merge outcome");
+                }
+                assert_eq!(sqlite.usage().await.unwrap(), memory.usage().await.unwrap());
+                assert_eq!(all_tombstones(&sqlite).await, all_tombstones(&memory).await);
+                let totals_ok = sqlite
+                    .with_conn(ops::totals_match_messages)
+                    .await
+                    .unwrap();
+                assert!(totals_ok, "cached totals equal a recount");
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn compaction_shrinks_the_file_after_large_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("c.db"), SqliteOptions::default())
+            .await
+            .unwrap();
+        let mut batch = WriteBatch::new();
+        for c in 0..CONVERSATIONS {
+            batch.push(op(&Step::PutConversation(c, 1, 10)));
+            for j in 0..200u32 {
+                let mut m = message(0, c, 2, 0);
+                let mut id = [c; 16];
+                id[..4].copy_from_slice(&j.to_be_bytes());
+                m.id = MessageId::from_bytes(id);
+                m.body = Body(vec![b'x'; 4000]);
+                batch.push(WriteOp::PutMessage(m));
+            }
+        }
+        store.write(batch).await.unwrap();
+        let full = store.footprint().await.unwrap().unwrap();
+        assert!(full.used_bytes > 2_000_000, "{full:?}");
+        assert!(full.persistent);
+        assert!(full.available_bytes.is_some());
+
+        let mut batch = WriteBatch::new();
+        for c in 0..CONVERSATIONS {
+            batch.push(op(&Step::DeleteConversation(c, 3)));
+        }
+        store.write(batch).await.unwrap();
+        let emptied = store.footprint().await.unwrap().unwrap();
+        assert!(
+            emptied.reclaimable_bytes * 2 > emptied.used_bytes,
+            "most pages are free: {emptied:?}"
+        );
+
+        let done = store.compact().await.unwrap().unwrap();
+        assert!(done.after_bytes < done.before_bytes / 10, "{done:?}");
+        assert_eq!(done.after_bytes, store.file_size());
+        let after = store.footprint().await.unwrap().unwrap();
+        assert_eq!(after.reclaimable_bytes, 0);
+        assert_eq!(store.usage().await.unwrap().tombstones, 3);
+    }
+
+    #[tokio::test]
+    async fn a_capped_store_reports_its_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            max_bytes: Some(1 << 20),
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(dir.path().join("q.db"), options)
+            .await
+            .unwrap();
+        let f = store.footprint().await.unwrap().unwrap();
+        assert_eq!(f.quota_bytes, Some(1 << 20));
+        assert!(f.available_bytes.unwrap() <= 1 << 20);
     }
 }

@@ -3,13 +3,13 @@
 
 use crate::convert::{conversation_id, hlc, message_id, record_id, sql_err, ts};
 use chatvault_core::{
-    Body, Change, ConversationId, ConversationRecord, EntityKind, MessageId, MessageRecord, OpId,
-    RecordId, Tombstone, UserId,
+    Body, Change, ConversationId, ConversationRecord, EntityKind, Incoming, MessageId,
+    MessageRecord, OpId, RecordId, Tombstone, UserId,
 };
 use chatvault_store::{
-    incoming_key, incoming_parent, incoming_wins, merged_op, BatchSource, ConversationQuery,
-    ConversationRow, ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, Result,
-    StoreError, Usage, WriteBatch, WriteOp, WriteOutcome,
+    import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
+    BatchSource, ConversationQuery, ConversationRow, ConversationUsage, LocalVersion, MessageQuery,
+    OutboxEntry, Result, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome,
 };
 use rusqlite::{named_params, params, Connection, OptionalExtension, Row, ToSql, Transaction};
 use std::collections::{HashMap, HashSet};
@@ -205,6 +205,43 @@ fn tombstone_in(c: &Connection, kind: EntityKind, id: RecordId) -> Result<Option
     .transpose()
 }
 
+pub(crate) fn tombstones(c: &mut Connection, q: &TombstoneQuery) -> Result<Vec<Tombstone>> {
+    if q.limit == 0 {
+        return Err(StoreError::InvalidRequest(
+            "page size must be at least 1".into(),
+        ));
+    }
+    let limit = q.limit as i64;
+    let mut stmt;
+    let rows = match q.after {
+        None => {
+            stmt = c
+                .prepare_cached(
+                    "SELECT kind, id, conversation_id, version, deleted_at FROM tombstones \
+                     ORDER BY kind, id LIMIT ?1",
+                )
+                .map_err(sql_err)?;
+            stmt.query_map([limit], read_tombstone)
+        }
+        Some((kind, id)) => {
+            stmt = c
+                .prepare_cached(
+                    "SELECT kind, id, conversation_id, version, deleted_at FROM tombstones \
+                     WHERE (kind, id) > (?1, ?2) ORDER BY kind, id LIMIT ?3",
+                )
+                .map_err(sql_err)?;
+            stmt.query_map(
+                params![kind.as_str(), &id.as_bytes()[..], limit],
+                read_tombstone,
+            )
+        }
+    }
+    .map_err(sql_err)?;
+    collect(rows)
+}
+
+/// Counts and sizes. Reads one row per conversation (the totals the write
+/// path keeps, schema 2), never every message.
 pub(crate) fn usage(c: &mut Connection) -> Result<Usage> {
     let tx = c.transaction().map_err(sql_err)?;
     let count = |sql: &str| -> Result<u64> {
@@ -213,12 +250,12 @@ pub(crate) fn usage(c: &mut Connection) -> Result<Usage> {
             .map_err(sql_err)
     };
     let conversations = count("SELECT count(*) FROM conversations")?;
-    let messages = count("SELECT count(*) FROM messages")?;
+    let messages = count("SELECT coalesce(sum(messages), 0) FROM conversation_totals")?;
     let tombstones = count("SELECT count(*) FROM tombstones")?;
     let pending_changes = count("SELECT count(*) FROM outbox")?;
     let bytes = count(
         "SELECT (SELECT coalesce(sum(length(body)), 0) FROM conversations) + \
-                (SELECT coalesce(sum(length(body)), 0) FROM messages)",
+                (SELECT coalesce(sum(bytes), 0) FROM conversation_totals)",
     )?;
 
     let pending: HashSet<Vec<u8>> = {
@@ -241,11 +278,9 @@ pub(crate) fn usage(c: &mut Connection) -> Result<Usage> {
         let mut stmt = tx
             .prepare(
                 "SELECT c.id, c.activity_at, length(c.body), \
-                        coalesce(m.n, 0), coalesce(m.bytes, 0) \
+                        coalesce(t.messages, 0), coalesce(t.bytes, 0) \
                  FROM conversations c \
-                 LEFT JOIN (SELECT conversation_id, count(*) AS n, sum(length(body)) AS bytes \
-                            FROM messages GROUP BY conversation_id) m \
-                   ON m.conversation_id = c.id \
+                 LEFT JOIN conversation_totals t ON t.conversation_id = c.id \
                  ORDER BY c.activity_at DESC, c.id DESC",
             )
             .map_err(sql_err)?;
@@ -282,34 +317,100 @@ pub(crate) fn write(c: &mut Connection, batch: WriteBatch) -> Result<WriteOutcom
     write_all(c, Box::new(std::iter::once(Ok(batch))))
 }
 
-/// Applies every batch from `source` in one transaction.
-pub(crate) fn write_all(c: &mut Connection, source: BatchSource) -> Result<WriteOutcome> {
-    let tx = c
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(sql_err)?;
-    // Activity bumps are folded per conversation and applied once at the
-    // end: a bulk import into one conversation then updates its row once,
-    // not once per message.
-    let mut activity: HashMap<ConversationId, i64> = HashMap::new();
-    let mut outcome = WriteOutcome::default();
-    for batch in source {
-        for op in batch?.ops {
-            apply(&tx, op, &mut activity, &mut outcome)?;
-        }
+/// Per-conversation effects of a transaction, folded and applied once at
+/// its end: a bulk import into one conversation then updates its rows
+/// once, not once per message.
+#[derive(Default)]
+struct Deferred {
+    /// Activity bumps (the latest time wins).
+    activity: HashMap<ConversationId, i64>,
+    /// Changes to `conversation_totals`: (messages, bytes) to add.
+    totals: HashMap<ConversationId, (i64, i64)>,
+}
+
+impl Deferred {
+    fn add_totals(&mut self, id: ConversationId, messages: i64, bytes: i64) {
+        let t = self.totals.entry(id).or_insert((0, 0));
+        t.0 += messages;
+        t.1 += bytes;
     }
-    {
+
+    fn forget(&mut self, id: ConversationId) {
+        self.activity.remove(&id);
+        self.totals.remove(&id);
+    }
+
+    fn flush(self, tx: &Transaction<'_>) -> Result<()> {
         let mut bump = tx
             .prepare_cached(
                 "UPDATE conversations SET activity_at = max(activity_at, ?2) WHERE id = ?1",
             )
             .map_err(sql_err)?;
-        for (id, at) in activity {
+        for (id, at) in self.activity {
             bump.execute(params![&id.as_bytes()[..], at])
                 .map_err(sql_err)?;
         }
+        let mut add = tx
+            .prepare_cached(
+                "INSERT INTO conversation_totals (conversation_id, messages, bytes) \
+                 VALUES (?1, ?2, ?3) ON CONFLICT (conversation_id) DO UPDATE SET \
+                 messages = messages + excluded.messages, bytes = bytes + excluded.bytes",
+            )
+            .map_err(sql_err)?;
+        for (id, (messages, bytes)) in self.totals {
+            if (messages, bytes) != (0, 0) {
+                add.execute(params![&id.as_bytes()[..], messages, bytes])
+                    .map_err(sql_err)?;
+            }
+        }
+        Ok(())
     }
+}
+
+/// Applies every batch from `source` in one transaction.
+pub(crate) fn write_all(c: &mut Connection, source: BatchSource) -> Result<WriteOutcome> {
+    let tx = c
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql_err)?;
+    let mut deferred = Deferred::default();
+    let mut outcome = WriteOutcome::default();
+    for batch in source {
+        for op in batch?.ops {
+            apply(&tx, op, &mut deferred, &mut outcome)?;
+        }
+    }
+    deferred.flush(&tx)?;
     tx.commit().map_err(sql_err)?;
     Ok(outcome)
+}
+
+/// [`incoming_wins`] or [`import_wins`].
+type WinRule = fn(&Incoming, Option<&LocalVersion>, Option<chatvault_core::Hlc>) -> bool;
+
+/// Whether `incoming` wins over what the store holds, by `rule`.
+fn wins(tx: &Connection, incoming: &Incoming, rule: WinRule) -> Result<bool> {
+    let (kind, id) = incoming_key(incoming);
+    let local = local_version(tx, kind, id)?;
+    let parent_tombstone = match incoming_parent(incoming) {
+        Some(c) => tombstone_in(tx, EntityKind::Conversation, c.into())?.map(|t| t.version),
+        None => None,
+    };
+    Ok(rule(incoming, local.as_ref(), parent_tombstone))
+}
+
+/// Removes a stored message (if any) from its conversation's totals; the
+/// caller then deletes or replaces the row.
+fn uncount_message(tx: &Connection, id: &[u8], deferred: &mut Deferred) -> Result<()> {
+    let old: Option<(Vec<u8>, i64)> = tx
+        .prepare_cached("SELECT conversation_id, length(body) FROM messages WHERE id = ?1")
+        .map_err(sql_err)?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(sql_err)?;
+    if let Some((conversation, bytes)) = old {
+        deferred.add_totals(conversation_id(conversation)?, -1, -bytes);
+    }
+    Ok(())
 }
 
 /// What the store holds for a record: the live version or its tombstone.
@@ -341,24 +442,37 @@ fn local_version(tx: &Connection, kind: EntityKind, id: RecordId) -> Result<Opti
 fn apply(
     tx: &Transaction<'_>,
     op: WriteOp,
-    activity: &mut HashMap<ConversationId, i64>,
+    deferred: &mut Deferred,
     outcome: &mut WriteOutcome,
 ) -> Result<()> {
     match op {
         WriteOp::Merge(incoming) => {
-            let (kind, id) = incoming_key(&incoming);
-            let local = local_version(tx, kind, id)?;
-            let parent_tombstone = match incoming_parent(&incoming) {
-                Some(c) => tombstone_in(tx, EntityKind::Conversation, c.into())?.map(|t| t.version),
-                None => None,
-            };
-            if incoming_wins(&incoming, local.as_ref(), parent_tombstone) {
-                apply(tx, WriteOp::Dequeue(id), activity, outcome)?;
-                apply(tx, merged_op(incoming), activity, outcome)?;
+            if wins(tx, &incoming, incoming_wins)? {
+                let id = incoming_key(&incoming).1;
+                apply(tx, WriteOp::Dequeue(id), deferred, outcome)?;
+                apply(tx, merged_op(incoming), deferred, outcome)?;
                 outcome.merged += 1;
             } else {
                 outcome.superseded += 1;
             }
+        }
+        WriteOp::MergeAndEnqueue(incoming, op_id) => {
+            if wins(tx, &incoming, import_wins)? {
+                let item = incoming_outbox_item(&incoming, op_id);
+                apply(tx, merged_op(incoming), deferred, outcome)?;
+                apply(tx, WriteOp::Enqueue(item), deferred, outcome)?;
+                outcome.merged += 1;
+            } else {
+                outcome.superseded += 1;
+            }
+        }
+        WriteOp::RaiseActivity(id, at) => {
+            tx.prepare_cached(
+                "UPDATE conversations SET activity_at = max(activity_at, ?2) WHERE id = ?1",
+            )
+            .map_err(sql_err)?
+            .execute(params![&id.as_bytes()[..], at.as_millis()])
+            .map_err(sql_err)?;
         }
         WriteOp::PutConversation(r) => {
             let id = &r.id.as_bytes()[..];
@@ -393,6 +507,8 @@ fn apply(
                 .map_err(sql_err)?
                 .execute([id])
                 .map_err(sql_err)?;
+            uncount_message(tx, id, deferred)?;
+            deferred.add_totals(m.conversation_id, 1, m.body.len() as i64);
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO messages (id, conversation_id, created_at, updated_at, version, body) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -407,7 +523,10 @@ fn apply(
                 m.body.as_bytes(),
             ])
             .map_err(sql_err)?;
-            let at = activity.entry(m.conversation_id).or_insert(i64::MIN);
+            let at = deferred
+                .activity
+                .entry(m.conversation_id)
+                .or_insert(i64::MIN);
             *at = (*at).max(m.updated_at.as_millis());
         }
         WriteOp::Delete(t) => {
@@ -417,6 +536,7 @@ fn apply(
                     for sql in [
                         "DELETE FROM conversations WHERE id = ?1",
                         "DELETE FROM messages WHERE conversation_id = ?1",
+                        "DELETE FROM conversation_totals WHERE conversation_id = ?1",
                         "DELETE FROM tombstones WHERE conversation_id = ?1",
                         "DELETE FROM outbox WHERE conversation_id = ?1",
                     ] {
@@ -425,9 +545,10 @@ fn apply(
                             .execute([id])
                             .map_err(sql_err)?;
                     }
-                    activity.remove(&t.id.conversation());
+                    deferred.forget(t.id.conversation());
                 }
                 EntityKind::Message => {
+                    uncount_message(tx, id, deferred)?;
                     tx.prepare_cached("DELETE FROM messages WHERE id = ?1")
                         .map_err(sql_err)?
                         .execute([id])
@@ -474,6 +595,12 @@ fn apply(
             tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
                 .map_err(sql_err)?
                 .execute(params![key, value])
+                .map_err(sql_err)?;
+        }
+        WriteOp::DeleteMeta(key) => {
+            tx.prepare_cached("DELETE FROM meta WHERE key = ?1")
+                .map_err(sql_err)?
+                .execute([key])
                 .map_err(sql_err)?;
         }
     }
@@ -568,8 +695,60 @@ pub(crate) fn meta(c: &mut Connection, key: &str) -> Result<Option<Vec<u8>>> {
 pub(crate) fn clear(c: &mut Connection) -> Result<()> {
     let tx = c.transaction().map_err(sql_err)?;
     tx.execute_batch(
-        "DELETE FROM conversations; DELETE FROM messages; DELETE FROM tombstones; DELETE FROM outbox;",
+        "DELETE FROM conversations; DELETE FROM messages; DELETE FROM conversation_totals; \
+         DELETE FROM tombstones; DELETE FROM outbox;",
     )
     .map_err(sql_err)?;
     tx.commit().map_err(sql_err)
+}
+
+/// Page counts behind the store's footprint: `(page_size,
+/// page_count, freelist_count)`.
+pub(crate) fn pages(c: &mut Connection) -> Result<(u64, u64, u64)> {
+    let pragma = |name: &str| -> Result<u64> {
+        c.pragma_query_value(None, name, |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(sql_err)
+    };
+    Ok((
+        pragma("page_size")?,
+        pragma("page_count")?,
+        pragma("freelist_count")?,
+    ))
+}
+
+/// Folds the WAL into the database and truncates it, rewrites the database
+/// without its free pages (`VACUUM`), and truncates the WAL that rewrite
+/// produced. A checkpoint blocked by another connection's reader is not an
+/// error: the file shrinks at a later checkpoint.
+pub(crate) fn compact(c: &mut Connection) -> Result<()> {
+    let checkpoint = |c: &Connection| -> Result<()> {
+        let busy: i64 = c
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .map_err(sql_err)?;
+        if busy != 0 {
+            tracing::info!("WAL checkpoint blocked by another connection; it will shrink later");
+        }
+        Ok(())
+    };
+    checkpoint(c)?;
+    c.execute_batch("VACUUM").map_err(sql_err)?;
+    checkpoint(c)
+}
+
+#[cfg(test)]
+pub(crate) fn totals_match_messages(c: &mut Connection) -> Result<bool> {
+    let mismatches: i64 = c
+        .query_row(
+            "SELECT count(*) FROM ( \
+                 SELECT conversation_id, count(*) AS n, sum(length(body)) AS b \
+                 FROM messages GROUP BY conversation_id) m \
+             FULL OUTER JOIN (SELECT * FROM conversation_totals WHERE messages != 0 OR bytes != 0) t \
+               ON t.conversation_id = m.conversation_id \
+             WHERE m.n IS NOT t.messages OR m.b IS NOT t.bytes",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql_err)?;
+    Ok(mismatches == 0)
 }

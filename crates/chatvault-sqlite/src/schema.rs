@@ -5,6 +5,22 @@
 //! Ids are stored as 16-byte blobs, times as integer milliseconds, versions
 //! as their fixed-width text form (which sorts like the stamps). Indexes
 //! exist for exactly the queries the store runs.
+//!
+//! # Versions
+//! The schema version lives in `PRAGMA user_version`. [`MIGRATIONS`] lists
+//! the steps; opening an older store first copies it to `NAME.v{N}.bak`
+//! (`VACUUM INTO`), then runs every missing step in **one** transaction
+//! that also sets the new version, so a failure leaves the store exactly
+//! at its old version. A store from a newer chatvault is refused before
+//! anything is written.
+//!
+//! - **1** — meta, conversations, messages, tombstones, outbox.
+//! - **2** — `conversation_totals`: message count and body bytes per
+//!   conversation, kept by the write path, so stats and retention planning
+//!   read one row per conversation instead of scanning every message.
+//!   Keyed by conversation id whether or not the conversation itself has
+//!   arrived yet, so messages synced ahead of their conversation are
+//!   counted too. Backfilled from `messages` by the migration.
 
 use crate::convert::sql_err;
 use crate::{Durability, SqliteOptions};
@@ -14,14 +30,14 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Current schema version, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// `PRAGMA application_id` marking a chatvault store ("CVST").
 const APPLICATION_ID: i32 = 0x4356_5354;
 
 /// Migrations, in order: `MIGRATIONS[n]` takes a store from version `n` to
 /// `n + 1`. Version 0 is an empty file.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 const V1: &str = "
 CREATE TABLE meta (
@@ -70,6 +86,16 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_by_conversation ON outbox (conversation_id)
     WHERE conversation_id IS NOT NULL;
+";
+
+const V2: &str = "
+CREATE TABLE conversation_totals (
+    conversation_id BLOB PRIMARY KEY,
+    messages        INTEGER NOT NULL,
+    bytes           INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO conversation_totals (conversation_id, messages, bytes)
+    SELECT conversation_id, count(*), sum(length(body)) FROM messages GROUP BY conversation_id;
 ";
 
 /// Opens `path`, verifies it, applies pragmas and brings the schema up to
@@ -143,7 +169,7 @@ pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Connection> {
         if version > 0 {
             backup_before_migration(&conn, path, version)?;
         }
-        migrate(&mut conn, version)?;
+        migrate(&mut conn, version, MIGRATIONS)?;
     }
     Ok(conn)
 }
@@ -164,22 +190,85 @@ fn backup_before_migration(conn: &Connection, path: &Path, version: u32) -> Resu
     Ok(())
 }
 
-/// Runs every migration from `from` to [`SCHEMA_VERSION`] in one
-/// transaction: a failure leaves the store at its old version.
-fn migrate(conn: &mut Connection, from: u32) -> Result<()> {
+/// Runs every step of `migrations` from `from` on in one transaction that
+/// also sets the new version: a failure leaves the store at its old
+/// version, untouched.
+fn migrate(conn: &mut Connection, from: u32, migrations: &[&str]) -> Result<()> {
+    let to = migrations.len() as u32;
     let tx = conn.transaction().map_err(sql_err)?;
-    for (step, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+    for (step, sql) in migrations.iter().enumerate().skip(from as usize) {
         tx.execute_batch(sql).map_err(|e| {
-            StoreError::Backend(format!("migration to schema {} failed: {e}", step + 1))
+            StoreError::Backend(format!(
+                "migration of the store from schema {} to {} failed, the store was left at schema {from}: {e}",
+                step,
+                step + 1
+            ))
         })?;
     }
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+    tx.pragma_update(None, "user_version", to)
         .map_err(sql_err)?;
     tx.pragma_update(None, "application_id", APPLICATION_ID)
         .map_err(sql_err)?;
     tx.commit().map_err(sql_err)?;
     if from > 0 {
-        tracing::info!(from, to = SCHEMA_VERSION, "migrated store schema");
+        tracing::info!(from, to, "migrated store schema");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(conn: &Connection) -> u32 {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    fn tables(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        let names = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .unwrap();
+        names
+    }
+
+    #[test]
+    fn a_failing_migration_leaves_the_old_version_intact() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, 0, &[V1]).unwrap();
+        conn.execute("INSERT INTO meta (key, value) VALUES ('kept', x'01')", [])
+            .unwrap();
+        let before = tables(&conn);
+
+        // The second step creates a table, then fails half-way.
+        let broken = "CREATE TABLE half_done (x); UPDATE no_such_table SET x = 1;";
+        let err = migrate(&mut conn, 1, &[V1, V2, broken]).unwrap_err();
+        assert!(err.to_string().contains("left at schema 1"), "{err}");
+        assert_eq!(version(&conn), 1);
+        assert_eq!(tables(&conn), before, "no step of the failed run stays");
+        let kept: Vec<u8> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'kept'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(kept, [1]);
+
+        // The real migrations still run afterwards.
+        migrate(&mut conn, 1, MIGRATIONS).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        assert!(tables(&conn).contains(&"conversation_totals".to_owned()));
+    }
+
+    #[test]
+    fn fresh_stores_get_every_step() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, 0, MIGRATIONS).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 2);
+    }
 }

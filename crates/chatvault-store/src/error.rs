@@ -30,6 +30,9 @@ pub enum StoreError {
     /// A request the contract forbids (e.g. a zero page size).
     #[error("invalid store request: {0}")]
     InvalidRequest(String),
+    /// The backend does not implement an optional part of the contract.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// Anything else from the backend.
     #[error("storage backend error: {0}")]
     Backend(String),

@@ -28,9 +28,10 @@ mod types;
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use types::{
-    incoming_key, incoming_parent, incoming_wins, merged_op, ConversationQuery, ConversationRow,
-    ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, Usage, WriteBatch,
-    WriteOp, WriteOutcome,
+    import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
+    Compaction, ConversationQuery, ConversationRow, ConversationUsage, Footprint, LocalVersion,
+    MessageQuery, OutboxEntry, OutboxItem, TombstoneQuery, Usage, WriteBatch, WriteOp,
+    WriteOutcome,
 };
 
 use async_trait::async_trait;
@@ -65,8 +66,33 @@ pub trait Store: MaybeSendSync {
     /// The tombstone left by deleting a record, if any.
     async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>>;
 
+    /// Every tombstone, a page at a time in `(kind, id)` order (export).
+    /// Every backend should list them; the default, for wrappers and
+    /// partial backends, refuses rather than pretend there are none (an
+    /// export without its deletions would resurrect records).
+    async fn tombstones(&self, query: &TombstoneQuery) -> Result<Vec<Tombstone>> {
+        let _ = query;
+        Err(StoreError::Unsupported(format!(
+            "the {} store cannot list its tombstones",
+            self.backend()
+        )))
+    }
+
     /// Record counts and stored sizes.
     async fn usage(&self) -> Result<Usage>;
+
+    /// The room the store takes and has left (files, free disk or quota,
+    /// persistence). `None` when the backend cannot tell.
+    async fn footprint(&self) -> Result<Option<Footprint>> {
+        Ok(None)
+    }
+
+    /// Gives free space inside the store back to the system (SQLite:
+    /// checkpoint the WAL, `VACUUM`), so the files shrink after large
+    /// deletions. `None` when the backend has nothing to compact.
+    async fn compact(&self) -> Result<Option<Compaction>> {
+        Ok(None)
+    }
 
     /// Applies a batch atomically.
     async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome>;

@@ -4,9 +4,10 @@
 
 use crate::types::check_limit;
 use crate::{
-    incoming_key, incoming_parent, incoming_wins, merged_op, BatchSource, ConversationQuery,
-    ConversationRow, ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, OutboxItem,
-    Result, Store, StoreError, Usage, WriteBatch, WriteOp, WriteOutcome,
+    import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
+    BatchSource, ConversationQuery, ConversationRow, ConversationUsage, Footprint, LocalVersion,
+    MessageQuery, OutboxEntry, OutboxItem, Result, Store, StoreError, TombstoneQuery, Usage,
+    WriteBatch, WriteOp, WriteOutcome,
 };
 use async_trait::async_trait;
 use chatvault_core::{
@@ -15,6 +16,9 @@ use chatvault_core::{
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
+
+/// [`incoming_wins`] or [`import_wins`].
+type WinRule = fn(&Incoming, Option<&LocalVersion>, Option<chatvault_core::Hlc>) -> bool;
 
 /// A store that lives in memory and is gone when dropped.
 #[derive(Debug, Default)]
@@ -57,12 +61,7 @@ impl MemoryStore {
         let Some(quota) = self.quota else {
             return Ok(());
         };
-        let stored: u64 = inner
-            .conversations
-            .values()
-            .map(|r| r.record.body.len() as u64)
-            .chain(inner.messages.values().map(|m| m.body.len() as u64))
-            .sum();
+        let stored = inner.stored_bytes();
         let incoming: u64 = batches
             .iter()
             .flat_map(|b| &b.ops)
@@ -71,6 +70,8 @@ impl MemoryStore {
                 WriteOp::PutMessage(m) => m.body.len() as u64,
                 WriteOp::Merge(Incoming::Conversation(r)) => r.body.len() as u64,
                 WriteOp::Merge(Incoming::Message(m)) => m.body.len() as u64,
+                WriteOp::MergeAndEnqueue(Incoming::Conversation(r), _) => r.body.len() as u64,
+                WriteOp::MergeAndEnqueue(Incoming::Message(m), _) => m.body.len() as u64,
                 _ => 0,
             })
             .sum();
@@ -90,6 +91,15 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// Body bytes of every live record.
+    fn stored_bytes(&self) -> u64 {
+        self.conversations
+            .values()
+            .map(|r| r.record.body.len() as u64)
+            .chain(self.messages.values().map(|m| m.body.len() as u64))
+            .sum()
+    }
+
     fn messages_of(&self, id: ConversationId) -> impl Iterator<Item = &MessageRecord> + '_ {
         self.by_conversation
             .range((id, Timestamp(i64::MIN), MessageId::from_bytes([0; 16]))..)
@@ -135,22 +145,43 @@ impl Inner {
         }
     }
 
+    /// Whether `incoming` wins over what the store holds, by `rule`
+    /// ([`incoming_wins`] or [`import_wins`]).
+    fn wins(&self, incoming: &Incoming, rule: WinRule) -> bool {
+        let (kind, id) = incoming_key(incoming);
+        let local = self.local_version(kind, id);
+        let parent_tombstone = incoming_parent(incoming).and_then(|c| {
+            self.tombstones
+                .get(&(EntityKind::Conversation, c.into()))
+                .map(|t| t.version)
+        });
+        rule(incoming, local.as_ref(), parent_tombstone)
+    }
+
     fn apply(&mut self, op: WriteOp, outcome: &mut WriteOutcome) {
         match op {
             WriteOp::Merge(incoming) => {
-                let (kind, id) = incoming_key(&incoming);
-                let local = self.local_version(kind, id);
-                let parent_tombstone = incoming_parent(&incoming).and_then(|c| {
-                    self.tombstones
-                        .get(&(EntityKind::Conversation, c.into()))
-                        .map(|t| t.version)
-                });
-                if incoming_wins(&incoming, local.as_ref(), parent_tombstone) {
-                    self.dequeue(id);
+                if self.wins(&incoming, incoming_wins) {
+                    self.dequeue(incoming_key(&incoming).1);
                     self.apply(merged_op(incoming), outcome);
                     outcome.merged += 1;
                 } else {
                     outcome.superseded += 1;
+                }
+            }
+            WriteOp::MergeAndEnqueue(incoming, op_id) => {
+                if self.wins(&incoming, import_wins) {
+                    let item = incoming_outbox_item(&incoming, op_id);
+                    self.apply(merged_op(incoming), outcome);
+                    self.apply(WriteOp::Enqueue(item), outcome);
+                    outcome.merged += 1;
+                } else {
+                    outcome.superseded += 1;
+                }
+            }
+            WriteOp::RaiseActivity(id, at) => {
+                if let Some(row) = self.conversations.get_mut(&id) {
+                    row.activity_at = row.activity_at.max(at);
                 }
             }
             WriteOp::PutConversation(record) => {
@@ -161,7 +192,14 @@ impl Inner {
                     .map(|m| m.updated_at)
                     .max()
                     .unwrap_or(Timestamp::EPOCH);
-                let activity_at = record.updated_at.max(newest_message);
+                // Activity never goes back: an older edit time arriving
+                // later (another device's lagging clock) keeps the newer
+                // activity, as for messages.
+                let previous = self
+                    .conversations
+                    .get(&record.id)
+                    .map_or(Timestamp::EPOCH, |row| row.activity_at);
+                let activity_at = record.updated_at.max(newest_message).max(previous);
                 self.conversations.insert(
                     record.id,
                     ConversationRow {
@@ -216,6 +254,9 @@ impl Inner {
             WriteOp::Dequeue(entity) => self.dequeue(entity),
             WriteOp::SetMeta(key, value) => {
                 self.meta.insert(key, value);
+            }
+            WriteOp::DeleteMeta(key) => {
+                self.meta.remove(&key);
             }
         }
     }
@@ -281,6 +322,29 @@ impl Store for MemoryStore {
         Ok(self.lock().tombstones.get(&(kind, id)).cloned())
     }
 
+    async fn tombstones(&self, query: &TombstoneQuery) -> Result<Vec<Tombstone>> {
+        check_limit(query.limit)?;
+        let inner = self.lock();
+        let mut all: Vec<&Tombstone> = inner
+            .tombstones
+            .values()
+            .filter(|t| query.matches(t))
+            .collect();
+        all.sort_by_key(|t| (t.kind, t.id));
+        Ok(all.into_iter().take(query.limit).cloned().collect())
+    }
+
+    async fn footprint(&self) -> Result<Option<Footprint>> {
+        let used = self.lock().stored_bytes();
+        Ok(Some(Footprint {
+            used_bytes: used,
+            reclaimable_bytes: 0,
+            available_bytes: self.quota.map(|q| q.saturating_sub(used)),
+            quota_bytes: self.quota,
+            persistent: false,
+        }))
+    }
+
     async fn usage(&self) -> Result<Usage> {
         let inner = self.lock();
         let pending_conversations: BTreeSet<ConversationId> = inner
@@ -308,12 +372,7 @@ impl Store for MemoryStore {
             })
             .collect();
         per_conversation.sort_by_key(|c| std::cmp::Reverse((c.activity_at, c.id)));
-        let bytes = inner
-            .conversations
-            .values()
-            .map(|r| r.record.body.len() as u64)
-            .chain(inner.messages.values().map(|m| m.body.len() as u64))
-            .sum();
+        let bytes = inner.stored_bytes();
         Ok(Usage {
             conversations: inner.conversations.len() as u64,
             messages: inner.messages.len() as u64,

@@ -1,9 +1,9 @@
 //! Requests and answers of the [`Store`](crate::Store) trait.
 
 use chatvault_core::{
-    resolve, Change, ConversationCursor, ConversationId, ConversationRecord, EntityKind, Hlc,
-    Incoming, MessageCursor, MessageRecord, OpId, RecordId, Resolution, Timestamp, Tombstone,
-    VersionedState,
+    covered_by_conversation_tombstone, resolve, Change, ConversationCursor, ConversationId,
+    ConversationRecord, EntityKind, Hlc, Incoming, MessageCursor, MessageRecord, OpId, RecordId,
+    Resolution, Timestamp, Tombstone, VersionedState,
 };
 
 /// A conversation as stored, with the activity time the store derives.
@@ -74,6 +74,25 @@ impl MessageQuery {
     }
 }
 
+/// Which tombstones to list: all of them, in `(kind, id)` order, a page at
+/// a time (export pages through them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TombstoneQuery {
+    /// Continue after this position (exclusive).
+    pub after: Option<(EntityKind, RecordId)>,
+    /// At most this many (must be > 0).
+    pub limit: usize,
+}
+
+impl TombstoneQuery {
+    /// Whether `t` comes after the query's position. Tombstones are listed
+    /// by kind (conversations first, as the kinds' names sort), then id
+    /// bytes.
+    pub fn matches(&self, t: &Tombstone) -> bool {
+        self.after.is_none_or(|after| (t.kind, t.id) > after)
+    }
+}
+
 /// One operation of a [`WriteBatch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
@@ -92,11 +111,26 @@ pub enum WriteOp {
     Dequeue(RecordId),
     /// Set a metadata value.
     SetMeta(String, Vec<u8>),
+    /// Remove a metadata value (nothing happens if there is none).
+    DeleteMeta(String),
+    /// Raise a conversation's derived activity time to at least this (an
+    /// import restores the activity the exporting store had, so lists and
+    /// retention see the conversation as recent as it was). Nothing happens
+    /// if the conversation does not exist.
+    RaiseActivity(ConversationId, Timestamp),
     /// Apply a record from elsewhere (sync, import) only if it wins over
     /// what the store holds by core's last-writer-wins rule; a message whose
     /// conversation was deleted by a newer version loses too. A winner
     /// replaces the record and drops its pending local change.
     Merge(Incoming),
+    /// Like [`WriteOp::Merge`], for records that are new to sync too (an
+    /// import from a file): a winner replaces the record and is queued for
+    /// sync under this op id, so other devices receive it. A loser changes
+    /// nothing and queues nothing. A record the store holds in the **same
+    /// version** loses ([`import_wins`]): an import re-encodes bodies (an
+    /// encrypted vault seals them with fresh nonces), so equal versions
+    /// are the same write even when their bytes differ.
+    MergeAndEnqueue(Incoming, OpId),
 }
 
 /// What a [`WriteBatch`] did.
@@ -139,10 +173,10 @@ pub fn incoming_wins(
         Incoming::Message(m) => (m.version, false, m.body.as_bytes()),
         Incoming::Tombstone(t) => (t.version, true, &[]),
     };
-    if let (Incoming::Message(_), Some(t)) = (incoming, conversation_tombstone) {
-        if t > version {
-            return false;
-        }
+    if matches!(incoming, Incoming::Message(_))
+        && covered_by_conversation_tombstone(version, conversation_tombstone)
+    {
+        return false;
     }
     let local = local.map(|l| VersionedState {
         version: l.version,
@@ -155,6 +189,24 @@ pub fn incoming_wins(
         body,
     };
     resolve(local, remote) == Resolution::TakeRemote
+}
+
+/// Decides a [`WriteOp::MergeAndEnqueue`]: [`incoming_wins`], except that
+/// a local record (or tombstone) of the very same version always stays.
+pub fn import_wins(
+    incoming: &Incoming,
+    local: Option<&LocalVersion>,
+    conversation_tombstone: Option<Hlc>,
+) -> bool {
+    let (version, deleted) = match incoming {
+        Incoming::Conversation(r) => (r.version, false),
+        Incoming::Message(m) => (m.version, false),
+        Incoming::Tombstone(t) => (t.version, true),
+    };
+    if local.is_some_and(|l| l.version == version && l.deleted == deleted) {
+        return false;
+    }
+    incoming_wins(incoming, local, conversation_tombstone)
 }
 
 /// The kind and id of the record an [`Incoming`] writes.
@@ -171,6 +223,22 @@ pub fn incoming_parent(incoming: &Incoming) -> Option<ConversationId> {
     match incoming {
         Incoming::Message(m) => Some(m.conversation_id),
         _ => None,
+    }
+}
+
+/// The outbox entry that queues an [`Incoming`] record for sync.
+pub fn incoming_outbox_item(incoming: &Incoming, op_id: OpId) -> OutboxItem {
+    let (kind, entity_id) = incoming_key(incoming);
+    let conversation_id = match incoming {
+        Incoming::Conversation(_) => None,
+        Incoming::Message(m) => Some(m.conversation_id),
+        Incoming::Tombstone(t) => t.conversation_id,
+    };
+    OutboxItem {
+        op_id,
+        kind,
+        entity_id,
+        conversation_id,
     }
 }
 
@@ -261,6 +329,37 @@ pub struct Usage {
     pub bytes: u64,
     /// Per conversation, most recent activity first.
     pub per_conversation: Vec<ConversationUsage>,
+}
+
+/// How much room a store takes and has, as far as the backend can tell
+/// ([`Store::footprint`](crate::Store::footprint)).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Footprint {
+    /// Bytes the store occupies: its files on disk (for SQLite the database
+    /// plus its write-ahead log), or the memory its records hold.
+    pub used_bytes: u64,
+    /// Of `used_bytes`, free space inside the store that
+    /// [`Store::compact`](crate::Store::compact) would give back.
+    pub reclaimable_bytes: u64,
+    /// How much more the store can grow: the free disk space (natively),
+    /// the quota left (browser, or a store opened with a cap), whichever is
+    /// smaller. `None` if unknown.
+    pub available_bytes: Option<u64>,
+    /// An explicit cap on the store's size (a quota), if it has one.
+    pub quota_bytes: Option<u64>,
+    /// Whether the data survives the process and the platform's storage
+    /// eviction (a file natively: yes; browser storage only once the
+    /// browser granted persistence; memory: no).
+    pub persistent: bool,
+}
+
+/// What [`Store::compact`](crate::Store::compact) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Compaction {
+    /// [`Footprint::used_bytes`] before.
+    pub before_bytes: u64,
+    /// [`Footprint::used_bytes`] after.
+    pub after_bytes: u64,
 }
 
 pub(crate) fn check_limit(limit: usize) -> crate::Result<()> {

@@ -39,6 +39,13 @@ pub enum VaultError {
     /// damaged key envelope, no randomness).
     #[error("encryption: {0}")]
     Crypto(chatvault_crypto::CryptoError),
+    /// An export file cannot be read or written (missing, unreadable, disk
+    /// full); an import that fails this way changed nothing.
+    #[error("export file: {0}")]
+    ExportFile(std::io::Error),
+    /// An encrypted export file was given without its passphrase.
+    #[error("the export file is encrypted: give its passphrase")]
+    ExportLocked,
     /// The vault's header is missing pieces or from a newer chatvault.
     #[error("vault header: {0}")]
     Header(String),

@@ -22,15 +22,21 @@
 //! - `codec` — content fields to the opaque stored body and back.
 //! - `clock` — [`Clock`]: where time comes from.
 //! - `error` — [`VaultError`].
+//! - `lifecycle` — retention, storage stats and compaction, export and
+//!   import, and the settings they use (`docs/lifecycle.md`).
 //! - [`testing`] (feature `testing`) — the conformance suite every backend runs.
 
 mod clock;
 mod codec;
 mod error;
+mod lifecycle;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod vault;
 
+pub use chatvault_core::lifecycle::{
+    ExportCounts, Kept, Protection, RetentionPlan, RetentionPolicy, RetentionReason,
+};
 pub use chatvault_core::{
     Change, Conversation, ConversationCursor, ConversationId, Hlc, Message, MessageCursor,
     MessageId, Metadata, Page, Role, Timestamp, UserId,
@@ -38,6 +44,11 @@ pub use chatvault_core::{
 pub use chatvault_store::{MemoryStore, OutboxEntry, Store, StoreError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, VaultError};
+pub use lifecycle::{
+    is_encrypted_export, CompactionReport, ExportEncryption, ExportOptions, ExportReport,
+    ImportOptions, ImportReport, ImportSource, Progress, ProgressFn, ProgressPhase, Rejection,
+    RetentionMode, RetentionReport, StorageFootprint,
+};
 pub use vault::{
     ApplyReport, ConversationStats, ConversationUpdate, ListConversations, ListMessages,
     MessageUpdate, NewConversation, NewMessage, Vault, VaultOptions, VaultStats,

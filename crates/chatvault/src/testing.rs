@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 pub use tokio;
 
+mod lifecycle;
+
 /// A backend under test.
 pub trait TestBackend {
     /// Opens the backend's storage; calling it again reopens the same data
@@ -87,6 +89,10 @@ fn is_not_found<T: std::fmt::Debug>(r: Result<T>) -> bool {
 
 /// The cases. Each panics on a contract violation.
 pub mod cases {
+    pub use super::lifecycle::{
+        export_import_reproduces_the_vault, footprint_and_compaction_keep_data,
+        retention_deletes_as_synced_deletions, tombstones_list_in_pages,
+    };
     use super::*;
 
     /// Create, read, update and delete conversations and messages.
@@ -802,7 +808,11 @@ macro_rules! __vault_conformance_cases {
             counts_and_sizes,
             remote_changes_merge_by_version,
             bulk_write_is_all_or_nothing,
-            clear_local_keeps_vault_usable
+            clear_local_keeps_vault_usable,
+            tombstones_list_in_pages,
+            export_import_reproduces_the_vault,
+            retention_deletes_as_synced_deletions,
+            footprint_and_compaction_keep_data
         ]);
     };
     (@each $backend:path, $mode:expr, [$($case:ident),*]) => {

@@ -310,6 +310,7 @@ impl Vault {
             kdf: options.kdf,
             kdf_policy: options.kdf_policy,
         };
+        vault.run_scheduled_retention().await;
         Ok(vault)
     }
 

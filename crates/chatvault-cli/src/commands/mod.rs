@@ -1,7 +1,11 @@
 //! Command dispatch and the one way commands open a vault.
 
+mod compact;
 mod conv;
+mod export;
+mod import;
 mod msg;
+mod retention;
 mod stats;
 
 use crate::cli::{Cli, Command};
@@ -20,6 +24,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Conv(c) => conv::run(&ctx, c).await,
         Command::Msg(c) => msg::run(&ctx, c).await,
         Command::Stats(json) => stats::run(&ctx, json).await,
+        Command::Retention(c) => retention::run(&ctx, c).await,
+        Command::Compact(json) => compact::run(&ctx, json).await,
+        Command::Export(args) => export::run(&ctx, args).await,
+        Command::Import(args) => import::run(&ctx, args).await,
     }
 }
 

@@ -1,4 +1,6 @@
-//! `chatvault stats`: what the vault holds and how much space it uses.
+//! `chatvault stats`: what the vault holds, how much space it takes (the
+//! file: database plus WAL, and what compaction would free), how much is
+//! left (free disk space), and whether it is persistent.
 
 use super::{Access, Context};
 use crate::cli::JsonFlag;
@@ -9,17 +11,16 @@ use serde_json::json;
 pub async fn run(ctx: &Context, json: JsonFlag) -> Result<()> {
     let vault = ctx.open(Access::Existing).await?;
     let stats = vault.stats().await?;
-    let file_bytes = std::fs::metadata(ctx.store_path())
-        .map(|m| m.len())
-        .unwrap_or(0)
-        + std::fs::metadata(wal_path(ctx.store_path()))
-            .map(|m| m.len())
-            .unwrap_or(0);
+    let storage = vault.storage().await?;
     if json.json {
         let mut v = serde_json::to_value(&stats)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("path".into(), json!(ctx.store_path()));
-            o.insert("fileBytes".into(), json!(file_bytes));
+            o.insert(
+                "fileBytes".into(),
+                json!(storage.as_ref().map_or(0, |s| s.used_bytes)),
+            );
+            o.insert("storage".into(), json!(storage));
         }
         return output::json(&v);
     }
@@ -33,7 +34,22 @@ pub async fn run(ctx: &Context, json: JsonFlag) -> Result<()> {
     println!("tombstones     {}", stats.tombstones);
     println!("pending sync   {}", stats.pending_changes);
     println!("content        {}", output::bytes(stats.bytes));
-    println!("file           {}", output::bytes(file_bytes));
+    if let Some(s) = &storage {
+        println!(
+            "file           {} (reclaimable by `chatvault compact`: {})",
+            output::bytes(s.used_bytes),
+            output::bytes(s.reclaimable_bytes)
+        );
+        println!(
+            "available      {}",
+            s.available_bytes
+                .map_or("unknown".to_owned(), output::bytes)
+        );
+        if let Some(q) = s.quota_bytes {
+            println!("quota          {}", output::bytes(q));
+        }
+        println!("persistent     {}", if s.persistent { "yes" } else { "no" });
+    }
     if !stats.per_conversation.is_empty() {
         println!();
         let mut t = Table::new(["CONVERSATION", "MESSAGES", "BYTES", "UPDATED"]);
@@ -48,10 +64,4 @@ pub async fn run(ctx: &Context, json: JsonFlag) -> Result<()> {
         t.print();
     }
     Ok(())
-}
-
-fn wal_path(p: &std::path::Path) -> std::path::PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push("-wal");
-    s.into()
 }

@@ -1,0 +1,158 @@
+//! `chatvault retention ...`: delete old history by age, count or size,
+//! now (`run`, optionally `--dry-run`) or as a stored policy the vault
+//! applies when it is opened, at most once a day (`set`, `show`, `clear`).
+
+use super::{Access, Context};
+use crate::cli::{RetentionCommand, RetentionLimits};
+use crate::output::{self, Table};
+use anyhow::{bail, Result};
+use chatvault::{RetentionMode, RetentionPolicy, RetentionReport};
+use serde_json::json;
+
+pub async fn run(ctx: &Context, cmd: RetentionCommand) -> Result<()> {
+    match cmd {
+        RetentionCommand::Run {
+            limits,
+            dry_run,
+            json,
+        } => {
+            let vault = ctx.open(Access::Existing).await?;
+            let policy = match policy(limits) {
+                Some(p) => p,
+                None => match vault.retention_policy().await? {
+                    Some(p) => p,
+                    None => bail!(
+                        "no retention policy: pass --max-age-days, --max-conversations or --max-bytes, \
+                         or store one with `chatvault retention set`"
+                    ),
+                },
+            };
+            let mode = if dry_run {
+                RetentionMode::DryRun
+            } else {
+                RetentionMode::Apply
+            };
+            let report = vault.run_retention(&policy, mode).await?;
+            if json.json {
+                return output::json(&report);
+            }
+            print_report(&report);
+            Ok(())
+        }
+        RetentionCommand::Set { limits } => {
+            let Some(policy) = policy(limits) else {
+                bail!("give at least one of --max-age-days, --max-conversations, --max-bytes");
+            };
+            let vault = ctx.open(Access::Existing).await?;
+            vault.set_retention_policy(Some(&policy)).await?;
+            println!(
+                "stored retention policy: {} (applied when the vault is opened, at most once a day)",
+                describe(&policy)
+            );
+            Ok(())
+        }
+        RetentionCommand::Show(json) => {
+            let vault = ctx.open(Access::Existing).await?;
+            let policy = vault.retention_policy().await?;
+            let last_run = vault.retention_last_run().await?;
+            if json.json {
+                return output::json(&json!({ "policy": policy, "lastRun": last_run }));
+            }
+            match policy {
+                None => println!("no retention policy stored"),
+                Some(p) => {
+                    println!("policy    {}", describe(&p));
+                    println!(
+                        "last run  {}",
+                        last_run.map_or("never".to_owned(), output::time)
+                    );
+                }
+            }
+            Ok(())
+        }
+        RetentionCommand::Clear => {
+            let vault = ctx.open(Access::Existing).await?;
+            vault.set_retention_policy(None).await?;
+            println!("retention policy removed");
+            Ok(())
+        }
+    }
+}
+
+fn policy(limits: RetentionLimits) -> Option<RetentionPolicy> {
+    let p = RetentionPolicy {
+        max_age_days: limits.max_age_days,
+        max_conversations: limits.max_conversations,
+        max_bytes: limits.max_bytes,
+    };
+    (!p.is_empty()).then_some(p)
+}
+
+fn describe(p: &RetentionPolicy) -> String {
+    let mut parts = Vec::new();
+    if let Some(d) = p.max_age_days {
+        parts.push(format!("max age {d} days"));
+    }
+    if let Some(n) = p.max_conversations {
+        parts.push(format!("max {n} conversations"));
+    }
+    if let Some(b) = p.max_bytes {
+        parts.push(format!("max {}", output::bytes(b)));
+    }
+    parts.join(", ")
+}
+
+fn print_report(r: &RetentionReport) {
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    println!(
+        "{verb} {} conversation{} ({}) by {}",
+        r.plan.delete.len(),
+        if r.plan.delete.len() == 1 { "" } else { "s" },
+        output::bytes(r.plan.bytes_freed),
+        describe(&r.policy)
+    );
+    if !r.plan.delete.is_empty() {
+        let mut t = Table::new(["CONVERSATION", "UPDATED", "BYTES", "REASON"]);
+        for d in &r.plan.delete {
+            t.row([
+                d.id.to_string(),
+                output::time(d.updated_at),
+                output::bytes(d.bytes),
+                d.reason.as_str().to_owned(),
+            ]);
+        }
+        t.print();
+    }
+    if !r.plan.kept.is_empty() {
+        println!("kept although selected:");
+        let mut t = Table::new(["CONVERSATION", "UPDATED", "BYTES", "KEPT BECAUSE"]);
+        for k in &r.plan.kept {
+            t.row([
+                k.id.to_string(),
+                output::time(k.updated_at),
+                output::bytes(k.bytes),
+                format!(
+                    "{} (selected by {})",
+                    k.protection.as_str(),
+                    k.selected_by.as_str()
+                ),
+            ]);
+        }
+        t.print();
+    }
+    println!(
+        "{} {}; {} conversations ({}) {}",
+        if r.dry_run { "would free" } else { "freed" },
+        output::bytes(r.plan.bytes_freed),
+        r.plan.remaining_conversations,
+        output::bytes(r.plan.remaining_bytes),
+        if r.dry_run { "would remain" } else { "remain" },
+    );
+    if let Some(c) = &r.compaction {
+        println!(
+            "compacted the store: {} -> {}",
+            output::bytes(c.before_bytes),
+            output::bytes(c.after_bytes)
+        );
+    }
+}

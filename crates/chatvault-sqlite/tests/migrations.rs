@@ -1,0 +1,169 @@
+//! Stores written by older chatvault versions open, are backed up and
+//! migrated without losing anything; stores from a newer chatvault are
+//! refused without being touched.
+//!
+//! `fixtures/v1.db` is a small vault written by the code of schema 1 (see
+//! `fixtures/README.md`); it is never regenerated.
+
+use chatvault_sqlite::{SqliteOptions, SqliteStore, SCHEMA_VERSION};
+use chatvault_store::{Store, StoreError, TombstoneQuery};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+
+fn fixture_v1() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1.db")
+}
+
+/// A copy of the v1 fixture in a fresh directory.
+fn copy_of_v1() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vault.db");
+    std::fs::copy(fixture_v1(), &path).unwrap();
+    (dir, path)
+}
+
+fn user_version(path: &Path) -> u32 {
+    let conn = Connection::open(path).unwrap();
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+/// `(conversation id, message count, message bytes)` recomputed from the
+/// messages themselves, sorted.
+fn recomputed_totals(conn: &Connection) -> Vec<(Vec<u8>, i64, i64)> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT conversation_id, count(*), sum(length(body)) FROM messages \
+             GROUP BY conversation_id ORDER BY conversation_id",
+        )
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    rows
+}
+
+fn cached_totals(conn: &Connection) -> Vec<(Vec<u8>, i64, i64)> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT conversation_id, messages, bytes FROM conversation_totals \
+             ORDER BY conversation_id",
+        )
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    rows
+}
+
+#[test]
+fn the_fixture_is_schema_1() {
+    assert_eq!(user_version(&fixture_v1()), 1);
+}
+
+#[tokio::test]
+async fn v1_store_is_backed_up_migrated_and_keeps_everything() {
+    let (dir, path) = copy_of_v1();
+    let before = {
+        let conn = Connection::open(&path).unwrap();
+        recomputed_totals(&conn)
+    };
+    assert_eq!(before.len(), 3, "messages of three conversations");
+
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+
+    // The backup is the untouched v1 store.
+    let backup = dir.path().join("vault.db.v1.bak");
+    assert!(backup.exists(), "backup written before migrating");
+    assert_eq!(user_version(&backup), 1);
+    assert_eq!(
+        recomputed_totals(&Connection::open(&backup).unwrap()),
+        before
+    );
+
+    // Everything is still there, counted by the new cached totals.
+    let usage = store.usage().await.unwrap();
+    assert_eq!(
+        (
+            usage.conversations,
+            usage.messages,
+            usage.tombstones,
+            usage.pending_changes
+        ),
+        (3, 5, 2, 1)
+    );
+    let per: Vec<u64> = usage.per_conversation.iter().map(|c| c.messages).collect();
+    assert_eq!(per, [1, 1, 3], "most recent activity first");
+    assert_eq!(
+        usage.per_conversation.iter().map(|c| c.bytes).sum::<u64>(),
+        usage.bytes
+    );
+    let pending: Vec<bool> = usage.per_conversation.iter().map(|c| c.pending).collect();
+    assert_eq!(pending, [true, false, false]);
+    let tombstones = store
+        .tombstones(&TombstoneQuery {
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(tombstones.len(), 2);
+    drop(store);
+
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    let conn = Connection::open(&path).unwrap();
+    assert_eq!(cached_totals(&conn), before, "backfilled from the messages");
+    drop(conn);
+
+    // Reopening finds nothing to migrate and writes no new backup.
+    std::fs::remove_file(&backup).unwrap();
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    assert!(!backup.exists());
+    assert_eq!(store.usage().await.unwrap(), usage);
+}
+
+#[tokio::test]
+async fn a_store_from_a_newer_chatvault_is_refused_and_left_untouched() {
+    let (dir, path) = copy_of_v1();
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    assert!(!dir.path().join("vault.db-wal").exists());
+    let bytes = std::fs::read(&path).unwrap();
+
+    let err = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NewerSchema {
+                found: 99,
+                supported: SCHEMA_VERSION
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "store schema version 99 is newer than this program supports ({SCHEMA_VERSION}); upgrade chatvault"
+        )
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "not a byte changed");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "vault.db")
+        .collect();
+    assert!(leftovers.is_empty(), "no backup or journal: {leftovers:?}");
+}

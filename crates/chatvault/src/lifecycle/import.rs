@@ -1,0 +1,655 @@
+//! Import: validate the whole file, then apply it in one transaction.
+//!
+//! **Pass 1** reads the whole file (decrypting it if it is an encrypted
+//! export) and checks everything core's export rules check — format and
+//! version, every record's shape, ids unique, counts, checksum — plus that
+//! every message's conversation is in the file or the vault. Nothing has
+//! been written yet, so a truncated, damaged, wrong-version,
+//! wrong-passphrase, duplicate-id or invalid-role file changes nothing.
+//!
+//! **Pass 2** reads the file again on its own thread, re-encodes every
+//! record with this vault's codec (so a plaintext export imports into an
+//! encrypted vault and back) and streams them, a few hundred per batch
+//! through a bounded channel, into **one** `Store::write_all`
+//! transaction. Each record is a `MergeAndEnqueue`: the store keeps it
+//! only if it wins by core's last-writer-wins rule (newer version), and
+//! queues the winners for sync. Should the file change between the
+//! passes (its checksum differs), the transaction is rolled back.
+//!
+//! Memory holds one batch, the file's record ids (16 bytes each, to prove
+//! uniqueness) and its conversation ids — never the content. Files from
+//! seed-style TypeScript apps (`chatvault_core::lifecycle::parse_seed`),
+//! which are localStorage-sized, are read in memory instead.
+
+use super::{Progress, ProgressFn, ProgressPhase};
+use crate::codec::{Codec, ConversationBody, MessageBody};
+use crate::{Result, Vault, VaultError};
+use chatvault_core::lifecycle::{
+    looks_like_seed, parse_seed, read_export, ExportCounts, ExportItem, ExportReadError,
+    ExportValidator, ValidatedExport, EXPORT_FORMAT, SEED_MAX_BYTES,
+};
+use chatvault_core::{
+    ConversationId, ConversationRecord, CoreError, EntityKind, Hlc, Incoming, MessageRecord, OpId,
+    RecordId, Timestamp, Tombstone, UserId, MAX_CLOCK_DRIFT_MS,
+};
+use chatvault_crypto::{CryptoError, DecryptingReader, KdfPolicy};
+use chatvault_store::{StoreError, WriteBatch, WriteOp};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use zeroize::Zeroizing;
+
+/// Operations per batch handed to the store.
+const BATCH_OPS: usize = 512;
+/// Batches in flight between the reading thread and the store.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// Rejections listed in a report (all are counted).
+const MAX_LISTED_REJECTIONS: usize = 100;
+
+/// Where an import reads from. Opened once per pass (the file is read
+/// twice: validated, then applied).
+pub trait ImportSource: Send + Sync + 'static {
+    /// A fresh reader from the start.
+    fn open(&self) -> io::Result<Box<dyn Read + Send>>;
+    /// The size in bytes, if known (for progress).
+    fn size(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl ImportSource for PathBuf {
+    fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(std::fs::File::open(self)?))
+    }
+    fn size(&self) -> Option<u64> {
+        std::fs::metadata(self).ok().map(|m| m.len())
+    }
+}
+
+impl ImportSource for Vec<u8> {
+    fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(io::Cursor::new(self.clone())))
+    }
+    fn size(&self) -> Option<u64> {
+        Some(self.len() as u64)
+    }
+}
+
+/// How to import.
+#[derive(Clone, Default)]
+pub struct ImportOptions {
+    /// The passphrase of an encrypted export (asked for only if the file
+    /// is encrypted; [`VaultError::ExportLocked`] without it).
+    pub passphrase: Option<Zeroizing<String>>,
+    /// Which key-derivation costs an encrypted file may ask for (keep the
+    /// strict default outside tests).
+    pub kdf_policy: KdfPolicy,
+    /// Called as the file is read (units: bytes), from the import's own
+    /// threads.
+    pub progress: Option<ProgressFn>,
+}
+
+impl ImportOptions {
+    /// Options with the passphrase of an encrypted export.
+    pub fn with_passphrase(passphrase: &str) -> Self {
+        Self {
+            passphrase: Some(Zeroizing::new(passphrase.to_owned())),
+            ..Self::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for ImportOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportOptions")
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// A record the import refused (the rest was imported).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    /// Kind of the record.
+    pub kind: EntityKind,
+    /// Its id.
+    pub id: RecordId,
+    /// Why.
+    pub reason: String,
+}
+
+/// What an import did. `imported + skipped + rejected` is the number of
+/// records in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportReport {
+    /// `chatvault-export`, or `app-export` for a seed-style app's file.
+    pub format: String,
+    /// The file's format version.
+    pub version: u32,
+    /// Whether the file was encrypted.
+    pub encrypted: bool,
+    /// Records in the file.
+    pub records: ExportCounts,
+    /// Records written (new, or newer than the vault's version).
+    pub imported: u64,
+    /// Records the vault already had in the same or a newer version.
+    pub skipped: u64,
+    /// Records refused.
+    pub rejected: u64,
+    /// Why, for the first hundred refused.
+    pub rejections: Vec<Rejection>,
+}
+
+/// What pass 1 established.
+struct Checked {
+    format: Format,
+    encrypted: bool,
+    validated: ValidatedExport,
+}
+
+enum Format {
+    /// A chatvault export; pass 2 reads it again and expects this checksum.
+    Native { version: u32, checksum: String },
+    /// An app export, small, already converted.
+    Seed(Vec<ExportItem>),
+}
+
+/// The rules pass 2 applies to each record, fixed by pass 1.
+struct Rules {
+    now: Timestamp,
+    /// Conversations of the file's messages found neither in the file nor
+    /// in the vault.
+    orphans: HashSet<ConversationId>,
+}
+
+impl Rules {
+    fn verdict(&self, item: &ExportItem) -> Option<String> {
+        if let Some(ahead) = skew(item.version(), self.now) {
+            return Some(format!(
+                "its version is stamped {ahead} ms ahead of this device's clock (limit {MAX_CLOCK_DRIFT_MS} ms)"
+            ));
+        }
+        match item {
+            ExportItem::Message(m) if self.orphans.contains(&m.conversation_id) => Some(format!(
+                "its conversation {} is neither in the file nor in this vault",
+                m.conversation_id
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn skew(version: Hlc, now: Timestamp) -> Option<u64> {
+    let now = now.as_millis().max(0) as u64;
+    (version.wall_ms() > now.saturating_add(MAX_CLOCK_DRIFT_MS)).then(|| version.wall_ms() - now)
+}
+
+impl Vault {
+    /// Imports an export file (or a seed-style app's export): validates the
+    /// whole file first, then applies it newer-wins in one transaction and
+    /// reports what was imported, skipped and rejected. A file that fails
+    /// validation changes nothing.
+    pub async fn import(
+        &self,
+        source: impl ImportSource,
+        options: ImportOptions,
+    ) -> Result<ImportReport> {
+        let source: Arc<dyn ImportSource> = Arc::new(source);
+        let now = self.time.now();
+
+        let checked = {
+            let (source, options, user) = (source.clone(), options.clone(), self.user.clone());
+            on_thread(move || validate(source.as_ref(), &options, &user)).await??
+        };
+
+        let mut orphans = HashSet::new();
+        for &id in &checked.validated.missing_parents {
+            let known = self.store.conversation(id).await?.is_some()
+                || self
+                    .store
+                    .tombstone(EntityKind::Conversation, id.into())
+                    .await?
+                    .is_some();
+            if !known {
+                orphans.insert(id);
+            }
+        }
+        let rules = Rules { now, orphans };
+        let (format, version) = match &checked.format {
+            Format::Native { version, .. } => (EXPORT_FORMAT, *version),
+            Format::Seed(_) => ("app-export", 1),
+        };
+        let records = checked.validated.counts;
+        if let Some(newest) = checked.validated.newest_version {
+            if skew(newest, now).is_none() {
+                self.lock_clock().observe(newest, now)?;
+            }
+        }
+
+        let shared = Arc::new(Mutex::new(Applied::default()));
+        let (tx, rx) = sync_channel(BATCHES_IN_FLIGHT);
+        {
+            let (codec, shared) = (Arc::clone(&self.codec), Arc::clone(&shared));
+            std::thread::Builder::new()
+                .name("chatvault-import".into())
+                .spawn(move || {
+                    let mut batcher = Batcher {
+                        tx,
+                        batch: WriteBatch::new(),
+                        codec,
+                        rules,
+                        shared: Arc::clone(&shared),
+                    };
+                    let result = apply(source.as_ref(), &options, checked.format, &mut batcher);
+                    let message = match result.and_then(|()| batcher.flush()) {
+                        Ok(()) => Message::Done,
+                        Err(Stop::ReceiverGone) => return,
+                        Err(Stop::Failed(e)) => {
+                            lock(&shared).error = Some(e);
+                            Message::Failed
+                        }
+                    };
+                    let _ = batcher.tx.send(message);
+                })
+                .map_err(VaultError::ExportFile)?;
+        }
+        let outcome = self
+            .store
+            .write_all(Box::new(Batches {
+                rx,
+                finished: false,
+            }))
+            .await;
+        let applied = std::mem::take(&mut *lock(&shared));
+        let outcome = match (outcome, applied.error) {
+            (Ok(outcome), _) => outcome,
+            (Err(_), Some(cause)) => return Err(cause),
+            (Err(e), None) => return Err(e.into()),
+        };
+        // Persist the clock's high-water mark past the imported versions.
+        self.commit(WriteBatch::new()).await?;
+
+        let report = ImportReport {
+            format: format.to_owned(),
+            version,
+            encrypted: checked.encrypted,
+            records,
+            imported: outcome.merged,
+            skipped: outcome.superseded,
+            rejected: applied.rejected,
+            rejections: applied.rejections,
+        };
+        tracing::info!(
+            imported = report.imported,
+            skipped = report.skipped,
+            rejected = report.rejected,
+            "imported an export"
+        );
+        Ok(report)
+    }
+}
+
+/// Pass 1: reads and checks the whole file.
+fn validate(
+    source: &dyn ImportSource,
+    options: &ImportOptions,
+    default_user: &UserId,
+) -> Result<Checked> {
+    let (reader, encrypted) = open_input(source, options, ProgressPhase::Validating)?;
+    let mut validator = ExportValidator::new();
+    let read = read_export(reader, |item| {
+        validator.check(&item).map_err(VaultError::Invalid)
+    });
+    match read {
+        Ok(summary) => Ok(Checked {
+            format: Format::Native {
+                version: summary.version,
+                checksum: summary.checksum,
+            },
+            encrypted,
+            validated: validator.finish(),
+        }),
+        Err(ExportReadError::Invalid(CoreError::NotAnExport(why))) if !encrypted => {
+            let bytes = read_capped(source)?;
+            if !looks_like_seed(&bytes) {
+                return Err(VaultError::Invalid(CoreError::NotAnExport(format!(
+                    "{why}, and it is not an app export either (no \"conversations\" array)"
+                ))));
+            }
+            let items = parse_seed(&bytes, default_user)?;
+            let mut validator = ExportValidator::new();
+            for item in &items {
+                validator.check(item)?;
+            }
+            Ok(Checked {
+                format: Format::Seed(items),
+                encrypted,
+                validated: validator.finish(),
+            })
+        }
+        Err(e) => Err(read_error(e)),
+    }
+}
+
+/// Pass 2: reads the file again and streams its records to the store.
+fn apply(
+    source: &dyn ImportSource,
+    options: &ImportOptions,
+    format: Format,
+    batcher: &mut Batcher,
+) -> Result<(), Stop> {
+    match format {
+        Format::Seed(items) => items.into_iter().try_for_each(|item| batcher.push(item)),
+        Format::Native { checksum, .. } => {
+            let (reader, _) = open_input(source, options, ProgressPhase::Importing)?;
+            let summary = read_export(reader, |item| batcher.push(item)).map_err(|e| match e {
+                ExportReadError::Stopped(stop) => stop,
+                ExportReadError::Invalid(e) => Stop::Failed(VaultError::Invalid(e)),
+                ExportReadError::Io(e) => Stop::Failed(io_error(e)),
+            })?;
+            if summary.checksum != checksum {
+                return Err(Stop::Failed(VaultError::Invalid(
+                    CoreError::ExportInvalid {
+                        at: "the whole file".into(),
+                        reason: "it changed while it was being imported; nothing was imported"
+                            .into(),
+                    },
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Why pass 2 stopped early.
+enum Stop {
+    /// The store gave up (its error is the one to report).
+    ReceiverGone,
+    /// The file or the encoding failed.
+    Failed(VaultError),
+}
+
+impl From<VaultError> for Stop {
+    fn from(e: VaultError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// What pass 2 reports back besides the store's outcome.
+#[derive(Default)]
+struct Applied {
+    error: Option<VaultError>,
+    rejected: u64,
+    rejections: Vec<Rejection>,
+}
+
+fn lock(shared: &Mutex<Applied>) -> std::sync::MutexGuard<'_, Applied> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Turns records into store operations and sends them in batches.
+struct Batcher {
+    tx: SyncSender<Message>,
+    batch: WriteBatch,
+    codec: Arc<Codec>,
+    rules: Rules,
+    shared: Arc<Mutex<Applied>>,
+}
+
+impl Batcher {
+    fn push(&mut self, item: ExportItem) -> Result<(), Stop> {
+        if let Some(reason) = self.rules.verdict(&item) {
+            let (kind, id) = item.key();
+            let mut shared = lock(&self.shared);
+            shared.rejected += 1;
+            if shared.rejections.len() < MAX_LISTED_REJECTIONS {
+                shared.rejections.push(Rejection { kind, id, reason });
+            }
+            return Ok(());
+        }
+        let incoming = match item {
+            ExportItem::Conversation(c) => {
+                let body = ConversationBody::new(c.title, c.metadata);
+                let record = ConversationRecord {
+                    id: c.id,
+                    user_id: c.user_id,
+                    created_at: c.created_at,
+                    updated_at: c.updated_at,
+                    version: c.version,
+                    body: self
+                        .codec
+                        .encode(EntityKind::Conversation, c.id.into(), &body)?,
+                };
+                self.batch.push(WriteOp::MergeAndEnqueue(
+                    Incoming::Conversation(record),
+                    OpId::new(),
+                ));
+                // After the record, so a new conversation exists to raise.
+                if let Some(at) = c.activity_at {
+                    self.batch.push(WriteOp::RaiseActivity(c.id, at));
+                }
+                return self.maybe_send();
+            }
+            ExportItem::Message(m) => {
+                let body = MessageBody::new(m.role, m.content, m.metadata);
+                Incoming::Message(MessageRecord {
+                    id: m.id,
+                    conversation_id: m.conversation_id,
+                    created_at: m.created_at,
+                    updated_at: m.updated_at,
+                    version: m.version,
+                    body: self.codec.encode(EntityKind::Message, m.id.into(), &body)?,
+                })
+            }
+            ExportItem::Tombstone(t) => Incoming::Tombstone(Tombstone {
+                kind: t.kind,
+                id: t.id,
+                conversation_id: t.conversation_id,
+                version: t.version,
+                deleted_at: t.deleted_at,
+            }),
+        };
+        self.batch
+            .push(WriteOp::MergeAndEnqueue(incoming, OpId::new()));
+        self.maybe_send()
+    }
+
+    fn maybe_send(&mut self) -> Result<(), Stop> {
+        if self.batch.ops.len() >= BATCH_OPS {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> Result<(), Stop> {
+        let batch = std::mem::take(&mut self.batch);
+        self.tx
+            .send(Message::Batch(batch))
+            .map_err(|_| Stop::ReceiverGone)
+    }
+
+    fn flush(&mut self) -> Result<(), Stop> {
+        if !self.batch.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+/// What the reading thread sends the store.
+enum Message {
+    Batch(WriteBatch),
+    /// Every record was sent and the file checked out.
+    Done,
+    /// The import failed; roll back.
+    Failed,
+}
+
+/// The store's view of pass 2: batches until `Done`. Anything else (a
+/// failure, or the thread vanishing) is an error, so the transaction never
+/// commits a partial import.
+struct Batches {
+    rx: Receiver<Message>,
+    finished: bool,
+}
+
+impl Iterator for Batches {
+    type Item = chatvault_store::Result<WriteBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(Message::Batch(batch)) => Some(Ok(batch)),
+            Ok(Message::Done) => {
+                self.finished = true;
+                None
+            }
+            Ok(Message::Failed) | Err(_) => {
+                self.finished = true;
+                Some(Err(StoreError::InvalidRequest(
+                    "the import stopped before its end; nothing was written".into(),
+                )))
+            }
+        }
+    }
+}
+
+/// Opens the source, decrypting it if it starts like an encrypted export,
+/// and reports progress on the raw bytes read.
+fn open_input(
+    source: &dyn ImportSource,
+    options: &ImportOptions,
+    phase: ProgressPhase,
+) -> Result<(Box<dyn Read + Send>, bool)> {
+    let raw = source.open().map_err(VaultError::ExportFile)?;
+    let mut counted = ProgressReader {
+        inner: raw,
+        done: 0,
+        reported: 0,
+        total: source.size(),
+        phase,
+        progress: options.progress.clone(),
+    };
+    let mut head = [0u8; 7];
+    let mut got = 0;
+    while got < head.len() {
+        match counted.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(VaultError::ExportFile(e)),
+        }
+    }
+    let head = head[..got].to_vec();
+    let encrypted = chatvault_crypto::is_encrypted_stream(&head);
+    let chained = io::Cursor::new(head).chain(counted);
+    if !encrypted {
+        return Ok((Box::new(chained), false));
+    }
+    let passphrase = options
+        .passphrase
+        .as_ref()
+        .ok_or(VaultError::ExportLocked)?;
+    let reader = DecryptingReader::new_with_policy(chained, passphrase, options.kdf_policy)
+        .map_err(io_error)?;
+    Ok((Box::new(reader), true))
+}
+
+/// Reads a whole (small) app export, refusing one over the size cap.
+fn read_capped(source: &dyn ImportSource) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    source
+        .open()
+        .and_then(|r| r.take(SEED_MAX_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(VaultError::ExportFile)?;
+    if bytes.len() as u64 > SEED_MAX_BYTES {
+        return Err(VaultError::Invalid(CoreError::NotAnExport(format!(
+            "it does not start like a chatvault export, and at over {} MiB it is too large to be an app export",
+            SEED_MAX_BYTES >> 20
+        ))));
+    }
+    Ok(bytes)
+}
+
+fn read_error(e: ExportReadError<VaultError>) -> VaultError {
+    match e {
+        ExportReadError::Invalid(e) => VaultError::Invalid(e),
+        ExportReadError::Io(e) => io_error(e),
+        ExportReadError::Stopped(e) => e,
+    }
+}
+
+/// An I/O error of the file or of its decryption, as the user should read
+/// it.
+fn io_error(e: io::Error) -> VaultError {
+    match CryptoError::from_io(&e) {
+        Some(CryptoError::WrongPassphrase) => VaultError::WrongPassphrase,
+        Some(CryptoError::Truncated) => VaultError::Invalid(CoreError::ExportTruncated {
+            at: "its encrypted data".into(),
+        }),
+        Some(CryptoError::Tampered) | Some(CryptoError::Corrupt { .. }) => {
+            VaultError::Invalid(CoreError::ExportInvalid {
+                at: "its encrypted data".into(),
+                reason: "it is damaged or was tampered with (authentication failed)".into(),
+            })
+        }
+        Some(other) => VaultError::Crypto(other.clone()),
+        None => VaultError::ExportFile(e),
+    }
+}
+
+/// Counts the bytes read and reports progress every 256 KiB.
+struct ProgressReader {
+    inner: Box<dyn Read + Send>,
+    done: u64,
+    reported: u64,
+    total: Option<u64>,
+    phase: ProgressPhase,
+    progress: Option<ProgressFn>,
+}
+
+impl Read for ProgressReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if let Some(p) = &self.progress {
+            if n == 0 || self.done - self.reported >= 256 * 1024 {
+                self.reported = self.done;
+                p(Progress {
+                    phase: self.phase,
+                    done: self.done,
+                    total: self.total,
+                });
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Runs blocking work on a thread of its own and awaits it without
+/// depending on any async runtime.
+async fn on_thread<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("chatvault-import-check".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(VaultError::ExportFile)?;
+    rx.await
+        .map_err(|_| VaultError::ExportFile(io::Error::other("the import thread failed")))
+}

@@ -1,0 +1,206 @@
+//! Retention: gathers what core's planner needs (activity, stored bytes,
+//! pinned, unsynced), applies the plan as one atomic write of tombstones
+//! and outbox entries (so other devices delete too), compacts the store
+//! when the deletions left much of it empty, and runs a stored policy
+//! once a day when the vault is opened.
+
+use super::{storage::CompactionReport, RETENTION_LAST_RUN_KEY};
+use crate::{Result, Vault};
+use chatvault_core::lifecycle::{
+    plan_retention, ConversationSummary, RetentionPlan, RetentionPolicy,
+};
+use chatvault_core::{ConversationCursor, EntityKind, OpId, Timestamp, Tombstone};
+use chatvault_store::{ConversationQuery, OutboxItem, WriteBatch, WriteOp};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// How often a stored policy runs on open.
+const DAY_MS: i64 = 86_400_000;
+
+/// Compact after a run when at least this share of the store is free pages.
+const COMPACT_FREE_SHARE: f64 = 0.25;
+
+/// Whether a retention run deletes anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionMode {
+    /// Plan only; change nothing.
+    DryRun,
+    /// Delete what the plan says.
+    Apply,
+}
+
+/// What a retention run did (or, dry, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionReport {
+    /// The policy applied.
+    pub policy: RetentionPolicy,
+    /// The time the ages were measured from.
+    pub now: Timestamp,
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Whether a sync server is configured (only then do unsynced changes
+    /// protect a conversation).
+    pub sync_configured: bool,
+    /// What was (or would be) deleted and kept, and why.
+    #[serde(flatten)]
+    pub plan: RetentionPlan,
+    /// The compaction that followed, if the deletions left the store
+    /// mostly empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionReport>,
+}
+
+impl Vault {
+    /// What `policy` would delete now, and why.
+    pub async fn plan_retention(&self, policy: &RetentionPolicy) -> Result<RetentionPlan> {
+        let sync_configured = self.sync_remote().await?.is_some();
+        let summaries = self.retention_summaries(sync_configured).await?;
+        Ok(plan_retention(&summaries, policy, self.time.now()))
+    }
+
+    /// Plans `policy` and, with [`RetentionMode::Apply`], deletes the
+    /// planned conversations with their messages in one atomic write,
+    /// leaving tombstones and outbox entries so the deletions sync. Pinned
+    /// conversations, and — while a sync server is configured — those with
+    /// unacknowledged changes, are never deleted. A run that leaves at
+    /// least a quarter of the store as free pages compacts it.
+    pub async fn run_retention(
+        &self,
+        policy: &RetentionPolicy,
+        mode: RetentionMode,
+    ) -> Result<RetentionReport> {
+        let sync_configured = self.sync_remote().await?.is_some();
+        let summaries = self.retention_summaries(sync_configured).await?;
+        let now = self.time.now();
+        let plan = plan_retention(&summaries, policy, now);
+        let mut report = RetentionReport {
+            policy: *policy,
+            now,
+            dry_run: mode == RetentionMode::DryRun,
+            sync_configured,
+            plan,
+            compaction: None,
+        };
+        if mode == RetentionMode::DryRun || report.plan.delete.is_empty() {
+            return Ok(report);
+        }
+
+        let (deleted_at, stamps) = self.stamps(report.plan.delete.len())?;
+        let mut batch = WriteBatch::new();
+        for (doomed, version) in report.plan.delete.iter().zip(stamps) {
+            batch.push(WriteOp::Delete(Tombstone::conversation(
+                doomed.id, version, deleted_at,
+            )));
+            batch.push(WriteOp::Enqueue(OutboxItem {
+                op_id: OpId::new(),
+                kind: EntityKind::Conversation,
+                entity_id: doomed.id.into(),
+                conversation_id: None,
+            }));
+        }
+        self.commit(batch).await?;
+        tracing::info!(
+            deleted = report.plan.delete.len(),
+            bytes = report.plan.bytes_freed,
+            "retention deleted conversations"
+        );
+
+        if let Some(footprint) = self.store.footprint().await? {
+            let free = footprint.reclaimable_bytes as f64;
+            if footprint.used_bytes > 0 && free >= COMPACT_FREE_SHARE * footprint.used_bytes as f64
+            {
+                report.compaction = self.compact().await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Applies the stored policy if it has not run for a day. Called when
+    /// the vault is opened; a failure is logged, never fatal to the open.
+    pub(crate) async fn run_scheduled_retention(&self) {
+        match self.scheduled_retention().await {
+            Ok(Some(report)) => tracing::info!(
+                deleted = report.plan.delete.len(),
+                bytes = report.plan.bytes_freed,
+                "applied the stored retention policy"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("the stored retention policy could not be applied: {e}"),
+        }
+    }
+
+    async fn scheduled_retention(&self) -> Result<Option<RetentionReport>> {
+        let Some(policy) = self.retention_policy().await? else {
+            return Ok(None);
+        };
+        let now = self.time.now();
+        let due = match self.retention_last_run().await? {
+            None => true,
+            // A clock set back (now < last) runs it too, and restarts the day.
+            Some(last) => {
+                now.as_millis() < last.as_millis() || now.as_millis() - last.as_millis() >= DAY_MS
+            }
+        };
+        if !due {
+            return Ok(None);
+        }
+        let report = self.run_retention(&policy, RetentionMode::Apply).await?;
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::SetMeta(
+            RETENTION_LAST_RUN_KEY.into(),
+            report.now.as_millis().to_string().into_bytes(),
+        ));
+        self.store.write(batch).await?;
+        Ok(Some(report))
+    }
+
+    /// One summary per conversation: activity, bytes and unsynced changes
+    /// from the store's usage (one row each), pinned from its decoded
+    /// metadata.
+    async fn retention_summaries(&self, sync_configured: bool) -> Result<Vec<ConversationSummary>> {
+        let usage: HashMap<_, _> = self
+            .store
+            .usage()
+            .await?
+            .per_conversation
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect();
+        let mut out = Vec::with_capacity(usage.len());
+        let mut after = None;
+        loop {
+            let rows = self
+                .store
+                .conversations(&ConversationQuery {
+                    after,
+                    limit: 500,
+                    ..ConversationQuery::default()
+                })
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = Some(ConversationCursor {
+                updated_at: last.activity_at,
+                id: last.record.id,
+            });
+            for row in rows {
+                let id = row.record.id;
+                let (bytes, pending) = usage
+                    .get(&id)
+                    .map_or((row.record.body.len() as u64, false), |u| {
+                        (u.bytes, u.pending)
+                    });
+                let conversation = self.decode_conversation(row)?;
+                out.push(ConversationSummary {
+                    id,
+                    updated_at: conversation.updated_at,
+                    bytes,
+                    pinned: conversation.is_pinned(),
+                    // Without a server nothing is waiting for one.
+                    pending: sync_configured && pending,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
