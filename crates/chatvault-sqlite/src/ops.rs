@@ -501,6 +501,18 @@ fn apply(
             })
             .map_err(sql_err)?;
         }
+        WriteOp::RequireConversation(id) => {
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")
+                .map_err(sql_err)?
+                .exists([&id.as_bytes()[..]])
+                .map_err(sql_err)?;
+            if !exists {
+                // Returning an error drops the transaction: nothing of the
+                // batch is written.
+                return Err(StoreError::ConversationNotFound(id));
+            }
+        }
         WriteOp::PutMessage(m) => {
             let id = &m.id.as_bytes()[..];
             tx.prepare_cached("DELETE FROM tombstones WHERE kind = 'message' AND id = ?1")

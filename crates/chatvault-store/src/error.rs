@@ -27,6 +27,9 @@ pub enum StoreError {
     /// A value read back from the store does not decode.
     #[error("stored data does not decode: {0}")]
     Decode(String),
+    /// A batch required a conversation that does not exist.
+    #[error("conversation {0} not found")]
+    ConversationNotFound(chatvault_core::ConversationId),
     /// A request the contract forbids (e.g. a zero page size).
     #[error("invalid store request: {0}")]
     InvalidRequest(String),

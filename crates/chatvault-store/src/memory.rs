@@ -91,6 +91,27 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// Refuses, before anything is applied, a batch whose
+    /// [`WriteOp::RequireConversation`] does not hold. A conversation put
+    /// earlier in the same batches satisfies it.
+    fn check_requirements(&self, batches: &[WriteBatch]) -> Result<()> {
+        let mut created = BTreeSet::new();
+        for op in batches.iter().flat_map(|b| &b.ops) {
+            match op {
+                WriteOp::PutConversation(r) => {
+                    created.insert(r.id);
+                }
+                WriteOp::RequireConversation(id)
+                    if !created.contains(id) && !self.conversations.contains_key(id) =>
+                {
+                    return Err(StoreError::ConversationNotFound(*id));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Body bytes of every live record.
     fn stored_bytes(&self) -> u64 {
         self.conversations
@@ -160,6 +181,7 @@ impl Inner {
 
     fn apply(&mut self, op: WriteOp, outcome: &mut WriteOutcome) {
         match op {
+            WriteOp::RequireConversation(_) => {}
             WriteOp::Merge(incoming) => {
                 if self.wins(&incoming, incoming_wins) {
                     self.dequeue(incoming_key(&incoming).1);
@@ -386,6 +408,7 @@ impl Store for MemoryStore {
     async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome> {
         let mut inner = self.lock();
         self.check_quota(&inner, std::slice::from_ref(&batch))?;
+        inner.check_requirements(std::slice::from_ref(&batch))?;
         let mut outcome = WriteOutcome::default();
         for op in batch.ops {
             inner.apply(op, &mut outcome);
@@ -398,6 +421,7 @@ impl Store for MemoryStore {
         let batches = source.collect::<Result<Vec<_>>>()?;
         let mut inner = self.lock();
         self.check_quota(&inner, &batches)?;
+        inner.check_requirements(&batches)?;
         let mut outcome = WriteOutcome::default();
         for op in batches.into_iter().flat_map(|b| b.ops) {
             inner.apply(op, &mut outcome);

@@ -96,6 +96,12 @@ impl TombstoneQuery {
 /// One operation of a [`WriteBatch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
+    /// Fail the whole batch with [`StoreError::ConversationNotFound`]
+    /// unless this conversation exists — checked inside the write, so a
+    /// message can never land in a conversation deleted a moment before.
+    ///
+    /// [`StoreError::ConversationNotFound`]: crate::StoreError::ConversationNotFound
+    RequireConversation(ConversationId),
     /// Insert or replace a conversation; removes a tombstone for it.
     PutConversation(ConversationRecord),
     /// Insert or replace a message; removes a tombstone for it and advances

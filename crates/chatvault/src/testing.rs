@@ -23,7 +23,10 @@ use std::sync::Arc;
 
 pub use tokio;
 
+mod failing;
 mod lifecycle;
+
+pub use failing::FailingStore;
 
 /// A backend under test.
 pub trait TestBackend {
@@ -160,6 +163,32 @@ pub mod cases {
             v.add_message(c.id, NewMessage::new(Role::User, "late"))
                 .await
         ));
+    }
+
+    /// A message batch for a conversation that was deleted (or never
+    /// existed) fails as a whole and leaves nothing behind — the check
+    /// happens inside the write, not before it.
+    pub async fn messages_need_their_conversation(b: &impl TestBackend, mode: Mode) {
+        let (v, _) = open(b, mode).await;
+        let c = v
+            .create_conversation(NewConversation::titled("short-lived"))
+            .await
+            .unwrap();
+        v.delete_conversation(c.id).await.unwrap();
+        let before = v.stats().await.unwrap();
+        let batch = (0..3)
+            .map(|i| NewMessage::new(Role::User, format!("{i}")))
+            .collect();
+        assert!(is_not_found(v.add_messages(c.id, batch).await));
+        assert!(is_not_found(
+            v.add_message(ConversationId::new(), NewMessage::new(Role::User, "x"))
+                .await
+        ));
+        assert_eq!(
+            v.stats().await.unwrap(),
+            before,
+            "nothing of the batch was written"
+        );
     }
 
     /// Unknown ids are "not found", never a panic or an empty success.
@@ -797,6 +826,7 @@ macro_rules! __vault_conformance_cases {
         $crate::__vault_conformance_cases!(@each $backend, $mode, [
             crud_round_trip,
             unknown_ids_are_not_found,
+            messages_need_their_conversation,
             conversations_ordered_and_paged,
             conversations_by_activity_range,
             latest_messages_paged,

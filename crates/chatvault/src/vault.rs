@@ -12,17 +12,25 @@ use chatvault_core::{
 };
 use chatvault_crypto::{KdfParams, KdfPolicy, KeyEnvelope};
 use chatvault_store::{
-    ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, OutboxItem, Store, WriteBatch,
-    WriteOp, WriteOutcome,
+    ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, OutboxItem, Store, StoreError,
+    WriteBatch, WriteOp, WriteOutcome,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const HEADER_KEY: &str = "vault.header";
 /// Metadata key of the key envelope (the wrapped data key) of an encrypted
 /// vault. Replacing it is the whole of a passphrase change.
 const KEYS_KEY: &str = "vault.keys";
+/// Metadata key of the clock lease: a stamp above every stamp this device
+/// has committed, so a restart (even with a clock that went backwards)
+/// never reissues one.
 const CLOCK_KEY: &str = "vault.clock";
+/// How far ahead of the last committed stamp the persisted lease reaches.
+/// The lease is rewritten only when stamps catch up with it, so most
+/// commits carry no clock write at all.
+const CLOCK_LEASE_MS: u64 = 10_000;
 /// Version of the vault header layout.
 const HEADER_VERSION: u32 = 1;
 
@@ -234,6 +242,8 @@ pub struct Vault {
     /// Shared so a bulk import can encode on its own thread.
     pub(crate) codec: Arc<Codec>,
     pub(crate) clock: Mutex<HlcClock>,
+    /// Wall time of the clock lease last persisted (see [`CLOCK_KEY`]).
+    pub(crate) clock_lease: AtomicU64,
     pub(crate) time: Arc<dyn Clock>,
     pub(crate) user: UserId,
     pub(crate) kdf: KdfParams,
@@ -305,6 +315,7 @@ impl Vault {
             store,
             codec: Arc::new(codec),
             clock: Mutex::new(HlcClock::resume(header.device_id, last)),
+            clock_lease: AtomicU64::new(last.map_or(0, |l| l.wall_ms())),
             time: options.clock,
             user: options.user_id,
             kdf: options.kdf,
@@ -388,11 +399,23 @@ impl Vault {
     /// stamp, and writes the batch.
     pub(crate) async fn commit(&self, mut batch: WriteBatch) -> Result<WriteOutcome> {
         let last = self.lock_clock().last();
-        batch.push(WriteOp::SetMeta(
-            CLOCK_KEY.into(),
-            last.to_string().into_bytes(),
-        ));
-        Ok(self.store.write(batch).await?)
+        let lease = self.clock_lease.load(Ordering::SeqCst);
+        let new_lease = (last.wall_ms() >= lease).then(|| last.wall_ms() + CLOCK_LEASE_MS);
+        if let Some(wall) = new_lease {
+            let stamp = Hlc::new(wall, 0, last.device())?;
+            batch.push(WriteOp::SetMeta(
+                CLOCK_KEY.into(),
+                stamp.to_string().into_bytes(),
+            ));
+        }
+        let outcome = self.store.write(batch).await.map_err(|e| match e {
+            StoreError::ConversationNotFound(id) => not_found(EntityKind::Conversation, id.into()),
+            other => VaultError::Store(other),
+        })?;
+        if let Some(wall) = new_lease {
+            self.clock_lease.fetch_max(wall, Ordering::SeqCst);
+        }
+        Ok(outcome)
     }
 
     // ---- conversations -------------------------------------------------
@@ -558,10 +581,12 @@ impl Vault {
         conversation: ConversationId,
         new: Vec<NewMessage>,
     ) -> Result<Vec<Message>> {
-        self.existing_conversation(conversation).await?;
         let (now, stamps) = self.stamps(new.len())?;
         let mut batch = WriteBatch::new();
-        batch.ops.reserve(new.len() * 2);
+        batch.ops.reserve(new.len() * 2 + 1);
+        // Checked inside the write: no separate read, and no window in
+        // which the conversation could be deleted first.
+        batch.push(WriteOp::RequireConversation(conversation));
         let mut out = Vec::with_capacity(new.len());
         for (n, version) in new.into_iter().zip(stamps) {
             let id = MessageId::new();

@@ -1,20 +1,13 @@
 //! Encrypted vaults: wrong passphrases, damaged or moved ciphertext, and
 //! passphrase changes — each a clear error that leaves the vault usable.
 
-use async_trait::async_trait;
-use chatvault::testing::{fast_options, PASSPHRASE};
+use chatvault::testing::{fast_options, FailingStore, PASSPHRASE};
 use chatvault::{
     ListMessages, ManualClock, MemoryStore, NewConversation, NewMessage, Role, SqliteOptions,
     SqliteStore, Store, StoreError, Timestamp, Vault, VaultError,
 };
-use chatvault_core::{
-    Body, ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone,
-};
-use chatvault_store::{
-    BatchSource, ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, Usage, WriteBatch,
-    WriteOp, WriteOutcome,
-};
-use std::sync::atomic::{AtomicBool, Ordering};
+use chatvault_core::{Body, ConversationId, EntityKind, MessageId, MessageRecord, RecordId};
+use chatvault_store::{MessageQuery, WriteBatch, WriteOp};
 use std::sync::Arc;
 
 fn clock() -> Arc<ManualClock> {
@@ -219,72 +212,6 @@ async fn bodies(store: &Arc<dyn Store>, c: ConversationId) -> Vec<Body> {
     out
 }
 
-/// A store whose writes fail while `fail` is set: a crash or full disk at
-/// the moment of the write.
-struct Failing<S> {
-    inner: S,
-    fail: AtomicBool,
-}
-
-#[async_trait]
-impl<S: Store> Store for Failing<S> {
-    fn backend(&self) -> &'static str {
-        "failing"
-    }
-    async fn conversation(
-        &self,
-        id: ConversationId,
-    ) -> chatvault_store::Result<Option<ConversationRow>> {
-        self.inner.conversation(id).await
-    }
-    async fn conversations(
-        &self,
-        q: &ConversationQuery,
-    ) -> chatvault_store::Result<Vec<ConversationRow>> {
-        self.inner.conversations(q).await
-    }
-    async fn message(&self, id: MessageId) -> chatvault_store::Result<Option<MessageRecord>> {
-        self.inner.message(id).await
-    }
-    async fn messages(&self, q: &MessageQuery) -> chatvault_store::Result<Vec<MessageRecord>> {
-        self.inner.messages(q).await
-    }
-    async fn tombstone(
-        &self,
-        k: EntityKind,
-        id: RecordId,
-    ) -> chatvault_store::Result<Option<Tombstone>> {
-        self.inner.tombstone(k, id).await
-    }
-    async fn usage(&self) -> chatvault_store::Result<Usage> {
-        self.inner.usage().await
-    }
-    async fn write(&self, batch: WriteBatch) -> chatvault_store::Result<WriteOutcome> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(StoreError::Full("injected failure".into()));
-        }
-        self.inner.write(batch).await
-    }
-    async fn write_all(&self, source: BatchSource) -> chatvault_store::Result<WriteOutcome> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(StoreError::Full("injected failure".into()));
-        }
-        self.inner.write_all(source).await
-    }
-    async fn outbox(&self, limit: usize) -> chatvault_store::Result<Vec<OutboxEntry>> {
-        self.inner.outbox(limit).await
-    }
-    async fn acknowledge(&self, seqs: &[u64]) -> chatvault_store::Result<()> {
-        self.inner.acknowledge(seqs).await
-    }
-    async fn meta(&self, key: &str) -> chatvault_store::Result<Option<Vec<u8>>> {
-        self.inner.meta(key).await
-    }
-    async fn clear(&self) -> chatvault_store::Result<()> {
-        self.inner.clear().await
-    }
-}
-
 #[tokio::test]
 async fn an_interrupted_passphrase_change_leaves_the_old_one_working() {
     let dir = tempfile::tempdir().unwrap();
@@ -292,17 +219,14 @@ async fn an_interrupted_passphrase_change_leaves_the_old_one_working() {
     let inner = SqliteStore::open(&path, SqliteOptions::default())
         .await
         .unwrap();
-    let failing = Arc::new(Failing {
-        inner,
-        fail: AtomicBool::new(false),
-    });
+    let failing = Arc::new(FailingStore::new(inner));
     let v = Vault::open_encrypted(failing.clone(), PASSPHRASE, fast_options(clock()))
         .await
         .unwrap();
     v.create_conversation(NewConversation::titled("x"))
         .await
         .unwrap();
-    failing.fail.store(true, Ordering::SeqCst);
+    failing.fail_after(0);
     let err = v.change_passphrase(PASSPHRASE, "next").await.unwrap_err();
     assert!(
         matches!(err, VaultError::Store(StoreError::Full(_))),

@@ -1,0 +1,107 @@
+//! A fault-injecting store wrapper: passes everything through to the
+//! wrapped backend until told to fail, then fails writes as a full disk
+//! would — the way to prove that an operation interrupted at its write
+//! leaves the old state intact (redb tests its storage the same way).
+
+use async_trait::async_trait;
+use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
+use chatvault_store::{
+    BatchSource, Compaction, ConversationQuery, ConversationRow, Footprint, MessageQuery,
+    OutboxEntry, Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Wraps a store and fails its writes on demand.
+#[derive(Debug)]
+pub struct FailingStore<S> {
+    inner: S,
+    /// Writes still allowed before every further write fails.
+    allowed: AtomicU64,
+}
+
+impl<S> FailingStore<S> {
+    /// A wrapper that lets every write through until
+    /// [`fail_after`](Self::fail_after) is called.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            allowed: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Lets `n` more writes through, then fails every write after them.
+    pub fn fail_after(&self, n: u64) {
+        self.allowed.store(n, Ordering::SeqCst);
+    }
+
+    /// Lets every write through again.
+    pub fn heal(&self) {
+        self.allowed.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    fn admit(&self) -> Result<()> {
+        let allowed = self
+            .allowed
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match allowed {
+            Ok(_) => Ok(()),
+            Err(_) => Err(StoreError::Full("injected failure".into())),
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for FailingStore<S> {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRow>> {
+        self.inner.conversation(id).await
+    }
+    async fn conversations(&self, query: &ConversationQuery) -> Result<Vec<ConversationRow>> {
+        self.inner.conversations(query).await
+    }
+    async fn message(&self, id: MessageId) -> Result<Option<MessageRecord>> {
+        self.inner.message(id).await
+    }
+    async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageRecord>> {
+        self.inner.messages(query).await
+    }
+    async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>> {
+        self.inner.tombstone(kind, id).await
+    }
+    async fn tombstones(&self, query: &TombstoneQuery) -> Result<Vec<Tombstone>> {
+        self.inner.tombstones(query).await
+    }
+    async fn usage(&self) -> Result<Usage> {
+        self.inner.usage().await
+    }
+    async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome> {
+        self.admit()?;
+        self.inner.write(batch).await
+    }
+    async fn write_all(&self, source: BatchSource) -> Result<WriteOutcome> {
+        self.admit()?;
+        self.inner.write_all(source).await
+    }
+    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.inner.outbox(limit).await
+    }
+    async fn acknowledge(&self, seqs: &[u64]) -> Result<()> {
+        self.admit()?;
+        self.inner.acknowledge(seqs).await
+    }
+    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.meta(key).await
+    }
+    async fn clear(&self) -> Result<()> {
+        self.admit()?;
+        self.inner.clear().await
+    }
+    async fn footprint(&self) -> Result<Option<Footprint>> {
+        self.inner.footprint().await
+    }
+    async fn compact(&self) -> Result<Option<Compaction>> {
+        self.inner.compact().await
+    }
+}
