@@ -513,6 +513,41 @@ fn apply(
                 return Err(StoreError::ConversationNotFound(id));
             }
         }
+        WriteOp::InsertMessage(m) => {
+            deferred.add_totals(m.conversation_id, 1, m.body.len() as i64);
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO messages (id, conversation_id, created_at, updated_at, version, body) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(sql_err)?
+                .execute(params![
+                    &m.id.as_bytes()[..],
+                    &m.conversation_id.as_bytes()[..],
+                    m.created_at.as_millis(),
+                    m.updated_at.as_millis(),
+                    m.version.to_string(),
+                    m.body.as_bytes(),
+                ]);
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(StoreError::InvalidRequest(format!(
+                        "message {} already exists",
+                        m.id
+                    )));
+                }
+                other => {
+                    other.map_err(sql_err)?;
+                }
+            }
+            let at = deferred
+                .activity
+                .entry(m.conversation_id)
+                .or_insert(i64::MIN);
+            *at = (*at).max(m.updated_at.as_millis());
+        }
         WriteOp::PutMessage(m) => {
             let id = &m.id.as_bytes()[..];
             tx.prepare_cached("DELETE FROM tombstones WHERE kind = 'message' AND id = ?1")

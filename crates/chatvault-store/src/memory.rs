@@ -67,7 +67,7 @@ impl MemoryStore {
             .flat_map(|b| &b.ops)
             .map(|op| match op {
                 WriteOp::PutConversation(r) => r.body.len() as u64,
-                WriteOp::PutMessage(m) => m.body.len() as u64,
+                WriteOp::PutMessage(m) | WriteOp::InsertMessage(m) => m.body.len() as u64,
                 WriteOp::Merge(Incoming::Conversation(r)) => r.body.len() as u64,
                 WriteOp::Merge(Incoming::Message(m)) => m.body.len() as u64,
                 WriteOp::MergeAndEnqueue(Incoming::Conversation(r), _) => r.body.len() as u64,
@@ -105,6 +105,12 @@ impl Inner {
                     if !created.contains(id) && !self.conversations.contains_key(id) =>
                 {
                     return Err(StoreError::ConversationNotFound(*id));
+                }
+                WriteOp::InsertMessage(m) if self.messages.contains_key(&m.id) => {
+                    return Err(StoreError::InvalidRequest(format!(
+                        "message {} already exists",
+                        m.id
+                    )));
                 }
                 _ => {}
             }
@@ -230,7 +236,7 @@ impl Inner {
                     },
                 );
             }
-            WriteOp::PutMessage(record) => {
+            WriteOp::PutMessage(record) | WriteOp::InsertMessage(record) => {
                 self.tombstones
                     .remove(&(EntityKind::Message, record.id.into()));
                 self.remove_message(record.id);

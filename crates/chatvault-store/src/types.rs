@@ -107,6 +107,13 @@ pub enum WriteOp {
     /// Insert or replace a message; removes a tombstone for it and advances
     /// its conversation's activity time.
     PutMessage(MessageRecord),
+    /// Insert a message that is new to the store (a freshly generated id):
+    /// like [`WriteOp::PutMessage`] without looking for a record or
+    /// tombstone to replace, which is what makes bulk writes cheap. Fails
+    /// the batch with [`StoreError::InvalidRequest`] if the id exists.
+    ///
+    /// [`StoreError::InvalidRequest`]: crate::StoreError::InvalidRequest
+    InsertMessage(MessageRecord),
     /// Delete a record and keep its tombstone. A conversation's messages and
     /// their tombstones and outbox entries go with it.
     Delete(Tombstone),

@@ -606,7 +606,7 @@ impl Vault {
                 Some(conversation),
             )));
             out.push(to_message(&record, body));
-            batch.push(WriteOp::PutMessage(record));
+            batch.push(WriteOp::InsertMessage(record));
         }
         self.commit(batch).await?;
         Ok(out)
