@@ -177,13 +177,15 @@ const RATIOS: &[(&str, &str, &str)] = &[
     ),
     ("write_1000_1KiB", "encrypted", "plaintext"),
     ("read_100_1KiB", "encrypted", "plaintext"),
+    ("push_500_1KiB", "http", "raw_rusqlite"),
+    ("pull_500_1KiB", "http", "raw_rusqlite"),
 ];
 
 /// Runs the benchmarks, then prints each measurement next to its baseline
 /// from the same run as a Markdown table (for BENCHMARKS.md).
 fn bench() -> Result<()> {
     run(
-        "criterion benchmarks",
+        "criterion benchmarks: vault",
         cargo().args([
             "bench",
             "-p",
@@ -193,6 +195,10 @@ fn bench() -> Result<()> {
             "--bench",
             "write",
         ]),
+    )?;
+    run(
+        "criterion benchmarks: sync server",
+        cargo().args(["bench", "-p", "chatvault-server", "--bench", "sync"]),
     )?;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
