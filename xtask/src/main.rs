@@ -169,6 +169,8 @@ fn test() -> Result<()> {
 /// Pairs of (group, measured, baseline) whose ratio the report prints.
 const RATIOS: &[(&str, &str, &str)] = &[
     ("import_10k_1KiB", "vault_sqlite", "raw_rusqlite"),
+    ("import_10k_1KiB", "raw_with_outbox", "raw_rusqlite"),
+    ("import_10k_1KiB", "vault_sqlite", "raw_with_outbox"),
     ("single_durable_write_1KiB", "vault_sqlite", "raw_rusqlite"),
     (
         "single_durable_write_1KiB",

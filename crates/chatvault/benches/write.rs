@@ -117,6 +117,35 @@ fn bulk_import(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // Raw rusqlite plus an outbox row per message (the same outbox table
+    // and indexes as the store): what durable sync bookkeeping costs
+    // before any Vault code runs.
+    g.bench_function("raw_with_outbox", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().expect("dir");
+                let conn = raw_connection(&dir.path().join("raw.db"));
+                conn.execute_batch("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, entity_id BLOB NOT NULL UNIQUE, kind TEXT NOT NULL, conversation_id BLOB, op_id BLOB NOT NULL); CREATE INDEX outbox_by_conversation ON outbox (conversation_id) WHERE conversation_id IS NOT NULL;").unwrap();
+                (dir, conn)
+            },
+            |(_dir, mut conn)| {
+                let conv = uuid_bytes();
+                let body = content();
+                let tx = conn.transaction().expect("tx");
+                {
+                    let mut stmt = tx.prepare_cached("INSERT INTO messages (id, conversation_id, created_at, updated_at, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)").unwrap();
+                    let mut ob = tx.prepare_cached("INSERT OR REPLACE INTO outbox (entity_id, kind, conversation_id, op_id) VALUES (?1, 'message', ?2, ?3)").unwrap();
+                    for i in 0..BATCH {
+                        let id = uuid_bytes();
+                        stmt.execute(params![&id[..], &conv[..], i as i64, i as i64, "0192f3a4b5c6-00000000-a1b2c3d4e5f60718", body.as_bytes()]).unwrap();
+                        ob.execute(params![&id[..], &conv[..], &uuid_bytes()[..]]).unwrap();
+                    }
+                }
+                tx.commit().unwrap();
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.bench_function("vault_sqlite", |b| {
         // Setup (a fresh vault) is untimed; only the import is measured.
         b.iter_custom(|iters| {

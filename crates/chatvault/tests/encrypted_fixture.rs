@@ -37,7 +37,11 @@ async fn open(path: &Path, passphrase: &str) -> chatvault::Result<Vault> {
 #[tokio::test]
 #[ignore = "documents how tests/fixtures/v2-encrypted.db was made; never regenerate"]
 async fn make_v2_encrypted_fixture() {
-    assert_eq!(chatvault_sqlite::SCHEMA_VERSION, 2, "made by the code of schema 2");
+    assert_eq!(
+        chatvault_sqlite::SCHEMA_VERSION,
+        2,
+        "made by the code of schema 2"
+    );
     let path = fixture();
     assert!(!path.exists(), "the fixture exists: never regenerate it");
     let v = open(&path, PASSPHRASE).await.unwrap();
@@ -92,10 +96,16 @@ async fn the_v2_encrypted_fixture_opens_and_reads_back() {
         .collect();
     assert_eq!(
         texts,
-        [("Where to in May?", Role::User), ("Lisbon, quietly.", Role::Assistant)]
+        [
+            ("Where to in May?", Role::User),
+            ("Lisbon, quietly.", Role::Assistant)
+        ]
     );
     let stats = v.stats().await.unwrap();
-    assert_eq!((stats.conversations, stats.messages, stats.tombstones), (1, 2, 1));
+    assert_eq!(
+        (stats.conversations, stats.messages, stats.tombstones),
+        (1, 2, 1)
+    );
 
     // Nothing readable in the committed file.
     let raw = std::fs::read(fixture()).unwrap();
