@@ -24,12 +24,16 @@
 //! - `error` — [`VaultError`].
 //! - `lifecycle` — retention, storage stats and compaction, export and
 //!   import, and the settings they use (`docs/lifecycle.md`).
+//! - `sync_support` — what the `chatvault-sync` client needs from a vault:
+//!   sync metadata, adopting the account's key envelope, applying a pulled
+//!   page and its cursor in one write, re-queueing records.
 //! - [`testing`] (feature `testing`) — the conformance suite every backend runs.
 
 mod clock;
 mod codec;
 mod error;
 mod lifecycle;
+mod sync_support;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod vault;
@@ -49,6 +53,7 @@ pub use lifecycle::{
     ImportOptions, ImportReport, ImportSource, Progress, ProgressFn, ProgressPhase, Rejection,
     RetentionMode, RetentionReport, StorageFootprint,
 };
+pub use sync_support::{PassphraseChange, RemoteApply};
 pub use vault::{
     ApplyReport, ConversationStats, ConversationUpdate, ListConversations, ListMessages,
     MessageUpdate, NewConversation, NewMessage, Vault, VaultOptions, VaultStats,

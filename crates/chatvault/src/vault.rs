@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 const HEADER_KEY: &str = "vault.header";
 /// Metadata key of the key envelope (the wrapped data key) of an encrypted
 /// vault. Replacing it is the whole of a passphrase change.
-const KEYS_KEY: &str = "vault.keys";
+pub(crate) const KEYS_KEY: &str = "vault.keys";
 /// Metadata key of the clock lease: a stamp above every stamp this device
 /// has committed, so a restart (even with a clock that went backwards)
 /// never reissues one.
@@ -33,6 +33,14 @@ const CLOCK_KEY: &str = "vault.clock";
 const CLOCK_LEASE_MS: u64 = 10_000;
 /// Version of the vault header layout.
 const HEADER_VERSION: u32 = 1;
+
+/// A change from elsewhere that [`Vault::admit_remote`] refused.
+pub(crate) enum Refused {
+    /// Stamped too far ahead of this device's clock (retry once it caught up).
+    ClockSkew(OpId, String),
+    /// Malformed: will never apply.
+    Invalid(OpId, String),
+}
 
 /// What a vault records about itself, in the store's metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -748,22 +756,7 @@ impl Vault {
     /// as superseded; one that is malformed or stamped implausibly far in
     /// the future is rejected with a reason; neither stops the others.
     pub async fn apply_changes(&self, changes: Vec<Change>) -> Result<ApplyReport> {
-        let mut rejected = Vec::new();
-        let mut batch = WriteBatch::new();
-        for change in changes {
-            let op_id = change.op_id;
-            if let Err(e) = self.lock_clock().observe(change.version, self.time.now()) {
-                rejected.push((op_id, e.to_string()));
-                continue;
-            }
-            match change.into_incoming() {
-                Ok(incoming) => batch.push(WriteOp::Merge(incoming)),
-                Err(e) => {
-                    rejected.push((op_id, e.to_string()));
-                    continue;
-                }
-            };
-        }
+        let (batch, refused) = self.admit_remote(changes);
         let outcome = if batch.is_empty() {
             Default::default()
         } else {
@@ -772,8 +765,39 @@ impl Vault {
         Ok(ApplyReport {
             applied: outcome.merged,
             superseded: outcome.superseded,
-            rejected,
+            rejected: refused
+                .into_iter()
+                .map(|r| match r {
+                    Refused::ClockSkew(op, why) | Refused::Invalid(op, why) => (op, why),
+                })
+                .collect(),
         })
+    }
+
+    /// Turns changes from elsewhere into [`WriteOp::Merge`] operations,
+    /// folding their stamps into this device's clock. Changes stamped
+    /// implausibly far ahead, or malformed, are refused (in input order)
+    /// and never reach the batch.
+    pub(crate) fn admit_remote(&self, changes: Vec<Change>) -> (WriteBatch, Vec<Refused>) {
+        let mut refused = Vec::new();
+        let mut batch = WriteBatch::new();
+        for change in changes {
+            let op_id = change.op_id;
+            if let Err(e) = self.lock_clock().observe(change.version, self.time.now()) {
+                refused.push(match e {
+                    CoreError::ClockSkew { .. } => Refused::ClockSkew(op_id, e.to_string()),
+                    other => Refused::Invalid(op_id, other.to_string()),
+                });
+                continue;
+            }
+            match change.into_incoming() {
+                Ok(incoming) => {
+                    batch.push(WriteOp::Merge(incoming));
+                }
+                Err(e) => refused.push(Refused::Invalid(op_id, e.to_string())),
+            }
+        }
+        (batch, refused)
     }
 
     /// The stored conversation, or [`VaultError::NotFound`].

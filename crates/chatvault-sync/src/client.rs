@@ -1,0 +1,600 @@
+//! [`SyncClient`]: one vault, one server account. Owns the session (bearer
+//! token in memory, re-established from the auth key when it expires), the
+//! lock that keeps push and pull of one vault strictly one at a time, and
+//! the published [`SyncStatus`].
+//!
+//! Sessions are never persisted: a token is as good as the passphrase for
+//! the server, and a native app has the passphrase at hand when it opens
+//! its encrypted vault anyway.
+
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use chatvault::{Store, Vault, VaultOptions};
+use chatvault_core::OpId;
+use chatvault_crypto::{AuthKey, KeyEnvelope};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use tokio::sync::{watch, Mutex, Notify};
+use zeroize::Zeroizing;
+
+use crate::account::{self, Session};
+use crate::backoff::BackoffPolicy;
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::error::{Result, SyncError};
+use crate::http::{Api, Body};
+use crate::status::{PullReport, PushReport, SyncReport, SyncState, SyncStatus};
+use crate::wire::PutKeysRequest;
+
+/// Tuning. `Default` suits production; tests shorten the times.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Outbox entries read per round (at most 1000, the server's limit).
+    pub push_batch: usize,
+    /// Request body budget per push; batches are split below it (the
+    /// server's default limit is 4 MiB). A single larger change is still
+    /// sent alone, in case the server accepts more.
+    pub max_push_bytes: usize,
+    /// Changes per pull or snapshot page (1–1000).
+    pub page_limit: u32,
+    /// Sync this often even without pokes or local writes.
+    pub interval: Duration,
+    /// Backoff after transient failures (and for WebSocket reconnects).
+    pub backoff: BackoffPolicy,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Keep a WebSocket open for realtime pokes while running.
+    pub realtime: bool,
+    /// Reconnect a WebSocket that has been silent this long (the server
+    /// pings every 30 s by default).
+    pub realtime_idle_timeout: Duration,
+    /// Seed for the backoff jitter (tests); `None` seeds from the OS.
+    pub jitter_seed: Option<u64>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            push_batch: 500,
+            max_push_bytes: 3 * 1024 * 1024,
+            page_limit: 500,
+            interval: Duration::from_secs(300),
+            backoff: BackoffPolicy::default(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            realtime: true,
+            realtime_idle_timeout: Duration::from_secs(75),
+            jitter_seed: None,
+        }
+    }
+}
+
+/// The credentials a session is (re-)established from.
+struct Credentials {
+    auth_key: AuthKey,
+    session: Option<Session>,
+    /// Why the client is signed out, once the server refused its key.
+    signed_out: Option<String>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) vault: Arc<Vault>,
+    pub(crate) api: Api,
+    pub(crate) username: String,
+    pub(crate) options: SyncOptions,
+    credentials: Mutex<Credentials>,
+    /// One push or pull at a time per client.
+    pub(crate) sync_lock: Mutex<()>,
+    pub(crate) status: watch::Sender<SyncStatus>,
+    /// Local writes (`notify`).
+    pub(crate) local: Notify,
+    /// Pokes, WebSocket (re)connects, sign-ins.
+    pub(crate) remote: Notify,
+    pub(crate) rng: StdMutex<StdRng>,
+}
+
+/// Syncs one encrypted [`Vault`] with one account on a chatvault server.
+/// Cheap to clone; clones share the session, the status and the lock.
+#[derive(Clone)]
+pub struct SyncClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SyncClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncClient")
+            .field("server", &self.inner.api.base())
+            .field("username", &self.inner.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncClient {
+    /// Creates an account for `vault` on `server` and signs in. The account
+    /// gets the vault's own key envelope; the server-auth key is derived
+    /// from the same passphrase, salt and parameters, so one passphrase
+    /// serves both (Argon2id runs once).
+    ///
+    /// Errors: [`SyncError::WrongPassphrase`] if `passphrase` does not open
+    /// the vault, [`SyncError::UsernameTaken`], [`SyncError::NotEncrypted`].
+    /// If only the sign-in after registering fails (say, the network went
+    /// away), the account exists: use [`login`](Self::login).
+    pub async fn register(
+        vault: Arc<Vault>,
+        server: &str,
+        username: &str,
+        passphrase: &str,
+        options: SyncOptions,
+    ) -> Result<SyncClient> {
+        let api = api(server, &options)?;
+        let envelope = local_envelope(&vault).await?;
+        let (_, policy) = vault.kdf_settings();
+        let keys = account::derive(passphrase, *envelope.kdf(), *envelope.salt(), policy).await?;
+        // Proves the passphrase locally before anything reaches the server.
+        envelope.unlock_with_keys(&keys)?;
+        account::register(&api, username, &envelope, &keys).await?;
+        let session = account::login(&api, username, keys.auth_key()).await?;
+        Self::start(
+            vault,
+            api,
+            username,
+            keys.auth_key().clone(),
+            session,
+            options,
+        )
+        .await
+    }
+
+    /// Signs in to an existing account for an open `vault`.
+    ///
+    /// If the account's passphrase was changed on another device (or a
+    /// change here was interrupted after the server took it), the server's
+    /// key envelope is adopted — after checking that it wraps this vault's
+    /// data key; a vault of another account is refused.
+    ///
+    /// Errors: [`SyncError::InvalidCredentials`] (the server refused the
+    /// key), [`SyncError::WrongPassphrase`] (refused locally, without
+    /// spending a login attempt, when the account still uses the vault's
+    /// salt and the passphrase does not open the vault),
+    /// [`SyncError::TooManyAttempts`].
+    pub async fn login(
+        vault: Arc<Vault>,
+        server: &str,
+        username: &str,
+        passphrase: &str,
+        options: SyncOptions,
+    ) -> Result<SyncClient> {
+        let api = api(server, &options)?;
+        let (auth_key, session) = sign_in_to(&api, &vault, username, passphrase).await?;
+        Self::start(vault, api, username, auth_key, session, options).await
+    }
+
+    /// A new device: signs in, fetches the account's key envelope and opens
+    /// a vault in `store` on it, so records pushed by the account's other
+    /// devices decrypt here. An empty store gets a new vault; a store that
+    /// already holds this account's vault is opened (adopting the server's
+    /// envelope if the passphrase changed) — so this is also how a device
+    /// recovers when only the new passphrase is known.
+    pub async fn join(
+        store: Arc<dyn Store>,
+        vault_options: VaultOptions,
+        server: &str,
+        username: &str,
+        passphrase: &str,
+        options: SyncOptions,
+    ) -> Result<SyncClient> {
+        let api = api(server, &options)?;
+        let (kdf, salt) = account::prelogin(&api, username).await?;
+        let keys = account::derive(passphrase, kdf, salt, vault_options.kdf_policy).await?;
+        let session = account::login(&api, username, keys.auth_key()).await?;
+        let opened = match account::fetch_envelope(&api, &session.token).await {
+            Ok(envelope) => Vault::open_with_envelope(store, &envelope, passphrase, vault_options)
+                .await
+                .map_err(SyncError::from),
+            Err(e) => Err(e),
+        };
+        let vault = match opened {
+            Ok(vault) => vault,
+            Err(e) => {
+                // Do not leave a session behind for a device that did not join.
+                let _ = account::logout(&api, &session.token).await;
+                return Err(e);
+            }
+        };
+        Self::start(
+            Arc::new(vault),
+            api,
+            username,
+            keys.auth_key().clone(),
+            session,
+            options,
+        )
+        .await
+    }
+
+    async fn start(
+        vault: Arc<Vault>,
+        api: Api,
+        username: &str,
+        auth_key: AuthKey,
+        session: Session,
+        options: SyncOptions,
+    ) -> Result<SyncClient> {
+        vault.set_sync_remote(Some(api.base())).await?;
+        let rng = match options.jitter_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        let client = SyncClient {
+            inner: Arc::new(Inner {
+                vault,
+                api,
+                username: username.to_owned(),
+                options,
+                credentials: Mutex::new(Credentials {
+                    auth_key,
+                    session: Some(session),
+                    signed_out: None,
+                }),
+                sync_lock: Mutex::new(()),
+                status: watch::channel(SyncStatus::default()).0,
+                local: Notify::new(),
+                remote: Notify::new(),
+                rng: StdMutex::new(rng),
+            }),
+        };
+        let cursor = client.load_cursor().await?;
+        let dead = DeadLetters::load(&client.inner.vault).await?.0.len();
+        client.inner.status.send_modify(|s| {
+            s.cursor = cursor;
+            s.dead_letters = dead;
+        });
+        tracing::info!(
+            server = client.inner.api.base(),
+            username,
+            "signed in to the sync server"
+        );
+        Ok(client)
+    }
+
+    /// Signs in again with `passphrase` (after [`SyncError::Unauthorized`],
+    /// typically because the passphrase was changed on another device),
+    /// adopting the account's key envelope as [`login`](Self::login) does.
+    pub async fn sign_in(&self, passphrase: &str) -> Result<()> {
+        let (auth_key, session) = sign_in_to(
+            &self.inner.api,
+            &self.inner.vault,
+            &self.inner.username,
+            passphrase,
+        )
+        .await?;
+        let mut creds = self.inner.credentials.lock().await;
+        creds.auth_key = auth_key;
+        creds.session = Some(session);
+        creds.signed_out = None;
+        drop(creds);
+        self.inner.remote.notify_one();
+        Ok(())
+    }
+
+    /// Changes the passphrase of the vault and of the account: the server
+    /// first (the current auth key proves the change), then the vault.
+    ///
+    /// Crash window: if the process dies (or the local write fails) after
+    /// the server took the change, the server has the new passphrase and
+    /// the vault the old one. Nothing is lost: the vault still opens with
+    /// the old passphrase and [`sign_in`](Self::sign_in) /
+    /// [`login`](Self::login) with the new one adopts the server's envelope
+    /// (same data key); or, knowing only the new passphrase,
+    /// [`join`](Self::join) on the same store does. Done the other way
+    /// round, a failed server call would leave a vault and an account that
+    /// open with different passphrases and nothing to reconcile them.
+    ///
+    /// Other sessions of the account are signed out by the server; other
+    /// devices see [`SyncError::Unauthorized`] until they sign in with the
+    /// new passphrase.
+    pub async fn change_passphrase(&self, old: &str, new: &str) -> Result<()> {
+        let vault = &self.inner.vault;
+        let change = vault.prepare_passphrase_change(old, new).await?;
+        let current = Zeroizing::new(self.inner.credentials.lock().await.auth_key.to_base64());
+        let new_key = Zeroizing::new(change.auth_key().to_base64());
+        let key_envelope = serde_json::from_str(&change.envelope_json())
+            .map_err(|e| SyncError::Protocol(e.to_string()))?;
+        let body = Zeroizing::new(
+            serde_json::to_vec(&PutKeysRequest {
+                key_envelope,
+                auth_key: &current,
+                new_auth_key: &new_key,
+                kdf: change.kdf(),
+                salt: change.salt(),
+            })
+            .map_err(|e| SyncError::Protocol(e.to_string()))?,
+        );
+        self.authed::<()>(Method::PUT, "v1/keys", &[], Some(body.to_vec()))
+            .await?;
+        self.inner.credentials.lock().await.auth_key = change.auth_key().clone();
+        if let Err(e) = vault.commit_passphrase_change(&change).await {
+            tracing::error!(error = %e, "the server took the new passphrase but the vault did not; \
+                sign in with the new passphrase to adopt it");
+            return Err(e.into());
+        }
+        tracing::info!("passphrase changed on the server and in the vault");
+        Ok(())
+    }
+
+    /// Ends the session on the server. The client stays usable offline; a
+    /// later sync needs [`sign_in`](Self::sign_in).
+    pub async fn logout(&self) -> Result<()> {
+        let mut creds = self.inner.credentials.lock().await;
+        let session = creds.session.take();
+        creds.signed_out = Some("logged out".into());
+        drop(creds);
+        if let Some(session) = session {
+            account::logout(&self.inner.api, &session.token).await?;
+        }
+        Ok(())
+    }
+
+    /// The vault this client syncs.
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.inner.vault
+    }
+
+    /// The account name.
+    pub fn username(&self) -> &str {
+        &self.inner.username
+    }
+
+    /// The account id, while signed in.
+    pub async fn user_id(&self) -> Option<String> {
+        let creds = self.inner.credentials.lock().await;
+        creds.session.as_ref().map(|s| s.user_id.clone())
+    }
+
+    /// The sync status, updated as it changes.
+    pub fn status(&self) -> watch::Receiver<SyncStatus> {
+        self.inner.status.subscribe()
+    }
+
+    /// Tells a running [`run`](Self::run) loop that the app wrote to the
+    /// vault: it pushes soon. Cheap; calls coalesce.
+    pub fn notify(&self) {
+        self.inner.local.notify_one();
+    }
+
+    /// Pushes the outbox, then pulls everything new.
+    pub async fn sync_once(&self) -> Result<SyncReport> {
+        let _running = self.inner.sync_lock.lock().await;
+        self.set_state(SyncState::Syncing);
+        let result = async {
+            let push = self.push_locked().await?;
+            let pull = self.pull_locked().await?;
+            Ok(SyncReport { push, pull })
+        }
+        .await;
+        self.publish(result.as_ref().map(|_| ()), true).await;
+        result
+    }
+
+    /// Pushes the outbox only.
+    pub async fn push(&self) -> Result<PushReport> {
+        let _running = self.inner.sync_lock.lock().await;
+        self.set_state(SyncState::Syncing);
+        let result = self.push_locked().await;
+        self.publish(result.as_ref().map(|_| ()), false).await;
+        result
+    }
+
+    /// Pulls everything new only (resyncing from a snapshot if the server
+    /// asks), leaving the outbox untouched.
+    pub async fn pull(&self) -> Result<PullReport> {
+        let _running = self.inner.sync_lock.lock().await;
+        self.set_state(SyncState::Syncing);
+        let result = self.pull_locked().await;
+        self.publish(result.as_ref().map(|_| ()), false).await;
+        result
+    }
+
+    /// Changes the server refused, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        Ok(DeadLetters::load(&self.inner.vault).await?.0)
+    }
+
+    /// Puts a dead-lettered record back in the outbox (its current state,
+    /// under a fresh op id) and removes the dead letter, in one atomic
+    /// write; the next push sends it. `false` if there is no dead letter
+    /// with this op id, or its record no longer exists (the dead letter is
+    /// then removed).
+    pub async fn retry_dead_letter(&self, op: OpId) -> Result<bool> {
+        let requeued = {
+            let _running = self.inner.sync_lock.lock().await;
+            let mut list = DeadLetters::load(&self.inner.vault).await?;
+            let Some(letter) = list.take(op) else {
+                return Ok(false);
+            };
+            let requeued = self
+                .inner
+                .vault
+                .requeue_record(letter.kind, letter.entity_id, vec![list.meta()?])
+                .await?;
+            if !requeued {
+                list.save(&self.inner.vault).await?;
+            }
+            let count = list.0.len();
+            self.inner.status.send_modify(|s| s.dead_letters = count);
+            requeued
+        };
+        if requeued {
+            tracing::info!(%op, "dead letter re-queued");
+            self.notify();
+        }
+        Ok(requeued)
+    }
+
+    // ---- session ---------------------------------------------------------
+
+    /// The current bearer token, or [`SyncError::Unauthorized`] once signed
+    /// out.
+    pub(crate) async fn token(&self) -> Result<Zeroizing<String>> {
+        let creds = self.inner.credentials.lock().await;
+        match (&creds.session, &creds.signed_out) {
+            (Some(s), None) => Ok(s.token.clone()),
+            (_, Some(why)) => Err(SyncError::Unauthorized(why.clone())),
+            (None, None) => Err(SyncError::Unauthorized("no session".into())),
+        }
+    }
+
+    /// After a `401` with `stale`: signs in again with the stored auth key
+    /// (unless another task already did). If the server refuses the key,
+    /// the client is signed out for good — retrying a refused key would
+    /// only lock the account.
+    pub(crate) async fn reauthenticate(&self, stale: &str) -> Result<()> {
+        let mut creds = self.inner.credentials.lock().await;
+        if let Some(why) = &creds.signed_out {
+            return Err(SyncError::Unauthorized(why.clone()));
+        }
+        if creds
+            .session
+            .as_ref()
+            .is_some_and(|s| s.token.as_str() != stale)
+        {
+            return Ok(());
+        }
+        match account::login(&self.inner.api, &self.inner.username, &creds.auth_key).await {
+            Ok(session) => {
+                tracing::info!("session expired; signed in again");
+                creds.session = Some(session);
+                Ok(())
+            }
+            Err(SyncError::InvalidCredentials { .. }) => {
+                let why = "the server no longer accepts this device's key (was the passphrase \
+                           changed on another device?); sign in with the current passphrase"
+                    .to_owned();
+                tracing::warn!("{why}");
+                creds.session = None;
+                creds.signed_out = Some(why.clone());
+                Err(SyncError::Unauthorized(why))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// An authenticated request; a `401` signs in again once and retries.
+    pub(crate) async fn authed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Body>,
+    ) -> Result<T> {
+        let mut retried = false;
+        loop {
+            let token = self.token().await?;
+            let result = self
+                .inner
+                .api
+                .send(method.clone(), path, query, Some(&token), body.clone())
+                .await;
+            match result {
+                Err(e) if e.is_status(401) && !retried => {
+                    retried = true;
+                    self.reauthenticate(&token).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    // ---- status ----------------------------------------------------------
+
+    pub(crate) fn set_state(&self, state: SyncState) {
+        self.inner.status.send_if_modified(|s| {
+            let changed = s.state != state;
+            s.state = state;
+            changed
+        });
+    }
+
+    /// Publishes the outcome of an operation: state, counts, and (after a
+    /// complete sync) the time.
+    async fn publish(&self, outcome: std::result::Result<(), &SyncError>, complete: bool) {
+        let vault = &self.inner.vault;
+        let pending = match vault.stats().await {
+            Ok(stats) => Some(stats.pending_changes),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count pending changes");
+                None
+            }
+        };
+        let dead = DeadLetters::load(vault).await.ok().map(|d| d.0.len());
+        let now = vault.now();
+        let state = match outcome {
+            Ok(()) => SyncState::Idle,
+            Err(SyncError::Network(_)) => SyncState::Offline,
+            Err(e) => SyncState::Error(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => tracing::debug!(complete, "sync step done"),
+            Err(e) if e.is_transient() => tracing::info!(error = %e, "sync failed; will retry"),
+            Err(e) => tracing::warn!(error = %e, "sync failed"),
+        }
+        self.inner.status.send_modify(|s| {
+            s.state = state;
+            if let Some(p) = pending {
+                s.pending = p;
+            }
+            if let Some(d) = dead {
+                s.dead_letters = d;
+            }
+            if complete && outcome.is_ok() {
+                s.last_synced_at = Some(now);
+            }
+        });
+    }
+}
+
+fn api(server: &str, options: &SyncOptions) -> Result<Api> {
+    Api::new(server, options.connect_timeout, options.request_timeout)
+}
+
+async fn local_envelope(vault: &Vault) -> Result<KeyEnvelope> {
+    let json = vault
+        .key_envelope_json()
+        .await?
+        .ok_or(SyncError::NotEncrypted)?;
+    Ok(KeyEnvelope::from_json(&json)?)
+}
+
+/// Prelogin → derive (once) → login for an open vault; adopts the
+/// account's envelope when its salt differs from the vault's.
+async fn sign_in_to(
+    api: &Api,
+    vault: &Vault,
+    username: &str,
+    passphrase: &str,
+) -> Result<(AuthKey, Session)> {
+    let local = local_envelope(vault).await?;
+    let (kdf, salt) = account::prelogin(api, username).await?;
+    let (_, policy) = vault.kdf_settings();
+    let keys = account::derive(passphrase, kdf, salt, policy).await?;
+    let same_keys = local.kdf() == &kdf && local.salt() == &salt;
+    if same_keys {
+        // Same salt: a passphrase that does not open the vault cannot be the
+        // account's either; say so without spending a login attempt.
+        local.unlock_with_keys(&keys)?;
+    }
+    let session = account::login(api, username, keys.auth_key()).await?;
+    if !same_keys {
+        let envelope = account::fetch_envelope(api, &session.token).await?;
+        if let Err(e) = vault.adopt_key_envelope(&envelope, &keys).await {
+            // Do not leave a session of an account this vault cannot use.
+            let _ = account::logout(api, &session.token).await;
+            return Err(e.into());
+        }
+    }
+    Ok((keys.auth_key().clone(), session))
+}

@@ -1,0 +1,237 @@
+//! The HTTP transport: one reqwest client for one server, JSON in and out,
+//! and the decoding of error answers into [`SyncError`] values.
+//!
+//! Knows nothing of sessions or retries (that is `client`); must never log
+//! a request body, a token or an auth key.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+
+use crate::error::{Result, SyncError};
+use crate::wire::ErrorBody;
+
+/// A request body: JSON bytes.
+pub(crate) type Body = Vec<u8>;
+
+/// The transport for one server.
+#[derive(Debug, Clone)]
+pub(crate) struct Api {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl Api {
+    /// A client for `server` (`http://` or `https://`, optionally with a
+    /// path prefix the API lives under).
+    pub(crate) fn new(
+        server: &str,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Result<Api> {
+        let invalid = |reason: &str| SyncError::InvalidUrl {
+            url: server.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let mut base = Url::parse(server.trim()).map_err(|e| invalid(&e.to_string()))?;
+        match base.scheme() {
+            "http" | "https" => {}
+            _ => return Err(invalid("the scheme must be http or https")),
+        }
+        if base.host_str().is_none() {
+            return Err(invalid("no host"));
+        }
+        if !cfg!(feature = "tls") && base.scheme() == "https" {
+            return Err(invalid(
+                "this build has no TLS support (enable chatvault-sync's `tls` feature)",
+            ));
+        }
+        base.set_query(None);
+        base.set_fragment(None);
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(request_timeout)
+            .build()
+            .map_err(|e| SyncError::Network(error_chain(&e)))?;
+        Ok(Api { http, base })
+    }
+
+    /// The server URL as configured (normalized, with a trailing `/`).
+    pub(crate) fn base(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// The URL of `path` (relative, e.g. `v1/sync/pull`) with `query`.
+    pub(crate) fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url> {
+        let mut url = self.base.join(path).map_err(|e| SyncError::InvalidUrl {
+            url: format!("{}{path}", self.base),
+            reason: e.to_string(),
+        })?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    /// The WebSocket URL of `path` (`ws://` or `wss://`).
+    pub(crate) fn ws_url(&self, path: &str) -> Result<Url> {
+        let mut url = self.url(path, &[])?;
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme).map_err(|()| SyncError::InvalidUrl {
+            url: url.to_string(),
+            reason: "cannot be turned into a WebSocket URL".into(),
+        })?;
+        Ok(url)
+    }
+
+    /// Sends a request and decodes a 2xx JSON answer into `T` (an empty
+    /// body reads as JSON `null`, so `T = ()` fits `204`). Other answers
+    /// become [`SyncError::Server`]; transport failures
+    /// [`SyncError::Network`].
+    pub(crate) async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        token: Option<&str>,
+        body: Option<Body>,
+    ) -> Result<T> {
+        let url = self.url(path, query)?;
+        let mut request = self.http.request(method.clone(), url);
+        if let Some(token) = token {
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                SyncError::Protocol("the session token is not a header value".into())
+            })?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        if let Some(body) = body {
+            request = request.header(CONTENT_TYPE, "application/json").body(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| SyncError::Network(error_chain(&e)))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| SyncError::Network(error_chain(&e)))?;
+        if status.is_success() {
+            let json: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+            return serde_json::from_slice(json).map_err(|e| {
+                SyncError::Protocol(format!("{method} /{path} answered {status} with {e}"))
+            });
+        }
+        Err(server_error(status, &bytes, retry_after))
+    }
+}
+
+fn server_error(status: StatusCode, bytes: &[u8], retry_after: Option<Duration>) -> SyncError {
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => (body.error.code, body.error.message),
+        Err(_) => {
+            let text = String::from_utf8_lossy(bytes);
+            let text: String = text.chars().take(200).collect();
+            ("unknown".to_owned(), text)
+        }
+    };
+    SyncError::Server {
+        status: status.as_u16(),
+        code,
+        message,
+        retry_after,
+    }
+}
+
+/// An error with its sources (reqwest's own message is terse).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(url: &str) -> Result<Api> {
+        Api::new(url, Duration::from_secs(1), Duration::from_secs(1))
+    }
+
+    #[test]
+    fn urls_are_built_under_the_base() {
+        let a = api("http://127.0.0.1:8787").unwrap();
+        assert_eq!(a.base(), "http://127.0.0.1:8787/");
+        assert_eq!(
+            a.url("v1/sync/pull", &[("after", "v1.2"), ("limit", "5")])
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8787/v1/sync/pull?after=v1.2&limit=5"
+        );
+        let prefixed = api("https://example.invalid/chatvault").unwrap_or_else(|_| {
+            // Without the `tls` feature https is refused; the prefix rule
+            // is the same over http.
+            api("http://example.invalid/chatvault").unwrap()
+        });
+        assert!(prefixed
+            .url("v1/keys", &[])
+            .unwrap()
+            .as_str()
+            .ends_with("/chatvault/v1/keys"));
+        assert_eq!(
+            a.ws_url("v1/ws").unwrap().as_str(),
+            "ws://127.0.0.1:8787/v1/ws"
+        );
+    }
+
+    #[test]
+    fn unusable_urls_are_refused() {
+        for bad in ["", "ftp://x", "not a url", "http://"] {
+            assert!(
+                matches!(api(bad), Err(SyncError::InvalidUrl { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_bodies_decode_to_codes() {
+        let e = server_error(
+            StatusCode::GONE,
+            br#"{"error":{"code":"resync_required","message":"rebuild"}}"#,
+            None,
+        );
+        assert_eq!(e.server_code(), Some("resync_required"));
+        assert!(e.is_status(410));
+        assert!(!e.is_transient());
+        let e = server_error(
+            StatusCode::BAD_GATEWAY,
+            b"<html>proxy</html>",
+            Some(Duration::from_secs(3)),
+        );
+        assert_eq!(e.server_code(), Some("unknown"));
+        assert!(e.is_transient());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+    }
+}

@@ -1,0 +1,202 @@
+//! Pull: the account's change feed after the stored cursor, and the resync
+//! from a snapshot when the server can no longer continue the feed.
+//!
+//! Each page is applied by last-writer-wins together with its cursor in one
+//! atomic vault write, so a crash never moves the cursor past unapplied
+//! changes (and applying a page twice is harmless). The cursor is stored
+//! with the server and account it belongs to: a vault pointed elsewhere
+//! starts from the beginning instead of sending a foreign cursor.
+//!
+//! Resync (`410 resync_required`, or a cursor the server does not know):
+//! page through `/v1/sync/snapshot`, merge every record by LWW, drop local
+//! records the snapshot no longer lists unless they have unsent changes,
+//! store the snapshot's cursor and continue the feed from it. The outbox is
+//! never touched. A second `410` straight after is
+//! [`SyncError::ResyncLoop`], never another round.
+
+use std::collections::HashSet;
+
+use chatvault_core::{Change, EntityKind, RecordId};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::client::SyncClient;
+use crate::error::{Result, SyncError};
+use crate::status::PullReport;
+use crate::wire::{parse_change, PullResponse, SnapshotResponse};
+
+/// Metadata key of the stored cursor.
+pub(crate) const CURSOR_KEY: &str = "sync.cursor";
+
+/// The stored cursor and whose it is.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredCursor {
+    server: String,
+    username: String,
+    cursor: String,
+}
+
+impl SyncClient {
+    pub(crate) async fn pull_locked(&self) -> Result<PullReport> {
+        let mut report = PullReport::default();
+        let mut cursor = self.load_cursor().await?;
+        let limit = self.inner.options.page_limit.clamp(1, 1000).to_string();
+        let mut just_resynced = false;
+        loop {
+            let mut query = vec![("limit", limit.as_str())];
+            if let Some(c) = &cursor {
+                query.push(("after", c.as_str()));
+            }
+            let page = self
+                .authed::<PullResponse>(Method::GET, "v1/sync/pull", &query, None)
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) if needs_resync(&e, cursor.is_some()) => {
+                    if just_resynced {
+                        return Err(SyncError::ResyncLoop);
+                    }
+                    tracing::warn!(error = %e, "the server cannot continue the feed; resyncing from a snapshot");
+                    cursor = Some(self.resync(&mut report).await?);
+                    just_resynced = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            just_resynced = false;
+            report.pages += 1;
+            let changes = self.parse_page(page.changes, &mut report);
+            let meta = vec![self.cursor_meta(&page.next_cursor)?];
+            self.apply(changes, meta, &mut report).await?;
+            cursor = Some(page.next_cursor);
+            let stored = cursor.clone();
+            self.inner.status.send_modify(|s| s.cursor = stored);
+            if !page.has_more {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Rebuilds the vault from the server's snapshot; returns (and stores)
+    /// the cursor to continue the feed from.
+    async fn resync(&self, report: &mut PullReport) -> Result<String> {
+        let limit = self.inner.options.page_limit.clamp(1, 1000).to_string();
+        let mut listed: HashSet<(EntityKind, RecordId)> = HashSet::new();
+        let mut after: Option<String> = None;
+        let mut resume_at: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", limit.as_str())];
+            if let Some(key) = &after {
+                query.push(("after", key.as_str()));
+            }
+            let page = self
+                .authed::<SnapshotResponse>(Method::GET, "v1/sync/snapshot", &query, None)
+                .await?;
+            report.pages += 1;
+            if after.is_none() {
+                resume_at = Some(page.cursor.clone().ok_or_else(|| {
+                    SyncError::Protocol("the first snapshot page carries no cursor".into())
+                })?);
+            }
+            let changes = self.parse_page(page.changes, report);
+            listed.extend(changes.iter().map(|c| (c.kind, c.entity_id)));
+            self.apply(changes, vec![], report).await?;
+            if !page.has_more {
+                break;
+            }
+            after = Some(page.next_key.ok_or_else(|| {
+                SyncError::Protocol("a snapshot page with more to come carries no nextKey".into())
+            })?);
+        }
+        let cursor = resume_at
+            .ok_or_else(|| SyncError::Protocol("the snapshot carried no cursor".into()))?;
+        report.dropped += self
+            .inner
+            .vault
+            .forget_records_missing_from(&listed)
+            .await?;
+        let (key, value) = self.cursor_meta(&cursor)?;
+        self.inner.vault.set_sync_meta(&key, value).await?;
+        report.resynced = true;
+        tracing::info!(
+            records = listed.len(),
+            dropped = report.dropped,
+            "resynced from a snapshot"
+        );
+        Ok(cursor)
+    }
+
+    /// Parses each change alone: one this build cannot read is skipped
+    /// (and logged) instead of wedging the feed.
+    fn parse_page(&self, raw: Vec<serde_json::Value>, report: &mut PullReport) -> Vec<Change> {
+        raw.into_iter()
+            .filter_map(|value| match parse_change(value) {
+                Ok(change) => Some(change),
+                Err(e) => {
+                    report.skipped += 1;
+                    tracing::error!(error = %e, "skipping a change this version cannot read");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    async fn apply(
+        &self,
+        changes: Vec<Change>,
+        meta: Vec<(String, Option<Vec<u8>>)>,
+        report: &mut PullReport,
+    ) -> Result<()> {
+        let outcome = self.inner.vault.apply_remote_changes(changes, meta).await?;
+        report.applied += outcome.applied;
+        report.superseded += outcome.superseded;
+        for (op, why) in &outcome.invalid {
+            report.skipped += 1;
+            tracing::error!(op_id = %op, reason = %why, "skipping an invalid change from the server");
+        }
+        if let Some((_, why)) = outcome.skewed.first() {
+            return Err(SyncError::ClockBehind(why.clone()));
+        }
+        Ok(())
+    }
+
+    /// The stored cursor, if it belongs to this server and account.
+    pub(crate) async fn load_cursor(&self) -> Result<Option<String>> {
+        let Some(bytes) = self.inner.vault.sync_meta(CURSOR_KEY).await? else {
+            return Ok(None);
+        };
+        let stored: StoredCursor = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable stored cursor; pulling from the start");
+                return Ok(None);
+            }
+        };
+        if stored.server != self.inner.api.base()
+            || !stored.username.eq_ignore_ascii_case(&self.inner.username)
+        {
+            tracing::info!(
+                "the stored cursor belongs to another server or account; pulling from the start"
+            );
+            return Ok(None);
+        }
+        Ok(Some(stored.cursor))
+    }
+
+    fn cursor_meta(&self, cursor: &str) -> Result<(String, Option<Vec<u8>>)> {
+        let stored = StoredCursor {
+            server: self.inner.api.base().to_owned(),
+            username: self.inner.username.clone(),
+            cursor: cursor.to_owned(),
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(|e| SyncError::Protocol(e.to_string()))?;
+        Ok((CURSOR_KEY.to_owned(), Some(bytes)))
+    }
+}
+
+/// `410 resync_required`, or a stored cursor this server does not know.
+fn needs_resync(e: &SyncError, had_cursor: bool) -> bool {
+    e.is_status(410)
+        || (had_cursor && e.is_status(400) && e.server_code() == Some("invalid_cursor"))
+}

@@ -1,0 +1,232 @@
+//! Push: the vault's outbox to `POST /v1/sync/push`.
+//!
+//! Reads pending changes oldest first, sends them in batches sized by
+//! count and bytes, and settles each by its result: applied and
+//! superseded changes leave the outbox; rejected ones are written to the
+//! dead-letter list *before* they leave it (a crash in between re-sends
+//! them, which is harmless), so nothing is ever dropped and nothing stays
+//! at the head of the queue blocking the rest. A batch the server finds
+//! too large is split in halves until the one oversized change stands
+//! alone and is dead-lettered.
+//!
+//! Retries reuse op ids (the outbox keeps them), so a push whose answer
+//! was lost is idempotent on the server.
+
+use std::collections::VecDeque;
+
+use chatvault::OutboxEntry;
+use chatvault_core::{EntityKind, RecordId};
+use reqwest::Method;
+
+use crate::client::SyncClient;
+use crate::dead_letter::{DeadLetter, DeadLetters, RejectReason};
+use crate::error::{Result, SyncError};
+use crate::status::PushReport;
+use crate::wire::{push_body, PushResponse, PushStatus};
+
+/// The server's largest batch.
+const SERVER_MAX_BATCH: usize = 1000;
+/// Rounds of reading the outbox per push: a device writing faster than it
+/// can push still returns, and the rest goes next time.
+const MAX_ROUNDS: usize = 64;
+
+/// One outbox entry with its serialized change.
+struct Ready {
+    entry: OutboxEntry,
+    json: String,
+}
+
+impl SyncClient {
+    pub(crate) async fn push_locked(&self) -> Result<PushReport> {
+        let mut report = PushReport::default();
+        self.requeue_due_dead_letters(&mut report).await?;
+        let batch = self.inner.options.push_batch.clamp(1, SERVER_MAX_BATCH);
+        for round in 1..=MAX_ROUNDS {
+            let entries = self.inner.vault.pending_changes(batch).await?;
+            if entries.is_empty() {
+                break;
+            }
+            let full = entries.len() == batch;
+            if full && round == MAX_ROUNDS {
+                // More may be waiting: have a running loop come straight back.
+                self.inner.local.notify_one();
+            }
+            let ready = entries
+                .into_iter()
+                .map(|entry| {
+                    let json = serde_json::to_string(&entry.change).map_err(|e| {
+                        SyncError::Protocol(format!("cannot serialize a change: {e}"))
+                    })?;
+                    Ok(Ready { entry, json })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for chunk in self.chunks(ready) {
+                self.push_chunk(chunk, &mut report).await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        if report.applied + report.superseded + report.dead_lettered > 0 {
+            tracing::debug!(?report, "pushed");
+        }
+        Ok(report)
+    }
+
+    /// Splits by the byte budget (a change over the budget goes alone).
+    fn chunks(&self, ready: Vec<Ready>) -> Vec<Vec<Ready>> {
+        let budget = self.inner.options.max_push_bytes;
+        let mut chunks = Vec::new();
+        let mut current: Vec<Ready> = Vec::new();
+        let mut bytes = 0;
+        for r in ready {
+            if !current.is_empty() && bytes + r.json.len() + 1 > budget {
+                chunks.push(std::mem::take(&mut current));
+                bytes = 0;
+            }
+            bytes += r.json.len() + 1;
+            current.push(r);
+        }
+        if !current.is_empty() {
+            chunks.push(current);
+        }
+        chunks
+    }
+
+    /// Sends one chunk, halving it on `413` until the offender is alone.
+    async fn push_chunk(&self, chunk: Vec<Ready>, report: &mut PushReport) -> Result<()> {
+        let mut queue = VecDeque::from([chunk]);
+        while let Some(mut chunk) = queue.pop_front() {
+            let jsons: Vec<String> = chunk.iter().map(|r| r.json.clone()).collect();
+            report.requests += 1;
+            let answer = self
+                .authed::<PushResponse>(Method::POST, "v1/sync/push", &[], Some(push_body(&jsons)))
+                .await;
+            match answer {
+                Ok(response) => self.settle(chunk, response, report).await?,
+                Err(e) if e.is_status(413) && chunk.len() > 1 => {
+                    let right = chunk.split_off(chunk.len() / 2);
+                    queue.push_front(right);
+                    queue.push_front(chunk);
+                }
+                Err(e) if e.is_status(413) => {
+                    let reason = RejectReason::PayloadTooLarge;
+                    let message = match &e {
+                        SyncError::Server { message, .. } => message.clone(),
+                        other => other.to_string(),
+                    };
+                    self.bury(chunk, vec![(0, reason, message)], report).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the server's per-change answers to the outbox.
+    async fn settle(
+        &self,
+        chunk: Vec<Ready>,
+        response: PushResponse,
+        report: &mut PushReport,
+    ) -> Result<()> {
+        if response.results.len() != chunk.len() {
+            return Err(SyncError::Protocol(format!(
+                "push of {} changes answered {} results",
+                chunk.len(),
+                response.results.len()
+            )));
+        }
+        let mut rejected = Vec::new();
+        for (i, (ready, result)) in chunk.iter().zip(&response.results).enumerate() {
+            let op = ready.entry.change.op_id.to_string();
+            if result.op_id.as_deref().is_some_and(|id| id != op) {
+                return Err(SyncError::Protocol(format!(
+                    "push results out of order: expected {op}, got {:?}",
+                    result.op_id
+                )));
+            }
+            match result.status {
+                PushStatus::Applied => report.applied += 1,
+                PushStatus::Superseded => report.superseded += 1,
+                PushStatus::Rejected => {
+                    let reason = RejectReason::from_code(result.reason.as_deref());
+                    let message = result.message.clone().unwrap_or_default();
+                    tracing::warn!(op_id = %op, ?reason, %message, "the server refused a change");
+                    rejected.push((i, reason, message));
+                }
+                PushStatus::Unknown => {
+                    return Err(SyncError::Protocol(format!(
+                        "unknown push status for change {op}"
+                    )))
+                }
+            }
+        }
+        self.bury(chunk, rejected, report).await
+    }
+
+    /// Dead-letters the `rejected` entries of `chunk` (by index) and
+    /// removes the whole chunk from the outbox: the dead letters are
+    /// written first, so a crash in between only re-sends.
+    async fn bury(
+        &self,
+        chunk: Vec<Ready>,
+        rejected: Vec<(usize, RejectReason, String)>,
+        report: &mut PushReport,
+    ) -> Result<()> {
+        let vault = &self.inner.vault;
+        let now = vault.now();
+        let mut list = DeadLetters::load(vault).await?;
+        let synced: Vec<(EntityKind, RecordId)> = chunk
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !rejected.iter().any(|(r, _, _)| r == i))
+            .map(|(_, r)| (r.entry.change.kind, r.entry.change.entity_id))
+            .collect();
+        let mut changed = list.settle(&synced);
+        for (i, reason, message) in rejected {
+            list.add(DeadLetter::new(
+                &chunk[i].entry.change,
+                reason,
+                message,
+                now,
+            ));
+            report.dead_lettered += 1;
+            changed = true;
+        }
+        if changed {
+            list.save(vault).await?;
+        }
+        let seqs: Vec<u64> = chunk.iter().map(|r| r.entry.seq).collect();
+        vault.acknowledge(&seqs).await?;
+        Ok(())
+    }
+
+    /// Puts clock-skew dead letters whose retry time has come back in the
+    /// outbox (the protocol's "fix the clock, keep retrying"). The dead
+    /// letter stays listed until its record syncs, so a refusal again
+    /// counts one more attempt and waits longer.
+    async fn requeue_due_dead_letters(&self, report: &mut PushReport) -> Result<()> {
+        let vault = &self.inner.vault;
+        let mut list = DeadLetters::load(vault).await?;
+        let mut gone = false;
+        for op in list.due(vault.now()) {
+            let Some(letter) = list.0.iter().find(|d| d.op_id == op).cloned() else {
+                continue;
+            };
+            if vault
+                .requeue_record(letter.kind, letter.entity_id, vec![])
+                .await?
+            {
+                report.requeued += 1;
+            } else {
+                list.take(op);
+                gone = true;
+            }
+        }
+        if gone {
+            list.save(vault).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,280 @@
+//! The background loop ([`SyncClient::run`], [`SyncClient::spawn`]) and
+//! its realtime WebSocket.
+//!
+//! The loop syncs on start, after [`SyncClient::notify`], on every poke and
+//! WebSocket (re)connect, and every `interval`. Transient failures are
+//! retried forever after a capped, jittered exponential backoff (or the
+//! server's `Retry-After`, whichever is longer); failures that need a fix
+//! elsewhere (a clock, a server) are retried at the backoff cap, and a
+//! signed-out client makes no requests at all until
+//! [`SyncClient::sign_in`]. The WebSocket only ever triggers a sync — a
+//! lost poke or a dead socket costs latency, never data — and reconnects
+//! with its own jittered backoff.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, timeout, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::backoff::Backoff;
+use crate::client::SyncClient;
+use crate::error::{Result, SyncError};
+use crate::http::error_chain;
+use crate::wire::Poke;
+
+/// A connection that lasted this long resets the reconnect backoff; one
+/// that keeps dropping sooner backs off further.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
+/// A running [`SyncClient::spawn`] loop. Dropping it stops the loop too
+/// (without waiting).
+#[derive(Debug)]
+pub struct SyncTask {
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl SyncTask {
+    /// Stops the loop and waits until it has (an in-flight sync finishes
+    /// first; nothing is cut off mid-write).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for SyncTask {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How a WebSocket session ended.
+enum Ended {
+    /// The loop is stopping.
+    Stop,
+    /// The socket closed or broke after `lasted`.
+    Closed { lasted: Duration },
+}
+
+impl SyncClient {
+    /// Runs [`run`](Self::run) on a new tokio task until the returned
+    /// handle is stopped or dropped.
+    pub fn spawn(&self) -> SyncTask {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let client = self.clone();
+        let handle = tokio::spawn(async move {
+            client
+                .run(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        SyncTask {
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    /// Keeps the vault in sync until `shutdown` completes (see the module
+    /// docs for when it syncs and how it retries).
+    pub async fn run<F: Future<Output = ()>>(&self, shutdown: F) {
+        tokio::pin!(shutdown);
+        let (stop_realtime, stopped) = watch::channel(false);
+        let realtime = self.inner.options.realtime.then(|| {
+            let client = self.clone();
+            AbortOnDrop(tokio::spawn(async move { client.realtime(stopped).await }))
+        });
+        let interval = self.inner.options.interval;
+        let mut backoff = Backoff::new(self.inner.options.backoff);
+        loop {
+            let outcome = self.sync_once().await;
+            let retry_in = match &outcome {
+                Ok(_) => {
+                    backoff.reset();
+                    None
+                }
+                // Nothing to retry until the app signs in again.
+                Err(SyncError::Unauthorized(_)) => None,
+                Err(e) if e.is_transient() => {
+                    let delay = self.jitter(&mut backoff);
+                    Some(delay.max(e.retry_after().unwrap_or_default()))
+                }
+                Err(_) => Some(self.inner.options.backoff.max),
+            };
+            let stop = match retry_in {
+                None => tokio::select! {
+                    () = &mut shutdown => true,
+                    () = self.inner.local.notified() => false,
+                    () = self.inner.remote.notified() => false,
+                    () = sleep(interval) => false,
+                },
+                // Local writes wait for the backoff; a (re)connected socket
+                // or a poke says the server is back and cuts it short.
+                Some(delay) => tokio::select! {
+                    () = &mut shutdown => true,
+                    () = sleep(delay) => false,
+                    () = self.inner.remote.notified() => false,
+                },
+            };
+            if stop {
+                break;
+            }
+        }
+        let _ = stop_realtime.send(true);
+        drop(realtime);
+        self.set_realtime(false);
+        tracing::debug!("sync loop stopped");
+    }
+
+    pub(crate) fn jitter(&self, backoff: &mut Backoff) -> Duration {
+        let mut rng = self.inner.rng.lock().unwrap_or_else(|p| p.into_inner());
+        backoff.next(&mut *rng)
+    }
+
+    fn set_realtime(&self, connected: bool) {
+        self.inner.status.send_if_modified(|s| {
+            let changed = s.realtime != connected;
+            s.realtime = connected;
+            changed
+        });
+    }
+
+    /// Keeps a WebSocket open, reconnecting with backoff, until `stop`.
+    async fn realtime(&self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(self.inner.options.backoff);
+        loop {
+            match self.listen(&mut stop).await {
+                Ok(Ended::Stop) => return,
+                Ok(Ended::Closed { lasted }) => {
+                    tracing::debug!(?lasted, "realtime socket closed; reconnecting");
+                    if lasted >= STABLE_CONNECTION {
+                        backoff.reset();
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "realtime socket unavailable; retrying"),
+            }
+            self.set_realtime(false);
+            let delay = self.jitter(&mut backoff);
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One WebSocket session: connect, then turn pokes into syncs.
+    async fn listen(&self, stop: &mut watch::Receiver<bool>) -> Result<Ended> {
+        if *stop.borrow() {
+            return Ok(Ended::Stop);
+        }
+        let token = self.token().await?;
+        let url = self.inner.api.ws_url("v1/ws")?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| SyncError::Protocol(error_chain(&e)))?;
+        let mut bearer = HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
+            .map_err(|_| SyncError::Protocol("the session token is not a header value".into()))?;
+        bearer.set_sensitive(true);
+        request.headers_mut().insert(AUTHORIZATION, bearer);
+        let connect = tokio_tungstenite::connect_async(request);
+        let mut socket = match timeout(self.inner.options.connect_timeout, connect).await {
+            Err(_) => return Err(SyncError::Network("WebSocket connect timed out".into())),
+            Ok(Err(tungstenite::Error::Http(response))) if response.status().as_u16() == 401 => {
+                self.reauthenticate(&token).await?;
+                return Ok(Ended::Closed {
+                    lasted: Duration::ZERO,
+                });
+            }
+            Ok(Err(e)) => return Err(SyncError::Network(error_chain(&e))),
+            Ok(Ok((socket, _))) => socket,
+        };
+        let since = Instant::now();
+        self.set_realtime(true);
+        tracing::debug!("realtime socket connected");
+        // Pokes sent while this device had no socket are gone: pull once.
+        self.inner.remote.notify_one();
+        let idle = self.inner.options.realtime_idle_timeout;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => {
+                    let _ = socket.close(None).await;
+                    return Ok(Ended::Stop);
+                }
+                next = timeout(idle, socket.next()) => match next {
+                    Err(_) => {
+                        let _ = socket.close(None).await;
+                        return Err(SyncError::Network(format!(
+                            "realtime socket silent for {idle:?}; reconnecting"
+                        )));
+                    }
+                    Ok(None) | Ok(Some(Ok(Message::Close(_)))) => {
+                        return Ok(Ended::Closed { lasted: since.elapsed() });
+                    }
+                    Ok(Some(Err(e))) => return Err(SyncError::Network(error_chain(&e))),
+                    Ok(Some(Ok(Message::Text(text)))) => self.on_poke(text.as_str()),
+                    // Pings are answered by tungstenite as the socket is read.
+                    Ok(Some(Ok(_))) => {}
+                },
+            }
+        }
+    }
+
+    fn on_poke(&self, text: &str) {
+        match serde_json::from_str::<Poke>(text) {
+            Ok(poke) if poke.kind == "poke" => {
+                let current = self.inner.status.borrow().cursor.clone();
+                if poke.cursor.is_some() && poke.cursor == current {
+                    tracing::trace!("poke for a cursor already pulled");
+                    return;
+                }
+                tracing::debug!(cursor = ?poke.cursor, "poke");
+                self.inner.remote.notify_one();
+            }
+            Ok(other) => tracing::debug!(kind = %other.kind, "ignoring a realtime message"),
+            Err(e) => tracing::debug!(error = %e, "ignoring an unreadable realtime message"),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "tls"))]
+mod tests {
+    use tokio::net::TcpListener;
+
+    /// `wss://` builds its TLS configuration (crypto provider, roots) and
+    /// fails cleanly against a peer that does not speak TLS.
+    #[tokio::test]
+    async fn wss_fails_cleanly_against_a_plain_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                drop(socket);
+            }
+        });
+        let url = format!("wss://localhost:{}/v1/ws", addr.port());
+        assert!(tokio_tungstenite::connect_async(url).await.is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! What an app can observe about sync: the [`SyncStatus`] published on a
+//! `tokio::sync::watch` channel, and the reports sync operations return.
+
+use chatvault::Timestamp;
+
+/// What the client is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncState {
+    /// Up to date as of `last_synced_at`; waiting for something to do.
+    Idle,
+    /// A push or pull is running.
+    Syncing,
+    /// The server cannot be reached; retrying with backoff. Local writes
+    /// keep working and wait in the outbox.
+    Offline,
+    /// The last attempt failed for a reason shown here (retried with
+    /// backoff if it may pass by itself).
+    Error(String),
+}
+
+/// The observable sync state of one client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// What the client is doing.
+    pub state: SyncState,
+    /// When a push and pull last completed (vault clock).
+    pub last_synced_at: Option<Timestamp>,
+    /// The stored pull cursor (opaque).
+    pub cursor: Option<String>,
+    /// Local changes waiting to be pushed, as of the last attempt.
+    pub pending: u64,
+    /// Changes the server refused, parked in the dead-letter list.
+    pub dead_letters: usize,
+    /// Whether the realtime WebSocket is connected.
+    pub realtime: bool,
+}
+
+impl Default for SyncStatus {
+    fn default() -> Self {
+        SyncStatus {
+            state: SyncState::Idle,
+            last_synced_at: None,
+            cursor: None,
+            pending: 0,
+            dead_letters: 0,
+            realtime: false,
+        }
+    }
+}
+
+/// What one push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushReport {
+    /// Changes the server stored.
+    pub applied: u64,
+    /// Changes the server already had newer versions of (the winners come
+    /// down in a pull).
+    pub superseded: u64,
+    /// Changes the server refused, now in the dead-letter list.
+    pub dead_lettered: u64,
+    /// Dead letters put back in the outbox for another try (clock-skew
+    /// rejections are retried on a schedule).
+    pub requeued: u64,
+    /// HTTP requests made.
+    pub requests: u64,
+}
+
+/// What one pull did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullReport {
+    /// Pages fetched (feed and snapshot).
+    pub pages: u64,
+    /// Changes that won locally and were written.
+    pub applied: u64,
+    /// Changes older than the local copy.
+    pub superseded: u64,
+    /// Changes that could not be read or applied at all (logged).
+    pub skipped: u64,
+    /// Whether the server asked for a resync and the vault was rebuilt from
+    /// a snapshot.
+    pub resynced: bool,
+    /// Local records dropped by a resync (deleted elsewhere).
+    pub dropped: u64,
+}
+
+/// What [`SyncClient::sync_once`](crate::SyncClient::sync_once) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The push.
+    pub push: PushReport,
+    /// The pull.
+    pub pull: PullReport,
+}

@@ -1,0 +1,222 @@
+//! Accounts: refusals are clear errors that change nothing; a passphrase
+//! change reaches the server and the vault, signs the other device out,
+//! and that device recovers with the new passphrase — also from a store
+//! it can no longer open locally.
+
+use std::sync::Arc;
+
+use chatvault::{MemoryStore, NewConversation, Store, SystemClock, Vault};
+use chatvault_sync::{SyncClient, SyncError};
+
+use crate::common::*;
+
+const NEW_PASS: &str = "a brand new passphrase";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passphrases_and_other_refusals_are_clear() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let mine = vault().await;
+
+    // Registering with a passphrase that does not open the vault: refused
+    // locally, nothing reaches the server.
+    let err = SyncClient::register(mine.clone(), &url, "erin", "not it", options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SyncError::WrongPassphrase), "{err:?}");
+    assert_eq!(err.to_string(), "wrong passphrase for this vault");
+    let err = SyncClient::login(mine.clone(), &url, "erin", PASS, options())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SyncError::InvalidCredentials { .. }),
+        "no account yet: {err:?}"
+    );
+
+    SyncClient::register(mine.clone(), &url, "erin", PASS, options())
+        .await
+        .expect("register");
+
+    // Login on the vault with a wrong passphrase: the salt matches the
+    // vault's, so it is refused without spending a login attempt.
+    let err = SyncClient::login(mine.clone(), &url, "Erin", "not it", options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SyncError::WrongPassphrase), "{err:?}");
+
+    // A new device with a wrong passphrase: the server refuses the key.
+    let err = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(Arc::new(SystemClock)),
+        &url,
+        "erin",
+        "not it",
+        options(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, SyncError::InvalidCredentials { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("wrong passphrase"), "{err}");
+
+    // Usernames are case-insensitive; a right passphrase still works.
+    SyncClient::login(mine.clone(), &url, "ERIN", PASS, options())
+        .await
+        .expect("login");
+
+    let err = SyncClient::register(vault().await, &url, "erin", PASS, options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SyncError::UsernameTaken(_)), "{err:?}");
+
+    // A plaintext vault never syncs.
+    let plain = Arc::new(
+        Vault::open(
+            Arc::new(MemoryStore::new()),
+            vault_options(Arc::new(SystemClock)),
+        )
+        .await
+        .unwrap(),
+    );
+    let err = SyncClient::register(plain, &url, "frank", PASS, options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SyncError::NotEncrypted), "{err:?}");
+
+    let err = SyncClient::login(mine, "ftp://nowhere", "erin", PASS, options())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SyncError::InvalidUrl { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passphrase_change_reaches_server_vault_and_other_devices() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let a = SyncClient::register(vault().await, &url, "gina", PASS, options())
+        .await
+        .unwrap();
+    let conv = a
+        .vault()
+        .create_conversation(NewConversation::titled("before the change"))
+        .await
+        .unwrap();
+    a.sync_once().await.unwrap();
+    let store_b: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let b = SyncClient::join(
+        store_b.clone(),
+        vault_options(Arc::new(SystemClock)),
+        &url,
+        "gina",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    b.sync_once().await.unwrap();
+    let store_c: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let c = SyncClient::join(
+        store_c.clone(),
+        vault_options(Arc::new(SystemClock)),
+        &url,
+        "gina",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    c.sync_once().await.unwrap();
+
+    // A wrong old passphrase changes nothing anywhere.
+    let err = a.change_passphrase("not it", NEW_PASS).await.unwrap_err();
+    assert!(matches!(err, SyncError::WrongPassphrase), "{err:?}");
+    b.sync_once().await.expect("B still signed in");
+
+    a.change_passphrase(PASS, NEW_PASS).await.expect("change");
+    a.sync_once()
+        .await
+        .expect("A's own session survives the change");
+    let a_store = a.vault().store().clone();
+    assert!(matches!(
+        Vault::open_encrypted(a_store.clone(), PASS, vault_options(Arc::new(SystemClock))).await,
+        Err(chatvault::VaultError::WrongPassphrase)
+    ));
+    Vault::open_encrypted(a_store, NEW_PASS, vault_options(Arc::new(SystemClock)))
+        .await
+        .expect("A's vault opens with the new passphrase");
+
+    // B was signed out by the server; its old key no longer signs in.
+    let err = b.sync_once().await.unwrap_err();
+    assert!(matches!(err, SyncError::Unauthorized(_)), "{err:?}");
+    assert!(err.to_string().contains("passphrase"), "{err}");
+    assert!(matches!(
+        b.status().borrow().state,
+        chatvault_sync::SyncState::Error(_)
+    ));
+    let err = b.sign_in(PASS).await.unwrap_err();
+    assert!(
+        matches!(err, SyncError::InvalidCredentials { .. }),
+        "{err:?}"
+    );
+    b.sign_in(NEW_PASS)
+        .await
+        .expect("sign in with the new passphrase");
+    b.sync_once().await.expect("B syncs again");
+    // B adopted the account's envelope: its vault opens with the new one.
+    Vault::open_encrypted(store_b, NEW_PASS, vault_options(Arc::new(SystemClock)))
+        .await
+        .expect("B's vault opens with the new passphrase");
+
+    // C restarts knowing only the new passphrase (as after a change whose
+    // local half never happened): join on its old store recovers it.
+    drop(c);
+    assert!(Vault::open_encrypted(
+        store_c.clone(),
+        NEW_PASS,
+        vault_options(Arc::new(SystemClock))
+    )
+    .await
+    .is_err());
+    let c = SyncClient::join(
+        store_c,
+        vault_options(Arc::new(SystemClock)),
+        &url,
+        "gina",
+        NEW_PASS,
+        options(),
+    )
+    .await
+    .expect("join on the old store with the new passphrase");
+    assert_eq!(
+        c.vault().conversation(conv.id).await.unwrap().title,
+        "before the change"
+    );
+    c.sync_once().await.expect("C syncs");
+
+    // Logging out ends the session; syncing needs a sign-in again.
+    c.logout().await.expect("logout");
+    let err = c.sync_once().await.unwrap_err();
+    assert!(matches!(err, SyncError::Unauthorized(_)), "{err:?}");
+    c.sign_in(NEW_PASS).await.expect("sign in after logout");
+    c.sync_once().await.expect("C syncs again");
+
+    // A vault of another account is never given this account's key.
+    let stranger = vault().await;
+    stranger
+        .create_conversation(NewConversation::titled("someone else's"))
+        .await
+        .unwrap();
+    let err = SyncClient::join(
+        stranger.store().clone(),
+        vault_options(Arc::new(SystemClock)),
+        &url,
+        "gina",
+        NEW_PASS,
+        options(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("another account"), "{err}");
+}

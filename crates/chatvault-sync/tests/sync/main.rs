@@ -1,0 +1,20 @@
+//! Integration tests for chatvault-sync against a real, in-process
+//! `chatvault-server` (SQLite, manual clock, port 0), one binary for all:
+//!
+//! - `devices` — two devices converge (writes, edits, deletes, concurrent
+//!   edits by HLC); the server's database holds no plaintext.
+//! - `accounts` — wrong passphrases and other refusals; passphrase change
+//!   with the other device signed out, then recovered.
+//! - `outbox` — offline writes pushed once the server is back; refused
+//!   changes dead-lettered without blocking, then retried.
+//! - `realtime` — a poke makes the other device pull.
+//! - `resync` — a cursor behind the tombstone horizon rebuilds from the
+//!   snapshot, keeping pending local changes; no resync loop.
+
+mod common;
+
+mod accounts;
+mod devices;
+mod outbox;
+mod realtime;
+mod resync;
