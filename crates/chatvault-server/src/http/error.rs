@@ -216,6 +216,46 @@ impl From<QueryRejection> for AppError {
 
 /// Middleware: logs every 5xx once, with the detail the handler attached.
 /// Only the path is logged — the query string may hold a session token.
+/// The most of an oversized body the server reads (and drops) before
+/// answering 413; beyond it the connection is simply closed.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Answers a request whose declared `Content-Length` is over `limit` with
+/// 413 `payload_too_large` — after reading and discarding the body. A
+/// server that answers early and closes while the client is still sending
+/// makes the client's socket see a reset that can swallow the 413, and the
+/// client then cannot tell "too large, never retry" from "network down,
+/// retry forever": it would wedge its upload queue on one oversized change.
+pub(crate) async fn refuse_oversized(limit: u64, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(length) = declared.filter(|&n| n > limit) else {
+        return next.run(request).await;
+    };
+    if length <= DRAIN_LIMIT {
+        use futures::StreamExt as _;
+        let mut body = request.into_body().into_data_stream();
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    }
+    let mut response = AppError::too_large(
+        "payload_too_large",
+        format!("request body of {length} bytes is larger than this server accepts ({limit})"),
+    )
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 pub(crate) async fn log_server_errors(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();

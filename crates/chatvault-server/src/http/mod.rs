@@ -174,6 +174,10 @@ pub(crate) fn router(state: AppState) -> Router {
     };
     app.method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn({
+            let limit = config.max_body_bytes as u64;
+            move |request, next| error::refuse_oversized(limit, request, next)
+        }))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(middleware::from_fn(error::log_server_errors))
         .with_state(state)
