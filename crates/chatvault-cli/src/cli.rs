@@ -53,6 +53,10 @@ pub enum Command {
     /// Import an export file, or a chat app's JSON export: the whole file is
     /// validated first, then applied newer-wins in one transaction.
     Import(ImportArgs),
+    /// Sync this encrypted vault with a chatvault server (end-to-end
+    /// encrypted: the server only ever holds ciphertext).
+    #[command(subcommand)]
+    Sync(SyncCommand),
 }
 
 /// `--json`: machine-readable output.
@@ -272,4 +276,33 @@ mod tests {
         }
         assert!(parse_size("3XB").unwrap_err().contains("unknown size unit"));
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Create an account on the server for this vault, then sync.
+    Register(SyncServerArgs),
+    /// Connect this vault to its existing account, then sync.
+    Login(SyncServerArgs),
+    /// A new device: create this vault from the account (same passphrase,
+    /// same data key), then download everything.
+    Join(SyncServerArgs),
+    /// Push pending changes and pull the server's, once.
+    Now(JsonFlag),
+    /// What sync knows without asking the server: server, account, pending
+    /// changes.
+    Status(JsonFlag),
+}
+
+/// Which server and account.
+#[derive(Debug, Args)]
+pub struct SyncServerArgs {
+    /// Server URL, e.g. http://127.0.0.1:8787.
+    #[arg(long, env = "CHATVAULT_SERVER")]
+    pub server: String,
+    /// Account name on the server.
+    #[arg(long, env = "CHATVAULT_USER")]
+    pub user: String,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }

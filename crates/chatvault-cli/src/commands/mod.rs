@@ -7,6 +7,7 @@ mod import;
 mod msg;
 mod retention;
 mod stats;
+mod sync;
 
 use crate::cli::{Cli, Command};
 use crate::passphrase;
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Compact(json) => compact::run(&ctx, json).await,
         Command::Export(args) => export::run(&ctx, args).await,
         Command::Import(args) => import::run(&ctx, args).await,
+        Command::Sync(c) => sync::run(&ctx, c).await,
     }
 }
 
@@ -61,19 +63,34 @@ impl Context {
 
     /// Opens the vault, unlocking it if it is encrypted.
     pub async fn open(&self, access: Access) -> Result<Vault> {
+        Ok(self.open_keeping_passphrase(access).await?.0)
+    }
+
+    /// Opens the vault like [`open`](Self::open) and also returns the
+    /// passphrase that unlocked it (for commands that derive more keys from
+    /// it, like sync's server sign-in).
+    pub async fn open_keeping_passphrase(
+        &self,
+        access: Access,
+    ) -> Result<(Vault, Option<passphrase::Passphrase>)> {
         let store = self.open_store(access).await?;
-        let opened = match Vault::probe(store.as_ref()).await? {
+        let (opened, passphrase) = match Vault::probe(store.as_ref()).await? {
             Some(true) => {
                 let passphrase = passphrase::read(&self.unlock_source())?;
-                Vault::open_encrypted(store, passphrase.expose(), VaultOptions::default()).await
+                let opened =
+                    Vault::open_encrypted(store, passphrase.expose(), VaultOptions::default())
+                        .await;
+                (opened, Some(passphrase))
             }
-            _ => Vault::open(store, VaultOptions::default()).await,
+            _ => (Vault::open(store, VaultOptions::default()).await, None),
         };
-        opened.with_context(|| format!("cannot open vault {}", self.store.display()))
+        let vault =
+            opened.with_context(|| format!("cannot open vault {}", self.store.display()))?;
+        Ok((vault, passphrase))
     }
 
     /// Where the passphrase that unlocks the vault comes from.
-    fn unlock_source(&self) -> passphrase::Source<'static> {
+    pub(crate) fn unlock_source(&self) -> passphrase::Source<'static> {
         passphrase::Source {
             file_var: "CHATVAULT_PASSPHRASE_FILE",
             value_var: "CHATVAULT_PASSPHRASE",

@@ -1,0 +1,205 @@
+//! `chatvault sync` end to end: two devices (two vault files, two CLI
+//! processes each time) converge through a real server, and the server's
+//! database never holds their plaintext.
+
+use chatvault_server::{Config, DatabaseUrl, Server};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chatvault");
+const PASS: &str = "correct horse battery staple";
+
+/// A sync server on 127.0.0.1:0 with a SQLite file, on its own thread.
+fn start_server(db: PathBuf) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let mut config = Config::new(DatabaseUrl::Sqlite(db));
+            config.insecure_cookies = true;
+            let server = Server::open(config).await.expect("server");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tx.send(format!("http://{addr}")).expect("send url");
+            let _ = server.run(listener, std::future::pending::<()>()).await;
+        });
+    });
+    rx.recv().expect("server started")
+}
+
+fn run(store: &Path, args: &[&str], passphrase: &str) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("CHATVAULT_STORE", store)
+        .env("CHATVAULT_PASSPHRASE", passphrase)
+        .env_remove("CHATVAULT_PASSPHRASE_FILE")
+        .env_remove("CHATVAULT_SERVER")
+        .env_remove("CHATVAULT_USER")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chatvault")
+}
+
+fn ok(store: &Path, args: &[&str]) -> String {
+    let out = run(store, args, PASS);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+fn json(store: &Path, args: &[&str]) -> Value {
+    serde_json::from_str(&ok(store, args)).expect("json")
+}
+
+#[test]
+fn two_devices_converge_through_the_server_without_it_seeing_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start_server(dir.path().join("server.db"));
+    let a = dir.path().join("laptop.db");
+    let b = dir.path().join("phone.db");
+
+    ok(&a, &["init", "--encrypt"]);
+    let conv = ok(&a, &["conv", "new", "--title", "Holiday QZX"]);
+    ok(
+        &a,
+        &[
+            "msg",
+            "add",
+            &conv,
+            "--role",
+            "user",
+            "--content",
+            "book the train KVW",
+        ],
+    );
+    let report = json(
+        &a,
+        &[
+            "sync", "register", "--server", &url, "--user", "ada", "--json",
+        ],
+    );
+    assert_eq!(report["pushed"], 2, "{report}");
+    assert_eq!(json(&a, &["sync", "status", "--json"])["pending"], 0);
+
+    // A new device with the same passphrase joins and reads everything.
+    let joined = json(
+        &b,
+        &["sync", "join", "--server", &url, "--user", "ada", "--json"],
+    );
+    assert_eq!(joined["pulled"], 2, "{joined}");
+    let msgs = json(&b, &["msg", "ls", &conv, "--json"]);
+    assert_eq!(msgs[0]["content"], "book the train KVW");
+
+    // B writes; both sync; A sees it.
+    ok(
+        &b,
+        &[
+            "msg",
+            "add",
+            &conv,
+            "--role",
+            "assistant",
+            "--content",
+            "done: 9:40 from Lisbon",
+        ],
+    );
+    assert_eq!(json(&b, &["sync", "now", "--json"])["pushed"], 1);
+    assert_eq!(json(&a, &["sync", "now", "--json"])["pulled"], 1);
+    let msgs = json(&a, &["msg", "ls", &conv, "--json"]);
+    assert_eq!(msgs.as_array().unwrap().len(), 2);
+    assert_eq!(msgs[1]["content"], "done: 9:40 from Lisbon");
+    assert!(ok(&a, &["sync", "status"]).contains("ada"));
+
+    // The server only ever held ciphertext.
+    let mut raw = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("server.db") {
+            raw.extend(std::fs::read(path).unwrap());
+        }
+    }
+    assert!(!raw.is_empty());
+    for secret in ["Holiday QZX", "book the train KVW", "Lisbon", PASS] {
+        assert!(
+            !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret:?} is on the server"
+        );
+    }
+}
+
+#[test]
+fn sync_errors_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start_server(dir.path().join("server.db"));
+    let a = dir.path().join("a.db");
+    ok(&a, &["init", "--encrypt"]);
+
+    let fail = |store: &Path, args: &[&str], pass: &str| {
+        let out = run(store, args, pass);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.starts_with("error: ") && !err.contains("panicked"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+    let err = fail(&a, &["sync", "now"], PASS);
+    assert!(err.contains("not connected"), "{err}");
+
+    ok(&a, &["sync", "register", "--server", &url, "--user", "bo"]);
+    let err = fail(
+        &a,
+        &["sync", "register", "--server", &url, "--user", "bo"],
+        PASS,
+    );
+    assert!(err.contains("taken") || err.contains("exists"), "{err}");
+
+    let b = dir.path().join("b.db");
+    let err = fail(
+        &b,
+        &["sync", "join", "--server", &url, "--user", "bo"],
+        "wrong passphrase!",
+    );
+    assert!(
+        err.to_lowercase().contains("passphrase") || err.contains("credentials"),
+        "{err}"
+    );
+
+    let plain = dir.path().join("plain.db");
+    ok(&plain, &["init"]);
+    let err = fail(
+        &plain,
+        &["sync", "register", "--server", &url, "--user", "cy"],
+        PASS,
+    );
+    assert!(err.contains("encrypted"), "{err}");
+
+    let err = fail(
+        &a,
+        &[
+            "sync",
+            "login",
+            "--server",
+            "http://127.0.0.1:1",
+            "--user",
+            "bo",
+        ],
+        PASS,
+    );
+    assert!(err.contains("cannot sign in"), "{err}");
+}
