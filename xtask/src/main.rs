@@ -149,6 +149,17 @@ fn test() -> Result<()> {
         ]),
     )?;
     run(
+        "wasm32 build of the Vault facade (no SQLite)",
+        cargo().args([
+            "build",
+            "-p",
+            "chatvault",
+            "--no-default-features",
+            "--target",
+            "wasm32-unknown-unknown",
+        ]),
+    )?;
+    run(
         "tests (nextest)",
         cargo().args([
             "nextest",

@@ -22,6 +22,7 @@
 //! - `codec` — content fields to the opaque stored body and back.
 //! - `clock` — [`Clock`]: where time comes from.
 //! - `error` — [`VaultError`].
+//! - `random` — the platform's random source.
 //! - `lifecycle` — retention, storage stats and compaction, export and
 //!   import, and the settings they use (`docs/lifecycle.md`).
 //! - `sync_support` — what the `chatvault-sync` client needs from a vault:
@@ -33,6 +34,7 @@ mod clock;
 mod codec;
 mod error;
 mod lifecycle;
+mod random;
 mod sync_support;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -425,7 +425,7 @@ impl Vault {
                 // its random envelope is replaced right below. Interrupted
                 // here, the next attempt finds a vault without records and
                 // adopts the envelope all the same.
-                let throwaway = random_passphrase();
+                let throwaway = random_passphrase()?;
                 Vault::open_encrypted(store.clone(), &throwaway, options.clone())
                     .await?
                     .lock();
@@ -515,16 +515,42 @@ fn other_data_key() -> VaultError {
     )
 }
 
-/// 32 random alphanumeric characters.
-fn random_passphrase() -> String {
-    use rand::distr::{Alphanumeric, SampleString};
-    Alphanumeric.sample_string(&mut rand::rng(), 32)
+/// 32 random alphanumeric characters (≈190 bits).
+fn random_passphrase() -> Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 32];
+    crate::random::fill(&mut bytes)?;
+    // 256 is not a multiple of 62: reject the top values so every
+    // character is equally likely.
+    let mut out = String::with_capacity(32);
+    let mut pool = bytes.to_vec();
+    while out.len() < 32 {
+        if pool.is_empty() {
+            let mut more = [0u8; 32];
+            crate::random::fill(&mut more)?;
+            pool.extend_from_slice(&more);
+        }
+        let b = pool.remove(0);
+        if b < 248 {
+            out.push(char::from(ALPHABET[usize::from(b % 62)]));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{ManualClock, MemoryStore, NewConversation, NewMessage, Role};
+
+    #[test]
+    fn throwaway_passphrases_are_long_alphanumeric_and_fresh() {
+        let a = random_passphrase().unwrap();
+        let b = random_passphrase().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert_ne!(a, b);
+    }
 
     const PASS: &str = "correct horse";
 

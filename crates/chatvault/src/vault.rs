@@ -868,7 +868,7 @@ async fn create(
 ) -> Result<(VaultHeader, Codec)> {
     let header = VaultHeader {
         format_version: HEADER_VERSION,
-        device_id: DeviceId::from_random(rand::random()),
+        device_id: DeviceId::from_random(crate::random::u64()?),
         created_at: options.clock.now(),
         encrypted: passphrase.is_some(),
     };
