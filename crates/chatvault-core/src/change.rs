@@ -168,10 +168,27 @@ impl Change {
         matches!(self.op, ChangeOp::Delete(_))
     }
 
-    /// Validates the change and converts it into the record it writes.
-    /// A message change must name its conversation; a conversation upsert
-    /// must name its owner.
+    /// Checks the change without consuming it: a message change must name
+    /// its conversation; a conversation upsert must name its owner.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        match (&self.kind, &self.op) {
+            (EntityKind::Conversation, ChangeOp::Upsert(p)) if p.user_id.is_none() => {
+                Err(CoreError::Invalid {
+                    field: "userId",
+                    reason: "a conversation upsert must carry its owner".into(),
+                })
+            }
+            (EntityKind::Message, _) if self.conversation_id.is_none() => {
+                Err(missing_conversation())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Validates the change (see [`validate`](Self::validate)) and converts
+    /// it into the record it writes.
     pub fn into_incoming(self) -> Result<Incoming, CoreError> {
+        self.validate()?;
         match (self.kind, self.op) {
             (EntityKind::Conversation, ChangeOp::Upsert(p)) => {
                 Ok(Incoming::Conversation(ConversationRecord {

@@ -50,12 +50,10 @@ pub fn admit(value: serde_json::Value, now: Timestamp) -> Result<Change, Rejecti
     };
     let change: Change = serde_json::from_value(value)
         .map_err(|e| reject(RejectReason::InvalidChange, e.to_string()))?;
-    // `into_incoming` is core's own validation (a message names its
-    // conversation, a conversation upsert its owner); only its verdict is
-    // needed here.
+    // Core's own rules (a message names its conversation, a conversation
+    // upsert its owner), checked without copying the payload.
     change
-        .clone()
-        .into_incoming()
+        .validate()
         .map_err(|e| reject(RejectReason::InvalidChange, e.to_string()))?;
     let limit = u64::try_from(now.as_millis())
         .unwrap_or(0)

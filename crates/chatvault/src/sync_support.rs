@@ -14,7 +14,7 @@
 //! vault's records would become unreadable).
 
 use crate::codec::Codec;
-use crate::vault::{Refused, KEYS_KEY};
+use crate::vault::{create, read_header, NewKeys, Refused, KEYS_KEY};
 use crate::{Result, Vault, VaultError, VaultOptions};
 use chatvault_core::{
     Change, ConversationCursor, ConversationId, CoreError, EntityKind, MessageCursor, OpId,
@@ -417,20 +417,17 @@ impl Vault {
         let theirs = envelope
             .unlock_with_policy(passphrase, options.kdf_policy)?
             .data;
-        match Vault::probe(store.as_ref()).await? {
-            Some(false) => return Err(VaultError::NotEncrypted),
-            Some(true) => {}
+        let header = match read_header(store.as_ref()).await? {
+            // A new vault is created on the account's envelope directly, in
+            // one write: the data key is the account's from the start.
             None => {
-                // The facade writes the header (device id, format) itself;
-                // its random envelope is replaced right below. Interrupted
-                // here, the next attempt finds a vault without records and
-                // adopts the envelope all the same.
-                let throwaway = random_passphrase()?;
-                Vault::open_encrypted(store.clone(), &throwaway, options.clone())
-                    .await?
-                    .lock();
+                let (header, codec) =
+                    create(store.as_ref(), &options, NewKeys::Sealed(&envelope, theirs)).await?;
+                return Vault::assemble(store, options, header, codec).await;
             }
-        }
+            Some(h) if !h.encrypted => return Err(VaultError::NotEncrypted),
+            Some(h) => h,
+        };
         let current = read_envelope_json(store.as_ref()).await?;
         if KeyEnvelope::from_json(&current)? != envelope {
             if !opens_local_records(store.as_ref(), &theirs).await? {
@@ -444,7 +441,8 @@ impl Vault {
             store.write(batch).await?;
             tracing::info!("vault now uses the sync account's key envelope");
         }
-        Vault::open_encrypted(store, passphrase, options).await
+        // The envelope now in the vault wraps `theirs`: no second unlock.
+        Vault::assemble(store, options, header, Codec::Sealed(theirs)).await
     }
 
     async fn write_envelope(&self, envelope: &KeyEnvelope) -> Result<()> {
@@ -515,42 +513,10 @@ fn other_data_key() -> VaultError {
     )
 }
 
-/// 32 random alphanumeric characters (≈190 bits).
-fn random_passphrase() -> Result<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 32];
-    crate::random::fill(&mut bytes)?;
-    // 256 is not a multiple of 62: reject the top values so every
-    // character is equally likely.
-    let mut out = String::with_capacity(32);
-    let mut pool = bytes.to_vec();
-    while out.len() < 32 {
-        if pool.is_empty() {
-            let mut more = [0u8; 32];
-            crate::random::fill(&mut more)?;
-            pool.extend_from_slice(&more);
-        }
-        let b = pool.remove(0);
-        if b < 248 {
-            out.push(char::from(ALPHABET[usize::from(b % 62)]));
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{ManualClock, MemoryStore, NewConversation, NewMessage, Role};
-
-    #[test]
-    fn throwaway_passphrases_are_long_alphanumeric_and_fresh() {
-        let a = random_passphrase().unwrap();
-        let b = random_passphrase().unwrap();
-        assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()), "{a}");
-        assert_ne!(a, b);
-    }
 
     const PASS: &str = "correct horse";
 

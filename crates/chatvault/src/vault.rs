@@ -10,7 +10,7 @@ use chatvault_core::{
     DeviceId, EntityKind, Hlc, HlcClock, Message, MessageCursor, MessageId, MessageRecord,
     Metadata, OpId, Page, RecordId, Role, Timestamp, Tombstone, UserId,
 };
-use chatvault_crypto::{KdfParams, KdfPolicy, KeyEnvelope};
+use chatvault_crypto::{DataKey, KdfParams, KdfPolicy, KeyEnvelope};
 use chatvault_store::{
     ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, OutboxItem, Store, StoreError,
     WriteBatch, WriteOp, WriteOutcome,
@@ -45,14 +45,14 @@ pub(crate) enum Refused {
 /// What a vault records about itself, in the store's metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct VaultHeader {
+pub(crate) struct VaultHeader {
     format_version: u32,
     device_id: DeviceId,
     created_at: Timestamp,
     /// Recorded so a deleted key envelope is an error, never a silent
     /// switch to plaintext.
     #[serde(default)]
-    encrypted: bool,
+    pub(crate) encrypted: bool,
 }
 
 /// How to open a [`Vault`].
@@ -300,7 +300,17 @@ impl Vault {
         passphrase: Option<&str>,
     ) -> Result<Vault> {
         let (header, codec) = match (read_header(store.as_ref()).await?, passphrase) {
-            (None, passphrase) => create(store.as_ref(), &options, passphrase).await?,
+            (None, None) => create(store.as_ref(), &options, NewKeys::Plain).await?,
+            (None, Some(p)) => {
+                let (envelope, keys) =
+                    KeyEnvelope::create_with_policy(p, options.kdf, options.kdf_policy)?;
+                create(
+                    store.as_ref(),
+                    &options,
+                    NewKeys::Sealed(&envelope, keys.data),
+                )
+                .await?
+            }
             (Some(h), None) if h.encrypted => return Err(VaultError::Locked),
             (Some(h), None) => (h, Codec::Plain),
             (Some(h), Some(_)) if !h.encrypted => return Err(VaultError::NotEncrypted),
@@ -310,6 +320,17 @@ impl Vault {
                 (h, Codec::Sealed(keys.data))
             }
         };
+        Self::assemble(store, options, header, codec).await
+    }
+
+    /// A vault on `store` once its header is known and its content key
+    /// unlocked: resumes the clock and applies a due retention policy.
+    pub(crate) async fn assemble(
+        store: Arc<dyn Store>,
+        options: VaultOptions,
+        header: VaultHeader,
+        codec: Codec,
+    ) -> Result<Vault> {
         let last = match store.meta(CLOCK_KEY).await? {
             Some(bytes) => Some(
                 std::str::from_utf8(&bytes)
@@ -836,7 +857,7 @@ impl Vault {
     }
 }
 
-async fn read_header(store: &dyn Store) -> Result<Option<VaultHeader>> {
+pub(crate) async fn read_header(store: &dyn Store) -> Result<Option<VaultHeader>> {
     let Some(bytes) = store.meta(HEADER_KEY).await? else {
         return Ok(None);
     };
@@ -860,30 +881,36 @@ async fn read_envelope(store: &dyn Store) -> Result<KeyEnvelope> {
     Ok(KeyEnvelope::from_json(json)?)
 }
 
+/// The keys a new vault is created with.
+pub(crate) enum NewKeys<'a> {
+    /// None: a plaintext vault.
+    Plain,
+    /// This envelope (new, or the sync account's) and the data key it wraps.
+    Sealed(&'a KeyEnvelope, DataKey),
+}
+
 /// Writes the header (and key envelope) of a new vault in one batch.
-async fn create(
+pub(crate) async fn create(
     store: &dyn Store,
     options: &VaultOptions,
-    passphrase: Option<&str>,
+    keys: NewKeys<'_>,
 ) -> Result<(VaultHeader, Codec)> {
     let header = VaultHeader {
         format_version: HEADER_VERSION,
         device_id: DeviceId::from_random(crate::random::u64()?),
         created_at: options.clock.now(),
-        encrypted: passphrase.is_some(),
+        encrypted: matches!(keys, NewKeys::Sealed(..)),
     };
     let mut batch = WriteBatch::new();
     batch.push(WriteOp::SetMeta(HEADER_KEY.into(), to_json(&header)?));
-    let codec = match passphrase {
-        None => Codec::Plain,
-        Some(p) => {
-            let (envelope, keys) =
-                KeyEnvelope::create_with_policy(p, options.kdf, options.kdf_policy)?;
+    let codec = match keys {
+        NewKeys::Plain => Codec::Plain,
+        NewKeys::Sealed(envelope, data) => {
             batch.push(WriteOp::SetMeta(
                 KEYS_KEY.into(),
                 envelope.to_json().into_bytes(),
             ));
-            Codec::Sealed(keys.data)
+            Codec::Sealed(data)
         }
     };
     store.write(batch).await?;
