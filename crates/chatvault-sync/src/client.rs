@@ -132,7 +132,7 @@ impl SyncClient {
     ) -> Result<SyncClient> {
         let api = api(server, &options)?;
         let envelope = local_envelope(&vault).await?;
-        let (_, policy) = vault.kdf_settings();
+        let (_, policy) = vault.replica().kdf_settings();
         let keys = account::derive(passphrase, *envelope.kdf(), *envelope.salt(), policy).await?;
         // Proves the passphrase locally before anything reaches the server.
         envelope.unlock_with_keys(&keys)?;
@@ -192,7 +192,12 @@ impl SyncClient {
         let keys = account::derive(passphrase, kdf, salt, vault_options.kdf_policy).await?;
         let session = account::login(&api, username, keys.auth_key()).await?;
         let opened = match account::fetch_envelope(&api, &session.token).await {
-            Ok(envelope) => Vault::open_with_envelope(store, &envelope, passphrase, vault_options)
+            Ok(envelope) => Vault::builder()
+                .store(store)
+                .options(vault_options)
+                .account_envelope(&envelope)
+                .passphrase(passphrase)
+                .open()
                 .await
                 .map_err(SyncError::from),
             Err(e) => Err(e),
@@ -224,7 +229,7 @@ impl SyncClient {
         session: Session,
         options: SyncOptions,
     ) -> Result<SyncClient> {
-        vault.set_sync_remote(Some(api.base())).await?;
+        vault.replica().set_sync_remote(Some(api.base())).await?;
         let rng = match options.jitter_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
@@ -299,7 +304,7 @@ impl SyncClient {
     /// new passphrase.
     pub async fn change_passphrase(&self, old: &str, new: &str) -> Result<()> {
         let vault = &self.inner.vault;
-        let change = vault.prepare_passphrase_change(old, new).await?;
+        let change = vault.replica().prepare_passphrase_change(old, new).await?;
         let current = Zeroizing::new(self.inner.credentials.lock().await.auth_key.to_base64());
         let new_key = Zeroizing::new(change.auth_key().to_base64());
         let key_envelope = serde_json::from_str(&change.envelope_json())
@@ -317,7 +322,7 @@ impl SyncClient {
         self.authed::<()>(Method::PUT, "v1/keys", &[], Some(body.to_vec()))
             .await?;
         self.inner.credentials.lock().await.auth_key = change.auth_key().clone();
-        if let Err(e) = vault.commit_passphrase_change(&change).await {
+        if let Err(e) = vault.replica().commit_passphrase_change(&change).await {
             tracing::error!(error = %e, "the server took the new passphrase but the vault did not; \
                 sign in with the new passphrase to adopt it");
             return Err(e.into());
@@ -419,6 +424,7 @@ impl SyncClient {
             let requeued = self
                 .inner
                 .vault
+                .replica()
                 .requeue_record(letter.kind, letter.entity_id, vec![list.meta()?])
                 .await?;
             if !requeued {
@@ -531,7 +537,7 @@ impl SyncClient {
             }
         };
         let dead = DeadLetters::load(vault).await.ok().map(|d| d.0.len());
-        let now = vault.now();
+        let now = vault.replica().now();
         let state = match outcome {
             Ok(()) => SyncState::Idle,
             Err(SyncError::Network(_)) => SyncState::Offline,
@@ -563,6 +569,7 @@ fn api(server: &str, options: &SyncOptions) -> Result<Api> {
 
 async fn local_envelope(vault: &Vault) -> Result<KeyEnvelope> {
     let json = vault
+        .replica()
         .key_envelope_json()
         .await?
         .ok_or(SyncError::NotEncrypted)?;
@@ -579,7 +586,7 @@ async fn sign_in_to(
 ) -> Result<(AuthKey, Session)> {
     let local = local_envelope(vault).await?;
     let (kdf, salt) = account::prelogin(api, username).await?;
-    let (_, policy) = vault.kdf_settings();
+    let (_, policy) = vault.replica().kdf_settings();
     let keys = account::derive(passphrase, kdf, salt, policy).await?;
     let same_keys = local.kdf() == &kdf && local.salt() == &salt;
     if same_keys {
@@ -590,7 +597,7 @@ async fn sign_in_to(
     let session = account::login(api, username, keys.auth_key()).await?;
     if !same_keys {
         let envelope = account::fetch_envelope(api, &session.token).await?;
-        if let Err(e) = vault.adopt_key_envelope(&envelope, &keys).await {
+        if let Err(e) = vault.replica().adopt_key_envelope(&envelope, &keys).await {
             // Do not leave a session of an account this vault cannot use.
             let _ = account::logout(api, &session.token).await;
             return Err(e.into());

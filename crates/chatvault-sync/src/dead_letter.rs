@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, SyncError};
 
 /// Metadata key of the list (JSON array).
-pub(crate) const DEAD_LETTERS_KEY: &str = "sync.deadLetters";
+pub(crate) const DEAD_LETTERS_KEY: &str = chatvault::meta_keys::SYNC_DEAD_LETTERS;
 
 /// First automatic retry of a clock-skew rejection; doubles per attempt.
 const SKEW_RETRY_FIRST: Duration = Duration::from_secs(60);
@@ -129,7 +129,7 @@ pub(crate) struct DeadLetters(pub Vec<DeadLetter>);
 
 impl DeadLetters {
     pub(crate) async fn load(vault: &Vault) -> Result<DeadLetters> {
-        match vault.sync_meta(DEAD_LETTERS_KEY).await? {
+        match vault.replica().sync_meta(DEAD_LETTERS_KEY).await? {
             None => Ok(DeadLetters::default()),
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(DeadLetters)
@@ -153,7 +153,7 @@ impl DeadLetters {
 
     pub(crate) async fn save(&self, vault: &Vault) -> Result<()> {
         let (key, value) = self.meta()?;
-        Ok(vault.set_sync_meta(&key, value).await?)
+        Ok(vault.replica().set_sync_meta(&key, value).await?)
     }
 
     /// Adds a refusal, replacing an older one of the same record (and

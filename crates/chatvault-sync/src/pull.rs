@@ -26,7 +26,7 @@ use crate::status::PullReport;
 use crate::wire::{parse_change, PullResponse, SnapshotResponse};
 
 /// Metadata key of the stored cursor.
-pub(crate) const CURSOR_KEY: &str = "sync.cursor";
+pub(crate) const CURSOR_KEY: &str = chatvault::meta_keys::SYNC_CURSOR;
 
 /// The stored cursor and whose it is.
 #[derive(Debug, Serialize, Deserialize)]
@@ -114,10 +114,15 @@ impl SyncClient {
         report.dropped += self
             .inner
             .vault
+            .replica()
             .forget_records_missing_from(&listed)
             .await?;
         let (key, value) = self.cursor_meta(&cursor)?;
-        self.inner.vault.set_sync_meta(&key, value).await?;
+        self.inner
+            .vault
+            .replica()
+            .set_sync_meta(&key, value)
+            .await?;
         report.resynced = true;
         tracing::info!(
             records = listed.len(),
@@ -148,7 +153,12 @@ impl SyncClient {
         meta: Vec<(String, Option<Vec<u8>>)>,
         report: &mut PullReport,
     ) -> Result<()> {
-        let outcome = self.inner.vault.apply_remote_changes(changes, meta).await?;
+        let outcome = self
+            .inner
+            .vault
+            .replica()
+            .apply_remote_changes(changes, meta)
+            .await?;
         report.applied += outcome.applied;
         report.superseded += outcome.superseded;
         for (op, why) in &outcome.invalid {
@@ -163,7 +173,7 @@ impl SyncClient {
 
     /// The stored cursor, if it belongs to this server and account.
     pub(crate) async fn load_cursor(&self) -> Result<Option<String>> {
-        let Some(bytes) = self.inner.vault.sync_meta(CURSOR_KEY).await? else {
+        let Some(bytes) = self.inner.vault.replica().sync_meta(CURSOR_KEY).await? else {
             return Ok(None);
         };
         let stored: StoredCursor = match serde_json::from_slice(&bytes) {

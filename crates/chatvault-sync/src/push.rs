@@ -42,7 +42,7 @@ impl SyncClient {
         self.requeue_due_dead_letters(&mut report).await?;
         let batch = self.inner.options.push_batch.clamp(1, SERVER_MAX_BATCH);
         for round in 1..=MAX_ROUNDS {
-            let entries = self.inner.vault.pending_changes(batch).await?;
+            let entries = self.inner.vault.replica().pending_changes(batch).await?;
             if entries.is_empty() {
                 break;
             }
@@ -175,7 +175,7 @@ impl SyncClient {
         report: &mut PushReport,
     ) -> Result<()> {
         let vault = &self.inner.vault;
-        let now = vault.now();
+        let now = vault.replica().now();
         let mut list = DeadLetters::load(vault).await?;
         let synced: Vec<(EntityKind, RecordId)> = chunk
             .iter()
@@ -198,7 +198,7 @@ impl SyncClient {
             list.save(vault).await?;
         }
         let seqs: Vec<u64> = chunk.iter().map(|r| r.entry.seq).collect();
-        vault.acknowledge(&seqs).await?;
+        vault.replica().acknowledge(&seqs).await?;
         Ok(())
     }
 
@@ -210,11 +210,12 @@ impl SyncClient {
         let vault = &self.inner.vault;
         let mut list = DeadLetters::load(vault).await?;
         let mut gone = false;
-        for op in list.due(vault.now()) {
+        for op in list.due(vault.replica().now()) {
             let Some(letter) = list.0.iter().find(|d| d.op_id == op).cloned() else {
                 continue;
             };
             if vault
+                .replica()
                 .requeue_record(letter.kind, letter.entity_id, vec![])
                 .await?
             {

@@ -5,7 +5,10 @@ use chatvault_core::{CoreError, EntityKind, RecordId};
 use chatvault_store::StoreError;
 
 /// Everything a [`Vault`](crate::Vault) operation can fail with.
+///
+/// New situations get new variants, so match with a `_` arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum VaultError {
     /// No live record with this id (never created, deleted, or another
     /// user's).
@@ -46,9 +49,48 @@ pub enum VaultError {
     /// An encrypted export file was given without its passphrase.
     #[error("the export file is encrypted: give its passphrase")]
     ExportLocked,
-    /// The vault's header is missing pieces or from a newer chatvault.
-    #[error("vault header: {0}")]
-    Header(String),
+    /// The vault was written by a newer chatvault than this one.
+    #[error(
+        "vault format {found} is newer than this program supports ({supported}); upgrade chatvault"
+    )]
+    NewerFormat {
+        /// The format version the vault records.
+        found: u32,
+        /// The newest format this program reads.
+        supported: u32,
+    },
+    /// The vault says it is encrypted but its key envelope (the wrapped
+    /// data key) is gone: without it nothing can be decrypted, and the
+    /// vault is never silently treated as plaintext.
+    #[error("the vault is encrypted but its key envelope is missing")]
+    MissingEnvelope,
+    /// A value the vault keeps about itself (header, clock, key envelope,
+    /// a setting) does not decode: the store was damaged or edited.
+    #[error("the stored {key} is unreadable: {reason}")]
+    CorruptMetadata {
+        /// The metadata key (see [`meta_keys`](crate::meta_keys)).
+        key: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// A prepared passphrase change was committed after the vault's key
+    /// envelope had changed: nothing was written; prepare it again.
+    #[error("the key envelope changed while the passphrase change was prepared; prepare it again")]
+    EnvelopeChanged,
+    /// A sync account's key envelope wraps a different data key than this
+    /// vault's: the vault belongs to another account (or was created
+    /// separately). Nothing was changed.
+    #[error(
+        "the sync account's key does not open this vault: it belongs to another account \
+         (or was created separately); sync it with its own account or start a new vault"
+    )]
+    ForeignAccountKey,
+    /// The platform gave no randomness (needed for device ids and keys).
+    #[error("no randomness available from the platform: {0}")]
+    NoRandomness(String),
+    /// A broken invariant inside chatvault (a bug: please report it).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     /// Invalid input (bad role, bad id, empty title...).
     #[error(transparent)]
     Invalid(#[from] CoreError),

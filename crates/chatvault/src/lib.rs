@@ -18,24 +18,26 @@
 //! ```
 //!
 //! # Layout
-//! - `vault` — [`Vault`] and its request/answer types.
+//! - `vault` — [`Vault`]: opening ([`VaultBuilder`], [`VaultProbe`]), the
+//!   app API (conversations, messages, stats, settings, retention,
+//!   export and import) and, behind [`Vault::replica`], the [`Replica`]
+//!   handle the sync client uses. Its own docs list its parts.
+//! - [`meta_keys`] — every key a vault keeps in its store's metadata.
 //! - `codec` — content fields to the opaque stored body and back.
 //! - `clock` — [`Clock`]: where time comes from.
 //! - `error` — [`VaultError`].
 //! - `random` — the platform's random source.
-//! - `lifecycle` — retention, storage stats and compaction, export and
-//!   import, and the settings they use (`docs/lifecycle.md`).
-//! - `sync_support` — what the `chatvault-sync` client needs from a vault:
-//!   sync metadata, adopting the account's key envelope, applying a pulled
-//!   page and its cursor in one write, re-queueing records.
 //! - [`testing`] (feature `testing`) — the conformance suite every backend runs.
+//!
+//! The pure rules the vault applies (retention planning, the export
+//! format, merge) live in `chatvault_core`; this crate gathers their
+//! inputs from a store and applies their outcomes.
 
 mod clock;
 mod codec;
 mod error;
-mod lifecycle;
+pub mod meta_keys;
 mod random;
-mod sync_support;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod vault;
@@ -50,15 +52,12 @@ pub use chatvault_core::{
 pub use chatvault_store::{MemoryStore, OutboxEntry, Store, StoreError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, VaultError};
-pub use lifecycle::{
-    is_encrypted_export, CompactionReport, ExportEncryption, ExportOptions, ExportReport,
-    ImportOptions, ImportReport, ImportSource, Progress, ProgressFn, ProgressPhase, Rejection,
-    RetentionMode, RetentionReport, StorageFootprint,
-};
-pub use sync_support::{PassphraseChange, RemoteApply};
 pub use vault::{
-    ApplyReport, ConversationStats, ConversationUpdate, ListConversations, ListMessages,
-    MessageUpdate, NewConversation, NewMessage, Vault, VaultOptions, VaultStats,
+    is_encrypted_export, ApplyReport, CompactionReport, ConversationStats, ConversationUpdate,
+    ExportEncryption, ExportOptions, ExportReport, ImportOptions, ImportReport, ImportSource,
+    ListConversations, ListMessages, MessageUpdate, NewConversation, NewMessage, PassphraseChange,
+    Progress, ProgressFn, ProgressPhase, Rejection, RemoteApply, Replica, RetentionMode,
+    RetentionReport, StorageFootprint, Vault, VaultBuilder, VaultOptions, VaultProbe, VaultStats,
 };
 
 pub use chatvault_crypto::{KdfParams, KdfPolicy};

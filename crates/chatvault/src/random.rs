@@ -5,8 +5,7 @@ use crate::{Result, VaultError};
 
 /// Fills `buf` with random bytes.
 pub(crate) fn fill(buf: &mut [u8]) -> Result<()> {
-    getrandom::getrandom(buf)
-        .map_err(|e| VaultError::Header(format!("no randomness available from the platform: {e}")))
+    getrandom::getrandom(buf).map_err(|e| VaultError::NoRandomness(e.to_string()))
 }
 
 /// A random 64-bit number.

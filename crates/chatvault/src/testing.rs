@@ -57,6 +57,7 @@ pub fn fast_options(clock: Arc<dyn Clock>) -> VaultOptions {
         clock,
         kdf: chatvault_crypto::KdfParams::insecure_fast_for_tests(),
         kdf_policy: chatvault_crypto::KdfPolicy::insecure_allow_weak_for_tests(),
+        ..VaultOptions::default()
     }
 }
 
@@ -376,7 +377,7 @@ pub mod cases {
         let stats = v.stats().await.unwrap();
         assert_eq!((stats.conversations, stats.messages), (1, 1));
         assert_eq!(stats.tombstones, 1);
-        let pending = v.pending_changes(100).await.unwrap();
+        let pending = v.replica().pending_changes(100).await.unwrap();
         let doomed_changes: Vec<_> = pending
             .iter()
             .filter(|e| {
@@ -406,7 +407,7 @@ pub mod cases {
                 .await
                 .unwrap();
         }
-        assert_eq!(v.pending_changes(100).await.unwrap().len(), 4);
+        assert_eq!(v.replica().pending_changes(100).await.unwrap().len(), 4);
         for t in ["b", "c"] {
             clock.advance(5);
             v.update_conversation(
@@ -419,7 +420,7 @@ pub mod cases {
             .await
             .unwrap();
         }
-        let pending = v.pending_changes(100).await.unwrap();
+        let pending = v.replica().pending_changes(100).await.unwrap();
         assert_eq!(pending.len(), 4, "rewrites of one record coalesce");
         // Oldest first; the conversation's rewrite moved it to the end.
         let last = pending.last().unwrap();
@@ -444,12 +445,12 @@ pub mod cases {
         )
         .await
         .unwrap();
-        v.acknowledge(&in_flight).await.unwrap();
-        let left = v.pending_changes(100).await.unwrap();
+        v.replica().acknowledge(&in_flight).await.unwrap();
+        let left = v.replica().pending_changes(100).await.unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].change.entity_id, c.id.into());
-        v.acknowledge(&[left[0].seq]).await.unwrap();
-        assert!(v.pending_changes(100).await.unwrap().is_empty());
+        v.replica().acknowledge(&[left[0].seq]).await.unwrap();
+        assert!(v.replica().pending_changes(100).await.unwrap().is_empty());
         assert_eq!(v.stats().await.unwrap().pending_changes, 0);
     }
 
@@ -590,13 +591,14 @@ pub mod cases {
         assert_eq!(per[&a.id].bytes + per[&bb.id].bytes, s.bytes);
         assert!(per[&a.id].pending && per[&bb.id].pending);
         let all: Vec<u64> = v
+            .replica()
             .pending_changes(100)
             .await
             .unwrap()
             .iter()
             .map(|e| e.seq)
             .collect();
-        v.acknowledge(&all).await.unwrap();
+        v.replica().acknowledge(&all).await.unwrap();
         let s = v.stats().await.unwrap();
         assert!(s.per_conversation.iter().all(|c| !c.pending));
     }
@@ -637,7 +639,11 @@ pub mod cases {
         };
 
         let older = upsert(at(T0.0 - 5, 0), &local_body);
-        let r = v.apply_changes(vec![older.clone()]).await.unwrap();
+        let r = v
+            .replica()
+            .apply_changes(vec![older.clone()])
+            .await
+            .unwrap();
         assert_eq!(
             r,
             ApplyReport {
@@ -649,18 +655,27 @@ pub mod cases {
 
         clock.advance(100);
         let newer = upsert(at(T0.0 + 50, 0), &local_body);
-        let r = v.apply_changes(vec![newer.clone()]).await.unwrap();
+        let r = v
+            .replica()
+            .apply_changes(vec![newer.clone()])
+            .await
+            .unwrap();
         assert_eq!(r.applied, 1);
         assert_eq!(v.conversation(c.id).await.unwrap().version, newer.version);
         // The remote version superseded the local pending change.
         assert!(v
+            .replica()
             .pending_changes(10)
             .await
             .unwrap()
             .iter()
             .all(|e| e.change.entity_id != c.id.into()));
         // Replay: nothing changes.
-        let r = v.apply_changes(vec![newer.clone()]).await.unwrap();
+        let r = v
+            .replica()
+            .apply_changes(vec![newer.clone()])
+            .await
+            .unwrap();
         assert_eq!((r.applied, r.superseded), (0, 1));
 
         // A remote delete newer than the record wins...
@@ -668,11 +683,21 @@ pub mod cases {
             OpId::new(),
             &Tombstone::conversation(c.id, at(T0.0 + 60, 0), Timestamp(T0.0 + 60)),
         );
-        assert_eq!(v.apply_changes(vec![tomb]).await.unwrap().applied, 1);
+        assert_eq!(
+            v.replica().apply_changes(vec![tomb]).await.unwrap().applied,
+            1
+        );
         assert!(is_not_found(v.conversation(c.id).await));
         // ...and a stale update cannot resurrect it.
         let stale = upsert(at(T0.0 + 55, 0), &local_body);
-        assert_eq!(v.apply_changes(vec![stale]).await.unwrap().superseded, 1);
+        assert_eq!(
+            v.replica()
+                .apply_changes(vec![stale])
+                .await
+                .unwrap()
+                .superseded,
+            1
+        );
         assert!(is_not_found(v.conversation(c.id).await));
         // A message written before its conversation was deleted stays out.
         let orphan = Change::upsert_message(
@@ -686,7 +711,14 @@ pub mod cases {
                 body: Body(b"{}".to_vec()),
             },
         );
-        assert_eq!(v.apply_changes(vec![orphan]).await.unwrap().superseded, 1);
+        assert_eq!(
+            v.replica()
+                .apply_changes(vec![orphan])
+                .await
+                .unwrap()
+                .superseded,
+            1
+        );
 
         // Bad changes are rejected alone, the good one in the batch applies.
         let fresh = v
@@ -723,6 +755,7 @@ pub mod cases {
         );
         let (bad1, bad2) = (no_conversation.op_id, future.op_id);
         let r = v
+            .replica()
             .apply_changes(vec![no_conversation, future, good])
             .await
             .unwrap();

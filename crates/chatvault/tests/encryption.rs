@@ -4,7 +4,7 @@
 use chatvault::testing::{fast_options, FailingStore, PASSPHRASE};
 use chatvault::{
     ListMessages, ManualClock, MemoryStore, NewConversation, NewMessage, Role, SqliteOptions,
-    SqliteStore, Store, StoreError, Timestamp, Vault, VaultError,
+    SqliteStore, Store, StoreError, Timestamp, Vault, VaultError, VaultProbe,
 };
 use chatvault_core::{Body, ConversationId, EntityKind, MessageId, MessageRecord, RecordId};
 use chatvault_store::{MessageQuery, WriteBatch, WriteOp};
@@ -61,8 +61,14 @@ async fn a_plaintext_vault_refuses_a_passphrase() {
         .await
         .unwrap_err();
     assert!(matches!(err, VaultError::NotEncrypted), "{err:?}");
-    assert_eq!(Vault::probe(store.as_ref()).await.unwrap(), Some(false));
-    assert_eq!(Vault::probe(&MemoryStore::new()).await.unwrap(), None);
+    assert_eq!(
+        Vault::probe(store.as_ref()).await.unwrap(),
+        VaultProbe::Plaintext
+    );
+    assert_eq!(
+        Vault::probe(&MemoryStore::new()).await.unwrap(),
+        VaultProbe::Empty
+    );
 }
 
 #[tokio::test]

@@ -901,7 +901,7 @@ async fn retention_deletes_old_conversations_as_synced_deletions() {
     // The deletions sync: tombstones and outbox entries.
     let stats = v.stats().await.unwrap();
     assert_eq!((stats.conversations, stats.tombstones), (3, 2));
-    let pending = v.pending_changes(100).await.unwrap();
+    let pending = v.replica().pending_changes(100).await.unwrap();
     for id in &deleted {
         assert!(pending
             .iter()
@@ -928,11 +928,12 @@ async fn unsynced_changes_protect_only_when_a_server_is_configured() {
     assert_eq!(plan.delete.len(), 4);
     assert_eq!(plan.remaining_conversations, 1);
 
-    v.set_sync_remote(Some("https://sync.example"))
+    v.replica()
+        .set_sync_remote(Some("https://sync.example"))
         .await
         .unwrap();
     assert_eq!(
-        v.sync_remote().await.unwrap().as_deref(),
+        v.replica().sync_remote().await.unwrap().as_deref(),
         Some("https://sync.example")
     );
     let plan = v.plan_retention(&policy).await.unwrap();
@@ -944,6 +945,7 @@ async fn unsynced_changes_protect_only_when_a_server_is_configured() {
 
     // Once the server acknowledged day 1's changes, it can go.
     let acked: Vec<u64> = v
+        .replica()
         .pending_changes(100)
         .await
         .unwrap()
@@ -951,7 +953,7 @@ async fn unsynced_changes_protect_only_when_a_server_is_configured() {
         .filter(|e| e.change.entity_id == ids[1].into() || e.change.conversation_id == Some(ids[1]))
         .map(|e| e.seq)
         .collect();
-    v.acknowledge(&acked).await.unwrap();
+    v.replica().acknowledge(&acked).await.unwrap();
     let report = v
         .run_retention(&policy, RetentionMode::Apply)
         .await
@@ -959,8 +961,8 @@ async fn unsynced_changes_protect_only_when_a_server_is_configured() {
     let deleted: Vec<_> = report.plan.delete.iter().map(|d| d.id).collect();
     assert_eq!(deleted, [ids[1]]);
     assert!(report.sync_configured);
-    v.set_sync_remote(None).await.unwrap();
-    assert_eq!(v.sync_remote().await.unwrap(), None);
+    v.replica().set_sync_remote(None).await.unwrap();
+    assert_eq!(v.replica().sync_remote().await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -987,8 +989,14 @@ async fn a_stored_policy_runs_on_open_at_most_once_a_day() {
         .is_err());
     drop(v);
 
-    // Opening applies it and records the run.
+    // Opening without asking leaves it alone.
     let v = vault_on(open().await, Mode::Encrypted, clock.clone()).await;
+    assert_eq!(v.stats().await.unwrap().conversations, 5);
+    assert_eq!(v.retention_last_run().await.unwrap(), None);
+    drop(v);
+
+    // Opening that asks applies it and records the run.
+    let v = open_running_retention(open().await, clock.clone()).await;
     assert_eq!(v.stats().await.unwrap().conversations, 3);
     assert!(matches!(
         v.conversation(ids[1]).await,
@@ -1001,16 +1009,28 @@ async fn a_stored_policy_runs_on_open_at_most_once_a_day() {
         .unwrap();
     drop(v);
     clock.advance(DAY - 1);
-    let v = vault_on(open().await, Mode::Encrypted, clock.clone()).await;
+    let v = open_running_retention(open().await, clock.clone()).await;
     assert_eq!(v.stats().await.unwrap().conversations, 4);
     drop(v);
     // A day later it runs again.
     clock.advance(1);
-    let v = vault_on(open().await, Mode::Encrypted, clock.clone()).await;
+    let v = open_running_retention(open().await, clock.clone()).await;
     assert_eq!(v.stats().await.unwrap().conversations, 3);
     v.set_retention_policy(None).await.unwrap();
     assert_eq!(v.retention_policy().await.unwrap(), None);
     assert_eq!(v.retention_last_run().await.unwrap(), None);
+}
+
+/// Opens an encrypted vault asking for a due stored retention policy to run.
+async fn open_running_retention(store: Arc<dyn Store>, clock: Arc<ManualClock>) -> Vault {
+    Vault::builder()
+        .store(store)
+        .options(fast_options(clock))
+        .passphrase(PASSPHRASE)
+        .run_due_retention(true)
+        .open()
+        .await
+        .expect("open vault")
 }
 
 #[tokio::test]

@@ -111,13 +111,14 @@ async fn make_v1_fixture() {
 
     // Everything so far was synced; one later rename is still pending.
     let all: Vec<u64> = v
+        .replica()
         .pending_changes(1000)
         .await
         .unwrap()
         .iter()
         .map(|e| e.seq)
         .collect();
-    v.acknowledge(&all).await.unwrap();
+    v.replica().acknowledge(&all).await.unwrap();
     clock.advance(1000);
     v.update_conversation(
         old.id,
@@ -197,7 +198,7 @@ async fn v1_fixture_opens_migrated_with_all_its_data() {
     );
     let per: Vec<u64> = stats.per_conversation.iter().map(|c| c.messages).collect();
     assert_eq!(per, [1, 1, 3]);
-    let pending = v.pending_changes(10).await.unwrap();
+    let pending = v.replica().pending_changes(10).await.unwrap();
     assert_eq!(pending[0].change.entity_id, convs[0].id.into());
 
     // The migrated vault keeps working and its clock resumed past the

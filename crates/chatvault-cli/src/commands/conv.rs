@@ -5,6 +5,7 @@ use crate::cli::ConvCommand;
 use crate::output::{self, Table};
 use anyhow::Result;
 use chatvault::{ConversationUpdate, ListConversations, ListMessages, NewConversation};
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
 pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
@@ -23,23 +24,15 @@ pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
         }
         ConvCommand::Ls { limit, json } => {
             let vault = ctx.open(Access::Existing).await?;
-            let mut all = Vec::new();
-            let mut after = None;
             let wanted = limit.unwrap_or(usize::MAX);
-            while all.len() < wanted {
-                let page = vault
-                    .conversations(ListConversations {
-                        after,
-                        limit: (wanted - all.len()).min(500),
-                        ..Default::default()
-                    })
-                    .await?;
-                all.extend(page.items);
-                match page.next_cursor {
-                    Some(c) => after = Some(c),
-                    None => break,
-                }
-            }
+            let all: Vec<_> = vault
+                .conversations_stream(ListConversations {
+                    limit: wanted.min(500),
+                    ..Default::default()
+                })
+                .take(wanted)
+                .try_collect()
+                .await?;
             if json.json {
                 return output::json(&all);
             }

@@ -12,7 +12,7 @@ mod sync;
 use crate::cli::{Cli, Command};
 use crate::passphrase;
 use anyhow::{bail, Context as _, Result};
-use chatvault::{SqliteOptions, SqliteStore, Store, Vault, VaultOptions};
+use chatvault::{SqliteOptions, SqliteStore, Store, Vault, VaultOptions, VaultProbe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -75,14 +75,15 @@ impl Context {
     ) -> Result<(Vault, Option<passphrase::Passphrase>)> {
         let store = self.open_store(access).await?;
         let (opened, passphrase) = match Vault::probe(store.as_ref()).await? {
-            Some(true) => {
+            VaultProbe::Encrypted => {
                 let passphrase = passphrase::read(&self.unlock_source())?;
                 let opened =
-                    Vault::open_encrypted(store, passphrase.expose(), VaultOptions::default())
-                        .await;
+                    Vault::open_encrypted(store, passphrase.expose(), vault_options()).await;
                 (opened, Some(passphrase))
             }
-            _ => (Vault::open(store, VaultOptions::default()).await, None),
+            VaultProbe::Plaintext | VaultProbe::Empty => {
+                (Vault::open(store, vault_options()).await, None)
+            }
         };
         let vault =
             opened.with_context(|| format!("cannot open vault {}", self.store.display()))?;
@@ -147,8 +148,8 @@ impl Context {
         };
         let store = self.open_store(Access::CreateIfMissing).await?;
         let created = match &passphrase {
-            Some(p) => Vault::open_encrypted(store, p.expose(), VaultOptions::default()).await,
-            None => Vault::open(store, VaultOptions::default()).await,
+            Some(p) => Vault::open_encrypted(store, p.expose(), vault_options()).await,
+            None => Vault::open(store, vault_options()).await,
         };
         if let Err(e) = created {
             // Leave no half-made vault behind.
@@ -165,14 +166,14 @@ impl Context {
 
     async fn passwd(&self) -> Result<()> {
         let store = self.open_store(Access::Existing).await?;
-        if Vault::probe(store.as_ref()).await? != Some(true) {
+        if Vault::probe(store.as_ref()).await? != VaultProbe::Encrypted {
             bail!(
                 "{} is not encrypted; create an encrypted vault with `chatvault init --encrypt`",
                 self.store.display()
             );
         }
         let old = passphrase::read(&self.unlock_source())?;
-        let vault = Vault::open_encrypted(store, old.expose(), VaultOptions::default())
+        let vault = Vault::open_encrypted(store, old.expose(), vault_options())
             .await
             .with_context(|| format!("cannot open vault {}", self.store.display()))?;
         let new = passphrase::read(&passphrase::Source {
@@ -189,6 +190,15 @@ impl Context {
             .context("cannot change the passphrase")?;
         println!("passphrase changed");
         Ok(())
+    }
+}
+
+/// How the CLI opens vaults: a stored retention policy that is due runs
+/// on open (the CLI has no daemon to run it otherwise).
+pub(crate) fn vault_options() -> VaultOptions {
+    VaultOptions {
+        run_due_retention: true,
+        ..VaultOptions::default()
     }
 }
 

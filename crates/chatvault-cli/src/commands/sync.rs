@@ -4,18 +4,18 @@
 //! signs in (a separate key is derived for the server, which never sees the
 //! passphrase or the data key).
 
-use super::{Access, Context};
+use super::{vault_options, Access, Context};
 use crate::cli::{JsonFlag, SyncCommand, SyncServerArgs};
 use crate::output;
 use crate::passphrase;
 use anyhow::{bail, Context as _, Result};
-use chatvault::{Vault, VaultOptions};
+use chatvault::Vault;
 use chatvault_sync::{SyncClient, SyncOptions, SyncReport};
 use serde_json::json;
 use std::sync::Arc;
 
 /// Metadata key of the account name (`sync.remote` holds the server URL).
-const USER_KEY: &str = "sync.user";
+const USER_KEY: &str = chatvault::meta_keys::SYNC_USER;
 
 pub async fn run(ctx: &Context, cmd: SyncCommand) -> Result<()> {
     match cmd {
@@ -54,8 +54,9 @@ async fn open_encrypted(ctx: &Context) -> Result<(Arc<Vault>, passphrase::Passph
 }
 
 async fn remember(vault: &Vault, args: &SyncServerArgs) -> Result<()> {
-    vault.set_sync_remote(Some(&args.server)).await?;
+    vault.replica().set_sync_remote(Some(&args.server)).await?;
     vault
+        .replica()
         .set_sync_meta(USER_KEY, Some(args.user.as_bytes().to_vec()))
         .await?;
     Ok(())
@@ -81,7 +82,7 @@ async fn join(ctx: &Context, args: SyncServerArgs) -> Result<()> {
     let passphrase = passphrase::read(&ctx.unlock_source())?;
     let client = SyncClient::join(
         store,
-        VaultOptions::default(),
+        vault_options(),
         &args.server,
         &args.user,
         passphrase.expose(),
@@ -104,8 +105,9 @@ async fn now(ctx: &Context, json: JsonFlag) -> Result<()> {
 
 /// The stored server and account, or how to set them.
 async fn connection(vault: &Vault) -> Result<(String, String)> {
-    let server = vault.sync_remote().await?;
+    let server = vault.replica().sync_remote().await?;
     let user = vault
+        .replica()
         .sync_meta(USER_KEY)
         .await?
         .and_then(|b| String::from_utf8(b).ok());
@@ -155,8 +157,9 @@ fn report_json(report: &SyncReport, dead_letters: usize) -> serde_json::Value {
 
 async fn status(ctx: &Context, json: JsonFlag) -> Result<()> {
     let (vault, _) = open_encrypted(ctx).await?;
-    let server = vault.sync_remote().await?;
+    let server = vault.replica().sync_remote().await?;
     let user = vault
+        .replica()
         .sync_meta(USER_KEY)
         .await?
         .and_then(|b| String::from_utf8(b).ok());

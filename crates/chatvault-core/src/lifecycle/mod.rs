@@ -4,22 +4,22 @@
 //! inputs, applies the outcomes in one atomic write and owns every byte of
 //! I/O; nothing here reads a clock, a file or a store.
 //!
-//! - `retention` — [`plan_retention`] and its policy, plan and
+//! - `retention_plan` — [`plan_retention`] and its policy, plan and
 //!   reasons.
-//! - `export` — the export format (version [`EXPORT_VERSION`]):
+//! - `export_format` — the export format (version [`EXPORT_VERSION`]):
 //!   [`ExportWriter`], [`read_export`], [`ExportValidator`].
 //! - `seed` — [`parse_seed`]: import from seed-style TypeScript apps.
 
-mod export;
-mod retention;
+mod export_format;
+mod retention_plan;
 mod seed;
 
-pub use export::{
+pub use export_format::{
     read_export, Checksum, ExportCounts, ExportItem, ExportReadError, ExportSummary,
     ExportValidator, ExportWriter, ExportedConversation, ExportedMessage, ExportedTombstone,
     ValidatedExport, EXPORT_FORMAT, EXPORT_VERSION,
 };
-pub use retention::{
+pub use retention_plan::{
     plan_retention, ConversationSummary, Deletion, Kept, Protection, RetentionPlan,
     RetentionPolicy, RetentionReason,
 };

@@ -27,7 +27,7 @@
 //! Such files come from localStorage, so they are small: they are parsed
 //! in memory, up to [`SEED_MAX_BYTES`].
 
-use super::export::{ExportItem, ExportedConversation, ExportedMessage};
+use super::export_format::{ExportItem, ExportedConversation, ExportedMessage};
 use crate::{
     ConversationId, CoreError, DeviceId, Hlc, MessageId, Metadata, Role, Timestamp, UserId,
 };

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chatvault::{MemoryStore, NewConversation, Store, SystemClock, Vault};
+use chatvault::{MemoryStore, NewConversation, Store, SystemClock, Vault, VaultError};
 use chatvault_sync::{SyncClient, SyncError};
 
 use crate::common::*;
@@ -218,5 +218,8 @@ async fn passphrase_change_reaches_server_vault_and_other_devices() {
     )
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("another account"), "{err}");
+    assert!(
+        matches!(err, SyncError::Vault(VaultError::ForeignAccountKey)),
+        "{err:?}"
+    );
 }

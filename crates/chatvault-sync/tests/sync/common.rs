@@ -253,7 +253,7 @@ impl Drop for Proxy {
 /// serves `routes` for the rest.
 pub async fn fake_server(vault: &Vault, routes: Router) -> String {
     let envelope: Value =
-        serde_json::from_str(&vault.key_envelope_json().await.unwrap().unwrap()).unwrap();
+        serde_json::from_str(&vault.replica().key_envelope_json().await.unwrap().unwrap()).unwrap();
     let prelogin = json!({"kdf": envelope["kdf"], "salt": envelope["salt"]});
     let app = Router::new()
         .route(

@@ -103,7 +103,7 @@ async fn two_devices_converge_on_writes_edits_and_deletes() {
     assert!(status.cursor.is_some() && status.last_synced_at.is_some());
     // The vault remembers its server (retention then keeps unsynced work).
     assert_eq!(
-        b.vault().sync_remote().await.unwrap().as_deref(),
+        b.vault().replica().sync_remote().await.unwrap().as_deref(),
         Some(format!("{}/", server.url()).as_str())
     );
 }

@@ -140,7 +140,7 @@ async fn rapid_writes_racing_a_running_loop_all_arrive() {
     }
     // Every sync that completes after this instant saw all the writes.
     clock.advance(1_000);
-    let written = a.vault().now();
+    let written = a.vault().replica().now();
     a.notify();
     let mut status = a.status();
     wait_for(

@@ -139,7 +139,7 @@ pub async fn retention_deletes_as_synced_deletions(b: &impl TestBackend, mode: M
     assert_eq!(done.plan, dry.plan);
     let stats = v.stats().await.unwrap();
     assert_eq!((stats.conversations, stats.messages), (1, 2));
-    let pending = v.pending_changes(1000).await.unwrap();
+    let pending = v.replica().pending_changes(1000).await.unwrap();
     for d in &done.plan.delete {
         assert!(v.messages(d.id, ListMessages::default()).await.is_err());
         assert!(pending

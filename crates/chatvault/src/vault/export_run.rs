@@ -4,19 +4,18 @@
 //! it pages through conversations, messages and tombstones, so memory
 //! holds one page and one id per conversation, however long the history.
 
-use super::{Progress, ProgressFn, ProgressPhase};
-use crate::{Result, Vault, VaultError};
+use super::records::PAGE;
+use super::{Progress, ProgressFn, ProgressPhase, Vault};
+use crate::{Result, VaultError};
 use chatvault_core::lifecycle::{
     ExportCounts, ExportWriter, ExportedConversation, ExportedMessage, ExportedTombstone,
 };
-use chatvault_core::{ConversationCursor, ConversationId, MessageCursor, Timestamp};
+use chatvault_core::{ConversationId, Timestamp};
 use chatvault_crypto::{EncryptingWriter, KdfParams, KdfPolicy};
-use chatvault_store::{ConversationQuery, MessageQuery, TombstoneQuery};
+use chatvault_store::TombstoneQuery;
+use futures::TryStreamExt;
 use serde::Serialize;
 use std::io::{self, Write};
-
-/// Records fetched per store call.
-const PAGE: usize = 500;
 
 /// Encrypt the export file as a whole (the chunked stream format of
 /// `chatvault_crypto`: Argon2id from the passphrase, XChaCha20-Poly1305).
@@ -118,21 +117,8 @@ impl Vault {
         // Conversations, remembering their ids (16 bytes each) so the
         // messages come from exactly the conversations written.
         let mut ids: Vec<ConversationId> = Vec::with_capacity(usage.conversations as usize);
-        let mut after = None;
-        loop {
-            let rows = self
-                .store
-                .conversations(&ConversationQuery {
-                    after,
-                    limit: PAGE,
-                    ..ConversationQuery::default()
-                })
-                .await?;
-            let Some(last) = rows.last() else { break };
-            after = Some(ConversationCursor {
-                updated_at: last.activity_at,
-                id: last.record.id,
-            });
+        let mut pages = std::pin::pin!(self.conversation_row_pages());
+        while let Some(rows) = pages.try_next().await? {
             for row in rows {
                 let (updated_at, activity_at) = (row.record.updated_at, row.activity_at);
                 let c = self.decode_conversation(row)?;
@@ -154,21 +140,8 @@ impl Vault {
         }
 
         for id in ids {
-            let mut before = None;
-            loop {
-                let records = self
-                    .store
-                    .messages(&MessageQuery {
-                        conversation_id: id,
-                        before,
-                        limit: PAGE,
-                    })
-                    .await?;
-                let Some(last) = records.last() else { break };
-                before = Some(MessageCursor {
-                    created_at: last.created_at,
-                    id: last.id,
-                });
+            let mut pages = std::pin::pin!(self.message_record_pages(id));
+            while let Some(records) = pages.try_next().await? {
                 for record in records {
                     let m = self.decode_message(record)?;
                     writer

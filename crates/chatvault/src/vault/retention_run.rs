@@ -1,16 +1,23 @@
-//! Retention: gathers what core's planner needs (activity, stored bytes,
-//! pinned, unsynced), applies the plan as one atomic write of tombstones
-//! and outbox entries (so other devices delete too), compacts the store
-//! when the deletions left much of it empty, and runs a stored policy
-//! once a day when the vault is opened.
+//! Running retention: gathers what core's planner
+//! (`chatvault_core::lifecycle::plan_retention`) needs (activity, stored
+//! bytes, pinned, unsynced), applies the plan as one atomic write of
+//! tombstones and outbox entries (so other devices delete too), compacts
+//! the store when the deletions left much of it empty, and runs a stored
+//! policy at most once a day when an opener asks for it.
+//!
+//! Must never delete a conversation with changes a configured sync server
+//! has not acknowledged, and never run on open unless asked.
 
-use super::{storage::CompactionReport, RETENTION_LAST_RUN_KEY};
-use crate::{Result, Vault};
+use super::records::outbox_item;
+use super::storage::CompactionReport;
+use super::Vault;
+use crate::{meta_keys, Result};
 use chatvault_core::lifecycle::{
     plan_retention, ConversationSummary, RetentionPlan, RetentionPolicy,
 };
-use chatvault_core::{ConversationCursor, EntityKind, OpId, Timestamp, Tombstone};
-use chatvault_store::{ConversationQuery, OutboxItem, WriteBatch, WriteOp};
+use chatvault_core::{EntityKind, Timestamp, Tombstone};
+use chatvault_store::{WriteBatch, WriteOp};
+use futures::TryStreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -54,7 +61,7 @@ pub struct RetentionReport {
 impl Vault {
     /// What `policy` would delete now, and why.
     pub async fn plan_retention(&self, policy: &RetentionPolicy) -> Result<RetentionPlan> {
-        let sync_configured = self.sync_remote().await?.is_some();
+        let sync_configured = self.replica().sync_remote().await?.is_some();
         let summaries = self.retention_summaries(sync_configured).await?;
         Ok(plan_retention(&summaries, policy, self.time.now()))
     }
@@ -70,7 +77,7 @@ impl Vault {
         policy: &RetentionPolicy,
         mode: RetentionMode,
     ) -> Result<RetentionReport> {
-        let sync_configured = self.sync_remote().await?.is_some();
+        let sync_configured = self.replica().sync_remote().await?.is_some();
         let summaries = self.retention_summaries(sync_configured).await?;
         let now = self.time.now();
         let plan = plan_retention(&summaries, policy, now);
@@ -92,12 +99,11 @@ impl Vault {
             batch.push(WriteOp::Delete(Tombstone::conversation(
                 doomed.id, version, deleted_at,
             )));
-            batch.push(WriteOp::Enqueue(OutboxItem {
-                op_id: OpId::new(),
-                kind: EntityKind::Conversation,
-                entity_id: doomed.id.into(),
-                conversation_id: None,
-            }));
+            batch.push(WriteOp::Enqueue(outbox_item(
+                EntityKind::Conversation,
+                doomed.id.into(),
+                None,
+            )));
         }
         self.commit(batch).await?;
         tracing::info!(
@@ -117,7 +123,9 @@ impl Vault {
     }
 
     /// Applies the stored policy if it has not run for a day. Called when
-    /// the vault is opened; a failure is logged, never fatal to the open.
+    /// the vault is opened with
+    /// [`run_due_retention`](crate::VaultBuilder::run_due_retention); a
+    /// failure is logged, never fatal to the open.
     pub(crate) async fn run_scheduled_retention(&self) {
         match self.scheduled_retention().await {
             Ok(Some(report)) => tracing::info!(
@@ -148,7 +156,7 @@ impl Vault {
         let report = self.run_retention(&policy, RetentionMode::Apply).await?;
         let mut batch = WriteBatch::new();
         batch.push(WriteOp::SetMeta(
-            RETENTION_LAST_RUN_KEY.into(),
+            meta_keys::RETENTION_LAST_RUN.into(),
             report.now.as_millis().to_string().into_bytes(),
         ));
         self.store.write(batch).await?;
@@ -168,21 +176,8 @@ impl Vault {
             .map(|u| (u.id, u))
             .collect();
         let mut out = Vec::with_capacity(usage.len());
-        let mut after = None;
-        loop {
-            let rows = self
-                .store
-                .conversations(&ConversationQuery {
-                    after,
-                    limit: 500,
-                    ..ConversationQuery::default()
-                })
-                .await?;
-            let Some(last) = rows.last() else { break };
-            after = Some(ConversationCursor {
-                updated_at: last.activity_at,
-                id: last.record.id,
-            });
+        let mut pages = std::pin::pin!(self.conversation_row_pages());
+        while let Some(rows) = pages.try_next().await? {
             for row in rows {
                 let id = row.record.id;
                 let (bytes, pending) = usage

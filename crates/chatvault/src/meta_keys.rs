@@ -1,0 +1,38 @@
+//! Every key a vault, its sync client and its settings keep in the store's
+//! metadata, defined once so a search finds where each is read and
+//! written.
+//!
+//! Owners: `vault.*` belongs to the vault itself (never written by anyone
+//! else); `retention.*` and [`SYNC_REMOTE`] are vault settings with their
+//! own validating methods; every other `sync.*` key belongs to the sync
+//! client and its tools, which read and write them through
+//! [`Replica::sync_meta`](crate::Replica::sync_meta) and
+//! [`Replica::set_sync_meta`](crate::Replica::set_sync_meta).
+//!
+//! Must never hold anything but names: the values' formats are documented
+//! by their owners.
+
+/// The vault header (JSON): format version, device id, whether encrypted.
+pub const HEADER: &str = "vault.header";
+/// The key envelope (JSON) of an encrypted vault: its data key wrapped
+/// under the passphrase. Replacing it is the whole of a passphrase change.
+pub const KEYS: &str = "vault.keys";
+/// The clock lease: a stamp above every stamp this device has committed,
+/// so a restart (even with a clock that went backwards) never reissues one.
+pub const CLOCK: &str = "vault.clock";
+/// A stored retention policy (JSON), applied by
+/// [`VaultBuilder::run_due_retention`](crate::VaultBuilder::run_due_retention).
+pub const RETENTION_POLICY: &str = "retention.policy";
+/// When the stored retention policy last ran (epoch ms, decimal).
+pub const RETENTION_LAST_RUN: &str = "retention.lastRun";
+/// Every key the sync client owns starts with this.
+pub const SYNC_PREFIX: &str = "sync.";
+/// The sync server's URL (text). A vault setting, not sync-client owned:
+/// set it with [`Replica::set_sync_remote`](crate::Replica::set_sync_remote).
+pub const SYNC_REMOTE: &str = "sync.remote";
+/// The sync client's pull cursor.
+pub const SYNC_CURSOR: &str = "sync.cursor";
+/// The sync client's dead-letter list (changes the server refused).
+pub const SYNC_DEAD_LETTERS: &str = "sync.deadLetters";
+/// The sync account's user name (the CLI's `sync` commands).
+pub const SYNC_USER: &str = "sync.user";

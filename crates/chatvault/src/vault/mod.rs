@@ -1,0 +1,192 @@
+//! [`Vault`]: what applications use. It stamps ids, times and versions,
+//! encodes (and in an encrypted vault, encrypts) content, and writes every
+//! change together with its outbox entry in one atomic batch.
+//!
+//! The struct and its fields live here, private to this module tree; each
+//! concern is its own child module adding methods to it:
+//! - `builder` — [`VaultBuilder`], [`VaultOptions`], [`VaultProbe`]: how a
+//!   vault is opened.
+//! - `types` — the app API's request and answer types.
+//! - `records` — conversations and messages (the app API).
+//! - `keys` — header, key envelope, unlocking, passphrase changes.
+//! - `stamps` — the hybrid logical clock and the one commit path.
+//! - `replica` — [`Replica`]: what only the sync client needs.
+//! - `settings` — stored settings (retention policy) and progress reports.
+//! - `retention_run`, `storage`, `export_run`, `import_run` — the data
+//!   lifecycle: applying core's retention plans, storage stats and
+//!   compaction, export and import files.
+//!
+//! Must never let a sibling outside `vault` reach into the vault's state:
+//! they go through its methods.
+
+mod builder;
+mod export_run;
+mod import_run;
+mod keys;
+mod records;
+mod replica;
+mod retention_run;
+mod settings;
+mod stamps;
+mod storage;
+mod types;
+
+pub use builder::{VaultBuilder, VaultOptions, VaultProbe};
+pub use export_run::{ExportEncryption, ExportOptions, ExportReport};
+pub use import_run::{ImportOptions, ImportReport, ImportSource, Rejection};
+pub use keys::PassphraseChange;
+pub use replica::{RemoteApply, Replica};
+pub use retention_run::{RetentionMode, RetentionReport};
+pub use settings::{is_encrypted_export, Progress, ProgressFn, ProgressPhase};
+pub use storage::{CompactionReport, StorageFootprint};
+pub use types::{
+    ApplyReport, ConversationStats, ConversationUpdate, ListConversations, ListMessages,
+    MessageUpdate, NewConversation, NewMessage, VaultStats,
+};
+
+use crate::clock::Clock;
+use crate::codec::Codec;
+use crate::Result;
+use chatvault_core::{DeviceId, HlcClock, UserId};
+use chatvault_crypto::{KdfParams, KdfPolicy};
+use chatvault_store::Store;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+/// A local-first chat store: conversations and messages, written to a
+/// store with their outbox entries, optionally encrypted.
+///
+/// Open one with [`Vault::builder`] or a shortcut ([`Vault::open`],
+/// [`Vault::open_encrypted`], and with the `sqlite` feature
+/// `Vault::open_sqlite` / `Vault::open_encrypted_sqlite`). What a sync
+/// client needs is behind [`Vault::replica`].
+pub struct Vault {
+    store: Arc<dyn Store>,
+    /// Shared so a bulk import can encode on its own thread.
+    codec: Arc<Codec>,
+    clock: Mutex<HlcClock>,
+    /// Wall time of the clock lease last persisted (see
+    /// [`meta_keys::CLOCK`](crate::meta_keys::CLOCK)).
+    clock_lease: AtomicU64,
+    time: Arc<dyn Clock>,
+    user: UserId,
+    kdf: KdfParams,
+    kdf_policy: KdfPolicy,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("backend", &self.store.backend())
+            .field("encrypted", &self.codec.is_encrypted())
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Opens a plaintext vault on `store`, creating it if the store is
+    /// empty. An encrypted vault answers [`VaultError::Locked`](crate::VaultError::Locked):
+    /// open it with [`Vault::open_encrypted`].
+    pub async fn open(store: Arc<dyn Store>, options: VaultOptions) -> Result<Vault> {
+        keys::open(store, options, None).await
+    }
+
+    /// Opens an encrypted vault with its passphrase, creating it (encrypted
+    /// under that passphrase) if the store is empty. A wrong passphrase is
+    /// [`VaultError::WrongPassphrase`](crate::VaultError::WrongPassphrase);
+    /// a plaintext vault is [`VaultError::NotEncrypted`](crate::VaultError::NotEncrypted).
+    pub async fn open_encrypted(
+        store: Arc<dyn Store>,
+        passphrase: &str,
+        options: VaultOptions,
+    ) -> Result<Vault> {
+        keys::open(store, options, Some(passphrase)).await
+    }
+
+    /// Opens (creating if needed) a plaintext vault in a SQLite file with
+    /// default (fully durable) settings.
+    #[cfg(feature = "sqlite")]
+    pub async fn open_sqlite(
+        path: impl AsRef<std::path::Path>,
+        options: VaultOptions,
+    ) -> Result<Vault> {
+        Self::builder()
+            .sqlite(path.as_ref())
+            .options(options)
+            .open()
+            .await
+    }
+
+    /// Opens (creating if needed) an encrypted vault in a SQLite file with
+    /// default (fully durable) settings.
+    #[cfg(feature = "sqlite")]
+    pub async fn open_encrypted_sqlite(
+        path: impl AsRef<std::path::Path>,
+        passphrase: &str,
+        options: VaultOptions,
+    ) -> Result<Vault> {
+        Self::builder()
+            .sqlite(path.as_ref())
+            .options(options)
+            .passphrase(passphrase)
+            .open()
+            .await
+    }
+
+    /// What `store` holds: no vault yet, a plaintext or an encrypted one.
+    /// Reads only the header (no passphrase needed).
+    pub async fn probe(store: &dyn Store) -> Result<VaultProbe> {
+        Ok(match keys::read_header(store).await? {
+            None => VaultProbe::Empty,
+            Some(h) if h.encrypted => VaultProbe::Encrypted,
+            Some(_) => VaultProbe::Plaintext,
+        })
+    }
+
+    /// A vault on `store` once its header is known and its content key
+    /// unlocked: resumes the clock and, if asked, applies a due retention
+    /// policy.
+    async fn assemble(
+        store: Arc<dyn Store>,
+        options: VaultOptions,
+        header: keys::VaultHeader,
+        codec: Codec,
+    ) -> Result<Vault> {
+        let last = stamps::stored_lease(store.as_ref()).await?;
+        let vault = Vault {
+            store,
+            codec: Arc::new(codec),
+            clock: Mutex::new(HlcClock::resume(header.device_id, last)),
+            clock_lease: AtomicU64::new(last.map_or(0, |l| l.wall_ms())),
+            time: options.clock,
+            user: options.user_id,
+            kdf: options.kdf,
+            kdf_policy: options.kdf_policy,
+        };
+        if options.run_due_retention {
+            vault.run_scheduled_retention().await;
+        }
+        Ok(vault)
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Whether content is encrypted at rest.
+    pub fn is_encrypted(&self) -> bool {
+        self.codec.is_encrypted()
+    }
+
+    /// This device's id.
+    pub fn device_id(&self) -> DeviceId {
+        self.lock_clock().device()
+    }
+
+    /// Locks the vault: drops it, wiping its keys from memory.
+    pub fn lock(self) {
+        drop(self);
+    }
+}

@@ -1,0 +1,516 @@
+//! Records: conversations and messages — create, read, list (one page, or
+//! every page as a stream), update, delete — plus whole-vault counts and
+//! clearing. Each write stamps its versions, encodes (and in an encrypted
+//! vault, encrypts) content and commits the record with its outbox entry in
+//! one atomic batch.
+//!
+//! Must never write a record without its outbox entry (a change that is
+//! not queued never syncs), nor read a store page without decoding it
+//! through the vault's codec.
+
+use super::types::{
+    ConversationStats, ConversationUpdate, ListConversations, ListMessages, MessageUpdate,
+    NewConversation, NewMessage, VaultStats,
+};
+use super::Vault;
+use crate::codec::{ConversationBody, MessageBody};
+use crate::{Result, VaultError};
+use chatvault_core::{
+    Conversation, ConversationCursor, ConversationId, ConversationRecord, EntityKind, Message,
+    MessageCursor, MessageId, MessageRecord, OpId, Page, RecordId, Timestamp, Tombstone,
+};
+use chatvault_store::{
+    ConversationQuery, ConversationRow, MessageQuery, OutboxItem, WriteBatch, WriteOp,
+};
+use futures::stream::{self, Stream, TryStreamExt};
+
+/// Records fetched per store call when walking a whole vault.
+pub(super) const PAGE: usize = 500;
+
+impl Vault {
+    /// Creates a conversation.
+    pub async fn create_conversation(&self, new: NewConversation) -> Result<Conversation> {
+        let (now, version) = self.stamp()?;
+        let id = ConversationId::new();
+        let body = ConversationBody::new(new.title, new.metadata);
+        let record = ConversationRecord {
+            id,
+            user_id: self.user.clone(),
+            created_at: now,
+            updated_at: now,
+            version,
+            body: self
+                .codec
+                .encode(EntityKind::Conversation, id.into(), &body)?,
+        };
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::PutConversation(record.clone()));
+        batch.push(WriteOp::Enqueue(outbox_item(
+            EntityKind::Conversation,
+            id.into(),
+            None,
+        )));
+        self.commit(batch).await?;
+        Ok(to_conversation(record, now, body))
+    }
+
+    /// One conversation.
+    pub async fn conversation(&self, id: ConversationId) -> Result<Conversation> {
+        let row = self.existing_conversation(id).await?;
+        self.decode_conversation(row)
+    }
+
+    /// Conversations, most recent activity first.
+    pub async fn conversations(
+        &self,
+        list: ListConversations,
+    ) -> Result<Page<Conversation, ConversationCursor>> {
+        let limit = list.limit.max(1);
+        let rows = self
+            .store
+            .conversations(&ConversationQuery {
+                active_from: list.active_from,
+                active_to: list.active_to,
+                after: list.after,
+                limit: limit.saturating_add(1),
+            })
+            .await?;
+        let more = rows.len() > limit;
+        let items = rows
+            .into_iter()
+            .take(limit)
+            .map(|r| self.decode_conversation(r))
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = more
+            .then(|| items.last())
+            .flatten()
+            .map(|c| ConversationCursor {
+                updated_at: c.updated_at,
+                id: c.id,
+            });
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Every conversation active within `[from, to]` (inclusive), most
+    /// recent first.
+    pub async fn conversations_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Conversation>> {
+        self.conversations_stream(ListConversations {
+            active_from: Some(from),
+            active_to: Some(to),
+            after: None,
+            limit: PAGE,
+        })
+        .try_collect()
+        .await
+    }
+
+    /// Changes a conversation's title and/or metadata.
+    pub async fn update_conversation(
+        &self,
+        id: ConversationId,
+        update: ConversationUpdate,
+    ) -> Result<Conversation> {
+        let row = self.existing_conversation(id).await?;
+        let mut body: ConversationBody =
+            self.codec
+                .decode(EntityKind::Conversation, id.into(), &row.record.body)?;
+        if let Some(title) = update.title {
+            body.title = title;
+        }
+        if let Some(metadata) = update.metadata {
+            body.metadata = metadata;
+        }
+        let (now, version) = self.stamp()?;
+        let record = ConversationRecord {
+            updated_at: now,
+            version,
+            body: self
+                .codec
+                .encode(EntityKind::Conversation, id.into(), &body)?,
+            ..row.record
+        };
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::PutConversation(record.clone()));
+        batch.push(WriteOp::Enqueue(outbox_item(
+            EntityKind::Conversation,
+            id.into(),
+            None,
+        )));
+        self.commit(batch).await?;
+        Ok(to_conversation(record, row.activity_at.max(now), body))
+    }
+
+    /// Deletes a conversation and all its messages, leaving a tombstone
+    /// that syncs the deletion.
+    pub async fn delete_conversation(&self, id: ConversationId) -> Result<()> {
+        self.existing_conversation(id).await?;
+        let (now, version) = self.stamp()?;
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::Delete(Tombstone::conversation(id, version, now)));
+        batch.push(WriteOp::Enqueue(outbox_item(
+            EntityKind::Conversation,
+            id.into(),
+            None,
+        )));
+        self.commit(batch).await.map(drop)
+    }
+
+    /// Adds a message to a conversation.
+    pub async fn add_message(
+        &self,
+        conversation: ConversationId,
+        new: NewMessage,
+    ) -> Result<Message> {
+        let mut added = self.add_messages(conversation, vec![new]).await?;
+        added
+            .pop()
+            .ok_or(VaultError::Internal("a one-message batch added no message"))
+    }
+
+    /// Adds many messages to a conversation in one atomic write (bulk
+    /// import: one transaction, one sync to disk).
+    pub async fn add_messages(
+        &self,
+        conversation: ConversationId,
+        new: Vec<NewMessage>,
+    ) -> Result<Vec<Message>> {
+        let (now, stamps) = self.stamps(new.len())?;
+        let mut batch = WriteBatch::new();
+        batch.ops.reserve(new.len() * 2 + 1);
+        // Checked inside the write: no separate read, and no window in
+        // which the conversation could be deleted first.
+        batch.push(WriteOp::RequireConversation(conversation));
+        let mut out = Vec::with_capacity(new.len());
+        for (n, version) in new.into_iter().zip(stamps) {
+            let id = MessageId::new();
+            let created_at = n.created_at.unwrap_or(now);
+            let body = MessageBody::new(n.role, n.content, n.metadata);
+            let record = MessageRecord {
+                id,
+                conversation_id: conversation,
+                created_at,
+                updated_at: created_at.max(now),
+                version,
+                body: self.codec.encode(EntityKind::Message, id.into(), &body)?,
+            };
+            batch.push(WriteOp::Enqueue(outbox_item(
+                EntityKind::Message,
+                id.into(),
+                Some(conversation),
+            )));
+            out.push(to_message(&record, body));
+            batch.push(WriteOp::InsertMessage(record));
+        }
+        self.commit(batch).await?;
+        Ok(out)
+    }
+
+    /// One message.
+    pub async fn message(&self, id: MessageId) -> Result<Message> {
+        let record = self.existing_message(id).await?;
+        self.decode_message(record)
+    }
+
+    /// The latest messages of a conversation, newest first; pass the
+    /// returned cursor back to page further into the past.
+    pub async fn messages(
+        &self,
+        conversation: ConversationId,
+        list: ListMessages,
+    ) -> Result<Page<Message, MessageCursor>> {
+        self.existing_conversation(conversation).await?;
+        let limit = list.limit.max(1);
+        let records = self
+            .store
+            .messages(&MessageQuery {
+                conversation_id: conversation,
+                before: list.before,
+                limit: limit.saturating_add(1),
+            })
+            .await?;
+        let more = records.len() > limit;
+        let items = records
+            .into_iter()
+            .take(limit)
+            .map(|r| self.decode_message(r))
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = more.then(|| items.last()).flatten().map(|m| MessageCursor {
+            created_at: m.created_at,
+            id: m.id,
+        });
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Changes a message's content and/or metadata.
+    pub async fn update_message(&self, id: MessageId, update: MessageUpdate) -> Result<Message> {
+        let old = self.existing_message(id).await?;
+        let mut body: MessageBody = self
+            .codec
+            .decode(EntityKind::Message, id.into(), &old.body)?;
+        if let Some(content) = update.content {
+            body.content = content;
+        }
+        if let Some(metadata) = update.metadata {
+            body.metadata = metadata;
+        }
+        let (now, version) = self.stamp()?;
+        let record = MessageRecord {
+            updated_at: now,
+            version,
+            body: self.codec.encode(EntityKind::Message, id.into(), &body)?,
+            ..old
+        };
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::PutMessage(record.clone()));
+        batch.push(WriteOp::Enqueue(outbox_item(
+            EntityKind::Message,
+            id.into(),
+            Some(record.conversation_id),
+        )));
+        self.commit(batch).await?;
+        Ok(to_message(&record, body))
+    }
+
+    /// Deletes one message, leaving a tombstone that syncs the deletion.
+    pub async fn delete_message(&self, id: MessageId) -> Result<()> {
+        let old = self.existing_message(id).await?;
+        let (now, version) = self.stamp()?;
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::Delete(Tombstone::message(
+            id,
+            old.conversation_id,
+            version,
+            now,
+        )));
+        batch.push(WriteOp::Enqueue(outbox_item(
+            EntityKind::Message,
+            id.into(),
+            Some(old.conversation_id),
+        )));
+        self.commit(batch).await.map(drop)
+    }
+
+    /// Counts and sizes.
+    pub async fn stats(&self) -> Result<VaultStats> {
+        let usage = self.store.usage().await?;
+        Ok(VaultStats {
+            backend: self.store.backend(),
+            encrypted: self.codec.is_encrypted(),
+            conversations: usage.conversations,
+            messages: usage.messages,
+            tombstones: usage.tombstones,
+            pending_changes: usage.pending_changes,
+            bytes: usage.bytes,
+            per_conversation: usage
+                .per_conversation
+                .into_iter()
+                .map(|c| ConversationStats {
+                    id: c.id,
+                    updated_at: c.activity_at,
+                    messages: c.messages,
+                    bytes: c.bytes,
+                    pending: c.pending,
+                })
+                .collect(),
+        })
+    }
+
+    /// Removes every conversation, message, tombstone and pending change
+    /// from this device only (nothing is synced; keys and settings stay).
+    pub async fn clear_local(&self) -> Result<()> {
+        Ok(self.store.clear().await?)
+    }
+
+    /// Every conversation matching `list` (its `after` and filters; `limit`
+    /// is the page size fetched at a time), most recent activity first, as
+    /// a stream that fetches one page at a time.
+    pub fn conversations_stream(
+        &self,
+        list: ListConversations,
+    ) -> impl Stream<Item = Result<Conversation>> + Send + '_ {
+        let first = Some(list);
+        stream::try_unfold(first, move |next| async move {
+            let Some(list) = next else {
+                return Ok::<_, VaultError>(None);
+            };
+            let page = self.conversations(list.clone()).await?;
+            let next = page.next_cursor.map(|after| ListConversations {
+                after: Some(after),
+                ..list
+            });
+            Ok(Some((stream::iter(page.items.into_iter().map(Ok)), next)))
+        })
+        .try_flatten()
+    }
+
+    /// Every message of a conversation from `list.before` on (newest first),
+    /// as a stream that fetches `list.limit` at a time.
+    pub fn messages_stream(
+        &self,
+        conversation: ConversationId,
+        list: ListMessages,
+    ) -> impl Stream<Item = Result<Message>> + Send + '_ {
+        stream::try_unfold(Some(list), move |next| async move {
+            let Some(list) = next else {
+                return Ok::<_, VaultError>(None);
+            };
+            let page = self.messages(conversation, list).await?;
+            let next = page.next_cursor.map(|before| ListMessages {
+                before: Some(before),
+                ..list
+            });
+            Ok(Some((stream::iter(page.items.into_iter().map(Ok)), next)))
+        })
+        .try_flatten()
+    }
+
+    /// Every stored conversation row (undecoded), most recent activity
+    /// first, [`PAGE`] rows per item: for whole-vault walks that need the
+    /// stored form (export, retention, resync).
+    pub(super) fn conversation_row_pages(
+        &self,
+    ) -> impl Stream<Item = Result<Vec<ConversationRow>>> + Send + '_ {
+        stream::try_unfold(
+            Some(None),
+            move |next: Option<Option<ConversationCursor>>| async move {
+                let Some(after) = next else {
+                    return Ok::<_, VaultError>(None);
+                };
+                let rows = self
+                    .store
+                    .conversations(&ConversationQuery {
+                        after,
+                        limit: PAGE,
+                        ..ConversationQuery::default()
+                    })
+                    .await?;
+                let next = match rows.last() {
+                    Some(last) if rows.len() == PAGE => Some(Some(ConversationCursor {
+                        updated_at: last.activity_at,
+                        id: last.record.id,
+                    })),
+                    _ => None,
+                };
+                Ok((!rows.is_empty()).then_some((rows, next)))
+            },
+        )
+    }
+
+    /// Every stored message of a conversation (undecoded), newest first,
+    /// [`PAGE`] records per item.
+    pub(super) fn message_record_pages(
+        &self,
+        conversation: ConversationId,
+    ) -> impl Stream<Item = Result<Vec<MessageRecord>>> + Send + '_ {
+        stream::try_unfold(
+            Some(None),
+            move |next: Option<Option<MessageCursor>>| async move {
+                let Some(before) = next else {
+                    return Ok::<_, VaultError>(None);
+                };
+                let records = self
+                    .store
+                    .messages(&MessageQuery {
+                        conversation_id: conversation,
+                        before,
+                        limit: PAGE,
+                    })
+                    .await?;
+                let next = match records.last() {
+                    Some(last) if records.len() == PAGE => Some(Some(MessageCursor {
+                        created_at: last.created_at,
+                        id: last.id,
+                    })),
+                    _ => None,
+                };
+                Ok((!records.is_empty()).then_some((records, next)))
+            },
+        )
+    }
+
+    /// The stored conversation, or [`VaultError::NotFound`].
+    pub(super) async fn existing_conversation(
+        &self,
+        id: ConversationId,
+    ) -> Result<ConversationRow> {
+        self.store
+            .conversation(id)
+            .await?
+            .ok_or_else(|| not_found(EntityKind::Conversation, id.into()))
+    }
+
+    /// The stored message, or [`VaultError::NotFound`].
+    pub(super) async fn existing_message(&self, id: MessageId) -> Result<MessageRecord> {
+        self.store
+            .message(id)
+            .await?
+            .ok_or_else(|| not_found(EntityKind::Message, id.into()))
+    }
+
+    pub(super) fn decode_conversation(&self, row: ConversationRow) -> Result<Conversation> {
+        let body: ConversationBody = self.codec.decode(
+            EntityKind::Conversation,
+            row.record.id.into(),
+            &row.record.body,
+        )?;
+        Ok(to_conversation(row.record, row.activity_at, body))
+    }
+
+    pub(super) fn decode_message(&self, record: MessageRecord) -> Result<Message> {
+        let body: MessageBody =
+            self.codec
+                .decode(EntityKind::Message, record.id.into(), &record.body)?;
+        Ok(to_message(&record, body))
+    }
+}
+
+/// The outbox entry that queues a local change of one record for sync.
+pub(super) fn outbox_item(
+    kind: EntityKind,
+    entity_id: RecordId,
+    conversation_id: Option<ConversationId>,
+) -> OutboxItem {
+    OutboxItem {
+        op_id: OpId::new(),
+        kind,
+        entity_id,
+        conversation_id,
+    }
+}
+
+pub(super) fn not_found(kind: EntityKind, id: RecordId) -> VaultError {
+    VaultError::NotFound { kind, id }
+}
+
+fn to_conversation(
+    record: ConversationRecord,
+    activity_at: Timestamp,
+    body: ConversationBody,
+) -> Conversation {
+    Conversation {
+        id: record.id,
+        user_id: record.user_id,
+        title: body.title,
+        created_at: record.created_at,
+        updated_at: activity_at.max(record.updated_at),
+        version: record.version,
+        metadata: body.metadata,
+    }
+}
+
+fn to_message(record: &MessageRecord, body: MessageBody) -> Message {
+    Message {
+        id: record.id,
+        conversation_id: record.conversation_id,
+        role: body.role,
+        content: body.content,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+        version: record.version,
+        metadata: body.metadata,
+    }
+}

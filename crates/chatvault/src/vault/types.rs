@@ -1,0 +1,162 @@
+//! The request and answer types of the app API: what to create, change or
+//! list, and what the vault reports back. Plain data: no I/O, no vault
+//! state.
+
+use chatvault_core::{
+    ConversationCursor, ConversationId, MessageCursor, Metadata, OpId, Role, Timestamp,
+};
+use serde::Serialize;
+
+/// A conversation to create.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewConversation {
+    /// Its title.
+    pub title: String,
+    /// Application metadata.
+    pub metadata: Metadata,
+}
+
+impl NewConversation {
+    /// A conversation with this title and no metadata.
+    pub fn titled(title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            metadata: Metadata::new(),
+        }
+    }
+}
+
+/// Fields of a conversation to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConversationUpdate {
+    /// New title.
+    pub title: Option<String>,
+    /// New metadata (replaces the old object).
+    pub metadata: Option<Metadata>,
+}
+
+/// A message to add.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    /// Who speaks.
+    pub role: Role,
+    /// What they say.
+    pub content: String,
+    /// Application metadata.
+    pub metadata: Metadata,
+    /// Creation time; now if `None` (imports keep the original time).
+    pub created_at: Option<Timestamp>,
+}
+
+impl NewMessage {
+    /// A message with this role and content.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            metadata: Metadata::new(),
+            created_at: None,
+        }
+    }
+}
+
+/// Fields of a message to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageUpdate {
+    /// New content.
+    pub content: Option<String>,
+    /// New metadata (replaces the old object).
+    pub metadata: Option<Metadata>,
+}
+
+/// Which conversations to list (most recent activity first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListConversations {
+    /// Only those active at or after this time.
+    pub active_from: Option<Timestamp>,
+    /// Only those active at or before this time.
+    pub active_to: Option<Timestamp>,
+    /// Continue after a cursor from a previous page.
+    pub after: Option<ConversationCursor>,
+    /// Page size (at least 1).
+    pub limit: usize,
+}
+
+impl Default for ListConversations {
+    fn default() -> Self {
+        Self {
+            active_from: None,
+            active_to: None,
+            after: None,
+            limit: 50,
+        }
+    }
+}
+
+/// Which messages of a conversation to list (newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListMessages {
+    /// Continue with older messages than a cursor from a previous page.
+    pub before: Option<MessageCursor>,
+    /// Page size (at least 1).
+    pub limit: usize,
+}
+
+impl Default for ListMessages {
+    fn default() -> Self {
+        Self {
+            before: None,
+            limit: 50,
+        }
+    }
+}
+
+/// Storage use of one conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationStats {
+    /// The conversation.
+    pub id: ConversationId,
+    /// Its last activity.
+    pub updated_at: Timestamp,
+    /// Its message count.
+    pub messages: u64,
+    /// Bytes stored for it and its messages (after encryption).
+    pub bytes: u64,
+    /// Whether it has changes not yet acknowledged by a server.
+    pub pending: bool,
+}
+
+/// What a vault holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultStats {
+    /// Storage backend (`sqlite`, `memory`, ...).
+    pub backend: &'static str,
+    /// Whether content is encrypted.
+    pub encrypted: bool,
+    /// Live conversations.
+    pub conversations: u64,
+    /// Live messages.
+    pub messages: u64,
+    /// Deletion marks kept for sync.
+    pub tombstones: u64,
+    /// Changes waiting to sync.
+    pub pending_changes: u64,
+    /// Bytes of stored content (after encryption).
+    pub bytes: u64,
+    /// Per conversation, most recent first.
+    pub per_conversation: Vec<ConversationStats>,
+}
+
+/// The outcome of applying changes from elsewhere (sync, import).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyReport {
+    /// Changes that won and were written.
+    pub applied: u64,
+    /// Changes older than what the vault holds (kept the local version).
+    pub superseded: u64,
+    /// Changes refused, with the reason.
+    pub rejected: Vec<(OpId, String)>,
+}
