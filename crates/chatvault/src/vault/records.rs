@@ -331,7 +331,7 @@ impl Vault {
     pub fn conversations_stream(
         &self,
         list: ListConversations,
-    ) -> impl Stream<Item = Result<Conversation>> + Send + '_ {
+    ) -> impl Stream<Item = Result<Conversation>> + '_ {
         let first = Some(list);
         stream::try_unfold(first, move |next| async move {
             let Some(list) = next else {
@@ -353,7 +353,7 @@ impl Vault {
         &self,
         conversation: ConversationId,
         list: ListMessages,
-    ) -> impl Stream<Item = Result<Message>> + Send + '_ {
+    ) -> impl Stream<Item = Result<Message>> + '_ {
         stream::try_unfold(Some(list), move |next| async move {
             let Some(list) = next else {
                 return Ok::<_, VaultError>(None);
@@ -373,7 +373,7 @@ impl Vault {
     /// stored form (export, retention, resync).
     pub(super) fn conversation_row_pages(
         &self,
-    ) -> impl Stream<Item = Result<Vec<ConversationRow>>> + Send + '_ {
+    ) -> impl Stream<Item = Result<Vec<ConversationRow>>> + '_ {
         stream::try_unfold(
             Some(None),
             move |next: Option<Option<ConversationCursor>>| async move {
@@ -405,7 +405,7 @@ impl Vault {
     pub(super) fn message_record_pages(
         &self,
         conversation: ConversationId,
-    ) -> impl Stream<Item = Result<Vec<MessageRecord>>> + Send + '_ {
+    ) -> impl Stream<Item = Result<Vec<MessageRecord>>> + '_ {
         stream::try_unfold(
             Some(None),
             move |next: Option<Option<MessageCursor>>| async move {
