@@ -1,7 +1,7 @@
 //! chatvault: local-first, end-to-end-encrypted persistence for chat apps.
 //!
 //! A [`Vault`] is what an application holds: conversations and messages
-//! written to a local [`Store`](chatvault_store::Store) first (instant,
+//! written to a local [`Store`] first (instant,
 //! offline), each write recorded in a durable outbox in the same atomic
 //! batch so it can sync later, with every version stamped by a hybrid
 //! logical clock so devices converge by last-writer-wins.
@@ -16,6 +16,12 @@
 //! assert_eq!(page.items.len(), 1);
 //! # Ok(()) }
 //! ```
+//!
+//! An encrypted vault opens with its passphrase
+//! (`Vault::open_encrypted_sqlite`, or [`Vault::builder`] for durability,
+//! quota, clock, user and key-derivation settings). The sync client's
+//! side of a vault (outbox, remote changes, key envelope) is behind
+//! [`Vault::replica`], so the app API above is what `Vault` itself offers.
 //!
 //! # Layout
 //! - `vault` — [`Vault`]: opening ([`VaultBuilder`], [`VaultProbe`]), the

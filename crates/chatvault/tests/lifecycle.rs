@@ -12,6 +12,7 @@ use chatvault::{
     Metadata, NewConversation, NewMessage, Protection, RetentionMode, RetentionPolicy,
     RetentionReason, Role, SqliteOptions, SqliteStore, Store, Timestamp, Vault, VaultError,
 };
+use futures::TryStreamExt;
 use proptest::prelude::*;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,38 +71,30 @@ async fn export_bytes(v: &Vault, encrypted: bool) -> Vec<u8> {
 /// Everything an app can read: conversations in list order, each with all
 /// its messages.
 async fn contents(v: &Vault) -> Vec<(chatvault::Conversation, Vec<Message>)> {
+    let conversations: Vec<_> = v
+        .conversations_stream(ListConversations {
+            limit: 7,
+            ..Default::default()
+        })
+        .try_collect()
+        .await
+        .unwrap();
     let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = v
-            .conversations(ListConversations {
-                after,
-                limit: 7,
-                ..Default::default()
-            })
+    for c in conversations {
+        let messages = v
+            .messages_stream(
+                c.id,
+                ListMessages {
+                    before: None,
+                    limit: 5,
+                },
+            )
+            .try_collect()
             .await
             .unwrap();
-        for c in page.items {
-            let mut messages = Vec::new();
-            let mut before = None;
-            loop {
-                let page = v
-                    .messages(c.id, ListMessages { before, limit: 5 })
-                    .await
-                    .unwrap();
-                messages.extend(page.items);
-                match page.next_cursor {
-                    Some(cursor) => before = Some(cursor),
-                    None => break,
-                }
-            }
-            out.push((c, messages));
-        }
-        match page.next_cursor {
-            Some(c) => after = Some(c),
-            None => return out,
-        }
+        out.push((c, messages));
     }
+    out
 }
 
 /// What must not change when an import is refused: content, counts and

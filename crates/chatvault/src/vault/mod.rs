@@ -170,7 +170,8 @@ impl Vault {
         Ok(vault)
     }
 
-    /// The underlying store.
+    /// The store the vault writes to. Writing to it directly bypasses the
+    /// outbox and the codec: use it for backend-specific calls only.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -180,7 +181,7 @@ impl Vault {
         self.codec.is_encrypted()
     }
 
-    /// This device's id.
+    /// This device's id, part of every version stamp it writes.
     pub fn device_id(&self) -> DeviceId {
         self.lock_clock().device()
     }

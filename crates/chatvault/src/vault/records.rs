@@ -28,7 +28,7 @@ use futures::stream::{self, Stream, TryStreamExt};
 pub(super) const PAGE: usize = 500;
 
 impl Vault {
-    /// Creates a conversation.
+    /// Creates a conversation owned by the vault's user, queued for sync.
     pub async fn create_conversation(&self, new: NewConversation) -> Result<Conversation> {
         let (now, version) = self.stamp()?;
         let id = ConversationId::new();
@@ -54,7 +54,8 @@ impl Vault {
         Ok(to_conversation(record, now, body))
     }
 
-    /// One conversation.
+    /// The conversation with this id; [`VaultError::NotFound`] if there is
+    /// none (or it was deleted).
     pub async fn conversation(&self, id: ConversationId) -> Result<Conversation> {
         let row = self.existing_conversation(id).await?;
         self.decode_conversation(row)
@@ -159,7 +160,8 @@ impl Vault {
         self.commit(batch).await.map(drop)
     }
 
-    /// Adds a message to a conversation.
+    /// Adds a message to a conversation; [`VaultError::NotFound`] if the
+    /// conversation does not exist.
     pub async fn add_message(
         &self,
         conversation: ConversationId,
@@ -209,7 +211,8 @@ impl Vault {
         Ok(out)
     }
 
-    /// One message.
+    /// The message with this id; [`VaultError::NotFound`] if there is none
+    /// (or it was deleted).
     pub async fn message(&self, id: MessageId) -> Result<Message> {
         let record = self.existing_message(id).await?;
         self.decode_message(record)
@@ -294,7 +297,8 @@ impl Vault {
         self.commit(batch).await.map(drop)
     }
 
-    /// Counts and sizes.
+    /// What the vault holds: records, tombstones, pending changes and bytes,
+    /// in all and per conversation.
     pub async fn stats(&self) -> Result<VaultStats> {
         let usage = self.store.usage().await?;
         Ok(VaultStats {
