@@ -60,9 +60,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, VaultError};
 pub use vault::{
     is_encrypted_export, ApplyReport, CompactionReport, ConversationStats, ConversationUpdate,
-    ExportEncryption, ExportOptions, ExportReport, ImportOptions, ImportReport, ImportSource,
-    ListConversations, ListMessages, MessageUpdate, NewConversation, NewMessage, PassphraseChange,
-    Progress, ProgressFn, ProgressPhase, Rejection, RemoteApply, Replica, RetentionMode,
+    ExportEncryption, ExportOptions, ExportReport, ImportOptions, ImportRejection, ImportReport,
+    ImportSource, ListConversations, ListMessages, MessageUpdate, NewConversation, NewMessage,
+    PassphraseChange, Progress, ProgressFn, ProgressPhase, RemoteApply, Replica, RetentionMode,
     RetentionReport, StorageFootprint, Vault, VaultBuilder, VaultOptions, VaultProbe, VaultStats,
 };
 

@@ -116,7 +116,7 @@ impl std::fmt::Debug for ImportOptions {
 /// A record the import refused (the rest was imported).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Rejection {
+pub struct ImportRejection {
     /// Kind of the record.
     pub kind: EntityKind,
     /// Its id.
@@ -145,7 +145,7 @@ pub struct ImportReport {
     /// Records refused.
     pub rejected: u64,
     /// Why, for the first hundred refused.
-    pub rejections: Vec<Rejection>,
+    pub rejections: Vec<ImportRejection>,
 }
 
 /// What pass 1 established.
@@ -388,7 +388,7 @@ impl From<VaultError> for Stop {
 struct Applied {
     error: Option<VaultError>,
     rejected: u64,
-    rejections: Vec<Rejection>,
+    rejections: Vec<ImportRejection>,
 }
 
 fn lock(shared: &Mutex<Applied>) -> std::sync::MutexGuard<'_, Applied> {
@@ -411,7 +411,7 @@ impl Batcher {
             let mut shared = lock(&self.shared);
             shared.rejected += 1;
             if shared.rejections.len() < MAX_LISTED_REJECTIONS {
-                shared.rejections.push(Rejection { kind, id, reason });
+                shared.rejections.push(ImportRejection { kind, id, reason });
             }
             return Ok(());
         }

@@ -33,7 +33,7 @@ mod types;
 
 pub use builder::{VaultBuilder, VaultOptions, VaultProbe};
 pub use export_run::{ExportEncryption, ExportOptions, ExportReport};
-pub use import_run::{ImportOptions, ImportReport, ImportSource, Rejection};
+pub use import_run::{ImportOptions, ImportRejection, ImportReport, ImportSource};
 pub use keys::PassphraseChange;
 pub use replica::{RemoteApply, Replica};
 pub use retention_run::{RetentionMode, RetentionReport};
