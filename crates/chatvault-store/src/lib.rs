@@ -45,7 +45,7 @@ mod memory;
 pub mod testing;
 mod types;
 
-pub use error::StoreError;
+pub use error::{BoxError, StoreError};
 pub use memory::MemoryStore;
 pub use types::{
     import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,

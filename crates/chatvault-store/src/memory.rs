@@ -76,7 +76,7 @@ impl MemoryStore {
             })
             .sum();
         if stored + incoming > quota {
-            return Err(StoreError::Full(format!(
+            return Err(StoreError::full(format!(
                 "memory store quota of {quota} bytes reached"
             )));
         }

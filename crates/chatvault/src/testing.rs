@@ -476,7 +476,7 @@ pub mod cases {
             assert!(written < 10_000, "quota never enforced");
         };
         assert!(
-            matches!(err, VaultError::Store(StoreError::Full(_))),
+            matches!(err, VaultError::Store(StoreError::Full { .. })),
             "expected a storage-full error, got {err:?}"
         );
         assert!(err.to_string().contains("full"), "{err}");

@@ -478,7 +478,7 @@ async fn full_storage_fails_the_whole_batch(b) {
         big.push(WriteOp::PutMessage(m));
     }
     let result = store.write(batch(big)).await;
-    expect_err(result, |e| matches!(e, StoreError::Full(_)), "Full")?;
+    expect_err(result, |e| matches!(e, StoreError::Full { .. }), "Full")?;
     assert_eq!(store.conversation(conv_id(2)).await?, None, "nothing of the batch");
     let usage = store.usage().await?;
     assert_eq!((usage.conversations, usage.messages, usage.pending_changes), (1, 0, 1));
