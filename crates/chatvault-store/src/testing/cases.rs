@@ -96,6 +96,51 @@ async fn require_conversation_fails_the_whole_batch(b) {
     Ok(())
 }
 
+/// Requirements are checked in batch order, against the state the
+/// earlier operations of the batch (or of earlier batches of a
+/// `write_all`) left: a conversation deleted earlier in the batch no
+/// longer satisfies `RequireConversation`, and one message inserted twice
+/// fails.
+async fn requirements_see_earlier_ops_of_the_batch(b) {
+    let store = b.open().await?;
+    store.write(batch([WriteOp::PutConversation(conversation(1, 10, 3)?)])).await?;
+    let result = store
+        .write(batch([
+            WriteOp::Delete(conversation_tombstone(1, 20)?),
+            WriteOp::RequireConversation(conv_id(1)),
+            WriteOp::PutMessage(message(1, 1, 30, 3)?),
+        ]))
+        .await;
+    expect_err(
+        result,
+        |e| matches!(e, StoreError::ConversationNotFound(_)),
+        "ConversationNotFound",
+    )?;
+    assert!(store.conversation(conv_id(1)).await?.is_some(), "nothing of the batch");
+
+    let later: Vec<Result<WriteBatch>> = vec![
+        Ok(batch([WriteOp::Delete(conversation_tombstone(1, 20)?)])),
+        Ok(batch([WriteOp::RequireConversation(conv_id(1))])),
+    ];
+    let result = store.write_all(Box::new(later.into_iter())).await;
+    expect_err(
+        result,
+        |e| matches!(e, StoreError::ConversationNotFound(_)),
+        "ConversationNotFound",
+    )?;
+    assert!(store.conversation(conv_id(1)).await?.is_some(), "nothing written");
+
+    let result = store
+        .write(batch([
+            WriteOp::InsertMessage(message(1, 1, 30, 3)?),
+            WriteOp::InsertMessage(message(1, 1, 31, 4)?),
+        ]))
+        .await;
+    expect_err(result, |e| matches!(e, StoreError::InvalidRequest(_)), "InvalidRequest")?;
+    assert_eq!(store.message(msg_id(1)).await?, None, "nothing of the batch");
+    Ok(())
+}
+
 /// `InsertMessage` adds a new message like a put, and refuses an id that
 /// exists, failing the whole batch.
 async fn insert_message_refuses_an_existing_id(b) {
