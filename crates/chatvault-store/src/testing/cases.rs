@@ -301,6 +301,22 @@ async fn outbox_entries_carry_the_current_state(b) {
     Ok(())
 }
 
+/// An outbox entry whose record is gone (no record, no tombstone) is not
+/// listed and does not hide the pending changes behind it from a page.
+async fn outbox_pages_skip_entries_without_a_record(b) {
+    let store = b.open().await?;
+    let mut ops = vec![WriteOp::PutConversation(conversation(1, 10, 3)?)];
+    for m in 0..3u8 {
+        ops.push(enqueue_message(m, 1, m));
+    }
+    ops.push(enqueue_conversation(1, 9));
+    store.write(batch(ops)).await?;
+    let page = store.outbox(1).await?;
+    assert_eq!(page.len(), 1, "{page:?}");
+    assert_eq!(page[0].change.entity_id, conv_id(1).into());
+    Ok(())
+}
+
 /// Acknowledging removes exactly the entries read; an entry replaced by a
 /// newer change since it was read has a new sequence number and stays.
 async fn acknowledge_by_seq_keeps_changes_made_since(b) {
