@@ -57,7 +57,7 @@ pub use types::{
 use async_trait::async_trait;
 use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
 
-/// Result alias for store operations.
+/// What every [`Store`] method returns: errors are [`StoreError`]s.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The storage contract every backend implements.
