@@ -3,25 +3,42 @@
 //! [`StoreError::Decode`], not a panic.
 
 use chatvault_core::{ConversationId, Hlc, MessageId, RecordId, Timestamp};
-use chatvault_store::StoreError;
+use chatvault_store::{BoxError, StoreError};
 use rusqlite::ErrorCode;
 
-/// Classifies a rusqlite error so the user learns what to do about it.
+/// Classifies a rusqlite error so the user learns what to do about it; the
+/// rusqlite error itself stays attached as the source.
 pub(crate) fn sql_err(e: rusqlite::Error) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
-                StoreError::Corrupt(e.to_string())
-            }
-            ErrorCode::DiskFull => StoreError::Full(e.to_string()),
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Busy(e.to_string()),
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    let source: BoxError = e.into();
+    match code {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
+            detail: "the SQLite file is damaged".into(),
+            source: Some(source),
+        },
+        // SQLITE_FULL is also what a store opened with a size cap
+        // (`max_page_count`) reports when the cap is reached.
+        Some(ErrorCode::DiskFull) => StoreError::Full {
+            detail: "the disk is full or the store reached its size cap".into(),
+            source: Some(source),
+        },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy { source },
+        Some(
             ErrorCode::CannotOpen
             | ErrorCode::PermissionDenied
             | ErrorCode::ReadOnly
-            | ErrorCode::SystemIoFailure => StoreError::Unavailable(e.to_string()),
-            _ => StoreError::Backend(e.to_string()),
+            | ErrorCode::SystemIoFailure,
+        ) => StoreError::Unavailable {
+            detail: "the SQLite file cannot be opened or written".into(),
+            source: Some(source),
         },
-        _ => StoreError::Backend(e.to_string()),
+        _ => StoreError::Backend {
+            detail: "SQLite".into(),
+            source: Some(source),
+        },
     }
 }
 

@@ -163,7 +163,7 @@ where
         Ok(handle) => handle
             .spawn_blocking(f)
             .await
-            .map_err(|e| StoreError::Backend(format!("store worker failed: {e}")))?,
+            .map_err(|e| StoreError::backend("the store's worker thread failed", e))?,
         Err(_) => f(),
     }
 }
@@ -474,6 +474,31 @@ mod tests {
         let after = store.footprint().await.unwrap().unwrap();
         assert_eq!(after.reclaimable_bytes, 0);
         assert_eq!(store.usage().await.unwrap().tombstones, 3);
+    }
+
+    #[tokio::test]
+    async fn a_full_store_keeps_sqlites_error_as_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            max_bytes: Some(64 * 1024),
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(dir.path().join("f.db"), options)
+            .await
+            .unwrap();
+        let mut batch = WriteBatch::new();
+        batch.push(op(&Step::PutConversation(0, 1, 10)));
+        let mut m = message(0, 0, 2, 0);
+        m.body = Body(vec![b'x'; 256 * 1024]);
+        batch.push(WriteOp::PutMessage(m));
+        let err = store.write(batch).await.unwrap_err();
+        assert!(matches!(err, StoreError::Full { .. }), "{err:?}");
+        assert!(err.to_string().contains("full"), "{err}");
+        let source = std::error::Error::source(&err).expect("a source");
+        assert!(
+            source.downcast_ref::<rusqlite::Error>().is_some(),
+            "{source:?}"
+        );
     }
 
     #[tokio::test]

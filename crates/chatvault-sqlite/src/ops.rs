@@ -661,18 +661,41 @@ pub(crate) fn outbox(c: &mut Connection, limit: usize) -> Result<Vec<OutboxEntry
         ));
     }
     let tx = c.transaction().map_err(sql_err)?;
-    let items: Vec<(i64, Vec<u8>, String, Vec<u8>)> = {
-        let mut stmt = tx
-            .prepare_cached("SELECT seq, entity_id, kind, op_id FROM outbox ORDER BY seq LIMIT ?1")
-            .map_err(sql_err)?;
-        let rows = stmt
-            .query_map([limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .map_err(sql_err)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
-    };
-    let mut out = Vec::with_capacity(items.len());
+    let mut out = Vec::with_capacity(limit);
+    // An entry whose record is gone yields no change; read on past it so
+    // it never hides the pending changes behind it.
+    let mut after = 0i64;
+    while out.len() < limit {
+        let items: Vec<(i64, Vec<u8>, String, Vec<u8>)> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT seq, entity_id, kind, op_id FROM outbox WHERE seq > ?1 \
+                     ORDER BY seq LIMIT ?2",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![after, (limit - out.len()) as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .map_err(sql_err)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
+        };
+        let Some(last) = items.last() else {
+            break;
+        };
+        after = last.0;
+        read_changes(&tx, items, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Builds the changes of outbox rows `(seq, entity, kind, op id)` from
+/// their records' current state, skipping rows whose record is gone.
+fn read_changes(
+    tx: &Transaction<'_>,
+    items: Vec<(i64, Vec<u8>, String, Vec<u8>)>,
+    out: &mut Vec<OutboxEntry>,
+) -> Result<()> {
     for (seq, entity, kind, op) in items {
         let entity = record_id(entity)?;
         let kind: EntityKind = kind
@@ -706,7 +729,7 @@ pub(crate) fn outbox(c: &mut Connection, limit: usize) -> Result<Vec<OutboxEntry
         };
         let change = match live {
             Some(c) => Some(c),
-            None => tombstone_in(&tx, kind, entity)?.map(|t| Change::delete(op_id, &t)),
+            None => tombstone_in(tx, kind, entity)?.map(|t| Change::delete(op_id, &t)),
         };
         if let Some(change) = change {
             out.push(OutboxEntry {
@@ -715,7 +738,7 @@ pub(crate) fn outbox(c: &mut Connection, limit: usize) -> Result<Vec<OutboxEntry
             });
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 pub(crate) fn acknowledge(c: &mut Connection, seqs: &[u64]) -> Result<()> {

@@ -103,36 +103,37 @@ INSERT INTO conversation_totals (conversation_id, messages, bytes)
 pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Connection> {
     let exists = path.exists();
     if !exists && !options.create {
-        return Err(StoreError::Unavailable(format!(
-            "no store at {}",
-            path.display()
-        )));
+        return Err(StoreError::Unavailable {
+            detail: format!("no store at {}", path.display()),
+            source: None,
+        });
     }
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if options.create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let mut conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+        .map_err(|e| StoreError::unavailable(path.display().to_string(), e))?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql_err)?;
 
-    let not_chatvault = |detail: String| {
-        StoreError::Corrupt(format!(
-            "{} is not a readable chatvault store ({detail})",
-            path.display()
-        ))
+    let not_chatvault = |source: rusqlite::Error| StoreError::Corrupt {
+        detail: format!("{} is not a readable chatvault store", path.display()),
+        source: Some(source.into()),
     };
     let app_id: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
-        .map_err(|e| not_chatvault(e.to_string()))?;
+        .map_err(not_chatvault)?;
     let version: u32 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|e| not_chatvault(e.to_string()))?;
+        .map_err(not_chatvault)?;
     let objects: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-        .map_err(|e| not_chatvault(e.to_string()))?;
+        .map_err(not_chatvault)?;
     if app_id != APPLICATION_ID && (app_id != 0 || objects > 0) {
-        return Err(not_chatvault("it belongs to another application".into()));
+        return Err(StoreError::corrupt(format!(
+            "{} is not a chatvault store: it belongs to another application",
+            path.display()
+        )));
     }
     if version > SCHEMA_VERSION {
         return Err(StoreError::NewerSchema {
@@ -182,7 +183,7 @@ fn backup_before_migration(conn: &Connection, path: &Path, version: u32) -> Resu
     let backup = std::path::PathBuf::from(backup);
     if backup.exists() {
         std::fs::remove_file(&backup)
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", backup.display())))?;
+            .map_err(|e| StoreError::unavailable(backup.display().to_string(), e))?;
     }
     let target = backup.to_string_lossy().into_owned();
     conn.execute("VACUUM INTO ?1", [&target]).map_err(sql_err)?;
@@ -198,11 +199,14 @@ fn migrate(conn: &mut Connection, from: u32, migrations: &[&str]) -> Result<()> 
     let tx = conn.transaction().map_err(sql_err)?;
     for (step, sql) in migrations.iter().enumerate().skip(from as usize) {
         tx.execute_batch(sql).map_err(|e| {
-            StoreError::Backend(format!(
-                "migration of the store from schema {} to {} failed, the store was left at schema {from}: {e}",
-                step,
-                step + 1
-            ))
+            StoreError::backend(
+                format!(
+                    "migration of the store from schema {} to {} failed, the store was left at schema {from}",
+                    step,
+                    step + 1
+                ),
+                e,
+            )
         })?;
     }
     tx.pragma_update(None, "user_version", to)

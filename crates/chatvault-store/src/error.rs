@@ -1,15 +1,37 @@
-//! Store errors: what can go wrong below the facade, phrased so a user can
-//! act on it.
+//! Store errors: what can go wrong below the facade, one variant per
+//! situation a caller must tell apart, phrased so a user can act on it.
+//! A backend's own error travels as the [`source`](std::error::Error::source)
+//! of the variant it was classified into, never flattened to text; this
+//! module must never depend on a particular backend's error type.
+
+/// A backend's own error, carried as the source of a [`StoreError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Errors from a storage backend.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The store file is not a chatvault store or is damaged.
-    #[error("store is corrupt or not a chatvault store: {0}")]
-    Corrupt(String),
-    /// The device is out of space or the browser quota is exhausted.
-    #[error("storage is full: {0}; free space or apply a retention policy, nothing was written")]
-    Full(String),
+    #[error("store is corrupt or not a chatvault store: {detail}")]
+    Corrupt {
+        /// What was found wrong.
+        detail: String,
+        /// The backend's error, if one reported it.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The device is out of space, the browser quota is exhausted, or the
+    /// store reached the size cap it was opened with. Nothing was written.
+    #[error(
+        "storage is full ({detail}); free space or apply a retention policy, nothing was written"
+    )]
+    Full {
+        /// Which limit was reached.
+        detail: String,
+        /// The backend's error, if one reported it.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The store was written by a newer chatvault.
     #[error("store schema version {found} is newer than this program supports ({supported}); upgrade chatvault")]
     NewerSchema {
@@ -18,12 +40,25 @@ pub enum StoreError {
         /// Newest version this build knows.
         supported: u32,
     },
-    /// The store is locked by another process for longer than the timeout.
-    #[error("store is busy (locked by another process): {0}")]
-    Busy(String),
-    /// The store cannot be opened or read (permissions, missing directory...).
-    #[error("cannot access store: {0}")]
-    Unavailable(String),
+    /// Another process held the store locked for longer than the timeout.
+    #[error(
+        "store is busy (locked by another process); retry, or close the other program using it"
+    )]
+    Busy {
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The store cannot be opened or written (permissions, a missing
+    /// directory, a read-only file, an I/O failure).
+    #[error("cannot access store: {detail}")]
+    Unavailable {
+        /// What could not be accessed (usually with its path).
+        detail: String,
+        /// The backend's or the OS's error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A value read back from the store does not decode.
     #[error("stored data does not decode: {0}")]
     Decode(String),
@@ -36,7 +71,47 @@ pub enum StoreError {
     /// The backend does not implement an optional part of the contract.
     #[error("not supported: {0}")]
     Unsupported(String),
-    /// Anything else from the backend.
-    #[error("storage backend error: {0}")]
-    Backend(String),
+    /// Any other failure of the backend.
+    #[error("storage backend error: {detail}")]
+    Backend {
+        /// What the store was doing.
+        detail: String,
+        /// The backend's error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl StoreError {
+    /// [`StoreError::Corrupt`] found by the store itself (no backend error).
+    pub fn corrupt(detail: impl Into<String>) -> Self {
+        Self::Corrupt {
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// [`StoreError::Full`] found by the store itself (e.g. its own quota).
+    pub fn full(detail: impl Into<String>) -> Self {
+        Self::Full {
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// [`StoreError::Unavailable`] caused by `source`.
+    pub fn unavailable(detail: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable {
+            detail: detail.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// [`StoreError::Backend`] caused by `source`.
+    pub fn backend(detail: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Backend {
+            detail: detail.into(),
+            source: Some(source.into()),
+        }
+    }
 }

@@ -20,12 +20,32 @@
 //! - [`Store`] and its request/response types (this file and `types`).
 //! - [`MemoryStore`] — the in-memory backend (tests, ephemeral sessions).
 //! - [`StoreError`].
+//! - [`testing`] (feature `testing`) — the conformance suite every backend
+//!   runs.
+//!
+//! # Proving a new backend
+//! A backend crate runs the Store conformance suite from its tests: enable
+//! this crate's `testing` feature in its dev-dependencies, implement
+//! [`testing::StoreBackend`] (open the same data again; open fresh storage
+//! with a quota) and instantiate one test per case:
+//!
+//! ```ignore
+//! async fn backend() -> MyBackend { MyBackend::new() }
+//! mod my_backend {
+//!     chatvault_store::store_conformance_tests!(#[tokio::test], crate::backend);
+//! }
+//! ```
+//!
+//! In a browser the attribute is `#[wasm_bindgen_test::wasm_bindgen_test]`;
+//! the cases themselves need no runtime.
 
 mod error;
 mod memory;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod types;
 
-pub use error::StoreError;
+pub use error::{BoxError, StoreError};
 pub use memory::MemoryStore;
 pub use types::{
     import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
@@ -37,7 +57,7 @@ pub use types::{
 use async_trait::async_trait;
 use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
 
-/// Result alias for store operations.
+/// What every [`Store`] method returns: errors are [`StoreError`]s.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The storage contract every backend implements.

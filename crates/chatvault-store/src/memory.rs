@@ -76,7 +76,7 @@ impl MemoryStore {
             })
             .sum();
         if stored + incoming > quota {
-            return Err(StoreError::Full(format!(
+            return Err(StoreError::full(format!(
                 "memory store quota of {quota} bytes reached"
             )));
         }
@@ -91,26 +91,59 @@ impl MemoryStore {
 }
 
 impl Inner {
-    /// Refuses, before anything is applied, a batch whose
-    /// [`WriteOp::RequireConversation`] does not hold. A conversation put
-    /// earlier in the same batches satisfies it.
+    /// Refuses, before anything is applied, batches whose
+    /// [`WriteOp::RequireConversation`] or [`WriteOp::InsertMessage`] does
+    /// not hold **at its position**: the earlier operations of the batches
+    /// count (a conversation put earlier satisfies a requirement, one
+    /// deleted earlier fails it), as they do in a backend that applies the
+    /// operations in order inside a transaction. A merge counts by whether
+    /// it wins over the state before the batches (a merge that an earlier
+    /// operation of the same batches would flip is not foreseen).
     fn check_requirements(&self, batches: &[WriteBatch]) -> Result<()> {
-        let mut created = BTreeSet::new();
+        let mut conversation_exists: HashMap<ConversationId, bool> = HashMap::new();
+        let mut message_exists: HashMap<MessageId, bool> = HashMap::new();
         for op in batches.iter().flat_map(|b| &b.ops) {
-            match op {
-                WriteOp::PutConversation(r) => {
-                    created.insert(r.id);
+            let merged = match op {
+                WriteOp::Merge(incoming) if self.wins(incoming, incoming_wins) => Some(incoming),
+                WriteOp::MergeAndEnqueue(incoming, _) if self.wins(incoming, import_wins) => {
+                    Some(incoming)
                 }
-                WriteOp::RequireConversation(id)
-                    if !created.contains(id) && !self.conversations.contains_key(id) =>
-                {
-                    return Err(StoreError::ConversationNotFound(*id));
+                _ => None,
+            };
+            match (op, merged) {
+                (WriteOp::PutConversation(r), _) | (_, Some(Incoming::Conversation(r))) => {
+                    conversation_exists.insert(r.id, true);
                 }
-                WriteOp::InsertMessage(m) if self.messages.contains_key(&m.id) => {
-                    return Err(StoreError::InvalidRequest(format!(
-                        "message {} already exists",
-                        m.id
-                    )));
+                (WriteOp::PutMessage(m), _) | (_, Some(Incoming::Message(m))) => {
+                    message_exists.insert(m.id, true);
+                }
+                (WriteOp::Delete(t), _) | (_, Some(Incoming::Tombstone(t))) => match t.kind {
+                    EntityKind::Conversation => {
+                        conversation_exists.insert(t.id.conversation(), false);
+                    }
+                    EntityKind::Message => {
+                        message_exists.insert(t.id.message(), false);
+                    }
+                },
+                (WriteOp::RequireConversation(id), _) => {
+                    let exists = conversation_exists
+                        .get(id)
+                        .copied()
+                        .unwrap_or_else(|| self.conversations.contains_key(id));
+                    if !exists {
+                        return Err(StoreError::ConversationNotFound(*id));
+                    }
+                }
+                (WriteOp::InsertMessage(m), _) => {
+                    let exists = message_exists
+                        .insert(m.id, true)
+                        .unwrap_or_else(|| self.messages.contains_key(&m.id));
+                    if exists {
+                        return Err(StoreError::InvalidRequest(format!(
+                            "message {} already exists",
+                            m.id
+                        )));
+                    }
                 }
                 _ => {}
             }

@@ -56,7 +56,7 @@ impl ConversationQuery {
 /// `limit` before a cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageQuery {
-    /// The conversation.
+    /// Whose messages to list.
     pub conversation_id: ConversationId,
     /// Continue with messages strictly older than this position.
     pub before: Option<MessageCursor>,
@@ -165,9 +165,9 @@ impl std::ops::AddAssign for WriteOutcome {
 /// The conflict-relevant state of what a store holds for one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalVersion {
-    /// Its version.
+    /// The stored version (of the record or of its tombstone).
     pub version: Hlc,
-    /// Whether it is a tombstone.
+    /// Whether what is stored is a tombstone.
     pub deleted: bool,
     /// Its body (empty for tombstones).
     pub body: Vec<u8>,
@@ -267,7 +267,7 @@ pub fn merged_op(incoming: Incoming) -> WriteOp {
 /// Operations applied all-or-nothing, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
-    /// The operations.
+    /// Applied in this order; each sees the effects of the ones before.
     pub ops: Vec<WriteOp>,
 }
 
@@ -294,9 +294,9 @@ impl WriteBatch {
 pub struct OutboxItem {
     /// Fresh for every local write (server-side idempotency).
     pub op_id: OpId,
-    /// Kind of the record.
+    /// Conversation or message: which table the change is read from.
     pub kind: EntityKind,
-    /// The record.
+    /// The changed record; at most one entry per record is pending.
     pub entity_id: RecordId,
     /// For messages, their conversation (so deleting it drops them).
     pub conversation_id: Option<ConversationId>,
@@ -314,9 +314,9 @@ pub struct OutboxEntry {
 /// Stored size of one conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationUsage {
-    /// The conversation.
+    /// Which conversation these totals are for.
     pub id: ConversationId,
-    /// Its activity time.
+    /// Its derived activity time (see [`ConversationRow::activity_at`]).
     pub activity_at: Timestamp,
     /// Number of messages.
     pub messages: u64,

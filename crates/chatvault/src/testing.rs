@@ -6,6 +6,12 @@
 //! function that builds a [`TestBackend`], as matrix-rust-sdk does for its
 //! stores. Test names show the backend and mode, e.g.
 //! `sqlite::plaintext::reopen_returns_everything`.
+//!
+//! Cases return a [`TestResult`] and use `?`, so a failure says what
+//! failed; they are written inside `vault_cases!`, which generates each
+//! case and its test together, so a case cannot be left out of the run.
+//! The Store-level suite (`chatvault_store::testing`) proves the storage
+//! contract underneath; this one proves the vault on top of each backend.
 
 use crate::{
     ApplyReport, Clock, ConversationUpdate, ListConversations, ListMessages, ManualClock,
@@ -22,6 +28,40 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use tokio;
+
+pub use chatvault_store::testing::{report, TestResult};
+
+/// Generates cases (as `pub async fn`s taking a [`TestBackend`] and a
+/// [`Mode`]) **and**, under the given name, the hidden macro that turns
+/// each into a test for [`vault_conformance_tests!`](crate::vault_conformance_tests),
+/// from one list, so a case cannot exist without running. The leading
+/// `($)` passes a literal `$` into the generated macro.
+macro_rules! vault_cases {
+    (($d:tt) $list:ident;
+     $( $(#[$attr:meta])* async fn $name:ident($b:ident, $mode:ident) $body:block )*) => {
+        $(
+            $(#[$attr])*
+            pub async fn $name($b: &impl TestBackend, $mode: Mode) -> TestResult $body
+        )*
+
+        #[doc(hidden)]
+        #[macro_export]
+        macro_rules! $list {
+            ($d backend:path, $d mode:expr) => {
+                $(
+                    #[tokio::test]
+                    async fn $name() {
+                        let backend = $d backend().await;
+                        $d crate::testing::report(
+                            stringify!($name),
+                            $d crate::testing::cases::$name(&backend, $d mode).await,
+                        );
+                    }
+                )*
+            };
+        }
+    };
+}
 
 mod failing;
 mod lifecycle;
@@ -64,20 +104,19 @@ pub fn fast_options(clock: Arc<dyn Clock>) -> VaultOptions {
 /// The fixed start time of every case's manual clock.
 pub const T0: Timestamp = Timestamp(1_700_000_000_000);
 
-async fn vault_on(store: Arc<dyn Store>, mode: Mode, clock: Arc<ManualClock>) -> Vault {
+async fn vault_on(store: Arc<dyn Store>, mode: Mode, clock: Arc<ManualClock>) -> TestResult<Vault> {
     let options = fast_options(clock);
     let vault = match mode {
-        Mode::Plain => Vault::open(store, options).await,
-        Mode::Encrypted => Vault::open_encrypted(store, PASSPHRASE, options).await,
-    }
-    .expect("open vault");
+        Mode::Plain => Vault::open(store, options).await?,
+        Mode::Encrypted => Vault::open_encrypted(store, PASSPHRASE, options).await?,
+    };
     assert_eq!(vault.is_encrypted(), mode == Mode::Encrypted);
-    vault
+    Ok(vault)
 }
 
-async fn open(b: &impl TestBackend, mode: Mode) -> (Vault, Arc<ManualClock>) {
+async fn open(b: &impl TestBackend, mode: Mode) -> TestResult<(Vault, Arc<ManualClock>)> {
     let clock = Arc::new(ManualClock::new(T0));
-    (vault_on(b.open().await, mode, clock.clone()).await, clock)
+    Ok((vault_on(b.open().await, mode, clock.clone()).await?, clock))
 }
 
 fn meta(pairs: &[(&str, serde_json::Value)]) -> Metadata {
@@ -91,26 +130,25 @@ fn is_not_found<T: std::fmt::Debug>(r: Result<T>) -> bool {
     matches!(r, Err(VaultError::NotFound { .. }))
 }
 
-/// The cases. Each panics on a contract violation.
+/// The cases: each returns `Err` (or fails an assertion) on a contract
+/// violation.
 pub mod cases {
-    pub use super::lifecycle::{
-        export_import_reproduces_the_vault, footprint_and_compaction_keep_data,
-        retention_deletes_as_synced_deletions, tombstones_list_in_pages,
-    };
+    pub use super::lifecycle::*;
     use super::*;
 
+    vault_cases! {($) __vault_conformance_core;
+
     /// Create, read, update and delete conversations and messages.
-    pub async fn crud_round_trip(b: &impl TestBackend, mode: Mode) {
-        let (v, clock) = open(b, mode).await;
+    async fn crud_round_trip(b, mode) {
+        let (v, clock) = open(b, mode).await?;
         let md = meta(&[("model", "gpt-x".into()), ("pinned", true.into())]);
         let c = v
             .create_conversation(NewConversation {
                 title: "Plans".into(),
                 metadata: md.clone(),
             })
-            .await
-            .unwrap();
-        let got = v.conversation(c.id).await.unwrap();
+            .await?;
+        let got = v.conversation(c.id).await?;
         assert_eq!(got, c);
         assert_eq!(got.metadata, md);
         assert!(got.is_pinned());
@@ -118,9 +156,8 @@ pub mod cases {
         clock.advance(10);
         let m = v
             .add_message(c.id, NewMessage::new(Role::User, "hello"))
-            .await
-            .unwrap();
-        assert_eq!(v.message(m.id).await.unwrap(), m);
+            .await?;
+        assert_eq!(v.message(m.id).await?, m);
         assert_eq!(m.conversation_id, c.id);
         assert_eq!(m.created_at, Timestamp(T0.0 + 10));
 
@@ -133,12 +170,11 @@ pub mod cases {
                     metadata: None,
                 },
             )
-            .await
-            .unwrap();
+            .await?;
         assert_eq!(renamed.title, "Plans for May");
         assert_eq!(renamed.metadata, md);
         assert!(renamed.version > c.version);
-        assert_eq!(v.conversation(c.id).await.unwrap().title, "Plans for May");
+        assert_eq!(v.conversation(c.id).await?.title, "Plans for May");
 
         let edited = v
             .update_message(
@@ -148,35 +184,34 @@ pub mod cases {
                     metadata: None,
                 },
             )
-            .await
-            .unwrap();
-        assert_eq!(v.message(m.id).await.unwrap().content, "hello there");
+            .await?;
+        assert_eq!(v.message(m.id).await?.content, "hello there");
         assert!(edited.version > m.version);
 
-        v.delete_message(m.id).await.unwrap();
+        v.delete_message(m.id).await?;
         assert!(is_not_found(v.message(m.id).await));
         assert!(is_not_found(v.delete_message(m.id).await));
 
-        v.delete_conversation(c.id).await.unwrap();
+        v.delete_conversation(c.id).await?;
         assert!(is_not_found(v.conversation(c.id).await));
         assert!(is_not_found(v.delete_conversation(c.id).await));
         assert!(is_not_found(
             v.add_message(c.id, NewMessage::new(Role::User, "late"))
                 .await
         ));
+        Ok(())
     }
 
     /// A message batch for a conversation that was deleted (or never
     /// existed) fails as a whole and leaves nothing behind — the check
     /// happens inside the write, not before it.
-    pub async fn messages_need_their_conversation(b: &impl TestBackend, mode: Mode) {
-        let (v, _) = open(b, mode).await;
+    async fn messages_need_their_conversation(b, mode) {
+        let (v, _) = open(b, mode).await?;
         let c = v
             .create_conversation(NewConversation::titled("short-lived"))
-            .await
-            .unwrap();
-        v.delete_conversation(c.id).await.unwrap();
-        let before = v.stats().await.unwrap();
+            .await?;
+        v.delete_conversation(c.id).await?;
+        let before = v.stats().await?;
         let batch = (0..3)
             .map(|i| NewMessage::new(Role::User, format!("{i}")))
             .collect();
@@ -186,15 +221,16 @@ pub mod cases {
                 .await
         ));
         assert_eq!(
-            v.stats().await.unwrap(),
+            v.stats().await?,
             before,
             "nothing of the batch was written"
         );
+        Ok(())
     }
 
     /// Unknown ids are "not found", never a panic or an empty success.
-    pub async fn unknown_ids_are_not_found(b: &impl TestBackend, mode: Mode) {
-        let (v, _) = open(b, mode).await;
+    async fn unknown_ids_are_not_found(b, mode) {
+        let (v, _) = open(b, mode).await?;
         assert!(is_not_found(v.conversation(ConversationId::new()).await));
         assert!(is_not_found(v.message(MessageId::new()).await));
         assert!(is_not_found(
@@ -209,19 +245,19 @@ pub mod cases {
             v.update_message(MessageId::new(), MessageUpdate::default())
                 .await
         ));
+        Ok(())
     }
 
     /// Conversations list by activity, newest first, and page without gaps
     /// or repeats; a new message moves its conversation to the top.
-    pub async fn conversations_ordered_and_paged(b: &impl TestBackend, mode: Mode) {
-        let (v, clock) = open(b, mode).await;
+    async fn conversations_ordered_and_paged(b, mode) {
+        let (v, clock) = open(b, mode).await?;
         let mut ids = Vec::new();
         for i in 0..7 {
             clock.advance(1000);
             ids.push(
                 v.create_conversation(NewConversation::titled(format!("c{i}")))
-                    .await
-                    .unwrap()
+                    .await?
                     .id,
             );
         }
@@ -234,8 +270,7 @@ pub mod cases {
                     limit: 3,
                     ..Default::default()
                 })
-                .await
-                .unwrap();
+                .await?;
             assert!(page.items.len() <= 3);
             seen.extend(page.items.iter().map(|c| c.id));
             match page.next_cursor {
@@ -248,69 +283,63 @@ pub mod cases {
 
         clock.advance(1000);
         v.add_message(ids[0], NewMessage::new(Role::User, "bump"))
-            .await
-            .unwrap();
+            .await?;
         let top = v
             .conversations(ListConversations {
                 limit: 1,
                 ..Default::default()
             })
-            .await
-            .unwrap();
+            .await?;
         assert_eq!(top.items[0].id, ids[0]);
         assert_eq!(top.items[0].updated_at, clock.now());
+        Ok(())
     }
 
     /// Listing by an activity range (the seed's `getConversationsByDate`)
     /// is inclusive at both ends.
-    pub async fn conversations_by_activity_range(b: &impl TestBackend, mode: Mode) {
-        let (v, clock) = open(b, mode).await;
+    async fn conversations_by_activity_range(b, mode) {
+        let (v, clock) = open(b, mode).await?;
         let mut created = Vec::new();
         for day in 0..5 {
             clock.set(Timestamp(T0.0 + day * 86_400_000));
             created.push(
                 v.create_conversation(NewConversation::titled(format!("day {day}")))
-                    .await
-                    .unwrap(),
+                    .await?,
             );
         }
         let from = created[1].updated_at;
         let to = created[3].updated_at;
-        let got = v.conversations_between(from, to).await.unwrap();
+        let got = v.conversations_between(from, to).await?;
         let titles: Vec<_> = got.iter().map(|c| c.title.as_str()).collect();
         assert_eq!(titles, ["day 3", "day 2", "day 1"]);
         assert!(v
             .conversations_between(Timestamp(0), Timestamp(1))
-            .await
-            .unwrap()
+            .await?
             .is_empty());
+        Ok(())
     }
 
     /// The latest N messages come newest first; the cursor pages back in
     /// time until the first message, with no gaps or repeats.
-    pub async fn latest_messages_paged(b: &impl TestBackend, mode: Mode) {
-        let (v, clock) = open(b, mode).await;
+    async fn latest_messages_paged(b, mode) {
+        let (v, clock) = open(b, mode).await?;
         let c = v
             .create_conversation(NewConversation::titled("long"))
-            .await
-            .unwrap();
+            .await?;
         let other = v
             .create_conversation(NewConversation::titled("other"))
-            .await
-            .unwrap();
+            .await?;
         let mut ids = Vec::new();
         for i in 0..25 {
             clock.advance(1);
             let role = Role::ALL[i % 4];
             ids.push(
                 v.add_message(c.id, NewMessage::new(role, format!("m{i}")))
-                    .await
-                    .unwrap()
+                    .await?
                     .id,
             );
             v.add_message(other.id, NewMessage::new(Role::User, "noise"))
-                .await
-                .unwrap();
+                .await?;
         }
         let first = v
             .messages(
@@ -320,8 +349,7 @@ pub mod cases {
                     limit: 10,
                 },
             )
-            .await
-            .unwrap();
+            .await?;
         assert_eq!(first.items.len(), 10);
         assert_eq!(first.items[0].content, "m24");
         let mut seen: Vec<_> = first.items.iter().map(|m| m.id).collect();
@@ -335,31 +363,28 @@ pub mod cases {
                         limit: 10,
                     },
                 )
-                .await
-                .unwrap();
+                .await?;
             seen.extend(page.items.iter().map(|m| m.id));
             before = page.next_cursor;
         }
         ids.reverse();
         assert_eq!(seen, ids);
+        Ok(())
     }
 
     /// Deleting a conversation deletes its messages, their pending
     /// changes, and leaves one tombstone.
-    pub async fn deleting_conversation_deletes_messages(b: &impl TestBackend, mode: Mode) {
-        let (v, _) = open(b, mode).await;
+    async fn deleting_conversation_deletes_messages(b, mode) {
+        let (v, _) = open(b, mode).await?;
         let keep = v
             .create_conversation(NewConversation::titled("keep"))
-            .await
-            .unwrap();
+            .await?;
         let doomed = v
             .create_conversation(NewConversation::titled("doomed"))
-            .await
-            .unwrap();
+            .await?;
         let kept_msg = v
             .add_message(keep.id, NewMessage::new(Role::User, "stay"))
-            .await
-            .unwrap();
+            .await?;
         let msgs = v
             .add_messages(
                 doomed.id,
@@ -367,17 +392,16 @@ pub mod cases {
                     .map(|i| NewMessage::new(Role::Assistant, format!("bye {i}")))
                     .collect(),
             )
-            .await
-            .unwrap();
-        v.delete_conversation(doomed.id).await.unwrap();
+            .await?;
+        v.delete_conversation(doomed.id).await?;
         for m in &msgs {
             assert!(is_not_found(v.message(m.id).await));
         }
-        assert_eq!(v.message(kept_msg.id).await.unwrap(), kept_msg);
-        let stats = v.stats().await.unwrap();
+        assert_eq!(v.message(kept_msg.id).await?, kept_msg);
+        let stats = v.stats().await?;
         assert_eq!((stats.conversations, stats.messages), (1, 1));
         assert_eq!(stats.tombstones, 1);
-        let pending = v.replica().pending_changes(100).await.unwrap();
+        let pending = v.replica().pending_changes(100).await?;
         let doomed_changes: Vec<_> = pending
             .iter()
             .filter(|e| {
@@ -392,22 +416,21 @@ pub mod cases {
         );
         assert!(doomed_changes[0].change.is_delete());
         assert_eq!(doomed_changes[0].change.kind, EntityKind::Conversation);
+        Ok(())
     }
 
     /// Every write queues exactly one change per record; rewrites coalesce;
     /// acknowledging removes only what was delivered.
-    pub async fn outbox_records_and_coalesces(b: &impl TestBackend, mode: Mode) {
-        let (v, clock) = open(b, mode).await;
+    async fn outbox_records_and_coalesces(b, mode) {
+        let (v, clock) = open(b, mode).await?;
         let c = v
             .create_conversation(NewConversation::titled("a"))
-            .await
-            .unwrap();
+            .await?;
         for i in 0..3 {
             v.add_message(c.id, NewMessage::new(Role::User, format!("{i}")))
-                .await
-                .unwrap();
+                .await?;
         }
-        assert_eq!(v.replica().pending_changes(100).await.unwrap().len(), 4);
+        assert_eq!(v.replica().pending_changes(100).await?.len(), 4);
         for t in ["b", "c"] {
             clock.advance(5);
             v.update_conversation(
@@ -417,17 +440,16 @@ pub mod cases {
                     metadata: None,
                 },
             )
-            .await
-            .unwrap();
+            .await?;
         }
-        let pending = v.replica().pending_changes(100).await.unwrap();
+        let pending = v.replica().pending_changes(100).await?;
         assert_eq!(pending.len(), 4, "rewrites of one record coalesce");
         // Oldest first; the conversation's rewrite moved it to the end.
-        let last = pending.last().unwrap();
+        let last = pending.last().ok_or("the outbox is empty")?;
         assert_eq!(last.change.kind, EntityKind::Conversation);
         assert_eq!(
             last.change.version,
-            v.conversation(c.id).await.unwrap().version
+            v.conversation(c.id).await?.version
         );
         let ops: std::collections::HashSet<_> = pending.iter().map(|e| e.change.op_id).collect();
         assert_eq!(ops.len(), 4, "op ids are unique");
@@ -443,27 +465,26 @@ pub mod cases {
                 metadata: None,
             },
         )
-        .await
-        .unwrap();
-        v.replica().acknowledge(&in_flight).await.unwrap();
-        let left = v.replica().pending_changes(100).await.unwrap();
+        .await?;
+        v.replica().acknowledge(&in_flight).await?;
+        let left = v.replica().pending_changes(100).await?;
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].change.entity_id, c.id.into());
-        v.replica().acknowledge(&[left[0].seq]).await.unwrap();
-        assert!(v.replica().pending_changes(100).await.unwrap().is_empty());
-        assert_eq!(v.stats().await.unwrap().pending_changes, 0);
+        v.replica().acknowledge(&[left[0].seq]).await?;
+        assert!(v.replica().pending_changes(100).await?.is_empty());
+        assert_eq!(v.stats().await?.pending_changes, 0);
+        Ok(())
     }
 
     /// A batch that does not fit (full disk, exhausted quota) fails with a
     /// clear error and changes nothing: no record without its outbox entry,
     /// nothing written before lost.
-    pub async fn full_storage_fails_atomically(b: &impl TestBackend, mode: Mode) {
+    async fn full_storage_fails_atomically(b, mode) {
         let clock = Arc::new(ManualClock::new(T0));
-        let v = vault_on(b.open_with_quota(256 * 1024).await, mode, clock).await;
+        let v = vault_on(b.open_with_quota(256 * 1024).await, mode, clock).await?;
         let c = v
             .create_conversation(NewConversation::titled("big"))
-            .await
-            .unwrap();
+            .await?;
         let kb = "x".repeat(1024);
         let mut written = 0u64;
         let err = loop {
@@ -477,11 +498,11 @@ pub mod cases {
             assert!(written < 10_000, "quota never enforced");
         };
         assert!(
-            matches!(err, VaultError::Store(StoreError::Full(_))),
+            matches!(err, VaultError::Store(StoreError::Full { .. })),
             "expected a storage-full error, got {err:?}"
         );
         assert!(err.to_string().contains("full"), "{err}");
-        let stats = v.stats().await.unwrap();
+        let stats = v.stats().await?;
         assert_eq!(
             stats.messages, written,
             "the failed batch left nothing behind"
@@ -490,94 +511,86 @@ pub mod cases {
         // Still usable for reads, and for deletes that free space.
         assert_eq!(
             v.messages(c.id, ListMessages::default())
-                .await
-                .unwrap()
+                .await?
                 .items
                 .len(),
             50.min(written as usize)
         );
-        v.delete_conversation(c.id).await.unwrap();
+        v.delete_conversation(c.id).await?;
         v.create_conversation(NewConversation::titled("after cleanup"))
-            .await
-            .unwrap();
+            .await?;
+        Ok(())
     }
 
     /// Closing and reopening returns everything, and the clock resumes past
     /// every stamp already issued.
-    pub async fn reopen_returns_everything(b: &impl TestBackend, mode: Mode) {
-        let (v, clock) = open(b, mode).await;
+    async fn reopen_returns_everything(b, mode) {
+        let (v, clock) = open(b, mode).await?;
         let c = v
             .create_conversation(NewConversation::titled("persist me"))
-            .await
-            .unwrap();
+            .await?;
         let m = v
             .add_message(c.id, NewMessage::new(Role::Assistant, "still here"))
-            .await
-            .unwrap();
-        let c = v.conversation(c.id).await.unwrap();
-        let stats = v.stats().await.unwrap();
+            .await?;
+        let c = v.conversation(c.id).await?;
+        let stats = v.stats().await?;
         let device = v.device_id();
         drop(v);
 
         // Reopen with a clock that went backwards.
         clock.set(Timestamp(T0.0 - 60_000));
-        let v = vault_on(b.open().await, mode, clock).await;
+        let v = vault_on(b.open().await, mode, clock).await?;
         assert_eq!(v.device_id(), device);
-        assert_eq!(v.conversation(c.id).await.unwrap(), c);
-        assert_eq!(v.message(m.id).await.unwrap(), m);
-        assert_eq!(v.stats().await.unwrap(), stats);
+        assert_eq!(v.conversation(c.id).await?, c);
+        assert_eq!(v.message(m.id).await?, m);
+        assert_eq!(v.stats().await?, stats);
         let later = v
             .add_message(c.id, NewMessage::new(Role::User, "after restart"))
-            .await
-            .unwrap();
+            .await?;
         assert!(later.version > m.version, "clock resumed");
+        Ok(())
     }
 
     /// Unicode of every kind and megabyte-sized content survive intact.
-    pub async fn unicode_and_large_content(b: &impl TestBackend, mode: Mode) {
-        let (v, _) = open(b, mode).await;
+    async fn unicode_and_large_content(b, mode) {
+        let (v, _) = open(b, mode).await?;
         let title = "Ünïcødé 🚀 مرحبا \u{0} \"quotes\" \\ 𝕏";
         let c = v
             .create_conversation(NewConversation::titled(title))
-            .await
-            .unwrap();
-        assert_eq!(v.conversation(c.id).await.unwrap().title, title);
+            .await?;
+        assert_eq!(v.conversation(c.id).await?.title, title);
         let big: String = "長い文章🙂".repeat(1024 * 1024 / 16 + 1);
         assert!(big.len() >= 1024 * 1024);
         let m = v
             .add_message(c.id, NewMessage::new(Role::Tool, big.clone()))
-            .await
-            .unwrap();
-        assert_eq!(v.message(m.id).await.unwrap().content, big);
-        let stats = v.stats().await.unwrap();
+            .await?;
+        assert_eq!(v.message(m.id).await?.content, big);
+        let stats = v.stats().await?;
         assert!(stats.bytes >= big.len() as u64);
+        Ok(())
     }
 
     /// Counts and sizes match what was written, per conversation and in
     /// total, and pending flags follow the outbox.
-    pub async fn counts_and_sizes(b: &impl TestBackend, mode: Mode) {
-        let (v, clock) = open(b, mode).await;
+    async fn counts_and_sizes(b, mode) {
+        let (v, clock) = open(b, mode).await?;
         let a = v
             .create_conversation(NewConversation::titled("a"))
-            .await
-            .unwrap();
+            .await?;
         clock.advance(1);
         let bb = v
             .create_conversation(NewConversation::titled("b"))
-            .await
-            .unwrap();
+            .await?;
         v.add_messages(
             a.id,
             (0..3)
                 .map(|_| NewMessage::new(Role::User, "x".repeat(100)))
                 .collect(),
         )
-        .await
-        .unwrap();
+        .await?;
         v.add_message(bb.id, NewMessage::new(Role::User, "y".repeat(1000)))
-            .await
-            .unwrap();
-        let s = v.stats().await.unwrap();
+            .await?;
+        let s = v.stats().await?;
         assert_eq!((s.conversations, s.messages, s.tombstones), (2, 4, 0));
         assert_eq!(s.pending_changes, 6);
         let per: std::collections::HashMap<_, _> = s
@@ -590,40 +603,36 @@ pub mod cases {
         assert!(per[&a.id].bytes >= 300 && per[&bb.id].bytes >= 1000);
         assert_eq!(per[&a.id].bytes + per[&bb.id].bytes, s.bytes);
         assert!(per[&a.id].pending && per[&bb.id].pending);
-        let all: Vec<u64> = v
-            .replica()
-            .pending_changes(100)
-            .await
-            .unwrap()
+        let all: Vec<u64> = v.replica().pending_changes(100)
+            .await?
             .iter()
             .map(|e| e.seq)
             .collect();
-        v.replica().acknowledge(&all).await.unwrap();
-        let s = v.stats().await.unwrap();
+        v.replica().acknowledge(&all).await?;
+        let s = v.stats().await?;
         assert!(s.per_conversation.iter().all(|c| !c.pending));
+        Ok(())
     }
 
     /// Changes from elsewhere merge by last-writer-wins: newer applies,
     /// older is superseded, a replay changes nothing, a stale update cannot
     /// resurrect a deletion, and bad changes are rejected alone.
-    pub async fn remote_changes_merge_by_version(b: &impl TestBackend, mode: Mode) {
-        let (v, clock) = open(b, mode).await;
+    async fn remote_changes_merge_by_version(b, mode) {
+        let (v, clock) = open(b, mode).await?;
         let c = v
             .create_conversation(NewConversation::titled("local"))
-            .await
-            .unwrap();
+            .await?;
         // Take the local record's body to forge remote versions of it (an
         // encrypted body is only valid for this vault's key and this id).
         let local_body = v
             .store()
             .conversation(c.id)
-            .await
-            .unwrap()
-            .unwrap()
+            .await?
+            .ok_or("the conversation is missing")?
             .record
             .body;
         let other = DeviceId(0xfeed);
-        let at = |wall: i64, counter: u32| Hlc::new(wall as u64, counter, other).unwrap();
+        let at = |wall: i64, counter: u32| Hlc::new(wall as u64, counter, other);
         let upsert = |version: Hlc, body: &Body| {
             Change::upsert_conversation(
                 OpId::new(),
@@ -638,12 +647,8 @@ pub mod cases {
             )
         };
 
-        let older = upsert(at(T0.0 - 5, 0), &local_body);
-        let r = v
-            .replica()
-            .apply_changes(vec![older.clone()])
-            .await
-            .unwrap();
+        let older = upsert(at(T0.0 - 5, 0)?, &local_body);
+        let r = v.replica().apply_changes(vec![older.clone()]).await?;
         assert_eq!(
             r,
             ApplyReport {
@@ -654,50 +659,29 @@ pub mod cases {
         );
 
         clock.advance(100);
-        let newer = upsert(at(T0.0 + 50, 0), &local_body);
-        let r = v
-            .replica()
-            .apply_changes(vec![newer.clone()])
-            .await
-            .unwrap();
+        let newer = upsert(at(T0.0 + 50, 0)?, &local_body);
+        let r = v.replica().apply_changes(vec![newer.clone()]).await?;
         assert_eq!(r.applied, 1);
-        assert_eq!(v.conversation(c.id).await.unwrap().version, newer.version);
+        assert_eq!(v.conversation(c.id).await?.version, newer.version);
         // The remote version superseded the local pending change.
-        assert!(v
-            .replica()
-            .pending_changes(10)
-            .await
-            .unwrap()
+        assert!(v.replica().pending_changes(10)
+            .await?
             .iter()
             .all(|e| e.change.entity_id != c.id.into()));
         // Replay: nothing changes.
-        let r = v
-            .replica()
-            .apply_changes(vec![newer.clone()])
-            .await
-            .unwrap();
+        let r = v.replica().apply_changes(vec![newer.clone()]).await?;
         assert_eq!((r.applied, r.superseded), (0, 1));
 
         // A remote delete newer than the record wins...
         let tomb = Change::delete(
             OpId::new(),
-            &Tombstone::conversation(c.id, at(T0.0 + 60, 0), Timestamp(T0.0 + 60)),
+            &Tombstone::conversation(c.id, at(T0.0 + 60, 0)?, Timestamp(T0.0 + 60)),
         );
-        assert_eq!(
-            v.replica().apply_changes(vec![tomb]).await.unwrap().applied,
-            1
-        );
+        assert_eq!(v.replica().apply_changes(vec![tomb]).await?.applied, 1);
         assert!(is_not_found(v.conversation(c.id).await));
         // ...and a stale update cannot resurrect it.
-        let stale = upsert(at(T0.0 + 55, 0), &local_body);
-        assert_eq!(
-            v.replica()
-                .apply_changes(vec![stale])
-                .await
-                .unwrap()
-                .superseded,
-            1
-        );
+        let stale = upsert(at(T0.0 + 55, 0)?, &local_body);
+        assert_eq!(v.replica().apply_changes(vec![stale]).await?.superseded, 1);
         assert!(is_not_found(v.conversation(c.id).await));
         // A message written before its conversation was deleted stays out.
         let orphan = Change::upsert_message(
@@ -707,40 +691,31 @@ pub mod cases {
                 conversation_id: c.id,
                 created_at: T0,
                 updated_at: T0,
-                version: at(T0.0 + 10, 0),
+                version: at(T0.0 + 10, 0)?,
                 body: Body(b"{}".to_vec()),
             },
         );
-        assert_eq!(
-            v.replica()
-                .apply_changes(vec![orphan])
-                .await
-                .unwrap()
-                .superseded,
-            1
-        );
+        assert_eq!(v.replica().apply_changes(vec![orphan]).await?.superseded, 1);
 
         // Bad changes are rejected alone, the good one in the batch applies.
         let fresh = v
             .create_conversation(NewConversation::titled("fresh"))
-            .await
-            .unwrap();
+            .await?;
         let fresh_body = v
             .store()
             .conversation(fresh.id)
-            .await
-            .unwrap()
-            .unwrap()
+            .await?
+            .ok_or("the conversation is missing")?
             .record
             .body;
         let mut no_conversation = Change::delete(
             OpId::new(),
-            &Tombstone::message(MessageId::new(), fresh.id, at(T0.0 + 200, 0), T0),
+            &Tombstone::message(MessageId::new(), fresh.id, at(T0.0 + 200, 0)?, T0),
         );
         no_conversation.conversation_id = None;
         let future = Change::delete(
             OpId::new(),
-            &Tombstone::conversation(ConversationId::new(), at(T0.0 + 48 * 3_600_000, 0), T0),
+            &Tombstone::conversation(ConversationId::new(), at(T0.0 + 48 * 3_600_000, 0)?, T0),
         );
         let good = Change::upsert_conversation(
             OpId::new(),
@@ -749,51 +724,50 @@ pub mod cases {
                 user_id: UserId::local(),
                 created_at: fresh.created_at,
                 updated_at: fresh.updated_at,
-                version: at(T0.0 + 300, 0),
+                version: at(T0.0 + 300, 0)?,
                 body: fresh_body,
             },
         );
         let (bad1, bad2) = (no_conversation.op_id, future.op_id);
-        let r = v
-            .replica()
-            .apply_changes(vec![no_conversation, future, good])
-            .await
-            .unwrap();
+        let r = v.replica().apply_changes(vec![no_conversation, future, good])
+            .await?;
         assert_eq!(r.applied, 1);
         let rejected: Vec<_> = r.rejected.iter().map(|(op, _)| *op).collect();
         assert_eq!(rejected, vec![bad1, bad2]);
         assert!(r.rejected[1].1.contains("clock skew"), "{:?}", r.rejected);
+        Ok(())
     }
 
     /// A bulk write streamed from a source is one atomic write: if the
     /// source fails part-way (a truncated import file), nothing of it stays.
-    pub async fn bulk_write_is_all_or_nothing(b: &impl TestBackend, mode: Mode) {
-        let (v, _) = open(b, mode).await;
+    async fn bulk_write_is_all_or_nothing(b, mode) {
+        let (v, _) = open(b, mode).await?;
         let c = v
             .create_conversation(NewConversation::titled("existing"))
-            .await
-            .unwrap();
+            .await?;
         let store = v.store().clone();
-        let before = v.stats().await.unwrap();
-        let record = |i: i64| MessageRecord {
+        let before = v.stats().await?;
+        let record = |i: i64| -> TestResult<MessageRecord> {
+            Ok(MessageRecord {
             id: MessageId::new(),
             conversation_id: c.id,
             created_at: Timestamp(T0.0 + i),
             updated_at: Timestamp(T0.0 + i),
-            version: Hlc::new((T0.0 + i) as u64, 0, DeviceId(7)).unwrap(),
+            version: Hlc::new((T0.0 + i) as u64, 0, DeviceId(7))?,
             body: Body(b"{}".to_vec()),
+            })
         };
-        let batch = |from: i64| {
+        let batch = |from: i64| -> TestResult<WriteBatch> {
             let mut b = WriteBatch::new();
             for i in from..from + 100 {
-                b.push(WriteOp::Merge(Incoming::Message(record(i))));
+                b.push(WriteOp::Merge(Incoming::Message(record(i)?)));
             }
             Ok(b)
         };
         let failing: BatchSource = Box::new(
             vec![
-                batch(0),
-                batch(100),
+                Ok(batch(0)?),
+                Ok(batch(100)?),
                 Err(StoreError::Decode("truncated input".into())),
             ]
             .into_iter(),
@@ -801,38 +775,38 @@ pub mod cases {
         let err = store.write_all(failing).await.unwrap_err();
         assert!(matches!(err, StoreError::Decode(_)));
         assert_eq!(
-            v.stats().await.unwrap(),
+            v.stats().await?,
             before,
             "nothing of the failed bulk write stays"
         );
 
-        let ok: BatchSource = Box::new(vec![batch(0), batch(100)].into_iter());
-        let outcome = store.write_all(ok).await.unwrap();
+        let ok: BatchSource = Box::new(vec![Ok(batch(0)?), Ok(batch(100)?)].into_iter());
+        let outcome = store.write_all(ok).await?;
         assert_eq!(outcome.merged, 200);
-        assert_eq!(v.stats().await.unwrap().messages, 200);
+        assert_eq!(v.stats().await?.messages, 200);
+        Ok(())
     }
 
     /// Wiping local data keeps the vault usable.
-    pub async fn clear_local_keeps_vault_usable(b: &impl TestBackend, mode: Mode) {
-        let (v, _) = open(b, mode).await;
+    async fn clear_local_keeps_vault_usable(b, mode) {
+        let (v, _) = open(b, mode).await?;
         let c = v
             .create_conversation(NewConversation::titled("gone"))
-            .await
-            .unwrap();
+            .await?;
         v.add_message(c.id, NewMessage::new(Role::User, "bye"))
-            .await
-            .unwrap();
+            .await?;
         let device = v.device_id();
-        v.clear_local().await.unwrap();
-        let s = v.stats().await.unwrap();
+        v.clear_local().await?;
+        let s = v.stats().await?;
         assert_eq!((s.conversations, s.messages, s.pending_changes), (0, 0, 0));
         assert!(is_not_found(v.conversation(c.id).await));
         v.create_conversation(NewConversation::titled("new"))
-            .await
-            .unwrap();
+            .await?;
         drop(v);
-        let (v, _) = open(b, mode).await;
+        let (v, _) = open(b, mode).await?;
         assert_eq!(v.device_id(), device);
+        Ok(())
+    }
     }
 }
 
@@ -856,35 +830,7 @@ macro_rules! vault_conformance_tests {
 #[macro_export]
 macro_rules! __vault_conformance_cases {
     ($backend:path, $mode:expr) => {
-        $crate::__vault_conformance_cases!(@each $backend, $mode, [
-            crud_round_trip,
-            unknown_ids_are_not_found,
-            messages_need_their_conversation,
-            conversations_ordered_and_paged,
-            conversations_by_activity_range,
-            latest_messages_paged,
-            deleting_conversation_deletes_messages,
-            outbox_records_and_coalesces,
-            full_storage_fails_atomically,
-            reopen_returns_everything,
-            unicode_and_large_content,
-            counts_and_sizes,
-            remote_changes_merge_by_version,
-            bulk_write_is_all_or_nothing,
-            clear_local_keeps_vault_usable,
-            tombstones_list_in_pages,
-            export_import_reproduces_the_vault,
-            retention_deletes_as_synced_deletions,
-            footprint_and_compaction_keep_data
-        ]);
-    };
-    (@each $backend:path, $mode:expr, [$($case:ident),*]) => {
-        $(
-            #[tokio::test]
-            async fn $case() {
-                let backend = $backend().await;
-                $crate::testing::cases::$case(&backend, $mode).await;
-            }
-        )*
+        $crate::__vault_conformance_core!($backend, $mode);
+        $crate::__vault_conformance_lifecycle!($backend, $mode);
     };
 }

@@ -235,7 +235,7 @@ async fn an_interrupted_passphrase_change_leaves_the_old_one_working() {
     failing.fail_after(0);
     let err = v.change_passphrase(PASSPHRASE, "next").await.unwrap_err();
     assert!(
-        matches!(err, VaultError::Store(StoreError::Full(_))),
+        matches!(err, VaultError::Store(StoreError::Full { .. })),
         "{err:?}"
     );
     drop(v);

@@ -59,7 +59,7 @@ async fn the_builder_opens_an_encrypted_sqlite_vault_with_its_options() {
         assert!(written < 1_000, "quota never enforced");
     };
     assert!(
-        matches!(err, VaultError::Store(StoreError::Full(_))),
+        matches!(err, VaultError::Store(StoreError::Full { .. })),
         "{err:?}"
     );
     drop(v);

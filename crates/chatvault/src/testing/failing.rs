@@ -45,7 +45,7 @@ impl<S> FailingStore<S> {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         match allowed {
             Ok(_) => Ok(()),
-            Err(_) => Err(StoreError::Full("injected failure".into())),
+            Err(_) => Err(StoreError::full("injected failure")),
         }
     }
 }

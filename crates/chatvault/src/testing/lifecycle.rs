@@ -3,7 +3,7 @@
 //! on every backend and in both vault modes. (Edge cases of the rules
 //! themselves are tested once, in `tests/lifecycle.rs` and in core.)
 
-use super::{open, vault_on, Mode, TestBackend, T0};
+use super::{open, vault_on, Mode, TestBackend, TestResult, T0};
 use crate::{
     ExportOptions, ImportOptions, ListMessages, ManualClock, Metadata, NewConversation, NewMessage,
     RetentionMode, RetentionPolicy, Role, Vault,
@@ -16,7 +16,7 @@ const DAY: i64 = 86_400_000;
 
 /// Three conversations a day apart (the oldest pinned), with messages, one
 /// deleted message and one deleted conversation.
-async fn history(v: &Vault, clock: &ManualClock) {
+async fn history(v: &Vault, clock: &ManualClock) -> TestResult {
     for i in 0..4 {
         let mut metadata = Metadata::new();
         if i == 0 {
@@ -27,8 +27,7 @@ async fn history(v: &Vault, clock: &ManualClock) {
                 title: format!("day {i} ✈️"),
                 metadata,
             })
-            .await
-            .unwrap();
+            .await?;
         let added = v
             .add_messages(
                 c.id,
@@ -36,35 +35,33 @@ async fn history(v: &Vault, clock: &ManualClock) {
                     .map(|j| NewMessage::new(Role::ALL[j], format!("{i}.{j} 🙂")))
                     .collect(),
             )
-            .await
-            .unwrap();
-        v.delete_message(added[1].id).await.unwrap();
+            .await?;
+        v.delete_message(added[1].id).await?;
         if i == 3 {
-            v.delete_conversation(c.id).await.unwrap();
+            v.delete_conversation(c.id).await?;
         }
         clock.advance(DAY);
     }
+    Ok(())
 }
 
-async fn export(v: &Vault) -> Vec<u8> {
-    v.export(Vec::new(), ExportOptions::default())
-        .await
-        .expect("export")
-        .0
+async fn export(v: &Vault) -> TestResult<Vec<u8>> {
+    Ok(v.export(Vec::new(), ExportOptions::default()).await?.0)
 }
+
+vault_cases! {($) __vault_conformance_lifecycle;
 
 /// Tombstones list completely, in `(kind, id)` order, page by page.
-pub async fn tombstones_list_in_pages(b: &impl TestBackend, mode: Mode) {
-    let (v, clock) = open(b, mode).await;
-    history(&v, &clock).await;
+async fn tombstones_list_in_pages(b, mode) {
+    let (v, clock) = open(b, mode).await?;
+    history(&v, &clock).await?;
     let store = v.store();
     let mut seen = Vec::new();
     let mut after = None;
     loop {
         let page = store
             .tombstones(&TombstoneQuery { after, limit: 2 })
-            .await
-            .unwrap();
+            .await?;
         assert!(page.len() <= 2);
         let Some(last) = page.last() else { break };
         after = Some((last.kind, last.id));
@@ -83,63 +80,62 @@ pub async fn tombstones_list_in_pages(b: &impl TestBackend, mode: Mode) {
             .count(),
         3
     );
-    assert_eq!(v.stats().await.unwrap().tombstones, 4);
+    assert_eq!(v.stats().await?.tombstones, 4);
+    Ok(())
 }
 
 /// An export imported into fresh storage of the same backend reproduces
 /// the vault; importing it again changes nothing.
-pub async fn export_import_reproduces_the_vault(b: &impl TestBackend, mode: Mode) {
-    let (v, clock) = open(b, mode).await;
-    history(&v, &clock).await;
-    let file = export(&v).await;
+async fn export_import_reproduces_the_vault(b, mode) {
+    let (v, clock) = open(b, mode).await?;
+    history(&v, &clock).await?;
+    let file = export(&v).await?;
 
-    let target = vault_on(b.open_with_quota(1 << 30).await, mode, clock.clone()).await;
+    let target = vault_on(b.open_with_quota(1 << 30).await, mode, clock.clone()).await?;
     let report = target
         .import(file.clone(), ImportOptions::default())
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(report.imported, report.records.total());
     assert_eq!(
-        export(&target).await,
+        export(&target).await?,
         file,
         "the same records, byte for byte"
     );
-    let (a, b) = (v.stats().await.unwrap(), target.stats().await.unwrap());
+    let (a, b) = (v.stats().await?, target.stats().await?);
     assert_eq!(
         (a.conversations, a.messages, a.tombstones),
         (b.conversations, b.messages, b.tombstones)
     );
-    let again = target.import(file, ImportOptions::default()).await.unwrap();
+    let again = target.import(file, ImportOptions::default()).await?;
     assert_eq!((again.imported, again.skipped), (0, again.records.total()));
+    Ok(())
 }
 
 /// Retention deletes conversations with their messages in one write,
 /// leaves synced deletions, keeps pinned ones, and a dry run changes
 /// nothing.
-pub async fn retention_deletes_as_synced_deletions(b: &impl TestBackend, mode: Mode) {
-    let (v, clock) = open(b, mode).await;
-    history(&v, &clock).await;
+async fn retention_deletes_as_synced_deletions(b, mode) {
+    let (v, clock) = open(b, mode).await?;
+    history(&v, &clock).await?;
     let policy = RetentionPolicy {
         max_age_days: Some(0),
         ..Default::default()
     };
-    let before = (export(&v).await, v.stats().await.unwrap());
+    let before = (export(&v).await?, v.stats().await?);
     let dry = v
         .run_retention(&policy, RetentionMode::DryRun)
-        .await
-        .unwrap();
-    assert_eq!((export(&v).await, v.stats().await.unwrap()), before);
+        .await?;
+    assert_eq!((export(&v).await?, v.stats().await?), before);
     assert_eq!(dry.plan.delete.len(), 2);
     assert_eq!(dry.plan.kept.len(), 1, "the pinned one");
 
     let done = v
         .run_retention(&policy, RetentionMode::Apply)
-        .await
-        .unwrap();
+        .await?;
     assert_eq!(done.plan, dry.plan);
-    let stats = v.stats().await.unwrap();
+    let stats = v.stats().await?;
     assert_eq!((stats.conversations, stats.messages), (1, 2));
-    let pending = v.replica().pending_changes(1000).await.unwrap();
+    let pending = v.replica().pending_changes(1000).await?;
     for d in &done.plan.delete {
         assert!(v.messages(d.id, ListMessages::default()).await.is_err());
         assert!(pending
@@ -149,20 +145,24 @@ pub async fn retention_deletes_as_synced_deletions(b: &impl TestBackend, mode: M
             .iter()
             .all(|e| e.change.conversation_id != Some(d.id)));
     }
+    Ok(())
 }
 
 /// The backend reports its footprint (or nothing), and compaction keeps
 /// every record.
-pub async fn footprint_and_compaction_keep_data(b: &impl TestBackend, mode: Mode) {
-    let (v, clock) = open(b, mode).await;
-    history(&v, &clock).await;
-    let before = export(&v).await;
-    if let Some(f) = v.storage().await.unwrap() {
+async fn footprint_and_compaction_keep_data(b, mode) {
+    let (v, clock) = open(b, mode).await?;
+    history(&v, &clock).await?;
+    let before = export(&v).await?;
+    if let Some(f) = v.storage().await? {
         assert!(f.used_bytes > 0);
         assert!(f.reclaimable_bytes <= f.used_bytes);
     }
-    v.compact().await.unwrap();
-    assert_eq!(export(&v).await, before);
-    let v = vault_on(b.open().await, mode, Arc::new(ManualClock::new(T0))).await;
-    assert_eq!(v.stats().await.unwrap().conversations, 3);
+    v.compact().await?;
+    assert_eq!(export(&v).await?, before);
+    let v = vault_on(b.open().await, mode, Arc::new(ManualClock::new(T0))).await?;
+    assert_eq!(v.stats().await?.conversations, 3);
+    Ok(())
+}
+
 }
