@@ -1,35 +1,69 @@
-//! Project automation: `cargo xtask <task>`.
+//! Project automation: `cargo xtask <task>` (`cargo xtask --help` lists
+//! the tasks).
 //!
-//! - `cargo xtask test` — the whole suite, exactly what CI runs: installs
-//!   what is missing (wasm target, cargo-nextest), makes sure PostgreSQL is
-//!   up, then runs `cargo fmt --check`, clippy with `-D warnings`, the
-//!   wasm32 build of the pure crates, every test with cargo-nextest, and the
-//!   doc tests. Installs are skipped when already present, so repeated runs
-//!   are fast.
-//! - `cargo xtask demo` — runs the sync server on embedded SQLite and
+//! - `test` — the whole suite, exactly what CI runs: installs what is
+//!   missing (wasm target, cargo-nextest), makes sure PostgreSQL is up, then
+//!   runs `cargo fmt --check`, clippy with `-D warnings`, the wasm32 builds,
+//!   every test with cargo-nextest, and the doc tests. Installs are skipped
+//!   when already present, so repeated runs are fast.
+//! - `demo` — runs the sync server on embedded SQLite with the web demo and
 //!   prints the URL to open.
+//! - `bench` — runs the criterion benchmarks and prints each measurement
+//!   next to its baseline; `--quick` only proves they build and run.
 //!
 //! Only this binary may use `anyhow` and print freely: it is a tool, not
-//! a library.
+//! a library. It never decides whether a benchmark is fast enough: numbers
+//! are reported, never gated on.
 
 use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// chatvault's project automation.
+#[derive(Parser)]
+#[command(bin_name = "cargo xtask", arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing, then fmt, clippy, wasm32 builds, all tests and doc tests (what CI runs).
+    Test,
+    /// Run the sync server with the web demo on embedded SQLite and print the URL to open.
+    Demo {
+        /// Extra arguments passed on to chatvault-server, e.g. `--listen 127.0.0.1:9000`.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "SERVER_ARGS"
+        )]
+        server_args: Vec<String>,
+    },
+    /// Run the criterion benchmarks and print each measurement's ratio to its baseline.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Smoke run for CI: every benchmark, dev profile, brief measurements.
+    ///
+    /// Proves each benchmark (crypto too) still compiles and runs, in a
+    /// fraction of a full run; its numbers are not for BENCHMARKS.md.
+    #[arg(long)]
+    quick: bool,
+}
+
 fn main() -> Result<()> {
-    let task = std::env::args().nth(1).unwrap_or_default();
-    match task.as_str() {
-        "test" => test(),
-        "demo" => demo(),
-        "bench" => bench(),
-        _ => {
-            eprintln!("usage: cargo xtask <test|demo>");
-            eprintln!("  test  install what is missing, then fmt, clippy, wasm build, all tests");
-            eprintln!("  demo  run the sync server + web demo on embedded SQLite");
-            eprintln!("  bench run the criterion benchmarks and print their ratios to baseline");
-            std::process::exit(2);
-        }
+    // Unknown tasks and bad options exit 2 with the usage (clap's rule).
+    match Cli::parse().task {
+        Task::Test => test(),
+        Task::Demo { server_args } => demo(&server_args),
+        Task::Bench(args) => bench(&args),
     }
 }
 
@@ -194,29 +228,62 @@ const RATIOS: &[(&str, &str, &str)] = &[
     ("pull_500_1KiB", "http", "raw_rusqlite"),
 ];
 
-/// Runs the benchmarks, then prints each measurement next to its baseline
-/// from the same run as a Markdown table (for BENCHMARKS.md).
-fn bench() -> Result<()> {
-    run(
-        "criterion benchmarks: vault",
-        cargo().args([
-            "bench",
+/// One criterion benchmark target: a description and the `cargo bench`
+/// arguments selecting it.
+struct BenchTarget {
+    what: &'static str,
+    args: &'static [&'static str],
+    /// Part of the full run; the others only run with `--quick`, which is
+    /// there to keep every benchmark compiling.
+    in_full_run: bool,
+}
+
+const BENCH_TARGETS: &[BenchTarget] = &[
+    BenchTarget {
+        what: "vault",
+        args: &[
             "-p",
             "chatvault",
             "--features",
             "testing",
             "--bench",
             "write",
-        ]),
-    )?;
-    run(
-        "criterion benchmarks: sync server",
-        cargo().args(["bench", "-p", "chatvault-server", "--bench", "sync"]),
-    )?;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("target")
-        .join("criterion");
+        ],
+        in_full_run: true,
+    },
+    BenchTarget {
+        what: "sync server",
+        args: &["-p", "chatvault-server", "--bench", "sync"],
+        in_full_run: true,
+    },
+    BenchTarget {
+        what: "crypto",
+        args: &["-p", "chatvault-crypto", "--bench", "crypto"],
+        in_full_run: false,
+    },
+];
+
+/// Runs the benchmarks, then prints each measurement next to its baseline
+/// from the same run as a Markdown table (for BENCHMARKS.md).
+fn bench(options: &BenchArgs) -> Result<()> {
+    for target in BENCH_TARGETS {
+        let mut cmd = cargo();
+        cmd.arg("bench");
+        if options.quick {
+            // The dev profile reuses what the test build compiled (its
+            // dependencies are optimized anyway, see the workspace
+            // manifest), instead of a release build of the whole graph.
+            cmd.args(["--profile", "dev"]);
+        } else if !target.in_full_run {
+            continue;
+        }
+        cmd.args(target.args);
+        if options.quick {
+            cmd.args(["--", "--warm-up-time", "0.1", "--measurement-time", "0.5"]);
+        }
+        run(&format!("criterion benchmarks: {}", target.what), &mut cmd)?;
+    }
+    let root = criterion_dir()?;
     let mean = |group: &str, function: &str| -> Result<f64> {
         let path = root
             .join(group)
@@ -230,6 +297,9 @@ fn bench() -> Result<()> {
             .as_f64()
             .context("estimate without a mean")
     };
+    if options.quick {
+        println!("quick run (dev profile, short measurements): not for BENCHMARKS.md");
+    }
     println!("| benchmark | measured | mean | baseline | mean | ratio |");
     println!("|---|---|---|---|---|---|");
     for (group, measured, baseline) in RATIOS {
@@ -244,6 +314,27 @@ fn bench() -> Result<()> {
     Ok(())
 }
 
+/// Where criterion writes its estimates, found the way criterion finds it:
+/// `CRITERION_HOME`, else `criterion/` in cargo's target directory (which
+/// `CARGO_TARGET_DIR` or a cargo config may move out of the workspace).
+fn criterion_dir() -> Result<PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Ok(PathBuf::from(home));
+    }
+    let output = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("cannot start cargo metadata")?;
+    if !output.status.success() {
+        bail!("cargo metadata failed ({})", output.status);
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let target = metadata["target_directory"]
+        .as_str()
+        .context("cargo metadata without a target_directory")?;
+    Ok(PathBuf::from(target).join("criterion"))
+}
+
 fn human(ns: f64) -> String {
     if ns >= 1e6 {
         format!("{:.2} ms", ns / 1e6)
@@ -254,7 +345,7 @@ fn human(ns: f64) -> String {
 
 /// Runs the sync server on embedded SQLite (under `target/demo/`) with the
 /// web demo at `/`; the server prints the URL to open.
-fn demo() -> Result<()> {
+fn demo(server_args: &[String]) -> Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask is not inside the workspace")?
@@ -276,11 +367,42 @@ fn demo() -> Result<()> {
         // Plain HTTP on localhost: a Secure cookie would never be sent back.
         "--insecure-cookies".into(),
     ];
-    args.extend(std::env::args().skip(2));
+    args.extend(server_args.iter().cloned());
     eprintln!("==> building and starting the sync server (first build takes a few minutes)");
     let status = cargo().args(&args).status()?;
     if !status.success() {
         bail!("server exited with {status}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    #[test]
+    fn demo_passes_server_flags_through() {
+        let cli = Cli::try_parse_from(["xtask", "demo", "--listen", "127.0.0.1:0"]);
+        match cli.map(|c| c.task) {
+            Ok(Task::Demo { server_args }) => {
+                assert_eq!(server_args, ["--listen", "127.0.0.1:0"]);
+            }
+            _ => panic!("demo with server flags did not parse"),
+        }
+    }
+
+    #[test]
+    fn unknown_task_is_a_usage_error() {
+        let err = Cli::try_parse_from(["xtask", "frob"]).err();
+        assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::InvalidSubcommand));
+    }
+
+    #[test]
+    fn bench_quick_parses() {
+        match Cli::try_parse_from(["xtask", "bench", "--quick"]).map(|c| c.task) {
+            Ok(Task::Bench(args)) => assert!(args.quick),
+            _ => panic!("bench --quick did not parse"),
+        }
+    }
 }

@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use std::io::IsTerminal;
+use zeroize::Zeroize as _;
 
 /// A passphrase, wiped from memory when dropped.
 pub struct Passphrase(String);
@@ -18,13 +19,9 @@ impl Passphrase {
 
 impl Drop for Passphrase {
     fn drop(&mut self) {
-        // Overwrite before the allocation is freed.
-        // SAFETY-free: writing zero bytes keeps the String valid UTF-8.
-        let bytes = unsafe { self.0.as_mut_vec() };
-        for b in bytes.iter_mut() {
-            // Volatile so the wipe is not optimized away.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
+        // Overwrite before the allocation is freed; zeroize's writes are
+        // volatile, so the wipe is not optimized away.
+        self.0.zeroize();
     }
 }
 

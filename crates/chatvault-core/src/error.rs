@@ -66,9 +66,9 @@ pub enum CoreError {
     /// deleted).
     #[error("export file holds {kind} {id} more than once")]
     ExportDuplicate {
-        /// Kind of the record.
+        /// Whether the duplicate is a conversation or a message.
         kind: crate::EntityKind,
-        /// Its id.
+        /// The id found more than once.
         id: crate::RecordId,
     },
     /// A field that must not be empty, or is out of range.

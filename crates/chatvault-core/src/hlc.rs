@@ -52,7 +52,7 @@ impl Hlc {
         self.wall_ms
     }
 
-    /// The logical counter.
+    /// Orders stamps issued within one wall-clock millisecond.
     pub fn counter(&self) -> u32 {
         self.counter
     }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub struct Body(pub Vec<u8>);
 
 impl Body {
-    /// The bytes.
+    /// The content as stored: JSON, or ciphertext in an encrypted vault.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -62,9 +62,9 @@ pub struct DeadLetter {
     /// The refused change's op id (pass to
     /// [`retry_dead_letter`](crate::SyncClient::retry_dead_letter)).
     pub op_id: OpId,
-    /// Kind of the record.
+    /// Whether a conversation or a message was refused.
     pub kind: EntityKind,
-    /// The record.
+    /// Which record the refused change was for.
     pub entity_id: RecordId,
     /// For messages, their conversation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,7 +73,7 @@ pub struct DeadLetter {
     pub version: Hlc,
     /// Whether the refused change was a deletion.
     pub delete: bool,
-    /// Why.
+    /// Why the server refused it, as a stable code.
     pub reason: RejectReason,
     /// The server's explanation.
     pub message: String,

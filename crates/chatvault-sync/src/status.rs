@@ -86,8 +86,8 @@ pub struct PullReport {
 /// What [`SyncClient::sync_once`](crate::SyncClient::sync_once) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
-    /// The push.
+    /// The outbox sent and what the server answered, pushed first.
     pub push: PushReport,
-    /// The pull.
+    /// The server's changes applied after the push.
     pub pull: PullReport,
 }

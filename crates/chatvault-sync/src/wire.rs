@@ -44,7 +44,8 @@ pub(crate) struct LoginRequest<'a> {
     pub client: &'static str,
 }
 
-/// A new session.
+/// `POST /v1/auth/login`'s answer: the bearer token (native clients) and the
+/// account's user id.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct LoginResponse {
