@@ -13,7 +13,8 @@
 //! - [`model`] — [`Conversation`], [`Message`], [`Role`] as apps see them.
 //! - [`record`] — what stores and the server keep: clear header + opaque body.
 //! - [`change`] — [`Change`], the unit of the outbox and of sync.
-//! - [`merge`] — the last-writer-wins rule as a pure function.
+//! - [`merge`] — the last-writer-wins rule with tombstone cover
+//!   ([`resolve_incoming`]), as pure functions.
 //! - [`page`] — cursors and pages for listing.
 //! - [`lifecycle`] — retention planning, the export format and import
 //!   validation, app-export conversion.
@@ -34,7 +35,9 @@ pub use change::{Change, ChangeOp, DeletePayload, EntityKind, Incoming, UpsertPa
 pub use error::CoreError;
 pub use hlc::{Hlc, HlcClock, MAX_CLOCK_DRIFT_MS};
 pub use ids::{ConversationId, DeviceId, MessageId, OpId, RecordId, UserId};
-pub use merge::{covered_by_conversation_tombstone, merge, resolve, Resolution, VersionedState};
+pub use merge::{
+    covered_by_conversation_tombstone, merge, resolve, resolve_incoming, Resolution, VersionedState,
+};
 pub use model::{Conversation, Message, Metadata, Role};
 pub use page::{ConversationCursor, MessageCursor, Page};
 pub use record::{Body, ConversationRecord, MessageRecord, Tombstone};

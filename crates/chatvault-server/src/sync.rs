@@ -1,15 +1,15 @@
 //! The server's sync rules as pure functions, shared by every store: which
 //! pushed changes are admissible at all (shape, clock skew), and whether an
-//! admissible change replaces what the server holds (last-writer-wins via
-//! `chatvault_core::resolve`, plus conversation tombstones covering their
-//! messages).
+//! admissible change replaces what the server holds (core's
+//! `resolve_incoming`: last-writer-wins plus conversation tombstones
+//! covering their messages).
 //!
 //! Must never touch a store or read a clock; the stores call [`decide`]
 //! inside their transactions and the HTTP layer calls [`admit`] before.
 
 use chatvault_core::{
-    covered_by_conversation_tombstone, resolve, Change, ChangeOp, EntityKind, Hlc, Resolution,
-    Timestamp, VersionedState, MAX_CLOCK_DRIFT_MS,
+    resolve_incoming, Change, ChangeOp, EntityKind, Hlc, Resolution, Timestamp, VersionedState,
+    MAX_CLOCK_DRIFT_MS,
 };
 
 /// Why a pushed change was refused outright.
@@ -100,20 +100,19 @@ pub fn state_of(change: &Change) -> VersionedState<'_> {
 /// record (`current`) and, for a message, the version of its
 /// conversation's tombstone if that conversation is deleted.
 ///
-/// A conversation tombstone covers every message older than it (ties go to
-/// the deletion, as in core's merge rule), so a late message write cannot
-/// resurrect a deleted conversation's content.
+/// This is core's [`resolve_incoming`], the rule client stores apply too;
+/// on the server a conversation tombstone covers every message change
+/// older than it, deletions included.
 pub fn decide(
     change: &Change,
     current: Option<VersionedState<'_>>,
     conversation_tombstone: Option<Hlc>,
 ) -> Verdict {
-    if change.kind == EntityKind::Message
-        && covered_by_conversation_tombstone(change.version, conversation_tombstone)
-    {
-        return Verdict::Supersede;
-    }
-    match resolve(current, state_of(change)) {
+    let covering = match change.kind {
+        EntityKind::Message => conversation_tombstone,
+        EntityKind::Conversation => None,
+    };
+    match resolve_incoming(current, state_of(change), covering) {
         Resolution::TakeRemote => Verdict::Apply,
         Resolution::KeepLocal => Verdict::Supersede,
     }
