@@ -31,6 +31,8 @@
 //! - `types` — validated domain values ([`Username`], [`Cursor`], ...).
 //! - `auth` — credential rules: hashing, tokens, sessions, backoff.
 //! - `sync` — the pure sync rules: admitting and deciding changes (LWW).
+//! - `push_plan` — the pure push planner: what a batch writes, given what
+//!   the store read; both backends only read and write around it.
 //! - `hub` — per-process fan-out of pokes to WebSockets.
 //! - [`store`] — the [`ServerStore`](store::ServerStore) trait, SQLite and
 //!   PostgreSQL backends.
@@ -44,6 +46,7 @@ mod clock;
 mod config;
 mod http;
 mod hub;
+mod push_plan;
 mod server;
 pub mod store;
 mod sync;

@@ -28,6 +28,7 @@ pub use sqlite::SqliteStore;
 
 use crate::auth::ThrottleState;
 use crate::config::DatabaseUrl;
+use crate::push_plan::{RecordKey, StoredVersion};
 use crate::types::{
     AccountId, ClientKind, KdfParams, KeyEnvelope, Salt, Seq, SessionHash, SnapshotKey, Username,
 };
@@ -292,10 +293,11 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Deletes a session.
     async fn revoke_session(&self, hash: &SessionHash) -> StoreResult<()>;
 
-    /// Applies admitted changes in one transaction: op ids already seen get
-    /// their remembered outcome, the rest are decided by
-    /// `crate::sync::decide`; each applied change takes the next sequence
-    /// number. Commits are announced to every process sharing the database.
+    /// Applies admitted changes in one transaction, as `crate::push_plan`
+    /// plans them: op ids already seen get their remembered outcome, the
+    /// rest are decided by `crate::sync::decide`; each applied change takes
+    /// the next sequence number. Commits are announced to every process
+    /// sharing the database.
     async fn push(
         &self,
         account: AccountId,
@@ -440,9 +442,63 @@ impl RecordRow {
     }
 }
 
-/// Parses stored version text.
-pub(crate) fn parse_version(text: &str) -> StoreResult<Hlc> {
-    text.parse().map_err(|e| corrupt("version", e))
+/// Column list matching [`VersionRow`]'s field order: what the push
+/// planner needs of a stored record.
+pub(crate) const VERSION_COLUMNS: &str = "kind, entity_id, conversation_id, version, deleted, body";
+
+/// The `ON CONFLICT` tail of the record upsert, the same in both SQL
+/// dialects: a record row always holds its latest applied change.
+pub(crate) const RECORD_UPSERT_CONFLICT: &str =
+    "ON CONFLICT (user_id, kind, entity_id) DO UPDATE SET \
+     conversation_id = excluded.conversation_id, op_id = excluded.op_id, \
+     version = excluded.version, deleted = excluded.deleted, \
+     created_at = excluded.created_at, updated_at = excluded.updated_at, \
+     owner = excluded.owner, body = excluded.body, \
+     deleted_at = excluded.deleted_at, seq = excluded.seq, \
+     stored_at = excluded.stored_at";
+
+/// A stored record's version, in database-neutral column types.
+pub(crate) struct VersionRow {
+    pub kind: String,
+    pub entity_id: String,
+    pub conversation_id: Option<String>,
+    pub version: String,
+    pub deleted: bool,
+    pub body: Option<Vec<u8>>,
+}
+
+impl VersionRow {
+    /// The planner's view of this row.
+    pub(crate) fn into_stored(self) -> StoreResult<(RecordKey, StoredVersion)> {
+        let key = RecordKey {
+            kind: self.kind.parse().map_err(|e| corrupt("kind", e))?,
+            id: self
+                .entity_id
+                .parse()
+                .map_err(|e| corrupt("entity_id", e))?,
+        };
+        let stored = StoredVersion {
+            version: self.version.parse().map_err(|e| corrupt("version", e))?,
+            deleted: self.deleted,
+            conversation_id: self
+                .conversation_id
+                .map(|c| c.parse())
+                .transpose()
+                .map_err(|e| corrupt("conversation_id", e))?,
+            body: self.body.unwrap_or_default(),
+        };
+        Ok((key, stored))
+    }
+}
+
+/// A remembered push outcome read back from `op_results`.
+pub(crate) fn seen_outcome(
+    op_id: &str,
+    status: &str,
+    seq: Option<i64>,
+) -> StoreResult<(OpId, Outcome)> {
+    let op_id = op_id.parse().map_err(|e| corrupt("op_id", e))?;
+    Ok((op_id, outcome_from_db(status, seq)?))
 }
 
 /// An account as stored, in database-neutral column types.
@@ -492,7 +548,7 @@ pub(crate) fn outcome_to_db(o: Outcome) -> (&'static str, Option<i64>) {
 }
 
 /// Push outcome read back from `op_results`.
-pub(crate) fn outcome_from_db(status: &str, seq: Option<i64>) -> StoreResult<Outcome> {
+fn outcome_from_db(status: &str, seq: Option<i64>) -> StoreResult<Outcome> {
     match (status, seq) {
         ("applied", Some(seq)) => Ok(Outcome::Applied(Seq::from_db(seq))),
         ("superseded", _) => Ok(Outcome::Superseded),

@@ -16,20 +16,23 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatvault_core::{Change, EntityKind, Timestamp, VersionedState};
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use chatvault_core::{Change, EntityKind, Timestamp};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction,
+};
+use futures::future::try_join_all;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Row};
 
 use super::{
-    needs_resync, outcome_from_db, outcome_to_db, parse_version, Account, AccountRow, KeysUpdate,
-    NewAccount, NewSession, Outcome, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome,
-    RecordRow, ServerStore, SessionInfo, SnapshotPage, StoreError, StoreResult, ACCOUNT_COLUMNS,
-    RECORD_COLUMNS,
+    needs_resync, outcome_to_db, seen_outcome, Account, AccountRow, KeysUpdate, NewAccount,
+    NewSession, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore,
+    SessionInfo, SnapshotPage, StoreError, StoreResult, VersionRow, ACCOUNT_COLUMNS,
+    RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
 use crate::auth::{random_bytes, ThrottleState};
-use crate::sync::{decide, Verdict};
+use crate::push_plan::{plan, PushPlan, PushReads, PushState};
 use crate::types::{AccountId, Cursor, Seq, SessionHash, SnapshotKey, Username};
 
 /// The NOTIFY channel pokes travel on.
@@ -317,6 +320,152 @@ async fn forward_pokes(config: tokio_postgres::Config, mut listener: Listener, s
     }
 }
 
+/// Everything the planner needs for a batch, in two queries.
+async fn read_push_state(
+    tx: &Transaction<'_>,
+    account: &str,
+    reads: &PushReads,
+    head: Seq,
+) -> StoreResult<PushState> {
+    let op_ids: Vec<String> = reads.op_ids.iter().map(ToString::to_string).collect();
+    let seen_stmt = tx
+        .prepare_cached(
+            "SELECT op_id, status, seq FROM op_results WHERE user_id = $1 AND op_id = ANY($2)",
+        )
+        .await?;
+    let seen = tx
+        .query(&seen_stmt, &[&account, &op_ids])
+        .await?
+        .iter()
+        .map(|r| {
+            let op_id: String = r.try_get(0)?;
+            let status: String = r.try_get(1)?;
+            seen_outcome(&op_id, &status, r.try_get(2)?)
+        })
+        .collect::<StoreResult<_>>()?;
+    let records_stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {VERSION_COLUMNS} FROM records WHERE user_id = $1 \
+             AND kind = 'conversation' AND entity_id = ANY($2) \
+             UNION ALL SELECT {VERSION_COLUMNS} FROM records WHERE user_id = $1 \
+             AND kind = 'message' AND entity_id = ANY($3)"
+        ))
+        .await?;
+    let records = tx
+        .query(
+            &records_stmt,
+            &[
+                &account,
+                &reads.ids_of(EntityKind::Conversation),
+                &reads.ids_of(EntityKind::Message),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            VersionRow {
+                kind: r.try_get(0)?,
+                entity_id: r.try_get(1)?,
+                conversation_id: r.try_get(2)?,
+                version: r.try_get(3)?,
+                deleted: r.try_get(4)?,
+                body: r.try_get(5)?,
+            }
+            .into_stored()
+        })
+        .collect::<StoreResult<_>>()?;
+    Ok(PushState {
+        head,
+        seen,
+        records,
+    })
+}
+
+/// Writes a planned batch, in the order [`PushPlan`] prescribes. The rows
+/// of a step go out pipelined on the one connection (tokio-postgres sends
+/// concurrent queries back to back), so a batch costs a few round trips,
+/// not one per change.
+async fn write_plan(
+    tx: &Transaction<'_>,
+    account: &str,
+    plan: &PushPlan<'_>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let now = now.as_millis();
+    let cover = tx
+        .prepare_cached(
+            "DELETE FROM records WHERE user_id = $1 AND kind = 'message' \
+             AND conversation_id = $2 AND version <= $3",
+        )
+        .await?;
+    try_join_all(plan.covered.iter().map(|(conversation, version)| {
+        let (conversation, version) = (conversation.to_string(), version.to_string());
+        let cover = &cover;
+        async move {
+            tx.execute(cover, &[&account, &conversation, &version])
+                .await
+        }
+    }))
+    .await?;
+    let upsert = tx
+        .prepare_cached(&format!(
+            "INSERT INTO records (user_id, kind, entity_id, conversation_id, op_id, version, \
+             deleted, created_at, updated_at, owner, body, deleted_at, seq, stored_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             {RECORD_UPSERT_CONFLICT}"
+        ))
+        .await?;
+    try_join_all(plan.writes.iter().map(|write| {
+        let row = RecordRow::from_change(write.change, write.seq);
+        let upsert = &upsert;
+        async move {
+            tx.execute(
+                upsert,
+                &[
+                    &account,
+                    &row.kind,
+                    &row.entity_id,
+                    &row.conversation_id,
+                    &row.op_id,
+                    &row.version,
+                    &row.deleted,
+                    &row.created_at,
+                    &row.updated_at,
+                    &row.owner,
+                    &row.body,
+                    &row.deleted_at,
+                    &row.seq,
+                    &now,
+                ],
+            )
+            .await
+        }
+    }))
+    .await?;
+    let remember = tx
+        .prepare_cached(
+            "INSERT INTO op_results (user_id, op_id, status, seq, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    try_join_all(plan.remember.iter().map(|(op_id, outcome)| {
+        let (status, seq) = outcome_to_db(*outcome);
+        let op_id = op_id.to_string();
+        let remember = &remember;
+        async move {
+            tx.execute(remember, &[&account, &op_id, &status, &seq, &now])
+                .await
+        }
+    }))
+    .await?;
+    tx.execute(
+        "UPDATE sync_heads SET head_seq = $2 WHERE user_id = $1",
+        &[&account, &plan.head.to_db()],
+    )
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl ServerStore for PostgresStore {
     async fn server_secret(&self) -> StoreResult<[u8; 32]> {
@@ -546,7 +695,6 @@ impl ServerStore for PostgresStore {
         now: Timestamp,
     ) -> StoreResult<PushOutcome> {
         let account = account_id.to_string();
-        let now_ms = now.as_millis();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
@@ -555,7 +703,7 @@ impl ServerStore for PostgresStore {
         )
         .await?;
         // The row lock serializes pushes of this account across processes.
-        let mut head = Seq::from_db(
+        let head = Seq::from_db(
             tx.query_one(
                 "SELECT head_seq FROM sync_heads WHERE user_id = $1 FOR UPDATE",
                 &[&account],
@@ -563,147 +711,22 @@ impl ServerStore for PostgresStore {
             .await?
             .try_get(0)?,
         );
-        let seen_stmt = tx
-            .prepare_cached("SELECT status, seq FROM op_results WHERE user_id = $1 AND op_id = $2")
-            .await?;
-        let current_stmt = tx
-            .prepare_cached(
-                "SELECT version, deleted, body FROM records \
-                 WHERE user_id = $1 AND kind = $2 AND entity_id = $3",
-            )
-            .await?;
-        let tombstone_stmt = tx
-            .prepare_cached(
-                "SELECT version FROM records WHERE user_id = $1 \
-                 AND kind = 'conversation' AND entity_id = $2 AND deleted",
-            )
-            .await?;
-        let upsert_stmt = tx
-            .prepare_cached(
-                "INSERT INTO records (user_id, kind, entity_id, conversation_id, op_id, \
-                 version, deleted, created_at, updated_at, owner, body, deleted_at, seq, \
-                 stored_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                 ON CONFLICT (user_id, kind, entity_id) DO UPDATE SET \
-                 conversation_id = excluded.conversation_id, op_id = excluded.op_id, \
-                 version = excluded.version, deleted = excluded.deleted, \
-                 created_at = excluded.created_at, updated_at = excluded.updated_at, \
-                 owner = excluded.owner, body = excluded.body, \
-                 deleted_at = excluded.deleted_at, seq = excluded.seq, \
-                 stored_at = excluded.stored_at",
-            )
-            .await?;
-        let remember_stmt = tx
-            .prepare_cached(
-                "INSERT INTO op_results (user_id, op_id, status, seq, recorded_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .await?;
-
-        let mut results = Vec::with_capacity(changes.len());
-        let mut applied_any = false;
-        for change in changes {
-            let op_id = change.op_id.to_string();
-            if let Some(row) = tx.query_opt(&seen_stmt, &[&account, &op_id]).await? {
-                let status: String = row.try_get(0)?;
-                results.push(outcome_from_db(&status, row.try_get(1)?)?);
-                continue;
-            }
-            let entity_id = change.entity_id.to_string();
-            let current = match tx
-                .query_opt(
-                    &current_stmt,
-                    &[&account, &change.kind.as_str(), &entity_id],
-                )
-                .await?
-            {
-                Some(row) => {
-                    let version: String = row.try_get(0)?;
-                    let body: Option<Vec<u8>> = row.try_get(2)?;
-                    Some((
-                        parse_version(&version)?,
-                        row.try_get::<_, bool>(1)?,
-                        body.unwrap_or_default(),
-                    ))
-                }
-                None => None,
-            };
-            let tombstone = match (change.kind, change.conversation_id) {
-                (EntityKind::Message, Some(conv)) => {
-                    match tx
-                        .query_opt(&tombstone_stmt, &[&account, &conv.to_string()])
-                        .await?
-                    {
-                        Some(row) => Some(parse_version(&row.try_get::<_, String>(0)?)?),
-                        None => None,
-                    }
-                }
-                _ => None,
-            };
-            let state = current
-                .as_ref()
-                .map(|(version, deleted, body)| VersionedState {
-                    version: *version,
-                    deleted: *deleted,
-                    body,
-                });
-            let outcome = match decide(change, state, tombstone) {
-                Verdict::Supersede => Outcome::Superseded,
-                Verdict::Apply => {
-                    head = Seq(head.0 + 1);
-                    applied_any = true;
-                    let row = RecordRow::from_change(change, head);
-                    tx.execute(
-                        &upsert_stmt,
-                        &[
-                            &account,
-                            &row.kind,
-                            &row.entity_id,
-                            &row.conversation_id,
-                            &row.op_id,
-                            &row.version,
-                            &row.deleted,
-                            &row.created_at,
-                            &row.updated_at,
-                            &row.owner,
-                            &row.body,
-                            &row.deleted_at,
-                            &row.seq,
-                            &now_ms,
-                        ],
-                    )
-                    .await?;
-                    if change.kind == EntityKind::Conversation && change.is_delete() {
-                        // The conversation tombstone covers these.
-                        tx.execute(
-                            "DELETE FROM records WHERE user_id = $1 AND kind = 'message' \
-                             AND conversation_id = $2 AND version <= $3",
-                            &[&account, &row.entity_id, &row.version],
-                        )
-                        .await?;
-                    }
-                    Outcome::Applied(head)
-                }
-            };
-            let (status, seq) = outcome_to_db(outcome);
-            tx.execute(&remember_stmt, &[&account, &op_id, &status, &seq, &now_ms])
-                .await?;
-            results.push(outcome);
-        }
-        tx.execute(
-            "UPDATE sync_heads SET head_seq = $2 WHERE user_id = $1",
-            &[&account, &head.to_db()],
-        )
-        .await?;
-        if applied_any {
+        let state = read_push_state(&tx, &account, &PushReads::of(changes), head).await?;
+        let plan = plan(changes, &state);
+        write_plan(&tx, &account, &plan, now).await?;
+        if plan.applied_any(head) {
             // Delivered to every listener when (and only if) this commits.
             tx.execute(
                 "SELECT pg_notify($1, $2)",
-                &[&POKE_CHANNEL, &poke_payload(account_id, head)],
+                &[&POKE_CHANNEL, &poke_payload(account_id, plan.head)],
             )
             .await?;
         }
         tx.commit().await?;
-        Ok(PushOutcome { results, head })
+        Ok(PushOutcome {
+            results: plan.outcomes,
+            head: plan.head,
+        })
     }
 
     async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> StoreResult<Pull> {

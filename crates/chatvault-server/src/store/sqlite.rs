@@ -13,17 +13,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatvault_core::{Change, EntityKind, Timestamp, VersionedState};
+use chatvault_core::{Change, EntityKind, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{
-    needs_resync, outcome_from_db, outcome_to_db, parse_version, Account, AccountRow, KeysUpdate,
-    NewAccount, NewSession, Outcome, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow,
-    ServerStore, SessionInfo, SnapshotPage, StoreError, StoreResult, ACCOUNT_COLUMNS,
-    RECORD_COLUMNS,
+    needs_resync, outcome_to_db, seen_outcome, Account, AccountRow, KeysUpdate, NewAccount,
+    NewSession, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore, SessionInfo,
+    SnapshotPage, StoreError, StoreResult, VersionRow, ACCOUNT_COLUMNS, RECORD_COLUMNS,
+    RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
 use crate::auth::{random_bytes, ThrottleState};
-use crate::sync::{decide, Verdict};
+use crate::push_plan::{plan, PushPlan, PushReads, PushState};
 use crate::types::{AccountId, Seq, SessionHash, SnapshotKey, Username};
 
 /// Schema migrations, in order; `schema_version` records which have run.
@@ -231,116 +231,143 @@ fn push_tx(
         "INSERT INTO sync_heads (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING",
         [account],
     )?;
-    let (mut head, _) = heads(&tx, account)?;
-    let mut results = Vec::with_capacity(changes.len());
-    for change in changes {
-        let op_id = change.op_id.to_string();
-        let seen: Option<(String, Option<i64>)> = tx
-            .query_row(
-                "SELECT status, seq FROM op_results WHERE user_id = ?1 AND op_id = ?2",
-                params![account, op_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((status, seq)) = seen {
-            results.push(outcome_from_db(&status, seq)?);
-            continue;
-        }
-        let entity_id = change.entity_id.to_string();
-        let current: Option<(String, bool, Option<Vec<u8>>)> = tx
-            .query_row(
-                "SELECT version, deleted, body FROM records \
-                 WHERE user_id = ?1 AND kind = ?2 AND entity_id = ?3",
-                params![account, change.kind.as_str(), entity_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let current = match current {
-            Some((v, deleted, body)) => {
-                Some((parse_version(&v)?, deleted, body.unwrap_or_default()))
-            }
-            None => None,
-        };
-        let tombstone = match (change.kind, change.conversation_id) {
-            (EntityKind::Message, Some(conv)) => tx
-                .query_row(
-                    "SELECT version FROM records WHERE user_id = ?1 \
-                     AND kind = 'conversation' AND entity_id = ?2 AND deleted = 1",
-                    params![account, conv.to_string()],
-                    |r| r.get::<_, String>(0),
-                )
-                .optional()?
-                .map(|v| parse_version(&v))
-                .transpose()?,
-            _ => None,
-        };
-        let state = current
-            .as_ref()
-            .map(|(version, deleted, body)| VersionedState {
-                version: *version,
-                deleted: *deleted,
-                body,
-            });
-        let outcome = match decide(change, state, tombstone) {
-            Verdict::Supersede => Outcome::Superseded,
-            Verdict::Apply => {
-                head = Seq(head.0 + 1);
-                let row = RecordRow::from_change(change, head);
-                tx.execute(
-                    "INSERT INTO records (user_id, kind, entity_id, conversation_id, op_id, \
-                     version, deleted, created_at, updated_at, owner, body, deleted_at, seq, \
-                     stored_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-                     ON CONFLICT (user_id, kind, entity_id) DO UPDATE SET \
-                     conversation_id = excluded.conversation_id, op_id = excluded.op_id, \
-                     version = excluded.version, deleted = excluded.deleted, \
-                     created_at = excluded.created_at, updated_at = excluded.updated_at, \
-                     owner = excluded.owner, body = excluded.body, \
-                     deleted_at = excluded.deleted_at, seq = excluded.seq, \
-                     stored_at = excluded.stored_at",
-                    params![
-                        account,
-                        row.kind,
-                        row.entity_id,
-                        row.conversation_id,
-                        row.op_id,
-                        row.version,
-                        row.deleted,
-                        row.created_at,
-                        row.updated_at,
-                        row.owner,
-                        row.body,
-                        row.deleted_at,
-                        row.seq,
-                        now.as_millis(),
-                    ],
-                )?;
-                if change.kind == EntityKind::Conversation && change.is_delete() {
-                    // The conversation tombstone covers these (ties go to the
-                    // deletion, as in `sync::decide`); keeping them
-                    // would only hand deleted content to the next snapshot.
-                    tx.execute(
-                        "DELETE FROM records WHERE user_id = ?1 AND kind = 'message' \
-                         AND conversation_id = ?2 AND version <= ?3",
-                        params![account, row.entity_id, row.version],
-                    )?;
-                }
-                Outcome::Applied(head)
-            }
-        };
-        let (status, seq) = outcome_to_db(outcome);
-        tx.execute(
-            "INSERT INTO op_results (user_id, op_id, status, seq, recorded_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![account, op_id, status, seq, now.as_millis()],
-        )?;
-        results.push(outcome);
+    let (head, _) = heads(&tx, account)?;
+    let state = read_push_state(&tx, account, &PushReads::of(changes), head)?;
+    let plan = plan(changes, &state);
+    write_plan(&tx, account, &plan, now)?;
+    tx.commit()?;
+    Ok(PushOutcome {
+        results: plan.outcomes,
+        head: plan.head,
+    })
+}
+
+/// JSON array text of `items`, bound as one parameter and expanded with
+/// `json_each` (no per-batch SQL text, no bound-parameter limit).
+fn json_list<T: ToString>(items: &[T]) -> String {
+    let items: Vec<String> = items.iter().map(ToString::to_string).collect();
+    serde_json::Value::from(items).to_string()
+}
+
+/// Everything the planner needs for a batch, in two queries.
+fn read_push_state(
+    tx: &Transaction<'_>,
+    account: &str,
+    reads: &PushReads,
+    head: Seq,
+) -> StoreResult<PushState> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT op_id, status, seq FROM op_results \
+         WHERE user_id = ?1 AND op_id IN (SELECT value FROM json_each(?2))",
+    )?;
+    let seen = stmt
+        .query_map(params![account, json_list(&reads.op_ids)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })?
+        .map(|row| {
+            let (op_id, status, seq) = row?;
+            seen_outcome(&op_id, &status, seq)
+        })
+        .collect::<StoreResult<_>>()?;
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {VERSION_COLUMNS} FROM records WHERE user_id = ?1 AND kind = 'conversation' \
+         AND entity_id IN (SELECT value FROM json_each(?2)) \
+         UNION ALL SELECT {VERSION_COLUMNS} FROM records WHERE user_id = ?1 \
+         AND kind = 'message' AND entity_id IN (SELECT value FROM json_each(?3))"
+    ))?;
+    let records = stmt
+        .query_map(
+            params![
+                account,
+                json_list(&reads.ids_of(EntityKind::Conversation)),
+                json_list(&reads.ids_of(EntityKind::Message)),
+            ],
+            |r| {
+                Ok(VersionRow {
+                    kind: r.get(0)?,
+                    entity_id: r.get(1)?,
+                    conversation_id: r.get(2)?,
+                    version: r.get(3)?,
+                    deleted: r.get(4)?,
+                    body: r.get(5)?,
+                })
+            },
+        )?
+        .map(|row| row?.into_stored())
+        .collect::<StoreResult<_>>()?;
+    Ok(PushState {
+        head,
+        seen,
+        records,
+    })
+}
+
+/// Writes a planned batch, in the order [`PushPlan`] prescribes.
+fn write_plan(
+    tx: &Transaction<'_>,
+    account: &str,
+    plan: &PushPlan<'_>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let mut cover = tx.prepare_cached(
+        "DELETE FROM records WHERE user_id = ?1 AND kind = 'message' \
+         AND conversation_id = ?2 AND version <= ?3",
+    )?;
+    for (conversation, version) in &plan.covered {
+        cover.execute(params![
+            account,
+            conversation.to_string(),
+            version.to_string()
+        ])?;
+    }
+    let mut upsert = tx.prepare_cached(&format!(
+        "INSERT INTO records (user_id, kind, entity_id, conversation_id, op_id, version, \
+         deleted, created_at, updated_at, owner, body, deleted_at, seq, stored_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+         {RECORD_UPSERT_CONFLICT}"
+    ))?;
+    for write in &plan.writes {
+        let row = RecordRow::from_change(write.change, write.seq);
+        upsert.execute(params![
+            account,
+            row.kind,
+            row.entity_id,
+            row.conversation_id,
+            row.op_id,
+            row.version,
+            row.deleted,
+            row.created_at,
+            row.updated_at,
+            row.owner,
+            row.body,
+            row.deleted_at,
+            row.seq,
+            now.as_millis(),
+        ])?;
+    }
+    let mut remember = tx.prepare_cached(
+        "INSERT INTO op_results (user_id, op_id, status, seq, recorded_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (op_id, outcome) in &plan.remember {
+        let (status, seq) = outcome_to_db(*outcome);
+        remember.execute(params![
+            account,
+            op_id.to_string(),
+            status,
+            seq,
+            now.as_millis()
+        ])?;
     }
     tx.execute(
         "UPDATE sync_heads SET head_seq = ?2 WHERE user_id = ?1",
-        params![account, head.to_db()],
+        params![account, plan.head.to_db()],
     )?;
-    tx.commit()?;
-    Ok(PushOutcome { results, head })
+    Ok(())
 }
 
 #[async_trait]
