@@ -16,6 +16,8 @@
 //! - [`merge`] — the last-writer-wins rule with tombstone cover
 //!   ([`resolve_incoming`]), as pure functions.
 //! - [`page`] — cursors and pages for listing.
+//! - `protocol` — [`ErrorCode`], the sync protocol's error codes, shared by
+//!   server and clients.
 //! - [`lifecycle`] — retention planning, the export format and import
 //!   validation, app-export conversion.
 //! - [`error`] — [`CoreError`].
@@ -28,6 +30,7 @@ pub mod lifecycle;
 mod merge;
 mod model;
 mod page;
+mod protocol;
 mod record;
 mod time;
 
@@ -40,6 +43,7 @@ pub use merge::{
 };
 pub use model::{Conversation, Message, Metadata, Role};
 pub use page::{ConversationCursor, MessageCursor, Page};
+pub use protocol::ErrorCode;
 pub use record::{Body, ConversationRecord, MessageRecord, Tombstone};
 pub use time::Timestamp;
 

@@ -6,6 +6,7 @@
 //! body that deserializes is well-formed. Must never carry a secret back
 //! out (no auth key or hash in any response).
 
+use chatvault_core::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -25,8 +26,10 @@ pub struct ErrorBody {
 /// A machine-readable code and a human-readable message.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable code to branch on, e.g. `resync_required`.
-    pub code: String,
+    /// Stable code to branch on, e.g. `resync_required` (the table in
+    /// `docs/protocol.md` lists them all).
+    #[schema(value_type = String, example = "resync_required")]
+    pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: String,
 }

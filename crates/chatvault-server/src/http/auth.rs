@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chatvault_core::ErrorCode;
 
 use super::extract::{ApiJson, Authenticated, SESSION_COOKIE};
 use super::{AppError, AppState};
@@ -62,7 +63,7 @@ pub(crate) async fn register(
 ) -> Result<(StatusCode, Json<RegisterResponse>), AppError> {
     req.kdf
         .validate(state.config().allow_weak_kdf)
-        .map_err(|e| AppError::bad_request("invalid_kdf", e.0))?;
+        .map_err(|e| AppError::client(ErrorCode::InvalidKdf, e.0))?;
     let key = req.auth_key;
     let auth_hash = state.argon2(move || hash_auth_key(&key)).await??;
     let id = AccountId::new();
