@@ -36,7 +36,7 @@
 //! - `hub` — per-process fan-out of pokes to WebSockets.
 //! - [`store`] — the [`ServerStore`](store::ServerStore) trait, SQLite and
 //!   PostgreSQL backends.
-//! - `clock` — [`Clock`]: time as a parameter, so tests never sleep.
+//! - `clock` — [`ServerClock`]: time as a parameter, so tests never sleep.
 
 #![warn(missing_docs)]
 
@@ -53,12 +53,12 @@ mod sync;
 mod types;
 
 pub use auth::{SessionPolicy, ThrottlePolicy, ThrottleState};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{ManualServerClock, ServerClock, SystemServerClock};
 pub use config::{Config, DatabaseUrl};
 pub use http::AppError;
 pub use server::{serve, shutdown_signal, ServeError, Server};
-pub use sync::RejectReason;
+pub use sync::PushRejectReason;
 pub use types::{
-    AccountId, AuthKey, ClientKind, Cursor, Invalid, KdfParams, KeyEnvelope, Salt, Seq,
-    SessionHash, SnapshotKey, Username,
+    AccountId, AuthKey, ClientKind, Cursor, Invalid, KeyEnvelope, Salt, Seq, SessionHash,
+    SnapshotKey, Username, WireKdfParams,
 };

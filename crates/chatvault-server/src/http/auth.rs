@@ -19,7 +19,7 @@ use crate::api::{
 };
 use crate::auth::{fake_salt, hash_auth_key, new_session_token, verify_auth_key};
 use crate::store::{NewAccount, NewSession};
-use crate::types::{AccountId, ClientKind, KdfParams, Username};
+use crate::types::{AccountId, ClientKind, Username, WireKdfParams};
 
 /// How to derive keys for a username.
 #[utoipa::path(
@@ -40,7 +40,7 @@ pub(crate) async fn prelogin(
             salt: account.salt,
         },
         None => PreloginResponse {
-            kdf: KdfParams::default(),
+            kdf: WireKdfParams::default(),
             salt: fake_salt(state.server_secret(), &req.username),
         },
     };

@@ -17,7 +17,7 @@ use chatvault_core::ErrorCode;
 
 use crate::api::{ErrorBody, ErrorDetail};
 use crate::auth::CredentialError;
-use crate::store::StoreError;
+use crate::store::ServerStoreError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -148,10 +148,10 @@ impl IntoResponse for AppError {
     }
 }
 
-impl From<StoreError> for AppError {
-    fn from(e: StoreError) -> Self {
+impl From<ServerStoreError> for AppError {
+    fn from(e: ServerStoreError) -> Self {
         match e {
-            StoreError::UsernameTaken => AppError::client(
+            ServerStoreError::UsernameTaken => AppError::client(
                 ErrorCode::UsernameTaken,
                 "that username is already registered",
             ),

@@ -17,7 +17,7 @@ use crate::api::{
     SnapshotQuery, SnapshotResponse,
 };
 use crate::store::{Outcome, Pull};
-use crate::sync::{admit, Rejection};
+use crate::sync::{admit, PushRejection};
 use crate::types::{Cursor, Seq, SnapshotKey};
 
 /// Most changes in one push.
@@ -66,7 +66,7 @@ pub(crate) async fn push(
     }
     let now = state.now();
     let mut admitted = Vec::with_capacity(req.changes.len());
-    let slots: Vec<Result<usize, Rejection>> = req
+    let slots: Vec<Result<usize, PushRejection>> = req
         .changes
         .into_iter()
         .map(|value| {

@@ -1,8 +1,8 @@
 //! Server storage: the [`ServerStore`] trait every backend implements, the
-//! values that cross it, and [`StoreError`].
+//! values that cross it, and [`ServerStoreError`].
 //!
-//! Backends: [`SqliteStore`] (embedded, one server process) and
-//! [`PostgresStore`] (several server processes sharing one database, pokes
+//! Backends: [`SqliteServerStore`] (embedded, one server process) and
+//! [`PostgresServerStore`] (several server processes sharing one database, pokes
 //! fanned out with LISTEN/NOTIFY). Both pass one shared test suite.
 //!
 //! The stores only move bytes: sync decisions come from `crate::sync`,
@@ -23,19 +23,20 @@ use chatvault_core::{
 };
 use serde::Serialize;
 
-pub use postgres::{PostgresStore, LISTENER_APPLICATION_NAME};
-pub use sqlite::SqliteStore;
+pub use postgres::{PostgresServerStore, LISTENER_APPLICATION_NAME};
+pub use sqlite::SqliteServerStore;
 
 use crate::auth::ThrottleState;
 use crate::config::DatabaseUrl;
 use crate::push_plan::{RecordKey, StoredVersion};
 use crate::types::{
-    AccountId, ClientKind, KdfParams, KeyEnvelope, Salt, Seq, SessionHash, SnapshotKey, Username,
+    AccountId, ClientKind, KeyEnvelope, Salt, Seq, SessionHash, SnapshotKey, Username,
+    WireKdfParams,
 };
 
 /// Everything that can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum ServerStoreError {
     /// `create_account` with a username that exists.
     #[error("username is already registered")]
     UsernameTaken,
@@ -75,7 +76,7 @@ pub enum StoreError {
 }
 
 /// Result alias for store operations.
-pub type StoreResult<T> = Result<T, StoreError>;
+pub type ServerStoreResult<T> = Result<T, ServerStoreError>;
 
 /// A new account, with its credentials already hashed.
 #[derive(Debug, Clone)]
@@ -87,7 +88,7 @@ pub struct NewAccount {
     /// Argon2id PHC hash of the auth key.
     pub auth_hash: String,
     /// The client's KDF parameters.
-    pub kdf: KdfParams,
+    pub kdf: WireKdfParams,
     /// The client's KDF salt.
     pub salt: Salt,
     /// The client's wrapped keys.
@@ -106,7 +107,7 @@ pub struct Account {
     /// Argon2id PHC hash of the auth key.
     pub auth_hash: String,
     /// The client's KDF parameters.
-    pub kdf: KdfParams,
+    pub kdf: WireKdfParams,
     /// The client's KDF salt.
     pub salt: Salt,
     /// The client's wrapped keys.
@@ -119,7 +120,7 @@ pub struct NewCredentials {
     /// Hash of the new auth key.
     pub auth_hash: String,
     /// KDF parameters of the new passphrase.
-    pub kdf: KdfParams,
+    pub kdf: WireKdfParams,
     /// Salt of the new passphrase.
     pub salt: Salt,
 }
@@ -253,45 +254,45 @@ pub type PokeSink = Arc<dyn Fn(AccountId, Seq) + Send + Sync>;
 pub trait ServerStore: Send + Sync + 'static {
     /// The server's 32-byte secret (for fake prelogin salts), created on
     /// first use and the same for every process sharing the database.
-    async fn server_secret(&self) -> StoreResult<[u8; 32]>;
+    async fn server_secret(&self) -> ServerStoreResult<[u8; 32]>;
 
-    /// Creates an account ([`StoreError::UsernameTaken`] if the name exists).
-    async fn create_account(&self, account: NewAccount) -> StoreResult<()>;
+    /// Creates an account ([`ServerStoreError::UsernameTaken`] if the name exists).
+    async fn create_account(&self, account: NewAccount) -> ServerStoreResult<()>;
 
     /// Looks an account up by name.
-    async fn account_by_username(&self, username: &Username) -> StoreResult<Option<Account>>;
+    async fn account_by_username(&self, username: &Username) -> ServerStoreResult<Option<Account>>;
 
     /// Looks an account up by id.
-    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>>;
+    async fn account(&self, id: AccountId) -> ServerStoreResult<Option<Account>>;
 
     /// Replaces the key envelope (and maybe the credentials). `false` if the
     /// account does not exist.
-    async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> StoreResult<bool>;
+    async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> ServerStoreResult<bool>;
 
     /// The failed-login state of a username, if any.
-    async fn throttle(&self, username: &Username) -> StoreResult<Option<ThrottleState>>;
+    async fn throttle(&self, username: &Username) -> ServerStoreResult<Option<ThrottleState>>;
 
     /// Counts one more failed login (atomically) and returns the new state.
     async fn record_login_failure(
         &self,
         username: &Username,
         now: Timestamp,
-    ) -> StoreResult<ThrottleState>;
+    ) -> ServerStoreResult<ThrottleState>;
 
     /// Forgets failed logins after a success.
-    async fn clear_login_failures(&self, username: &Username) -> StoreResult<()>;
+    async fn clear_login_failures(&self, username: &Username) -> ServerStoreResult<()>;
 
     /// Stores a new session.
-    async fn create_session(&self, session: NewSession) -> StoreResult<()>;
+    async fn create_session(&self, session: NewSession) -> ServerStoreResult<()>;
 
     /// Looks a session up by token hash.
-    async fn session(&self, hash: &SessionHash) -> StoreResult<Option<SessionInfo>>;
+    async fn session(&self, hash: &SessionHash) -> ServerStoreResult<Option<SessionInfo>>;
 
     /// Records that a session was used at `now`.
-    async fn touch_session(&self, hash: &SessionHash, now: Timestamp) -> StoreResult<()>;
+    async fn touch_session(&self, hash: &SessionHash, now: Timestamp) -> ServerStoreResult<()>;
 
     /// Deletes a session.
-    async fn revoke_session(&self, hash: &SessionHash) -> StoreResult<()>;
+    async fn revoke_session(&self, hash: &SessionHash) -> ServerStoreResult<()>;
 
     /// Applies admitted changes in one transaction, as `crate::push_plan`
     /// plans them: op ids already seen get their remembered outcome, the
@@ -303,10 +304,10 @@ pub trait ServerStore: Send + Sync + 'static {
         account: AccountId,
         changes: &[Change],
         now: Timestamp,
-    ) -> StoreResult<PushOutcome>;
+    ) -> ServerStoreResult<PushOutcome>;
 
     /// Up to `limit` changes after `after`, in sequence order.
-    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> StoreResult<Pull>;
+    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> ServerStoreResult<Pull>;
 
     /// Up to `limit` live records after `after` (from the start if `None`).
     async fn snapshot(
@@ -314,12 +315,12 @@ pub trait ServerStore: Send + Sync + 'static {
         account: AccountId,
         after: Option<SnapshotKey>,
         limit: u32,
-    ) -> StoreResult<SnapshotPage>;
+    ) -> ServerStoreResult<SnapshotPage>;
 
     /// Drops expired data (all accounts), remembering per account the
     /// highest purged tombstone sequence number so stale cursors get
     /// [`Pull::ResyncRequired`].
-    async fn purge(&self, plan: PurgePlan) -> StoreResult<PurgeReport>;
+    async fn purge(&self, plan: PurgePlan) -> ServerStoreResult<PurgeReport>;
 
     /// Starts forwarding commits made by *other* processes to `sink`, and
     /// returns once the subscription is live. Backends only one process
@@ -327,17 +328,17 @@ pub trait ServerStore: Send + Sync + 'static {
     async fn start_poke_listener(
         &self,
         sink: PokeSink,
-    ) -> StoreResult<Option<tokio::task::JoinHandle<()>>> {
+    ) -> ServerStoreResult<Option<tokio::task::JoinHandle<()>>> {
         let _ = sink;
         Ok(None)
     }
 }
 
 /// Opens (creating or migrating as needed) the store a URL names.
-pub async fn open(database: &DatabaseUrl) -> StoreResult<Arc<dyn ServerStore>> {
+pub async fn open(database: &DatabaseUrl) -> ServerStoreResult<Arc<dyn ServerStore>> {
     Ok(match database {
-        DatabaseUrl::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
-        DatabaseUrl::Postgres(url) => Arc::new(PostgresStore::connect(url).await?),
+        DatabaseUrl::Sqlite(path) => Arc::new(SqliteServerStore::open(path).await?),
+        DatabaseUrl::Postgres(url) => Arc::new(PostgresServerStore::connect(url).await?),
     })
 }
 
@@ -362,8 +363,8 @@ pub(crate) struct RecordRow {
 pub(crate) const RECORD_COLUMNS: &str = "kind, entity_id, conversation_id, op_id, version, \
      deleted, created_at, updated_at, owner, body, deleted_at, seq";
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
+fn corrupt(what: &str, e: impl std::fmt::Display) -> ServerStoreError {
+    ServerStoreError::Corrupt(format!("{what}: {e}"))
 }
 
 impl RecordRow {
@@ -397,7 +398,7 @@ impl RecordRow {
     }
 
     /// Rebuilds the change this row stores.
-    pub(crate) fn into_synced(self) -> StoreResult<SyncedChange> {
+    pub(crate) fn into_synced(self) -> ServerStoreResult<SyncedChange> {
         let kind: EntityKind = self.kind.parse().map_err(|e| corrupt("kind", e))?;
         let op = if self.deleted {
             ChangeOp::Delete(DeletePayload {
@@ -469,7 +470,7 @@ pub(crate) struct VersionRow {
 
 impl VersionRow {
     /// The planner's view of this row.
-    pub(crate) fn into_stored(self) -> StoreResult<(RecordKey, StoredVersion)> {
+    pub(crate) fn into_stored(self) -> ServerStoreResult<(RecordKey, StoredVersion)> {
         let key = RecordKey {
             kind: self.kind.parse().map_err(|e| corrupt("kind", e))?,
             id: self
@@ -496,7 +497,7 @@ pub(crate) fn seen_outcome(
     op_id: &str,
     status: &str,
     seq: Option<i64>,
-) -> StoreResult<(OpId, Outcome)> {
+) -> ServerStoreResult<(OpId, Outcome)> {
     let op_id = op_id.parse().map_err(|e| corrupt("op_id", e))?;
     Ok((op_id, outcome_from_db(status, seq)?))
 }
@@ -518,13 +519,13 @@ pub(crate) const ACCOUNT_COLUMNS: &str =
     "id, username, auth_hash, kdf_m, kdf_t, kdf_p, salt, key_envelope";
 
 impl AccountRow {
-    pub(crate) fn into_account(self) -> StoreResult<Account> {
+    pub(crate) fn into_account(self) -> ServerStoreResult<Account> {
         let int = |v: i64, what: &str| u32::try_from(v).map_err(|e| corrupt(what, e));
         Ok(Account {
             id: self.id.parse().map_err(|e| corrupt("account id", e))?,
             username: self.username.parse().map_err(|e| corrupt("username", e))?,
             auth_hash: self.auth_hash,
-            kdf: KdfParams {
+            kdf: WireKdfParams {
                 m_cost_kib: int(self.kdf_m, "kdf_m")?,
                 t_cost: int(self.kdf_t, "kdf_t")?,
                 p_cost: int(self.kdf_p, "kdf_p")?,
@@ -548,7 +549,7 @@ pub(crate) fn outcome_to_db(o: Outcome) -> (&'static str, Option<i64>) {
 }
 
 /// Push outcome read back from `op_results`.
-fn outcome_from_db(status: &str, seq: Option<i64>) -> StoreResult<Outcome> {
+fn outcome_from_db(status: &str, seq: Option<i64>) -> ServerStoreResult<Outcome> {
     match (status, seq) {
         ("applied", Some(seq)) => Ok(Outcome::Applied(Seq::from_db(seq))),
         ("superseded", _) => Ok(Outcome::Superseded),

@@ -1,4 +1,4 @@
-//! [`PostgresStore`]: the backend for running several server processes
+//! [`PostgresServerStore`]: the backend for running several server processes
 //! against one database (tokio-postgres with a deadpool pool).
 //!
 //! Per-account sequence numbers stay gap-free and ordered under concurrent
@@ -28,7 +28,7 @@ use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Row};
 use super::{
     needs_resync, outcome_to_db, seen_outcome, Account, AccountRow, KeysUpdate, NewAccount,
     NewSession, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore,
-    SessionInfo, SnapshotPage, StoreError, StoreResult, VersionRow, ACCOUNT_COLUMNS,
+    ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow, ACCOUNT_COLUMNS,
     RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
 use crate::auth::{random_bytes, ThrottleState};
@@ -114,24 +114,25 @@ CREATE INDEX op_results_age ON op_results(recorded_at);
 
 /// The PostgreSQL backend. Cheap to clone.
 #[derive(Clone)]
-pub struct PostgresStore {
+pub struct PostgresServerStore {
     pool: Pool,
     config: tokio_postgres::Config,
 }
 
-impl std::fmt::Debug for PostgresStore {
+impl std::fmt::Debug for PostgresServerStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStore").finish_non_exhaustive()
+        f.debug_struct("PostgresServerStore")
+            .finish_non_exhaustive()
     }
 }
 
-impl PostgresStore {
+impl PostgresServerStore {
     /// Connects to `url` (`postgres://user@host:port/db`) and brings the
     /// schema up to date (safe to run from several processes at once).
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    pub async fn connect(url: &str) -> ServerStoreResult<Self> {
         let mut config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| StoreError::Config(format!("PostgreSQL URL: {e}")))?;
+            .map_err(|e| ServerStoreError::Config(format!("PostgreSQL URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -149,20 +150,20 @@ impl PostgresStore {
             .wait_timeout(Some(Duration::from_secs(10)))
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let store = PostgresStore { pool, config };
+            .map_err(|e| ServerStoreError::Pool(e.to_string()))?;
+        let store = PostgresServerStore { pool, config };
         store.migrate().await?;
         Ok(store)
     }
 
-    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+    async fn client(&self) -> ServerStoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(e),
-            other => StoreError::Pool(other.to_string()),
+            deadpool_postgres::PoolError::Backend(e) => ServerStoreError::Postgres(e),
+            other => ServerStoreError::Pool(other.to_string()),
         })
     }
 
-    async fn migrate(&self) -> StoreResult<()> {
+    async fn migrate(&self) -> ServerStoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // Serializes concurrent startups of several processes.
@@ -176,7 +177,7 @@ impl PostgresStore {
             .get(0);
         let supported = MIGRATIONS.len() as i64;
         if current > supported {
-            return Err(StoreError::SchemaTooNew {
+            return Err(ServerStoreError::SchemaTooNew {
                 found: current,
                 supported,
             });
@@ -194,7 +195,7 @@ impl PostgresStore {
     }
 }
 
-fn read_record(r: &Row) -> StoreResult<RecordRow> {
+fn read_record(r: &Row) -> ServerStoreResult<RecordRow> {
     Ok(RecordRow {
         kind: r.try_get(0)?,
         entity_id: r.try_get(1)?,
@@ -211,7 +212,7 @@ fn read_record(r: &Row) -> StoreResult<RecordRow> {
     })
 }
 
-fn read_account(r: &Row) -> StoreResult<Account> {
+fn read_account(r: &Row) -> ServerStoreResult<Account> {
     AccountRow {
         id: r.try_get(0)?,
         username: r.try_get(1)?,
@@ -225,7 +226,7 @@ fn read_account(r: &Row) -> StoreResult<Account> {
     .into_account()
 }
 
-fn read_throttle(r: &Row) -> StoreResult<ThrottleState> {
+fn read_throttle(r: &Row) -> ServerStoreResult<ThrottleState> {
     let failures: i64 = r.try_get(0)?;
     Ok(ThrottleState {
         failures: u32::try_from(failures).unwrap_or(u32::MAX),
@@ -238,13 +239,13 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 }
 
 /// Rows of a page query, split into the page and whether more follow.
-fn page(rows: Vec<Row>, limit: u32) -> StoreResult<(Vec<super::SyncedChange>, bool)> {
+fn page(rows: Vec<Row>, limit: u32) -> ServerStoreResult<(Vec<super::SyncedChange>, bool)> {
     let has_more = rows.len() > limit as usize;
     let changes = rows
         .iter()
         .take(limit as usize)
         .map(|r| read_record(r)?.into_synced())
-        .collect::<StoreResult<Vec<_>>>()?;
+        .collect::<ServerStoreResult<Vec<_>>>()?;
     Ok((changes, has_more))
 }
 
@@ -265,7 +266,7 @@ struct Listener {
     notifications: mpsc::Receiver<String>,
 }
 
-async fn listen(config: &tokio_postgres::Config) -> StoreResult<Listener> {
+async fn listen(config: &tokio_postgres::Config) -> ServerStoreResult<Listener> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
@@ -326,7 +327,7 @@ async fn read_push_state(
     account: &str,
     reads: &PushReads,
     head: Seq,
-) -> StoreResult<PushState> {
+) -> ServerStoreResult<PushState> {
     let op_ids: Vec<String> = reads.op_ids.iter().map(ToString::to_string).collect();
     let seen_stmt = tx
         .prepare_cached(
@@ -342,7 +343,7 @@ async fn read_push_state(
             let status: String = r.try_get(1)?;
             seen_outcome(&op_id, &status, r.try_get(2)?)
         })
-        .collect::<StoreResult<_>>()?;
+        .collect::<ServerStoreResult<_>>()?;
     let records_stmt = tx
         .prepare_cached(&format!(
             "SELECT {VERSION_COLUMNS} FROM records WHERE user_id = $1 \
@@ -373,7 +374,7 @@ async fn read_push_state(
             }
             .into_stored()
         })
-        .collect::<StoreResult<_>>()?;
+        .collect::<ServerStoreResult<_>>()?;
     Ok(PushState {
         head,
         seen,
@@ -390,7 +391,7 @@ async fn write_plan(
     account: &str,
     plan: &PushPlan<'_>,
     now: Timestamp,
-) -> StoreResult<()> {
+) -> ServerStoreResult<()> {
     let now = now.as_millis();
     let cover = tx
         .prepare_cached(
@@ -467,9 +468,10 @@ async fn write_plan(
 }
 
 #[async_trait]
-impl ServerStore for PostgresStore {
-    async fn server_secret(&self) -> StoreResult<[u8; 32]> {
-        let fresh: [u8; 32] = random_bytes().map_err(|e| StoreError::Random(e.to_string()))?;
+impl ServerStore for PostgresServerStore {
+    async fn server_secret(&self) -> ServerStoreResult<[u8; 32]> {
+        let fresh: [u8; 32] =
+            random_bytes().map_err(|e| ServerStoreError::Random(e.to_string()))?;
         let client = self.client().await?;
         client
             .execute(
@@ -483,10 +485,10 @@ impl ServerStore for PostgresStore {
             .await?
             .try_get(0)?;
         <[u8; 32]>::try_from(stored.as_slice())
-            .map_err(|_| StoreError::Corrupt("server secret is not 32 bytes".into()))
+            .map_err(|_| ServerStoreError::Corrupt("server secret is not 32 bytes".into()))
     }
 
-    async fn create_account(&self, a: NewAccount) -> StoreResult<()> {
+    async fn create_account(&self, a: NewAccount) -> ServerStoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let id = a.id.to_string();
@@ -508,7 +510,7 @@ impl ServerStore for PostgresStore {
             )
             .await;
         match inserted {
-            Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
+            Err(e) if is_unique_violation(&e) => return Err(ServerStoreError::UsernameTaken),
             other => other?,
         };
         tx.execute("INSERT INTO sync_heads (user_id) VALUES ($1)", &[&id])
@@ -517,7 +519,7 @@ impl ServerStore for PostgresStore {
         Ok(())
     }
 
-    async fn account_by_username(&self, username: &Username) -> StoreResult<Option<Account>> {
+    async fn account_by_username(&self, username: &Username) -> ServerStoreResult<Option<Account>> {
         let client = self.client().await?;
         client
             .query_opt(
@@ -529,7 +531,7 @@ impl ServerStore for PostgresStore {
             .transpose()
     }
 
-    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+    async fn account(&self, id: AccountId) -> ServerStoreResult<Option<Account>> {
         let client = self.client().await?;
         client
             .query_opt(
@@ -541,7 +543,7 @@ impl ServerStore for PostgresStore {
             .transpose()
     }
 
-    async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> StoreResult<bool> {
+    async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> ServerStoreResult<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let id = id.to_string();
@@ -585,7 +587,7 @@ impl ServerStore for PostgresStore {
         Ok(true)
     }
 
-    async fn throttle(&self, username: &Username) -> StoreResult<Option<ThrottleState>> {
+    async fn throttle(&self, username: &Username) -> ServerStoreResult<Option<ThrottleState>> {
         let client = self.client().await?;
         client
             .query_opt(
@@ -601,7 +603,7 @@ impl ServerStore for PostgresStore {
         &self,
         username: &Username,
         now: Timestamp,
-    ) -> StoreResult<ThrottleState> {
+    ) -> ServerStoreResult<ThrottleState> {
         let client = self.client().await?;
         let row = client
             .query_one(
@@ -616,7 +618,7 @@ impl ServerStore for PostgresStore {
         read_throttle(&row)
     }
 
-    async fn clear_login_failures(&self, username: &Username) -> StoreResult<()> {
+    async fn clear_login_failures(&self, username: &Username) -> ServerStoreResult<()> {
         let client = self.client().await?;
         client
             .execute(
@@ -627,7 +629,7 @@ impl ServerStore for PostgresStore {
         Ok(())
     }
 
-    async fn create_session(&self, s: NewSession) -> StoreResult<()> {
+    async fn create_session(&self, s: NewSession) -> ServerStoreResult<()> {
         let client = self.client().await?;
         client
             .execute(
@@ -644,7 +646,7 @@ impl ServerStore for PostgresStore {
         Ok(())
     }
 
-    async fn session(&self, hash: &SessionHash) -> StoreResult<Option<SessionInfo>> {
+    async fn session(&self, hash: &SessionHash) -> ServerStoreResult<Option<SessionInfo>> {
         let client = self.client().await?;
         let Some(row) = client
             .query_opt(
@@ -659,13 +661,13 @@ impl ServerStore for PostgresStore {
         Ok(Some(SessionInfo {
             account: user
                 .parse()
-                .map_err(|e| StoreError::Corrupt(format!("session user: {e}")))?,
+                .map_err(|e| ServerStoreError::Corrupt(format!("session user: {e}")))?,
             created_at: Timestamp(row.try_get(1)?),
             last_used_at: Timestamp(row.try_get(2)?),
         }))
     }
 
-    async fn touch_session(&self, hash: &SessionHash, now: Timestamp) -> StoreResult<()> {
+    async fn touch_session(&self, hash: &SessionHash, now: Timestamp) -> ServerStoreResult<()> {
         let client = self.client().await?;
         client
             .execute(
@@ -677,7 +679,7 @@ impl ServerStore for PostgresStore {
         Ok(())
     }
 
-    async fn revoke_session(&self, hash: &SessionHash) -> StoreResult<()> {
+    async fn revoke_session(&self, hash: &SessionHash) -> ServerStoreResult<()> {
         let client = self.client().await?;
         client
             .execute(
@@ -693,7 +695,7 @@ impl ServerStore for PostgresStore {
         account_id: AccountId,
         changes: &[Change],
         now: Timestamp,
-    ) -> StoreResult<PushOutcome> {
+    ) -> ServerStoreResult<PushOutcome> {
         let account = account_id.to_string();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -729,7 +731,7 @@ impl ServerStore for PostgresStore {
         })
     }
 
-    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> StoreResult<Pull> {
+    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> ServerStoreResult<Pull> {
         let account = account.to_string();
         let mut client = self.client().await?;
         // One snapshot for the resync check and the page, so a purge running
@@ -772,7 +774,7 @@ impl ServerStore for PostgresStore {
         account: AccountId,
         after: Option<SnapshotKey>,
         limit: u32,
-    ) -> StoreResult<SnapshotPage> {
+    ) -> ServerStoreResult<SnapshotPage> {
         let account = account.to_string();
         let mut client = self.client().await?;
         let tx = client
@@ -817,7 +819,7 @@ impl ServerStore for PostgresStore {
         })
     }
 
-    async fn purge(&self, plan: PurgePlan) -> StoreResult<PurgeReport> {
+    async fn purge(&self, plan: PurgePlan) -> ServerStoreResult<PurgeReport> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // One purge at a time across processes; a busy lock means another
@@ -877,7 +879,7 @@ impl ServerStore for PostgresStore {
     async fn start_poke_listener(
         &self,
         sink: PokeSink,
-    ) -> StoreResult<Option<tokio::task::JoinHandle<()>>> {
+    ) -> ServerStoreResult<Option<tokio::task::JoinHandle<()>>> {
         let mut config = self.config.clone();
         // Tells the long-lived LISTEN connection apart in pg_stat_activity.
         config.application_name(LISTENER_APPLICATION_NAME);

@@ -1,4 +1,4 @@
-//! [`SqliteStore`]: the embedded backend (rusqlite, bundled SQLite).
+//! [`SqliteServerStore`]: the embedded backend (rusqlite, bundled SQLite).
 //!
 //! One connection behind a mutex, used from blocking threads: SQLite
 //! serializes writers anyway, and one connection makes every push, pull and
@@ -18,9 +18,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::{
     needs_resync, outcome_to_db, seen_outcome, Account, AccountRow, KeysUpdate, NewAccount,
-    NewSession, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore, SessionInfo,
-    SnapshotPage, StoreError, StoreResult, VersionRow, ACCOUNT_COLUMNS, RECORD_COLUMNS,
-    RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
+    NewSession, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore,
+    ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow, ACCOUNT_COLUMNS,
+    RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
 use crate::auth::{random_bytes, ThrottleState};
 use crate::push_plan::{plan, PushPlan, PushReads, PushState};
@@ -94,16 +94,16 @@ CREATE INDEX op_results_age ON op_results(recorded_at);
 
 /// The SQLite backend. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct SqliteStore {
+pub struct SqliteServerStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-impl SqliteStore {
+impl SqliteServerStore {
     /// Opens (creating if needed) the database file at `path` and brings its
     /// schema up to date.
-    pub async fn open(path: &Path) -> StoreResult<Self> {
+    pub async fn open(path: &Path) -> ServerStoreResult<Self> {
         let path = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
+        let conn = tokio::task::spawn_blocking(move || -> ServerStoreResult<Connection> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
@@ -111,7 +111,7 @@ impl SqliteStore {
             conn.busy_timeout(Duration::from_secs(5))?;
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(StoreError::Config(format!(
+                return Err(ServerStoreError::Config(format!(
                     "SQLite refused WAL mode (got {mode}) for {}",
                     path.display()
                 )));
@@ -121,17 +121,17 @@ impl SqliteStore {
             Ok(conn)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
-        Ok(SqliteStore {
+        .map_err(|e| ServerStoreError::Task(e.to_string()))??;
+        Ok(SqliteServerStore {
             conn: Arc::new(Mutex::new(conn)),
         })
     }
 
     /// Runs `f` on the connection in a blocking thread.
-    async fn call<T, F>(&self, f: F) -> StoreResult<T>
+    async fn call<T, F>(&self, f: F) -> ServerStoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&mut Connection) -> ServerStoreResult<T> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
@@ -141,11 +141,11 @@ impl SqliteStore {
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(|e| ServerStoreError::Task(e.to_string()))?
     }
 }
 
-fn migrate(conn: &mut Connection) -> StoreResult<()> {
+fn migrate(conn: &mut Connection) -> ServerStoreResult<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let current: i64 = tx.query_row(
@@ -155,7 +155,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     )?;
     let supported = MIGRATIONS.len() as i64;
     if current > supported {
-        return Err(StoreError::SchemaTooNew {
+        return Err(ServerStoreError::SchemaTooNew {
             found: current,
             supported,
         });
@@ -208,7 +208,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 /// The account's `(head_seq, purged_seq)`; `(0, 0)` before its first push.
-fn heads(tx: &Transaction<'_>, account: &str) -> StoreResult<(Seq, Seq)> {
+fn heads(tx: &Transaction<'_>, account: &str) -> ServerStoreResult<(Seq, Seq)> {
     let row: Option<(i64, i64)> = tx
         .query_row(
             "SELECT head_seq, purged_seq FROM sync_heads WHERE user_id = ?1",
@@ -225,7 +225,7 @@ fn push_tx(
     account: &str,
     changes: &[Change],
     now: Timestamp,
-) -> StoreResult<PushOutcome> {
+) -> ServerStoreResult<PushOutcome> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "INSERT INTO sync_heads (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING",
@@ -255,7 +255,7 @@ fn read_push_state(
     account: &str,
     reads: &PushReads,
     head: Seq,
-) -> StoreResult<PushState> {
+) -> ServerStoreResult<PushState> {
     let mut stmt = tx.prepare_cached(
         "SELECT op_id, status, seq FROM op_results \
          WHERE user_id = ?1 AND op_id IN (SELECT value FROM json_each(?2))",
@@ -272,7 +272,7 @@ fn read_push_state(
             let (op_id, status, seq) = row?;
             seen_outcome(&op_id, &status, seq)
         })
-        .collect::<StoreResult<_>>()?;
+        .collect::<ServerStoreResult<_>>()?;
     let mut stmt = tx.prepare_cached(&format!(
         "SELECT {VERSION_COLUMNS} FROM records WHERE user_id = ?1 AND kind = 'conversation' \
          AND entity_id IN (SELECT value FROM json_each(?2)) \
@@ -298,7 +298,7 @@ fn read_push_state(
             },
         )?
         .map(|row| row?.into_stored())
-        .collect::<StoreResult<_>>()?;
+        .collect::<ServerStoreResult<_>>()?;
     Ok(PushState {
         head,
         seen,
@@ -312,7 +312,7 @@ fn write_plan(
     account: &str,
     plan: &PushPlan<'_>,
     now: Timestamp,
-) -> StoreResult<()> {
+) -> ServerStoreResult<()> {
     let mut cover = tx.prepare_cached(
         "DELETE FROM records WHERE user_id = ?1 AND kind = 'message' \
          AND conversation_id = ?2 AND version <= ?3",
@@ -371,9 +371,10 @@ fn write_plan(
 }
 
 #[async_trait]
-impl ServerStore for SqliteStore {
-    async fn server_secret(&self) -> StoreResult<[u8; 32]> {
-        let fresh: [u8; 32] = random_bytes().map_err(|e| StoreError::Random(e.to_string()))?;
+impl ServerStore for SqliteServerStore {
+    async fn server_secret(&self) -> ServerStoreResult<[u8; 32]> {
+        let fresh: [u8; 32] =
+            random_bytes().map_err(|e| ServerStoreError::Random(e.to_string()))?;
         self.call(move |conn| {
             conn.execute(
                 "INSERT INTO server_meta (key, value) VALUES ('secret', ?1) \
@@ -386,12 +387,12 @@ impl ServerStore for SqliteStore {
                 |r| r.get(0),
             )?;
             <[u8; 32]>::try_from(stored.as_slice())
-                .map_err(|_| StoreError::Corrupt("server secret is not 32 bytes".into()))
+                .map_err(|_| ServerStoreError::Corrupt("server secret is not 32 bytes".into()))
         })
         .await
     }
 
-    async fn create_account(&self, a: NewAccount) -> StoreResult<()> {
+    async fn create_account(&self, a: NewAccount) -> ServerStoreResult<()> {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let id = a.id.to_string();
@@ -411,7 +412,7 @@ impl ServerStore for SqliteStore {
                 ],
             );
             match inserted {
-                Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
+                Err(e) if is_unique_violation(&e) => return Err(ServerStoreError::UsernameTaken),
                 other => other?,
             };
             tx.execute("INSERT INTO sync_heads (user_id) VALUES (?1)", [&id])?;
@@ -421,7 +422,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn account_by_username(&self, username: &Username) -> StoreResult<Option<Account>> {
+    async fn account_by_username(&self, username: &Username) -> ServerStoreResult<Option<Account>> {
         let name = username.as_str().to_owned();
         self.call(move |conn| {
             conn.query_row(
@@ -436,7 +437,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+    async fn account(&self, id: AccountId) -> ServerStoreResult<Option<Account>> {
         self.call(move |conn| {
             conn.query_row(
                 &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
@@ -450,7 +451,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> StoreResult<bool> {
+    async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> ServerStoreResult<bool> {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let id = id.to_string();
@@ -488,7 +489,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn throttle(&self, username: &Username) -> StoreResult<Option<ThrottleState>> {
+    async fn throttle(&self, username: &Username) -> ServerStoreResult<Option<ThrottleState>> {
         let name = username.as_str().to_owned();
         self.call(move |conn| {
             Ok(conn
@@ -511,7 +512,7 @@ impl ServerStore for SqliteStore {
         &self,
         username: &Username,
         now: Timestamp,
-    ) -> StoreResult<ThrottleState> {
+    ) -> ServerStoreResult<ThrottleState> {
         let name = username.as_str().to_owned();
         self.call(move |conn| {
             Ok(conn.query_row(
@@ -532,7 +533,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn clear_login_failures(&self, username: &Username) -> StoreResult<()> {
+    async fn clear_login_failures(&self, username: &Username) -> ServerStoreResult<()> {
         let name = username.as_str().to_owned();
         self.call(move |conn| {
             conn.execute("DELETE FROM login_throttle WHERE username = ?1", [name])?;
@@ -541,7 +542,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn create_session(&self, s: NewSession) -> StoreResult<()> {
+    async fn create_session(&self, s: NewSession) -> ServerStoreResult<()> {
         self.call(move |conn| {
             conn.execute(
                 "INSERT INTO sessions (token_hash, user_id, client, created_at, last_used_at) \
@@ -558,7 +559,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn session(&self, hash: &SessionHash) -> StoreResult<Option<SessionInfo>> {
+    async fn session(&self, hash: &SessionHash) -> ServerStoreResult<Option<SessionInfo>> {
         let hash = *hash;
         self.call(move |conn| {
             let row: Option<(String, i64, i64)> = conn
@@ -572,7 +573,7 @@ impl ServerStore for SqliteStore {
                 Ok(SessionInfo {
                     account: user
                         .parse()
-                        .map_err(|e| StoreError::Corrupt(format!("session user: {e}")))?,
+                        .map_err(|e| ServerStoreError::Corrupt(format!("session user: {e}")))?,
                     created_at: Timestamp(created),
                     last_used_at: Timestamp(used),
                 })
@@ -582,7 +583,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn touch_session(&self, hash: &SessionHash, now: Timestamp) -> StoreResult<()> {
+    async fn touch_session(&self, hash: &SessionHash, now: Timestamp) -> ServerStoreResult<()> {
         let hash = *hash;
         self.call(move |conn| {
             conn.execute(
@@ -594,7 +595,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn revoke_session(&self, hash: &SessionHash) -> StoreResult<()> {
+    async fn revoke_session(&self, hash: &SessionHash) -> ServerStoreResult<()> {
         let hash = *hash;
         self.call(move |conn| {
             conn.execute(
@@ -611,13 +612,13 @@ impl ServerStore for SqliteStore {
         account: AccountId,
         changes: &[Change],
         now: Timestamp,
-    ) -> StoreResult<PushOutcome> {
+    ) -> ServerStoreResult<PushOutcome> {
         let changes = changes.to_vec();
         self.call(move |conn| push_tx(conn, &account.to_string(), &changes, now))
             .await
     }
 
-    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> StoreResult<Pull> {
+    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> ServerStoreResult<Pull> {
         self.call(move |conn| {
             let account = account.to_string();
             let tx = conn.transaction()?;
@@ -641,7 +642,7 @@ impl ServerStore for SqliteStore {
                 .into_iter()
                 .take(limit as usize)
                 .map(RecordRow::into_synced)
-                .collect::<StoreResult<Vec<_>>>()?;
+                .collect::<ServerStoreResult<Vec<_>>>()?;
             Ok(Pull::Changes { changes, has_more })
         })
         .await
@@ -652,7 +653,7 @@ impl ServerStore for SqliteStore {
         account: AccountId,
         after: Option<SnapshotKey>,
         limit: u32,
-    ) -> StoreResult<SnapshotPage> {
+    ) -> ServerStoreResult<SnapshotPage> {
         self.call(move |conn| {
             let account = account.to_string();
             let tx = conn.transaction()?;
@@ -679,7 +680,7 @@ impl ServerStore for SqliteStore {
                 .into_iter()
                 .take(limit as usize)
                 .map(RecordRow::into_synced)
-                .collect::<StoreResult<Vec<_>>>()?;
+                .collect::<ServerStoreResult<Vec<_>>>()?;
             Ok(SnapshotPage {
                 changes,
                 has_more,
@@ -689,7 +690,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn purge(&self, plan: PurgePlan) -> StoreResult<PurgeReport> {
+    async fn purge(&self, plan: PurgePlan) -> ServerStoreResult<PurgeReport> {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let horizon = plan.tombstones_before.as_millis();
