@@ -26,17 +26,25 @@
 //! # Layout
 //! - [`config`](Config) — [`Config`], [`DatabaseUrl`].
 //! - `server` — [`Server`]: open, run, maintenance; [`serve`].
-//! - `http` — the axum router: auth, keys, sync, ws, openapi, [`AppError`].
+//! - `http` — the axum router: auth, keys, sync, ws, openapi; [`AppError`],
+//!   which answers with a `chatvault_core::ErrorCode`.
 //! - [`api`] — JSON request/response bodies.
-//! - `types` — validated domain values ([`Username`], [`Cursor`], ...).
+//! - `types` — validated wire values ([`Username`], [`Cursor`],
+//!   [`WireKdfParams`], ...).
 //! - `auth` — credential rules: hashing, tokens, sessions, backoff.
-//! - `sync` — the pure sync rules: admitting and deciding changes (LWW).
-//! - `push_plan` — the pure push planner: what a batch writes, given what
-//!   the store read; both backends only read and write around it.
+//! - `sync` — the pure per-change rules: admitting a pushed change (or a
+//!   [`PushRejectReason`]) and deciding it by core's LWW with tombstone cover.
+//! - `push_plan` — the pure push planner: what a whole batch writes (outcomes,
+//!   rows, covered messages, new head) from what the store read.
+//! - [`store`] — the [`ServerStore`](store::ServerStore) trait and its
+//!   backends [`SqliteServerStore`](store::SqliteServerStore) and
+//!   [`PostgresServerStore`](store::PostgresServerStore), which only read
+//!   what the planner needs and write its plan, each in one transaction.
 //! - `hub` — per-process fan-out of pokes to WebSockets.
-//! - [`store`] — the [`ServerStore`](store::ServerStore) trait, SQLite and
-//!   PostgreSQL backends.
 //! - `clock` — [`ServerClock`]: time as a parameter, so tests never sleep.
+//!
+//! Names are unique across the workspace: the server's types carry `Server`,
+//! `Wire` or `Push` where another crate has a type of the same idea.
 
 #![warn(missing_docs)]
 

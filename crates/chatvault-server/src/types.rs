@@ -90,7 +90,7 @@ pub struct WireKdfParams {
     pub m_cost_kib: u32,
     /// Passes over the memory.
     pub t_cost: u32,
-    /// Lanes.
+    /// Parallelism (Argon2 lanes).
     pub p_cost: u32,
 }
 
