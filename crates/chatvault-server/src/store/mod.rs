@@ -445,6 +445,21 @@ impl RecordRow {
     }
 }
 
+/// The rows of a page query (fetched with `LIMIT limit + 1`), split into
+/// the page and whether more follow it.
+pub(crate) fn page_of(
+    rows: Vec<RecordRow>,
+    limit: u32,
+) -> ServerStoreResult<(Vec<SyncedChange>, bool)> {
+    let has_more = rows.len() > limit as usize;
+    let changes = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(RecordRow::into_synced)
+        .collect::<ServerStoreResult<Vec<_>>>()?;
+    Ok((changes, has_more))
+}
+
 /// Column list matching [`VersionRow`]'s field order: what the push
 /// planner needs of a stored record.
 pub(crate) const VERSION_COLUMNS: &str = "kind, entity_id, conversation_id, version, deleted, body";

@@ -26,10 +26,10 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Row};
 
 use super::{
-    needs_resync, outcome_to_db, seen_outcome, Account, AccountRow, KeysUpdate, NewAccount,
-    NewSession, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore,
-    ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow, ACCOUNT_COLUMNS,
-    RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
+    needs_resync, outcome_to_db, page_of, seen_outcome, Account, AccountRow, KeysUpdate,
+    NewAccount, NewSession, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow,
+    ServerStore, ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow,
+    ACCOUNT_COLUMNS, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
 use crate::auth::{random_bytes, ThrottleState};
 use crate::push_plan::{plan, PushPlan, PushReads, PushState};
@@ -240,13 +240,11 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 
 /// Rows of a page query, split into the page and whether more follow.
 fn page(rows: Vec<Row>, limit: u32) -> ServerStoreResult<(Vec<super::SyncedChange>, bool)> {
-    let has_more = rows.len() > limit as usize;
-    let changes = rows
+    let rows = rows
         .iter()
-        .take(limit as usize)
-        .map(|r| read_record(r)?.into_synced())
+        .map(read_record)
         .collect::<ServerStoreResult<Vec<_>>>()?;
-    Ok((changes, has_more))
+    page_of(rows, limit)
 }
 
 /// `'<account>:<cursor>'`, the NOTIFY payload.

@@ -17,8 +17,8 @@ use chatvault_core::{Change, EntityKind, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{
-    needs_resync, outcome_to_db, seen_outcome, Account, AccountRow, KeysUpdate, NewAccount,
-    NewSession, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore,
+    needs_resync, outcome_to_db, page_of, seen_outcome, Account, AccountRow, KeysUpdate,
+    NewAccount, NewSession, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore,
     ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow, ACCOUNT_COLUMNS,
     RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
@@ -637,12 +637,7 @@ impl ServerStore for SqliteServerStore {
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             drop(stmt);
-            let has_more = rows.len() > limit as usize;
-            let changes = rows
-                .into_iter()
-                .take(limit as usize)
-                .map(RecordRow::into_synced)
-                .collect::<ServerStoreResult<Vec<_>>>()?;
+            let (changes, has_more) = page_of(rows, limit)?;
             Ok(Pull::Changes { changes, has_more })
         })
         .await
@@ -675,12 +670,7 @@ impl ServerStore for SqliteServerStore {
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             drop(stmt);
-            let has_more = rows.len() > limit as usize;
-            let changes = rows
-                .into_iter()
-                .take(limit as usize)
-                .map(RecordRow::into_synced)
-                .collect::<ServerStoreResult<Vec<_>>>()?;
+            let (changes, has_more) = page_of(rows, limit)?;
             Ok(SnapshotPage {
                 changes,
                 has_more,
