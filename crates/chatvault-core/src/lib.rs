@@ -13,8 +13,11 @@
 //! - [`model`] — [`Conversation`], [`Message`], [`Role`] as apps see them.
 //! - [`record`] — what stores and the server keep: clear header + opaque body.
 //! - [`change`] — [`Change`], the unit of the outbox and of sync.
-//! - [`merge`] — the last-writer-wins rule as a pure function.
+//! - [`merge`] — the last-writer-wins rule with tombstone cover
+//!   ([`resolve_incoming`]), as pure functions.
 //! - [`page`] — cursors and pages for listing.
+//! - `protocol` — [`ErrorCode`], the sync protocol's error codes, shared by
+//!   server and clients.
 //! - [`lifecycle`] — retention planning, the export format and import
 //!   validation, app-export conversion.
 //! - [`error`] — [`CoreError`].
@@ -27,6 +30,7 @@ pub mod lifecycle;
 mod merge;
 mod model;
 mod page;
+mod protocol;
 mod record;
 mod time;
 
@@ -34,9 +38,12 @@ pub use change::{Change, ChangeOp, DeletePayload, EntityKind, Incoming, UpsertPa
 pub use error::CoreError;
 pub use hlc::{Hlc, HlcClock, MAX_CLOCK_DRIFT_MS};
 pub use ids::{ConversationId, DeviceId, MessageId, OpId, RecordId, UserId};
-pub use merge::{covered_by_conversation_tombstone, merge, resolve, Resolution, VersionedState};
+pub use merge::{
+    covered_by_conversation_tombstone, merge, resolve, resolve_incoming, Resolution, VersionedState,
+};
 pub use model::{Conversation, Message, Metadata, Role};
 pub use page::{ConversationCursor, MessageCursor, Page};
+pub use protocol::ErrorCode;
 pub use record::{Body, ConversationRecord, MessageRecord, Tombstone};
 pub use time::Timestamp;
 

@@ -6,13 +6,14 @@
 //! body that deserializes is well-formed. Must never carry a secret back
 //! out (no auth key or hash in any response).
 
+use chatvault_core::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::store::SyncedChange;
-use crate::sync::RejectReason;
+use crate::sync::PushRejectReason;
 use crate::types::{
-    AuthKey, ClientKind, Cursor, KdfParams, KeyEnvelope, Salt, SnapshotKey, Username,
+    AuthKey, ClientKind, Cursor, KeyEnvelope, Salt, SnapshotKey, Username, WireKdfParams,
 };
 
 /// Every 4xx/5xx body: `{"error": {"code": "...", "message": "..."}}`.
@@ -25,8 +26,10 @@ pub struct ErrorBody {
 /// A machine-readable code and a human-readable message.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable code to branch on, e.g. `resync_required`.
-    pub code: String,
+    /// Stable code to branch on, e.g. `resync_required` (the table in
+    /// `docs/protocol.md` lists them all).
+    #[schema(value_type = String, example = "resync_required")]
+    pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: String,
 }
@@ -44,7 +47,7 @@ pub struct PreloginRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PreloginResponse {
     /// Argon2id parameters.
-    pub kdf: KdfParams,
+    pub kdf: WireKdfParams,
     /// 16-byte salt, standard base64.
     #[schema(value_type = String, format = Byte)]
     pub salt: Salt,
@@ -58,7 +61,7 @@ pub struct RegisterRequest {
     #[schema(value_type = String, example = "alice")]
     pub username: Username,
     /// Argon2id parameters the client used (at least the OWASP minimum).
-    pub kdf: KdfParams,
+    pub kdf: WireKdfParams,
     /// The client's random 16-byte salt, standard base64.
     #[schema(value_type = String, format = Byte)]
     pub salt: Salt,
@@ -118,7 +121,7 @@ pub struct KeysResponse {
     #[schema(value_type = Object)]
     pub key_envelope: KeyEnvelope,
     /// Current Argon2id parameters.
-    pub kdf: KdfParams,
+    pub kdf: WireKdfParams,
     /// Current salt, standard base64.
     #[schema(value_type = String, format = Byte)]
     pub salt: Salt,
@@ -144,7 +147,7 @@ pub struct PutKeysRequest {
     pub new_auth_key: Option<AuthKey>,
     /// KDF parameters of the new passphrase.
     #[serde(default)]
-    pub kdf: Option<KdfParams>,
+    pub kdf: Option<WireKdfParams>,
     /// Salt of the new passphrase.
     #[serde(default)]
     #[schema(value_type = Option<String>, format = Byte)]
@@ -184,7 +187,7 @@ pub struct PushResult {
     pub status: PushStatus,
     /// Why it was rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<RejectReason>,
+    pub reason: Option<PushRejectReason>,
     /// Details of a rejection, for people.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -1,6 +1,6 @@
 //! Where "now" comes from. Every time-dependent rule in the server (session
 //! expiry, login backoff, clock-skew checks, the tombstone horizon) reads
-//! time through [`Clock`], so tests move time forward instead of sleeping.
+//! time through [`ServerClock`], so tests move time forward instead of sleeping.
 //!
 //! This module must never be bypassed: no other code calls
 //! `SystemTime::now()` for a decision.
@@ -13,16 +13,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chatvault_core::Timestamp;
 
 /// A source of wall-clock time.
-pub trait Clock: Send + Sync + Debug + 'static {
+pub trait ServerClock: Send + Sync + Debug + 'static {
     /// The current time.
     fn now(&self) -> Timestamp;
 }
 
 /// The operating system's clock.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+pub struct SystemServerClock;
 
-impl Clock for SystemClock {
+impl ServerClock for SystemServerClock {
     fn now(&self) -> Timestamp {
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -34,17 +34,17 @@ impl Clock for SystemClock {
 
 /// A clock that only moves when told to: for tests. Clones share the time.
 #[derive(Debug, Clone)]
-pub struct ManualClock(Arc<AtomicI64>);
+pub struct ManualServerClock(Arc<AtomicI64>);
 
-impl ManualClock {
+impl ManualServerClock {
     /// A clock standing at `start`.
     pub fn new(start: Timestamp) -> Self {
-        ManualClock(Arc::new(AtomicI64::new(start.as_millis())))
+        ManualServerClock(Arc::new(AtomicI64::new(start.as_millis())))
     }
 
     /// A clock standing at the system's current time.
     pub fn starting_now() -> Self {
-        Self::new(SystemClock.now())
+        Self::new(SystemServerClock.now())
     }
 
     /// Moves the clock to `t`.
@@ -59,7 +59,7 @@ impl ManualClock {
     }
 }
 
-impl Clock for ManualClock {
+impl ServerClock for ManualServerClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.0.load(Ordering::SeqCst))
     }
@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn manual_clock_moves_only_when_told() {
-        let c = ManualClock::new(Timestamp(1_000));
+        let c = ManualServerClock::new(Timestamp(1_000));
         let shared = c.clone();
         c.advance(Duration::from_secs(2));
         assert_eq!(shared.now(), Timestamp(3_000));

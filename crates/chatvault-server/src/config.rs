@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{SessionPolicy, ThrottlePolicy};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{ServerClock, SystemServerClock};
 use crate::types::Invalid;
 
 /// Where the server keeps its data.
@@ -106,7 +106,7 @@ pub struct Config {
     /// Failed-login backoff.
     pub throttle: ThrottlePolicy,
     /// The time source.
-    pub clock: Arc<dyn Clock>,
+    pub clock: Arc<dyn ServerClock>,
 }
 
 impl Config {
@@ -129,7 +129,7 @@ impl Config {
             maintenance_interval: Duration::from_secs(3600),
             sessions: SessionPolicy::default(),
             throttle: ThrottlePolicy::default(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemServerClock),
         }
     }
 

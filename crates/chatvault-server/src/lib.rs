@@ -26,15 +26,25 @@
 //! # Layout
 //! - [`config`](Config) — [`Config`], [`DatabaseUrl`].
 //! - `server` — [`Server`]: open, run, maintenance; [`serve`].
-//! - `http` — the axum router: auth, keys, sync, ws, openapi, [`AppError`].
+//! - `http` — the axum router: auth, keys, sync, ws, openapi; [`AppError`],
+//!   which answers with a `chatvault_core::ErrorCode`.
 //! - [`api`] — JSON request/response bodies.
-//! - `types` — validated domain values ([`Username`], [`Cursor`], ...).
+//! - `types` — validated wire values ([`Username`], [`Cursor`],
+//!   [`WireKdfParams`], ...).
 //! - `auth` — credential rules: hashing, tokens, sessions, backoff.
-//! - `sync` — the pure sync rules: admitting and deciding changes (LWW).
+//! - `sync` — the pure per-change rules: admitting a pushed change (or a
+//!   [`PushRejectReason`]) and deciding it by core's LWW with tombstone cover.
+//! - `push_plan` — the pure push planner: what a whole batch writes (outcomes,
+//!   rows, covered messages, new head) from what the store read.
+//! - [`store`] — the [`ServerStore`](store::ServerStore) trait and its
+//!   backends [`SqliteServerStore`](store::SqliteServerStore) and
+//!   [`PostgresServerStore`](store::PostgresServerStore), which only read
+//!   what the planner needs and write its plan, each in one transaction.
 //! - `hub` — per-process fan-out of pokes to WebSockets.
-//! - [`store`] — the [`ServerStore`](store::ServerStore) trait, SQLite and
-//!   PostgreSQL backends.
-//! - `clock` — [`Clock`]: time as a parameter, so tests never sleep.
+//! - `clock` — [`ServerClock`]: time as a parameter, so tests never sleep.
+//!
+//! Names are unique across the workspace: the server's types carry `Server`,
+//! `Wire` or `Push` where another crate has a type of the same idea.
 
 #![warn(missing_docs)]
 
@@ -44,18 +54,19 @@ mod clock;
 mod config;
 mod http;
 mod hub;
+mod push_plan;
 mod server;
 pub mod store;
 mod sync;
 mod types;
 
 pub use auth::{SessionPolicy, ThrottlePolicy, ThrottleState};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{ManualServerClock, ServerClock, SystemServerClock};
 pub use config::{Config, DatabaseUrl};
 pub use http::AppError;
 pub use server::{serve, shutdown_signal, ServeError, Server};
-pub use sync::RejectReason;
+pub use sync::PushRejectReason;
 pub use types::{
-    AccountId, AuthKey, ClientKind, Cursor, Invalid, KdfParams, KeyEnvelope, Salt, Seq,
-    SessionHash, SnapshotKey, Username,
+    AccountId, AuthKey, ClientKind, Cursor, Invalid, KeyEnvelope, Salt, Seq, SessionHash,
+    SnapshotKey, Username, WireKdfParams,
 };

@@ -19,7 +19,7 @@ use crate::clock::minus;
 use crate::config::Config;
 use crate::http::{router, AppState};
 use crate::hub::Hub;
-use crate::store::{self, PokeSink, PurgePlan, PurgeReport, ServerStore, StoreError};
+use crate::store::{self, PokeSink, PurgePlan, PurgeReport, ServerStore, ServerStoreError};
 use crate::types::AuthKey;
 
 /// Why the server could not start or stopped with an error.
@@ -27,7 +27,7 @@ use crate::types::AuthKey;
 pub enum ServeError {
     /// The database could not be opened or migrated.
     #[error("database: {0}")]
-    Store(#[from] StoreError),
+    Store(#[from] ServerStoreError),
     /// Listening or serving failed.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
@@ -110,7 +110,7 @@ impl Server {
     /// tombstones and remembered push results older than the horizon,
     /// expired sessions and stale throttle entries. Runs at startup and
     /// every `maintenance_interval` while serving.
-    pub async fn run_maintenance(&self) -> Result<PurgeReport, StoreError> {
+    pub async fn run_maintenance(&self) -> Result<PurgeReport, ServerStoreError> {
         let config = self.state.config();
         let now = self.state.now();
         let horizon = minus(now, config.tombstone_horizon());

@@ -1,21 +1,23 @@
 //! The server's sync rules as pure functions, shared by every store: which
 //! pushed changes are admissible at all (shape, clock skew), and whether an
-//! admissible change replaces what the server holds (last-writer-wins via
-//! `chatvault_core::resolve`, plus conversation tombstones covering their
-//! messages).
+//! admissible change replaces what the server holds (core's
+//! `resolve_incoming`: last-writer-wins plus conversation tombstones
+//! covering their messages).
 //!
 //! Must never touch a store or read a clock; the stores call [`decide`]
 //! inside their transactions and the HTTP layer calls [`admit`] before.
 
 use chatvault_core::{
-    covered_by_conversation_tombstone, resolve, Change, ChangeOp, EntityKind, Hlc, Resolution,
-    Timestamp, VersionedState, MAX_CLOCK_DRIFT_MS,
+    resolve_incoming, Change, ChangeOp, EntityKind, Hlc, Resolution, Timestamp, VersionedState,
+    MAX_CLOCK_DRIFT_MS,
 };
 
 /// Why a pushed change was refused outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum RejectReason {
+// The OpenAPI name stays what clients generated code from.
+#[schema(as = RejectReason)]
+pub enum PushRejectReason {
     /// Not a valid change (wrong shape, missing field, bad id or stamp).
     InvalidChange,
     /// Stamped further ahead of the server's clock than
@@ -26,41 +28,41 @@ pub enum RejectReason {
 /// A refused change: why, in a code and in words, and its op id if one
 /// could be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
+pub struct PushRejection {
     /// The change's `opId` if it was a readable UUID.
     pub op_id: Option<String>,
     /// Machine-readable reason.
-    pub reason: RejectReason,
+    pub reason: PushRejectReason,
     /// Human-readable detail.
     pub message: String,
 }
 
 /// Parses one element of a push batch and checks it can be applied at all.
 /// Each element is judged alone, so one bad change never sinks its batch.
-pub fn admit(value: serde_json::Value, now: Timestamp) -> Result<Change, Rejection> {
+pub fn admit(value: serde_json::Value, now: Timestamp) -> Result<Change, PushRejection> {
     let op_id = value
         .get("opId")
         .and_then(|v| v.as_str())
         .filter(|s| uuid::Uuid::parse_str(s).is_ok())
         .map(str::to_owned);
-    let reject = |reason, message: String| Rejection {
+    let reject = |reason, message: String| PushRejection {
         op_id: op_id.clone(),
         reason,
         message,
     };
     let change: Change = serde_json::from_value(value)
-        .map_err(|e| reject(RejectReason::InvalidChange, e.to_string()))?;
+        .map_err(|e| reject(PushRejectReason::InvalidChange, e.to_string()))?;
     // Core's own rules (a message names its conversation, a conversation
     // upsert its owner), checked without copying the payload.
     change
         .validate()
-        .map_err(|e| reject(RejectReason::InvalidChange, e.to_string()))?;
+        .map_err(|e| reject(PushRejectReason::InvalidChange, e.to_string()))?;
     let limit = u64::try_from(now.as_millis())
         .unwrap_or(0)
         .saturating_add(MAX_CLOCK_DRIFT_MS);
     if change.version.wall_ms() > limit {
         return Err(reject(
-            RejectReason::ClockSkew,
+            PushRejectReason::ClockSkew,
             format!(
                 "version {} is more than {} ms ahead of the server clock; check the device clock",
                 change.version, MAX_CLOCK_DRIFT_MS
@@ -100,20 +102,19 @@ pub fn state_of(change: &Change) -> VersionedState<'_> {
 /// record (`current`) and, for a message, the version of its
 /// conversation's tombstone if that conversation is deleted.
 ///
-/// A conversation tombstone covers every message older than it (ties go to
-/// the deletion, as in core's merge rule), so a late message write cannot
-/// resurrect a deleted conversation's content.
+/// This is core's [`resolve_incoming`], the rule client stores apply too;
+/// on the server a conversation tombstone covers every message change
+/// older than it, deletions included.
 pub fn decide(
     change: &Change,
     current: Option<VersionedState<'_>>,
     conversation_tombstone: Option<Hlc>,
 ) -> Verdict {
-    if change.kind == EntityKind::Message
-        && covered_by_conversation_tombstone(change.version, conversation_tombstone)
-    {
-        return Verdict::Supersede;
-    }
-    match resolve(current, state_of(change)) {
+    let covering = match change.kind {
+        EntityKind::Message => conversation_tombstone,
+        EntityKind::Conversation => None,
+    };
+    match resolve_incoming(current, state_of(change), covering) {
         Resolution::TakeRemote => Verdict::Apply,
         Resolution::KeepLocal => Verdict::Supersede,
     }
@@ -149,7 +150,7 @@ mod tests {
     fn admit_rejects_bad_shapes_alone_and_keeps_the_op_id() {
         let op = OpId::new().to_string();
         let err = admit(json!({"opId": op, "kind": "note"}), Timestamp(0)).unwrap_err();
-        assert_eq!(err.reason, RejectReason::InvalidChange);
+        assert_eq!(err.reason, PushRejectReason::InvalidChange);
         assert_eq!(err.op_id.as_deref(), Some(op.as_str()));
         let err = admit(json!(42), Timestamp(0)).unwrap_err();
         assert_eq!(err.op_id, None);
@@ -160,7 +161,7 @@ mod tests {
         let mut c = message(5, ConversationId::new());
         c.conversation_id = None;
         let err = admit(serde_json::to_value(&c).unwrap(), Timestamp(10)).unwrap_err();
-        assert_eq!(err.reason, RejectReason::InvalidChange);
+        assert_eq!(err.reason, PushRejectReason::InvalidChange);
     }
 
     #[test]
@@ -174,7 +175,7 @@ mod tests {
             Timestamp(now as i64),
         )
         .unwrap_err();
-        assert_eq!(err.reason, RejectReason::ClockSkew);
+        assert_eq!(err.reason, PushRejectReason::ClockSkew);
     }
 
     #[test]

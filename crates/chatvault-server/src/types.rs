@@ -83,16 +83,18 @@ impl fmt::Display for Username {
 /// absurd amounts of memory. JSON: `{"mCostKib": 19456, "tCost": 2, "pCost": 1}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct KdfParams {
+// The OpenAPI name stays what clients generated code from.
+#[schema(as = KdfParams)]
+pub struct WireKdfParams {
     /// Memory in KiB.
     pub m_cost_kib: u32,
     /// Passes over the memory.
     pub t_cost: u32,
-    /// Lanes.
+    /// Parallelism (Argon2 lanes).
     pub p_cost: u32,
 }
 
-impl KdfParams {
+impl WireKdfParams {
     /// Checks the parameters with `chatvault-crypto`'s rule — the one the
     /// clients derive with, so server and clients accept exactly the same
     /// set. Upper limits always apply; `allow_weak` (a test-only server
@@ -109,8 +111,8 @@ impl KdfParams {
     }
 }
 
-impl From<KdfParams> for chatvault_crypto::KdfParams {
-    fn from(p: KdfParams) -> Self {
+impl From<WireKdfParams> for chatvault_crypto::KdfParams {
+    fn from(p: WireKdfParams) -> Self {
         chatvault_crypto::KdfParams {
             m_cost_kib: p.m_cost_kib,
             t_cost: p.t_cost,
@@ -119,11 +121,11 @@ impl From<KdfParams> for chatvault_crypto::KdfParams {
     }
 }
 
-impl Default for KdfParams {
+impl Default for WireKdfParams {
     /// The OWASP minimum, also what prelogin answers for unknown usernames.
     fn default() -> Self {
         let d = chatvault_crypto::KdfParams::default();
-        KdfParams {
+        WireKdfParams {
             m_cost_kib: d.m_cost_kib,
             t_cost: d.t_cost,
             p_cost: d.p_cost,
@@ -434,28 +436,28 @@ mod tests {
 
     #[test]
     fn kdf_params_enforce_minimum_unless_weak_allowed() {
-        assert!(KdfParams::default().validate(false).is_ok());
-        let weak = KdfParams {
+        assert!(WireKdfParams::default().validate(false).is_ok());
+        let weak = WireKdfParams {
             m_cost_kib: 64,
             t_cost: 1,
             p_cost: 1,
         };
         assert!(weak.validate(false).is_err());
         assert!(weak.validate(true).is_ok());
-        let absurd = KdfParams {
+        let absurd = WireKdfParams {
             m_cost_kib: u32::MAX,
             t_cost: 1,
             p_cost: 1,
         };
         assert!(absurd.validate(true).is_err());
-        let zero = KdfParams {
+        let zero = WireKdfParams {
             m_cost_kib: 64,
             t_cost: 0,
             p_cost: 1,
         };
         assert!(zero.validate(true).is_err());
         // More memory may buy fewer passes.
-        let wide = KdfParams {
+        let wide = WireKdfParams {
             m_cost_kib: 46 * 1024,
             t_cost: 1,
             p_cost: 1,

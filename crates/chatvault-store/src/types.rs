@@ -1,9 +1,9 @@
 //! Requests and answers of the [`Store`](crate::Store) trait.
 
 use chatvault_core::{
-    covered_by_conversation_tombstone, resolve, Change, ConversationCursor, ConversationId,
-    ConversationRecord, EntityKind, Hlc, Incoming, MessageCursor, MessageRecord, OpId, RecordId,
-    Resolution, Timestamp, Tombstone, VersionedState,
+    resolve_incoming, Change, ConversationCursor, ConversationId, ConversationRecord, EntityKind,
+    Hlc, Incoming, MessageCursor, MessageRecord, OpId, RecordId, Resolution, Timestamp, Tombstone,
+    VersionedState,
 };
 
 /// A conversation as stored, with the activity time the store derives.
@@ -175,33 +175,44 @@ pub struct LocalVersion {
 
 /// Decides a [`WriteOp::Merge`]: whether `incoming` wins over `local`
 /// (what the store holds for the record) given the version of its
-/// conversation's tombstone, if any. The same pure rule for every backend.
+/// conversation's tombstone, if any — core's
+/// [`resolve_incoming`](chatvault_core::resolve_incoming), the rule the
+/// server applies too.
 pub fn incoming_wins(
     incoming: &Incoming,
     local: Option<&LocalVersion>,
     conversation_tombstone: Option<Hlc>,
 ) -> bool {
-    let (version, deleted, body): (Hlc, bool, &[u8]) = match incoming {
-        Incoming::Conversation(r) => (r.version, false, r.body.as_bytes()),
-        Incoming::Message(m) => (m.version, false, m.body.as_bytes()),
-        Incoming::Tombstone(t) => (t.version, true, &[]),
+    let (remote, covering) = match incoming {
+        Incoming::Conversation(r) => (upsert_state(r.version, r.body.as_bytes()), None),
+        // Only a message upsert is vetoed by its conversation's deletion.
+        Incoming::Message(m) => (
+            upsert_state(m.version, m.body.as_bytes()),
+            conversation_tombstone,
+        ),
+        Incoming::Tombstone(t) => (
+            VersionedState {
+                version: t.version,
+                deleted: true,
+                body: &[],
+            },
+            None,
+        ),
     };
-    if matches!(incoming, Incoming::Message(_))
-        && covered_by_conversation_tombstone(version, conversation_tombstone)
-    {
-        return false;
-    }
     let local = local.map(|l| VersionedState {
         version: l.version,
         deleted: l.deleted,
         body: &l.body,
     });
-    let remote = VersionedState {
+    resolve_incoming(local, remote, covering) == Resolution::TakeRemote
+}
+
+fn upsert_state(version: Hlc, body: &[u8]) -> VersionedState<'_> {
+    VersionedState {
         version,
-        deleted,
+        deleted: false,
         body,
-    };
-    resolve(local, remote) == Resolution::TakeRemote
+    }
 }
 
 /// Decides a [`WriteOp::MergeAndEnqueue`]: [`incoming_wins`], except that

@@ -5,6 +5,7 @@
 //! Must never send anything derived from the passphrase but the auth key,
 //! and never hold the passphrase longer than the derivation.
 
+use chatvault_core::ErrorCode;
 use chatvault_crypto::{AuthKey, KdfParams, KdfPolicy, KeyEnvelope, PassphraseKeys, Salt};
 use reqwest::Method;
 use zeroize::Zeroizing;
@@ -71,7 +72,7 @@ pub(crate) async fn register(
     api.send::<serde_json::Value>(Method::POST, "v1/auth/register", &[], None, Some(body))
         .await
         .map_err(|e| match e.server_code() {
-            Some("username_taken") => SyncError::UsernameTaken(username.to_owned()),
+            Some(ErrorCode::UsernameTaken) => SyncError::UsernameTaken(username.to_owned()),
             _ => bad_username(e, username),
         })?;
     tracing::info!(username, "registered a sync account");
@@ -152,7 +153,7 @@ fn bad_username(e: SyncError, username: &str) -> SyncError {
             code,
             message,
             retry_after,
-        } if code == "invalid_request" => SyncError::Server {
+        } if code == ErrorCode::InvalidRequest => SyncError::Server {
             status: 400,
             code,
             message: format!("{message} (username {username:?})"),

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chatvault::VaultError;
+use chatvault_core::ErrorCode;
 use chatvault_crypto::CryptoError;
 
 /// Everything the sync client can fail with.
@@ -51,8 +52,8 @@ pub enum SyncError {
     Server {
         /// HTTP status.
         status: u16,
-        /// The server's machine-readable code (`internal`, `invalid_request`...).
-        code: String,
+        /// The server's machine-readable code.
+        code: ErrorCode,
         /// The server's message.
         message: String,
         /// `Retry-After`, if the server sent one.
@@ -118,7 +119,7 @@ impl SyncError {
     }
 
     /// The server's error code, for [`SyncError::Server`].
-    pub fn server_code(&self) -> Option<&str> {
+    pub fn server_code(&self) -> Option<&ErrorCode> {
         match self {
             SyncError::Server { code, .. } => Some(code),
             _ => None,

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use chatvault_core::ErrorCode;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -145,7 +146,7 @@ fn server_error(status: StatusCode, bytes: &[u8], retry_after: Option<Duration>)
         Err(_) => {
             let text = String::from_utf8_lossy(bytes);
             let text: String = text.chars().take(200).collect();
-            ("unknown".to_owned(), text)
+            (ErrorCode::Unknown("unknown".to_owned()), text)
         }
     };
     SyncError::Server {
@@ -222,7 +223,7 @@ mod tests {
             br#"{"error":{"code":"resync_required","message":"rebuild"}}"#,
             None,
         );
-        assert_eq!(e.server_code(), Some("resync_required"));
+        assert_eq!(e.server_code(), Some(&ErrorCode::ResyncRequired));
         assert!(e.is_status(410));
         assert!(!e.is_transient());
         let e = server_error(
@@ -230,7 +231,7 @@ mod tests {
             b"<html>proxy</html>",
             Some(Duration::from_secs(3)),
         );
-        assert_eq!(e.server_code(), Some("unknown"));
+        assert_eq!(e.server_code().map(ErrorCode::as_str), Some("unknown"));
         assert!(e.is_transient());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
     }

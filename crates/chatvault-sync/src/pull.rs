@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 
-use chatvault_core::{Change, EntityKind, RecordId};
+use chatvault_core::{Change, EntityKind, ErrorCode, RecordId};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
@@ -208,5 +208,5 @@ impl SyncClient {
 /// `410 resync_required`, or a stored cursor this server does not know.
 fn needs_resync(e: &SyncError, had_cursor: bool) -> bool {
     e.is_status(410)
-        || (had_cursor && e.is_status(400) && e.server_code() == Some("invalid_cursor"))
+        || (had_cursor && e.is_status(400) && e.server_code() == Some(&ErrorCode::InvalidCursor))
 }

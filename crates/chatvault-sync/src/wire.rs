@@ -6,7 +6,7 @@
 //! must not link a server, and it only needs the fields it uses. Changes
 //! themselves are `chatvault_core::Change`, which both sides share.
 
-use chatvault_core::Change;
+use chatvault_core::{Change, ErrorCode};
 use chatvault_crypto::{KdfParams, Salt};
 use serde::{Deserialize, Serialize};
 
@@ -135,7 +135,7 @@ pub(crate) struct ErrorBody {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ErrorDetail {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
 }
 

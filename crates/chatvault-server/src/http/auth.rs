@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chatvault_core::ErrorCode;
 
 use super::extract::{ApiJson, Authenticated, SESSION_COOKIE};
 use super::{AppError, AppState};
@@ -18,7 +19,7 @@ use crate::api::{
 };
 use crate::auth::{fake_salt, hash_auth_key, new_session_token, verify_auth_key};
 use crate::store::{NewAccount, NewSession};
-use crate::types::{AccountId, ClientKind, KdfParams, Username};
+use crate::types::{AccountId, ClientKind, Username, WireKdfParams};
 
 /// How to derive keys for a username.
 #[utoipa::path(
@@ -39,7 +40,7 @@ pub(crate) async fn prelogin(
             salt: account.salt,
         },
         None => PreloginResponse {
-            kdf: KdfParams::default(),
+            kdf: WireKdfParams::default(),
             salt: fake_salt(state.server_secret(), &req.username),
         },
     };
@@ -62,7 +63,7 @@ pub(crate) async fn register(
 ) -> Result<(StatusCode, Json<RegisterResponse>), AppError> {
     req.kdf
         .validate(state.config().allow_weak_kdf)
-        .map_err(|e| AppError::bad_request("invalid_kdf", e.0))?;
+        .map_err(|e| AppError::client(ErrorCode::InvalidKdf, e.0))?;
     let key = req.auth_key;
     let auth_hash = state.argon2(move || hash_auth_key(&key)).await??;
     let id = AccountId::new();

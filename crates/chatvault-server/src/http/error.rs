@@ -13,22 +13,22 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chatvault_core::ErrorCode;
 
 use crate::api::{ErrorBody, ErrorDetail};
 use crate::auth::CredentialError;
-use crate::store::StoreError;
+use crate::store::ServerStoreError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The client's fault (or its concern, like 410 and 429): answered with
-    /// this status, code and message.
-    #[error("{status} {code}: {message}")]
+    /// the code's HTTP status ([`ErrorCode::http_status`]), the code and
+    /// the message.
+    #[error("{} {code}: {message}", status_of(.code))]
     Client {
-        /// HTTP status (4xx).
-        status: StatusCode,
-        /// Stable machine-readable code.
-        code: &'static str,
+        /// Stable machine-readable code; it also fixes the status.
+        code: ErrorCode,
         /// Human-readable, client-safe message.
         message: String,
         /// Seconds for a `Retry-After` header (429).
@@ -44,26 +44,29 @@ pub enum AppError {
 #[derive(Debug, Clone)]
 struct InternalDetail(String);
 
+/// The status a code answers with; a code without one (never sent by this
+/// server) would be a bug, answered as 500.
+fn status_of(code: &ErrorCode) -> StatusCode {
+    code.http_status()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 impl AppError {
-    fn client(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// A 4xx answer with `code` (which fixes the status) and a client-safe
+    /// `message`.
+    pub fn client(code: ErrorCode, message: impl Into<String>) -> Self {
         AppError::Client {
-            status,
             code,
             message: message.into(),
             retry_after: None,
         }
     }
 
-    /// 400 with a code.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::BAD_REQUEST, code, message)
-    }
-
     /// 401: no valid session.
     pub fn unauthorized() -> Self {
         Self::client(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "sign in: no valid session token or cookie",
         )
     }
@@ -72,42 +75,20 @@ impl AppError {
     /// both).
     pub fn invalid_credentials() -> Self {
         Self::client(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
+            ErrorCode::InvalidCredentials,
             "wrong username or passphrase",
         )
     }
 
-    /// 403 with a code.
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::FORBIDDEN, code, message)
-    }
-
-    /// 404.
+    /// 404: no such route.
     pub fn not_found() -> Self {
-        Self::client(StatusCode::NOT_FOUND, "not_found", "no such route")
-    }
-
-    /// 409 with a code.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::CONFLICT, code, message)
-    }
-
-    /// 410 with a code.
-    pub fn gone(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::GONE, code, message)
-    }
-
-    /// 413 with a code.
-    pub fn too_large(code: &'static str, message: impl Into<String>) -> Self {
-        Self::client(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+        Self::client(ErrorCode::NotFound, "no such route")
     }
 
     /// 429 with a `Retry-After` of `seconds`.
     pub fn too_many_attempts(seconds: u64) -> Self {
         AppError::Client {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            code: "too_many_attempts",
+            code: ErrorCode::TooManyAttempts,
             message: format!("too many failed attempts for this account; retry in {seconds} s"),
             retry_after: Some(seconds),
         }
@@ -121,17 +102,17 @@ impl AppError {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            AppError::Client { status, .. } => *status,
+            AppError::Client { code, .. } => status_of(code),
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
 /// The JSON error body for `code` and `message`.
-pub(crate) fn error_body(code: &str, message: &str) -> Json<ErrorBody> {
+fn error_body(code: ErrorCode, message: &str) -> Json<ErrorBody> {
     Json(ErrorBody {
         error: ErrorDetail {
-            code: code.to_owned(),
+            code,
             message: message.to_owned(),
         },
     })
@@ -141,11 +122,11 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match self {
             AppError::Client {
-                status,
                 code,
                 message,
                 retry_after,
             } => {
+                let status = status_of(&code);
                 let mut response = (status, error_body(code, &message)).into_response();
                 if let Some(seconds) = retry_after {
                     response
@@ -157,7 +138,7 @@ impl IntoResponse for AppError {
             AppError::Internal(detail) => {
                 let mut response = (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    error_body("internal", "internal server error"),
+                    error_body(ErrorCode::Internal, "internal server error"),
                 )
                     .into_response();
                 response.extensions_mut().insert(InternalDetail(detail));
@@ -167,12 +148,13 @@ impl IntoResponse for AppError {
     }
 }
 
-impl From<StoreError> for AppError {
-    fn from(e: StoreError) -> Self {
+impl From<ServerStoreError> for AppError {
+    fn from(e: ServerStoreError) -> Self {
         match e {
-            StoreError::UsernameTaken => {
-                AppError::conflict("username_taken", "that username is already registered")
-            }
+            ServerStoreError::UsernameTaken => AppError::client(
+                ErrorCode::UsernameTaken,
+                "that username is already registered",
+            ),
             other => AppError::internal(other),
         }
     }
@@ -187,30 +169,29 @@ impl From<CredentialError> for AppError {
 impl From<JsonRejection> for AppError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::JsonSyntaxError(e) => AppError::bad_request(
-                "malformed_json",
+            JsonRejection::JsonSyntaxError(e) => AppError::client(
+                ErrorCode::MalformedJson,
                 format!("request body is not valid JSON: {}", e.body_text()),
             ),
             JsonRejection::JsonDataError(e) => {
-                AppError::bad_request("invalid_request", e.body_text())
+                AppError::client(ErrorCode::InvalidRequest, e.body_text())
             }
             JsonRejection::MissingJsonContentType(_) => AppError::client(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as JSON with Content-Type: application/json",
             ),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => AppError::too_large(
-                "payload_too_large",
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => AppError::client(
+                ErrorCode::PayloadTooLarge,
                 "request body is larger than this server accepts",
             ),
-            other => AppError::bad_request("invalid_request", other.body_text()),
+            other => AppError::client(ErrorCode::InvalidRequest, other.body_text()),
         }
     }
 }
 
 impl From<QueryRejection> for AppError {
     fn from(rejection: QueryRejection) -> Self {
-        AppError::bad_request("invalid_query", rejection.body_text())
+        AppError::client(ErrorCode::InvalidQuery, rejection.body_text())
     }
 }
 
@@ -244,8 +225,8 @@ pub(crate) async fn refuse_oversized(limit: u64, request: Request, next: Next) -
             }
         }
     }
-    let mut response = AppError::too_large(
-        "payload_too_large",
+    let mut response = AppError::client(
+        ErrorCode::PayloadTooLarge,
         format!("request body of {length} bytes is larger than this server accepts ({limit})"),
     )
     .into_response();

@@ -9,6 +9,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use chatvault_core::ErrorCode;
 
 use super::auth::check_throttle;
 use super::extract::{ApiJson, Authenticated};
@@ -65,10 +66,10 @@ pub(crate) async fn put_keys(
         (None, None, None) => None,
         (Some(new_key), Some(kdf), Some(salt)) => {
             kdf.validate(state.config().allow_weak_kdf)
-                .map_err(|e| AppError::bad_request("invalid_kdf", e.0))?;
+                .map_err(|e| AppError::client(ErrorCode::InvalidKdf, e.0))?;
             let current = req.auth_key.ok_or_else(|| {
-                AppError::bad_request(
-                    "auth_key_required",
+                AppError::client(
+                    ErrorCode::AuthKeyRequired,
                     "changing credentials needs the current authKey",
                 )
             })?;
@@ -85,8 +86,8 @@ pub(crate) async fn put_keys(
                 store
                     .record_login_failure(&account.username, state.now())
                     .await?;
-                return Err(AppError::forbidden(
-                    "wrong_auth_key",
+                return Err(AppError::client(
+                    ErrorCode::WrongAuthKey,
                     "the current authKey does not match",
                 ));
             }
@@ -99,8 +100,8 @@ pub(crate) async fn put_keys(
             })
         }
         _ => {
-            return Err(AppError::bad_request(
-                "incomplete_credentials",
+            return Err(AppError::client(
+                ErrorCode::IncompleteCredentials,
                 "newAuthKey, kdf and salt must be sent together",
             ))
         }

@@ -24,7 +24,6 @@ mod ws;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use chatvault_core::Timestamp;
@@ -139,10 +138,10 @@ async fn not_found() -> AppError {
     AppError::not_found()
 }
 
-async fn method_not_allowed() -> (StatusCode, Json<crate::api::ErrorBody>) {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        error::error_body("method_not_allowed", "this route does not take that method"),
+async fn method_not_allowed() -> AppError {
+    AppError::client(
+        chatvault_core::ErrorCode::MethodNotAllowed,
+        "this route does not take that method",
     )
 }
 

@@ -14,8 +14,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::api;
-use crate::sync::RejectReason;
-use crate::types::{ClientKind, KdfParams};
+use crate::sync::PushRejectReason;
+use crate::types::{ClientKind, WireKdfParams};
 
 /// Kind of a synced record.
 #[derive(Serialize, ToSchema)]
@@ -151,7 +151,7 @@ impl Modify for SecuritySchemes {
         api::RegisterRequest, api::RegisterResponse, api::LoginRequest, api::LoginResponse,
         api::KeysResponse, api::PutKeysRequest, api::PushRequest, api::PushStatus,
         api::PushResult, api::PushResponse, api::PullResponse, api::SnapshotResponse,
-        api::Poke, api::Health, KdfParams, ClientKind, RejectReason, ChangeDoc, SyncedChangeDoc,
+        api::Poke, api::Health, WireKdfParams, ClientKind, PushRejectReason, ChangeDoc, SyncedChangeDoc,
     )),
     modifiers(&SecuritySchemes),
     tags(

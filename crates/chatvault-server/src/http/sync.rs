@@ -8,6 +8,7 @@
 
 use axum::extract::State;
 use axum::Json;
+use chatvault_core::ErrorCode;
 
 use super::extract::{ApiJson, ApiQuery, Authenticated};
 use super::{AppError, AppState};
@@ -16,7 +17,7 @@ use crate::api::{
     SnapshotQuery, SnapshotResponse,
 };
 use crate::store::{Outcome, Pull};
-use crate::sync::{admit, Rejection};
+use crate::sync::{admit, PushRejection};
 use crate::types::{Cursor, Seq, SnapshotKey};
 
 /// Most changes in one push.
@@ -30,8 +31,8 @@ fn page_limit(limit: Option<u32>) -> Result<u32, AppError> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(n) => Err(AppError::bad_request(
-            "invalid_limit",
+        Some(n) => Err(AppError::client(
+            ErrorCode::InvalidLimit,
             format!("limit must be between 1 and {MAX_LIMIT}, not {n}"),
         )),
     }
@@ -55,8 +56,8 @@ pub(crate) async fn push(
     ApiJson(req): ApiJson<PushRequest>,
 ) -> Result<Json<PushResponse>, AppError> {
     if req.changes.len() > MAX_BATCH {
-        return Err(AppError::too_large(
-            "batch_too_large",
+        return Err(AppError::client(
+            ErrorCode::BatchTooLarge,
             format!(
                 "a push may carry at most {MAX_BATCH} changes, this one has {}; split it",
                 req.changes.len()
@@ -65,7 +66,7 @@ pub(crate) async fn push(
     }
     let now = state.now();
     let mut admitted = Vec::with_capacity(req.changes.len());
-    let slots: Vec<Result<usize, Rejection>> = req
+    let slots: Vec<Result<usize, PushRejection>> = req
         .changes
         .into_iter()
         .map(|value| {
@@ -143,12 +144,12 @@ pub(crate) async fn pull(
         None | Some("") => Cursor::default(),
         Some(text) => text
             .parse::<Cursor>()
-            .map_err(|e| AppError::bad_request("invalid_cursor", e.0))?,
+            .map_err(|e| AppError::client(ErrorCode::InvalidCursor, e.0))?,
     };
     let limit = page_limit(query.limit)?;
     match state.store().pull(auth.account, after.0, limit).await? {
-        Pull::ResyncRequired => Err(AppError::gone(
-            "resync_required",
+        Pull::ResyncRequired => Err(AppError::client(
+            ErrorCode::ResyncRequired,
             "this cursor is older than the server's tombstone horizon (or unknown here): \
              rebuild from /v1/sync/snapshot, keeping your unsent changes",
         )),
@@ -183,7 +184,7 @@ pub(crate) async fn snapshot(
         None | Some("") => None,
         Some(text) => Some(
             text.parse::<SnapshotKey>()
-                .map_err(|e| AppError::bad_request("invalid_cursor", e.0))?,
+                .map_err(|e| AppError::client(ErrorCode::InvalidCursor, e.0))?,
         ),
     };
     let limit = page_limit(query.limit)?;

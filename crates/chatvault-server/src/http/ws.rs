@@ -9,6 +9,7 @@
 //! whatever the client does. Must never block the hub: sends happen here,
 //! on the socket's own task.
 
+use chatvault_core::ErrorCode;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -80,13 +81,13 @@ pub(crate) async fn connect(
 ) -> Result<Response, AppError> {
     let auth = authenticate(&state, &headers, query.token.as_deref()).await?;
     if auth.source == TokenSource::Cookie && !same_origin(&headers) {
-        return Err(AppError::forbidden(
-            "cross_origin",
+        return Err(AppError::client(
+            ErrorCode::CrossOrigin,
             "cookie-authenticated WebSockets must come from this server's origin",
         ));
     }
     let upgrade =
-        upgrade.map_err(|e| AppError::bad_request("websocket_required", e.body_text()))?;
+        upgrade.map_err(|e| AppError::client(ErrorCode::WebsocketRequired, e.body_text()))?;
     let subscription = state.hub().subscribe(auth.account, state.config().ws_queue);
     let ping_every = state.config().ws_ping_interval;
     let shutdown = state.shutdown();

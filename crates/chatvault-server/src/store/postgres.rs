@@ -1,4 +1,4 @@
-//! [`PostgresStore`]: the backend for running several server processes
+//! [`PostgresServerStore`]: the backend for running several server processes
 //! against one database (tokio-postgres with a deadpool pool).
 //!
 //! Per-account sequence numbers stay gap-free and ordered under concurrent
@@ -16,20 +16,23 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatvault_core::{Change, EntityKind, Timestamp, VersionedState};
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use chatvault_core::{Change, EntityKind, Timestamp};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction,
+};
+use futures::future::try_join_all;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Row};
 
 use super::{
-    needs_resync, outcome_from_db, outcome_to_db, parse_version, Account, AccountRow, KeysUpdate,
-    NewAccount, NewSession, Outcome, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome,
-    RecordRow, ServerStore, SessionInfo, SnapshotPage, StoreError, StoreResult, ACCOUNT_COLUMNS,
-    RECORD_COLUMNS,
+    needs_resync, outcome_to_db, page_of, seen_outcome, Account, AccountRow, KeysUpdate,
+    NewAccount, NewSession, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow,
+    ServerStore, ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow,
+    ACCOUNT_COLUMNS, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
 use crate::auth::{random_bytes, ThrottleState};
-use crate::sync::{decide, Verdict};
+use crate::push_plan::{plan, PushPlan, PushReads, PushState};
 use crate::types::{AccountId, Cursor, Seq, SessionHash, SnapshotKey, Username};
 
 /// The NOTIFY channel pokes travel on.
@@ -111,24 +114,25 @@ CREATE INDEX op_results_age ON op_results(recorded_at);
 
 /// The PostgreSQL backend. Cheap to clone.
 #[derive(Clone)]
-pub struct PostgresStore {
+pub struct PostgresServerStore {
     pool: Pool,
     config: tokio_postgres::Config,
 }
 
-impl std::fmt::Debug for PostgresStore {
+impl std::fmt::Debug for PostgresServerStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStore").finish_non_exhaustive()
+        f.debug_struct("PostgresServerStore")
+            .finish_non_exhaustive()
     }
 }
 
-impl PostgresStore {
+impl PostgresServerStore {
     /// Connects to `url` (`postgres://user@host:port/db`) and brings the
     /// schema up to date (safe to run from several processes at once).
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    pub async fn connect(url: &str) -> ServerStoreResult<Self> {
         let mut config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| StoreError::Config(format!("PostgreSQL URL: {e}")))?;
+            .map_err(|e| ServerStoreError::Config(format!("PostgreSQL URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -146,20 +150,20 @@ impl PostgresStore {
             .wait_timeout(Some(Duration::from_secs(10)))
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
-        let store = PostgresStore { pool, config };
+            .map_err(|e| ServerStoreError::Pool(e.to_string()))?;
+        let store = PostgresServerStore { pool, config };
         store.migrate().await?;
         Ok(store)
     }
 
-    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+    async fn client(&self) -> ServerStoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(e),
-            other => StoreError::Pool(other.to_string()),
+            deadpool_postgres::PoolError::Backend(e) => ServerStoreError::Postgres(e),
+            other => ServerStoreError::Pool(other.to_string()),
         })
     }
 
-    async fn migrate(&self) -> StoreResult<()> {
+    async fn migrate(&self) -> ServerStoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // Serializes concurrent startups of several processes.
@@ -173,7 +177,7 @@ impl PostgresStore {
             .get(0);
         let supported = MIGRATIONS.len() as i64;
         if current > supported {
-            return Err(StoreError::SchemaTooNew {
+            return Err(ServerStoreError::SchemaTooNew {
                 found: current,
                 supported,
             });
@@ -191,7 +195,7 @@ impl PostgresStore {
     }
 }
 
-fn read_record(r: &Row) -> StoreResult<RecordRow> {
+fn read_record(r: &Row) -> ServerStoreResult<RecordRow> {
     Ok(RecordRow {
         kind: r.try_get(0)?,
         entity_id: r.try_get(1)?,
@@ -208,7 +212,7 @@ fn read_record(r: &Row) -> StoreResult<RecordRow> {
     })
 }
 
-fn read_account(r: &Row) -> StoreResult<Account> {
+fn read_account(r: &Row) -> ServerStoreResult<Account> {
     AccountRow {
         id: r.try_get(0)?,
         username: r.try_get(1)?,
@@ -222,7 +226,7 @@ fn read_account(r: &Row) -> StoreResult<Account> {
     .into_account()
 }
 
-fn read_throttle(r: &Row) -> StoreResult<ThrottleState> {
+fn read_throttle(r: &Row) -> ServerStoreResult<ThrottleState> {
     let failures: i64 = r.try_get(0)?;
     Ok(ThrottleState {
         failures: u32::try_from(failures).unwrap_or(u32::MAX),
@@ -235,14 +239,12 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 }
 
 /// Rows of a page query, split into the page and whether more follow.
-fn page(rows: Vec<Row>, limit: u32) -> StoreResult<(Vec<super::SyncedChange>, bool)> {
-    let has_more = rows.len() > limit as usize;
-    let changes = rows
+fn page(rows: Vec<Row>, limit: u32) -> ServerStoreResult<(Vec<super::SyncedChange>, bool)> {
+    let rows = rows
         .iter()
-        .take(limit as usize)
-        .map(|r| read_record(r)?.into_synced())
-        .collect::<StoreResult<Vec<_>>>()?;
-    Ok((changes, has_more))
+        .map(read_record)
+        .collect::<ServerStoreResult<Vec<_>>>()?;
+    page_of(rows, limit)
 }
 
 /// `'<account>:<cursor>'`, the NOTIFY payload.
@@ -262,7 +264,7 @@ struct Listener {
     notifications: mpsc::Receiver<String>,
 }
 
-async fn listen(config: &tokio_postgres::Config) -> StoreResult<Listener> {
+async fn listen(config: &tokio_postgres::Config) -> ServerStoreResult<Listener> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
@@ -317,10 +319,157 @@ async fn forward_pokes(config: tokio_postgres::Config, mut listener: Listener, s
     }
 }
 
+/// Everything the planner needs for a batch, in two queries.
+async fn read_push_state(
+    tx: &Transaction<'_>,
+    account: &str,
+    reads: &PushReads,
+    head: Seq,
+) -> ServerStoreResult<PushState> {
+    let op_ids: Vec<String> = reads.op_ids.iter().map(ToString::to_string).collect();
+    let seen_stmt = tx
+        .prepare_cached(
+            "SELECT op_id, status, seq FROM op_results WHERE user_id = $1 AND op_id = ANY($2)",
+        )
+        .await?;
+    let seen = tx
+        .query(&seen_stmt, &[&account, &op_ids])
+        .await?
+        .iter()
+        .map(|r| {
+            let op_id: String = r.try_get(0)?;
+            let status: String = r.try_get(1)?;
+            seen_outcome(&op_id, &status, r.try_get(2)?)
+        })
+        .collect::<ServerStoreResult<_>>()?;
+    let records_stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {VERSION_COLUMNS} FROM records WHERE user_id = $1 \
+             AND kind = 'conversation' AND entity_id = ANY($2) \
+             UNION ALL SELECT {VERSION_COLUMNS} FROM records WHERE user_id = $1 \
+             AND kind = 'message' AND entity_id = ANY($3)"
+        ))
+        .await?;
+    let records = tx
+        .query(
+            &records_stmt,
+            &[
+                &account,
+                &reads.ids_of(EntityKind::Conversation),
+                &reads.ids_of(EntityKind::Message),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            VersionRow {
+                kind: r.try_get(0)?,
+                entity_id: r.try_get(1)?,
+                conversation_id: r.try_get(2)?,
+                version: r.try_get(3)?,
+                deleted: r.try_get(4)?,
+                body: r.try_get(5)?,
+            }
+            .into_stored()
+        })
+        .collect::<ServerStoreResult<_>>()?;
+    Ok(PushState {
+        head,
+        seen,
+        records,
+    })
+}
+
+/// Writes a planned batch, in the order [`PushPlan`] prescribes. The rows
+/// of a step go out pipelined on the one connection (tokio-postgres sends
+/// concurrent queries back to back), so a batch costs a few round trips,
+/// not one per change.
+async fn write_plan(
+    tx: &Transaction<'_>,
+    account: &str,
+    plan: &PushPlan<'_>,
+    now: Timestamp,
+) -> ServerStoreResult<()> {
+    let now = now.as_millis();
+    let cover = tx
+        .prepare_cached(
+            "DELETE FROM records WHERE user_id = $1 AND kind = 'message' \
+             AND conversation_id = $2 AND version <= $3",
+        )
+        .await?;
+    try_join_all(plan.covered.iter().map(|(conversation, version)| {
+        let (conversation, version) = (conversation.to_string(), version.to_string());
+        let cover = &cover;
+        async move {
+            tx.execute(cover, &[&account, &conversation, &version])
+                .await
+        }
+    }))
+    .await?;
+    let upsert = tx
+        .prepare_cached(&format!(
+            "INSERT INTO records (user_id, kind, entity_id, conversation_id, op_id, version, \
+             deleted, created_at, updated_at, owner, body, deleted_at, seq, stored_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             {RECORD_UPSERT_CONFLICT}"
+        ))
+        .await?;
+    try_join_all(plan.writes.iter().map(|write| {
+        let row = RecordRow::from_change(write.change, write.seq);
+        let upsert = &upsert;
+        async move {
+            tx.execute(
+                upsert,
+                &[
+                    &account,
+                    &row.kind,
+                    &row.entity_id,
+                    &row.conversation_id,
+                    &row.op_id,
+                    &row.version,
+                    &row.deleted,
+                    &row.created_at,
+                    &row.updated_at,
+                    &row.owner,
+                    &row.body,
+                    &row.deleted_at,
+                    &row.seq,
+                    &now,
+                ],
+            )
+            .await
+        }
+    }))
+    .await?;
+    let remember = tx
+        .prepare_cached(
+            "INSERT INTO op_results (user_id, op_id, status, seq, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    try_join_all(plan.remember.iter().map(|(op_id, outcome)| {
+        let (status, seq) = outcome_to_db(*outcome);
+        let op_id = op_id.to_string();
+        let remember = &remember;
+        async move {
+            tx.execute(remember, &[&account, &op_id, &status, &seq, &now])
+                .await
+        }
+    }))
+    .await?;
+    tx.execute(
+        "UPDATE sync_heads SET head_seq = $2 WHERE user_id = $1",
+        &[&account, &plan.head.to_db()],
+    )
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
-impl ServerStore for PostgresStore {
-    async fn server_secret(&self) -> StoreResult<[u8; 32]> {
-        let fresh: [u8; 32] = random_bytes().map_err(|e| StoreError::Random(e.to_string()))?;
+impl ServerStore for PostgresServerStore {
+    async fn server_secret(&self) -> ServerStoreResult<[u8; 32]> {
+        let fresh: [u8; 32] =
+            random_bytes().map_err(|e| ServerStoreError::Random(e.to_string()))?;
         let client = self.client().await?;
         client
             .execute(
@@ -334,10 +483,10 @@ impl ServerStore for PostgresStore {
             .await?
             .try_get(0)?;
         <[u8; 32]>::try_from(stored.as_slice())
-            .map_err(|_| StoreError::Corrupt("server secret is not 32 bytes".into()))
+            .map_err(|_| ServerStoreError::Corrupt("server secret is not 32 bytes".into()))
     }
 
-    async fn create_account(&self, a: NewAccount) -> StoreResult<()> {
+    async fn create_account(&self, a: NewAccount) -> ServerStoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let id = a.id.to_string();
@@ -359,7 +508,7 @@ impl ServerStore for PostgresStore {
             )
             .await;
         match inserted {
-            Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
+            Err(e) if is_unique_violation(&e) => return Err(ServerStoreError::UsernameTaken),
             other => other?,
         };
         tx.execute("INSERT INTO sync_heads (user_id) VALUES ($1)", &[&id])
@@ -368,7 +517,7 @@ impl ServerStore for PostgresStore {
         Ok(())
     }
 
-    async fn account_by_username(&self, username: &Username) -> StoreResult<Option<Account>> {
+    async fn account_by_username(&self, username: &Username) -> ServerStoreResult<Option<Account>> {
         let client = self.client().await?;
         client
             .query_opt(
@@ -380,7 +529,7 @@ impl ServerStore for PostgresStore {
             .transpose()
     }
 
-    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+    async fn account(&self, id: AccountId) -> ServerStoreResult<Option<Account>> {
         let client = self.client().await?;
         client
             .query_opt(
@@ -392,7 +541,7 @@ impl ServerStore for PostgresStore {
             .transpose()
     }
 
-    async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> StoreResult<bool> {
+    async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> ServerStoreResult<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let id = id.to_string();
@@ -436,7 +585,7 @@ impl ServerStore for PostgresStore {
         Ok(true)
     }
 
-    async fn throttle(&self, username: &Username) -> StoreResult<Option<ThrottleState>> {
+    async fn throttle(&self, username: &Username) -> ServerStoreResult<Option<ThrottleState>> {
         let client = self.client().await?;
         client
             .query_opt(
@@ -452,7 +601,7 @@ impl ServerStore for PostgresStore {
         &self,
         username: &Username,
         now: Timestamp,
-    ) -> StoreResult<ThrottleState> {
+    ) -> ServerStoreResult<ThrottleState> {
         let client = self.client().await?;
         let row = client
             .query_one(
@@ -467,7 +616,7 @@ impl ServerStore for PostgresStore {
         read_throttle(&row)
     }
 
-    async fn clear_login_failures(&self, username: &Username) -> StoreResult<()> {
+    async fn clear_login_failures(&self, username: &Username) -> ServerStoreResult<()> {
         let client = self.client().await?;
         client
             .execute(
@@ -478,7 +627,7 @@ impl ServerStore for PostgresStore {
         Ok(())
     }
 
-    async fn create_session(&self, s: NewSession) -> StoreResult<()> {
+    async fn create_session(&self, s: NewSession) -> ServerStoreResult<()> {
         let client = self.client().await?;
         client
             .execute(
@@ -495,7 +644,7 @@ impl ServerStore for PostgresStore {
         Ok(())
     }
 
-    async fn session(&self, hash: &SessionHash) -> StoreResult<Option<SessionInfo>> {
+    async fn session(&self, hash: &SessionHash) -> ServerStoreResult<Option<SessionInfo>> {
         let client = self.client().await?;
         let Some(row) = client
             .query_opt(
@@ -510,13 +659,13 @@ impl ServerStore for PostgresStore {
         Ok(Some(SessionInfo {
             account: user
                 .parse()
-                .map_err(|e| StoreError::Corrupt(format!("session user: {e}")))?,
+                .map_err(|e| ServerStoreError::Corrupt(format!("session user: {e}")))?,
             created_at: Timestamp(row.try_get(1)?),
             last_used_at: Timestamp(row.try_get(2)?),
         }))
     }
 
-    async fn touch_session(&self, hash: &SessionHash, now: Timestamp) -> StoreResult<()> {
+    async fn touch_session(&self, hash: &SessionHash, now: Timestamp) -> ServerStoreResult<()> {
         let client = self.client().await?;
         client
             .execute(
@@ -528,7 +677,7 @@ impl ServerStore for PostgresStore {
         Ok(())
     }
 
-    async fn revoke_session(&self, hash: &SessionHash) -> StoreResult<()> {
+    async fn revoke_session(&self, hash: &SessionHash) -> ServerStoreResult<()> {
         let client = self.client().await?;
         client
             .execute(
@@ -544,9 +693,8 @@ impl ServerStore for PostgresStore {
         account_id: AccountId,
         changes: &[Change],
         now: Timestamp,
-    ) -> StoreResult<PushOutcome> {
+    ) -> ServerStoreResult<PushOutcome> {
         let account = account_id.to_string();
-        let now_ms = now.as_millis();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute(
@@ -555,7 +703,7 @@ impl ServerStore for PostgresStore {
         )
         .await?;
         // The row lock serializes pushes of this account across processes.
-        let mut head = Seq::from_db(
+        let head = Seq::from_db(
             tx.query_one(
                 "SELECT head_seq FROM sync_heads WHERE user_id = $1 FOR UPDATE",
                 &[&account],
@@ -563,150 +711,25 @@ impl ServerStore for PostgresStore {
             .await?
             .try_get(0)?,
         );
-        let seen_stmt = tx
-            .prepare_cached("SELECT status, seq FROM op_results WHERE user_id = $1 AND op_id = $2")
-            .await?;
-        let current_stmt = tx
-            .prepare_cached(
-                "SELECT version, deleted, body FROM records \
-                 WHERE user_id = $1 AND kind = $2 AND entity_id = $3",
-            )
-            .await?;
-        let tombstone_stmt = tx
-            .prepare_cached(
-                "SELECT version FROM records WHERE user_id = $1 \
-                 AND kind = 'conversation' AND entity_id = $2 AND deleted",
-            )
-            .await?;
-        let upsert_stmt = tx
-            .prepare_cached(
-                "INSERT INTO records (user_id, kind, entity_id, conversation_id, op_id, \
-                 version, deleted, created_at, updated_at, owner, body, deleted_at, seq, \
-                 stored_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                 ON CONFLICT (user_id, kind, entity_id) DO UPDATE SET \
-                 conversation_id = excluded.conversation_id, op_id = excluded.op_id, \
-                 version = excluded.version, deleted = excluded.deleted, \
-                 created_at = excluded.created_at, updated_at = excluded.updated_at, \
-                 owner = excluded.owner, body = excluded.body, \
-                 deleted_at = excluded.deleted_at, seq = excluded.seq, \
-                 stored_at = excluded.stored_at",
-            )
-            .await?;
-        let remember_stmt = tx
-            .prepare_cached(
-                "INSERT INTO op_results (user_id, op_id, status, seq, recorded_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .await?;
-
-        let mut results = Vec::with_capacity(changes.len());
-        let mut applied_any = false;
-        for change in changes {
-            let op_id = change.op_id.to_string();
-            if let Some(row) = tx.query_opt(&seen_stmt, &[&account, &op_id]).await? {
-                let status: String = row.try_get(0)?;
-                results.push(outcome_from_db(&status, row.try_get(1)?)?);
-                continue;
-            }
-            let entity_id = change.entity_id.to_string();
-            let current = match tx
-                .query_opt(
-                    &current_stmt,
-                    &[&account, &change.kind.as_str(), &entity_id],
-                )
-                .await?
-            {
-                Some(row) => {
-                    let version: String = row.try_get(0)?;
-                    let body: Option<Vec<u8>> = row.try_get(2)?;
-                    Some((
-                        parse_version(&version)?,
-                        row.try_get::<_, bool>(1)?,
-                        body.unwrap_or_default(),
-                    ))
-                }
-                None => None,
-            };
-            let tombstone = match (change.kind, change.conversation_id) {
-                (EntityKind::Message, Some(conv)) => {
-                    match tx
-                        .query_opt(&tombstone_stmt, &[&account, &conv.to_string()])
-                        .await?
-                    {
-                        Some(row) => Some(parse_version(&row.try_get::<_, String>(0)?)?),
-                        None => None,
-                    }
-                }
-                _ => None,
-            };
-            let state = current
-                .as_ref()
-                .map(|(version, deleted, body)| VersionedState {
-                    version: *version,
-                    deleted: *deleted,
-                    body,
-                });
-            let outcome = match decide(change, state, tombstone) {
-                Verdict::Supersede => Outcome::Superseded,
-                Verdict::Apply => {
-                    head = Seq(head.0 + 1);
-                    applied_any = true;
-                    let row = RecordRow::from_change(change, head);
-                    tx.execute(
-                        &upsert_stmt,
-                        &[
-                            &account,
-                            &row.kind,
-                            &row.entity_id,
-                            &row.conversation_id,
-                            &row.op_id,
-                            &row.version,
-                            &row.deleted,
-                            &row.created_at,
-                            &row.updated_at,
-                            &row.owner,
-                            &row.body,
-                            &row.deleted_at,
-                            &row.seq,
-                            &now_ms,
-                        ],
-                    )
-                    .await?;
-                    if change.kind == EntityKind::Conversation && change.is_delete() {
-                        // The conversation tombstone covers these.
-                        tx.execute(
-                            "DELETE FROM records WHERE user_id = $1 AND kind = 'message' \
-                             AND conversation_id = $2 AND version <= $3",
-                            &[&account, &row.entity_id, &row.version],
-                        )
-                        .await?;
-                    }
-                    Outcome::Applied(head)
-                }
-            };
-            let (status, seq) = outcome_to_db(outcome);
-            tx.execute(&remember_stmt, &[&account, &op_id, &status, &seq, &now_ms])
-                .await?;
-            results.push(outcome);
-        }
-        tx.execute(
-            "UPDATE sync_heads SET head_seq = $2 WHERE user_id = $1",
-            &[&account, &head.to_db()],
-        )
-        .await?;
-        if applied_any {
+        let state = read_push_state(&tx, &account, &PushReads::of(changes), head).await?;
+        let plan = plan(changes, &state);
+        write_plan(&tx, &account, &plan, now).await?;
+        if plan.applied_any(head) {
             // Delivered to every listener when (and only if) this commits.
             tx.execute(
                 "SELECT pg_notify($1, $2)",
-                &[&POKE_CHANNEL, &poke_payload(account_id, head)],
+                &[&POKE_CHANNEL, &poke_payload(account_id, plan.head)],
             )
             .await?;
         }
         tx.commit().await?;
-        Ok(PushOutcome { results, head })
+        Ok(PushOutcome {
+            results: plan.outcomes,
+            head: plan.head,
+        })
     }
 
-    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> StoreResult<Pull> {
+    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> ServerStoreResult<Pull> {
         let account = account.to_string();
         let mut client = self.client().await?;
         // One snapshot for the resync check and the page, so a purge running
@@ -749,7 +772,7 @@ impl ServerStore for PostgresStore {
         account: AccountId,
         after: Option<SnapshotKey>,
         limit: u32,
-    ) -> StoreResult<SnapshotPage> {
+    ) -> ServerStoreResult<SnapshotPage> {
         let account = account.to_string();
         let mut client = self.client().await?;
         let tx = client
@@ -794,7 +817,7 @@ impl ServerStore for PostgresStore {
         })
     }
 
-    async fn purge(&self, plan: PurgePlan) -> StoreResult<PurgeReport> {
+    async fn purge(&self, plan: PurgePlan) -> ServerStoreResult<PurgeReport> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // One purge at a time across processes; a busy lock means another
@@ -854,7 +877,7 @@ impl ServerStore for PostgresStore {
     async fn start_poke_listener(
         &self,
         sink: PokeSink,
-    ) -> StoreResult<Option<tokio::task::JoinHandle<()>>> {
+    ) -> ServerStoreResult<Option<tokio::task::JoinHandle<()>>> {
         let mut config = self.config.clone();
         // Tells the long-lived LISTEN connection apart in pg_stat_activity.
         config.application_name(LISTENER_APPLICATION_NAME);

@@ -1,4 +1,4 @@
-//! [`SqliteStore`]: the embedded backend (rusqlite, bundled SQLite).
+//! [`SqliteServerStore`]: the embedded backend (rusqlite, bundled SQLite).
 //!
 //! One connection behind a mutex, used from blocking threads: SQLite
 //! serializes writers anyway, and one connection makes every push, pull and
@@ -13,17 +13,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chatvault_core::{Change, EntityKind, Timestamp, VersionedState};
+use chatvault_core::{Change, EntityKind, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{
-    needs_resync, outcome_from_db, outcome_to_db, parse_version, Account, AccountRow, KeysUpdate,
-    NewAccount, NewSession, Outcome, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow,
-    ServerStore, SessionInfo, SnapshotPage, StoreError, StoreResult, ACCOUNT_COLUMNS,
-    RECORD_COLUMNS,
+    needs_resync, outcome_to_db, page_of, seen_outcome, Account, AccountRow, KeysUpdate,
+    NewAccount, NewSession, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore,
+    ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow, ACCOUNT_COLUMNS,
+    RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
 use crate::auth::{random_bytes, ThrottleState};
-use crate::sync::{decide, Verdict};
+use crate::push_plan::{plan, PushPlan, PushReads, PushState};
 use crate::types::{AccountId, Seq, SessionHash, SnapshotKey, Username};
 
 /// Schema migrations, in order; `schema_version` records which have run.
@@ -94,16 +94,16 @@ CREATE INDEX op_results_age ON op_results(recorded_at);
 
 /// The SQLite backend. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct SqliteStore {
+pub struct SqliteServerStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-impl SqliteStore {
+impl SqliteServerStore {
     /// Opens (creating if needed) the database file at `path` and brings its
     /// schema up to date.
-    pub async fn open(path: &Path) -> StoreResult<Self> {
+    pub async fn open(path: &Path) -> ServerStoreResult<Self> {
         let path = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
+        let conn = tokio::task::spawn_blocking(move || -> ServerStoreResult<Connection> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
@@ -111,7 +111,7 @@ impl SqliteStore {
             conn.busy_timeout(Duration::from_secs(5))?;
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(StoreError::Config(format!(
+                return Err(ServerStoreError::Config(format!(
                     "SQLite refused WAL mode (got {mode}) for {}",
                     path.display()
                 )));
@@ -121,17 +121,17 @@ impl SqliteStore {
             Ok(conn)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
-        Ok(SqliteStore {
+        .map_err(|e| ServerStoreError::Task(e.to_string()))??;
+        Ok(SqliteServerStore {
             conn: Arc::new(Mutex::new(conn)),
         })
     }
 
     /// Runs `f` on the connection in a blocking thread.
-    async fn call<T, F>(&self, f: F) -> StoreResult<T>
+    async fn call<T, F>(&self, f: F) -> ServerStoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&mut Connection) -> ServerStoreResult<T> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
@@ -141,11 +141,11 @@ impl SqliteStore {
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(|e| ServerStoreError::Task(e.to_string()))?
     }
 }
 
-fn migrate(conn: &mut Connection) -> StoreResult<()> {
+fn migrate(conn: &mut Connection) -> ServerStoreResult<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let current: i64 = tx.query_row(
@@ -155,7 +155,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     )?;
     let supported = MIGRATIONS.len() as i64;
     if current > supported {
-        return Err(StoreError::SchemaTooNew {
+        return Err(ServerStoreError::SchemaTooNew {
             found: current,
             supported,
         });
@@ -208,7 +208,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 /// The account's `(head_seq, purged_seq)`; `(0, 0)` before its first push.
-fn heads(tx: &Transaction<'_>, account: &str) -> StoreResult<(Seq, Seq)> {
+fn heads(tx: &Transaction<'_>, account: &str) -> ServerStoreResult<(Seq, Seq)> {
     let row: Option<(i64, i64)> = tx
         .query_row(
             "SELECT head_seq, purged_seq FROM sync_heads WHERE user_id = ?1",
@@ -225,128 +225,156 @@ fn push_tx(
     account: &str,
     changes: &[Change],
     now: Timestamp,
-) -> StoreResult<PushOutcome> {
+) -> ServerStoreResult<PushOutcome> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "INSERT INTO sync_heads (user_id) VALUES (?1) ON CONFLICT (user_id) DO NOTHING",
         [account],
     )?;
-    let (mut head, _) = heads(&tx, account)?;
-    let mut results = Vec::with_capacity(changes.len());
-    for change in changes {
-        let op_id = change.op_id.to_string();
-        let seen: Option<(String, Option<i64>)> = tx
-            .query_row(
-                "SELECT status, seq FROM op_results WHERE user_id = ?1 AND op_id = ?2",
-                params![account, op_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((status, seq)) = seen {
-            results.push(outcome_from_db(&status, seq)?);
-            continue;
-        }
-        let entity_id = change.entity_id.to_string();
-        let current: Option<(String, bool, Option<Vec<u8>>)> = tx
-            .query_row(
-                "SELECT version, deleted, body FROM records \
-                 WHERE user_id = ?1 AND kind = ?2 AND entity_id = ?3",
-                params![account, change.kind.as_str(), entity_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let current = match current {
-            Some((v, deleted, body)) => {
-                Some((parse_version(&v)?, deleted, body.unwrap_or_default()))
-            }
-            None => None,
-        };
-        let tombstone = match (change.kind, change.conversation_id) {
-            (EntityKind::Message, Some(conv)) => tx
-                .query_row(
-                    "SELECT version FROM records WHERE user_id = ?1 \
-                     AND kind = 'conversation' AND entity_id = ?2 AND deleted = 1",
-                    params![account, conv.to_string()],
-                    |r| r.get::<_, String>(0),
-                )
-                .optional()?
-                .map(|v| parse_version(&v))
-                .transpose()?,
-            _ => None,
-        };
-        let state = current
-            .as_ref()
-            .map(|(version, deleted, body)| VersionedState {
-                version: *version,
-                deleted: *deleted,
-                body,
-            });
-        let outcome = match decide(change, state, tombstone) {
-            Verdict::Supersede => Outcome::Superseded,
-            Verdict::Apply => {
-                head = Seq(head.0 + 1);
-                let row = RecordRow::from_change(change, head);
-                tx.execute(
-                    "INSERT INTO records (user_id, kind, entity_id, conversation_id, op_id, \
-                     version, deleted, created_at, updated_at, owner, body, deleted_at, seq, \
-                     stored_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-                     ON CONFLICT (user_id, kind, entity_id) DO UPDATE SET \
-                     conversation_id = excluded.conversation_id, op_id = excluded.op_id, \
-                     version = excluded.version, deleted = excluded.deleted, \
-                     created_at = excluded.created_at, updated_at = excluded.updated_at, \
-                     owner = excluded.owner, body = excluded.body, \
-                     deleted_at = excluded.deleted_at, seq = excluded.seq, \
-                     stored_at = excluded.stored_at",
-                    params![
-                        account,
-                        row.kind,
-                        row.entity_id,
-                        row.conversation_id,
-                        row.op_id,
-                        row.version,
-                        row.deleted,
-                        row.created_at,
-                        row.updated_at,
-                        row.owner,
-                        row.body,
-                        row.deleted_at,
-                        row.seq,
-                        now.as_millis(),
-                    ],
-                )?;
-                if change.kind == EntityKind::Conversation && change.is_delete() {
-                    // The conversation tombstone covers these (ties go to the
-                    // deletion, as in `sync::decide`); keeping them
-                    // would only hand deleted content to the next snapshot.
-                    tx.execute(
-                        "DELETE FROM records WHERE user_id = ?1 AND kind = 'message' \
-                         AND conversation_id = ?2 AND version <= ?3",
-                        params![account, row.entity_id, row.version],
-                    )?;
-                }
-                Outcome::Applied(head)
-            }
-        };
-        let (status, seq) = outcome_to_db(outcome);
-        tx.execute(
-            "INSERT INTO op_results (user_id, op_id, status, seq, recorded_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![account, op_id, status, seq, now.as_millis()],
-        )?;
-        results.push(outcome);
+    let (head, _) = heads(&tx, account)?;
+    let state = read_push_state(&tx, account, &PushReads::of(changes), head)?;
+    let plan = plan(changes, &state);
+    write_plan(&tx, account, &plan, now)?;
+    tx.commit()?;
+    Ok(PushOutcome {
+        results: plan.outcomes,
+        head: plan.head,
+    })
+}
+
+/// JSON array text of `items`, bound as one parameter and expanded with
+/// `json_each` (no per-batch SQL text, no bound-parameter limit).
+fn json_list<T: ToString>(items: &[T]) -> String {
+    let items: Vec<String> = items.iter().map(ToString::to_string).collect();
+    serde_json::Value::from(items).to_string()
+}
+
+/// Everything the planner needs for a batch, in two queries.
+fn read_push_state(
+    tx: &Transaction<'_>,
+    account: &str,
+    reads: &PushReads,
+    head: Seq,
+) -> ServerStoreResult<PushState> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT op_id, status, seq FROM op_results \
+         WHERE user_id = ?1 AND op_id IN (SELECT value FROM json_each(?2))",
+    )?;
+    let seen = stmt
+        .query_map(params![account, json_list(&reads.op_ids)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })?
+        .map(|row| {
+            let (op_id, status, seq) = row?;
+            seen_outcome(&op_id, &status, seq)
+        })
+        .collect::<ServerStoreResult<_>>()?;
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {VERSION_COLUMNS} FROM records WHERE user_id = ?1 AND kind = 'conversation' \
+         AND entity_id IN (SELECT value FROM json_each(?2)) \
+         UNION ALL SELECT {VERSION_COLUMNS} FROM records WHERE user_id = ?1 \
+         AND kind = 'message' AND entity_id IN (SELECT value FROM json_each(?3))"
+    ))?;
+    let records = stmt
+        .query_map(
+            params![
+                account,
+                json_list(&reads.ids_of(EntityKind::Conversation)),
+                json_list(&reads.ids_of(EntityKind::Message)),
+            ],
+            |r| {
+                Ok(VersionRow {
+                    kind: r.get(0)?,
+                    entity_id: r.get(1)?,
+                    conversation_id: r.get(2)?,
+                    version: r.get(3)?,
+                    deleted: r.get(4)?,
+                    body: r.get(5)?,
+                })
+            },
+        )?
+        .map(|row| row?.into_stored())
+        .collect::<ServerStoreResult<_>>()?;
+    Ok(PushState {
+        head,
+        seen,
+        records,
+    })
+}
+
+/// Writes a planned batch, in the order [`PushPlan`] prescribes.
+fn write_plan(
+    tx: &Transaction<'_>,
+    account: &str,
+    plan: &PushPlan<'_>,
+    now: Timestamp,
+) -> ServerStoreResult<()> {
+    let mut cover = tx.prepare_cached(
+        "DELETE FROM records WHERE user_id = ?1 AND kind = 'message' \
+         AND conversation_id = ?2 AND version <= ?3",
+    )?;
+    for (conversation, version) in &plan.covered {
+        cover.execute(params![
+            account,
+            conversation.to_string(),
+            version.to_string()
+        ])?;
+    }
+    let mut upsert = tx.prepare_cached(&format!(
+        "INSERT INTO records (user_id, kind, entity_id, conversation_id, op_id, version, \
+         deleted, created_at, updated_at, owner, body, deleted_at, seq, stored_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+         {RECORD_UPSERT_CONFLICT}"
+    ))?;
+    for write in &plan.writes {
+        let row = RecordRow::from_change(write.change, write.seq);
+        upsert.execute(params![
+            account,
+            row.kind,
+            row.entity_id,
+            row.conversation_id,
+            row.op_id,
+            row.version,
+            row.deleted,
+            row.created_at,
+            row.updated_at,
+            row.owner,
+            row.body,
+            row.deleted_at,
+            row.seq,
+            now.as_millis(),
+        ])?;
+    }
+    let mut remember = tx.prepare_cached(
+        "INSERT INTO op_results (user_id, op_id, status, seq, recorded_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (op_id, outcome) in &plan.remember {
+        let (status, seq) = outcome_to_db(*outcome);
+        remember.execute(params![
+            account,
+            op_id.to_string(),
+            status,
+            seq,
+            now.as_millis()
+        ])?;
     }
     tx.execute(
         "UPDATE sync_heads SET head_seq = ?2 WHERE user_id = ?1",
-        params![account, head.to_db()],
+        params![account, plan.head.to_db()],
     )?;
-    tx.commit()?;
-    Ok(PushOutcome { results, head })
+    Ok(())
 }
 
 #[async_trait]
-impl ServerStore for SqliteStore {
-    async fn server_secret(&self) -> StoreResult<[u8; 32]> {
-        let fresh: [u8; 32] = random_bytes().map_err(|e| StoreError::Random(e.to_string()))?;
+impl ServerStore for SqliteServerStore {
+    async fn server_secret(&self) -> ServerStoreResult<[u8; 32]> {
+        let fresh: [u8; 32] =
+            random_bytes().map_err(|e| ServerStoreError::Random(e.to_string()))?;
         self.call(move |conn| {
             conn.execute(
                 "INSERT INTO server_meta (key, value) VALUES ('secret', ?1) \
@@ -359,12 +387,12 @@ impl ServerStore for SqliteStore {
                 |r| r.get(0),
             )?;
             <[u8; 32]>::try_from(stored.as_slice())
-                .map_err(|_| StoreError::Corrupt("server secret is not 32 bytes".into()))
+                .map_err(|_| ServerStoreError::Corrupt("server secret is not 32 bytes".into()))
         })
         .await
     }
 
-    async fn create_account(&self, a: NewAccount) -> StoreResult<()> {
+    async fn create_account(&self, a: NewAccount) -> ServerStoreResult<()> {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let id = a.id.to_string();
@@ -384,7 +412,7 @@ impl ServerStore for SqliteStore {
                 ],
             );
             match inserted {
-                Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
+                Err(e) if is_unique_violation(&e) => return Err(ServerStoreError::UsernameTaken),
                 other => other?,
             };
             tx.execute("INSERT INTO sync_heads (user_id) VALUES (?1)", [&id])?;
@@ -394,7 +422,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn account_by_username(&self, username: &Username) -> StoreResult<Option<Account>> {
+    async fn account_by_username(&self, username: &Username) -> ServerStoreResult<Option<Account>> {
         let name = username.as_str().to_owned();
         self.call(move |conn| {
             conn.query_row(
@@ -409,7 +437,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+    async fn account(&self, id: AccountId) -> ServerStoreResult<Option<Account>> {
         self.call(move |conn| {
             conn.query_row(
                 &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
@@ -423,7 +451,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> StoreResult<bool> {
+    async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> ServerStoreResult<bool> {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let id = id.to_string();
@@ -461,7 +489,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn throttle(&self, username: &Username) -> StoreResult<Option<ThrottleState>> {
+    async fn throttle(&self, username: &Username) -> ServerStoreResult<Option<ThrottleState>> {
         let name = username.as_str().to_owned();
         self.call(move |conn| {
             Ok(conn
@@ -484,7 +512,7 @@ impl ServerStore for SqliteStore {
         &self,
         username: &Username,
         now: Timestamp,
-    ) -> StoreResult<ThrottleState> {
+    ) -> ServerStoreResult<ThrottleState> {
         let name = username.as_str().to_owned();
         self.call(move |conn| {
             Ok(conn.query_row(
@@ -505,7 +533,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn clear_login_failures(&self, username: &Username) -> StoreResult<()> {
+    async fn clear_login_failures(&self, username: &Username) -> ServerStoreResult<()> {
         let name = username.as_str().to_owned();
         self.call(move |conn| {
             conn.execute("DELETE FROM login_throttle WHERE username = ?1", [name])?;
@@ -514,7 +542,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn create_session(&self, s: NewSession) -> StoreResult<()> {
+    async fn create_session(&self, s: NewSession) -> ServerStoreResult<()> {
         self.call(move |conn| {
             conn.execute(
                 "INSERT INTO sessions (token_hash, user_id, client, created_at, last_used_at) \
@@ -531,7 +559,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn session(&self, hash: &SessionHash) -> StoreResult<Option<SessionInfo>> {
+    async fn session(&self, hash: &SessionHash) -> ServerStoreResult<Option<SessionInfo>> {
         let hash = *hash;
         self.call(move |conn| {
             let row: Option<(String, i64, i64)> = conn
@@ -545,7 +573,7 @@ impl ServerStore for SqliteStore {
                 Ok(SessionInfo {
                     account: user
                         .parse()
-                        .map_err(|e| StoreError::Corrupt(format!("session user: {e}")))?,
+                        .map_err(|e| ServerStoreError::Corrupt(format!("session user: {e}")))?,
                     created_at: Timestamp(created),
                     last_used_at: Timestamp(used),
                 })
@@ -555,7 +583,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn touch_session(&self, hash: &SessionHash, now: Timestamp) -> StoreResult<()> {
+    async fn touch_session(&self, hash: &SessionHash, now: Timestamp) -> ServerStoreResult<()> {
         let hash = *hash;
         self.call(move |conn| {
             conn.execute(
@@ -567,7 +595,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn revoke_session(&self, hash: &SessionHash) -> StoreResult<()> {
+    async fn revoke_session(&self, hash: &SessionHash) -> ServerStoreResult<()> {
         let hash = *hash;
         self.call(move |conn| {
             conn.execute(
@@ -584,13 +612,13 @@ impl ServerStore for SqliteStore {
         account: AccountId,
         changes: &[Change],
         now: Timestamp,
-    ) -> StoreResult<PushOutcome> {
+    ) -> ServerStoreResult<PushOutcome> {
         let changes = changes.to_vec();
         self.call(move |conn| push_tx(conn, &account.to_string(), &changes, now))
             .await
     }
 
-    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> StoreResult<Pull> {
+    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> ServerStoreResult<Pull> {
         self.call(move |conn| {
             let account = account.to_string();
             let tx = conn.transaction()?;
@@ -609,12 +637,7 @@ impl ServerStore for SqliteStore {
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             drop(stmt);
-            let has_more = rows.len() > limit as usize;
-            let changes = rows
-                .into_iter()
-                .take(limit as usize)
-                .map(RecordRow::into_synced)
-                .collect::<StoreResult<Vec<_>>>()?;
+            let (changes, has_more) = page_of(rows, limit)?;
             Ok(Pull::Changes { changes, has_more })
         })
         .await
@@ -625,7 +648,7 @@ impl ServerStore for SqliteStore {
         account: AccountId,
         after: Option<SnapshotKey>,
         limit: u32,
-    ) -> StoreResult<SnapshotPage> {
+    ) -> ServerStoreResult<SnapshotPage> {
         self.call(move |conn| {
             let account = account.to_string();
             let tx = conn.transaction()?;
@@ -647,12 +670,7 @@ impl ServerStore for SqliteStore {
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             drop(stmt);
-            let has_more = rows.len() > limit as usize;
-            let changes = rows
-                .into_iter()
-                .take(limit as usize)
-                .map(RecordRow::into_synced)
-                .collect::<StoreResult<Vec<_>>>()?;
+            let (changes, has_more) = page_of(rows, limit)?;
             Ok(SnapshotPage {
                 changes,
                 has_more,
@@ -662,7 +680,7 @@ impl ServerStore for SqliteStore {
         .await
     }
 
-    async fn purge(&self, plan: PurgePlan) -> StoreResult<PurgeReport> {
+    async fn purge(&self, plan: PurgePlan) -> ServerStoreResult<PurgeReport> {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let horizon = plan.tombstones_before.as_millis();

@@ -17,7 +17,7 @@ use chatvault_core::{
     Body, Change, ConversationId, ConversationRecord, DeviceId, Hlc, MessageId, MessageRecord,
     OpId, Timestamp, Tombstone, UserId,
 };
-use chatvault_server::{Config, DatabaseUrl, ManualClock, Server};
+use chatvault_server::{Config, DatabaseUrl, ManualServerClock, Server};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -235,7 +235,7 @@ pub struct TestServer {
     pub server: Server,
     pub addr: SocketAddr,
     pub base: String,
-    pub clock: ManualClock,
+    pub clock: ManualServerClock,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub db_url: DatabaseUrl,
     // Dropped last: the server must stop using the database first. `None`
@@ -270,7 +270,7 @@ impl TestServer {
         db: Option<TestDb>,
         adjust: impl FnOnce(&mut Config),
     ) -> TestServer {
-        let clock = ManualClock::starting_now();
+        let clock = ManualServerClock::starting_now();
         let mut config = Config::new(url.clone());
         config.allow_weak_kdf = true;
         config.insecure_cookies = true;
@@ -325,7 +325,7 @@ impl TestServer {
 
     /// Milliseconds of the server clock now (for version stamps).
     pub fn now_ms(&self) -> u64 {
-        use chatvault_server::Clock as _;
+        use chatvault_server::ServerClock as _;
         self.clock.now().as_millis() as u64
     }
 }

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use chatvault_core::{Change, ConversationId, EntityKind, MessageId, Timestamp};
 use chatvault_server::store::{
     KeysUpdate, NewAccount, NewCredentials, NewSession, Outcome, Pull, PurgePlan, ServerStore,
-    StoreError, SyncedChange,
+    ServerStoreError, SyncedChange,
 };
 use chatvault_server::{
-    AccountId, ClientKind, KdfParams, KeyEnvelope, Salt, Seq, SessionHash, SnapshotKey, Username,
+    AccountId, ClientKind, KeyEnvelope, Salt, Seq, SessionHash, SnapshotKey, Username,
+    WireKdfParams,
 };
 use serde_json::json;
 
@@ -42,7 +43,7 @@ async fn account(store: &dyn ServerStore, username: &str) -> AccountId {
             id,
             username: name(username),
             auth_hash: format!("$argon2id$fake-hash-of-{username}"),
-            kdf: KdfParams::default(),
+            kdf: WireKdfParams::default(),
             salt: Salt([1; 16]),
             key_envelope: KeyEnvelope::try_from(json!({ "owner": username })).expect("envelope"),
             created_at: Timestamp(0),
@@ -101,7 +102,7 @@ async fn accounts_round_trip_and_names_are_unique(backend: Backend) {
     assert_eq!(found.id, id);
     assert_eq!(found.username.as_str(), "alice");
     assert_eq!(found.auth_hash, "$argon2id$fake-hash-of-Alice");
-    assert_eq!(found.kdf, KdfParams::default());
+    assert_eq!(found.kdf, WireKdfParams::default());
     assert_eq!(found.salt, Salt([1; 16]));
     assert_eq!(found.key_envelope.to_json(), r#"{"owner":"Alice"}"#);
     assert_eq!(store.account(id).await.unwrap().map(|a| a.id), Some(id));
@@ -111,13 +112,16 @@ async fn accounts_round_trip_and_names_are_unique(backend: Backend) {
             id: AccountId::new(),
             username: name("alice"),
             auth_hash: "x".into(),
-            kdf: KdfParams::default(),
+            kdf: WireKdfParams::default(),
             salt: Salt([2; 16]),
             key_envelope: KeyEnvelope::try_from(json!({})).unwrap(),
             created_at: Timestamp(0),
         })
         .await;
-    assert!(matches!(again, Err(StoreError::UsernameTaken)), "{again:?}");
+    assert!(
+        matches!(again, Err(ServerStoreError::UsernameTaken)),
+        "{again:?}"
+    );
     assert!(store
         .account_by_username(&name("bob"))
         .await
@@ -235,7 +239,7 @@ async fn credential_change_revokes_every_other_session(backend: Backend) {
         .unwrap());
     assert!(store.session(&theirs).await.unwrap().is_some());
 
-    let kdf = KdfParams {
+    let kdf = WireKdfParams {
         m_cost_kib: 65536,
         t_cost: 3,
         p_cost: 1,

@@ -16,7 +16,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chatvault::testing::{fast_options, PASSPHRASE};
 use chatvault::{Clock, MemoryStore, Store, SystemClock, Timestamp, Vault, VaultOptions};
-use chatvault_server::{Config, DatabaseUrl, ManualClock, Server};
+use chatvault_server::{Config, DatabaseUrl, ManualServerClock, Server};
 use chatvault_sync::{BackoffPolicy, SyncOptions, SyncStatus};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -41,7 +41,7 @@ struct Running {
 /// A server in-process, reached through [`Proxy`].
 pub struct TestServer {
     /// The server's clock (tests move it; the server never sleeps on it).
-    pub clock: ManualClock,
+    pub clock: ManualServerClock,
     /// Stays the same across restarts.
     pub proxy: Proxy,
     db_path: PathBuf,
@@ -59,7 +59,7 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let db_path = dir.path().join("server.db");
         let mut server = TestServer {
-            clock: ManualClock::starting_now(),
+            clock: ManualServerClock::starting_now(),
             proxy: Proxy::start().await,
             db_path,
             running: None,
@@ -148,7 +148,7 @@ impl TestServer {
 
     /// Milliseconds of the server clock now.
     pub fn now(&self) -> Timestamp {
-        use chatvault_server::Clock as _;
+        use chatvault_server::ServerClock as _;
         self.clock.now()
     }
 }
