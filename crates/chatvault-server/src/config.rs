@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::auth::{SessionPolicy, ThrottlePolicy};
 use crate::clock::{Clock, SystemClock};
+use crate::kdf_pool::KdfPoolConfig;
 use crate::types::Invalid;
 
 /// Where the server keeps its data.
@@ -105,6 +106,8 @@ pub struct Config {
     pub sessions: SessionPolicy,
     /// Failed-login backoff.
     pub throttle: ThrottlePolicy,
+    /// The password-hashing pool: workers, queue bound and Argon2 cost.
+    pub kdf: KdfPoolConfig,
     /// The time source.
     pub clock: Arc<dyn Clock>,
 }
@@ -129,6 +132,7 @@ impl Config {
             maintenance_interval: Duration::from_secs(3600),
             sessions: SessionPolicy::default(),
             throttle: ThrottlePolicy::default(),
+            kdf: KdfPoolConfig::default(),
             clock: Arc::new(SystemClock),
         }
     }

@@ -32,6 +32,7 @@
 //! - `auth` — credential rules: hashing, tokens, sessions, backoff.
 //! - `sync` — the pure sync rules: admitting and deciding changes (LWW).
 //! - `hub` — per-process fan-out of pokes to WebSockets.
+//! - `kdf_pool` — [`KdfPoolConfig`]: the fixed Argon2 worker pool.
 //! - [`store`] — the [`ServerStore`](store::ServerStore) trait, SQLite and
 //!   PostgreSQL backends.
 //! - `clock` — [`Clock`]: time as a parameter, so tests never sleep.
@@ -44,15 +45,17 @@ mod clock;
 mod config;
 mod http;
 mod hub;
+mod kdf_pool;
 mod server;
 pub mod store;
 mod sync;
 mod types;
 
-pub use auth::{SessionPolicy, ThrottlePolicy, ThrottleState};
+pub use auth::{AuthHashCost, SessionPolicy, ThrottlePolicy, ThrottleState};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, DatabaseUrl};
 pub use http::AppError;
+pub use kdf_pool::KdfPoolConfig;
 pub use server::{serve, shutdown_signal, ServeError, Server};
 pub use sync::RejectReason;
 pub use types::{

@@ -44,6 +44,20 @@ struct Args {
     /// Serve this directory at / (index.html for unknown paths).
     #[arg(long)]
     web_root: Option<PathBuf>,
+    /// Threads hashing auth keys (each holds one Argon2 buffer, 19 MiB at
+    /// the default cost). Default: the number of cores.
+    #[arg(long, env = "CHATVAULT_KDF_WORKERS")]
+    kdf_workers: Option<usize>,
+    /// Logins/registrations that may wait for a hashing thread; beyond it
+    /// they get 503 + Retry-After. Default: 32 per worker.
+    #[arg(long, env = "CHATVAULT_KDF_QUEUE")]
+    kdf_queue: Option<usize>,
+    /// Argon2id memory of stored auth-key hashes, in KiB. Load tests only.
+    #[arg(long, hide = true, default_value_t = 19_456)]
+    auth_hash_m_kib: u32,
+    /// Argon2id passes of stored auth-key hashes. Load tests only.
+    #[arg(long, hide = true, default_value_t = 2)]
+    auth_hash_t: u32,
     /// Accept client KDF parameters below the OWASP minimum. Tests only.
     #[arg(long, hide = true)]
     allow_weak_kdf: bool,
@@ -71,6 +85,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.web_root = args.web_root;
     config.allow_weak_kdf = args.allow_weak_kdf;
     config.ws_ping_interval = Duration::from_millis(args.ws_ping_interval_ms.max(10));
+    if let Some(workers) = args.kdf_workers {
+        if workers == 0 {
+            bail!("--kdf-workers must be at least 1");
+        }
+        config.kdf.workers = workers;
+        config.kdf.queue = 32 * workers;
+    }
+    if let Some(queue) = args.kdf_queue {
+        config.kdf.queue = queue;
+    }
+    config.kdf.cost.m_kib = args.auth_hash_m_kib;
+    config.kdf.cost.t = args.auth_hash_t;
     if config.allow_weak_kdf {
         tracing::warn!("--allow-weak-kdf: accepting insecure KDF parameters (tests only)");
     }

@@ -16,7 +16,7 @@ use crate::api::{
     ErrorBody, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse, RegisterRequest,
     RegisterResponse,
 };
-use crate::auth::{fake_salt, hash_auth_key, new_session_token, verify_auth_key};
+use crate::auth::{fake_salt, new_session_token};
 use crate::store::{NewAccount, NewSession};
 use crate::types::{AccountId, ClientKind, KdfParams, Username};
 
@@ -64,7 +64,7 @@ pub(crate) async fn register(
         .validate(state.config().allow_weak_kdf)
         .map_err(|e| AppError::bad_request("invalid_kdf", e.0))?;
     let key = req.auth_key;
-    let auth_hash = state.argon2(move || hash_auth_key(&key)).await??;
+    let auth_hash = state.kdf().hash(key).await?;
     let id = AccountId::new();
     state
         .store()
@@ -132,8 +132,7 @@ pub(crate) async fn login(
     let hash = account
         .as_ref()
         .map_or_else(|| state.dummy_hash().to_owned(), |a| a.auth_hash.clone());
-    let key = req.auth_key;
-    let matches = state.argon2(move || verify_auth_key(&hash, &key)).await??;
+    let matches = state.kdf().verify(hash, req.auth_key).await?;
     let now = state.now();
     let account = match account {
         Some(account) if matches => account,

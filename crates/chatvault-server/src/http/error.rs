@@ -16,6 +16,7 @@ use axum::Json;
 
 use crate::api::{ErrorBody, ErrorDetail};
 use crate::auth::CredentialError;
+use crate::kdf_pool::KdfError;
 use crate::store::StoreError;
 
 /// Why a request failed.
@@ -113,6 +114,28 @@ impl AppError {
         }
     }
 
+    /// 429 `rate_limited`: this source (or the whole server) is over its
+    /// request rate; retry after `seconds`.
+    pub fn rate_limited(seconds: u64) -> Self {
+        AppError::Client {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            message: format!("too many requests; retry in {seconds} s"),
+            retry_after: Some(seconds),
+        }
+    }
+
+    /// 503 `server_busy`: the password-hashing queue is full; retry after
+    /// `seconds`.
+    pub fn busy(seconds: u64) -> Self {
+        AppError::Client {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "server_busy",
+            message: format!("the server is busy; retry in {seconds} s"),
+            retry_after: Some(seconds),
+        }
+    }
+
     /// 500; `detail` is logged, never sent.
     pub fn internal(detail: impl Display) -> Self {
         AppError::Internal(detail.to_string())
@@ -181,6 +204,15 @@ impl From<StoreError> for AppError {
 impl From<CredentialError> for AppError {
     fn from(e: CredentialError) -> Self {
         AppError::internal(e)
+    }
+}
+
+impl From<KdfError> for AppError {
+    fn from(e: KdfError) -> Self {
+        match e {
+            KdfError::Busy => AppError::busy(1),
+            other => AppError::internal(other),
+        }
     }
 }
 

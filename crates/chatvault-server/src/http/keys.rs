@@ -14,7 +14,6 @@ use super::auth::check_throttle;
 use super::extract::{ApiJson, Authenticated};
 use super::{AppError, AppState};
 use crate::api::{ErrorBody, KeysResponse, PutKeysRequest};
-use crate::auth::{hash_auth_key, verify_auth_key};
 use crate::store::{KeysUpdate, NewCredentials};
 
 /// The stored key envelope and KDF settings.
@@ -78,10 +77,7 @@ pub(crate) async fn put_keys(
                 .ok_or_else(AppError::unauthorized)?;
             check_throttle(&state, &account.username).await?;
             let stored = account.auth_hash.clone();
-            if !state
-                .argon2(move || verify_auth_key(&stored, &current))
-                .await??
-            {
+            if !state.kdf().verify(stored, current).await? {
                 store
                     .record_login_failure(&account.username, state.now())
                     .await?;
@@ -91,7 +87,7 @@ pub(crate) async fn put_keys(
                 ));
             }
             store.clear_login_failures(&account.username).await?;
-            let auth_hash = state.argon2(move || hash_auth_key(&new_key)).await??;
+            let auth_hash = state.kdf().hash(new_key).await?;
             Some(NewCredentials {
                 auth_hash,
                 kdf,

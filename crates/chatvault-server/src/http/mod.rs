@@ -28,7 +28,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use chatvault_core::Timestamp;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -37,6 +37,7 @@ pub use error::AppError;
 use crate::api::Health;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::kdf_pool::KdfPool;
 use crate::store::ServerStore;
 
 /// What every handler can reach. Cheap to clone.
@@ -53,9 +54,8 @@ struct Shared {
     dummy_hash: String,
     /// Flips to `true` when the server shuts down (WebSockets close).
     shutdown: watch::Receiver<bool>,
-    /// Bounds concurrent Argon2 runs (each takes ~19 MiB and a core): a
-    /// burst of logins queues instead of exhausting memory.
-    argon2_slots: Semaphore,
+    /// The fixed pool that runs every Argon2 hash and verification.
+    kdf: KdfPool,
 }
 
 impl AppState {
@@ -66,6 +66,7 @@ impl AppState {
         server_secret: [u8; 32],
         dummy_hash: String,
         shutdown: watch::Receiver<bool>,
+        kdf: KdfPool,
     ) -> Self {
         AppState(Arc::new(Shared {
             store,
@@ -74,9 +75,7 @@ impl AppState {
             server_secret,
             dummy_hash,
             shutdown,
-            argon2_slots: Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
-            ),
+            kdf,
         }))
     }
 
@@ -108,21 +107,8 @@ impl AppState {
         self.0.shutdown.clone()
     }
 
-    /// Runs Argon2 work off the async workers, a bounded number at a time.
-    pub(crate) async fn argon2<T, F>(&self, f: F) -> Result<T, AppError>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
-    {
-        let _slot = self
-            .0
-            .argon2_slots
-            .acquire()
-            .await
-            .map_err(AppError::internal)?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(AppError::internal)
+    pub(crate) fn kdf(&self) -> &KdfPool {
+        &self.0.kdf
     }
 }
 
