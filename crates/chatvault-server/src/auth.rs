@@ -250,9 +250,10 @@ pub struct ThrottleState {
 }
 
 /// Failed-login backoff. The first `free_failures` failures cost nothing;
-/// each one after locks the username for `base`, doubling up to `max`. A
-/// success resets the count. The lock always ends by itself, so an attacker
-/// can slow a user down but never lock them out for good.
+/// each one after locks for `base`, doubling up to `max`. A success resets
+/// the count. Logins apply it per (username, source address), so a
+/// stranger's guesses lock only the stranger; passphrase changes apply it
+/// per account. The lock always ends by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
     /// Failures allowed before backoff starts (default 5).

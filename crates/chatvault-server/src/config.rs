@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::auth::{SessionPolicy, ThrottlePolicy};
 use crate::clock::{Clock, SystemClock};
 use crate::kdf_pool::KdfPoolConfig;
+use crate::limits::RateLimits;
 use crate::types::Invalid;
 
 /// Where the server keeps its data.
@@ -104,8 +105,15 @@ pub struct Config {
     pub maintenance_interval: Duration,
     /// Session lifetimes.
     pub sessions: SessionPolicy,
-    /// Failed-login backoff.
+    /// Failed-login backoff, per (username, source address) for logins and
+    /// per account for passphrase changes.
     pub throttle: ThrottlePolicy,
+    /// Rate limits on prelogin, register and login.
+    pub rate_limits: RateLimits,
+    /// Charge requests to the last `X-Forwarded-For` address instead of
+    /// the TCP peer. Only behind a reverse proxy that sets it (otherwise
+    /// clients choose their own address).
+    pub trust_proxy: bool,
     /// The password-hashing pool: workers, queue bound and Argon2 cost.
     pub kdf: KdfPoolConfig,
     /// The time source.
@@ -132,6 +140,8 @@ impl Config {
             maintenance_interval: Duration::from_secs(3600),
             sessions: SessionPolicy::default(),
             throttle: ThrottlePolicy::default(),
+            rate_limits: RateLimits::default(),
+            trust_proxy: false,
             kdf: KdfPoolConfig::default(),
             clock: Arc::new(SystemClock),
         }

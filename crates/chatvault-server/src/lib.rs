@@ -33,6 +33,7 @@
 //! - `sync` — the pure sync rules: admitting and deciding changes (LWW).
 //! - `hub` — per-process fan-out of pokes to WebSockets.
 //! - `kdf_pool` — [`KdfPoolConfig`]: the fixed Argon2 worker pool.
+//! - `limits` — [`RateLimits`]: token buckets and login backoff.
 //! - [`store`] — the [`ServerStore`](store::ServerStore) trait, SQLite and
 //!   PostgreSQL backends.
 //! - `clock` — [`Clock`]: time as a parameter, so tests never sleep.
@@ -46,6 +47,7 @@ mod config;
 mod http;
 mod hub;
 mod kdf_pool;
+mod limits;
 mod server;
 pub mod store;
 mod sync;
@@ -56,6 +58,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, DatabaseUrl};
 pub use http::AppError;
 pub use kdf_pool::KdfPoolConfig;
+pub use limits::{RateLimit, RateLimits};
 pub use server::{serve, shutdown_signal, ServeError, Server};
 pub use sync::RejectReason;
 pub use types::{

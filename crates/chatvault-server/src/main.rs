@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use chatvault_server::{shutdown_signal, Config, DatabaseUrl, Server};
+use chatvault_server::{shutdown_signal, Config, DatabaseUrl, RateLimit, Server};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -52,6 +52,20 @@ struct Args {
     /// they get 503 + Retry-After. Default: 32 per worker.
     #[arg(long, env = "CHATVAULT_KDF_QUEUE")]
     kdf_queue: Option<usize>,
+    /// Charge requests to the last X-Forwarded-For address (only behind a
+    /// reverse proxy that sets it; otherwise clients pick their address).
+    #[arg(long, env = "CHATVAULT_TRUST_PROXY")]
+    trust_proxy: bool,
+    /// prelogin/register/login per source address: BURST/PER_MINUTE.
+    #[arg(long, value_parser = parse_rate, default_value = "30/60")]
+    rate_per_address: RateLimit,
+    /// prelogin/register/login from all sources: BURST/PER_MINUTE.
+    #[arg(long, value_parser = parse_rate, default_value = "600/3000")]
+    rate_global: RateLimit,
+    /// Login attempts per username from addresses that never signed in to
+    /// it: BURST/PER_MINUTE.
+    #[arg(long, value_parser = parse_rate, default_value = "10/6")]
+    rate_per_username: RateLimit,
     /// Argon2id memory of stored auth-key hashes, in KiB. Load tests only.
     #[arg(long, hide = true, default_value_t = 19_456)]
     auth_hash_m_kib: u32,
@@ -64,6 +78,26 @@ struct Args {
     /// WebSocket ping interval in milliseconds. Tests only.
     #[arg(long, hide = true, default_value_t = 30_000)]
     ws_ping_interval_ms: u64,
+}
+
+/// `BURST/PER_MINUTE`, e.g. `30/60`.
+fn parse_rate(text: &str) -> Result<RateLimit, String> {
+    let (burst, per_minute) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?}: expected BURST/PER_MINUTE, e.g. 30/60"))?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|e| format!("{text:?}: {e}"))
+    };
+    let limit = RateLimit {
+        burst: number(burst)?,
+        per_minute: number(per_minute)?,
+    };
+    if limit.burst == 0 {
+        return Err(format!("{text:?}: a burst of 0 refuses everything"));
+    }
+    Ok(limit)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -95,6 +129,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(queue) = args.kdf_queue {
         config.kdf.queue = queue;
     }
+    config.trust_proxy = args.trust_proxy;
+    config.rate_limits.per_address = args.rate_per_address;
+    config.rate_limits.global = args.rate_global;
+    config.rate_limits.per_username = args.rate_per_username;
     config.kdf.cost.m_kib = args.auth_hash_m_kib;
     config.kdf.cost.t = args.auth_hash_t;
     if config.allow_weak_kdf {

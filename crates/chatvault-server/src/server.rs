@@ -162,14 +162,18 @@ impl Server {
         let maintenance = AbortOnDrop(Some(tokio::spawn(maintenance_loop(self.clone()))));
         let notify = Arc::clone(&self.shutdown);
         let app = self.router();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                // Sockets close themselves when this flips.
-                notify.send_replace(true);
-            })
-            .await;
+        // Connect info gives handlers the peer address rate limits key on.
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            // Sockets close themselves when this flips.
+            notify.send_replace(true);
+        })
+        .await;
         drop(maintenance);
         served.map_err(ServeError::Io)
     }

@@ -1,5 +1,7 @@
 //! Account routes: prelogin (how to derive keys), register, login (a fresh
-//! session every time, with per-username backoff after failures), logout.
+//! session every time, with per-(username, address) backoff after
+//! failures), logout. The unauthenticated ones are rate limited per source
+//! address and globally (see `limits`).
 //!
 //! The server never sees a passphrase, only the derived auth key, and keeps
 //! only an Argon2id hash of that. Wrong usernames and wrong keys get the
@@ -10,13 +12,16 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::extract::{ApiJson, Authenticated, SESSION_COOKIE};
+use std::net::IpAddr;
+
+use super::extract::{ApiJson, Authenticated, ClientAddress, SESSION_COOKIE};
 use super::{AppError, AppState};
 use crate::api::{
     ErrorBody, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse, RegisterRequest,
     RegisterResponse,
 };
 use crate::auth::{fake_salt, new_session_token};
+use crate::limits::Refusal;
 use crate::store::{NewAccount, NewSession};
 use crate::types::{AccountId, ClientKind, KdfParams, Username};
 
@@ -31,8 +36,10 @@ use crate::types::{AccountId, ClientKind, KdfParams, Username};
 )]
 pub(crate) async fn prelogin(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(req): ApiJson<PreloginRequest>,
 ) -> Result<Json<PreloginResponse>, AppError> {
+    admit(&state, address)?;
     let answer = match state.store().account_by_username(&req.username).await? {
         Some(account) => PreloginResponse {
             kdf: account.kdf,
@@ -58,8 +65,10 @@ pub(crate) async fn prelogin(
 )]
 pub(crate) async fn register(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), AppError> {
+    admit(&state, address)?;
     req.kdf
         .validate(state.config().allow_weak_kdf)
         .map_err(|e| AppError::bad_request("invalid_kdf", e.0))?;
@@ -87,7 +96,21 @@ pub(crate) async fn register(
     ))
 }
 
-/// Refuses with 429 while `username` is in login backoff.
+/// Takes a token from the source address's and the global bucket of the
+/// account routes, or answers 429 `rate_limited`.
+fn admit(state: &AppState, address: IpAddr) -> Result<(), AppError> {
+    state.limiter().admit(address, state.now()).map_err(refused)
+}
+
+fn refused(refusal: Refusal) -> AppError {
+    match refusal {
+        Refusal::RateLimited { retry_after } => AppError::rate_limited(retry_after),
+        Refusal::Backoff { retry_after } => AppError::too_many_attempts(retry_after),
+    }
+}
+
+/// Refuses with 429 while `username` is in (account-wide) backoff; used
+/// by passphrase changes, which are already authenticated.
 pub(super) async fn check_throttle(state: &AppState, username: &Username) -> Result<(), AppError> {
     let Some(throttle) = state.store().throttle(username).await? else {
         return Ok(());
@@ -119,14 +142,22 @@ fn cookie_header(value: &str, max_age_secs: u64, secure: bool) -> Result<HeaderV
         (status = 200, description = "Signed in; `Set-Cookie: cv_session=...; HttpOnly; Secure; SameSite=Strict` unless `client` is `native`", body = LoginResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 401, description = "Wrong username or auth key (`invalid_credentials`)", body = ErrorBody),
-        (status = 429, description = "Too many failures; see `Retry-After` (`too_many_attempts`)", body = ErrorBody),
+        (status = 429, description = "Too many failures (`too_many_attempts`) or requests (`rate_limited`); see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "Password hashing queue full (`server_busy`); see `Retry-After`", body = ErrorBody),
     )
 )]
 pub(crate) async fn login(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, AppError> {
-    check_throttle(&state, &req.username).await?;
+    admit(&state, address)?;
+    // Counted as a failure before the (slow) verification, so concurrent
+    // guesses see each other's backoff.
+    state
+        .limiter()
+        .reserve_login(&req.username, address, state.now())
+        .map_err(refused)?;
     let store = state.store();
     let account = store.account_by_username(&req.username).await?;
     let hash = account
@@ -137,12 +168,11 @@ pub(crate) async fn login(
     let account = match account {
         Some(account) if matches => account,
         _ => {
-            let throttle = store.record_login_failure(&req.username, now).await?;
-            tracing::info!(failures = throttle.failures, "failed login");
+            tracing::info!("failed login");
             return Err(AppError::invalid_credentials());
         }
     };
-    store.clear_login_failures(&req.username).await?;
+    state.limiter().succeeded(&req.username, address);
 
     let token = new_session_token()?;
     let client = req.client.unwrap_or(ClientKind::Any);

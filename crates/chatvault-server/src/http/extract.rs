@@ -7,7 +7,9 @@
 //! `cv_session` cookie (and, for WebSockets only, `?token=`). Must never
 //! log a token.
 
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::Json;
@@ -52,6 +54,53 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
         let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
         Ok(ApiQuery(value))
+    }
+}
+
+/// The address a request is charged to for rate limits: the TCP peer, or
+/// with `trust_proxy` the last `X-Forwarded-For` entry (the one the proxy
+/// in front of us appended; earlier entries are client-supplied and could
+/// be forged). IPv6 addresses count per /64, the block one client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientAddress(pub IpAddr);
+
+fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
+}
+
+fn rate_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        let forwarded = if state.config().trust_proxy {
+            forwarded_for(&parts.headers)
+        } else {
+            None
+        };
+        // No peer (an in-process router without connect info): one shared
+        // bucket, never "unlimited".
+        let address = forwarded
+            .or(peer)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        Ok(ClientAddress(rate_key(address)))
     }
 }
 
@@ -144,6 +193,24 @@ impl FromRequestParts<AppState> for Authenticated {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn forwarded_for_takes_the_proxys_entry_and_v6_counts_per_64() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 10.0.0.7"),
+        );
+        assert_eq!(forwarded_for(&h), Some(IpAddr::from([10, 0, 0, 7])));
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(rate_key(a), rate_key(b));
+        assert_eq!(
+            rate_key("::ffff:127.0.0.2".parse().unwrap()),
+            IpAddr::from([127, 0, 0, 2])
+        );
+    }
 
     #[test]
     fn finds_bearer_and_cookie_tokens() {

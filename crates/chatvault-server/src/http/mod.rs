@@ -38,6 +38,7 @@ use crate::api::Health;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::kdf_pool::KdfPool;
+use crate::limits::Limiter;
 use crate::store::ServerStore;
 
 /// What every handler can reach. Cheap to clone.
@@ -56,6 +57,8 @@ struct Shared {
     shutdown: watch::Receiver<bool>,
     /// The fixed pool that runs every Argon2 hash and verification.
     kdf: KdfPool,
+    /// Rate limits and login backoff of the account routes.
+    limiter: Limiter,
 }
 
 impl AppState {
@@ -68,6 +71,7 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
         kdf: KdfPool,
     ) -> Self {
+        let limiter = Limiter::new(config.rate_limits, config.throttle);
         AppState(Arc::new(Shared {
             store,
             hub,
@@ -76,6 +80,7 @@ impl AppState {
             dummy_hash,
             shutdown,
             kdf,
+            limiter,
         }))
     }
 
@@ -105,6 +110,10 @@ impl AppState {
 
     pub(crate) fn shutdown(&self) -> watch::Receiver<bool> {
         self.0.shutdown.clone()
+    }
+
+    pub(crate) fn limiter(&self) -> &Limiter {
+        &self.0.limiter
     }
 
     pub(crate) fn kdf(&self) -> &KdfPool {
