@@ -14,6 +14,7 @@ use crate::auth::{SessionPolicy, ThrottlePolicy};
 use crate::clock::{Clock, SystemClock};
 use crate::kdf_pool::KdfPoolConfig;
 use crate::limits::RateLimits;
+use crate::listen::Timeouts;
 use crate::types::Invalid;
 
 /// Where the server keeps its data.
@@ -114,6 +115,8 @@ pub struct Config {
     /// the TCP peer. Only behind a reverse proxy that sets it (otherwise
     /// clients choose their own address).
     pub trust_proxy: bool,
+    /// Header-read (and keep-alive idle) and body timeouts.
+    pub timeouts: Timeouts,
     /// The password-hashing pool: workers, queue bound and Argon2 cost.
     pub kdf: KdfPoolConfig,
     /// The time source.
@@ -142,6 +145,7 @@ impl Config {
             throttle: ThrottlePolicy::default(),
             rate_limits: RateLimits::default(),
             trust_proxy: false,
+            timeouts: Timeouts::default(),
             kdf: KdfPoolConfig::default(),
             clock: Arc::new(SystemClock),
         }

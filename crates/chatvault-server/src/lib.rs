@@ -34,6 +34,7 @@
 //! - `hub` — per-process fan-out of pokes to WebSockets.
 //! - `kdf_pool` — [`KdfPoolConfig`]: the fixed Argon2 worker pool.
 //! - `limits` — [`RateLimits`]: token buckets and login backoff.
+//! - `listen` — the accept loop with [`Timeouts`].
 //! - [`store`] — the [`ServerStore`](store::ServerStore) trait, SQLite and
 //!   PostgreSQL backends.
 //! - `clock` — [`Clock`]: time as a parameter, so tests never sleep.
@@ -48,6 +49,7 @@ mod http;
 mod hub;
 mod kdf_pool;
 mod limits;
+mod listen;
 mod server;
 pub mod store;
 mod sync;
@@ -59,6 +61,7 @@ pub use config::{Config, DatabaseUrl};
 pub use http::AppError;
 pub use kdf_pool::KdfPoolConfig;
 pub use limits::{RateLimit, RateLimits};
+pub use listen::Timeouts;
 pub use server::{serve, shutdown_signal, ServeError, Server};
 pub use sync::RejectReason;
 pub use types::{

@@ -66,6 +66,13 @@ struct Args {
     /// it: BURST/PER_MINUTE.
     #[arg(long, value_parser = parse_rate, default_value = "10/6")]
     rate_per_username: RateLimit,
+    /// Seconds a connection may take to send a complete request head, also
+    /// between requests on a kept-alive connection.
+    #[arg(long, default_value_t = 10)]
+    header_read_timeout_secs: u64,
+    /// Seconds a request body may take to arrive in full.
+    #[arg(long, default_value_t = 60)]
+    body_timeout_secs: u64,
     /// Argon2id memory of stored auth-key hashes, in KiB. Load tests only.
     #[arg(long, hide = true, default_value_t = 19_456)]
     auth_hash_m_kib: u32,
@@ -129,6 +136,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(queue) = args.kdf_queue {
         config.kdf.queue = queue;
     }
+    if args.header_read_timeout_secs == 0 || args.body_timeout_secs == 0 {
+        bail!("timeouts must be at least 1 second");
+    }
+    config.timeouts.header_read = Duration::from_secs(args.header_read_timeout_secs);
+    config.timeouts.body = Duration::from_secs(args.body_timeout_secs);
     config.trust_proxy = args.trust_proxy;
     config.rate_limits.per_address = args.rate_per_address;
     config.rate_limits.global = args.rate_global;

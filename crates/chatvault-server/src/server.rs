@@ -162,12 +162,8 @@ impl Server {
         let maintenance = AbortOnDrop(Some(tokio::spawn(maintenance_loop(self.clone()))));
         let notify = Arc::clone(&self.shutdown);
         let app = self.router();
-        // Connect info gives handlers the peer address rate limits key on.
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let timeouts = self.state.config().timeouts;
+        let served = crate::listen::serve(listener, app, timeouts, async move {
             shutdown.await;
             tracing::info!("shutting down");
             // Sockets close themselves when this flips.

@@ -249,8 +249,11 @@ impl From<QueryRejection> for AppError {
 /// Middleware: logs every 5xx once, with the detail the handler attached.
 /// Only the path is logged — the query string may hold a session token.
 /// The most of an oversized body the server reads (and drops) before
-/// answering 413; beyond it the connection is simply closed.
-const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+/// answering 413, and for how long; beyond either the connection is simply
+/// closed. Small, so an unauthenticated client cannot make the server read
+/// 64 MiB or hold the connection open by trickling.
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Answers a request whose declared `Content-Length` is over `limit` with
 /// 413 `payload_too_large` — after reading and discarding the body. A
@@ -270,11 +273,15 @@ pub(crate) async fn refuse_oversized(limit: u64, request: Request, next: Next) -
     if length <= DRAIN_LIMIT {
         use futures::StreamExt as _;
         let mut body = request.into_body().into_data_stream();
-        while let Some(chunk) = body.next().await {
-            if chunk.is_err() {
-                break;
+        let drain = async {
+            while let Some(chunk) = body.next().await {
+                if chunk.is_err() {
+                    break;
+                }
             }
-        }
+        };
+        // Out of time: answer anyway; `Connection: close` ends the upload.
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
     }
     let mut response = AppError::too_large(
         "payload_too_large",

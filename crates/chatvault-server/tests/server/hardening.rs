@@ -3,7 +3,9 @@
 //! refuses with 503 when its queue is full; login attempts are reserved
 //! before verifying; per-address, global and per-username limits, with
 //! strangers unable to lock out the owner. Several loopback source
-//! addresses (127.0.0.2, .3, ...) stand for different clients.
+//! addresses (127.0.0.2, .3, ...) stand for different clients. Slow
+//! clients (unfinished heads or bodies, idle connections, oversized
+//! uploads) are cut off after the configured timeouts.
 
 use std::time::Instant;
 
@@ -321,4 +323,86 @@ async fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
         StatusCode::TOO_MANY_REQUESTS,
         "only the proxy's entry counts"
     );
+}
+
+/// Writes `request` on a fresh connection to `srv`, then stalls; returns
+/// what the server sent before closing and how long it took to close (or
+/// `None` when it was still open after 5 s).
+async fn stall_after(srv: &TestServer, request: &[u8]) -> (String, Option<Duration>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        read.is_ok().then(|| started.elapsed()),
+    )
+}
+
+async fn short_timeouts() -> Option<TestServer> {
+    TestServer::start_with(Backend::Sqlite, |c| {
+        c.timeouts.header_read = Duration::from_millis(300);
+        c.timeouts.body = Duration::from_millis(500);
+        c.max_body_bytes = 64 * 1024;
+    })
+    .await
+}
+
+/// An unfinished request head, and an idle kept-alive connection, are
+/// closed after the header-read timeout (slowloris). Before: open > 70 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_heads_and_idle_connections_are_closed() {
+    let Some(srv) = short_timeouts().await else {
+        return;
+    };
+    let (_, closed) = stall_after(&srv, b"POST /v1/auth/prelogin HTTP/1.1\r\nHost: x\r\n").await;
+    let closed = closed.expect("an unfinished head is cut off");
+    assert!(closed < Duration::from_secs(2), "{closed:?}");
+
+    let (received, closed) = stall_after(&srv, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    let closed = closed.expect("an idle kept-alive connection is closed");
+    assert!(closed < Duration::from_secs(2), "{closed:?}");
+}
+
+/// A body that stops arriving is cut off after the body timeout, and an
+/// oversized upload is answered 413 without reading it all: at once when it
+/// declares more than the drain bound, and within the body timeout when it
+/// trickles. Before: the connection stayed open (and up to 64 MiB were read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_oversized_bodies_are_cut_off() {
+    let Some(srv) = short_timeouts().await else {
+        return;
+    };
+    let head = |length: usize| {
+        format!(
+            "POST /v1/auth/prelogin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}\r\n\r\n{{\"username\""
+        )
+    };
+    let (received, closed) = stall_after(&srv, head(100).as_bytes()).await;
+    let closed = closed.expect("a stalled body is cut off");
+    assert!(closed < Duration::from_secs(2), "{closed:?}: {received}");
+    assert!(!received.contains(" 200 "), "{received}");
+
+    for declared in [1024 * 1024, 64 * 1024 * 1024] {
+        let (received, closed) = stall_after(&srv, head(declared).as_bytes()).await;
+        let closed = closed.expect("an oversized upload is not waited for");
+        assert!(closed < Duration::from_secs(2), "{declared}: {closed:?}");
+        assert!(
+            received.starts_with("HTTP/1.1 413"),
+            "{declared}: {received}"
+        );
+    }
 }
