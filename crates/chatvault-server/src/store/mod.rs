@@ -68,6 +68,10 @@ pub enum StoreError {
     /// The operating system's random source failed.
     #[error("OS random source failed: {0}")]
     Random(String),
+    /// The SQLite file belongs to something else (a client vault, another
+    /// program): refused rather than adding server tables to it.
+    #[error("not a chatvault server database: {0}")]
+    NotAServerDatabase(String),
     /// Creating the database file's directory failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

@@ -406,3 +406,68 @@ async fn slow_and_oversized_bodies_are_cut_off() {
         );
     }
 }
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The server database (auth hashes, server secret) and its WAL are
+/// readable by the owner only, and an existing 0644 file is narrowed.
+/// Before: created 0644.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_and_its_wal_are_private() {
+    let Some(srv) = TestServer::start(Backend::Sqlite).await else {
+        return;
+    };
+    srv.user("alice").await;
+    let path = srv.db.as_ref().unwrap().sqlite_path.clone().unwrap();
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    assert_eq!(mode_of(&path), 0o600);
+    assert_eq!(mode_of(std::path::Path::new(&wal)), 0o600);
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.db");
+    std::fs::write(&old, b"").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = chatvault_server::Config::new(chatvault_server::DatabaseUrl::Sqlite(old.clone()));
+    drop(chatvault_server::Server::open(config).await.unwrap());
+    assert_eq!(mode_of(&old), 0o600);
+}
+
+/// `--database` pointing at a client vault (or any foreign SQLite file) is
+/// refused, and the file gets no server tables. Before: server tables
+/// were added next to the vault's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_vault_is_not_opened_as_the_server_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = dir.path().join("vault.db");
+    {
+        let conn = rusqlite::Connection::open(&vault).unwrap();
+        // The client vault's tables (chatvault-sqlite's schema).
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB);
+             CREATE TABLE conversations (id TEXT PRIMARY KEY);
+             CREATE TABLE outbox (seq INTEGER PRIMARY KEY);",
+        )
+        .unwrap();
+    }
+    let config =
+        chatvault_server::Config::new(chatvault_server::DatabaseUrl::Sqlite(vault.clone()));
+    let err = chatvault_server::Server::open(config).await.unwrap_err();
+    assert!(
+        err.to_string().contains("not a chatvault server database"),
+        "{err}"
+    );
+    let conn = rusqlite::Connection::open(&vault).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 3, "nothing was added to the vault");
+}
