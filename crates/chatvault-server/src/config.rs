@@ -109,6 +109,11 @@ pub struct Config {
     /// Failed-login backoff, per (username, source address) for logins and
     /// per account for passphrase changes.
     pub throttle: ThrottlePolicy,
+    /// The origin browsers load this server's web app from (e.g.
+    /// `https://chat.example.com`), checked against `Origin` on
+    /// cookie-authenticated changes and WebSockets. Default: the request's
+    /// `Host` with `https` (`http` with `insecure_cookies`).
+    pub public_origin: Option<String>,
     /// Rate limits on prelogin, register and login.
     pub rate_limits: RateLimits,
     /// Charge requests to the last `X-Forwarded-For` address instead of
@@ -143,6 +148,7 @@ impl Config {
             maintenance_interval: Duration::from_secs(3600),
             sessions: SessionPolicy::default(),
             throttle: ThrottlePolicy::default(),
+            public_origin: None,
             rate_limits: RateLimits::default(),
             trust_proxy: false,
             timeouts: Timeouts::default(),

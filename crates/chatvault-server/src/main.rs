@@ -56,6 +56,11 @@ struct Args {
     /// reverse proxy that sets it; otherwise clients pick their address).
     #[arg(long, env = "CHATVAULT_TRUST_PROXY")]
     trust_proxy: bool,
+    /// Origin of the web app (e.g. https://chat.example.com) that
+    /// cookie-authenticated changes and WebSockets must come from. Default:
+    /// the request's Host with https (http with --insecure-cookies).
+    #[arg(long, env = "CHATVAULT_PUBLIC_ORIGIN")]
+    public_origin: Option<String>,
     /// prelogin/register/login per source address: BURST/PER_MINUTE.
     #[arg(long, value_parser = parse_rate, default_value = "30/60")]
     rate_per_address: RateLimit,
@@ -142,6 +147,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.timeouts.header_read = Duration::from_secs(args.header_read_timeout_secs);
     config.timeouts.body = Duration::from_secs(args.body_timeout_secs);
     config.trust_proxy = args.trust_proxy;
+    config.public_origin = args.public_origin;
     config.rate_limits.per_address = args.rate_per_address;
     config.rate_limits.global = args.rate_global;
     config.rate_limits.per_username = args.rate_per_username;

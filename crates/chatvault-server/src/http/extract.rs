@@ -4,8 +4,13 @@
 //! request.
 //!
 //! Sessions are accepted from `Authorization: Bearer <token>` or the
-//! `cv_session` cookie (and, for WebSockets only, `?token=`). Must never
-//! log a token.
+//! `cv_session` cookie, never from a URL (URLs end up in logs). A cookie is
+//! sent by browsers on their own, so a cookie-authenticated request that
+//! changes state must prove it comes from this server's own pages: an
+//! `Origin` equal to the server's origin (scheme included), or, without
+//! `Origin`, the `X-Chatvault-Client` header, which no other site's page can
+//! send without a CORS preflight this server never grants. Must never log a
+//! token.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -18,6 +23,7 @@ use serde::de::DeserializeOwned;
 use super::{AppError, AppState};
 use crate::auth::token_hash;
 use crate::clock::minus;
+use crate::config::Config;
 use crate::types::{AccountId, SessionHash};
 
 /// Name of the session cookie.
@@ -112,8 +118,6 @@ pub(crate) enum TokenSource {
     /// The `cv_session` cookie (sent by browsers on their own, so the one
     /// source that needs cross-origin care).
     Cookie,
-    /// `?token=` (WebSockets only).
-    Query,
 }
 
 /// The authenticated session of a request.
@@ -143,19 +147,72 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
         .find_map(|(name, value)| (name == SESSION_COOKIE).then_some(value))
 }
 
-/// Finds and checks the session of a request. `query_token` is only passed
-/// for WebSocket upgrades (browsers cannot set headers on them).
+/// Header a same-origin script may add to a cookie-authenticated request
+/// that carries no `Origin`.
+pub(crate) const CLIENT_HEADER: &str = "x-chatvault-client";
+
+/// The origin this server's own pages have: `public_origin` when
+/// configured, else the request's `Host` with `https` (or `http` with
+/// insecure cookies, or the proxy's `X-Forwarded-Proto` when trusted).
+fn expected_origin(headers: &HeaderMap, config: &Config) -> Option<String> {
+    if let Some(origin) = &config.public_origin {
+        return Some(origin.trim_end_matches('/').to_ascii_lowercase());
+    }
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let forwarded = config
+        .trust_proxy
+        .then(|| headers.get("x-forwarded-proto"))
+        .flatten()
+        .and_then(|v| v.to_str().ok());
+    let scheme = match forwarded {
+        Some(proto) => proto.trim(),
+        None if config.insecure_cookies => "http",
+        None => "https",
+    };
+    Some(format!("{scheme}://{host}").to_ascii_lowercase())
+}
+
+/// Whether the request's `Origin` (which must be present) is this
+/// server's, scheme and port included.
+pub(crate) fn same_origin(headers: &HeaderMap, config: &Config) -> bool {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    matches!((origin, expected_origin(headers, config)), (Some(o), Some(e)) if o == e)
+}
+
+/// Refuses a cookie-authenticated state-changing request that does not
+/// come from this server's pages (CSRF).
+fn check_cookie_request(parts: &Parts, config: &Config) -> Result<(), AppError> {
+    if parts.method.is_safe() {
+        return Ok(());
+    }
+    let allowed = if parts.headers.contains_key(header::ORIGIN) {
+        same_origin(&parts.headers, config)
+    } else {
+        parts.headers.contains_key(CLIENT_HEADER)
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(AppError::forbidden(
+            "cross_origin",
+            "a cookie-authenticated change must come from this server's origin \
+             (or carry the X-Chatvault-Client header)",
+        ))
+    }
+}
+
+/// Finds and checks the session of a request.
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-    query_token: Option<&str>,
 ) -> Result<Authenticated, AppError> {
     let (token, source) = if let Some(t) = bearer(headers) {
         (t, TokenSource::Bearer)
     } else if let Some(t) = cookie(headers) {
         (t, TokenSource::Cookie)
-    } else if let Some(t) = query_token {
-        (t, TokenSource::Query)
     } else {
         return Err(AppError::unauthorized());
     };
@@ -185,7 +242,11 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        authenticate(state, &parts.headers, None).await
+        let auth = authenticate(state, &parts.headers).await?;
+        if auth.source == TokenSource::Cookie {
+            check_cookie_request(parts, state.config())?;
+        }
+        Ok(auth)
     }
 }
 

@@ -118,10 +118,6 @@ impl Modify for SecuritySchemes {
             "cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("cv_session"))),
         );
-        components.add_security_scheme(
-            "query_token",
-            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("token"))),
-        );
     }
 }
 

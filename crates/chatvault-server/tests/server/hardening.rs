@@ -471,3 +471,85 @@ async fn a_client_vault_is_not_opened_as_the_server_database() {
         .unwrap();
     assert_eq!(tables, 3, "nothing was added to the vault");
 }
+
+/// A cookie-authenticated change from another origin (or with no proof of
+/// origin at all) is refused; the same request from the server's own
+/// origin, or with the client header, or with a bearer token, works.
+/// Before: a cookie logout from any Origin succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_changes_must_come_from_this_origin() {
+    let Some(srv) = TestServer::start(Backend::Sqlite).await else {
+        return;
+    };
+    let api = srv.anonymous();
+    let key = auth_key_for("alice");
+    api.register("alice", &key).await;
+    let cookie_session = || async {
+        let (_, headers, _) = api.login("alice", &key, Some("browser")).await;
+        let set = headers
+            .get(reqwest::header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .expect("a cookie")
+            .to_owned();
+        set.split(';').next().unwrap().to_owned()
+    };
+    let logout = |cookie: String, extra: Option<(&'static str, String)>| {
+        let api = api.clone();
+        async move {
+            let mut request = api
+                .http
+                .post(format!("{}/v1/auth/logout", api.base))
+                .header(reqwest::header::COOKIE, cookie);
+            if let Some((name, value)) = extra {
+                request = request.header(name, value);
+            }
+            api.send(request).await
+        }
+    };
+    let cookie = cookie_session().await;
+    let evil = logout(
+        cookie.clone(),
+        Some(("origin", "https://evil.example".into())),
+    )
+    .await;
+    assert_eq!(
+        (evil.status, code(&evil.body)),
+        (StatusCode::FORBIDDEN, "cross_origin")
+    );
+    let scheme_only = logout(
+        cookie.clone(),
+        Some(("origin", format!("https://{}", srv.addr))),
+    )
+    .await;
+    assert_eq!(scheme_only.status, StatusCode::FORBIDDEN, "scheme counts");
+    assert_eq!(
+        logout(cookie.clone(), None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // Reads need no proof.
+    let read = api
+        .send(
+            api.http
+                .get(format!("{}/v1/keys", api.base))
+                .header(reqwest::header::COOKIE, cookie.clone())
+                .header("origin", "https://evil.example"),
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    let own = logout(cookie, Some(("origin", srv.base.clone()))).await;
+    assert_eq!(own.status, StatusCode::NO_CONTENT);
+    let cookie = cookie_session().await;
+    let header = logout(cookie, Some(("x-chatvault-client", "1".into()))).await;
+    assert_eq!(header.status, StatusCode::NO_CONTENT);
+    // A bearer token proves possession whatever page sends it.
+    let native = srv.sign_in("alice").await;
+    let r = native
+        .send(
+            native
+                .http
+                .post(format!("{}/v1/auth/logout", native.base))
+                .header("origin", "https://evil.example"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+}
