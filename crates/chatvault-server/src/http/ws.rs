@@ -2,6 +2,9 @@
 //! account the server sends `{"type":"poke","cursor":"..."}` and the client
 //! pulls; nothing else travels on it.
 //!
+//! Every ping tick also re-checks the socket's session: a socket whose
+//! session was logged out, revoked or has expired is closed (1008).
+//!
 //! The server pings every `ws_ping_interval` and drops a socket that has
 //! sent nothing back (pong or otherwise) for a whole interval; a socket
 //! whose poke queue overflows, or that cannot take a frame within an
@@ -24,7 +27,7 @@ use super::extract::{authenticate, same_origin, TokenSource};
 use super::{AppError, AppState};
 use crate::api::{ErrorBody, Poke};
 use crate::hub::Subscription;
-use crate::types::Cursor;
+use crate::types::{Cursor, SessionHash};
 
 /// Largest frame accepted from a client (it has nothing to say but pongs).
 const MAX_CLIENT_FRAME: usize = 4 * 1024;
@@ -32,6 +35,9 @@ const MAX_CLIENT_FRAME: usize = 4 * 1024;
 /// Close code for a client too slow to take its pokes (RFC 6455 1013,
 /// "try again later").
 const CLOSE_TOO_SLOW: u16 = 1013;
+/// Close code when the socket's session ended (RFC 6455 1008, "policy
+/// violation").
+const CLOSE_POLICY: u16 = 1008;
 /// Close code when the server shuts down ("going away").
 const CLOSE_GOING_AWAY: u16 = 1001;
 
@@ -70,10 +76,13 @@ pub(crate) async fn connect(
     let subscription = state.hub().subscribe(auth.account, state.config().ws_queue);
     let ping_every = state.config().ws_ping_interval;
     let shutdown = state.shutdown();
+    let session = auth.session;
     Ok(upgrade
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| serve_socket(socket, subscription, ping_every, shutdown)))
+        .on_upgrade(move |socket| {
+            serve_socket(socket, subscription, ping_every, shutdown, state, session)
+        }))
 }
 
 /// Sends a frame; `false` if it failed or the client could not take it
@@ -86,11 +95,32 @@ async fn send_within(
     matches!(timeout(limit, sink.send(message)).await, Ok(Ok(())))
 }
 
+/// Whether the socket's session still exists and has not expired.
+async fn session_alive(state: &AppState, session: &SessionHash) -> bool {
+    match state.store().session(session).await {
+        Ok(Some(info)) => {
+            state
+                .config()
+                .sessions
+                .expires_at(info.created_at, info.last_used_at)
+                > state.now()
+        }
+        Ok(None) => false,
+        // A database hiccup is no reason to drop a live client.
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot re-check a WebSocket's session");
+            true
+        }
+    }
+}
+
 async fn serve_socket(
     socket: WebSocket,
     mut subscription: Subscription,
     ping_every: Duration,
     mut shutdown: watch::Receiver<bool>,
+    state: AppState,
+    session: SessionHash,
 ) {
     let (mut sink, mut stream) = socket.split();
     let mut ticker = interval_at(Instant::now() + ping_every, ping_every);
@@ -119,6 +149,13 @@ async fn serve_socket(
             _ = ticker.tick() => {
                 if awaiting_pong {
                     tracing::debug!("dropping a WebSocket that did not answer a ping");
+                    break;
+                }
+                // Logged out, revoked or expired since the upgrade: the socket
+                // must not keep receiving pokes on a dead session.
+                if !session_alive(&state, &session).await {
+                    let frame = CloseFrame { code: CLOSE_POLICY, reason: "session ended; sign in again".into() };
+                    send_within(&mut sink, Message::Close(Some(frame)), ping_every).await;
                     break;
                 }
                 awaiting_pong = true;

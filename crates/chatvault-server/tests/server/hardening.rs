@@ -9,6 +9,7 @@
 
 use std::time::Instant;
 
+use futures::StreamExt as _;
 use reqwest::header::RETRY_AFTER;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -552,4 +553,39 @@ async fn cookie_changes_must_come_from_this_origin() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
+}
+
+/// A WebSocket whose session is logged out is closed at the next ping
+/// tick. Before: it stayed subscribed to pokes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_of_logged_out_sessions_are_closed() {
+    let Some(srv) = TestServer::start_with(Backend::Sqlite, |c| {
+        c.ws_ping_interval = Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let api = srv.user("alice").await;
+    let mut socket = crate::websocket::open_socket(&srv.base, &api).await;
+    assert!(
+        crate::common::eventually(Duration::from_secs(5), || srv.server.open_sockets() == 1).await
+    );
+    let r = api
+        .request(reqwest::Method::POST, "/v1/auth/logout", None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("closed within 3 s");
+    assert_eq!(closed, Some(1008));
 }
