@@ -63,18 +63,41 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+/// Query parameters of a PostgreSQL URL that carry a secret.
+const SECRET_PARAMS: &[&str] = &["password", "sslpassword"];
+
+/// Every credential in a PostgreSQL URL replaced by `***`: the userinfo
+/// password (`postgres://user:secret@host/db`) and `?password=` /
+/// `?sslpassword=` parameters.
 fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => base.to_owned(),
+            },
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
     };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if SECRET_PARAMS.contains(&key.to_ascii_lowercase().as_str()) => {
+                    format!("{key}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 /// Everything the server needs to run. Build with [`Config::new`] and
@@ -179,6 +202,16 @@ mod tests {
         );
         let pg: DatabaseUrl = "postgres://u:hunter2@h:5432/db".parse().unwrap();
         assert_eq!(pg.to_string(), "postgres://u:***@h:5432/db");
+        let pg: DatabaseUrl = "postgres://u@h/db?sslmode=require&password=hunter2&PASSWORD=x"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            pg.to_string(),
+            "postgres://u@h/db?sslmode=require&password=***&PASSWORD=***"
+        );
+        let pg: DatabaseUrl = "postgres://u:p@ss@h/db".parse().unwrap();
+        assert_eq!(pg.to_string(), "postgres://u:***@h/db");
+        assert!(!format!("{pg:?}").contains("ss@"));
         assert!("mysql://x".parse::<DatabaseUrl>().is_err());
         assert!("sqlite://".parse::<DatabaseUrl>().is_err());
     }
