@@ -589,3 +589,45 @@ async fn sockets_of_logged_out_sessions_are_closed() {
     .expect("closed within 3 s");
     assert_eq!(closed, Some(1008));
 }
+
+/// A stolen session alone cannot replace the key envelope: the current
+/// auth key is required, and a wrong one is refused. Before: any session
+/// could replace it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_the_envelope_needs_the_current_auth_key() {
+    use base64::Engine as _;
+    let b64 = |k: [u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
+    let Some(srv) = TestServer::start(Backend::Sqlite).await else {
+        return;
+    };
+    let thief = srv.user("alice").await;
+    let r = thief
+        .put("/v1/keys", &json!({"keyEnvelope": {"v": 666}}))
+        .await;
+    assert_eq!(
+        (r.status, code(&r.body)),
+        (StatusCode::BAD_REQUEST, "auth_key_required")
+    );
+    let r = thief
+        .put(
+            "/v1/keys",
+            &json!({"keyEnvelope": {"v": 666}, "authKey": b64([7; 32])}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, code(&r.body)),
+        (StatusCode::FORBIDDEN, "wrong_auth_key")
+    );
+    assert_eq!(
+        thief.get("/v1/keys").await.body["keyEnvelope"],
+        json!({"v": 1, "wrapped": "opaque"}),
+        "unchanged"
+    );
+    let r = thief
+        .put(
+            "/v1/keys",
+            &json!({"keyEnvelope": {"v": 2}, "authKey": b64(auth_key_for("alice"))}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "the owner still can");
+}
