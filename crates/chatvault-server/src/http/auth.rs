@@ -226,3 +226,86 @@ pub(crate) async fn logout(
     );
     Ok(response)
 }
+
+/// One session in [`SessionList`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionEntry {
+    /// A short, stable label for the session (a prefix of its token's
+    /// hash; it authenticates nothing).
+    id: String,
+    /// `browser`, `native` or `any`.
+    client: String,
+    /// Login time, Unix ms.
+    created_at: i64,
+    /// Last use (to within a minute), Unix ms.
+    last_used_at: i64,
+    /// Whether this is the session making the request.
+    current: bool,
+}
+
+/// `GET /v1/auth/sessions`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct SessionList {
+    /// Most recently used first.
+    sessions: Vec<SessionEntry>,
+}
+
+/// `POST /v1/auth/sessions/revoke-others`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct RevokedSessions {
+    /// How many sessions were signed out.
+    revoked: u64,
+}
+
+/// Lists the account's sessions (devices signed in).
+#[utoipa::path(
+    get, path = "/v1/auth/sessions", tag = "auth",
+    responses(
+        (status = 200, description = "The account's sessions", body = SessionList),
+        (status = 401, description = "No valid session", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub(crate) async fn sessions(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<SessionList>, AppError> {
+    let sessions = state
+        .store()
+        .sessions_of(auth.account)
+        .await?
+        .into_iter()
+        .map(|s| SessionEntry {
+            id: s.hash.0[..8].iter().map(|b| format!("{b:02x}")).collect(),
+            client: s.client,
+            created_at: s.created_at.as_millis(),
+            last_used_at: s.last_used_at.as_millis(),
+            current: s.hash == auth.session,
+        })
+        .collect();
+    Ok(Json(SessionList { sessions }))
+}
+
+/// Signs out every other session of the account (their WebSockets close
+/// at their next ping tick).
+#[utoipa::path(
+    post, path = "/v1/auth/sessions/revoke-others", tag = "auth",
+    responses(
+        (status = 200, description = "Other sessions revoked", body = RevokedSessions),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 403, description = "Cookie request from another origin (`cross_origin`)", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub(crate) async fn revoke_other_sessions(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<RevokedSessions>, AppError> {
+    let revoked = state
+        .store()
+        .revoke_other_sessions(auth.account, &auth.session)
+        .await?;
+    tracing::info!(account = %auth.account, revoked, "other sessions revoked");
+    Ok(Json(RevokedSessions { revoked }))
+}

@@ -150,6 +150,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/sessions", get(auth::sessions))
+        .route(
+            "/auth/sessions/revoke-others",
+            post(auth::revoke_other_sessions),
+        )
         .route("/keys", get(keys::get_keys).put(keys::put_keys))
         .route("/sync/push", post(sync::push))
         .route("/sync/pull", get(sync::pull))

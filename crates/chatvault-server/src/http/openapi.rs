@@ -134,6 +134,8 @@ impl Modify for SecuritySchemes {
         super::auth::register,
         super::auth::login,
         super::auth::logout,
+        super::auth::sessions,
+        super::auth::revoke_other_sessions,
         super::keys::get_keys,
         super::keys::put_keys,
         super::sync::push,

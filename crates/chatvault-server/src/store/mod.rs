@@ -163,6 +163,19 @@ pub struct SessionInfo {
     pub last_used_at: Timestamp,
 }
 
+/// One of an account's sessions, as listed to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Its token hash (the store key; never the token).
+    pub hash: SessionHash,
+    /// `browser`, `native` or `any`, as given at login.
+    pub client: String,
+    /// Login time.
+    pub created_at: Timestamp,
+    /// Last authenticated request (to within a minute).
+    pub last_used_at: Timestamp,
+}
+
 /// What happened to one admitted change of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -296,6 +309,16 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Deletes a session.
     async fn revoke_session(&self, hash: &SessionHash) -> StoreResult<()>;
 
+    /// Every session of `account`, most recently used first.
+    async fn sessions_of(&self, account: AccountId) -> StoreResult<Vec<SessionSummary>>;
+
+    /// Deletes every session of `account` but `keep`; how many went.
+    async fn revoke_other_sessions(
+        &self,
+        account: AccountId,
+        keep: &SessionHash,
+    ) -> StoreResult<u64>;
+
     /// Applies admitted changes in one transaction: op ids already seen get
     /// their remembered outcome, the rest are decided by
     /// `crate::sync::decide`; each applied change takes the next sequence
@@ -363,6 +386,24 @@ pub(crate) struct RecordRow {
 /// Column list matching [`RecordRow`]'s field order, for SELECTs.
 pub(crate) const RECORD_COLUMNS: &str = "kind, entity_id, conversation_id, op_id, version, \
      deleted, created_at, updated_at, owner, body, deleted_at, seq";
+
+/// A sessions row as a [`SessionSummary`] (both backends).
+pub(crate) fn session_summary(
+    hash: &[u8],
+    client: String,
+    created_at: i64,
+    last_used_at: i64,
+) -> StoreResult<SessionSummary> {
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| corrupt("session hash", "not 32 bytes"))?;
+    Ok(SessionSummary {
+        hash: SessionHash(hash),
+        client,
+        created_at: Timestamp(created_at),
+        last_used_at: Timestamp(last_used_at),
+    })
+}
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))

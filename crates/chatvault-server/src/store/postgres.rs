@@ -28,6 +28,7 @@ use super::{
     RecordRow, ServerStore, SessionInfo, SnapshotPage, StoreError, StoreResult, ACCOUNT_COLUMNS,
     RECORD_COLUMNS,
 };
+use super::{session_summary, SessionSummary};
 use crate::auth::{random_bytes, ThrottleState};
 use crate::sync::{decide, Verdict};
 use crate::types::{AccountId, Cursor, Seq, SessionHash, SnapshotKey, Username};
@@ -537,6 +538,34 @@ impl ServerStore for PostgresStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn sessions_of(&self, account: AccountId) -> StoreResult<Vec<SessionSummary>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT token_hash, client, created_at, last_used_at FROM sessions \
+                 WHERE user_id = $1 ORDER BY last_used_at DESC",
+                &[&account.to_string()],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| session_summary(r.get::<_, &[u8]>(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    }
+
+    async fn revoke_other_sessions(
+        &self,
+        account: AccountId,
+        keep: &SessionHash,
+    ) -> StoreResult<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2",
+                &[&account.to_string(), &keep.0.as_slice()],
+            )
+            .await?)
     }
 
     async fn push(

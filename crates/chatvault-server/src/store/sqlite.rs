@@ -22,6 +22,7 @@ use super::{
     ServerStore, SessionInfo, SnapshotPage, StoreError, StoreResult, ACCOUNT_COLUMNS,
     RECORD_COLUMNS,
 };
+use super::{session_summary, SessionSummary};
 use crate::auth::{random_bytes, ThrottleState};
 use crate::sync::{decide, Verdict};
 use crate::types::{AccountId, Seq, SessionHash, SnapshotKey, Username};
@@ -669,6 +670,47 @@ impl ServerStore for SqliteStore {
                 [hash.0.as_slice()],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn sessions_of(&self, account: AccountId) -> StoreResult<Vec<SessionSummary>> {
+        let id = account.to_string();
+        self.call(move |conn| {
+            let mut statement = conn.prepare(
+                "SELECT token_hash, client, created_at, last_used_at FROM sessions \
+                 WHERE user_id = ?1 ORDER BY last_used_at DESC",
+            )?;
+            let rows = statement
+                .query_map([id], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(hash, client, created, used)| session_summary(&hash, client, created, used))
+                .collect()
+        })
+        .await
+    }
+
+    async fn revoke_other_sessions(
+        &self,
+        account: AccountId,
+        keep: &SessionHash,
+    ) -> StoreResult<u64> {
+        let id = account.to_string();
+        let keep = *keep;
+        self.call(move |conn| {
+            let n = conn.execute(
+                "DELETE FROM sessions WHERE user_id = ?1 AND token_hash <> ?2",
+                params![id, keep.0.as_slice()],
+            )?;
+            Ok(n as u64)
         })
         .await
     }

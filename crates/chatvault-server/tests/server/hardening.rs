@@ -631,3 +631,46 @@ async fn replacing_the_envelope_needs_the_current_auth_key() {
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "the owner still can");
 }
+
+/// "List my sessions" and "revoke all other sessions": the current session
+/// survives, the others stop working.
+async fn sessions_can_be_listed_and_others_revoked(backend: Backend) {
+    let Some(srv) = TestServer::start(backend).await else {
+        return;
+    };
+    let laptop = srv.user("alice").await;
+    let phone = srv.sign_in("alice").await;
+    let _bob = srv.user("bob").await;
+    let listed = laptop.get("/v1/auth/sessions").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let sessions = listed.body["sessions"].as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 2, "only alice's: {sessions:?}");
+    assert_eq!(
+        sessions
+            .iter()
+            .filter(|s| s["current"] == json!(true))
+            .count(),
+        1
+    );
+    let r = laptop
+        .request(
+            reqwest::Method::POST,
+            "/v1/auth/sessions/revoke-others",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["revoked"].clone()),
+        (StatusCode::OK, json!(1))
+    );
+    assert_eq!(phone.get("/v1/keys").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(laptop.get("/v1/keys").await.status, StatusCode::OK);
+    assert_eq!(
+        laptop.get("/v1/auth/sessions").await.body["sessions"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+crate::backend_tests!(sessions_can_be_listed_and_others_revoked);
