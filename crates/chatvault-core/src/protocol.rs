@@ -108,8 +108,14 @@ error_codes! {
     /// Too many failed sign-ins for this account; `Retry-After` says when
     /// to try again.
     TooManyAttempts = "too_many_attempts" => 429,
+    /// This source address (or the whole server) is over its request rate
+    /// on the sign-in routes; `Retry-After` says when to try again.
+    RateLimited = "rate_limited" => 429,
     /// The server failed; the detail is in its log, never in the answer.
     Internal = "internal" => 500,
+    /// The password-hashing queue is full; `Retry-After` says when to try
+    /// again. Nothing was changed.
+    ServerBusy = "server_busy" => 503,
 }
 
 impl fmt::Display for ErrorCode {

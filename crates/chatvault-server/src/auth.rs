@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chatvault_core::Timestamp;
@@ -21,23 +21,72 @@ use zeroize::Zeroizing;
 use crate::clock::plus;
 use crate::types::{AuthKey, Salt, SessionHash, Username};
 
-/// Argon2id cost for hashing auth keys: the OWASP minimum. The auth key is
-/// 256 bits of HKDF output, so the hash only has to make a stolen database
-/// useless for offline guessing of the (already Argon2-stretched)
-/// passphrase, not to stretch a weak secret.
-const AUTH_HASH_M_KIB: u32 = 19_456;
-const AUTH_HASH_T: u32 = 2;
-const AUTH_HASH_P: u32 = 1;
+/// Argon2id cost for hashing auth keys. The default is the OWASP minimum
+/// (19 MiB, 2 passes): the auth key is 256 bits of HKDF output, so the hash
+/// only has to make a stolen database useless for offline guessing of the
+/// (already Argon2-stretched) passphrase, not to stretch a weak secret.
+/// Lower it only for tests and load measurements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthHashCost {
+    /// Memory in KiB (default 19,456).
+    pub m_kib: u32,
+    /// Passes over the memory (default 2).
+    pub t: u32,
+}
+
+impl Default for AuthHashCost {
+    fn default() -> Self {
+        AuthHashCost {
+            m_kib: 19_456,
+            t: 2,
+        }
+    }
+}
+
+impl AuthHashCost {
+    fn params(self) -> Result<Params, CredentialError> {
+        Params::new(self.m_kib, self.t, 1, Some(HASH_LEN))
+            .map_err(|e| CredentialError(format!("auth hash cost: {e}")))
+    }
+}
+
+/// Length of the stored Argon2id output.
+const HASH_LEN: usize = 32;
 
 /// Failure of the OS random source or of the hasher; never caused by input.
 #[derive(Debug, thiserror::Error)]
 #[error("credential machinery failed: {0}")]
 pub struct CredentialError(String);
 
-fn hasher() -> Result<Argon2<'static>, CredentialError> {
-    let params = Params::new(AUTH_HASH_M_KIB, AUTH_HASH_T, AUTH_HASH_P, Some(32))
-        .map_err(|e| CredentialError(e.to_string()))?;
-    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+impl CredentialError {
+    pub(crate) fn new(detail: String) -> Self {
+        CredentialError(detail)
+    }
+}
+
+/// Argon2 working memory owned by one hashing worker and reused for every
+/// hash it computes, so the server's memory does not depend on how many
+/// logins it has served (a fresh 19 MiB buffer per login left glibc arenas
+/// holding gigabytes). It only grows, once, to verify a stored hash made
+/// with a larger cost than today's.
+pub(crate) struct HashMemory(Vec<Block>);
+
+impl HashMemory {
+    /// Memory for hashes of `cost`, allocated (and touched) now.
+    pub(crate) fn new(cost: AuthHashCost) -> Result<HashMemory, CredentialError> {
+        Ok(HashMemory(vec![
+            Block::default();
+            cost.params()?.block_count()
+        ]))
+    }
+
+    fn for_params(&mut self, params: &Params) -> &mut [Block] {
+        let needed = params.block_count();
+        if self.0.len() < needed {
+            self.0.resize(needed, Block::default());
+        }
+        &mut self.0[..needed]
+    }
 }
 
 /// `N` bytes from the operating system's random source.
@@ -47,28 +96,71 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], CredentialError>
     Ok(buf)
 }
 
-/// Hashes an auth key into a PHC string (`$argon2id$v=19$...`). Slow on
-/// purpose: call from a blocking thread.
-pub(crate) fn hash_auth_key(key: &AuthKey) -> Result<String, CredentialError> {
+/// Hashes an auth key into a PHC string (`$argon2id$v=19$...`) in
+/// `memory`. Slow on purpose: call from a hashing worker.
+pub(crate) fn hash_auth_key(
+    key: &AuthKey,
+    cost: AuthHashCost,
+    memory: &mut HashMemory,
+) -> Result<String, CredentialError> {
     let salt_bytes: [u8; 16] = random_bytes()?;
     let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| CredentialError(e.to_string()))?;
-    hasher()?
-        .hash_password(key.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| CredentialError(e.to_string()))
+    let params = cost.params()?;
+    let mut out = [0u8; HASH_LEN];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(
+            key.as_bytes(),
+            &salt_bytes,
+            &mut out,
+            memory.for_params(&params),
+        )
+        .map_err(|e| CredentialError(e.to_string()))?;
+    let output = Output::new(&out).map_err(|e| CredentialError(e.to_string()))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| CredentialError(e.to_string()))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(phc.to_string())
 }
 
-/// Whether `key` matches the stored PHC hash. Slow on purpose: call from a
-/// blocking thread. A hash that does not parse is an error, not a "no".
-pub(crate) fn verify_auth_key(phc: &str, key: &AuthKey) -> Result<bool, CredentialError> {
-    let parsed =
-        PasswordHash::new(phc).map_err(|e| CredentialError(format!("stored hash: {e}")))?;
-    // Parameters come from the hash itself; the hasher only fixes the algorithm.
-    match hasher()?.verify_password(key.as_bytes(), &parsed) {
-        Ok(()) => Ok(true),
-        Err(argon2::password_hash::Error::Password) => Ok(false),
-        Err(e) => Err(CredentialError(e.to_string())),
+/// Whether `key` matches the stored PHC hash, computed in `memory`. Slow on
+/// purpose: call from a hashing worker. A hash that does not parse is an
+/// error, not a "no".
+pub(crate) fn verify_auth_key(
+    phc: &str,
+    key: &AuthKey,
+    memory: &mut HashMemory,
+) -> Result<bool, CredentialError> {
+    let stored = |e: &dyn std::fmt::Display| CredentialError(format!("stored hash: {e}"));
+    let parsed = PasswordHash::new(phc).map_err(|e| stored(&e))?;
+    if parsed.algorithm != Algorithm::Argon2id.ident() {
+        return Err(stored(&"not argon2id"));
     }
+    let version = parsed
+        .version
+        .map_or(Ok(Version::V0x13), Version::try_from)
+        .map_err(|e| stored(&e))?;
+    let params = Params::try_from(&parsed).map_err(|e| stored(&e))?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(stored(&"no salt or hash"));
+    };
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(|e| stored(&e))?;
+    let mut out = Zeroizing::new(vec![0u8; expected.len()]);
+    Argon2::new(Algorithm::Argon2id, version, params.clone())
+        .hash_password_into_with_memory(
+            key.as_bytes(),
+            salt_bytes,
+            &mut out,
+            memory.for_params(&params),
+        )
+        .map_err(|e| CredentialError(e.to_string()))?;
+    let actual = Output::new(&out).map_err(|e| CredentialError(e.to_string()))?;
+    // `Output`'s equality is constant-time.
+    Ok(actual == expected)
 }
 
 /// A session token as handed to a client (43 characters of URL-safe
@@ -158,9 +250,10 @@ pub struct ThrottleState {
 }
 
 /// Failed-login backoff. The first `free_failures` failures cost nothing;
-/// each one after locks the username for `base`, doubling up to `max`. A
-/// success resets the count. The lock always ends by itself, so an attacker
-/// can slow a user down but never lock them out for good.
+/// each one after locks for `base`, doubling up to `max`. A success resets
+/// the count. Logins apply it per (username, source address), so a
+/// stranger's guesses lock only the stranger; passphrase changes apply it
+/// per account. The lock always ends by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
     /// Failures allowed before backoff starts (default 5).
@@ -208,11 +301,19 @@ mod tests {
     #[test]
     fn auth_keys_hash_and_verify() {
         let key = AuthKey::from_bytes([3; 32]);
-        let phc = hash_auth_key(&key).unwrap();
+        let cost = AuthHashCost::default();
+        let mut memory = HashMemory::new(cost).unwrap();
+        let phc = hash_auth_key(&key, cost, &mut memory).unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(verify_auth_key(&phc, &key).unwrap());
-        assert!(!verify_auth_key(&phc, &AuthKey::from_bytes([4; 32])).unwrap());
-        assert!(verify_auth_key("garbage", &key).is_err());
+        assert!(verify_auth_key(&phc, &key, &mut memory).unwrap());
+        assert!(!verify_auth_key(&phc, &AuthKey::from_bytes([4; 32]), &mut memory).unwrap());
+        assert!(verify_auth_key("garbage", &key, &mut memory).is_err());
+        // The reference implementation agrees with the reused-memory path.
+        use argon2::password_hash::PasswordVerifier as _;
+        let parsed = PasswordHash::new(&phc).unwrap();
+        assert!(Argon2::default()
+            .verify_password(key.as_bytes(), &parsed)
+            .is_ok());
     }
 
     #[test]

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use crate::auth::{SessionPolicy, ThrottlePolicy};
 use crate::clock::{ServerClock, SystemServerClock};
+use crate::kdf_pool::KdfPoolConfig;
+use crate::limits::RateLimits;
+use crate::listen::Timeouts;
 use crate::types::Invalid;
 
 /// Where the server keeps its data.
@@ -60,18 +63,41 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+/// Query parameters of a PostgreSQL URL that carry a secret.
+const SECRET_PARAMS: &[&str] = &["password", "sslpassword"];
+
+/// Every credential in a PostgreSQL URL replaced by `***`: the userinfo
+/// password (`postgres://user:secret@host/db`) and `?password=` /
+/// `?sslpassword=` parameters.
 fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => base.to_owned(),
+            },
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
     };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if SECRET_PARAMS.contains(&key.to_ascii_lowercase().as_str()) => {
+                    format!("{key}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 /// Everything the server needs to run. Build with [`Config::new`] and
@@ -103,8 +129,24 @@ pub struct Config {
     pub maintenance_interval: Duration,
     /// Session lifetimes.
     pub sessions: SessionPolicy,
-    /// Failed-login backoff.
+    /// Failed-login backoff, per (username, source address) for logins and
+    /// per account for passphrase changes.
     pub throttle: ThrottlePolicy,
+    /// The origin browsers load this server's web app from (e.g.
+    /// `https://chat.example.com`), checked against `Origin` on
+    /// cookie-authenticated changes and WebSockets. Default: the request's
+    /// `Host` with `https` (`http` with `insecure_cookies`).
+    pub public_origin: Option<String>,
+    /// Rate limits on prelogin, register and login.
+    pub rate_limits: RateLimits,
+    /// Charge requests to the last `X-Forwarded-For` address instead of
+    /// the TCP peer. Only behind a reverse proxy that sets it (otherwise
+    /// clients choose their own address).
+    pub trust_proxy: bool,
+    /// Header-read (and keep-alive idle) and body timeouts.
+    pub timeouts: Timeouts,
+    /// The password-hashing pool: workers, queue bound and Argon2 cost.
+    pub kdf: KdfPoolConfig,
     /// The time source.
     pub clock: Arc<dyn ServerClock>,
 }
@@ -129,6 +171,11 @@ impl Config {
             maintenance_interval: Duration::from_secs(3600),
             sessions: SessionPolicy::default(),
             throttle: ThrottlePolicy::default(),
+            public_origin: None,
+            rate_limits: RateLimits::default(),
+            trust_proxy: false,
+            timeouts: Timeouts::default(),
+            kdf: KdfPoolConfig::default(),
             clock: Arc::new(SystemServerClock),
         }
     }
@@ -155,6 +202,16 @@ mod tests {
         );
         let pg: DatabaseUrl = "postgres://u:hunter2@h:5432/db".parse().unwrap();
         assert_eq!(pg.to_string(), "postgres://u:***@h:5432/db");
+        let pg: DatabaseUrl = "postgres://u@h/db?sslmode=require&password=hunter2&PASSWORD=x"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            pg.to_string(),
+            "postgres://u@h/db?sslmode=require&password=***&PASSWORD=***"
+        );
+        let pg: DatabaseUrl = "postgres://u:p@ss@h/db".parse().unwrap();
+        assert_eq!(pg.to_string(), "postgres://u:***@h/db");
+        assert!(!format!("{pg:?}").contains("ss@"));
         assert!("mysql://x".parse::<DatabaseUrl>().is_err());
         assert!("sqlite://".parse::<DatabaseUrl>().is_err());
     }

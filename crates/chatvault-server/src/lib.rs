@@ -41,6 +41,9 @@
 //!   [`PostgresServerStore`](store::PostgresServerStore), which only read
 //!   what the planner needs and write its plan, each in one transaction.
 //! - `hub` — per-process fan-out of pokes to WebSockets.
+//! - `kdf_pool` — [`KdfPoolConfig`]: the fixed Argon2 worker pool.
+//! - `limits` — [`RateLimits`]: token buckets and login backoff.
+//! - `listen` — the accept loop with [`Timeouts`].
 //! - `clock` — [`ServerClock`]: time as a parameter, so tests never sleep.
 //!
 //! Names are unique across the workspace: the server's types carry `Server`,
@@ -54,16 +57,22 @@ mod clock;
 mod config;
 mod http;
 mod hub;
+mod kdf_pool;
+mod limits;
+mod listen;
 mod push_plan;
 mod server;
 pub mod store;
 mod sync;
 mod types;
 
-pub use auth::{SessionPolicy, ThrottlePolicy, ThrottleState};
+pub use auth::{AuthHashCost, SessionPolicy, ThrottlePolicy, ThrottleState};
 pub use clock::{ManualServerClock, ServerClock, SystemServerClock};
 pub use config::{Config, DatabaseUrl};
 pub use http::AppError;
+pub use kdf_pool::KdfPoolConfig;
+pub use limits::{RateLimit, RateLimits};
+pub use listen::Timeouts;
 pub use server::{serve, shutdown_signal, ServeError, Server};
 pub use sync::PushRejectReason;
 pub use types::{

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use chatvault_server::{shutdown_signal, Config, DatabaseUrl, Server};
+use chatvault_server::{shutdown_signal, Config, DatabaseUrl, RateLimit, Server};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -44,12 +44,72 @@ struct Args {
     /// Serve this directory at / (index.html for unknown paths).
     #[arg(long)]
     web_root: Option<PathBuf>,
+    /// Threads hashing auth keys (each holds one Argon2 buffer, 19 MiB at
+    /// the default cost). Default: the number of cores.
+    #[arg(long, env = "CHATVAULT_KDF_WORKERS")]
+    kdf_workers: Option<usize>,
+    /// Logins/registrations that may wait for a hashing thread; beyond it
+    /// they get 503 + Retry-After. Default: 32 per worker.
+    #[arg(long, env = "CHATVAULT_KDF_QUEUE")]
+    kdf_queue: Option<usize>,
+    /// Charge requests to the last X-Forwarded-For address (only behind a
+    /// reverse proxy that sets it; otherwise clients pick their address).
+    #[arg(long, env = "CHATVAULT_TRUST_PROXY")]
+    trust_proxy: bool,
+    /// Origin of the web app (e.g. https://chat.example.com) that
+    /// cookie-authenticated changes and WebSockets must come from. Default:
+    /// the request's Host with https (http with --insecure-cookies).
+    #[arg(long, env = "CHATVAULT_PUBLIC_ORIGIN")]
+    public_origin: Option<String>,
+    /// prelogin/register/login per source address: BURST/PER_MINUTE.
+    #[arg(long, value_parser = parse_rate, default_value = "30/60")]
+    rate_per_address: RateLimit,
+    /// prelogin/register/login from all sources: BURST/PER_MINUTE.
+    #[arg(long, value_parser = parse_rate, default_value = "600/3000")]
+    rate_global: RateLimit,
+    /// Login attempts per username from addresses that never signed in to
+    /// it: BURST/PER_MINUTE.
+    #[arg(long, value_parser = parse_rate, default_value = "10/6")]
+    rate_per_username: RateLimit,
+    /// Seconds a connection may take to send a complete request head, also
+    /// between requests on a kept-alive connection.
+    #[arg(long, default_value_t = 10)]
+    header_read_timeout_secs: u64,
+    /// Seconds a request body may take to arrive in full.
+    #[arg(long, default_value_t = 60)]
+    body_timeout_secs: u64,
+    /// Argon2id memory of stored auth-key hashes, in KiB. Load tests only.
+    #[arg(long, hide = true, default_value_t = 19_456)]
+    auth_hash_m_kib: u32,
+    /// Argon2id passes of stored auth-key hashes. Load tests only.
+    #[arg(long, hide = true, default_value_t = 2)]
+    auth_hash_t: u32,
     /// Accept client KDF parameters below the OWASP minimum. Tests only.
     #[arg(long, hide = true)]
     allow_weak_kdf: bool,
     /// WebSocket ping interval in milliseconds. Tests only.
     #[arg(long, hide = true, default_value_t = 30_000)]
     ws_ping_interval_ms: u64,
+}
+
+/// `BURST/PER_MINUTE`, e.g. `30/60`.
+fn parse_rate(text: &str) -> Result<RateLimit, String> {
+    let (burst, per_minute) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?}: expected BURST/PER_MINUTE, e.g. 30/60"))?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|e| format!("{text:?}: {e}"))
+    };
+    let limit = RateLimit {
+        burst: number(burst)?,
+        per_minute: number(per_minute)?,
+    };
+    if limit.burst == 0 {
+        return Err(format!("{text:?}: a burst of 0 refuses everything"));
+    }
+    Ok(limit)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -71,6 +131,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.web_root = args.web_root;
     config.allow_weak_kdf = args.allow_weak_kdf;
     config.ws_ping_interval = Duration::from_millis(args.ws_ping_interval_ms.max(10));
+    if let Some(workers) = args.kdf_workers {
+        if workers == 0 {
+            bail!("--kdf-workers must be at least 1");
+        }
+        config.kdf.workers = workers;
+        config.kdf.queue = 32 * workers;
+    }
+    if let Some(queue) = args.kdf_queue {
+        config.kdf.queue = queue;
+    }
+    if args.header_read_timeout_secs == 0 || args.body_timeout_secs == 0 {
+        bail!("timeouts must be at least 1 second");
+    }
+    config.timeouts.header_read = Duration::from_secs(args.header_read_timeout_secs);
+    config.timeouts.body = Duration::from_secs(args.body_timeout_secs);
+    config.trust_proxy = args.trust_proxy;
+    config.public_origin = args.public_origin;
+    config.rate_limits.per_address = args.rate_per_address;
+    config.rate_limits.global = args.rate_global;
+    config.rate_limits.per_username = args.rate_per_username;
+    config.kdf.cost.m_kib = args.auth_hash_m_kib;
+    config.kdf.cost.t = args.auth_hash_t;
     if config.allow_weak_kdf {
         tracing::warn!("--allow-weak-kdf: accepting insecure KDF parameters (tests only)");
     }

@@ -14,11 +14,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::auth::{hash_auth_key, random_bytes};
+use crate::auth::random_bytes;
 use crate::clock::minus;
 use crate::config::Config;
 use crate::http::{router, AppState};
 use crate::hub::Hub;
+use crate::kdf_pool::KdfPool;
 use crate::store::{self, PokeSink, PurgePlan, PurgeReport, ServerStore, ServerStoreError};
 use crate::types::AuthKey;
 
@@ -77,20 +78,30 @@ impl Server {
         store: Arc<dyn ServerStore>,
     ) -> Result<Server, ServeError> {
         let server_secret = store.server_secret().await?;
-        let dummy_hash = tokio::task::spawn_blocking(|| {
-            let key = AuthKey::from_bytes(random_bytes()?);
-            hash_auth_key(&key)
-        })
-        .await
-        .map_err(|e| ServeError::Startup(e.to_string()))?
-        .map_err(|e| ServeError::Startup(e.to_string()))?;
+        let kdf = KdfPool::start(config.kdf).map_err(|e| ServeError::Startup(e.to_string()))?;
+        // Verified against for unknown usernames, at the same cost as real
+        // hashes so a login for a missing name takes as long.
+        let dummy_key =
+            AuthKey::from_bytes(random_bytes().map_err(|e| ServeError::Startup(e.to_string()))?);
+        let dummy_hash = kdf
+            .hash(dummy_key)
+            .await
+            .map_err(|e| ServeError::Startup(e.to_string()))?;
         let hub = Hub::default();
         let sink_hub = hub.clone();
         let sink: PokeSink = Arc::new(move |account, head| sink_hub.poke(account, head));
         let poke_listener = store.start_poke_listener(sink).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         Ok(Server {
-            state: AppState::new(store, hub, config, server_secret, dummy_hash, shutdown_rx),
+            state: AppState::new(
+                store,
+                hub,
+                config,
+                server_secret,
+                dummy_hash,
+                shutdown_rx,
+                kdf,
+            ),
             shutdown: Arc::new(shutdown),
             _poke_listener: Arc::new(AbortOnDrop(poke_listener)),
         })
@@ -151,14 +162,14 @@ impl Server {
         let maintenance = AbortOnDrop(Some(tokio::spawn(maintenance_loop(self.clone()))));
         let notify = Arc::clone(&self.shutdown);
         let app = self.router();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                // Sockets close themselves when this flips.
-                notify.send_replace(true);
-            })
-            .await;
+        let timeouts = self.state.config().timeouts;
+        let served = crate::listen::serve(listener, app, timeouts, async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            // Sockets close themselves when this flips.
+            notify.send_replace(true);
+        })
+        .await;
         drop(maintenance);
         served.map_err(ServeError::Io)
     }

@@ -1,5 +1,7 @@
 //! Account routes: prelogin (how to derive keys), register, login (a fresh
-//! session every time, with per-username backoff after failures), logout.
+//! session every time, with per-(username, address) backoff after
+//! failures), logout. The unauthenticated ones are rate limited per source
+//! address and globally (see `limits`).
 //!
 //! The server never sees a passphrase, only the derived auth key, and keeps
 //! only an Argon2id hash of that. Wrong usernames and wrong keys get the
@@ -11,13 +13,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chatvault_core::ErrorCode;
 
-use super::extract::{ApiJson, Authenticated, SESSION_COOKIE};
+use std::net::IpAddr;
+
+use super::extract::{ApiJson, Authenticated, ClientAddress, SESSION_COOKIE};
 use super::{AppError, AppState};
 use crate::api::{
     ErrorBody, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse, RegisterRequest,
     RegisterResponse,
 };
-use crate::auth::{fake_salt, hash_auth_key, new_session_token, verify_auth_key};
+use crate::auth::{fake_salt, new_session_token};
+use crate::limits::Refusal;
 use crate::store::{NewAccount, NewSession};
 use crate::types::{AccountId, ClientKind, Username, WireKdfParams};
 
@@ -32,8 +37,10 @@ use crate::types::{AccountId, ClientKind, Username, WireKdfParams};
 )]
 pub(crate) async fn prelogin(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(req): ApiJson<PreloginRequest>,
 ) -> Result<Json<PreloginResponse>, AppError> {
+    admit(&state, address)?;
     let answer = match state.store().account_by_username(&req.username).await? {
         Some(account) => PreloginResponse {
             kdf: account.kdf,
@@ -59,13 +66,15 @@ pub(crate) async fn prelogin(
 )]
 pub(crate) async fn register(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), AppError> {
+    admit(&state, address)?;
     req.kdf
         .validate(state.config().allow_weak_kdf)
         .map_err(|e| AppError::client(ErrorCode::InvalidKdf, e.0))?;
     let key = req.auth_key;
-    let auth_hash = state.argon2(move || hash_auth_key(&key)).await??;
+    let auth_hash = state.kdf().hash(key).await?;
     let id = AccountId::new();
     state
         .store()
@@ -88,7 +97,21 @@ pub(crate) async fn register(
     ))
 }
 
-/// Refuses with 429 while `username` is in login backoff.
+/// Takes a token from the source address's and the global bucket of the
+/// account routes, or answers 429 `rate_limited`.
+fn admit(state: &AppState, address: IpAddr) -> Result<(), AppError> {
+    state.limiter().admit(address, state.now()).map_err(refused)
+}
+
+fn refused(refusal: Refusal) -> AppError {
+    match refusal {
+        Refusal::RateLimited { retry_after } => AppError::rate_limited(retry_after),
+        Refusal::Backoff { retry_after } => AppError::too_many_attempts(retry_after),
+    }
+}
+
+/// Refuses with 429 while `username` is in (account-wide) backoff; used
+/// by passphrase changes, which are already authenticated.
 pub(super) async fn check_throttle(state: &AppState, username: &Username) -> Result<(), AppError> {
     let Some(throttle) = state.store().throttle(username).await? else {
         return Ok(());
@@ -120,31 +143,37 @@ fn cookie_header(value: &str, max_age_secs: u64, secure: bool) -> Result<HeaderV
         (status = 200, description = "Signed in; `Set-Cookie: cv_session=...; HttpOnly; Secure; SameSite=Strict` unless `client` is `native`", body = LoginResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 401, description = "Wrong username or auth key (`invalid_credentials`)", body = ErrorBody),
-        (status = 429, description = "Too many failures; see `Retry-After` (`too_many_attempts`)", body = ErrorBody),
+        (status = 429, description = "Too many failures (`too_many_attempts`) or requests (`rate_limited`); see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "Password hashing queue full (`server_busy`); see `Retry-After`", body = ErrorBody),
     )
 )]
 pub(crate) async fn login(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, AppError> {
-    check_throttle(&state, &req.username).await?;
+    admit(&state, address)?;
+    // Counted as a failure before the (slow) verification, so concurrent
+    // guesses see each other's backoff.
+    state
+        .limiter()
+        .reserve_login(&req.username, address, state.now())
+        .map_err(refused)?;
     let store = state.store();
     let account = store.account_by_username(&req.username).await?;
     let hash = account
         .as_ref()
         .map_or_else(|| state.dummy_hash().to_owned(), |a| a.auth_hash.clone());
-    let key = req.auth_key;
-    let matches = state.argon2(move || verify_auth_key(&hash, &key)).await??;
+    let matches = state.kdf().verify(hash, req.auth_key).await?;
     let now = state.now();
     let account = match account {
         Some(account) if matches => account,
         _ => {
-            let throttle = store.record_login_failure(&req.username, now).await?;
-            tracing::info!(failures = throttle.failures, "failed login");
+            tracing::info!("failed login");
             return Err(AppError::invalid_credentials());
         }
     };
-    store.clear_login_failures(&req.username).await?;
+    state.limiter().succeeded(&req.username, address);
 
     let token = new_session_token()?;
     let client = req.client.unwrap_or(ClientKind::Any);
@@ -197,4 +226,87 @@ pub(crate) async fn logout(
         cookie_header("", 0, !state.config().insecure_cookies)?,
     );
     Ok(response)
+}
+
+/// One session in [`SessionList`].
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionEntry {
+    /// A short, stable label for the session (a prefix of its token's
+    /// hash; it authenticates nothing).
+    id: String,
+    /// `browser`, `native` or `any`.
+    client: String,
+    /// Login time, Unix ms.
+    created_at: i64,
+    /// Last use (to within a minute), Unix ms.
+    last_used_at: i64,
+    /// Whether this is the session making the request.
+    current: bool,
+}
+
+/// `GET /v1/auth/sessions`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct SessionList {
+    /// Most recently used first.
+    sessions: Vec<SessionEntry>,
+}
+
+/// `POST /v1/auth/sessions/revoke-others`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct RevokedSessions {
+    /// How many sessions were signed out.
+    revoked: u64,
+}
+
+/// Lists the account's sessions (devices signed in).
+#[utoipa::path(
+    get, path = "/v1/auth/sessions", tag = "auth",
+    responses(
+        (status = 200, description = "The account's sessions", body = SessionList),
+        (status = 401, description = "No valid session", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub(crate) async fn sessions(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<SessionList>, AppError> {
+    let sessions = state
+        .store()
+        .sessions_of(auth.account)
+        .await?
+        .into_iter()
+        .map(|s| SessionEntry {
+            id: s.hash.0[..8].iter().map(|b| format!("{b:02x}")).collect(),
+            client: s.client,
+            created_at: s.created_at.as_millis(),
+            last_used_at: s.last_used_at.as_millis(),
+            current: s.hash == auth.session,
+        })
+        .collect();
+    Ok(Json(SessionList { sessions }))
+}
+
+/// Signs out every other session of the account (their WebSockets close
+/// at their next ping tick).
+#[utoipa::path(
+    post, path = "/v1/auth/sessions/revoke-others", tag = "auth",
+    responses(
+        (status = 200, description = "Other sessions revoked", body = RevokedSessions),
+        (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 403, description = "Cookie request from another origin (`cross_origin`)", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("cookie" = []))
+)]
+pub(crate) async fn revoke_other_sessions(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<RevokedSessions>, AppError> {
+    let revoked = state
+        .store()
+        .revoke_other_sessions(auth.account, &auth.session)
+        .await?;
+    tracing::info!(account = %auth.account, revoked, "other sessions revoked");
+    Ok(Json(RevokedSessions { revoked }))
 }

@@ -17,6 +17,7 @@ use chatvault_core::ErrorCode;
 
 use crate::api::{ErrorBody, ErrorDetail};
 use crate::auth::CredentialError;
+use crate::kdf_pool::KdfError;
 use crate::store::ServerStoreError;
 
 /// Why a request failed.
@@ -94,6 +95,26 @@ impl AppError {
         }
     }
 
+    /// 429 `rate_limited`: this source (or the whole server) is over its
+    /// request rate; retry after `seconds`.
+    pub fn rate_limited(seconds: u64) -> Self {
+        AppError::Client {
+            code: ErrorCode::RateLimited,
+            message: format!("too many requests; retry in {seconds} s"),
+            retry_after: Some(seconds),
+        }
+    }
+
+    /// 503 `server_busy`: the password-hashing queue is full; retry after
+    /// `seconds`.
+    pub fn busy(seconds: u64) -> Self {
+        AppError::Client {
+            code: ErrorCode::ServerBusy,
+            message: format!("the server is busy; retry in {seconds} s"),
+            retry_after: Some(seconds),
+        }
+    }
+
     /// 500; `detail` is logged, never sent.
     pub fn internal(detail: impl Display) -> Self {
         AppError::Internal(detail.to_string())
@@ -166,6 +187,15 @@ impl From<CredentialError> for AppError {
     }
 }
 
+impl From<KdfError> for AppError {
+    fn from(e: KdfError) -> Self {
+        match e {
+            KdfError::Busy => AppError::busy(1),
+            other => AppError::internal(other),
+        }
+    }
+}
+
 impl From<JsonRejection> for AppError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
@@ -198,8 +228,11 @@ impl From<QueryRejection> for AppError {
 /// Middleware: logs every 5xx once, with the detail the handler attached.
 /// Only the path is logged — the query string may hold a session token.
 /// The most of an oversized body the server reads (and drops) before
-/// answering 413; beyond it the connection is simply closed.
-const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+/// answering 413, and for how long; beyond either the connection is simply
+/// closed. Small, so an unauthenticated client cannot make the server read
+/// 64 MiB or hold the connection open by trickling.
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Answers a request whose declared `Content-Length` is over `limit` with
 /// 413 `payload_too_large` — after reading and discarding the body. A
@@ -219,11 +252,15 @@ pub(crate) async fn refuse_oversized(limit: u64, request: Request, next: Next) -
     if length <= DRAIN_LIMIT {
         use futures::StreamExt as _;
         let mut body = request.into_body().into_data_stream();
-        while let Some(chunk) = body.next().await {
-            if chunk.is_err() {
-                break;
+        let drain = async {
+            while let Some(chunk) = body.next().await {
+                if chunk.is_err() {
+                    break;
+                }
             }
-        }
+        };
+        // Out of time: answer anyway; `Connection: close` ends the upload.
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
     }
     let mut response = AppError::client(
         ErrorCode::PayloadTooLarge,

@@ -4,10 +4,17 @@
 //! request.
 //!
 //! Sessions are accepted from `Authorization: Bearer <token>` or the
-//! `cv_session` cookie (and, for WebSockets only, `?token=`). Must never
-//! log a token.
+//! `cv_session` cookie, never from a URL (URLs end up in logs). A cookie is
+//! sent by browsers on their own, so a cookie-authenticated request that
+//! changes state must prove it comes from this server's own pages: an
+//! `Origin` equal to the server's origin (scheme included), or, without
+//! `Origin`, the `X-Chatvault-Client` header, which no other site's page can
+//! send without a CORS preflight this server never grants. Must never log a
+//! token.
 
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::Json;
@@ -16,7 +23,9 @@ use serde::de::DeserializeOwned;
 use super::{AppError, AppState};
 use crate::auth::token_hash;
 use crate::clock::minus;
+use crate::config::Config;
 use crate::types::{AccountId, SessionHash};
+use chatvault_core::ErrorCode;
 
 /// Name of the session cookie.
 pub(crate) const SESSION_COOKIE: &str = "cv_session";
@@ -55,6 +64,53 @@ where
     }
 }
 
+/// The address a request is charged to for rate limits: the TCP peer, or
+/// with `trust_proxy` the last `X-Forwarded-For` entry (the one the proxy
+/// in front of us appended; earlier entries are client-supplied and could
+/// be forged). IPv6 addresses count per /64, the block one client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientAddress(pub IpAddr);
+
+fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
+}
+
+fn rate_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        let forwarded = if state.config().trust_proxy {
+            forwarded_for(&parts.headers)
+        } else {
+            None
+        };
+        // No peer (an in-process router without connect info): one shared
+        // bucket, never "unlimited".
+        let address = forwarded
+            .or(peer)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        Ok(ClientAddress(rate_key(address)))
+    }
+}
+
 /// Where a request's session token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenSource {
@@ -63,8 +119,6 @@ pub(crate) enum TokenSource {
     /// The `cv_session` cookie (sent by browsers on their own, so the one
     /// source that needs cross-origin care).
     Cookie,
-    /// `?token=` (WebSockets only).
-    Query,
 }
 
 /// The authenticated session of a request.
@@ -94,19 +148,72 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
         .find_map(|(name, value)| (name == SESSION_COOKIE).then_some(value))
 }
 
-/// Finds and checks the session of a request. `query_token` is only passed
-/// for WebSocket upgrades (browsers cannot set headers on them).
+/// Header a same-origin script may add to a cookie-authenticated request
+/// that carries no `Origin`.
+pub(crate) const CLIENT_HEADER: &str = "x-chatvault-client";
+
+/// The origin this server's own pages have: `public_origin` when
+/// configured, else the request's `Host` with `https` (or `http` with
+/// insecure cookies, or the proxy's `X-Forwarded-Proto` when trusted).
+fn expected_origin(headers: &HeaderMap, config: &Config) -> Option<String> {
+    if let Some(origin) = &config.public_origin {
+        return Some(origin.trim_end_matches('/').to_ascii_lowercase());
+    }
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let forwarded = config
+        .trust_proxy
+        .then(|| headers.get("x-forwarded-proto"))
+        .flatten()
+        .and_then(|v| v.to_str().ok());
+    let scheme = match forwarded {
+        Some(proto) => proto.trim(),
+        None if config.insecure_cookies => "http",
+        None => "https",
+    };
+    Some(format!("{scheme}://{host}").to_ascii_lowercase())
+}
+
+/// Whether the request's `Origin` (which must be present) is this
+/// server's, scheme and port included.
+pub(crate) fn same_origin(headers: &HeaderMap, config: &Config) -> bool {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    matches!((origin, expected_origin(headers, config)), (Some(o), Some(e)) if o == e)
+}
+
+/// Refuses a cookie-authenticated state-changing request that does not
+/// come from this server's pages (CSRF).
+fn check_cookie_request(parts: &Parts, config: &Config) -> Result<(), AppError> {
+    if parts.method.is_safe() {
+        return Ok(());
+    }
+    let allowed = if parts.headers.contains_key(header::ORIGIN) {
+        same_origin(&parts.headers, config)
+    } else {
+        parts.headers.contains_key(CLIENT_HEADER)
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(AppError::client(
+            ErrorCode::CrossOrigin,
+            "a cookie-authenticated change must come from this server's origin \
+             (or carry the X-Chatvault-Client header)",
+        ))
+    }
+}
+
+/// Finds and checks the session of a request.
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-    query_token: Option<&str>,
 ) -> Result<Authenticated, AppError> {
     let (token, source) = if let Some(t) = bearer(headers) {
         (t, TokenSource::Bearer)
     } else if let Some(t) = cookie(headers) {
         (t, TokenSource::Cookie)
-    } else if let Some(t) = query_token {
-        (t, TokenSource::Query)
     } else {
         return Err(AppError::unauthorized());
     };
@@ -136,7 +243,11 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        authenticate(state, &parts.headers, None).await
+        let auth = authenticate(state, &parts.headers).await?;
+        if auth.source == TokenSource::Cookie {
+            check_cookie_request(parts, state.config())?;
+        }
+        Ok(auth)
     }
 }
 
@@ -144,6 +255,24 @@ impl FromRequestParts<AppState> for Authenticated {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn forwarded_for_takes_the_proxys_entry_and_v6_counts_per_64() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 10.0.0.7"),
+        );
+        assert_eq!(forwarded_for(&h), Some(IpAddr::from([10, 0, 0, 7])));
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(rate_key(a), rate_key(b));
+        assert_eq!(
+            rate_key("::ffff:127.0.0.2".parse().unwrap()),
+            IpAddr::from([127, 0, 0, 2])
+        );
+    }
 
     #[test]
     fn finds_bearer_and_cookie_tokens() {

@@ -27,7 +27,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use chatvault_core::Timestamp;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -36,6 +36,8 @@ pub use error::AppError;
 use crate::api::Health;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::kdf_pool::KdfPool;
+use crate::limits::Limiter;
 use crate::store::ServerStore;
 
 /// What every handler can reach. Cheap to clone.
@@ -52,9 +54,10 @@ struct Shared {
     dummy_hash: String,
     /// Flips to `true` when the server shuts down (WebSockets close).
     shutdown: watch::Receiver<bool>,
-    /// Bounds concurrent Argon2 runs (each takes ~19 MiB and a core): a
-    /// burst of logins queues instead of exhausting memory.
-    argon2_slots: Semaphore,
+    /// The fixed pool that runs every Argon2 hash and verification.
+    kdf: KdfPool,
+    /// Rate limits and login backoff of the account routes.
+    limiter: Limiter,
 }
 
 impl AppState {
@@ -65,7 +68,9 @@ impl AppState {
         server_secret: [u8; 32],
         dummy_hash: String,
         shutdown: watch::Receiver<bool>,
+        kdf: KdfPool,
     ) -> Self {
+        let limiter = Limiter::new(config.rate_limits, config.throttle);
         AppState(Arc::new(Shared {
             store,
             hub,
@@ -73,9 +78,8 @@ impl AppState {
             server_secret,
             dummy_hash,
             shutdown,
-            argon2_slots: Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
-            ),
+            kdf,
+            limiter,
         }))
     }
 
@@ -107,21 +111,12 @@ impl AppState {
         self.0.shutdown.clone()
     }
 
-    /// Runs Argon2 work off the async workers, a bounded number at a time.
-    pub(crate) async fn argon2<T, F>(&self, f: F) -> Result<T, AppError>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
-    {
-        let _slot = self
-            .0
-            .argon2_slots
-            .acquire()
-            .await
-            .map_err(AppError::internal)?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(AppError::internal)
+    pub(crate) fn limiter(&self) -> &Limiter {
+        &self.0.limiter
+    }
+
+    pub(crate) fn kdf(&self) -> &KdfPool {
+        &self.0.kdf
     }
 }
 
@@ -154,6 +149,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/sessions", get(auth::sessions))
+        .route(
+            "/auth/sessions/revoke-others",
+            post(auth::revoke_other_sessions),
+        )
         .route("/keys", get(keys::get_keys).put(keys::put_keys))
         .route("/sync/push", post(sync::push))
         .route("/sync/pull", get(sync::pull))

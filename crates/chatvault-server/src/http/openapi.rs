@@ -118,10 +118,6 @@ impl Modify for SecuritySchemes {
             "cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("cv_session"))),
         );
-        components.add_security_scheme(
-            "query_token",
-            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("token"))),
-        );
     }
 }
 
@@ -138,6 +134,8 @@ impl Modify for SecuritySchemes {
         super::auth::register,
         super::auth::login,
         super::auth::logout,
+        super::auth::sessions,
+        super::auth::revoke_other_sessions,
         super::keys::get_keys,
         super::keys::put_keys,
         super::sync::push,

@@ -2,6 +2,9 @@
 //! account the server sends `{"type":"poke","cursor":"..."}` and the client
 //! pulls; nothing else travels on it.
 //!
+//! Every ping tick also re-checks the socket's session: a socket whose
+//! session was logged out, revoked or has expired is closed (1008).
+//!
 //! The server pings every `ws_ping_interval` and drops a socket that has
 //! sent nothing back (pong or otherwise) for a whole interval; a socket
 //! whose poke queue overflows, or that cannot take a frame within an
@@ -18,15 +21,14 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use futures::{SinkExt as _, StreamExt as _};
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::{interval_at, timeout, Instant};
 
-use super::extract::{authenticate, ApiQuery, TokenSource};
+use super::extract::{authenticate, same_origin, TokenSource};
 use super::{AppError, AppState};
 use crate::api::{ErrorBody, Poke};
 use crate::hub::Subscription;
-use crate::types::Cursor;
+use crate::types::{Cursor, SessionHash};
 
 /// Largest frame accepted from a client (it has nothing to say but pongs).
 const MAX_CLIENT_FRAME: usize = 4 * 1024;
@@ -34,53 +36,37 @@ const MAX_CLIENT_FRAME: usize = 4 * 1024;
 /// Close code for a client too slow to take its pokes (RFC 6455 1013,
 /// "try again later").
 const CLOSE_TOO_SLOW: u16 = 1013;
+/// Close code when the socket's session ended (RFC 6455 1008, "policy
+/// violation").
+const CLOSE_POLICY: u16 = 1008;
 /// Close code when the server shuts down ("going away").
 const CLOSE_GOING_AWAY: u16 = 1001;
-
-/// `?token=` for clients that cannot set headers on a WebSocket request.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct WsQuery {
-    /// Session token (alternative to the bearer header and the cookie).
-    token: Option<String>,
-}
-
-/// Whether a browser request comes from the page this server serves. Only
-/// checked for cookie-authenticated sockets: a bearer or query token proves
-/// the caller holds the token, whatever page it runs on.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, host)| host);
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
-}
 
 /// Opens the poke socket.
 #[utoipa::path(
     get, path = "/v1/ws", tag = "sync",
-    params(WsQuery),
     responses(
         (status = 101, description = "Switching protocols; the server sends `Poke` messages"),
         (status = 400, description = "Not a WebSocket upgrade (`websocket_required`)", body = ErrorBody),
         (status = 401, description = "No valid session", body = ErrorBody),
         (status = 403, description = "Cookie-authenticated request from another origin (`cross_origin`)", body = ErrorBody),
     ),
-    security(("bearer" = []), ("cookie" = []), ("query_token" = []))
+    security(("bearer" = []), ("cookie" = []))
 )]
 pub(crate) async fn connect(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiQuery(query): ApiQuery<WsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
-    let auth = authenticate(&state, &headers, query.token.as_deref()).await?;
-    if auth.source == TokenSource::Cookie && !same_origin(&headers) {
+    // Credentials come from a header or the cookie, never the URL: URLs
+    // end up in proxy and server logs.
+    let auth = authenticate(&state, &headers).await?;
+    // Browsers always send Origin on a WebSocket; a page elsewhere must not
+    // ride the user's cookie. No Origin: not a browser, nothing to ride.
+    if auth.source == TokenSource::Cookie
+        && headers.contains_key(header::ORIGIN)
+        && !same_origin(&headers, state.config())
+    {
         return Err(AppError::client(
             ErrorCode::CrossOrigin,
             "cookie-authenticated WebSockets must come from this server's origin",
@@ -91,10 +77,13 @@ pub(crate) async fn connect(
     let subscription = state.hub().subscribe(auth.account, state.config().ws_queue);
     let ping_every = state.config().ws_ping_interval;
     let shutdown = state.shutdown();
+    let session = auth.session;
     Ok(upgrade
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| serve_socket(socket, subscription, ping_every, shutdown)))
+        .on_upgrade(move |socket| {
+            serve_socket(socket, subscription, ping_every, shutdown, state, session)
+        }))
 }
 
 /// Sends a frame; `false` if it failed or the client could not take it
@@ -107,11 +96,32 @@ async fn send_within(
     matches!(timeout(limit, sink.send(message)).await, Ok(Ok(())))
 }
 
+/// Whether the socket's session still exists and has not expired.
+async fn session_alive(state: &AppState, session: &SessionHash) -> bool {
+    match state.store().session(session).await {
+        Ok(Some(info)) => {
+            state
+                .config()
+                .sessions
+                .expires_at(info.created_at, info.last_used_at)
+                > state.now()
+        }
+        Ok(None) => false,
+        // A database hiccup is no reason to drop a live client.
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot re-check a WebSocket's session");
+            true
+        }
+    }
+}
+
 async fn serve_socket(
     socket: WebSocket,
     mut subscription: Subscription,
     ping_every: Duration,
     mut shutdown: watch::Receiver<bool>,
+    state: AppState,
+    session: SessionHash,
 ) {
     let (mut sink, mut stream) = socket.split();
     let mut ticker = interval_at(Instant::now() + ping_every, ping_every);
@@ -142,6 +152,13 @@ async fn serve_socket(
                     tracing::debug!("dropping a WebSocket that did not answer a ping");
                     break;
                 }
+                // Logged out, revoked or expired since the upgrade: the socket
+                // must not keep receiving pokes on a dead session.
+                if !session_alive(&state, &session).await {
+                    let frame = CloseFrame { code: CLOSE_POLICY, reason: "session ended; sign in again".into() };
+                    send_within(&mut sink, Message::Close(Some(frame)), ping_every).await;
+                    break;
+                }
                 awaiting_pong = true;
                 if !send_within(&mut sink, Message::Ping(Default::default()), ping_every).await {
                     break;
@@ -164,22 +181,45 @@ async fn serve_socket(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, DatabaseUrl};
     use axum::http::HeaderValue;
 
-    #[test]
-    fn origin_must_match_host_when_present() {
+    fn with(host: &'static str, origin: &'static str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        assert!(same_origin(&h));
-        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8787"));
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://127.0.0.1:8787"),
-        );
-        assert!(same_origin(&h));
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://evil.example"),
-        );
-        assert!(!same_origin(&h));
+        h.insert(header::HOST, HeaderValue::from_static(host));
+        h.insert(header::ORIGIN, HeaderValue::from_static(origin));
+        h
+    }
+
+    #[test]
+    fn origin_must_match_scheme_and_host() {
+        let mut config = Config::new(DatabaseUrl::Sqlite("x.db".into()));
+        assert!(same_origin(
+            &with("a.example", "https://a.example"),
+            &config
+        ));
+        assert!(!same_origin(
+            &with("a.example", "http://a.example"),
+            &config
+        ));
+        assert!(!same_origin(
+            &with("a.example", "https://evil.example"),
+            &config
+        ));
+        assert!(!same_origin(&HeaderMap::new(), &config), "no Origin");
+        config.insecure_cookies = true;
+        assert!(same_origin(
+            &with("127.0.0.1:8787", "http://127.0.0.1:8787"),
+            &config
+        ));
+        config.public_origin = Some("https://chat.example/".into());
+        assert!(same_origin(
+            &with("internal:8787", "https://chat.example"),
+            &config
+        ));
+        assert!(!same_origin(
+            &with("internal:8787", "http://internal:8787"),
+            &config
+        ));
     }
 }

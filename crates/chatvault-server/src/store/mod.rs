@@ -72,6 +72,10 @@ pub enum ServerStoreError {
     /// The operating system's random source failed.
     #[error("OS random source failed: {0}")]
     Random(String),
+    /// The SQLite file belongs to something else (a client vault, another
+    /// program): refused rather than adding server tables to it.
+    #[error("not a chatvault server database: {0}")]
+    NotAServerDatabase(String),
     /// Creating the database file's directory failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -157,6 +161,19 @@ pub struct NewSession {
 pub struct SessionInfo {
     /// Its account.
     pub account: AccountId,
+    /// Login time.
+    pub created_at: Timestamp,
+    /// Last authenticated request (to within a minute).
+    pub last_used_at: Timestamp,
+}
+
+/// One of an account's sessions, as listed to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Its token hash (the store key; never the token).
+    pub hash: SessionHash,
+    /// `browser`, `native` or `any`, as given at login.
+    pub client: String,
     /// Login time.
     pub created_at: Timestamp,
     /// Last authenticated request (to within a minute).
@@ -296,6 +313,16 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Deletes a session.
     async fn revoke_session(&self, hash: &SessionHash) -> ServerStoreResult<()>;
 
+    /// Every session of `account`, most recently used first.
+    async fn sessions_of(&self, account: AccountId) -> ServerStoreResult<Vec<SessionSummary>>;
+
+    /// Deletes every session of `account` but `keep`; how many went.
+    async fn revoke_other_sessions(
+        &self,
+        account: AccountId,
+        keep: &SessionHash,
+    ) -> ServerStoreResult<u64>;
+
     /// Applies admitted changes in one transaction, as `crate::push_plan`
     /// plans them: op ids already seen get their remembered outcome, the
     /// rest are decided by `crate::sync::decide`; each applied change takes
@@ -364,6 +391,24 @@ pub(crate) struct RecordRow {
 /// Column list matching [`RecordRow`]'s field order, for SELECTs.
 pub(crate) const RECORD_COLUMNS: &str = "kind, entity_id, conversation_id, op_id, version, \
      deleted, created_at, updated_at, owner, body, deleted_at, seq";
+
+/// A sessions row as a [`SessionSummary`] (both backends).
+pub(crate) fn session_summary(
+    hash: &[u8],
+    client: String,
+    created_at: i64,
+    last_used_at: i64,
+) -> ServerStoreResult<SessionSummary> {
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| corrupt("session hash", "not 32 bytes"))?;
+    Ok(SessionSummary {
+        hash: SessionHash(hash),
+        client,
+        created_at: Timestamp(created_at),
+        last_used_at: Timestamp(last_used_at),
+    })
+}
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> ServerStoreError {
     ServerStoreError::Corrupt(format!("{what}: {e}"))

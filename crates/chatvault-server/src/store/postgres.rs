@@ -31,6 +31,7 @@ use super::{
     ServerStore, ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow,
     ACCOUNT_COLUMNS, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
+use super::{session_summary, SessionSummary};
 use crate::auth::{random_bytes, ThrottleState};
 use crate::push_plan::{plan, PushPlan, PushReads, PushState};
 use crate::types::{AccountId, Cursor, Seq, SessionHash, SnapshotKey, Username};
@@ -686,6 +687,34 @@ impl ServerStore for PostgresServerStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn sessions_of(&self, account: AccountId) -> ServerStoreResult<Vec<SessionSummary>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT token_hash, client, created_at, last_used_at FROM sessions \
+                 WHERE user_id = $1 ORDER BY last_used_at DESC",
+                &[&account.to_string()],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| session_summary(r.get::<_, &[u8]>(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    }
+
+    async fn revoke_other_sessions(
+        &self,
+        account: AccountId,
+        keep: &SessionHash,
+    ) -> ServerStoreResult<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2",
+                &[&account.to_string(), &keep.0.as_slice()],
+            )
+            .await?)
     }
 
     async fn push(

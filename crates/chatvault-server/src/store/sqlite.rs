@@ -22,6 +22,7 @@ use super::{
     ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow, ACCOUNT_COLUMNS,
     RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
+use super::{session_summary, SessionSummary};
 use crate::auth::{random_bytes, ThrottleState};
 use crate::push_plan::{plan, PushPlan, PushReads, PushState};
 use crate::types::{AccountId, Seq, SessionHash, SnapshotKey, Username};
@@ -107,8 +108,10 @@ impl SqliteServerStore {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
+            create_private(&path)?;
             let mut conn = Connection::open(&path)?;
             conn.busy_timeout(Duration::from_secs(5))?;
+            refuse_foreign_schema(&conn, &path)?;
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(ServerStoreError::Config(format!(
@@ -143,6 +146,98 @@ impl SqliteServerStore {
         .await
         .map_err(|e| ServerStoreError::Task(e.to_string()))?
     }
+}
+
+/// Creates the database file readable by its owner only (it holds auth
+/// hashes and the server secret), or narrows an existing one to that.
+/// SQLite gives the `-wal` and `-shm` files the database file's mode.
+fn create_private(path: &Path) -> ServerStoreResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mode = std::fs::metadata(path)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(
+                        path = %path.display(),
+                        mode = format_args!("{:o}", mode & 0o777),
+                        "server database was readable by others; narrowing it to 0600"
+                    );
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                }
+                for suffix in ["-wal", "-shm"] {
+                    let mut side = path.as_os_str().to_owned();
+                    side.push(suffix);
+                    if std::fs::metadata(&side).is_ok() {
+                        std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600))?;
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Tables this server's migrations create (plus `schema_version`).
+fn server_tables() -> Vec<&'static str> {
+    let mut names = vec!["schema_version"];
+    for sql in MIGRATIONS {
+        for part in sql.split("CREATE TABLE ").skip(1) {
+            let part = part.trim_start_matches("IF NOT EXISTS ");
+            if let Some(name) = part
+                .split(|c: char| !c.is_alphanumeric() && c != '_')
+                .next()
+            {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// Refuses a database that holds anything but this server's tables: a
+/// mistyped `--database` pointing at a client vault (or any other SQLite
+/// file) must not get server tables added to it. An empty file is fine.
+fn refuse_foreign_schema(conn: &Connection, path: &Path) -> ServerStoreResult<()> {
+    let mut statement = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )?;
+    let tables = statement
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let known = server_tables();
+    let foreign: Vec<&str> = tables
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !known.contains(t))
+        .collect();
+    if foreign.is_empty() && tables.iter().any(|t| t == "server_meta") {
+        return Ok(());
+    }
+    let shown = if foreign.is_empty() {
+        tables.join(", ")
+    } else {
+        foreign.join(", ")
+    };
+    Err(ServerStoreError::NotAServerDatabase(format!(
+        "{} has tables this server does not own ({shown}); it looks like a \
+         chatvault client vault or another program's database. Point \
+         --database at a new file",
+        path.display()
+    )))
 }
 
 fn migrate(conn: &mut Connection) -> ServerStoreResult<()> {
@@ -603,6 +698,47 @@ impl ServerStore for SqliteServerStore {
                 [hash.0.as_slice()],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn sessions_of(&self, account: AccountId) -> ServerStoreResult<Vec<SessionSummary>> {
+        let id = account.to_string();
+        self.call(move |conn| {
+            let mut statement = conn.prepare(
+                "SELECT token_hash, client, created_at, last_used_at FROM sessions \
+                 WHERE user_id = ?1 ORDER BY last_used_at DESC",
+            )?;
+            let rows = statement
+                .query_map([id], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(hash, client, created, used)| session_summary(&hash, client, created, used))
+                .collect()
+        })
+        .await
+    }
+
+    async fn revoke_other_sessions(
+        &self,
+        account: AccountId,
+        keep: &SessionHash,
+    ) -> ServerStoreResult<u64> {
+        let id = account.to_string();
+        let keep = *keep;
+        self.call(move |conn| {
+            let n = conn.execute(
+                "DELETE FROM sessions WHERE user_id = ?1 AND token_hash <> ?2",
+                params![id, keep.0.as_slice()],
+            )?;
+            Ok(n as u64)
         })
         .await
     }

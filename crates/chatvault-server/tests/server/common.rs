@@ -306,6 +306,17 @@ impl TestServer {
         Api::new(&self.base)
     }
 
+    /// A client without a session whose connections come from `source`
+    /// (any of 127.0.0.0/8), for per-address limits.
+    pub fn anonymous_from(&self, source: [u8; 4]) -> Api {
+        let mut api = Api::new(&self.base);
+        api.http = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(source))
+            .build()
+            .expect("client with a local address");
+        api
+    }
+
     /// Registers `name` and signs in (bearer token).
     pub async fn user(&self, name: &str) -> Api {
         let (status, body) = self.anonymous().register(name, &auth_key_for(name)).await;

@@ -261,7 +261,12 @@ async fn keys_round_trip_and_passphrase_change_revokes_other_sessions(backend: B
         json!({"v": 1, "wrapped": "opaque"})
     );
 
-    let r = me.put("/v1/keys", &json!({"keyEnvelope": {"v": 2}})).await;
+    let r = me
+        .put(
+            "/v1/keys",
+            &json!({"keyEnvelope": {"v": 2}, "authKey": BASE64.encode(auth_key_for("alice"))}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     assert_eq!(
         other_device.get("/v1/keys").await.body["keyEnvelope"],

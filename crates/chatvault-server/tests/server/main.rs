@@ -6,6 +6,8 @@
 //! - `websocket` — pokes, pings and socket auth, per backend.
 //! - `ciphertext` — what the database holds after a push: ciphertext
 //!   verbatim, no secrets.
+//! - `hardening` — bounded work per unauthenticated request: the KDF
+//!   pool's memory, rate limits, timeouts, database file checks.
 //! - `binary` — the compiled `chatvault-server`: ready line, SIGTERM, and
 //!   two processes fanning pokes out through one PostgreSQL database.
 //!
@@ -17,6 +19,7 @@ mod common;
 
 mod binary;
 mod ciphertext;
+mod hardening;
 mod http_api;
 mod store_suite;
 mod websocket;
