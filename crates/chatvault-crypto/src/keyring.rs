@@ -130,8 +130,9 @@ impl Keyring {
     /// Bytes a sealed blob adds to its plaintext: version, key id, nonce
     /// and tag.
     pub const SEAL_OVERHEAD: usize = V2_HEADER_LEN + TAG_LEN;
-    /// Most keys a keyring holds (one rotation a day for decades).
-    pub const MAX_KEYS: usize = 4096;
+    /// Most keys a keyring holds: 255 rotations, and an envelope that
+    /// still fits the sync server's 16 KiB limit (about 12.5 KiB of JSON).
+    pub const MAX_KEYS: usize = 256;
 
     /// A keyring with one fresh random key and a fresh vault id, for a
     /// vault that is never wrapped under a passphrase (an ephemeral
