@@ -32,7 +32,17 @@ pub enum Command {
     /// Change the passphrase of an encrypted vault (the new one is asked
     /// twice, or read from CHATVAULT_NEW_PASSPHRASE_FILE /
     /// CHATVAULT_NEW_PASSPHRASE).
-    Passwd,
+    Passwd {
+        /// Also rotate the data key: everything written from now on is
+        /// sealed with a new key that an old copy of the key envelope
+        /// cannot open (see SECURITY.md). Old records stay readable; run
+        /// `chatvault rekey` to re-seal them.
+        #[arg(long)]
+        rotate_key: bool,
+    },
+    /// Re-seal every record under the newest data key (after
+    /// `passwd --rotate-key`, or on a vault written by an older chatvault).
+    Rekey,
     /// Conversations.
     #[command(subcommand)]
     Conv(ConvCommand),

@@ -173,3 +173,43 @@ fn passwd_changes_the_passphrase_and_keeps_the_data() {
     let err = fails(&plain, &["passwd"], &new);
     assert!(err.contains("not encrypted"), "{err}");
 }
+
+#[test]
+fn passwd_rotate_key_then_rekey_keeps_everything_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("rotating.db");
+    let old = [("CHATVAULT_PASSPHRASE", "old secret")];
+    ok(&store, &["init", "--encrypt"], &old);
+    let conv = ok(&store, &["conv", "new", "--title", "kept"], &old);
+    ok(
+        &store,
+        &["msg", "add", &conv, "--role", "user", "--content", "before"],
+        &old,
+    );
+    let out = ok(
+        &store,
+        &["passwd", "--rotate-key"],
+        &[
+            ("CHATVAULT_PASSPHRASE", "old secret"),
+            ("CHATVAULT_NEW_PASSPHRASE", "new secret"),
+        ],
+    );
+    assert!(out.contains("data key rotated"), "{out}");
+    let new = [("CHATVAULT_PASSPHRASE", "new secret")];
+    ok(
+        &store,
+        &["msg", "add", &conv, "--role", "user", "--content", "after"],
+        &new,
+    );
+    let out = ok(&store, &["rekey"], &new);
+    assert_eq!(out, "re-sealed 2 of 3 records under the newest key");
+    let listed = ok(&store, &["msg", "ls", &conv, "--json"], &new);
+    assert!(
+        listed.contains("\"before\"") && listed.contains("\"after\""),
+        "{listed}"
+    );
+    assert_eq!(
+        ok(&store, &["rekey"], &new),
+        "re-sealed 0 of 3 records under the newest key"
+    );
+}

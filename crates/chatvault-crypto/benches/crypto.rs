@@ -5,12 +5,14 @@
 
 use std::hint::black_box;
 
-use chatvault_crypto::{derive_auth_key, DataKey, KdfParams, RecordAad, Salt};
+use chatvault_crypto::{derive_auth_key, KdfParams, Keyring, RecordAad, Salt};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn records(c: &mut Criterion) {
-    let key = DataKey::generate().unwrap();
-    let aad = RecordAad::new("message", "0190f5b2-7c3e-7000-8000-000000000001");
+    let key = Keyring::generate().unwrap();
+    let aad = RecordAad::new("message", "0190f5b2-7c3e-7000-8000-000000000001")
+        .with_conversation("0190f5b2-7c3e-7000-8000-0000000000c1")
+        .with_version("018c2a5e1f00-00000000-0000000000000001");
     let plaintext = vec![0x5Au8; 1024];
     let blob = key.seal(&aad, &plaintext).unwrap();
 

@@ -118,6 +118,22 @@ pub enum CryptoError {
     )]
     KeysDoNotMatchEnvelope,
 
+    /// A record names a data key the vault's keyring does not hold: it was
+    /// sealed after a key rotation this device has not adopted yet (sign in
+    /// to the sync account again), or it belongs to another vault.
+    #[error(
+        "this record was sealed with data key {id}, which this vault does not have; \
+         sign in to the sync account again to fetch the rotated key"
+    )]
+    UnknownKey {
+        /// The key id the record names.
+        id: u32,
+    },
+
+    /// The keyring already holds the most keys it can.
+    #[error("the keyring is full: no more data-key rotations are possible")]
+    KeyringFull,
+
     /// A single record is larger than one AEAD operation can protect.
     #[error("{len} bytes is too large to encrypt as one record; use the streaming writer")]
     TooLarge {
@@ -170,6 +186,7 @@ impl From<CryptoError> for io::Error {
             CryptoError::WrongPassphrase => io::ErrorKind::PermissionDenied,
             CryptoError::Tampered
             | CryptoError::Corrupt { .. }
+            | CryptoError::UnknownKey { .. }
             | CryptoError::NotEncrypted
             | CryptoError::UnsupportedVersion { .. } => io::ErrorKind::InvalidData,
             CryptoError::WeakKdfParams { .. }
@@ -178,6 +195,7 @@ impl From<CryptoError> for io::Error {
             | CryptoError::InvalidKey { .. }
             | CryptoError::KeysDoNotMatchEnvelope
             | CryptoError::TooLarge { .. }
+            | CryptoError::KeyringFull
             | CryptoError::StreamTooLong => io::ErrorKind::InvalidInput,
             CryptoError::KdfOutOfMemory { .. } => io::ErrorKind::OutOfMemory,
             CryptoError::KeyDerivation { .. }

@@ -59,12 +59,19 @@ impl KdfParams {
     /// Least memory × passes accepted (19 MiB × 2), so more memory may buy
     /// fewer passes (OWASP's `m=46 MiB, t=1` passes) but never less work.
     pub const MIN_WORK_KIB_PASSES: u64 = Self::MIN_M_COST_KIB as u64 * 2;
-    /// Most memory accepted (4 GiB), under every policy.
-    pub const MAX_M_COST_KIB: u32 = 4 * 1024 * 1024;
-    /// Most memory × passes accepted (16 GiB × 1), under every policy.
-    pub const MAX_WORK_KIB_PASSES: u64 = 16 * 1024 * 1024;
+    /// Most memory accepted (1 GiB), under every policy: 50 times the
+    /// OWASP minimum, more than any legitimate vault or export needs, and
+    /// small enough that a hostile export header or prelogin answer cannot
+    /// make a client allocate gigabytes before the passphrase is checked.
+    pub const MAX_M_COST_KIB: u32 = 1024 * 1024;
+    /// Most memory × passes accepted (1 GiB × 4), under every policy, so
+    /// one derivation stays within seconds on a laptop.
+    pub const MAX_WORK_KIB_PASSES: u64 = 4 * 1024 * 1024;
+    /// Most passes accepted, under every policy (with little memory many
+    /// passes would still be cheap per pass but unbounded in time).
+    pub const MAX_T_COST: u32 = 64;
     /// Most lanes accepted, under every policy.
-    pub const MAX_P_COST: u32 = 64;
+    pub const MAX_P_COST: u32 = 16;
 
     /// Parameters that derive a key in well under a millisecond: for tests
     /// only.
@@ -87,7 +94,8 @@ impl KdfParams {
     /// [`MIN_M_COST_KIB`](Self::MIN_M_COST_KIB) and
     /// [`MIN_WORK_KIB_PASSES`](Self::MIN_WORK_KIB_PASSES), at most
     /// [`MAX_M_COST_KIB`](Self::MAX_M_COST_KIB),
-    /// [`MAX_WORK_KIB_PASSES`](Self::MAX_WORK_KIB_PASSES) and
+    /// [`MAX_WORK_KIB_PASSES`](Self::MAX_WORK_KIB_PASSES),
+    /// [`MAX_T_COST`](Self::MAX_T_COST) and
     /// [`MAX_P_COST`](Self::MAX_P_COST).
     ///
     /// Parameters read from a file or a server must pass this before they
@@ -121,6 +129,9 @@ impl KdfParams {
                 "m*t={work} KiB-passes, at most {} allowed",
                 Self::MAX_WORK_KIB_PASSES
             ));
+        }
+        if t > Self::MAX_T_COST {
+            return excessive(format!("t={t}, at most {} allowed", Self::MAX_T_COST));
         }
         if p > Self::MAX_P_COST {
             return excessive(format!("p={p}, at most {} allowed", Self::MAX_P_COST));
@@ -454,8 +465,12 @@ mod tests {
             for absurd in [
                 params(KdfParams::MAX_M_COST_KIB + 1, 1, 1),
                 params(u32::MAX, u32::MAX, u32::MAX),
-                params(1024 * 1024, 17, 1),
+                params(1024 * 1024, 5, 1),
                 params(19456, 2, KdfParams::MAX_P_COST + 1),
+                // What the 4 GiB bound of earlier builds still let through.
+                params(4 * 1024 * 1024, 1, 1),
+                params(2 * 1024 * 1024, 1, 1),
+                params(19456, KdfParams::MAX_T_COST + 1, 1),
             ] {
                 assert!(
                     matches!(

@@ -1,6 +1,6 @@
 //! The long-lived secret keys a vault holds while it is unlocked: the data
-//! key that encrypts records and the auth key that proves the passphrase to
-//! the sync server.
+//! keys (in a [`Keyring`]) that encrypt records and the auth key that
+//! proves the passphrase to the sync server.
 //!
 //! Owns: [`DataKey`], [`AuthKey`], [`VaultKeys`] and how they are created,
 //! printed and wiped.
@@ -15,23 +15,24 @@ use base64::Engine as _;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::kdf::KEY_LEN;
+use crate::keyring::Keyring;
 use crate::random::random_array;
 use crate::CryptoError;
 
-/// The random key that encrypts every record of a vault (see
-/// [`seal`](DataKey::seal) / [`open`](DataKey::open)).
+/// One random key of a vault's [`Keyring`], which seals and opens records
+/// with it.
 ///
-/// It never changes for the life of a vault: a passphrase change re-wraps it
+/// A passphrase change re-wraps the keys
 /// ([`KeyEnvelope::rewrap`](crate::KeyEnvelope::rewrap)) instead of
-/// re-encrypting records. Wiped on drop; deliberately not `Clone`.
+/// re-encrypting records; a rotation
+/// ([`KeyEnvelope::rotate`](crate::KeyEnvelope::rotate)) adds a new one.
+/// Wiped on drop; deliberately not `Clone`.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct DataKey([u8; KEY_LEN]);
 
 impl DataKey {
-    /// A fresh random data key, for a vault that is never wrapped under a
-    /// passphrase (an ephemeral session). Vaults get theirs from
-    /// [`KeyEnvelope::create`](crate::KeyEnvelope::create).
-    pub fn generate() -> Result<DataKey, CryptoError> {
+    /// A fresh random data key.
+    pub(crate) fn generate() -> Result<DataKey, CryptoError> {
         Ok(DataKey(random_array()?))
     }
 
@@ -107,7 +108,7 @@ impl fmt::Debug for AuthKey {
 #[derive(Debug)]
 pub struct VaultKeys {
     /// Encrypts and decrypts records.
-    pub data: DataKey,
+    pub keyring: Keyring,
     /// Logs in to the sync server.
     pub auth: AuthKey,
 }
@@ -122,10 +123,15 @@ mod tests {
         let auth = AuthKey::from_secret(&[0xAB; KEY_LEN]);
         assert_eq!(format!("{data:?}"), "DataKey(<redacted>)");
         assert_eq!(format!("{auth:?}"), "AuthKey(<redacted>)");
-        let keys = VaultKeys { data, auth };
-        assert_eq!(
-            format!("{keys:?}"),
-            "VaultKeys { data: DataKey(<redacted>), auth: AuthKey(<redacted>) }"
+        let keys = VaultKeys {
+            keyring: Keyring::generate().unwrap(),
+            auth,
+        };
+        let debug = format!("{keys:?}");
+        assert!(debug.contains("auth: AuthKey(<redacted>)"), "{debug}");
+        assert!(
+            !debug.contains("ab, ab") && !debug.contains("171"),
+            "{debug}"
         );
     }
 

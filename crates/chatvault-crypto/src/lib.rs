@@ -3,11 +3,13 @@
 //! A passphrase is stretched with Argon2id (parameters stored with the
 //! vault, OWASP minimum or stronger) under a random per-vault salt into a
 //! master key, which HKDF-SHA256 splits into a key-encryption key and a
-//! separate server-auth key. A random [`DataKey`] encrypts records with
-//! XChaCha20-Poly1305; the key-encryption key wraps it in a
-//! [`KeyEnvelope`], so changing the passphrase re-wraps one key and never
-//! re-encrypts data. Encrypted exports use a chunked stream format with its
-//! own per-file keys.
+//! separate server-auth key. A [`Keyring`] of random data keys encrypts
+//! records with XChaCha20-Poly1305 (the newest key seals, every blob names
+//! its key); the key-encryption key wraps the keyring in a [`KeyEnvelope`],
+//! so changing the passphrase re-wraps the keys and never re-encrypts data,
+//! and rotating adds a key that an old copy of the envelope cannot open.
+//! Encrypted exports use a chunked stream format with its own per-file
+//! keys.
 //!
 //! ```
 //! use chatvault_crypto::{KdfParams, KdfPolicy, KeyEnvelope, RecordAad};
@@ -16,12 +18,14 @@
 //! # // `KeyEnvelope::create(passphrase, KdfParams::default())`.
 //! # let (kdf, policy) = (KdfParams::insecure_fast_for_tests(), KdfPolicy::insecure_allow_weak_for_tests());
 //! let (envelope, keys) = KeyEnvelope::create_with_policy("correct horse", kdf, policy)?;
-//! let aad = RecordAad::new("message", "0190f5b2-7c3e-7000-8000-000000000001");
-//! let blob = keys.data.seal(&aad, b"hello")?;
+//! let aad = RecordAad::new("message", "0190f5b2-7c3e-7000-8000-000000000001")
+//!     .with_conversation("0190f5b2-7c3e-7000-8000-0000000000c0")
+//!     .with_version("018c2a5e1f00-00000000-0000000000000001");
+//! let blob = keys.keyring.seal(&aad, b"hello")?;
 //!
 //! let json = envelope.to_json(); // store this next to the vault
 //! let reopened = KeyEnvelope::from_json(&json)?.unlock_with_policy("correct horse", policy)?;
-//! assert_eq!(reopened.data.open(&aad, &blob)?, b"hello");
+//! assert_eq!(reopened.keyring.open(&aad, &blob)?, b"hello");
 //! # Ok::<(), chatvault_crypto::CryptoError>(())
 //! ```
 //!
@@ -35,9 +39,10 @@
 //! - `kdf` — [`KdfParams`] and their limits, [`KdfPolicy`], [`Salt`],
 //!   Argon2id + HKDF ([`PassphraseKeys`], [`derive_auth_key`]).
 //! - `keys` — [`DataKey`], [`AuthKey`], [`VaultKeys`]: zeroized, redacted.
-//! - `record` — [`RecordAad`], [`DataKey::seal`] / [`DataKey::open`]: the
-//!   record blob format.
-//! - `envelope` — [`KeyEnvelope`]: the wrapped data key and its JSON form.
+//! - `keyring` — [`Keyring`], [`KeyId`], [`VaultId`]: every data key of a
+//!   vault, [`Keyring::seal`] / [`Keyring::open`].
+//! - `record` — [`RecordAad`] and the record blob formats.
+//! - `envelope` — [`KeyEnvelope`]: the wrapped keyring and its JSON form.
 //! - `stream` — [`EncryptingWriter`], [`DecryptingReader`],
 //!   [`is_encrypted_stream`]: the encrypted export format.
 //! - `aead`, `random` — internal: the XChaCha20-Poly1305 helpers and the
@@ -58,6 +63,7 @@ mod aead;
 mod envelope;
 mod error;
 mod kdf;
+mod keyring;
 mod keys;
 mod random;
 mod record;
@@ -68,6 +74,7 @@ pub use error::CryptoError;
 pub use kdf::{
     derive_auth_key, derive_auth_key_with_policy, KdfParams, KdfPolicy, PassphraseKeys, Salt,
 };
+pub use keyring::{KeyId, Keyring, VaultId};
 pub use keys::{AuthKey, DataKey, VaultKeys};
 pub use record::RecordAad;
 pub use stream::{is_encrypted_stream, DecryptingReader, EncryptingWriter};

@@ -338,6 +338,29 @@ fn strict_readers_and_writers_refuse_insecure_params() {
     assert!(CryptoError::from_io(&err).is_some());
 }
 
+/// A hostile export header asking for 2 GiB (accepted by the old 4 GiB
+/// bound, which then allocated it before checking the passphrase) or
+/// absurd passes/lanes is refused before any key derivation runs.
+#[test]
+fn a_crafted_header_with_excessive_kdf_cost_is_refused_before_deriving() {
+    let file = encrypt(b"x");
+    for (field, value) in [(0, 2 * 1024 * 1024u32), (0, u32::MAX), (1, 1_000), (2, 255)] {
+        let mut crafted = file.clone();
+        let at = 7 + 4 * field;
+        crafted[at..at + 4].copy_from_slice(&value.to_be_bytes());
+        for policy in [KdfPolicy::strict(), test_policy()] {
+            let err = DecryptingReader::new_with_policy(&crafted[..], PASS, policy).unwrap_err();
+            assert!(
+                matches!(
+                    CryptoError::from_io(&err),
+                    Some(CryptoError::ExcessiveKdfParams { .. })
+                ),
+                "field {field} = {value}: {err}"
+            );
+        }
+    }
+}
+
 /// A sink that fails once it has accepted `budget` bytes.
 #[derive(Debug)]
 struct FailingSink {

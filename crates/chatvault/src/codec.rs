@@ -8,15 +8,27 @@
 //! the bytes. Version 1 message bodies (one JSON object, content inside;
 //! compact JSON never holds a raw newline, which tells the two apart) are
 //! still read. In an encrypted vault the encoded payload is
-//! sealed with the vault's data key (XChaCha20-Poly1305, fresh random nonce
-//! per write), with the record kind and id bound as associated data, so a
-//! ciphertext copied onto another record fails to open. The sealed blob
-//! starts with its own format version byte.
+//! sealed with the newest key of the vault's keyring (XChaCha20-Poly1305,
+//! fresh random nonce per write), with the vault id, the record kind and
+//! id, a message's conversation id and the record's version stamp bound as
+//! associated data: a ciphertext copied onto another record, moved to
+//! another conversation, or put back on an older or newer version of the
+//! same record fails to open ([`VaultError::CorruptRecord`]). The sealed
+//! blob starts with its own format version byte and key id, so records
+//! sealed before a key rotation (or in the older format 1, which bound
+//! only kind and id) still open; rewriting a record re-seals it in the
+//! newest format with the newest key.
+//!
+//! Owns: [`Codec`] and the record payload formats.
+//! Must never: seal anything but a pure function of (kind, id,
+//! conversation, version, body) — a caller that re-stamps a record must
+//! encode it again — or hand out plaintext from a blob that did not verify.
 
 use crate::{Result, VaultError};
-use chatvault_core::{Body, EntityKind, Metadata, RecordId, Role};
-use chatvault_crypto::{DataKey, RecordAad};
+use chatvault_core::{Body, ConversationId, EntityKind, Hlc, Metadata, RecordId, Role};
+use chatvault_crypto::{Keyring, RecordAad};
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, RwLock};
 
 /// Newest conversation payload version this build writes and reads.
 pub(crate) const PAYLOAD_VERSION: u32 = 1;
@@ -156,19 +168,48 @@ impl Payload for MessageBody {
 pub(crate) enum Codec {
     /// Plain JSON.
     Plain,
-    /// JSON sealed with the data key (zeroized when the vault is dropped).
-    Sealed(DataKey),
+    /// JSON sealed with the keyring's newest key. The keyring is swapped
+    /// whole when a rotation or an adopted envelope adds a key (keys are
+    /// zeroized when the last holder drops them).
+    Sealed(RwLock<Arc<Keyring>>),
 }
 
 impl Codec {
+    /// An encrypting codec over `keyring`.
+    pub(crate) fn sealed(keyring: Arc<Keyring>) -> Codec {
+        Codec::Sealed(RwLock::new(keyring))
+    }
+
     pub(crate) fn is_encrypted(&self) -> bool {
         !matches!(self, Codec::Plain)
     }
 
+    /// The keyring in use; `None` for a plaintext vault.
+    pub(crate) fn keyring(&self) -> Option<Arc<Keyring>> {
+        match self {
+            Codec::Plain => None,
+            // A poisoned lock still holds a whole keyring (it is replaced
+            // in one assignment), so reading on is safe.
+            Codec::Sealed(lock) => Some(lock.read().unwrap_or_else(|p| p.into_inner()).clone()),
+        }
+    }
+
+    /// Seals from now on with `keyring`, which must contain the current
+    /// one (checked by the caller: records need every old key).
+    pub(crate) fn replace_keyring(&self, keyring: Arc<Keyring>) {
+        if let Codec::Sealed(lock) = self {
+            *lock.write().unwrap_or_else(|p| p.into_inner()) = keyring;
+        }
+    }
+
+    /// The body of record `id` of `kind` (in `conversation`, for a
+    /// message) at `version`: a pure function of these and `value`.
     pub(crate) fn encode<T: Payload>(
         &self,
         kind: EntityKind,
         id: RecordId,
+        conversation: Option<ConversationId>,
+        version: Hlc,
         value: &T,
     ) -> Result<Body> {
         let bytes = value
@@ -178,32 +219,67 @@ impl Codec {
                 id,
                 reason: format!("cannot serialize: {reason}"),
             })?;
-        match self {
-            Codec::Plain => Ok(Body(bytes)),
-            Codec::Sealed(data) => {
-                let id_text = id.to_string();
-                let sealed = data.seal(&RecordAad::new(kind.as_str(), &id_text), &bytes)?;
-                Ok(Body(sealed))
+        match self.keyring() {
+            None => Ok(Body(bytes)),
+            Some(keyring) => {
+                let texts = AadTexts::new(id, conversation, version);
+                Ok(Body(keyring.seal(&texts.aad(kind), &bytes)?))
             }
         }
     }
 
+    /// Reads a body written by [`encode`](Self::encode) for the same
+    /// record header; [`VaultError::CorruptRecord`] if it does not open
+    /// (damaged, or moved, re-dated or rolled back).
     pub(crate) fn decode<T: Payload>(
         &self,
         kind: EntityKind,
         id: RecordId,
+        conversation: Option<ConversationId>,
+        version: Hlc,
         body: &Body,
     ) -> Result<T> {
         let corrupt = |reason: String| VaultError::CorruptRecord { kind, id, reason };
-        let bytes = match self {
-            Codec::Plain => body.as_bytes().to_vec(),
-            Codec::Sealed(data) => {
-                let id_text = id.to_string();
-                data.open(&RecordAad::new(kind.as_str(), &id_text), body.as_bytes())
+        let bytes = match self.keyring() {
+            None => body.as_bytes().to_vec(),
+            Some(keyring) => {
+                let texts = AadTexts::new(id, conversation, version);
+                keyring
+                    .open(&texts.aad(kind), body.as_bytes())
                     .map_err(|e| corrupt(e.to_string()))?
             }
         };
         T::from_bytes(bytes).map_err(corrupt)
+    }
+
+    /// Whether `body` is already sealed by the newest key in the newest
+    /// format (always true for a plaintext vault): what a re-key skips.
+    pub(crate) fn is_current(&self, body: &Body) -> bool {
+        self.keyring()
+            .is_none_or(|keyring| keyring.is_current(body.as_bytes()))
+    }
+}
+
+/// The text forms the associated data borrows.
+struct AadTexts {
+    id: String,
+    conversation: String,
+    version: String,
+}
+
+impl AadTexts {
+    fn new(id: RecordId, conversation: Option<ConversationId>, version: Hlc) -> AadTexts {
+        AadTexts {
+            id: id.to_string(),
+            conversation: conversation.map(|c| c.to_string()).unwrap_or_default(),
+            version: version.to_string(),
+        }
+    }
+
+    fn aad(&self, kind: EntityKind) -> RecordAad<'_> {
+        RecordAad::new(kind.as_str(), &self.id)
+            .with_conversation(&self.conversation)
+            .with_version(&self.version)
     }
 }
 

@@ -64,6 +64,31 @@ pub enum VaultError {
     /// vault is never silently treated as plaintext.
     #[error("the vault is encrypted but its key envelope is missing")]
     MissingEnvelope,
+    /// The vault's header and its key material disagree: the header says
+    /// plaintext (or is missing) but a key envelope or encrypted records
+    /// are there. The file was edited or damaged; it is never opened as
+    /// plaintext.
+    #[error(
+        "the vault header does not match its keys ({detail}): the file was edited or damaged; \
+         refusing to open an encrypted vault as plaintext"
+    )]
+    TamperedHeader {
+        /// What disagrees.
+        detail: &'static str,
+    },
+    /// A key envelope offered for adoption is older than the vault's own
+    /// (a lower generation: an earlier passphrase or keyring). Nothing was
+    /// changed.
+    #[error(
+        "the offered key envelope is older (generation {offered}) than this vault's \
+         (generation {current}); refusing to go back to an earlier passphrase or keyring"
+    )]
+    StaleEnvelope {
+        /// Generation of the envelope offered.
+        offered: u64,
+        /// Generation of the vault's envelope.
+        current: u64,
+    },
     /// A value the vault keeps about itself (header, clock, key envelope,
     /// a setting) does not decode: the store was damaged or edited.
     #[error("the stored {key} is unreadable: {reason}")]

@@ -62,8 +62,9 @@ pub use vault::{
     is_encrypted_export, ApplyReport, CompactionReport, ConversationStats, ConversationUpdate,
     ExportEncryption, ExportOptions, ExportReport, ImportOptions, ImportRejection, ImportReport,
     ImportSource, ListConversations, ListMessages, MessageUpdate, NewConversation, NewMessage,
-    PassphraseChange, Progress, ProgressFn, ProgressPhase, RemoteApply, Replica, RetentionMode,
-    RetentionReport, StorageFootprint, Vault, VaultBuilder, VaultOptions, VaultProbe, VaultStats,
+    PassphraseChange, Progress, ProgressFn, ProgressPhase, RekeyReport, RemoteApply, Replica,
+    RetentionMode, RetentionReport, StorageFootprint, Vault, VaultBuilder, VaultOptions,
+    VaultProbe, VaultStats,
 };
 
 pub use chatvault_crypto::{KdfParams, KdfPolicy};

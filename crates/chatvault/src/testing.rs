@@ -662,7 +662,18 @@ pub mod cases {
         let newer = upsert(at(T0.0 + 50, 0)?, &local_body);
         let r = v.replica().apply_changes(vec![newer.clone()]).await?;
         assert_eq!(r.applied, 1);
-        assert_eq!(v.conversation(c.id).await?.version, newer.version);
+        let stored = v.store().conversation(c.id).await?.ok_or("missing")?.record;
+        assert_eq!(stored.version, newer.version);
+        if mode == Mode::Encrypted {
+            // The forged change carries a body sealed for the older version:
+            // it merges by version, but reading it is refused, never garbage.
+            assert!(matches!(
+                v.conversation(c.id).await,
+                Err(VaultError::CorruptRecord { .. })
+            ));
+        } else {
+            assert_eq!(v.conversation(c.id).await?.version, newer.version);
+        }
         // The remote version superseded the local pending change.
         assert!(v.replica().pending_changes(10)
             .await?
@@ -784,6 +795,110 @@ pub mod cases {
         let outcome = store.write_all(ok).await?;
         assert_eq!(outcome.merged, 200);
         assert_eq!(v.stats().await?.messages, 200);
+        Ok(())
+    }
+
+    /// A sealed body is bound to its record's header: moved to another
+    /// conversation, re-dated (another version) or swapped with another
+    /// record's, it reads as `CorruptRecord` — never as garbage, never a
+    /// panic — and the rest of the vault stays readable.
+    async fn moved_redated_or_swapped_ciphertext_is_corrupt(b, mode) {
+        if mode == Mode::Plain {
+            return Ok(());
+        }
+        let (v, _) = open(b, mode).await?;
+        let a = v.create_conversation(NewConversation::titled("a")).await?;
+        let other = v.create_conversation(NewConversation::titled("b")).await?;
+        let m = v.add_message(a.id, NewMessage::new(Role::User, "in a")).await?;
+        let kept = v.add_message(a.id, NewMessage::new(Role::User, "kept")).await?;
+        let stored = v.store().message(m.id).await?.ok_or("missing")?;
+        let corrupt = |r: Result<crate::Message>| matches!(r, Err(VaultError::CorruptRecord { .. }));
+        let put = |record: MessageRecord| {
+            let mut batch = WriteBatch::new();
+            batch.push(WriteOp::PutMessage(record));
+            batch
+        };
+
+        // Moved into another conversation.
+        v.store()
+            .write(put(MessageRecord { conversation_id: other.id, ..stored.clone() }))
+            .await?;
+        assert!(corrupt(v.message(m.id).await));
+        // Re-dated: the same body on a newer (or older) version stamp.
+        for version in [
+            Hlc::new(stored.version.wall_ms() + 1, 0, stored.version.device())?,
+            Hlc::new(stored.version.wall_ms() - 1, 0, stored.version.device())?,
+        ] {
+            v.store()
+                .write(put(MessageRecord { version, ..stored.clone() }))
+                .await?;
+            assert!(corrupt(v.message(m.id).await), "{version}");
+        }
+        // Put back as it was: readable again.
+        v.store().write(put(stored.clone())).await?;
+        assert_eq!(v.message(m.id).await?.content, "in a");
+
+        // Two conversations' bodies swapped.
+        let row_a = v.store().conversation(a.id).await?.ok_or("missing")?.record;
+        let row_b = v.store().conversation(other.id).await?.ok_or("missing")?.record;
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::PutConversation(ConversationRecord { body: row_b.body.clone(), ..row_a.clone() }));
+        batch.push(WriteOp::PutConversation(ConversationRecord { body: row_a.body.clone(), ..row_b.clone() }));
+        v.store().write(batch).await?;
+        for id in [a.id, other.id] {
+            assert!(matches!(
+                v.conversation(id).await,
+                Err(VaultError::CorruptRecord { .. })
+            ));
+        }
+        assert_eq!(v.message(kept.id).await?.content, "kept");
+        Ok(())
+    }
+
+    /// Rotating the data key keeps every record readable (before and after
+    /// a reopen), new writes use the new key, and a re-key re-seals the
+    /// old records so none is left on an older key.
+    async fn rotation_then_rekey_keeps_everything_readable(b, mode) {
+        let (v, clock) = open(b, mode).await?;
+        let c = v.create_conversation(NewConversation::titled("before")).await?;
+        let old = v.add_message(c.id, NewMessage::new(Role::User, "old")).await?;
+        if mode == Mode::Plain {
+            assert!(matches!(v.rotate_data_key(PASSPHRASE).await, Err(VaultError::NotEncrypted)));
+            assert_eq!(v.rekey(None).await?.resealed, 0);
+            return Ok(());
+        }
+        assert!(matches!(
+            v.rotate_data_key("not the passphrase").await,
+            Err(VaultError::WrongPassphrase)
+        ));
+        v.rotate_data_key(PASSPHRASE).await?;
+        let new = v.add_message(c.id, NewMessage::new(Role::Assistant, "new")).await?;
+        assert_eq!(v.message(old.id).await?.content, "old");
+        assert_eq!(v.message(new.id).await?.content, "new");
+        let versions = (v.conversation(c.id).await?.version, v.message(old.id).await?.version);
+
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let report = v
+            .rekey(Some(Arc::new(move |p: crate::Progress| {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(p.done)
+            })))
+            .await?;
+        assert_eq!((report.seen, report.resealed), (3, 2));
+        assert!(report.damaged.is_empty());
+        assert_eq!(seen.lock().unwrap_or_else(|e| e.into_inner()).last(), Some(&3));
+        // A local re-encryption, not an edit: same versions, nothing new
+        // to push beyond what was already pending.
+        assert_eq!(
+            (v.conversation(c.id).await?.version, v.message(old.id).await?.version),
+            versions
+        );
+        assert_eq!(v.rekey(None).await?.resealed, 0, "idempotent");
+        drop(v);
+        let v = vault_on(b.open().await, mode, clock).await?;
+        assert_eq!(v.conversation(c.id).await?.title, "before");
+        assert_eq!(v.message(old.id).await?.content, "old");
+        assert_eq!(v.message(new.id).await?.content, "new");
         Ok(())
     }
 

@@ -113,3 +113,64 @@ async fn the_v2_encrypted_fixture_opens_and_reads_back() {
         assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
     }
 }
+
+/// The fixture's records are record format 1 (kind and id bound only) under
+/// a format 1 envelope. Rewriting one re-seals it in format 2 (key 1, vault
+/// id derived from that key); a re-key converts the rest; everything keeps
+/// opening, also after a reopen.
+#[tokio::test]
+async fn old_format_records_are_resealed_in_the_new_format_when_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("v2-encrypted.db");
+    std::fs::copy(fixture(), &copy).unwrap();
+    let v = open(&copy, PASSPHRASE).await.unwrap();
+    let c = v
+        .conversations(ListConversations::default())
+        .await
+        .unwrap()
+        .items[0]
+        .clone();
+    let msgs = v
+        .messages(c.id, ListMessages::default())
+        .await
+        .unwrap()
+        .items;
+    let stored = |id: chatvault::MessageId| {
+        let store = v.store().clone();
+        async move { store.message(id).await.unwrap().unwrap().body }
+    };
+    assert_eq!(
+        stored(msgs[0].id).await.as_bytes()[0],
+        1,
+        "format 1 on disk"
+    );
+
+    let edited = v
+        .update_message(
+            msgs[0].id,
+            chatvault::MessageUpdate {
+                content: Some("Lisbon, loudly.".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(&stored(msgs[0].id).await.as_bytes()[..5], &[2, 0, 0, 0, 1]);
+    assert_eq!(stored(msgs[1].id).await.as_bytes()[0], 1, "untouched");
+
+    let report = v.rekey(None).await.unwrap();
+    assert_eq!((report.seen, report.resealed), (3, 2));
+    assert_eq!(stored(msgs[1].id).await.as_bytes()[0], 2);
+    drop(v);
+
+    let v = open(&copy, PASSPHRASE).await.unwrap();
+    assert_eq!(v.conversation(c.id).await.unwrap().title, "Secret plans ✈️");
+    assert_eq!(
+        v.message(edited.id).await.unwrap().content,
+        "Lisbon, loudly."
+    );
+    assert_eq!(
+        v.message(msgs[1].id).await.unwrap().content,
+        "Where to in May?"
+    );
+}

@@ -282,3 +282,286 @@ async fn nothing_readable_reaches_the_database_file() {
         );
     }
 }
+
+/// Edits the vault header stored in a SQLite vault file, as someone with
+/// the file could.
+fn edit_meta(path: &std::path::Path, sql: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute(sql, []).unwrap();
+}
+
+/// An encrypted SQLite vault with one conversation, closed.
+async fn encrypted_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let v = Vault::open_encrypted(sqlite(dir).await, PASSPHRASE, fast_options(clock()))
+        .await
+        .unwrap();
+    v.create_conversation(NewConversation::titled("secret"))
+        .await
+        .unwrap();
+    drop(v);
+    dir.path().join("v.db")
+}
+
+#[tokio::test]
+async fn an_edited_header_never_opens_an_encrypted_vault_as_plaintext() {
+    let header_to_plaintext = "UPDATE meta SET value = CAST(replace(CAST(value AS TEXT), \
+        '\"encrypted\":true', '\"encrypted\":false') AS BLOB) WHERE key = 'vault.header'";
+    let cases: [(&str, &[&str]); 4] = [
+        ("header says plaintext", &[header_to_plaintext]),
+        (
+            "header deleted",
+            &["DELETE FROM meta WHERE key = 'vault.header'"],
+        ),
+        (
+            "header says plaintext and the envelope is gone",
+            &[
+                header_to_plaintext,
+                "DELETE FROM meta WHERE key = 'vault.keys'",
+            ],
+        ),
+        (
+            "header and envelope both gone",
+            &[
+                "DELETE FROM meta WHERE key = 'vault.header'",
+                "DELETE FROM meta WHERE key = 'vault.keys'",
+            ],
+        ),
+    ];
+    for (what, edits) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = encrypted_file(&dir).await;
+        for sql in edits {
+            edit_meta(&path, sql);
+        }
+        let err = Vault::open(sqlite(&dir).await, fast_options(clock()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, VaultError::TamperedHeader { .. }),
+            "{what}: {err:?}"
+        );
+        let err = Vault::probe(sqlite(&dir).await.as_ref()).await.unwrap_err();
+        assert!(matches!(err, VaultError::TamperedHeader { .. }), "{what}");
+        // Nothing was written: no plaintext write slipped in.
+        let store = sqlite(&dir).await;
+        assert_eq!(store.usage().await.unwrap().conversations, 1, "{what}");
+    }
+
+    // A header that does not parse never opens either way.
+    let dir = tempfile::tempdir().unwrap();
+    let path = encrypted_file(&dir).await;
+    edit_meta(
+        &path,
+        "UPDATE meta SET value = CAST('{\"formatVersion\":1,' AS BLOB) WHERE key = 'vault.header'",
+    );
+    for passphrase in [None, Some(PASSPHRASE)] {
+        let store = sqlite(&dir).await;
+        let result = match passphrase {
+            None => Vault::open(store, fast_options(clock())).await,
+            Some(p) => Vault::open_encrypted(store, p, fast_options(clock())).await,
+        };
+        assert!(
+            matches!(result, Err(VaultError::CorruptMetadata { .. })),
+            "{result:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn after_a_rotation_new_records_do_not_open_with_the_old_envelope() {
+    use chatvault_crypto::{KdfPolicy, KeyEnvelope, RecordAad};
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let v = Vault::open_encrypted(store.clone(), PASSPHRASE, fast_options(clock()))
+        .await
+        .unwrap();
+    let c = v
+        .create_conversation(NewConversation::titled("t"))
+        .await
+        .unwrap();
+    let before = v
+        .add_message(c.id, NewMessage::new(Role::User, "before"))
+        .await
+        .unwrap();
+    let old_envelope = v.replica().key_envelope_json().await.unwrap().unwrap();
+
+    v.rotate_data_key(PASSPHRASE).await.unwrap();
+    let after = v
+        .add_message(c.id, NewMessage::new(Role::User, "after"))
+        .await
+        .unwrap();
+    let new_envelope = v.replica().key_envelope_json().await.unwrap().unwrap();
+    assert_ne!(new_envelope, old_envelope);
+
+    // Someone holding the pre-rotation envelope and the passphrase.
+    let stale = KeyEnvelope::from_json(&old_envelope)
+        .unwrap()
+        .unlock_with_policy(PASSPHRASE, KdfPolicy::insecure_allow_weak_for_tests())
+        .unwrap()
+        .keyring;
+    let open_with = |keyring: &chatvault_crypto::Keyring, record: &MessageRecord| {
+        let (id, conv, version) = (
+            record.id.to_string(),
+            record.conversation_id.to_string(),
+            record.version.to_string(),
+        );
+        let aad = RecordAad::new("message", &id)
+            .with_conversation(&conv)
+            .with_version(&version);
+        keyring.open(&aad, record.body.as_bytes())
+    };
+    let stored_before = store.message(before.id).await.unwrap().unwrap();
+    let stored_after = store.message(after.id).await.unwrap().unwrap();
+    assert!(open_with(&stale, &stored_before).is_ok());
+    assert_eq!(
+        open_with(&stale, &stored_after),
+        Err(chatvault_crypto::CryptoError::UnknownKey { id: 2 })
+    );
+    // After a re-key, not even the old records open with it.
+    v.rekey(None).await.unwrap();
+    let resealed = store.message(before.id).await.unwrap().unwrap();
+    assert!(open_with(&stale, &resealed).is_err());
+    assert_eq!(v.message(before.id).await.unwrap().content, "before");
+}
+
+#[tokio::test]
+async fn a_device_adopts_a_rotated_envelope_but_never_an_older_or_foreign_one() {
+    use chatvault_crypto::{KdfPolicy, KeyEnvelope, PassphraseKeys};
+    let policy = KdfPolicy::insecure_allow_weak_for_tests();
+    let keys_for = |json: &str| {
+        let envelope = KeyEnvelope::from_json(json).unwrap();
+        PassphraseKeys::derive_with_policy(PASSPHRASE, envelope.kdf(), envelope.salt(), policy)
+            .unwrap()
+    };
+    let a = Vault::open_encrypted(
+        Arc::new(MemoryStore::new()),
+        PASSPHRASE,
+        fast_options(clock()),
+    )
+    .await
+    .unwrap();
+    let c = a
+        .create_conversation(NewConversation::titled("shared"))
+        .await
+        .unwrap();
+    let first = a.replica().key_envelope_json().await.unwrap().unwrap();
+    // Device B joins on the account's envelope and holds A's record.
+    let b_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let b = Vault::builder()
+        .store(b_store.clone())
+        .options(fast_options(clock()))
+        .passphrase(PASSPHRASE)
+        .account_envelope(&first)
+        .open()
+        .await
+        .unwrap();
+    let pending = a.replica().pending_changes(10).await.unwrap();
+    b.replica()
+        .apply_changes(pending.into_iter().map(|e| e.change).collect())
+        .await
+        .unwrap();
+
+    // A rotates (as its sync client would: prepare, server, commit) and
+    // writes with the new key.
+    let rotation = a.replica().prepare_key_rotation(PASSPHRASE).await.unwrap();
+    a.replica()
+        .commit_passphrase_change(&rotation)
+        .await
+        .unwrap();
+    let m = a
+        .add_message(c.id, NewMessage::new(Role::User, "new key"))
+        .await
+        .unwrap();
+    let rotated = rotation.envelope_json();
+
+    // B cannot read it yet, adopts the rotated envelope, then can.
+    let change = a
+        .replica()
+        .pending_changes(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .filter(|ch| ch.entity_id == m.id.into())
+        .collect();
+    b.replica().apply_changes(change).await.unwrap();
+    assert!(matches!(
+        b.message(m.id).await,
+        Err(VaultError::CorruptRecord { .. })
+    ));
+    assert!(b
+        .replica()
+        .adopt_key_envelope(&rotated, &keys_for(&rotated))
+        .await
+        .unwrap());
+    assert_eq!(b.message(m.id).await.unwrap().content, "new key");
+    assert_eq!(b.conversation(c.id).await.unwrap().title, "shared");
+    // B now writes with key 2, which A reads.
+    let n = b
+        .add_message(c.id, NewMessage::new(Role::Assistant, "from b"))
+        .await
+        .unwrap();
+    let stored = b_store.message(n.id).await.unwrap().unwrap();
+    assert_eq!(&stored.body.as_bytes()[..5], &[2, 0, 0, 0, 2]);
+
+    // Going back to the pre-rotation envelope is refused, and so is another
+    // vault's envelope; nothing changes.
+    let err = b
+        .replica()
+        .adopt_key_envelope(&first, &keys_for(&first))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VaultError::StaleEnvelope {
+                offered: 1,
+                current: 2
+            }
+        ),
+        "{err:?}"
+    );
+    let stranger = Vault::open_encrypted(
+        Arc::new(MemoryStore::new()),
+        PASSPHRASE,
+        fast_options(clock()),
+    )
+    .await
+    .unwrap();
+    let (foreign, _) = {
+        let json = stranger
+            .replica()
+            .key_envelope_json()
+            .await
+            .unwrap()
+            .unwrap();
+        let rotated = KeyEnvelope::from_json(&json)
+            .unwrap()
+            .rotate_with_policy(
+                PASSPHRASE,
+                PASSPHRASE,
+                chatvault_crypto::KdfParams::insecure_fast_for_tests(),
+                policy,
+            )
+            .unwrap();
+        let rotated = rotated
+            .0
+            .rotate_with_policy(
+                PASSPHRASE,
+                PASSPHRASE,
+                chatvault_crypto::KdfParams::insecure_fast_for_tests(),
+                policy,
+            )
+            .unwrap();
+        (rotated.0.to_json(), ())
+    };
+    let err = b
+        .replica()
+        .adopt_key_envelope(&foreign, &keys_for(&foreign))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VaultError::ForeignAccountKey), "{err:?}");
+    assert_eq!(
+        b.replica().key_envelope_json().await.unwrap().unwrap(),
+        rotated
+    );
+}

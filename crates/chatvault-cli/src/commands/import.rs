@@ -33,6 +33,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> Result<()> {
             move |p: Progress| {
                 let phase = match p.phase {
                     ProgressPhase::Importing => "importing",
+                    ProgressPhase::Rekeying => "re-keying",
                     _ => "validating",
                 };
                 if bar.message() != phase {

@@ -21,7 +21,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     let ctx = Context::new(cli.store)?;
     match cli.command {
         Command::Init { encrypt } => ctx.init(encrypt).await,
-        Command::Passwd => ctx.passwd().await,
+        Command::Passwd { rotate_key } => ctx.passwd(rotate_key).await,
+        Command::Rekey => ctx.rekey().await,
         Command::Conv(c) => conv::run(&ctx, c).await,
         Command::Msg(c) => msg::run(&ctx, c).await,
         Command::Stats(json) => stats::run(&ctx, json).await,
@@ -164,7 +165,7 @@ impl Context {
         Ok(())
     }
 
-    async fn passwd(&self) -> Result<()> {
+    async fn passwd(&self, rotate_key: bool) -> Result<()> {
         let store = self.open_store(Access::Existing).await?;
         if Vault::probe(store.as_ref()).await? != VaultProbe::Encrypted {
             bail!(
@@ -189,6 +190,53 @@ impl Context {
             .await
             .context("cannot change the passphrase")?;
         println!("passphrase changed");
+        if rotate_key {
+            vault
+                .rotate_data_key(new.expose())
+                .await
+                .context("cannot rotate the data key")?;
+            println!("data key rotated; run `chatvault rekey` to re-seal older records");
+        }
+        Ok(())
+    }
+
+    async fn rekey(&self) -> Result<()> {
+        let store = self.open_store(Access::Existing).await?;
+        if Vault::probe(store.as_ref()).await? != VaultProbe::Encrypted {
+            bail!(
+                "{} is not encrypted: nothing to re-key",
+                self.store.display()
+            );
+        }
+        let passphrase = passphrase::read(&self.unlock_source())?;
+        let vault = Vault::open_encrypted(store, passphrase.expose(), vault_options())
+            .await
+            .with_context(|| format!("cannot open vault {}", self.store.display()))?;
+        let bar = crate::progress::bar(None, "re-keying");
+        let shown = bar.clone();
+        let report = vault
+            .rekey(Some(std::sync::Arc::new(move |p: chatvault::Progress| {
+                if let Some(total) = p.total {
+                    shown.set_length(total);
+                }
+                shown.set_position(p.done);
+            })))
+            .await
+            .context("cannot re-key the vault")?;
+        bar.finish_and_clear();
+        println!(
+            "re-sealed {} of {} records under the newest key{}",
+            report.resealed,
+            report.seen,
+            if report.damaged.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} damaged records left as they were",
+                    report.damaged.len()
+                )
+            }
+        );
         Ok(())
     }
 }

@@ -424,9 +424,13 @@ impl Batcher {
                     created_at: c.created_at,
                     updated_at: c.updated_at,
                     version: c.version,
-                    body: self
-                        .codec
-                        .encode(EntityKind::Conversation, c.id.into(), &body)?,
+                    body: self.codec.encode(
+                        EntityKind::Conversation,
+                        c.id.into(),
+                        None,
+                        c.version,
+                        &body,
+                    )?,
                 };
                 self.batch.push(WriteOp::MergeAndEnqueue(
                     Incoming::Conversation(record),
@@ -446,7 +450,13 @@ impl Batcher {
                     created_at: m.created_at,
                     updated_at: m.updated_at,
                     version: m.version,
-                    body: self.codec.encode(EntityKind::Message, m.id.into(), &body)?,
+                    body: self.codec.encode(
+                        EntityKind::Message,
+                        m.id.into(),
+                        Some(m.conversation_id),
+                        m.version,
+                        &body,
+                    )?,
                 })
             }
             ExportItem::Tombstone(t) => Incoming::Tombstone(Tombstone {

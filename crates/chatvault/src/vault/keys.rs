@@ -5,20 +5,33 @@
 //! new device, adopt an envelope changed elsewhere, a two-step passphrase
 //! change) reached through [`Replica`].
 //!
+//! Also data-key rotation ([`Vault::rotate_data_key`],
+//! [`Replica::prepare_key_rotation`]) and re-sealing old records under the
+//! newest key ([`Vault::rekey`]).
+//!
 //! The envelope is read by [`read_envelope`] and written through
 //! [`envelope_op`], nowhere else.
 //!
-//! Must never replace a vault's key envelope with one that wraps a
-//! different data key (the vault's records would become unreadable), and
-//! never treat a vault whose header says "encrypted" as plaintext.
+//! Fail closed: the vault's mode is implied by its key material and checked
+//! both ways on every open — a store holding a key envelope (or sealed
+//! records) never opens as plaintext, whatever its header says, and a
+//! header that says "encrypted" without an envelope is an error.
+//!
+//! Must never replace a vault's key envelope with one whose keyring lacks
+//! a key of the current one (the vault's records would become unreadable),
+//! adopt an envelope of a lower generation, or treat a vault with key
+//! material as plaintext.
 
 use super::replica::Replica;
+use super::settings::{Progress, ProgressFn, ProgressPhase};
 use super::{Vault, VaultOptions};
 use crate::codec::Codec;
+use crate::codec::{ConversationBody, MessageBody};
 use crate::{meta_keys, Result, VaultError};
-use chatvault_core::{CoreError, DeviceId, EntityKind, Timestamp};
-use chatvault_crypto::{AuthKey, DataKey, KdfParams, KeyEnvelope, PassphraseKeys, RecordAad, Salt};
-use chatvault_store::{ConversationQuery, Store, WriteBatch, WriteOp};
+use chatvault_core::{CoreError, DeviceId, EntityKind, MessageCursor, Timestamp};
+use chatvault_crypto::{AuthKey, KdfParams, KeyEnvelope, Keyring, PassphraseKeys, Salt};
+use chatvault_store::{ConversationQuery, MessageQuery, Store, WriteBatch, WriteOp};
+use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -89,12 +102,60 @@ async fn write_envelope(store: &dyn Store, envelope: &KeyEnvelope) -> Result<()>
     Ok(())
 }
 
+/// Whether the store holds a key envelope (without parsing it).
+async fn has_envelope(store: &dyn Store) -> Result<bool> {
+    Ok(store.meta(meta_keys::KEYS).await?.is_some())
+}
+
+/// Fails closed when a header that says (or implies) "plaintext" sits next
+/// to key material: a key envelope, or a first conversation whose body is
+/// a sealed blob rather than JSON. Run before opening any vault as
+/// plaintext, or creating one over a store that lost its header.
+async fn check_plaintext(store: &dyn Store) -> Result<()> {
+    if has_envelope(store).await? {
+        return Err(VaultError::TamperedHeader {
+            detail: "plaintext header but a key envelope is present",
+        });
+    }
+    let rows = store
+        .conversations(&ConversationQuery {
+            limit: 1,
+            ..ConversationQuery::default()
+        })
+        .await?;
+    // Plaintext bodies are JSON objects; sealed blobs start with their
+    // format byte (1 or 2).
+    if let Some(first) = rows.first().and_then(|r| r.record.body.as_bytes().first()) {
+        if *first != b'{' {
+            return Err(VaultError::TamperedHeader {
+                detail: "plaintext header but the records are encrypted",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What `store` holds, failing closed like opening does: a header that
+/// says plaintext next to key material is [`VaultError::TamperedHeader`].
+pub(super) async fn probe(store: &dyn Store) -> Result<super::VaultProbe> {
+    use super::VaultProbe;
+    let header = read_header(store).await?;
+    if !header.as_ref().is_some_and(|h| h.encrypted) {
+        check_plaintext(store).await?;
+    }
+    Ok(match header {
+        None => VaultProbe::Empty,
+        Some(h) if h.encrypted => VaultProbe::Encrypted,
+        Some(_) => VaultProbe::Plaintext,
+    })
+}
+
 /// The keys a new vault is created with.
 pub(super) enum NewKeys<'a> {
     /// None: a plaintext vault.
     Plain,
-    /// This envelope (new, or the sync account's) and the data key it wraps.
-    Sealed(&'a KeyEnvelope, DataKey),
+    /// This envelope (new, or the sync account's) and the keyring it wraps.
+    Sealed(&'a KeyEnvelope, Arc<Keyring>),
 }
 
 /// Writes the header (and key envelope) of a new vault in one batch.
@@ -119,9 +180,9 @@ pub(super) async fn create(
     batch.push(WriteOp::SetMeta(meta_keys::HEADER.into(), header_json));
     let codec = match keys {
         NewKeys::Plain => Codec::Plain,
-        NewKeys::Sealed(envelope, data) => {
+        NewKeys::Sealed(envelope, keyring) => {
             batch.push(envelope_op(envelope));
-            Codec::Sealed(data)
+            Codec::sealed(keyring)
         }
     };
     store.write(batch).await?;
@@ -136,7 +197,13 @@ pub(super) async fn open(
     options: VaultOptions,
     passphrase: Option<&str>,
 ) -> Result<Vault> {
-    let (header, codec) = match (read_header(store.as_ref()).await?, passphrase) {
+    let header = read_header(store.as_ref()).await?;
+    // A store without a header, or whose header says plaintext, must hold
+    // no key material: otherwise the header was deleted or edited.
+    if !header.as_ref().is_some_and(|h| h.encrypted) {
+        check_plaintext(store.as_ref()).await?;
+    }
+    let (header, codec) = match (header, passphrase) {
         (None, None) => create(store.as_ref(), &options, NewKeys::Plain).await?,
         (None, Some(p)) => {
             let (envelope, keys) =
@@ -144,7 +211,7 @@ pub(super) async fn open(
             create(
                 store.as_ref(),
                 &options,
-                NewKeys::Sealed(&envelope, keys.data),
+                NewKeys::Sealed(&envelope, Arc::new(keys.keyring)),
             )
             .await?
         }
@@ -156,7 +223,7 @@ pub(super) async fn open(
             let keys = stored
                 .envelope
                 .unlock_with_policy(passphrase, options.kdf_policy)?;
-            (h, Codec::Sealed(keys.data))
+            (h, Codec::sealed(Arc::new(keys.keyring)))
         }
     };
     Vault::assemble(store, options, header, codec).await
@@ -169,12 +236,14 @@ pub(super) async fn open(
 /// - an empty store gets a new vault (new device id) whose envelope is that
 ///   one — records pushed by the account's other devices decrypt here;
 /// - a store holding a vault of the same account whose envelope differs
-///   (the passphrase was changed elsewhere, or a local change was
-///   interrupted) adopts it, after checking that its data key opens the
-///   vault's records;
+///   (the passphrase was changed or the key rotated elsewhere, or a local
+///   change was interrupted) adopts it, after checking that it is not
+///   older (generation), that its keyring names every key the vault's
+///   does, and that it opens the vault's records;
 /// - anything else is refused: [`VaultError::WrongPassphrase`],
 ///   [`VaultError::NotEncrypted`] for a plaintext vault,
-///   [`VaultError::ForeignAccountKey`] for a vault of another account.
+///   [`VaultError::ForeignAccountKey`] for a vault of another account,
+///   [`VaultError::StaleEnvelope`] for an older envelope.
 pub(super) async fn open_with_envelope(
     store: Arc<dyn Store>,
     envelope_json: &str,
@@ -182,12 +251,18 @@ pub(super) async fn open_with_envelope(
     options: VaultOptions,
 ) -> Result<Vault> {
     let envelope = KeyEnvelope::from_json(envelope_json)?;
-    let theirs = envelope
-        .unlock_with_policy(passphrase, options.kdf_policy)?
-        .data;
-    let header = match read_header(store.as_ref()).await? {
+    let theirs = Arc::new(
+        envelope
+            .unlock_with_policy(passphrase, options.kdf_policy)?
+            .keyring,
+    );
+    let header = read_header(store.as_ref()).await?;
+    if !header.as_ref().is_some_and(|h| h.encrypted) {
+        check_plaintext(store.as_ref()).await?;
+    }
+    let header = match header {
         // A new vault is created on the account's envelope directly, in
-        // one write: the data key is the account's from the start.
+        // one write: the keyring is the account's from the start.
         None => {
             let (header, codec) =
                 create(store.as_ref(), &options, NewKeys::Sealed(&envelope, theirs)).await?;
@@ -196,15 +271,26 @@ pub(super) async fn open_with_envelope(
         Some(h) if !h.encrypted => return Err(VaultError::NotEncrypted),
         Some(h) => h,
     };
-    if read_envelope(store.as_ref()).await?.envelope != envelope {
-        if !opens_local_records(store.as_ref(), &theirs).await? {
+    let local = read_envelope(store.as_ref()).await?.envelope;
+    if local != envelope {
+        if envelope.generation() < local.generation() {
+            return Err(VaultError::StaleEnvelope {
+                offered: envelope.generation(),
+                current: local.generation(),
+            });
+        }
+        let names_every_key = local
+            .key_ids()
+            .iter()
+            .all(|id| envelope.key_ids().contains(id));
+        if !names_every_key || !opens_local_records(store.as_ref(), &theirs).await? {
             return Err(VaultError::ForeignAccountKey);
         }
         write_envelope(store.as_ref(), &envelope).await?;
         tracing::info!("vault now uses the sync account's key envelope");
     }
     // The envelope now in the vault wraps `theirs`: no second unlock.
-    Vault::assemble(store, options, header, Codec::Sealed(theirs)).await
+    Vault::assemble(store, options, header, Codec::sealed(theirs)).await
 }
 
 impl Vault {
@@ -227,6 +313,173 @@ impl Vault {
         tracing::info!("vault passphrase changed");
         Ok(())
     }
+
+    /// Rotates the data key of an encrypted vault: adds a fresh key to the
+    /// keyring that seals everything written from now on, and stores the
+    /// new envelope (same passphrase, fresh salt) in one atomic write.
+    /// Records written before stay readable (their keys stay in the
+    /// keyring); [`rekey`](Self::rekey) re-seals them under the new key.
+    ///
+    /// Unlike [`change_passphrase`](Self::change_passphrase), this protects
+    /// what is written afterwards from anyone holding an old copy of the
+    /// envelope and the passphrase. A vault that syncs rotates through its
+    /// sync client ([`Replica::prepare_key_rotation`]), which gives the
+    /// server the new envelope first so every device follows.
+    pub async fn rotate_data_key(&self, passphrase: &str) -> Result<()> {
+        if !self.is_encrypted() {
+            return Err(VaultError::NotEncrypted);
+        }
+        let stored = read_envelope(self.store.as_ref()).await?;
+        let (rotated, keys) = stored.envelope.rotate_with_policy(
+            passphrase,
+            passphrase,
+            self.kdf,
+            self.kdf_policy,
+        )?;
+        write_envelope(self.store.as_ref(), &rotated).await?;
+        self.codec.replace_keyring(Arc::new(keys.keyring));
+        tracing::info!(key = %self.current_key_id(), "vault data key rotated");
+        Ok(())
+    }
+
+    fn current_key_id(&self) -> String {
+        self.codec
+            .keyring()
+            .map_or_else(String::new, |k| k.current_key_id().to_string())
+    }
+
+    /// Re-seals every record not yet sealed by the newest data key in the
+    /// newest record format (after [`rotate_data_key`](Self::rotate_data_key),
+    /// or on a vault written by an older chatvault), [`PAGE`](super::records::PAGE)
+    /// records per write so memory stays flat however large the vault.
+    /// Versions and times are kept: this is a local re-encryption, not an
+    /// edit, so nothing is queued for sync. `progress` gets
+    /// [`ProgressPhase::Rekeying`] reports (units: records looked at).
+    ///
+    /// A record that does not open is left as it is and counted in
+    /// [`RekeyReport::damaged`]; a plaintext vault has nothing to do.
+    pub async fn rekey(&self, progress: Option<ProgressFn>) -> Result<RekeyReport> {
+        let mut report = RekeyReport::default();
+        if !self.is_encrypted() {
+            return Ok(report);
+        }
+        let total = {
+            let usage = self.store.usage().await?;
+            Some(usage.conversations + usage.messages)
+        };
+        let tell = |done: u64| {
+            if let Some(p) = &progress {
+                p(Progress {
+                    phase: ProgressPhase::Rekeying,
+                    done,
+                    total,
+                });
+            }
+        };
+        let mut conversations = Vec::new();
+        let mut pages = std::pin::pin!(self.conversation_row_pages());
+        while let Some(rows) = pages.try_next().await? {
+            let mut batch = WriteBatch::new();
+            for row in rows {
+                let record = row.record;
+                conversations.push(record.id);
+                report.seen += 1;
+                if self.codec.is_current(&record.body) {
+                    continue;
+                }
+                let (kind, id, version) =
+                    (EntityKind::Conversation, record.id.into(), record.version);
+                match self
+                    .codec
+                    .decode::<ConversationBody>(kind, id, None, version, &record.body)
+                {
+                    Ok(body) => {
+                        let body = self.codec.encode(kind, id, None, version, &body)?;
+                        batch.push(WriteOp::PutConversation(
+                            chatvault_core::ConversationRecord { body, ..record },
+                        ));
+                        report.resealed += 1;
+                    }
+                    Err(_) => report.damaged.push(id),
+                }
+            }
+            if !batch.ops.is_empty() {
+                self.store.write(batch).await?;
+            }
+            tell(report.seen);
+        }
+        for conversation in conversations {
+            let mut before: Option<MessageCursor> = None;
+            loop {
+                let page = self
+                    .store
+                    .messages(&MessageQuery {
+                        conversation_id: conversation,
+                        before,
+                        limit: super::records::PAGE,
+                    })
+                    .await?;
+                let full = page.len() == super::records::PAGE;
+                before = page.last().map(|m| MessageCursor {
+                    created_at: m.created_at,
+                    id: m.id,
+                });
+                let mut batch = WriteBatch::new();
+                for record in page {
+                    report.seen += 1;
+                    if self.codec.is_current(&record.body) {
+                        continue;
+                    }
+                    let (kind, id, conv, version) = (
+                        EntityKind::Message,
+                        record.id.into(),
+                        Some(record.conversation_id),
+                        record.version,
+                    );
+                    match self
+                        .codec
+                        .decode::<MessageBody>(kind, id, conv, version, &record.body)
+                    {
+                        Ok(body) => {
+                            let body = self.codec.encode(kind, id, conv, version, &body)?;
+                            batch.push(WriteOp::PutMessage(chatvault_core::MessageRecord {
+                                body,
+                                ..record
+                            }));
+                            report.resealed += 1;
+                        }
+                        Err(_) => report.damaged.push(id),
+                    }
+                }
+                if !batch.ops.is_empty() {
+                    self.store.write(batch).await?;
+                }
+                tell(report.seen);
+                if !full {
+                    break;
+                }
+            }
+        }
+        tracing::info!(
+            seen = report.seen,
+            resealed = report.resealed,
+            damaged = report.damaged.len(),
+            "re-key finished"
+        );
+        Ok(report)
+    }
+}
+
+/// What [`Vault::rekey`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RekeyReport {
+    /// Records looked at.
+    pub seen: u64,
+    /// Records re-sealed under the newest key.
+    pub resealed: u64,
+    /// Records that did not open and were left as they are.
+    pub damaged: Vec<chatvault_core::RecordId>,
 }
 
 /// A passphrase change prepared in memory by
@@ -238,6 +491,8 @@ pub struct PassphraseChange {
     previous: String,
     envelope: KeyEnvelope,
     auth_key: AuthKey,
+    /// The keyring the new envelope wraps (a rotation adds a key).
+    keyring: Arc<Keyring>,
 }
 
 impl PassphraseChange {
@@ -304,6 +559,37 @@ impl Replica<'_> {
             previous: stored.json,
             envelope: rewrapped,
             auth_key: keys.auth,
+            keyring: Arc::new(keys.keyring),
+        })
+    }
+
+    /// First half of a data-key rotation that must also reach a server
+    /// (see [`Vault::rotate_data_key`]): a new envelope whose keyring adds
+    /// a fresh key, under the same `passphrase` with a fresh salt, so the
+    /// auth key changes too. Send it to the server like a passphrase
+    /// change, then [`commit_passphrase_change`](Self::commit_passphrase_change):
+    /// from then on this vault seals with the new key, and other devices
+    /// adopt the envelope when they next sign in.
+    ///
+    /// [`VaultError::WrongPassphrase`] if `passphrase` does not open the
+    /// vault.
+    pub async fn prepare_key_rotation(&self, passphrase: &str) -> Result<PassphraseChange> {
+        let vault = self.vault;
+        if !vault.is_encrypted() {
+            return Err(VaultError::NotEncrypted);
+        }
+        let stored = read_envelope(vault.store.as_ref()).await?;
+        let (rotated, keys) = stored.envelope.rotate_with_policy(
+            passphrase,
+            passphrase,
+            vault.kdf,
+            vault.kdf_policy,
+        )?;
+        Ok(PassphraseChange {
+            previous: stored.json,
+            envelope: rotated,
+            auth_key: keys.auth,
+            keyring: Arc::new(keys.keyring),
         })
     }
 
@@ -317,22 +603,26 @@ impl Replica<'_> {
             return Err(VaultError::EnvelopeChanged);
         }
         write_envelope(store, &change.envelope).await?;
-        tracing::info!("vault passphrase changed (prepared change committed)");
+        self.vault.codec.replace_keyring(change.keyring.clone());
+        tracing::info!("vault key envelope changed (prepared change committed)");
         Ok(())
     }
 
     /// Makes `envelope_json` (fetched from the sync server, opened with
     /// `keys` derived from the account's current salt and parameters) this
-    /// vault's key envelope — after a passphrase change made on another
-    /// device, or one whose local half was interrupted. Refused with
-    /// [`VaultError::ForeignAccountKey`] unless it wraps this vault's own
-    /// data key. `false` if it already was the vault's envelope.
+    /// vault's key envelope — after a passphrase change or key rotation
+    /// made on another device, or one whose local half was interrupted.
+    /// From then on the vault seals with the envelope's newest key.
+    /// Refused with [`VaultError::ForeignAccountKey`] unless its keyring
+    /// contains every key of this vault's (same vault id, same keys), and
+    /// with [`VaultError::StaleEnvelope`] if it is older than the vault's.
+    /// `false` if it already was the vault's envelope.
     pub async fn adopt_key_envelope(
         &self,
         envelope_json: &str,
         keys: &PassphraseKeys,
     ) -> Result<bool> {
-        let Codec::Sealed(own) = self.vault.codec.as_ref() else {
+        let Some(own) = self.vault.codec.keyring() else {
             return Err(VaultError::NotEncrypted);
         };
         let store = self.vault.store.as_ref();
@@ -341,26 +631,26 @@ impl Replica<'_> {
         if current.envelope == envelope {
             return Ok(false);
         }
-        let theirs = envelope.unlock_with_keys(keys)?.data;
-        if !same_data_key(own, &theirs)? {
+        if envelope.generation() < current.envelope.generation() {
+            return Err(VaultError::StaleEnvelope {
+                offered: envelope.generation(),
+                current: current.envelope.generation(),
+            });
+        }
+        let theirs = envelope.unlock_with_keys(keys)?.keyring;
+        if !theirs.contains(&own) {
             return Err(VaultError::ForeignAccountKey);
         }
         write_envelope(store, &envelope).await?;
+        self.vault.codec.replace_keyring(Arc::new(theirs));
         tracing::info!("adopted the key envelope of the sync account");
         Ok(true)
     }
 }
 
-/// Whether two data keys are the same key: what one seals, the other opens.
-fn same_data_key(a: &DataKey, b: &DataKey) -> Result<bool> {
-    let aad = RecordAad::new("chatvault/key-check", "0");
-    let probe = a.seal(&aad, b"same key?")?;
-    Ok(b.open(&aad, &probe).is_ok())
-}
-
-/// Whether `key` opens the vault's records (checked on one conversation: a
-/// vault without conversations has nothing to lose).
-async fn opens_local_records(store: &dyn Store, key: &DataKey) -> Result<bool> {
+/// Whether `keyring` opens the vault's records (checked on one
+/// conversation: a vault without conversations has nothing to lose).
+async fn opens_local_records(store: &dyn Store, keyring: &Arc<Keyring>) -> Result<bool> {
     let rows = store
         .conversations(&ConversationQuery {
             limit: 1,
@@ -370,7 +660,13 @@ async fn opens_local_records(store: &dyn Store, key: &DataKey) -> Result<bool> {
     let Some(row) = rows.first() else {
         return Ok(true);
     };
-    let id = row.record.id.to_string();
-    let aad = RecordAad::new(EntityKind::Conversation.as_str(), &id);
-    Ok(key.open(&aad, row.record.body.as_bytes()).is_ok())
+    let codec = Codec::sealed(keyring.clone());
+    let body: Result<ConversationBody> = codec.decode(
+        EntityKind::Conversation,
+        row.record.id.into(),
+        None,
+        row.record.version,
+        &row.record.body,
+    );
+    Ok(body.is_ok())
 }

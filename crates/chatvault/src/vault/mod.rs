@@ -34,7 +34,7 @@ mod types;
 pub use builder::{VaultBuilder, VaultOptions, VaultProbe};
 pub use export_run::{ExportEncryption, ExportOptions, ExportReport};
 pub use import_run::{ImportOptions, ImportRejection, ImportReport, ImportSource};
-pub use keys::PassphraseChange;
+pub use keys::{PassphraseChange, RekeyReport};
 pub use replica::{RemoteApply, Replica};
 pub use retention_run::{RetentionMode, RetentionReport};
 pub use settings::{is_encrypted_export, Progress, ProgressFn, ProgressPhase};
@@ -137,11 +137,7 @@ impl Vault {
     /// What `store` holds: no vault yet, a plaintext or an encrypted one.
     /// Reads only the header (no passphrase needed).
     pub async fn probe(store: &dyn Store) -> Result<VaultProbe> {
-        Ok(match keys::read_header(store).await? {
-            None => VaultProbe::Empty,
-            Some(h) if h.encrypted => VaultProbe::Encrypted,
-            Some(_) => VaultProbe::Plaintext,
-        })
+        keys::probe(store).await
     }
 
     /// A vault on `store` once its header is known and its content key

@@ -41,7 +41,7 @@ impl Vault {
             version,
             body: self
                 .codec
-                .encode(EntityKind::Conversation, id.into(), &body)?,
+                .encode(EntityKind::Conversation, id.into(), None, version, &body)?,
         };
         let mut batch = WriteBatch::new();
         batch.push(WriteOp::PutConversation(record.clone()));
@@ -116,9 +116,13 @@ impl Vault {
         update: ConversationUpdate,
     ) -> Result<Conversation> {
         let row = self.existing_conversation(id).await?;
-        let mut body: ConversationBody =
-            self.codec
-                .decode(EntityKind::Conversation, id.into(), &row.record.body)?;
+        let mut body: ConversationBody = self.codec.decode(
+            EntityKind::Conversation,
+            id.into(),
+            None,
+            row.record.version,
+            &row.record.body,
+        )?;
         if let Some(title) = update.title {
             body.title = title;
         }
@@ -131,7 +135,7 @@ impl Vault {
             version,
             body: self
                 .codec
-                .encode(EntityKind::Conversation, id.into(), &body)?,
+                .encode(EntityKind::Conversation, id.into(), None, version, &body)?,
             ..row.record
         };
         let mut batch = WriteBatch::new();
@@ -197,7 +201,13 @@ impl Vault {
                 created_at,
                 updated_at: created_at.max(now),
                 version,
-                body: self.codec.encode(EntityKind::Message, id.into(), &body)?,
+                body: self.codec.encode(
+                    EntityKind::Message,
+                    id.into(),
+                    Some(conversation),
+                    version,
+                    &body,
+                )?,
             };
             batch.push(WriteOp::Enqueue(outbox_item(
                 EntityKind::Message,
@@ -251,9 +261,13 @@ impl Vault {
     /// Changes a message's content and/or metadata.
     pub async fn update_message(&self, id: MessageId, update: MessageUpdate) -> Result<Message> {
         let old = self.existing_message(id).await?;
-        let mut body: MessageBody = self
-            .codec
-            .decode(EntityKind::Message, id.into(), &old.body)?;
+        let mut body: MessageBody = self.codec.decode(
+            EntityKind::Message,
+            id.into(),
+            Some(old.conversation_id),
+            old.version,
+            &old.body,
+        )?;
         if let Some(content) = update.content {
             body.content = content;
         }
@@ -264,7 +278,13 @@ impl Vault {
         let record = MessageRecord {
             updated_at: now,
             version,
-            body: self.codec.encode(EntityKind::Message, id.into(), &body)?,
+            body: self.codec.encode(
+                EntityKind::Message,
+                id.into(),
+                Some(old.conversation_id),
+                version,
+                &body,
+            )?,
             ..old
         };
         let mut batch = WriteBatch::new();
@@ -459,15 +479,21 @@ impl Vault {
         let body: ConversationBody = self.codec.decode(
             EntityKind::Conversation,
             row.record.id.into(),
+            None,
+            row.record.version,
             &row.record.body,
         )?;
         Ok(to_conversation(row.record, row.activity_at, body))
     }
 
     pub(super) fn decode_message(&self, record: MessageRecord) -> Result<Message> {
-        let body: MessageBody =
-            self.codec
-                .decode(EntityKind::Message, record.id.into(), &record.body)?;
+        let body: MessageBody = self.codec.decode(
+            EntityKind::Message,
+            record.id.into(),
+            Some(record.conversation_id),
+            record.version,
+            &record.body,
+        )?;
         Ok(to_message(&record, body))
     }
 }

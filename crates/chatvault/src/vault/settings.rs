@@ -24,6 +24,8 @@ pub enum ProgressPhase {
     Validating,
     /// Reading it again to apply it (units: file bytes).
     Importing,
+    /// Re-sealing records under the newest data key (units: records).
+    Rekeying,
 }
 
 /// How far a long operation got.
