@@ -45,7 +45,14 @@ fn now_ms() -> u64 {
 fn versions(store: &PathBuf, conversation: &str, limit: usize) -> Vec<String> {
     let listed: Value = serde_json::from_str(&ok(
         store,
-        &["msg", "ls", conversation, "--limit", &limit.to_string(), "--json"],
+        &[
+            "msg",
+            "ls",
+            conversation,
+            "--limit",
+            &limit.to_string(),
+            "--json",
+        ],
     ))
     .unwrap();
     listed
@@ -73,7 +80,15 @@ fn sequential_processes_stay_at_wall_clock_time() {
     for i in 0..n {
         ok(
             &store,
-            &["msg", "add", &c, "--role", "user", "--content", &i.to_string()],
+            &[
+                "msg",
+                "add",
+                &c,
+                "--role",
+                "user",
+                "--content",
+                &i.to_string(),
+            ],
         );
     }
     let elapsed = started.elapsed();

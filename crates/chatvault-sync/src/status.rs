@@ -61,6 +61,12 @@ pub struct PushReport {
     /// Dead letters put back in the outbox for another try (clock-skew
     /// rejections are retried on a schedule).
     pub requeued: u64,
+    /// Changes the server refused as clock skew that were re-stamped at
+    /// the server's time and pushed again (a device clock that ran ahead).
+    pub restamped: u64,
+    /// The highest version of this device the server has applied (kept so
+    /// a re-stamp never goes below one of its own accepted writes).
+    pub accepted: Option<chatvault_core::Hlc>,
     /// HTTP requests made.
     pub requests: u64,
 }

@@ -16,7 +16,7 @@ use crate::api::{
     SnapshotQuery, SnapshotResponse,
 };
 use crate::store::{Outcome, Pull};
-use crate::sync::{admit, Rejection};
+use crate::sync::{admit, RejectReason, Rejection};
 use crate::types::{Cursor, Seq, SnapshotKey};
 
 /// Most changes in one push.
@@ -93,6 +93,7 @@ pub(crate) async fn push(
                             reason: None,
                             message: None,
                             seq: Some(seq.0),
+                            server_time: None,
                         }
                     }
                     _ => PushResult {
@@ -101,12 +102,14 @@ pub(crate) async fn push(
                         reason: None,
                         message: None,
                         seq: None,
+                        server_time: None,
                     },
                 }
             }
             Err(rejection) => PushResult {
                 op_id: rejection.op_id,
                 status: PushStatus::Rejected,
+                server_time: (rejection.reason == RejectReason::ClockSkew).then(|| now.as_millis()),
                 reason: Some(rejection.reason),
                 message: Some(rejection.message),
                 seq: None,

@@ -18,13 +18,17 @@
 //! [`StampClaim::rebases`]). Writes that replace a record stamped that far
 //! ahead still beat it ([`HlcClock::tick_above`]).
 //!
-//! Must never hand out a stamp without claiming it in the batch that
+//! A pending change the server refused as clock skew is re-stamped at the
+//! server's time ([`Replica::restamp_skewed`]), so it syncs instead of
+//! being resent unchanged until the server's clock catches up with it.
+//!
+//! Must never hand out a clock stamp without claiming it in the batch that
 //! carries it, nor persist the mark in a separate write.
 
-use super::records::not_found;
-use super::Vault;
+use super::records::{not_found, outbox_item};
+use super::{Replica, Vault};
 use crate::{meta_keys, Result, VaultError};
-use chatvault_core::{EntityKind, Hlc, HlcClock, Timestamp};
+use chatvault_core::{EntityKind, Hlc, HlcClock, RecordId, Timestamp, Tombstone};
 use chatvault_store::{
     parse_clock_mark, StampClaim, Store, StoreError, WriteBatch, WriteOp, WriteOutcome,
 };
@@ -174,5 +178,99 @@ impl Vault {
             StoreError::ConversationNotFound(id) => not_found(EntityKind::Conversation, id.into()),
             other => VaultError::Store(other),
         })
+    }
+}
+
+impl Replica<'_> {
+    /// Re-stamps a pending change the sync server refused as clock skew
+    /// (stamped more than the allowed drift ahead of the server's clock, by
+    /// a device clock that ran ahead): if the vault still holds the record
+    /// (or its tombstone) at exactly the `refused` version, it is written
+    /// again at a version on the server's clock, `server_now` (this
+    /// device's id, so it stays distinct from other devices' stamps) — but
+    /// above `accepted`, the highest version of this device the server has
+    /// accepted, so it never goes below one of its own earlier writes — and
+    /// queued again under a fresh op id. Returns the new version, or `None`
+    /// if the record changed or went since it was read (its newer state is
+    /// what gets pushed) or cannot be stamped lower.
+    ///
+    /// A version another device got accepted above the new one (its clock
+    /// runs ahead, within the drift) wins and comes down in a pull, as any
+    /// concurrent edit would.
+    pub async fn restamp_skewed(
+        &self,
+        kind: EntityKind,
+        id: RecordId,
+        refused: Hlc,
+        server_now: Timestamp,
+        accepted: Option<Hlc>,
+    ) -> Result<Option<Hlc>> {
+        let vault = self.vault;
+        let device = vault.device_id();
+        let wall = u64::try_from(server_now.as_millis()).unwrap_or(0);
+        let mut version = Hlc::new(wall, 0, device)?;
+        if let Some(floor) = accepted.filter(|a| *a >= version) {
+            let counter = floor
+                .counter()
+                .checked_add(1)
+                .ok_or(chatvault_core::CoreError::ClockExhausted)?;
+            version = Hlc::new(floor.wall_ms(), counter, device)?;
+        }
+        if version >= refused {
+            // Not ahead of the server at all: nothing to fix by re-stamping.
+            return Ok(None);
+        }
+        let mut batch = WriteBatch::new();
+        let conversation_id = match kind {
+            EntityKind::Conversation => match vault.store.conversation(id.conversation()).await? {
+                Some(row) if row.record.version == refused => {
+                    batch.push(WriteOp::RequireVersion(kind, id, refused));
+                    batch.push(WriteOp::PutConversation(
+                        chatvault_core::ConversationRecord {
+                            version,
+                            ..row.record
+                        },
+                    ));
+                    None
+                }
+                Some(_) => return Ok(None),
+                None => match vault.store.tombstone(kind, id).await? {
+                    Some(t) if t.version == refused => {
+                        batch.push(WriteOp::Delete(Tombstone { version, ..t }));
+                        None
+                    }
+                    _ => return Ok(None),
+                },
+            },
+            EntityKind::Message => match vault.store.message(id.message()).await? {
+                Some(m) if m.version == refused => {
+                    let conversation = m.conversation_id;
+                    batch.push(WriteOp::RequireVersion(kind, id, refused));
+                    batch.push(WriteOp::PutMessage(chatvault_core::MessageRecord {
+                        version,
+                        ..m
+                    }));
+                    Some(conversation)
+                }
+                Some(_) => return Ok(None),
+                None => match vault.store.tombstone(kind, id).await? {
+                    Some(t) if t.version == refused => {
+                        let conversation = t.conversation_id;
+                        batch.push(WriteOp::Delete(Tombstone { version, ..t }));
+                        conversation
+                    }
+                    _ => return Ok(None),
+                },
+            },
+        };
+        batch.push(WriteOp::Enqueue(outbox_item(kind, id, conversation_id)));
+        match vault.commit(batch).await {
+            Ok(_) => {
+                tracing::info!(%kind, %id, %refused, %version, "re-stamped a change refused as clock skew");
+                Ok(Some(version))
+            }
+            Err(VaultError::Store(StoreError::VersionChanged { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
