@@ -175,7 +175,13 @@ impl SyncClient {
                         report.accepted = report.accepted.max(Some(version));
                     }
                 }
-                PushStatus::Superseded => report.superseded += 1,
+                PushStatus::Superseded => {
+                    report.superseded += 1;
+                    let change = &ready.entry.change;
+                    report
+                        .superseded_records
+                        .push((change.kind, change.entity_id, change.version));
+                }
                 PushStatus::Rejected
                     if self.restamp_skewed(ready, result, report.accepted).await? =>
                 {
