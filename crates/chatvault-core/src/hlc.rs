@@ -8,6 +8,17 @@
 //! whose clock runs backwards still orders its own writes correctly, and a
 //! device whose clock runs far ahead is refused rather than allowed to win
 //! every conflict.
+//!
+//! Clock rules (docs/protocol.md, "Clock"): a device persists the highest
+//! stamp it issued (its *mark*) with the records it covers and resumes just
+//! above it, never at a lease ahead of it; a mark more than
+//! [`REBASE_AFTER_MS`] ahead of the wall clock means the clock ran ahead and
+//! has been fixed, so the device re-bases to the wall clock instead of
+//! continuing from it, and a write that replaces a record stamped that far
+//! ahead gets a one-off stamp just above the record ([`HlcClock::tick_above`])
+//! without dragging the clock forward again.
+//!
+//! Must never do I/O: persisting the mark is the caller's business.
 
 use crate::{CoreError, DeviceId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -17,6 +28,13 @@ use std::str::FromStr;
 /// How far ahead of the local clock a remote stamp may be before it is
 /// refused as clock skew (one hour).
 pub const MAX_CLOCK_DRIFT_MS: u64 = 60 * 60 * 1000;
+
+/// How far ahead of the wall clock a device's persisted mark (or a
+/// version it replaces) may be for the clock to continue from it (one
+/// minute). Beyond that the clock re-bases to the wall clock: a mark that far
+/// ahead was stamped while the device's clock was wrong, and continuing
+/// from it would keep every later write that far ahead for good.
+pub const REBASE_AFTER_MS: u64 = 60 * 1000;
 
 /// Largest wall time a stamp can carry (48 bits of milliseconds: year 10889).
 const MAX_WALL_MS: u64 = (1 << 48) - 1;
@@ -146,6 +164,53 @@ impl HlcClock {
         clock
     }
 
+    /// Whether `mark` is so far ahead of `now` (more than
+    /// [`REBASE_AFTER_MS`]) that a clock must re-base instead of resuming
+    /// from it.
+    pub fn is_far_ahead(mark: Hlc, now: Timestamp) -> bool {
+        mark.wall_ms > wall(now).saturating_add(REBASE_AFTER_MS)
+    }
+
+    /// Folds in a stamp this device issued elsewhere (another process on
+    /// the same store claimed it first), so the next tick is above it. No
+    /// drift check: the stamp is this device's own.
+    pub fn fold(&mut self, issued: Hlc) {
+        if (issued.wall_ms, issued.counter) > (self.last.wall_ms, self.last.counter) {
+            self.last.wall_ms = issued.wall_ms;
+            self.last.counter = issued.counter;
+        }
+    }
+
+    /// A stamp greater than `floor` (the version of the record a write
+    /// replaces) and, when it comes from the clock, greater than every stamp
+    /// issued or observed so far.
+    ///
+    /// A floor within [`REBASE_AFTER_MS`] of `now` is folded into the clock
+    /// first (ordinary HLC). A floor further ahead was stamped by a clock
+    /// that ran ahead: the answer is then the one-off stamp just above it
+    /// (same wall time, next counter, this device) and the clock itself
+    /// stays at the wall clock, so one old record does not drag every later
+    /// write into the future again. Tell the two apart by comparing the
+    /// answer with [`HlcClock::last`].
+    pub fn tick_above(&mut self, now: Timestamp, floor: Hlc) -> Result<Hlc, CoreError> {
+        if !Self::is_far_ahead(floor, now) {
+            self.fold(floor);
+            return self.tick(now);
+        }
+        let stamp = self.tick(now)?;
+        if stamp > floor {
+            return Ok(stamp);
+        }
+        Ok(Hlc {
+            wall_ms: floor.wall_ms,
+            counter: floor
+                .counter
+                .checked_add(1)
+                .ok_or(CoreError::ClockExhausted)?,
+            device: self.last.device,
+        })
+    }
+
     /// Changes the tolerated remote drift (default [`MAX_CLOCK_DRIFT_MS`]).
     pub fn with_max_drift(mut self, max_drift_ms: u64) -> Self {
         self.max_drift_ms = max_drift_ms;
@@ -164,7 +229,7 @@ impl HlcClock {
 
     /// A new stamp, greater than every stamp issued or observed so far.
     pub fn tick(&mut self, now: Timestamp) -> Result<Hlc, CoreError> {
-        let now = now.as_millis().clamp(0, MAX_WALL_MS as i64) as u64;
+        let now = wall(now);
         if now > self.last.wall_ms {
             self.last.wall_ms = now;
             self.last.counter = 0;
@@ -194,6 +259,11 @@ impl HlcClock {
         }
         Ok(())
     }
+}
+
+/// `now` as a stamp's wall time (clamped into the representable range).
+fn wall(now: Timestamp) -> u64 {
+    now.as_millis().clamp(0, MAX_WALL_MS as i64) as u64
 }
 
 #[cfg(test)]
@@ -241,6 +311,47 @@ mod tests {
         let seen = Hlc::new(9000, 3, dev(1)).unwrap();
         let mut c = HlcClock::resume(dev(1), Some(seen));
         assert!(c.tick(Timestamp(100)).unwrap() > seen);
+    }
+
+    #[test]
+    fn tick_above_folds_a_near_floor_into_the_clock() {
+        let mut c = HlcClock::new(dev(1));
+        let floor = Hlc::new(5_000, 4, dev(2)).unwrap();
+        let s = c.tick_above(Timestamp(4_000), floor).unwrap();
+        assert!(s > floor);
+        assert_eq!(s, c.last(), "a clock stamp");
+        assert!(c.tick(Timestamp(4_000)).unwrap() > s);
+    }
+
+    #[test]
+    fn tick_above_a_far_ahead_floor_leaves_the_clock_at_wall_time() {
+        let now = Timestamp(1_000_000);
+        let mut c = HlcClock::new(dev(1));
+        let floor = Hlc::new(1_000_000 + REBASE_AFTER_MS + 1, 9, dev(1)).unwrap();
+        let s = c.tick_above(now, floor).unwrap();
+        assert!(s > floor);
+        assert_eq!((s.wall_ms(), s.counter()), (floor.wall_ms(), 10));
+        assert_ne!(s, c.last(), "a one-off stamp, not the clock's");
+        assert_eq!(c.tick(now).unwrap().wall_ms(), 1_000_000);
+    }
+
+    #[test]
+    fn far_ahead_means_beyond_the_rebase_bound() {
+        let now = Timestamp(1_000_000);
+        let at = |ms| Hlc::new(ms, 0, dev(1)).unwrap();
+        assert!(!HlcClock::is_far_ahead(
+            at(1_000_000 + REBASE_AFTER_MS),
+            now
+        ));
+        assert!(HlcClock::is_far_ahead(at(1_000_001 + REBASE_AFTER_MS), now));
+    }
+
+    #[test]
+    fn fold_moves_the_clock_above_a_stamp_issued_elsewhere() {
+        let mut c = HlcClock::new(dev(1));
+        let other = Hlc::new(9_000, 2, dev(1)).unwrap();
+        c.fold(other);
+        assert!(c.tick(Timestamp(100)).unwrap() > other);
     }
 
     #[test]

@@ -36,7 +36,7 @@ mod time;
 
 pub use change::{Change, ChangeOp, DeletePayload, EntityKind, Incoming, UpsertPayload};
 pub use error::CoreError;
-pub use hlc::{Hlc, HlcClock, MAX_CLOCK_DRIFT_MS};
+pub use hlc::{Hlc, HlcClock, MAX_CLOCK_DRIFT_MS, REBASE_AFTER_MS};
 pub use ids::{ConversationId, DeviceId, MessageId, OpId, RecordId, UserId};
 pub use merge::{
     covered_by_conversation_tombstone, merge, resolve, resolve_incoming, Resolution, VersionedState,

@@ -194,6 +194,11 @@ pub struct PushResult {
     /// Feed position of an applied change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// For a `clock_skew` rejection: the server's clock (ms since the
+    /// epoch) when it judged the change, so the device can re-stamp the
+    /// change at the right time instead of resending it unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_time: Option<i64>,
 }
 
 /// The push outcome.

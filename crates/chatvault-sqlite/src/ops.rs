@@ -8,8 +8,9 @@ use chatvault_core::{
 };
 use chatvault_store::{
     import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
-    BatchSource, ConversationQuery, ConversationRow, ConversationUsage, LocalVersion, MessageQuery,
-    OutboxEntry, Result, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome,
+    parse_clock_mark, version_matches, BatchSource, ConversationQuery, ConversationRow,
+    ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, Result, StoreError, TombstoneQuery,
+    Usage, WriteBatch, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
 };
 use rusqlite::{named_params, params, Connection, OptionalExtension, Row, ToSql, Transaction};
 use std::collections::{HashMap, HashSet};
@@ -512,6 +513,30 @@ fn apply(
                 // batch is written.
                 return Err(StoreError::ConversationNotFound(id));
             }
+        }
+        WriteOp::RequireVersion(kind, id, expected) => {
+            if !version_matches(local_version(tx, kind, id)?.as_ref(), expected) {
+                return Err(StoreError::VersionChanged { kind, id });
+            }
+        }
+        WriteOp::ClaimStamps(claim) => {
+            // Read and written inside the batch's IMMEDIATE transaction, so
+            // two processes cannot both pass the check: the mark costs no
+            // write of its own and no extra sync.
+            let stored: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+                .map_err(sql_err)?
+                .query_row([CLOCK_MARK_KEY], |r| r.get(0))
+                .optional()
+                .map_err(sql_err)?;
+            let stored = stored.map(|b| parse_clock_mark(&b)).transpose()?;
+            let next = claim
+                .accept(stored)
+                .map_err(|mark| StoreError::StampsTaken { mark })?;
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
+                .map_err(sql_err)?
+                .execute(params![CLOCK_MARK_KEY, next.to_string().into_bytes()])
+                .map_err(sql_err)?;
         }
         WriteOp::InsertMessage(m) => {
             deferred.add_totals(m.conversation_id, 1, m.body.len() as i64);

@@ -65,6 +65,23 @@ pub enum StoreError {
     /// A batch required a conversation that does not exist.
     #[error("conversation {0} not found")]
     ConversationNotFound(chatvault_core::ConversationId),
+    /// A batch required a record at a version the store no longer holds
+    /// (it changed since the writer read it): re-read and write again.
+    #[error("{kind} {id} changed since it was read; read it again and retry")]
+    VersionChanged {
+        /// The record's kind.
+        kind: chatvault_core::EntityKind,
+        /// The record.
+        id: chatvault_core::RecordId,
+    },
+    /// A batch claimed version stamps another writer of the same store
+    /// (another process of this device) already committed at or above:
+    /// fold `mark` into the clock, re-stamp and retry.
+    #[error("version stamps already taken by another writer of this store (mark {mark}); re-stamp and retry")]
+    StampsTaken {
+        /// The store's clock mark: the highest stamp committed so far.
+        mark: chatvault_core::Hlc,
+    },
     /// A request the contract forbids (e.g. a zero page size).
     #[error("invalid store request: {0}")]
     InvalidRequest(String),

@@ -49,9 +49,9 @@ pub use error::{BoxError, StoreError};
 pub use memory::MemoryStore;
 pub use types::{
     import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
-    Compaction, ConversationQuery, ConversationRow, ConversationUsage, Footprint, LocalVersion,
-    MessageQuery, OutboxEntry, OutboxItem, TombstoneQuery, Usage, WriteBatch, WriteOp,
-    WriteOutcome,
+    parse_clock_mark, version_matches, Compaction, ConversationQuery, ConversationRow,
+    ConversationUsage, Footprint, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, StampClaim,
+    TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
 };
 
 use async_trait::async_trait;

@@ -5,9 +5,9 @@
 use crate::types::check_limit;
 use crate::{
     import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
-    BatchSource, ConversationQuery, ConversationRow, ConversationUsage, Footprint, LocalVersion,
-    MessageQuery, OutboxEntry, OutboxItem, Result, Store, StoreError, TombstoneQuery, Usage,
-    WriteBatch, WriteOp, WriteOutcome,
+    parse_clock_mark, version_matches, BatchSource, ConversationQuery, ConversationRow,
+    ConversationUsage, Footprint, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, Result,
+    Store, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
 };
 use async_trait::async_trait;
 use chatvault_core::{
@@ -98,11 +98,52 @@ impl Inner {
     /// deleted earlier fails it), as they do in a backend that applies the
     /// operations in order inside a transaction. A merge counts by whether
     /// it wins over the state before the batches (a merge that an earlier
-    /// operation of the same batches would flip is not foreseen).
+    /// operation of the same batches would flip is not foreseen). The same
+    /// holds for [`WriteOp::RequireVersion`] and [`WriteOp::ClaimStamps`].
     fn check_requirements(&self, batches: &[WriteBatch]) -> Result<()> {
         let mut conversation_exists: HashMap<ConversationId, bool> = HashMap::new();
         let mut message_exists: HashMap<MessageId, bool> = HashMap::new();
+        // Versions and the clock mark as earlier operations left them.
+        let mut versions: HashMap<(EntityKind, RecordId), Option<LocalVersion>> = HashMap::new();
+        let mut mark: Option<Option<Vec<u8>>> = None;
         for op in batches.iter().flat_map(|b| &b.ops) {
+            self.track_version(op, &mut versions);
+            match op {
+                WriteOp::RequireVersion(kind, id, expected) => {
+                    let stored = match versions.get(&(*kind, *id)) {
+                        Some(v) => v.clone(),
+                        None => self.local_version(*kind, *id),
+                    };
+                    // A message whose conversation an earlier operation
+                    // deleted is gone too.
+                    let orphaned = *kind == EntityKind::Message
+                        && self.messages.get(&id.message()).is_some_and(|m| {
+                            conversation_exists.get(&m.conversation_id) == Some(&false)
+                        });
+                    if orphaned || !version_matches(stored.as_ref(), *expected) {
+                        return Err(StoreError::VersionChanged {
+                            kind: *kind,
+                            id: *id,
+                        });
+                    }
+                }
+                WriteOp::ClaimStamps(claim) => {
+                    let stored = match &mark {
+                        Some(m) => m.clone(),
+                        None => self.meta.get(CLOCK_MARK_KEY).cloned(),
+                    };
+                    let stored = stored.map(|b| parse_clock_mark(&b)).transpose()?;
+                    let next = claim
+                        .accept(stored)
+                        .map_err(|mark| StoreError::StampsTaken { mark })?;
+                    mark = Some(Some(next.to_string().into_bytes()));
+                }
+                WriteOp::SetMeta(key, value) if key == CLOCK_MARK_KEY => {
+                    mark = Some(Some(value.clone()));
+                }
+                WriteOp::DeleteMeta(key) if key == CLOCK_MARK_KEY => mark = Some(None),
+                _ => {}
+            }
             let merged = match op {
                 WriteOp::Merge(incoming) if self.wins(incoming, incoming_wins) => Some(incoming),
                 WriteOp::MergeAndEnqueue(incoming, _) if self.wins(incoming, import_wins) => {
@@ -149,6 +190,45 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// Records what `op` leaves stored for the record it writes (for the
+    /// version checks of later operations of the same batches).
+    fn track_version(
+        &self,
+        op: &WriteOp,
+        versions: &mut HashMap<(EntityKind, RecordId), Option<LocalVersion>>,
+    ) {
+        let stored = |version, deleted| {
+            Some(LocalVersion {
+                version,
+                deleted,
+                body: Vec::new(),
+            })
+        };
+        let merged = match op {
+            WriteOp::Merge(incoming) if self.wins(incoming, incoming_wins) => Some(incoming),
+            WriteOp::MergeAndEnqueue(incoming, _) if self.wins(incoming, import_wins) => {
+                Some(incoming)
+            }
+            _ => None,
+        };
+        match (op, merged) {
+            (WriteOp::PutConversation(r), _) | (_, Some(Incoming::Conversation(r))) => {
+                versions.insert(
+                    (EntityKind::Conversation, r.id.into()),
+                    stored(r.version, false),
+                );
+            }
+            (WriteOp::PutMessage(m) | WriteOp::InsertMessage(m), _)
+            | (_, Some(Incoming::Message(m))) => {
+                versions.insert((EntityKind::Message, m.id.into()), stored(m.version, false));
+            }
+            (WriteOp::Delete(t), _) | (_, Some(Incoming::Tombstone(t))) => {
+                versions.insert((t.kind, t.id), stored(t.version, true));
+            }
+            _ => {}
+        }
     }
 
     /// Body bytes of every live record.
@@ -220,7 +300,19 @@ impl Inner {
 
     fn apply(&mut self, op: WriteOp, outcome: &mut WriteOutcome) {
         match op {
-            WriteOp::RequireConversation(_) => {}
+            // Checked before anything was applied.
+            WriteOp::RequireConversation(_) | WriteOp::RequireVersion(..) => {}
+            WriteOp::ClaimStamps(claim) => {
+                let stored = self
+                    .meta
+                    .get(CLOCK_MARK_KEY)
+                    .and_then(|b| parse_clock_mark(b).ok());
+                // Accepted by the check; a refusal here cannot happen.
+                if let Ok(next) = claim.accept(stored) {
+                    self.meta
+                        .insert(CLOCK_MARK_KEY.into(), next.to_string().into_bytes());
+                }
+            }
             WriteOp::Merge(incoming) => {
                 if self.wins(&incoming, incoming_wins) {
                     self.dequeue(incoming_key(&incoming).1);

@@ -27,8 +27,8 @@
 //! `#[wasm_bindgen_test::wasm_bindgen_test]` as the attribute instead.
 
 use crate::{
-    ConversationQuery, ConversationRow, MessageQuery, OutboxItem, Result, Store, StoreError,
-    TombstoneQuery, WriteBatch, WriteOp,
+    ConversationQuery, ConversationRow, MessageQuery, OutboxItem, Result, StampClaim, Store,
+    StoreError, TombstoneQuery, WriteBatch, WriteOp, CLOCK_MARK_KEY,
 };
 use chatvault_core::{
     Body, ChangeOp, ConversationCursor, ConversationId, ConversationRecord, DeviceId, EntityKind,

@@ -102,6 +102,23 @@ pub enum WriteOp {
     ///
     /// [`StoreError::ConversationNotFound`]: crate::StoreError::ConversationNotFound
     RequireConversation(ConversationId),
+    /// Fail the whole batch with [`StoreError::VersionChanged`] unless the
+    /// store holds this record **live at exactly this version** — checked
+    /// inside the write, so a local edit never replaces a version it did
+    /// not read (a pull that landed in between makes the writer re-read and
+    /// re-apply its edit instead of overwriting the newer version).
+    ///
+    /// [`StoreError::VersionChanged`]: crate::StoreError::VersionChanged
+    RequireVersion(EntityKind, RecordId, Hlc),
+    /// Claim the version stamps this batch issues (see [`StampClaim`]):
+    /// checked against, and recorded in, the device's persisted clock mark
+    /// (metadata key [`CLOCK_MARK_KEY`]) inside the write, so two processes
+    /// writing one store never commit the same stamp and the mark costs no
+    /// write of its own. Fails the whole batch with
+    /// [`StoreError::StampsTaken`] when another writer got there first.
+    ///
+    /// [`StoreError::StampsTaken`]: crate::StoreError::StampsTaken
+    ClaimStamps(StampClaim),
     /// Insert or replace a conversation; removes a tombstone for it.
     PutConversation(ConversationRecord),
     /// Insert or replace a message; removes a tombstone for it and advances
@@ -144,6 +161,56 @@ pub enum WriteOp {
     /// encrypted vault seals them with fresh nonces), so equal versions
     /// are the same write even when their bytes differ.
     MergeAndEnqueue(Incoming, OpId),
+}
+
+/// The metadata key under which a store keeps the device's clock mark: the
+/// highest version stamp its writers have committed, as [`Hlc`] text.
+/// Written only through [`WriteOp::ClaimStamps`].
+pub const CLOCK_MARK_KEY: &str = "vault.clock";
+
+/// The stamps a batch claims: every stamp its writer's clock issued for it
+/// lies in `from..=through`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StampClaim {
+    /// The lowest stamp the batch carries from its writer's clock.
+    pub from: Hlc,
+    /// The writer's clock after stamping the batch (the new mark).
+    pub through: Hlc,
+    /// The far-ahead mark the writer re-based away from on open (see
+    /// `chatvault_core::HlcClock::is_far_ahead`): if the store still holds
+    /// exactly this mark, the claim replaces it even though `from` is
+    /// below it. `None` for an ordinary claim.
+    pub rebases: Option<Hlc>,
+}
+
+impl StampClaim {
+    /// The mark a store holds after accepting this claim over `stored`, or
+    /// `Err(stored mark)` if the claim must be refused: another writer
+    /// already committed a stamp at or above `from` (and this is not a
+    /// re-base of exactly the stored mark). The same rule for every backend.
+    pub fn accept(&self, stored: Option<Hlc>) -> std::result::Result<Hlc, Hlc> {
+        match stored {
+            None => Ok(self.through),
+            Some(mark) if self.rebases == Some(mark) => Ok(self.through),
+            Some(mark) if mark < self.from => Ok(mark.max(self.through)),
+            Some(mark) => Err(mark),
+        }
+    }
+}
+
+/// Reads a stored clock mark ([`CLOCK_MARK_KEY`]'s value).
+pub fn parse_clock_mark(bytes: &[u8]) -> crate::Result<Hlc> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse::<Hlc>().ok())
+        .ok_or_else(|| crate::StoreError::corrupt("the clock mark is not a version stamp"))
+}
+
+/// Whether `stored` (what a store holds for a record: its live version, a
+/// tombstone, or nothing) satisfies a [`WriteOp::RequireVersion`] of
+/// `expected`.
+pub fn version_matches(stored: Option<&LocalVersion>, expected: Hlc) -> bool {
+    stored.is_some_and(|l| !l.deleted && l.version == expected)
 }
 
 /// What a [`WriteBatch`] did.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use chatvault::{Store, Vault, VaultOptions};
-use chatvault_core::OpId;
+use chatvault_core::{EntityKind, OpId};
 use chatvault_crypto::{AuthKey, KeyEnvelope};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -377,12 +377,67 @@ impl SyncClient {
         self.set_state(SyncState::Syncing);
         let result = async {
             let push = self.push_locked().await?;
-            let pull = self.pull_locked().await?;
+            let mut pull = self.pull_locked().await?;
+            if self.missed_a_winner(&push).await? {
+                // The pull cursor is already past the winner of a change
+                // the server superseded: read the feed again from the
+                // start, so the winner is applied (last-writer-wins makes
+                // re-applying the rest harmless).
+                tracing::warn!(
+                    "a superseded change's winner never came down; pulling the whole feed again"
+                );
+                self.inner
+                    .vault
+                    .replica()
+                    .set_sync_meta(crate::pull::CURSOR_KEY, None)
+                    .await?;
+                let again = self.pull_locked().await?;
+                pull.pages += again.pages;
+                pull.applied += again.applied;
+                pull.superseded += again.superseded;
+                pull.skipped += again.skipped;
+                pull.resynced |= again.resynced;
+                pull.dropped += again.dropped;
+            }
             Ok(SyncReport { push, pull })
         }
         .await;
         self.publish(result.as_ref().map(|_| ()), true).await;
         result
+    }
+
+    /// Whether, after a push and a pull, the vault still holds a record at
+    /// a version the server answered `superseded` to: the server has a
+    /// newer version the pull did not bring (the cursor was already past
+    /// it), so the device would diverge for good.
+    async fn missed_a_winner(&self, push: &PushReport) -> Result<bool> {
+        let store = self.inner.vault.store();
+        for (kind, id, version) in &push.superseded_records {
+            let held = match kind {
+                EntityKind::Conversation => store
+                    .conversation(id.conversation())
+                    .await
+                    .map_err(chatvault::VaultError::from)?
+                    .map(|row| row.record.version),
+                EntityKind::Message => store
+                    .message(id.message())
+                    .await
+                    .map_err(chatvault::VaultError::from)?
+                    .map(|m| m.version),
+            };
+            let held = match held {
+                Some(v) => Some(v),
+                None => store
+                    .tombstone(*kind, *id)
+                    .await
+                    .map_err(chatvault::VaultError::from)?
+                    .map(|t| t.version),
+            };
+            if held == Some(*version) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Pushes the outbox only.

@@ -11,18 +11,25 @@
 //!
 //! Retries reuse op ids (the outbox keeps them), so a push whose answer
 //! was lost is idempotent on the server.
+//!
+//! A `clock_skew` refusal is transient: when the server says what time it
+//! is, the change is re-stamped at that time and stays pending (pushed
+//! again in the same run), never dead-lettered for it.
 
 use std::collections::VecDeque;
 
 use chatvault::OutboxEntry;
-use chatvault_core::{EntityKind, RecordId};
+use chatvault_core::{EntityKind, Hlc, RecordId};
 use reqwest::Method;
 
 use crate::client::SyncClient;
 use crate::dead_letter::{DeadLetter, DeadLetters, RejectReason};
 use crate::error::{Result, SyncError};
 use crate::status::PushReport;
-use crate::wire::{push_body, PushResponse, PushStatus};
+use crate::wire::{push_body, PushResponse, PushResult, PushStatus};
+
+/// Sync metadata: the highest version of this device the server applied.
+const ACCEPTED_MARK: &str = "sync.accepted_mark";
 
 /// The server's largest batch.
 const SERVER_MAX_BATCH: usize = 1000;
@@ -39,6 +46,8 @@ struct Ready {
 impl SyncClient {
     pub(crate) async fn push_locked(&self) -> Result<PushReport> {
         let mut report = PushReport::default();
+        let accepted_before = self.accepted_mark().await?;
+        report.accepted = accepted_before;
         self.requeue_due_dead_letters(&mut report).await?;
         let batch = self.inner.options.push_batch.clamp(1, SERVER_MAX_BATCH);
         for round in 1..=MAX_ROUNDS {
@@ -60,11 +69,22 @@ impl SyncClient {
                     Ok(Ready { entry, json })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let restamped = report.restamped;
             for chunk in self.chunks(ready) {
                 self.push_chunk(chunk, &mut report).await?;
             }
-            if !full {
+            // Re-stamped changes are pending again: send them now.
+            if !full && report.restamped == restamped {
                 break;
+            }
+        }
+        if report.accepted > accepted_before {
+            if let Some(mark) = report.accepted {
+                self.inner
+                    .vault
+                    .replica()
+                    .set_sync_meta(ACCEPTED_MARK, Some(mark.to_string().into_bytes()))
+                    .await?;
             }
         }
         if report.applied + report.superseded + report.dead_lettered > 0 {
@@ -138,6 +158,7 @@ impl SyncClient {
             )));
         }
         let mut rejected = Vec::new();
+        let mut restamped = Vec::new();
         for (i, (ready, result)) in chunk.iter().zip(&response.results).enumerate() {
             let op = ready.entry.change.op_id.to_string();
             if result.op_id.as_deref().is_some_and(|id| id != op) {
@@ -147,8 +168,26 @@ impl SyncClient {
                 )));
             }
             match result.status {
-                PushStatus::Applied => report.applied += 1,
-                PushStatus::Superseded => report.superseded += 1,
+                PushStatus::Applied => {
+                    report.applied += 1;
+                    let version = ready.entry.change.version;
+                    if version.device() == self.inner.vault.device_id() {
+                        report.accepted = report.accepted.max(Some(version));
+                    }
+                }
+                PushStatus::Superseded => {
+                    report.superseded += 1;
+                    let change = &ready.entry.change;
+                    report
+                        .superseded_records
+                        .push((change.kind, change.entity_id, change.version));
+                }
+                PushStatus::Rejected
+                    if self.restamp_skewed(ready, result, report.accepted).await? =>
+                {
+                    report.restamped += 1;
+                    restamped.push(i);
+                }
                 PushStatus::Rejected => {
                     let reason = RejectReason::from_code(result.reason.as_deref());
                     let message = result.message.clone().unwrap_or_default();
@@ -162,7 +201,56 @@ impl SyncClient {
                 }
             }
         }
+        if !restamped.is_empty() {
+            // Re-queued under a new outbox entry: neither synced nor
+            // rejected, so they leave this chunk's bookkeeping.
+            let (mut kept, mut index) = (Vec::new(), Vec::new());
+            for (i, ready) in chunk.into_iter().enumerate() {
+                if !restamped.contains(&i) {
+                    index.push(i);
+                    kept.push(ready);
+                }
+            }
+            let rejected = rejected
+                .into_iter()
+                .filter_map(|(i, reason, message)| {
+                    let at = index.iter().position(|&k| k == i)?;
+                    Some((at, reason, message))
+                })
+                .collect();
+            return self.bury(kept, rejected, report).await;
+        }
         self.bury(chunk, rejected, report).await
+    }
+
+    /// For a `clock_skew` refusal that carries the server's time: re-stamps
+    /// the change at that time (see `Replica::restamp_skewed`). `true` if it
+    /// was re-stamped and is pending again.
+    async fn restamp_skewed(
+        &self,
+        ready: &Ready,
+        result: &PushResult,
+        accepted: Option<Hlc>,
+    ) -> Result<bool> {
+        let (Some("clock_skew"), Some(server_time)) =
+            (result.reason.as_deref(), result.server_time)
+        else {
+            return Ok(false);
+        };
+        let change = &ready.entry.change;
+        let restamped = self
+            .inner
+            .vault
+            .replica()
+            .restamp_skewed(
+                change.kind,
+                change.entity_id,
+                change.version,
+                chatvault_core::Timestamp(server_time),
+                accepted,
+            )
+            .await?;
+        Ok(restamped.is_some())
     }
 
     /// Dead-letters the `rejected` entries of `chunk` (by index) and
@@ -200,6 +288,15 @@ impl SyncClient {
         let seqs: Vec<u64> = chunk.iter().map(|r| r.entry.seq).collect();
         vault.replica().acknowledge(&seqs).await?;
         Ok(())
+    }
+
+    /// The highest version of this device the server has applied, as
+    /// far as this vault knows (the floor of a clock-skew re-stamp).
+    async fn accepted_mark(&self) -> Result<Option<Hlc>> {
+        let stored = self.inner.vault.replica().sync_meta(ACCEPTED_MARK).await?;
+        Ok(stored
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse::<Hlc>().ok()))
     }
 
     /// Puts clock-skew dead letters whose retry time has come back in the

@@ -61,6 +61,20 @@ pub struct PushReport {
     /// Dead letters put back in the outbox for another try (clock-skew
     /// rejections are retried on a schedule).
     pub requeued: u64,
+    /// Changes the server refused as clock skew that were re-stamped at
+    /// the server's time and pushed again (a device clock that ran ahead).
+    pub restamped: u64,
+    /// The highest version of this device the server has applied (kept so
+    /// a re-stamp never goes below one of its own accepted writes).
+    pub accepted: Option<chatvault_core::Hlc>,
+    /// The changes the server answered `superseded`, by record and pushed
+    /// version: after the pull, any the vault still holds at that version
+    /// mean the winner did not come down (see `SyncClient::sync_once`).
+    pub(crate) superseded_records: Vec<(
+        chatvault_core::EntityKind,
+        chatvault_core::RecordId,
+        chatvault_core::Hlc,
+    )>,
     /// HTTP requests made.
     pub requests: u64,
 }

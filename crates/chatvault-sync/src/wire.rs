@@ -90,6 +90,8 @@ pub(crate) struct PushResult {
     pub status: PushStatus,
     pub reason: Option<String>,
     pub message: Option<String>,
+    /// The server's clock (ms) on a `clock_skew` rejection.
+    pub server_time: Option<i64>,
 }
 
 /// The push outcome.

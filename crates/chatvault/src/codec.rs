@@ -252,6 +252,37 @@ impl Codec {
         T::from_bytes(bytes).map_err(corrupt)
     }
 
+    /// `body`, sealed for the record at version `from`, sealed again for
+    /// the same record at version `to` (the version is bound into the
+    /// associated data, so a re-stamped record needs a new seal). A
+    /// plaintext body is returned as it is.
+    pub(crate) fn reseal(
+        &self,
+        kind: EntityKind,
+        id: RecordId,
+        conversation: Option<ConversationId>,
+        (from, to): (Hlc, Hlc),
+        body: &Body,
+    ) -> Result<Body> {
+        match self.keyring() {
+            None => Ok(body.clone()),
+            Some(keyring) => {
+                let opened = keyring
+                    .open(
+                        &AadTexts::new(id, conversation, from).aad(kind),
+                        body.as_bytes(),
+                    )
+                    .map_err(|e| VaultError::CorruptRecord {
+                        kind,
+                        id,
+                        reason: e.to_string(),
+                    })?;
+                let texts = AadTexts::new(id, conversation, to);
+                Ok(Body(keyring.seal(&texts.aad(kind), &opened)?))
+            }
+        }
+    }
+
     /// Whether `body` is already sealed by the newest key in the newest
     /// format (always true for a plaintext vault): what a re-key skips.
     pub(crate) fn is_current(&self, body: &Body) -> bool {

@@ -114,6 +114,17 @@ pub enum VaultError {
     #[error("no randomness available from the platform: {0}")]
     NoRandomness(String),
     /// A broken invariant inside chatvault (a bug: please report it).
+    /// Other writers of this vault (another process, or sync applying
+    /// pulled changes) kept changing what this write depends on first, for
+    /// every one of its attempts. Nothing was written; try again.
+    #[error("gave up after {attempts} attempts: other writers of this vault kept changing the {what} first; try again")]
+    Contended {
+        /// What kept changing (version stamps, or the record written).
+        what: &'static str,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// A bug: an invariant of the vault did not hold.
     #[error("internal error: {0}")]
     Internal(&'static str),
     /// Invalid input (bad role, bad id, empty title...).

@@ -17,9 +17,11 @@ pub const HEADER: &str = "vault.header";
 /// The key envelope (JSON) of an encrypted vault: its data key wrapped
 /// under the passphrase. Replacing it is the whole of a passphrase change.
 pub const KEYS: &str = "vault.keys";
-/// The clock lease: a stamp above every stamp this device has committed,
-/// so a restart (even with a clock that went backwards) never reissues one.
-pub const CLOCK: &str = "vault.clock";
+/// The clock mark: the highest version stamp this device's writers have
+/// committed, kept by the store with the records it covers
+/// ([`WriteOp::ClaimStamps`](chatvault_store::WriteOp::ClaimStamps)), so a
+/// restart (even with a clock that went backwards) never reissues one.
+pub const CLOCK: &str = chatvault_store::CLOCK_MARK_KEY;
 /// A stored retention policy (JSON), applied by
 /// [`VaultBuilder::run_due_retention`](crate::VaultBuilder::run_due_retention).
 pub const RETENTION_POLICY: &str = "retention.policy";

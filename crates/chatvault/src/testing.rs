@@ -63,10 +63,13 @@ macro_rules! vault_cases {
     };
 }
 
+mod clock;
 mod failing;
 mod lifecycle;
+mod racing;
 
 pub use failing::FailingStore;
+pub use racing::RacingStore;
 
 /// A backend under test.
 pub trait TestBackend {
@@ -133,6 +136,7 @@ fn is_not_found<T: std::fmt::Debug>(r: Result<T>) -> bool {
 /// The cases: each returns `Err` (or fails an assertion) on a contract
 /// violation.
 pub mod cases {
+    pub use super::clock::*;
     pub use super::lifecycle::*;
     use super::*;
 
@@ -947,5 +951,6 @@ macro_rules! __vault_conformance_cases {
     ($backend:path, $mode:expr) => {
         $crate::__vault_conformance_core!($backend, $mode);
         $crate::__vault_conformance_lifecycle!($backend, $mode);
+        $crate::__vault_conformance_clock!($backend, $mode);
     };
 }

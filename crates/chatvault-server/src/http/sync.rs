@@ -17,7 +17,7 @@ use crate::api::{
     SnapshotQuery, SnapshotResponse,
 };
 use crate::store::{Outcome, Pull};
-use crate::sync::{admit, PushRejection};
+use crate::sync::{admit, PushRejectReason, PushRejection};
 use crate::types::{Cursor, Seq, SnapshotKey};
 
 /// Most changes in one push.
@@ -94,6 +94,7 @@ pub(crate) async fn push(
                             reason: None,
                             message: None,
                             seq: Some(seq.0),
+                            server_time: None,
                         }
                     }
                     _ => PushResult {
@@ -102,12 +103,15 @@ pub(crate) async fn push(
                         reason: None,
                         message: None,
                         seq: None,
+                        server_time: None,
                     },
                 }
             }
             Err(rejection) => PushResult {
                 op_id: rejection.op_id,
                 status: PushStatus::Rejected,
+                server_time: (rejection.reason == PushRejectReason::ClockSkew)
+                    .then(|| now.as_millis()),
                 reason: Some(rejection.reason),
                 message: Some(rejection.message),
                 seq: None,

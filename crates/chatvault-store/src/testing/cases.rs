@@ -827,4 +827,143 @@ async fn reopen_keeps_everything(b) {
     Ok(())
 }
 
+/// `RequireVersion` passes only while the store holds the record live at
+/// exactly the version the writer read: a record changed since (a pull
+/// that landed in between), deleted or never stored fails the whole
+/// batch with `VersionChanged`; a version written earlier in the same
+/// batch counts.
+async fn require_version_refuses_a_record_changed_since_it_was_read(b) {
+    let store = b.open().await?;
+    let conv = EntityKind::Conversation;
+    let c1: RecordId = conv_id(1).into();
+    store
+        .write(batch([WriteOp::PutConversation(conversation(1, 10, 3)?)]))
+        .await?;
+    store
+        .write(batch([
+            WriteOp::RequireVersion(conv, c1, hlc(10)?),
+            WriteOp::PutConversation(conversation(1, 20, 4)?),
+            enqueue_conversation(1, 1),
+        ]))
+        .await?;
+    let before = pending(&*store).await?;
+
+    // The writer read version 10, but 20 is stored now.
+    let stale = store
+        .write(batch([
+            WriteOp::RequireVersion(conv, c1, hlc(10)?),
+            WriteOp::PutConversation(conversation(1, 30, 5)?),
+            enqueue_conversation(1, 2),
+            WriteOp::SetMeta("k".into(), b"v".to_vec()),
+        ]))
+        .await;
+    expect_err(
+        stale,
+        |e| matches!(e, StoreError::VersionChanged { kind, id } if *kind == conv && *id == c1),
+        "VersionChanged",
+    )?;
+    let row = store.conversation(conv_id(1)).await?.ok_or("conversation gone")?;
+    assert_eq!(row.record.version, hlc(20)?, "nothing of the batch");
+    assert_eq!(store.meta("k").await?, None, "nothing of the batch");
+    assert_eq!(pending(&*store).await?, before, "nothing of the batch");
+
+    // A version written earlier in the batch is what later checks see.
+    store
+        .write(batch([
+            WriteOp::PutConversation(conversation(1, 40, 3)?),
+            WriteOp::RequireVersion(conv, c1, hlc(40)?),
+        ]))
+        .await?;
+
+    // A tombstone, even at the expected version, is not a live record;
+    // neither is a record never stored.
+    store
+        .write(batch([WriteOp::Delete(conversation_tombstone(1, 40)?)]))
+        .await?;
+    for (kind, id) in [(conv, c1), (EntityKind::Message, msg_id(9).into())] {
+        let result = store
+            .write(batch([WriteOp::RequireVersion(kind, id, hlc(40)?)]))
+            .await;
+        expect_err(
+            result,
+            |e| matches!(e, StoreError::VersionChanged { .. }),
+            "VersionChanged",
+        )?;
+    }
+    Ok(())
+}
+
+/// `ClaimStamps` keeps the clock mark: a claim is accepted only when all
+/// its stamps lie above the stored mark (or it re-bases exactly the
+/// stored mark), raises the mark to its `through` in the same write, and
+/// a refused claim fails the whole batch with `StampsTaken` carrying the
+/// mark. The mark survives reopening.
+async fn claim_stamps_refuses_stamps_another_writer_took(b) {
+    let store = b.open().await?;
+    let claim = |from: u64, through: u64, rebases: Option<u64>| -> TestResult<WriteOp> {
+        Ok(WriteOp::ClaimStamps(StampClaim {
+            from: hlc(from)?,
+            through: hlc(through)?,
+            rebases: rebases.map(hlc).transpose()?,
+        }))
+    };
+    let mark = |store: Arc<dyn Store>| async move {
+        let bytes = store.meta(CLOCK_MARK_KEY).await?.ok_or("no clock mark")?;
+        TestResult::Ok(crate::parse_clock_mark(&bytes)?)
+    };
+    store
+        .write(batch([
+            claim(1, 5, None)?,
+            WriteOp::PutConversation(conversation(1, 1, 3)?),
+        ]))
+        .await?;
+    assert_eq!(mark(store.clone()).await?, hlc(5)?);
+
+    // Another writer's stamps 3..=7 overlap the committed ones.
+    let taken = store
+        .write(batch([
+            WriteOp::PutConversation(conversation(2, 3, 3)?),
+            claim(3, 7, None)?,
+        ]))
+        .await;
+    let five = hlc(5)?;
+    expect_err(
+        taken,
+        |e| matches!(e, StoreError::StampsTaken { mark } if *mark == five),
+        "StampsTaken",
+    )?;
+    assert_eq!(store.conversation(conv_id(2)).await?, None, "nothing of the batch");
+    assert_eq!(mark(store.clone()).await?, hlc(5)?);
+
+    store.write(batch([claim(6, 8, None)?])).await?;
+    assert_eq!(mark(store.clone()).await?, hlc(8)?);
+
+    // Re-basing away from exactly the stored mark lowers it; a re-base of
+    // a mark that is no longer stored is an ordinary claim.
+    store.write(batch([claim(1, 2, Some(8))?])).await?;
+    assert_eq!(mark(store.clone()).await?, hlc(2)?);
+    let stale = store.write(batch([claim(1, 3, Some(8))?])).await;
+    expect_err(
+        stale,
+        |e| matches!(e, StoreError::StampsTaken { .. }),
+        "StampsTaken",
+    )?;
+    // Claims in one write_all see each other.
+    let both = store
+        .write_all(Box::new(
+            vec![Ok(batch([claim(3, 4, None)?])), Ok(batch([claim(4, 6, None)?]))].into_iter(),
+        ))
+        .await;
+    expect_err(
+        both,
+        |e| matches!(e, StoreError::StampsTaken { .. }),
+        "StampsTaken",
+    )?;
+    assert_eq!(mark(store.clone()).await?, hlc(2)?, "nothing of the write");
+    drop(store);
+    let store = b.open().await?;
+    assert_eq!(mark(store).await?, hlc(2)?);
+    Ok(())
+}
+
 }

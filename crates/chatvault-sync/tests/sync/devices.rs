@@ -242,3 +242,87 @@ async fn the_server_database_holds_no_plaintext() {
         assert!(!holds(secret), "the server's database contains {secret:?}");
     }
 }
+
+/// A change the server answers `superseded` while this device's pull cursor
+/// is already past the winner (the state a local write below a pulled
+/// version left behind before issue 10) makes the device fetch the winner:
+/// both devices end on the newer version instead of diverging for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_change_fetches_the_winner_even_past_the_cursor() {
+    use chatvault::ConversationUpdate;
+    use chatvault_core::EntityKind;
+    use chatvault_core::OpId;
+    use chatvault_store::{OutboxItem, WriteBatch, WriteOp};
+
+    let server = TestServer::start().await;
+    let a = SyncClient::register(vault().await, &server.url(), "carol", PASS, options())
+        .await
+        .expect("register");
+    let conv = a
+        .vault()
+        .create_conversation(NewConversation::titled("first"))
+        .await
+        .unwrap();
+    a.sync_once().await.unwrap();
+    let older = a
+        .vault()
+        .store()
+        .conversation(conv.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .record;
+
+    let b = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(Arc::new(chatvault::SystemClock)),
+        &server.url(),
+        "carol",
+        PASS,
+        options(),
+    )
+    .await
+    .expect("join");
+    b.sync_once().await.unwrap();
+    b.vault()
+        .update_conversation(
+            conv.id,
+            ConversationUpdate {
+                title: Some("newer".into()),
+                metadata: None,
+            },
+        )
+        .await
+        .unwrap();
+    b.sync_once().await.unwrap();
+    a.sync_once().await.unwrap();
+    assert_eq!(
+        a.vault().conversation(conv.id).await.unwrap().title,
+        "newer"
+    );
+
+    // A's store goes back to the older version with a pending change, its
+    // cursor past the winner.
+    let mut batch = WriteBatch::new();
+    batch.push(WriteOp::PutConversation(older.clone()));
+    batch.push(WriteOp::Enqueue(OutboxItem {
+        op_id: OpId::new(),
+        kind: EntityKind::Conversation,
+        entity_id: conv.id.into(),
+        conversation_id: None,
+    }));
+    a.vault().store().write(batch).await.unwrap();
+
+    let report = a.sync_once().await.unwrap();
+    assert_eq!(report.push.superseded, 1, "{report:?}");
+    assert_eq!(
+        a.vault().conversation(conv.id).await.unwrap().title,
+        "newer",
+        "the winner came down"
+    );
+    b.sync_once().await.unwrap();
+    assert_eq!(
+        b.vault().conversation(conv.id).await.unwrap().title,
+        "newer"
+    );
+}

@@ -277,7 +277,7 @@ async fn an_oversized_change_is_dead_lettered_without_blocking_and_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clock_skewed_change_is_dead_lettered_and_retried_once_clocks_agree() {
+async fn a_clock_skewed_change_is_restamped_at_the_server_time_and_syncs() {
     let server = TestServer::start().await;
     let url = server.url();
     let clock = clock_at(&server);
@@ -308,25 +308,35 @@ async fn a_clock_skewed_change_is_dead_lettered_and_retried_once_clocks_agree() 
         .await
         .unwrap();
 
+    // Refused as clock skew, re-stamped at the server's time, sent again
+    // in the same run and stored: transient, never dead-lettered.
     let report = a
         .sync_once()
         .await
-        .expect("one refusal does not fail the sync");
+        .expect("a refusal does not fail the sync");
     assert_eq!(
-        (report.push.applied, report.push.dead_lettered),
-        (2, 1),
+        (
+            report.push.applied,
+            report.push.restamped,
+            report.push.dead_lettered
+        ),
+        (3, 1, 0),
         "{report:?}"
     );
-    let dead = a.dead_letters().await.unwrap();
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].reason, RejectReason::ClockSkew);
-    assert_eq!(dead[0].entity_id, early.id.into());
-    assert!(dead[0].message.contains("clock"), "{}", dead[0].message);
+    assert!(a.dead_letters().await.unwrap().is_empty());
+    assert_eq!(a.vault().stats().await.unwrap().pending_changes, 0);
+    let restamped = a.vault().message(early.id).await.unwrap();
+    assert_eq!(restamped.content, "from the future");
+    assert!(restamped.version < early.version);
+    assert_eq!(restamped.version.wall_ms(), server.now().as_millis() as u64);
+    assert!(
+        restamped.version > on_time.version,
+        "still after what the server accepted"
+    );
 
-    let clock_b = clock_at(&server);
     let b = SyncClient::join(
         Arc::new(MemoryStore::new()),
-        vault_options(clock_b.clone()),
+        vault_options(clock_at(&server)),
         &url,
         "jack",
         PASS,
@@ -339,29 +349,9 @@ async fn a_clock_skewed_change_is_dead_lettered_and_retried_once_clocks_agree() 
         .message(on_time.id)
         .await
         .expect("the timely message got through");
-    assert!(b.vault().message(early.id).await.is_err());
-
-    // Not yet due: nothing is re-sent.
-    let report = a.sync_once().await.unwrap();
-    assert_eq!(report.push.requeued, 0);
-    // Time passes: the server's clock is now within an hour of the stamp,
-    // and the automatic retry is due.
-    server
-        .clock
-        .advance(std::time::Duration::from_secs(150 * 60));
-    clock_b.advance(150 * 60_000);
-    clock.advance(61_000);
-    let report = a.sync_once().await.unwrap();
     assert_eq!(
-        (report.push.requeued, report.push.applied),
-        (1, 1),
-        "{report:?}"
-    );
-    assert!(a.dead_letters().await.unwrap().is_empty());
-    b.sync_once().await.unwrap();
-    assert_eq!(
-        b.vault().message(early.id).await.unwrap().content,
-        "from the future"
+        b.vault().message(early.id).await.unwrap().version,
+        restamped.version
     );
 }
 

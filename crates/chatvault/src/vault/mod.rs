@@ -9,7 +9,8 @@
 //! - `types` — the app API's request and answer types.
 //! - `records` — conversations and messages (the app API).
 //! - `keys` — header, key envelope, unlocking, passphrase changes.
-//! - `stamps` — the hybrid logical clock and the one commit path.
+//! - `stamps` — the hybrid logical clock, its persisted mark and the one
+//!   stamped write path.
 //! - `replica` — [`Replica`]: what only the sync client needs.
 //! - `settings` — stored settings (retention policy) and progress reports.
 //! - `retention_run`, `storage`, `export_run`, `import_run` — the data
@@ -47,10 +48,10 @@ pub use types::{
 use crate::clock::Clock;
 use crate::codec::Codec;
 use crate::Result;
+use chatvault_core::Hlc;
 use chatvault_core::{DeviceId, HlcClock, UserId};
 use chatvault_crypto::{KdfParams, KdfPolicy};
 use chatvault_store::Store;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 /// A local-first chat store: conversations and messages, written to a
@@ -65,9 +66,12 @@ pub struct Vault {
     /// Shared so a bulk import can encode on its own thread.
     codec: Arc<Codec>,
     clock: Mutex<HlcClock>,
-    /// Wall time of the clock lease last persisted (see
-    /// [`meta_keys::CLOCK`](crate::meta_keys::CLOCK)).
-    clock_lease: AtomicU64,
+    /// The far-ahead clock mark this vault re-based away from on open,
+    /// until its first stamped write replaces it (see `stamps`).
+    rebase_from: Mutex<Option<Hlc>>,
+    /// Stamped writes of this process take turns (see
+    /// `Vault::commit_stamped`), so they never refuse each other's claims.
+    writing: futures::lock::Mutex<()>,
     time: Arc<dyn Clock>,
     user: UserId,
     kdf: KdfParams,
@@ -149,12 +153,14 @@ impl Vault {
         header: keys::VaultHeader,
         codec: Codec,
     ) -> Result<Vault> {
-        let last = stamps::stored_lease(store.as_ref()).await?;
+        let mark = stamps::stored_mark(store.as_ref()).await?;
+        let (clock, rebase_from) = stamps::resume(header.device_id, mark, options.clock.now());
         let vault = Vault {
             store,
             codec: Arc::new(codec),
-            clock: Mutex::new(HlcClock::resume(header.device_id, last)),
-            clock_lease: AtomicU64::new(last.map_or(0, |l| l.wall_ms())),
+            clock: Mutex::new(clock),
+            rebase_from: Mutex::new(rebase_from),
+            writing: futures::lock::Mutex::new(()),
             time: options.clock,
             user: options.user_id,
             kdf: options.kdf,

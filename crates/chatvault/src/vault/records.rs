@@ -4,10 +4,19 @@
 //! vault, encrypts) content and commits the record with its outbox entry in
 //! one atomic batch.
 //!
+//! A write that replaces a stored record (update, delete) stamps above the
+//! version it read and requires, inside the write, that the store still
+//! holds that version ([`WriteOp::RequireVersion`]); if a pull (or another
+//! process) changed the record in between, it reads again, re-applies the
+//! edit to what is stored now and retries. So a local edit never replaces
+//! a newer version it did not see.
+//!
 //! Must never write a record without its outbox entry (a change that is
-//! not queued never syncs), nor read a store page without decoding it
-//! through the vault's codec.
+//! not queued never syncs), never replace a record without requiring the
+//! version it read, nor read a store page without decoding it through the
+//! vault's codec.
 
+use super::stamps::MAX_ATTEMPTS;
 use super::types::{
     ConversationStats, ConversationUpdate, ListConversations, ListMessages, MessageUpdate,
     NewConversation, NewMessage, VaultStats,
@@ -20,7 +29,7 @@ use chatvault_core::{
     MessageCursor, MessageId, MessageRecord, OpId, Page, RecordId, Timestamp, Tombstone,
 };
 use chatvault_store::{
-    ConversationQuery, ConversationRow, MessageQuery, OutboxItem, WriteBatch, WriteOp,
+    ConversationQuery, ConversationRow, MessageQuery, OutboxItem, StoreError, WriteBatch, WriteOp,
 };
 use futures::stream::{self, Stream, TryStreamExt};
 
@@ -30,27 +39,39 @@ pub(super) const PAGE: usize = 500;
 impl Vault {
     /// Creates a conversation owned by the vault's user, queued for sync.
     pub async fn create_conversation(&self, new: NewConversation) -> Result<Conversation> {
-        let (now, version) = self.stamp()?;
         let id = ConversationId::new();
         let body = ConversationBody::new(new.title, new.metadata);
-        let record = ConversationRecord {
-            id,
-            user_id: self.user.clone(),
-            created_at: now,
-            updated_at: now,
-            version,
-            body: self
-                .codec
-                .encode(EntityKind::Conversation, id.into(), None, version, &body)?,
-        };
-        let mut batch = WriteBatch::new();
-        batch.push(WriteOp::PutConversation(record.clone()));
-        batch.push(WriteOp::Enqueue(outbox_item(
-            EntityKind::Conversation,
-            id.into(),
-            None,
-        )));
-        self.commit(batch).await?;
+        let (record, _) = self
+            .commit_stamped(|stamps| {
+                let now = stamps.now();
+                let version = stamps.next()?;
+                let record = ConversationRecord {
+                    id,
+                    user_id: self.user.clone(),
+                    created_at: now,
+                    updated_at: now,
+                    version,
+                    // Sealed under its version: encoded again if the write
+                    // has to be re-stamped.
+                    body: self.codec.encode(
+                        EntityKind::Conversation,
+                        id.into(),
+                        None,
+                        version,
+                        &body,
+                    )?,
+                };
+                let mut batch = WriteBatch::new();
+                batch.push(WriteOp::PutConversation(record.clone()));
+                batch.push(WriteOp::Enqueue(outbox_item(
+                    EntityKind::Conversation,
+                    id.into(),
+                    None,
+                )));
+                Ok((batch, record))
+            })
+            .await?;
+        let now = record.updated_at;
         Ok(to_conversation(record, now, body))
     }
 
@@ -109,59 +130,97 @@ impl Vault {
         .await
     }
 
-    /// Changes a conversation's title and/or metadata.
+    /// Changes a conversation's title and/or metadata. The edit applies to
+    /// the version stored when it is written: a version pulled meanwhile is
+    /// edited, never overwritten.
     pub async fn update_conversation(
         &self,
         id: ConversationId,
         update: ConversationUpdate,
     ) -> Result<Conversation> {
-        let row = self.existing_conversation(id).await?;
-        let mut body: ConversationBody = self.codec.decode(
-            EntityKind::Conversation,
-            id.into(),
-            None,
-            row.record.version,
-            &row.record.body,
-        )?;
-        if let Some(title) = update.title {
-            body.title = title;
+        for _ in 0..MAX_ATTEMPTS {
+            let row = self.existing_conversation(id).await?;
+            let mut body: ConversationBody = self.codec.decode(
+                EntityKind::Conversation,
+                id.into(),
+                None,
+                row.record.version,
+                &row.record.body,
+            )?;
+            if let Some(title) = &update.title {
+                body.title = title.clone();
+            }
+            if let Some(metadata) = &update.metadata {
+                body.metadata = metadata.clone();
+            }
+            let read = row.record.version;
+            let written = self
+                .commit_stamped(|stamps| {
+                    let version = stamps.above(read)?;
+                    let record = ConversationRecord {
+                        updated_at: stamps.now(),
+                        version,
+                        body: self.codec.encode(
+                            EntityKind::Conversation,
+                            id.into(),
+                            None,
+                            version,
+                            &body,
+                        )?,
+                        ..row.record.clone()
+                    };
+                    let mut batch = WriteBatch::new();
+                    batch.push(WriteOp::RequireVersion(
+                        EntityKind::Conversation,
+                        id.into(),
+                        read,
+                    ));
+                    batch.push(WriteOp::PutConversation(record.clone()));
+                    batch.push(WriteOp::Enqueue(outbox_item(
+                        EntityKind::Conversation,
+                        id.into(),
+                        None,
+                    )));
+                    Ok((batch, record))
+                })
+                .await;
+            if let Some((record, _)) = changed_since_read(written)? {
+                let activity = row.activity_at.max(record.updated_at);
+                return Ok(to_conversation(record, activity, body));
+            }
         }
-        if let Some(metadata) = update.metadata {
-            body.metadata = metadata;
-        }
-        let (now, version) = self.stamp()?;
-        let record = ConversationRecord {
-            updated_at: now,
-            version,
-            body: self
-                .codec
-                .encode(EntityKind::Conversation, id.into(), None, version, &body)?,
-            ..row.record
-        };
-        let mut batch = WriteBatch::new();
-        batch.push(WriteOp::PutConversation(record.clone()));
-        batch.push(WriteOp::Enqueue(outbox_item(
-            EntityKind::Conversation,
-            id.into(),
-            None,
-        )));
-        self.commit(batch).await?;
-        Ok(to_conversation(record, row.activity_at.max(now), body))
+        Err(record_contended())
     }
 
     /// Deletes a conversation and all its messages, leaving a tombstone
-    /// that syncs the deletion.
+    /// that syncs the deletion (stamped above the version stored when it
+    /// is written).
     pub async fn delete_conversation(&self, id: ConversationId) -> Result<()> {
-        self.existing_conversation(id).await?;
-        let (now, version) = self.stamp()?;
-        let mut batch = WriteBatch::new();
-        batch.push(WriteOp::Delete(Tombstone::conversation(id, version, now)));
-        batch.push(WriteOp::Enqueue(outbox_item(
-            EntityKind::Conversation,
-            id.into(),
-            None,
-        )));
-        self.commit(batch).await.map(drop)
+        for _ in 0..MAX_ATTEMPTS {
+            let read = self.existing_conversation(id).await?.record.version;
+            let written = self
+                .commit_stamped(|stamps| {
+                    let tombstone = Tombstone::conversation(id, stamps.above(read)?, stamps.now());
+                    let mut batch = WriteBatch::new();
+                    batch.push(WriteOp::RequireVersion(
+                        EntityKind::Conversation,
+                        id.into(),
+                        read,
+                    ));
+                    batch.push(WriteOp::Delete(tombstone));
+                    batch.push(WriteOp::Enqueue(outbox_item(
+                        EntityKind::Conversation,
+                        id.into(),
+                        None,
+                    )));
+                    Ok((batch, ()))
+                })
+                .await;
+            if changed_since_read(written)?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(record_contended())
     }
 
     /// Adds a message to a conversation; [`VaultError::NotFound`] if the
@@ -184,41 +243,57 @@ impl Vault {
         conversation: ConversationId,
         new: Vec<NewMessage>,
     ) -> Result<Vec<Message>> {
-        let (now, stamps) = self.stamps(new.len())?;
-        let mut batch = WriteBatch::new();
-        batch.ops.reserve(new.len() * 2 + 1);
-        // Checked inside the write: no separate read, and no window in
-        // which the conversation could be deleted first.
-        batch.push(WriteOp::RequireConversation(conversation));
-        let mut out = Vec::with_capacity(new.len());
-        for (n, version) in new.into_iter().zip(stamps) {
-            let id = MessageId::new();
-            let created_at = n.created_at.unwrap_or(now);
-            let body = MessageBody::new(n.role, n.content, n.metadata);
-            let record = MessageRecord {
-                id,
-                conversation_id: conversation,
-                created_at,
-                updated_at: created_at.max(now),
-                version,
-                body: self.codec.encode(
-                    EntityKind::Message,
-                    id.into(),
-                    Some(conversation),
-                    version,
-                    &body,
-                )?,
-            };
-            batch.push(WriteOp::Enqueue(outbox_item(
-                EntityKind::Message,
-                id.into(),
-                Some(conversation),
-            )));
-            out.push(to_message(&record, body));
-            batch.push(WriteOp::InsertMessage(record));
-        }
-        self.commit(batch).await?;
-        Ok(out)
+        // Ids and bodies are fixed before taking the clock; each body is
+        // sealed under its version, so a re-stamped attempt seals again.
+        let encoded: Vec<_> = new
+            .into_iter()
+            .map(|n| {
+                let body = MessageBody::new(n.role, n.content, n.metadata);
+                (MessageId::new(), n.created_at, body)
+            })
+            .collect();
+        let (records, _) = self
+            .commit_stamped(|stamps| {
+                let now = stamps.now();
+                let mut batch = WriteBatch::new();
+                batch.ops.reserve(encoded.len() * 2 + 1);
+                // Checked inside the write: no separate read, and no window
+                // in which the conversation could be deleted first.
+                batch.push(WriteOp::RequireConversation(conversation));
+                let mut records = Vec::with_capacity(encoded.len());
+                for (id, created_at, body) in &encoded {
+                    let created_at = created_at.unwrap_or(now);
+                    let version = stamps.next()?;
+                    let record = MessageRecord {
+                        id: *id,
+                        conversation_id: conversation,
+                        created_at,
+                        updated_at: created_at.max(now),
+                        version,
+                        body: self.codec.encode(
+                            EntityKind::Message,
+                            (*id).into(),
+                            Some(conversation),
+                            version,
+                            body,
+                        )?,
+                    };
+                    batch.push(WriteOp::Enqueue(outbox_item(
+                        EntityKind::Message,
+                        (*id).into(),
+                        Some(conversation),
+                    )));
+                    records.push(record.clone());
+                    batch.push(WriteOp::InsertMessage(record));
+                }
+                Ok((batch, records))
+            })
+            .await?;
+        Ok(records
+            .iter()
+            .zip(encoded)
+            .map(|(record, (_, _, body))| to_message(record, body))
+            .collect())
     }
 
     /// The message with this id; [`VaultError::NotFound`] if there is none
@@ -258,63 +333,96 @@ impl Vault {
         Ok(Page { items, next_cursor })
     }
 
-    /// Changes a message's content and/or metadata.
+    /// Changes a message's content and/or metadata. The edit applies to
+    /// the version stored when it is written: a version pulled meanwhile is
+    /// edited, never overwritten.
     pub async fn update_message(&self, id: MessageId, update: MessageUpdate) -> Result<Message> {
-        let old = self.existing_message(id).await?;
-        let mut body: MessageBody = self.codec.decode(
-            EntityKind::Message,
-            id.into(),
-            Some(old.conversation_id),
-            old.version,
-            &old.body,
-        )?;
-        if let Some(content) = update.content {
-            body.content = content;
-        }
-        if let Some(metadata) = update.metadata {
-            body.metadata = metadata;
-        }
-        let (now, version) = self.stamp()?;
-        let record = MessageRecord {
-            updated_at: now,
-            version,
-            body: self.codec.encode(
+        for _ in 0..MAX_ATTEMPTS {
+            let old = self.existing_message(id).await?;
+            let mut body: MessageBody = self.codec.decode(
                 EntityKind::Message,
                 id.into(),
                 Some(old.conversation_id),
-                version,
-                &body,
-            )?,
-            ..old
-        };
-        let mut batch = WriteBatch::new();
-        batch.push(WriteOp::PutMessage(record.clone()));
-        batch.push(WriteOp::Enqueue(outbox_item(
-            EntityKind::Message,
-            id.into(),
-            Some(record.conversation_id),
-        )));
-        self.commit(batch).await?;
-        Ok(to_message(&record, body))
+                old.version,
+                &old.body,
+            )?;
+            if let Some(content) = &update.content {
+                body.content = content.clone();
+            }
+            if let Some(metadata) = &update.metadata {
+                body.metadata = metadata.clone();
+            }
+            let read = old.version;
+            let written = self
+                .commit_stamped(|stamps| {
+                    let version = stamps.above(read)?;
+                    let record = MessageRecord {
+                        updated_at: stamps.now(),
+                        version,
+                        body: self.codec.encode(
+                            EntityKind::Message,
+                            id.into(),
+                            Some(old.conversation_id),
+                            version,
+                            &body,
+                        )?,
+                        ..old.clone()
+                    };
+                    let mut batch = WriteBatch::new();
+                    batch.push(WriteOp::RequireVersion(
+                        EntityKind::Message,
+                        id.into(),
+                        read,
+                    ));
+                    batch.push(WriteOp::PutMessage(record.clone()));
+                    batch.push(WriteOp::Enqueue(outbox_item(
+                        EntityKind::Message,
+                        id.into(),
+                        Some(record.conversation_id),
+                    )));
+                    Ok((batch, record))
+                })
+                .await;
+            if let Some((record, _)) = changed_since_read(written)? {
+                return Ok(to_message(&record, body));
+            }
+        }
+        Err(record_contended())
     }
 
-    /// Deletes one message, leaving a tombstone that syncs the deletion.
+    /// Deletes one message, leaving a tombstone that syncs the deletion
+    /// (stamped above the version stored when it is written).
     pub async fn delete_message(&self, id: MessageId) -> Result<()> {
-        let old = self.existing_message(id).await?;
-        let (now, version) = self.stamp()?;
-        let mut batch = WriteBatch::new();
-        batch.push(WriteOp::Delete(Tombstone::message(
-            id,
-            old.conversation_id,
-            version,
-            now,
-        )));
-        batch.push(WriteOp::Enqueue(outbox_item(
-            EntityKind::Message,
-            id.into(),
-            Some(old.conversation_id),
-        )));
-        self.commit(batch).await.map(drop)
+        for _ in 0..MAX_ATTEMPTS {
+            let old = self.existing_message(id).await?;
+            let written = self
+                .commit_stamped(|stamps| {
+                    let tombstone = Tombstone::message(
+                        id,
+                        old.conversation_id,
+                        stamps.above(old.version)?,
+                        stamps.now(),
+                    );
+                    let mut batch = WriteBatch::new();
+                    batch.push(WriteOp::RequireVersion(
+                        EntityKind::Message,
+                        id.into(),
+                        old.version,
+                    ));
+                    batch.push(WriteOp::Delete(tombstone));
+                    batch.push(WriteOp::Enqueue(outbox_item(
+                        EntityKind::Message,
+                        id.into(),
+                        Some(old.conversation_id),
+                    )));
+                    Ok((batch, ()))
+                })
+                .await;
+            if changed_since_read(written)?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(record_contended())
     }
 
     /// What the vault holds: records, tombstones, pending changes and bytes,
@@ -509,6 +617,26 @@ pub(super) fn outbox_item(
         kind,
         entity_id,
         conversation_id,
+    }
+}
+
+/// A replacing write's result: `None` if the record changed between the
+/// read and the write (read it again and retry), otherwise what it wrote
+/// or its error.
+fn changed_since_read<T>(written: Result<T>) -> Result<Option<T>> {
+    match written {
+        Err(VaultError::Store(StoreError::VersionChanged { kind, id })) => {
+            tracing::debug!(%kind, %id, "changed since read (a pull landed); editing it again");
+            Ok(None)
+        }
+        other => other.map(Some),
+    }
+}
+
+fn record_contended() -> VaultError {
+    VaultError::Contended {
+        what: "record",
+        attempts: MAX_ATTEMPTS,
     }
 }
 

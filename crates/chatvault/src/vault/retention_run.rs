@@ -93,19 +93,23 @@ impl Vault {
             return Ok(report);
         }
 
-        let (deleted_at, stamps) = self.stamps(report.plan.delete.len())?;
-        let mut batch = WriteBatch::new();
-        for (doomed, version) in report.plan.delete.iter().zip(stamps) {
-            batch.push(WriteOp::Delete(Tombstone::conversation(
-                doomed.id, version, deleted_at,
-            )));
-            batch.push(WriteOp::Enqueue(outbox_item(
-                EntityKind::Conversation,
-                doomed.id.into(),
-                None,
-            )));
-        }
-        self.commit(batch).await?;
+        self.commit_stamped(|stamps| {
+            let mut batch = WriteBatch::new();
+            for doomed in &report.plan.delete {
+                batch.push(WriteOp::Delete(Tombstone::conversation(
+                    doomed.id,
+                    stamps.next()?,
+                    stamps.now(),
+                )));
+                batch.push(WriteOp::Enqueue(outbox_item(
+                    EntityKind::Conversation,
+                    doomed.id.into(),
+                    None,
+                )));
+            }
+            Ok((batch, ()))
+        })
+        .await?;
         tracing::info!(
             deleted = report.plan.delete.len(),
             bytes = report.plan.bytes_freed,
