@@ -145,9 +145,18 @@ vault_cases! {($) __vault_conformance_clock;
         )
         .await?;
 
+        let version = remote(T0.0 + 30_000)?;
+        let body = v.reseal_for_tests(
+            EntityKind::Conversation,
+            c.id.into(),
+            None,
+            (theirs.version, version),
+            &theirs.body,
+        )?;
         let pulled = ConversationRecord {
-            version: remote(T0.0 + 30_000)?,
+            version,
             updated_at: Timestamp(T0.0 + 30_000),
+            body,
             ..theirs
         };
         racing.race(pull(Incoming::Conversation(pulled.clone())));
@@ -178,7 +187,17 @@ vault_cases! {($) __vault_conformance_clock;
         let m = v.add_message(c.id, NewMessage::new(Role::User, "one")).await?;
         let stored = v.store().message(m.id).await?.ok_or("gone")?;
 
-        let pulled = MessageRecord { version: remote(T0.0 + 20_000)?, ..stored.clone() };
+        let redated = |version: Hlc| -> Result<MessageRecord, Box<dyn std::error::Error>> {
+            let body = v.reseal_for_tests(
+                EntityKind::Message,
+                m.id.into(),
+                Some(c.id),
+                (stored.version, version),
+                &stored.body,
+            )?;
+            Ok(MessageRecord { version, body, ..stored.clone() })
+        };
+        let pulled = redated(remote(T0.0 + 20_000)?)?;
         racing.race(pull(Incoming::Message(pulled.clone())));
         let edited = v
             .update_message(m.id, MessageUpdate { content: Some("mine".into()), metadata: None })
@@ -187,7 +206,7 @@ vault_cases! {($) __vault_conformance_clock;
         assert!(edited.version > pulled.version);
         assert_eq!(v.message(m.id).await?.content, "mine");
 
-        let far = MessageRecord { version: remote(T0.0 + 3 * HOUR)?, ..stored };
+        let far = redated(remote(T0.0 + 3 * HOUR)?)?;
         racing.race(pull(Incoming::Message(far.clone())));
         v.delete_message(m.id).await?;
         assert!(racing.raced());
@@ -212,7 +231,15 @@ vault_cases! {($) __vault_conformance_clock;
         let v = vault_on(racing.clone(), mode, clock.clone()).await?;
         let c = v.create_conversation(NewConversation::titled("c")).await?;
         let stored = v.store().conversation(c.id).await?.ok_or("gone")?.record;
-        let pulled = ConversationRecord { version: remote(T0.0 + 40_000)?, ..stored };
+        let version = remote(T0.0 + 40_000)?;
+        let body = v.reseal_for_tests(
+            EntityKind::Conversation,
+            c.id.into(),
+            None,
+            (stored.version, version),
+            &stored.body,
+        )?;
+        let pulled = ConversationRecord { version, body, ..stored };
         racing.race(pull(Incoming::Conversation(pulled.clone())));
         v.delete_conversation(c.id).await?;
         assert!(racing.raced());

@@ -89,6 +89,23 @@ impl std::fmt::Debug for Vault {
 }
 
 impl Vault {
+    /// `body` of record `id`, sealed at version `from`, sealed again for
+    /// version `to`: what another device holding this vault's key would
+    /// have written at `to`. Lets the conformance suite fabricate another
+    /// device's version of a record (the version is bound into the seal,
+    /// so re-dating a body alone reads as tampering).
+    #[cfg(feature = "testing")]
+    pub(crate) fn reseal_for_tests(
+        &self,
+        kind: chatvault_core::EntityKind,
+        id: chatvault_core::RecordId,
+        conversation: Option<chatvault_core::ConversationId>,
+        (from, to): (Hlc, Hlc),
+        body: &chatvault_core::Body,
+    ) -> Result<chatvault_core::Body> {
+        self.codec.reseal(kind, id, conversation, (from, to), body)
+    }
+
     /// Opens a plaintext vault on `store`, creating it if the store is
     /// empty. An encrypted vault answers [`VaultError::Locked`](crate::VaultError::Locked):
     /// open it with [`Vault::open_encrypted`].
