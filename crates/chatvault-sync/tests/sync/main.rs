@@ -17,4 +17,5 @@ mod accounts;
 mod devices;
 mod outbox;
 mod realtime;
+mod legacy;
 mod resync;

@@ -1,0 +1,60 @@
+//! Vaults written before parked changes were outbox rows: their refused
+//! changes lived in one metadata value, `sync.deadLetters`. Opening one
+//! moves them into parked outbox rows, so they stay unsynced (resync and
+//! retention keep them) and can still be listed, retried or discarded.
+//!
+//! `fixtures/v2-dead-letters.db` was written by the ignored test
+//! `make_v2_dead_letters_fixture` below with the code of store schema 2
+//! (a real server refused one oversized message); it is never
+//! regenerated.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chatvault::{
+    ManualClock, NewConversation, NewMessage, Role, SqliteOptions, SqliteStore, Store, Vault,
+};
+use chatvault_sync::SyncClient;
+
+use crate::common::{clock_at, options, vault_options, TestServer, PASS};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-dead-letters.db")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes the fixture; run once with the code of schema 2"]
+async fn make_v2_dead_letters_fixture() {
+    let server = TestServer::start_with(|c| c.max_body_bytes = 32 * 1024).await;
+    let path = fixture();
+    assert!(!path.exists(), "fixtures are never regenerated");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&path, SqliteOptions::default())
+            .await
+            .unwrap(),
+    );
+    let clock: Arc<ManualClock> = clock_at(&server);
+    let vault = Arc::new(
+        Vault::open_encrypted(store, PASS, vault_options(clock))
+            .await
+            .unwrap(),
+    );
+    let sync = SyncClient::register(vault.clone(), &server.url(), "legacy", PASS, options())
+        .await
+        .unwrap();
+    let conv = vault
+        .create_conversation(NewConversation::titled("legacy"))
+        .await
+        .unwrap();
+    vault
+        .add_message(conv.id, NewMessage::new(Role::Tool, "x".repeat(64 * 1024)))
+        .await
+        .unwrap();
+    vault
+        .add_message(conv.id, NewMessage::new(Role::User, "small"))
+        .await
+        .unwrap();
+    let report = sync.sync_once().await.unwrap();
+    assert_eq!(report.push.dead_lettered, 1);
+    assert_eq!(sync.dead_letters().await.unwrap().len(), 1);
+}
