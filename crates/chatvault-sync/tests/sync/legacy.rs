@@ -3,7 +3,7 @@
 //! moves them into parked outbox rows, so they stay unsynced (resync and
 //! retention keep them) and can still be listed, retried or discarded.
 //!
-//! `fixtures/v2-dead-letters.db` was written by the ignored test
+//! `crates/chatvault-sqlite/tests/fixtures/v2-dead-letters.db` was written by the ignored test
 //! `make_v2_dead_letters_fixture` below with the code of store schema 2
 //! (a real server refused one oversized message); it is never
 //! regenerated.
@@ -19,7 +19,8 @@ use chatvault_sync::SyncClient;
 use crate::common::{clock_at, options, vault_options, TestServer, PASS};
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-dead-letters.db")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../chatvault-sqlite/tests/fixtures/v2-dead-letters.db")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

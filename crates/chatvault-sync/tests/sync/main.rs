@@ -15,7 +15,7 @@ mod common;
 
 mod accounts;
 mod devices;
+mod legacy;
 mod outbox;
 mod realtime;
-mod legacy;
 mod resync;
