@@ -17,5 +17,6 @@ mod accounts;
 mod devices;
 mod legacy;
 mod outbox;
+mod parking;
 mod realtime;
 mod resync;

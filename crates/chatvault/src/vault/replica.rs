@@ -370,11 +370,11 @@ impl Replica<'_> {
         if batch.is_empty() {
             return Ok(0);
         }
-        // Messages first: a conversation forgotten before them would leave
-        // their operations nothing to match, which is harmless, but this
-        // order makes the count the records actually dropped.
+        // Conversations first: one forgotten takes its messages along, and
+        // their own operations then find nothing, so the count is of
+        // conversations and of messages dropped on their own.
         batch.ops.sort_by_key(|op| match op {
-            WriteOp::ForgetUnlessPending(t) => t.kind == EntityKind::Conversation,
+            WriteOp::ForgetUnlessPending(t) => t.kind != EntityKind::Conversation,
             _ => true,
         });
         Ok(self.vault.commit(batch).await?.forgotten)
