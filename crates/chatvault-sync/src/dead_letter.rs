@@ -97,7 +97,8 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub(crate) fn from_parked(p: ParkedEntry) -> Self {
+    /// The dead letter a parked outbox entry stands for.
+    pub fn from_parked(p: ParkedEntry) -> Self {
         DeadLetter {
             op_id: p.change.op_id,
             kind: p.change.kind,

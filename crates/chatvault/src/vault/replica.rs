@@ -404,6 +404,40 @@ impl Replica<'_> {
         Ok(())
     }
 
+    /// Queues every live record for sync again (under fresh op ids), a
+    /// page at a time (parked changes become pending: the new account gets
+    /// its own first try). After unlinking from
+    /// one account, the next account receives the whole vault, not only
+    /// what was never acknowledged. Returns how many records were queued.
+    pub async fn requeue_everything(&self) -> Result<u64> {
+        let mut queued = 0u64;
+        let mut pages = std::pin::pin!(self.vault.conversation_row_pages());
+        while let Some(rows) = pages.try_next().await? {
+            for row in rows {
+                let id = row.record.id;
+                let mut batch = WriteBatch::new();
+                batch.push(WriteOp::Enqueue(outbox_item(
+                    EntityKind::Conversation,
+                    id.into(),
+                    None,
+                )));
+                let mut messages = std::pin::pin!(self.vault.message_record_pages(id));
+                while let Some(page) = messages.try_next().await? {
+                    for m in page {
+                        batch.push(WriteOp::Enqueue(outbox_item(
+                            EntityKind::Message,
+                            m.id.into(),
+                            Some(id),
+                        )));
+                    }
+                }
+                queued += batch.ops.len() as u64;
+                self.vault.commit(batch).await?;
+            }
+        }
+        Ok(queued)
+    }
+
     /// The sync server this vault syncs with, if one is configured.
     pub async fn sync_remote(&self) -> Result<Option<String>> {
         match self.vault.store.meta(meta_keys::SYNC_REMOTE).await? {
