@@ -297,11 +297,43 @@ pub enum SyncCommand {
     /// A new device: create this vault from the account (same passphrase,
     /// same data key), then download everything.
     Join(SyncServerArgs),
-    /// Push pending changes and pull the server's, once.
+    /// Push every pending change and pull the server's. Shows progress on
+    /// a terminal; exits non-zero, saying how many are left, if it could
+    /// not send them all.
     Now(JsonFlag),
     /// What sync knows without asking the server: server, account, pending
-    /// changes.
+    /// and parked changes, the last error.
     Status(JsonFlag),
+    /// Changes the server refused, parked until retried or discarded.
+    DeadLetters(DeadLetterArgs),
+    /// Forget the server and account this vault syncs with (keeps every
+    /// record and pending change), e.g. before `register` with another
+    /// account.
+    Unlink,
+    /// End this account's session on the server (signs in, then out).
+    Logout,
+}
+
+/// `sync dead-letters`: list, or act on one or all.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct DeadLetterArgs {
+    /// Make the parked change with this id (op id or record id) pending
+    /// again.
+    #[arg(long, value_name = "ID")]
+    pub retry: Option<String>,
+    /// Make every parked change pending again.
+    #[arg(long)]
+    pub all: bool,
+    /// Drop the parked change with this id for good (the record stays on
+    /// this device, unsynced). Asks for confirmation on a terminal.
+    #[arg(long, value_name = "ID")]
+    pub discard: Option<String>,
+    /// Discard without asking.
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// Which server and account.

@@ -203,3 +203,57 @@ fn sync_errors_are_one_clear_line() {
     );
     assert!(err.contains("cannot sign in"), "{err}");
 }
+
+/// A vault linked to one account is not silently moved to another: `sync
+/// register --user other` refuses until `sync unlink`; status shows
+/// pending and parked counts; logout works; dead-letters lists nothing.
+#[test]
+fn a_linked_vault_refuses_another_account_until_unlinked() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start_server(dir.path().join("server.db"));
+    let a = dir.path().join("a.db");
+    ok(&a, &["init", "--encrypt"]);
+    ok(&a, &["conv", "new", "--title", "mine"]);
+    ok(&a, &["sync", "register", "--server", &url, "--user", "una"]);
+    ok(&a, &["conv", "new", "--title", "after"]);
+
+    let out = run(
+        &a,
+        &["sync", "register", "--server", &url, "--user", "vera"],
+        PASS,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("linked to account una") && err.contains("sync unlink"),
+        "{err}"
+    );
+    let status = json(&a, &["sync", "status", "--json"]);
+    assert_eq!(
+        (
+            status["user"].as_str(),
+            status["pending"].as_u64(),
+            status["parked"].as_u64()
+        ),
+        (Some("una"), Some(1), Some(0)),
+        "{status}"
+    );
+    assert_eq!(
+        json(&a, &["sync", "dead-letters", "--json"]),
+        serde_json::json!([])
+    );
+    ok(&a, &["sync", "logout"]);
+
+    ok(&a, &["sync", "unlink"]);
+    assert!(ok(&a, &["sync", "status"]).contains("not connected"));
+    let report = json(
+        &a,
+        &[
+            "sync", "register", "--server", &url, "--user", "vera", "--json",
+        ],
+    );
+    assert_eq!(
+        report["pushed"], 2,
+        "everything goes to the new account: {report}"
+    );
+}

@@ -30,7 +30,8 @@ use async_trait::async_trait;
 use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
 use chatvault_store::{
     BatchSource, Compaction, ConversationQuery, ConversationRow, Footprint, MessageQuery,
-    OutboxEntry, Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
+    OutboxEntry, ParkedEntry, Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch,
+    WriteOutcome,
 };
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -244,6 +245,10 @@ impl Store for SqliteStore {
 
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
         self.with_conn(move |c| ops::outbox(c, limit)).await
+    }
+
+    async fn parked(&self, after: Option<u64>, limit: usize) -> Result<Vec<ParkedEntry>> {
+        self.with_conn(move |c| ops::parked(c, after, limit)).await
     }
 
     async fn acknowledge(&self, seqs: &[u64]) -> Result<()> {

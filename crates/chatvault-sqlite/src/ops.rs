@@ -9,8 +9,8 @@ use chatvault_core::{
 use chatvault_store::{
     import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
     parse_clock_mark, version_matches, BatchSource, ConversationQuery, ConversationRow,
-    ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, Result, StoreError, TombstoneQuery,
-    Usage, WriteBatch, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
+    ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, ParkReason, ParkedEntry, Result,
+    StoreError, TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
 };
 use rusqlite::{named_params, params, Connection, OptionalExtension, Row, ToSql, Transaction};
 use std::collections::{HashMap, HashSet};
@@ -253,7 +253,8 @@ pub(crate) fn usage(c: &mut Connection) -> Result<Usage> {
     let conversations = count("SELECT count(*) FROM conversations")?;
     let messages = count("SELECT coalesce(sum(messages), 0) FROM conversation_totals")?;
     let tombstones = count("SELECT count(*) FROM tombstones")?;
-    let pending_changes = count("SELECT count(*) FROM outbox")?;
+    let pending_changes = count("SELECT count(*) FROM outbox WHERE parked_at IS NULL")?;
+    let parked_changes = count("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL")?;
     let bytes = count(
         "SELECT (SELECT coalesce(sum(length(body)), 0) FROM conversations) + \
                 (SELECT coalesce(sum(bytes), 0) FROM conversation_totals)",
@@ -306,6 +307,7 @@ pub(crate) fn usage(c: &mut Connection) -> Result<Usage> {
         messages,
         tombstones,
         pending_changes,
+        parked_changes,
         bytes,
         per_conversation,
     })
@@ -438,6 +440,30 @@ fn local_version(tx: &Connection, kind: EntityKind, id: RecordId) -> Result<Opti
         deleted: true,
         body: Vec::new(),
     }))
+}
+
+/// Whether [`WriteOp::ForgetUnlessPending`] may delete: the record is
+/// stored at the tombstone's version and nothing of it is in the outbox
+/// (pending or parked), for a conversation nothing of its messages either.
+fn forgettable(tx: &Connection, t: &Tombstone) -> Result<bool> {
+    let same_version =
+        local_version(tx, t.kind, t.id)?.is_some_and(|l| !l.deleted && l.version == t.version);
+    if !same_version {
+        return Ok(false);
+    }
+    let id = &t.id.as_bytes()[..];
+    let sql = match t.kind {
+        EntityKind::Conversation => {
+            "SELECT 1 FROM outbox WHERE entity_id = ?1 OR conversation_id = ?1"
+        }
+        EntityKind::Message => "SELECT 1 FROM outbox WHERE entity_id = ?1",
+    };
+    let unsynced = tx
+        .prepare_cached(sql)
+        .map_err(sql_err)?
+        .exists([id])
+        .map_err(sql_err)?;
+    Ok(!unsynced)
 }
 
 fn apply(
@@ -663,6 +689,32 @@ fn apply(
                 .execute([&entity.as_bytes()[..]])
                 .map_err(sql_err)?;
         }
+        WriteOp::Park(seq, reason) => {
+            tx.prepare_cached(
+                "UPDATE outbox SET parked_at = ?2, parked_code = ?3, parked_message = ?4, \
+                 attempts = attempts + 1 WHERE seq = ?1",
+            )
+            .map_err(sql_err)?
+            .execute(params![
+                seq as i64,
+                reason.at.as_millis(),
+                reason.code,
+                reason.message
+            ])
+            .map_err(sql_err)?;
+        }
+        WriteOp::Unpark(entity) => {
+            tx.prepare_cached("UPDATE outbox SET parked_at = NULL WHERE entity_id = ?1")
+                .map_err(sql_err)?
+                .execute([&entity.as_bytes()[..]])
+                .map_err(sql_err)?;
+        }
+        WriteOp::ForgetUnlessPending(t) => {
+            if forgettable(tx, &t)? {
+                apply(tx, WriteOp::Delete(t), deferred, outcome)?;
+                outcome.forgotten += 1;
+            }
+        }
         WriteOp::SetMeta(key, value) => {
             tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
                 .map_err(sql_err)?
@@ -694,8 +746,8 @@ pub(crate) fn outbox(c: &mut Connection, limit: usize) -> Result<Vec<OutboxEntry
         let items: Vec<(i64, Vec<u8>, String, Vec<u8>)> = {
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT seq, entity_id, kind, op_id FROM outbox WHERE seq > ?1 \
-                     ORDER BY seq LIMIT ?2",
+                    "SELECT seq, entity_id, kind, op_id FROM outbox \
+                     WHERE seq > ?1 AND parked_at IS NULL ORDER BY seq LIMIT ?2",
                 )
                 .map_err(sql_err)?;
             let rows = stmt
@@ -710,6 +762,78 @@ pub(crate) fn outbox(c: &mut Connection, limit: usize) -> Result<Vec<OutboxEntry
         };
         after = last.0;
         read_changes(&tx, items, &mut out)?;
+    }
+    Ok(out)
+}
+
+pub(crate) fn parked(
+    c: &mut Connection,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<ParkedEntry>> {
+    if limit == 0 {
+        return Err(StoreError::InvalidRequest(
+            "page size must be at least 1".into(),
+        ));
+    }
+    let tx = c.transaction().map_err(sql_err)?;
+    let mut out = Vec::with_capacity(limit.min(1024));
+    let mut after = after.map_or(0, |a| a as i64);
+    while out.len() < limit {
+        type ParkedRow = (i64, Vec<u8>, String, Vec<u8>, i64, String, String, i64);
+        let rows: Vec<ParkedRow> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT seq, entity_id, kind, op_id, parked_at, parked_code, parked_message, \
+                     attempts FROM outbox WHERE seq > ?1 AND parked_at IS NOT NULL \
+                     ORDER BY seq LIMIT ?2",
+                )
+                .map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![after, (limit - out.len()) as i64], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                })
+                .map_err(sql_err)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
+        };
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = last.0;
+        let mut reasons: HashMap<u64, (ParkReason, u32)> = HashMap::new();
+        let items = rows
+            .into_iter()
+            .map(|(seq, entity, kind, op, at, code, message, attempts)| {
+                let reason = ParkReason {
+                    code,
+                    message,
+                    at: ts(at),
+                };
+                reasons.insert(seq as u64, (reason, attempts.max(0) as u32));
+                (seq, entity, kind, op)
+            })
+            .collect();
+        let mut changes = Vec::new();
+        read_changes(&tx, items, &mut changes)?;
+        for entry in changes {
+            if let Some((reason, attempts)) = reasons.remove(&entry.seq) {
+                out.push(ParkedEntry {
+                    seq: entry.seq,
+                    change: entry.change,
+                    reason,
+                    attempts,
+                });
+            }
+        }
     }
     Ok(out)
 }

@@ -21,11 +21,20 @@
 //!   Keyed by conversation id whether or not the conversation itself has
 //!   arrived yet, so messages synced ahead of their conversation are
 //!   counted too. Backfilled from `messages` by the migration.
+//! - **3** — parked outbox entries: `outbox.parked_at` (set while the
+//!   server's refusal parks the change; `NULL` while it is pending),
+//!   `parked_code`, `parked_message` and `attempts` (refusals so far).
+//!   A parked change stays in the outbox, so it counts as unsynced for
+//!   resync and retention. The migration also moves the sync client's old
+//!   dead-letter list (the JSON array in meta `sync.deadLetters`, written
+//!   by schema-2 code) into parked rows and removes it: see
+//!   [`adopt_legacy_dead_letters`].
 
 use crate::convert::sql_err;
 use crate::{Durability, SqliteOptions};
+use chatvault_core::{ConversationId, EntityKind, OpId, RecordId, Timestamp};
 use chatvault_store::{Result, StoreError};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
 use std::time::Duration;
 
@@ -37,7 +46,11 @@ const APPLICATION_ID: i32 = 0x4356_5354;
 
 /// Migrations, in order: `MIGRATIONS[n]` takes a store from version `n` to
 /// `n + 1`. Version 0 is an empty file.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
+
+/// The index in [`MIGRATIONS`] of the step after which
+/// [`adopt_legacy_dead_letters`] runs (in the same transaction).
+const PARKING_STEP: usize = 2;
 
 const V1: &str = "
 CREATE TABLE meta (
@@ -97,6 +110,116 @@ CREATE TABLE conversation_totals (
 INSERT INTO conversation_totals (conversation_id, messages, bytes)
     SELECT conversation_id, count(*), sum(length(body)) FROM messages GROUP BY conversation_id;
 ";
+
+const V3: &str = "
+ALTER TABLE outbox ADD COLUMN parked_at INTEGER;
+ALTER TABLE outbox ADD COLUMN parked_code TEXT;
+ALTER TABLE outbox ADD COLUMN parked_message TEXT;
+ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+";
+
+/// The metadata key where schema-2 sync clients kept refused changes.
+const LEGACY_DEAD_LETTERS: &str = "sync.deadLetters";
+
+/// One element of the legacy `sync.deadLetters` array (the fields the
+/// parked row needs; the rest — version, delete — is read from the record
+/// itself, as for every outbox entry).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LegacyDeadLetter {
+    op_id: OpId,
+    kind: EntityKind,
+    entity_id: RecordId,
+    #[serde(default)]
+    conversation_id: Option<ConversationId>,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    message: String,
+    at: Timestamp,
+    #[serde(default)]
+    attempts: u32,
+}
+
+/// Moves the schema-2 dead-letter list into parked outbox rows, inside the
+/// migration's transaction, and removes the list. A letter whose record
+/// (and tombstone) is gone, or whose record has a newer pending change,
+/// adds nothing. An unreadable list is left where it is (logged), so a
+/// person can still recover it; it never stops the vault from opening.
+fn adopt_legacy_dead_letters(tx: &Connection) -> Result<()> {
+    let value: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [LEGACY_DEAD_LETTERS],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql_err)?;
+    let Some(bytes) = value else {
+        return Ok(());
+    };
+    let letters: Vec<serde_json::Value> = match serde_json::from_slice(&bytes) {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "the old dead-letter list is unreadable; left in meta sync.deadLetters");
+            return Ok(());
+        }
+    };
+    let mut adopted = 0usize;
+    for raw in letters {
+        let letter: LegacyDeadLetter = match serde_json::from_value(raw) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an unreadable old dead letter");
+                continue;
+            }
+        };
+        let id = &letter.entity_id.as_bytes()[..];
+        let table = match letter.kind {
+            EntityKind::Conversation => "conversations",
+            EntityKind::Message => "messages",
+        };
+        let exists: bool = tx
+            .query_row(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM {table} WHERE id = ?1) \
+                     OR EXISTS (SELECT 1 FROM tombstones WHERE kind = ?2 AND id = ?1)"
+                ),
+                params![id, letter.kind.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(sql_err)?;
+        if !exists {
+            continue;
+        }
+        // A record written again after its refusal is pending already:
+        // that newer change wins (OR IGNORE on the unique entity id).
+        adopted += tx
+            .execute(
+                "INSERT OR IGNORE INTO outbox (entity_id, kind, conversation_id, op_id, \
+                 parked_at, parked_code, parked_message, attempts) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    id,
+                    letter.kind.as_str(),
+                    letter.conversation_id.map(|c| c.as_bytes().to_vec()),
+                    &letter.op_id.as_bytes()[..],
+                    letter.at.as_millis(),
+                    letter.reason,
+                    letter.message,
+                    letter.attempts.max(1),
+                ],
+            )
+            .map_err(sql_err)?;
+    }
+    tx.execute("DELETE FROM meta WHERE key = ?1", [LEGACY_DEAD_LETTERS])
+        .map_err(sql_err)?;
+    tracing::info!(
+        adopted,
+        "moved the old dead-letter list into parked outbox entries"
+    );
+    Ok(())
+}
 
 /// Opens `path`, verifies it, applies pragmas and brings the schema up to
 /// [`SCHEMA_VERSION`].
@@ -208,6 +331,9 @@ fn migrate(conn: &mut Connection, from: u32, migrations: &[&str]) -> Result<()> 
                 e,
             )
         })?;
+        if step == PARKING_STEP {
+            adopt_legacy_dead_letters(&tx)?;
+        }
     }
     tx.pragma_update(None, "user_version", to)
         .map_err(sql_err)?;
@@ -273,6 +399,6 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn, 0, MIGRATIONS).unwrap();
         assert_eq!(version(&conn), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
     }
 }

@@ -167,3 +167,42 @@ async fn a_store_from_a_newer_chatvault_is_refused_and_left_untouched() {
         .collect();
     assert!(leftovers.is_empty(), "no backup or journal: {leftovers:?}");
 }
+
+/// A schema-2 vault kept refused changes in meta `sync.deadLetters`, out
+/// of the outbox (so resync and retention took them for synced). Schema 3
+/// moves each into a parked outbox row and removes the list.
+#[tokio::test]
+async fn v2_dead_letters_become_parked_outbox_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vault.db");
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-dead-letters.db");
+    std::fs::copy(fixture, &path).unwrap();
+    assert_eq!(user_version(&path), 2);
+
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    assert_eq!(store.meta("sync.deadLetters").await.unwrap(), None);
+    assert_eq!(store.outbox(10).await.unwrap(), vec![], "not pending");
+    let parked = store.parked(None, 10).await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let p = &parked[0];
+    assert_eq!(p.change.kind, chatvault_core::EntityKind::Message);
+    assert_eq!(p.reason.code, "payload_too_large");
+    assert!(p.reason.message.contains("32768"), "{}", p.reason.message);
+    assert_eq!(p.attempts, 1);
+    let message = store
+        .message(p.change.entity_id.message())
+        .await
+        .unwrap()
+        .expect("the refused message is in the vault");
+    assert!(message.body.len() > 64 * 1024);
+    let usage = store.usage().await.unwrap();
+    assert_eq!((usage.pending_changes, usage.parked_changes), (0, 1));
+    assert!(
+        usage.per_conversation[0].pending,
+        "retention sees it unsynced"
+    );
+}

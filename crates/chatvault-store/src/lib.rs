@@ -50,8 +50,9 @@ pub use memory::MemoryStore;
 pub use types::{
     import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
     parse_clock_mark, version_matches, Compaction, ConversationQuery, ConversationRow,
-    ConversationUsage, Footprint, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, StampClaim,
-    TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
+    ConversationUsage, Footprint, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, ParkReason,
+    ParkedEntry, StampClaim, TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome,
+    CLOCK_MARK_KEY,
 };
 
 use async_trait::async_trait;
@@ -124,7 +125,13 @@ pub trait Store: MaybeSendSync {
 
     /// Pending outbox changes, oldest first, at most `limit`. Each is built
     /// from the record's current state, so a record has at most one.
+    /// Parked changes ([`WriteOp::Park`]) are not listed.
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>>;
+
+    /// Parked outbox changes in sequence order, after `after` (exclusive),
+    /// at most `limit`. Built from the records' current state, like
+    /// [`Store::outbox`].
+    async fn parked(&self, after: Option<u64>, limit: usize) -> Result<Vec<ParkedEntry>>;
 
     /// Removes delivered outbox entries by sequence number. An entry that
     /// was replaced by a newer change since it was read has a new sequence

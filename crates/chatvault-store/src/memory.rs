@@ -6,8 +6,9 @@ use crate::types::check_limit;
 use crate::{
     import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
     parse_clock_mark, version_matches, BatchSource, ConversationQuery, ConversationRow,
-    ConversationUsage, Footprint, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, Result,
-    Store, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
+    ConversationUsage, Footprint, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, ParkReason,
+    ParkedEntry, Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOp,
+    WriteOutcome, CLOCK_MARK_KEY,
 };
 use async_trait::async_trait;
 use chatvault_core::{
@@ -33,10 +34,18 @@ struct Inner {
     messages: HashMap<MessageId, MessageRecord>,
     by_conversation: BTreeSet<(ConversationId, Timestamp, MessageId)>,
     tombstones: HashMap<(EntityKind, RecordId), Tombstone>,
-    outbox: BTreeMap<u64, OutboxItem>,
+    outbox: BTreeMap<u64, Slot>,
     outbox_by_entity: HashMap<RecordId, u64>,
     next_seq: u64,
     meta: HashMap<String, Vec<u8>>,
+}
+
+/// One outbox entry: the change's pointer and, once refused, its parking.
+#[derive(Debug, Clone)]
+struct Slot {
+    item: OutboxItem,
+    parked: Option<ParkReason>,
+    attempts: u32,
 }
 
 impl MemoryStore {
@@ -386,8 +395,8 @@ impl Inner {
                         let pending: Vec<RecordId> = self
                             .outbox
                             .values()
-                            .filter(|i| i.conversation_id == Some(id))
-                            .map(|i| i.entity_id)
+                            .filter(|s| s.item.conversation_id == Some(id))
+                            .map(|s| s.item.entity_id)
                             .collect();
                         for e in pending {
                             self.dequeue(e);
@@ -401,16 +410,58 @@ impl Inner {
             WriteOp::Enqueue(item) => {
                 self.dequeue(item.entity_id);
                 self.next_seq += 1;
-                self.outbox.insert(self.next_seq, item);
+                let slot = Slot {
+                    item,
+                    parked: None,
+                    attempts: 0,
+                };
+                self.outbox.insert(self.next_seq, slot);
                 self.outbox_by_entity.insert(item.entity_id, self.next_seq);
             }
             WriteOp::Dequeue(entity) => self.dequeue(entity),
+            WriteOp::Park(seq, reason) => {
+                if let Some(slot) = self.outbox.get_mut(&seq) {
+                    slot.parked = Some(reason);
+                    slot.attempts = slot.attempts.saturating_add(1);
+                }
+            }
+            WriteOp::Unpark(entity) => {
+                if let Some(seq) = self.outbox_by_entity.get(&entity) {
+                    if let Some(slot) = self.outbox.get_mut(seq) {
+                        slot.parked = None;
+                    }
+                }
+            }
+            WriteOp::ForgetUnlessPending(tombstone) => {
+                if self.forgettable(&tombstone) {
+                    self.apply(WriteOp::Delete(tombstone), outcome);
+                    outcome.forgotten += 1;
+                }
+            }
             WriteOp::SetMeta(key, value) => {
                 self.meta.insert(key, value);
             }
             WriteOp::DeleteMeta(key) => {
                 self.meta.remove(&key);
             }
+        }
+    }
+
+    /// Whether [`WriteOp::ForgetUnlessPending`] may delete: the record is
+    /// stored at the tombstone's version and nothing of it is unsynced.
+    fn forgettable(&self, t: &Tombstone) -> bool {
+        let same_version = self
+            .local_version(t.kind, t.id)
+            .is_some_and(|l| !l.deleted && l.version == t.version);
+        if !same_version || self.outbox_by_entity.contains_key(&t.id) {
+            return false;
+        }
+        match t.kind {
+            EntityKind::Conversation => !self
+                .outbox
+                .values()
+                .any(|s| s.item.conversation_id == Some(t.id.conversation())),
+            EntityKind::Message => true,
         }
     }
 
@@ -503,6 +554,7 @@ impl Store for MemoryStore {
         let pending_conversations: BTreeSet<ConversationId> = inner
             .outbox
             .values()
+            .map(|s| &s.item)
             .filter_map(|i| match i.kind {
                 EntityKind::Conversation => Some(i.entity_id.conversation()),
                 EntityKind::Message => i.conversation_id,
@@ -530,7 +582,8 @@ impl Store for MemoryStore {
             conversations: inner.conversations.len() as u64,
             messages: inner.messages.len() as u64,
             tombstones: inner.tombstones.len() as u64,
-            pending_changes: inner.outbox.len() as u64,
+            pending_changes: inner.outbox.values().filter(|s| s.parked.is_none()).count() as u64,
+            parked_changes: inner.outbox.values().filter(|s| s.parked.is_some()).count() as u64,
             bytes,
             per_conversation,
         })
@@ -566,10 +619,32 @@ impl Store for MemoryStore {
         Ok(inner
             .outbox
             .iter()
-            .filter_map(|(seq, item)| {
+            .filter(|(_, slot)| slot.parked.is_none())
+            .filter_map(|(seq, slot)| {
                 inner
-                    .change_for(item)
+                    .change_for(&slot.item)
                     .map(|change| OutboxEntry { seq: *seq, change })
+            })
+            .take(limit)
+            .collect())
+    }
+
+    async fn parked(&self, after: Option<u64>, limit: usize) -> Result<Vec<ParkedEntry>> {
+        check_limit(limit)?;
+        let inner = self.lock();
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        Ok(inner
+            .outbox
+            .range(from..)
+            .filter_map(|(seq, slot)| {
+                let reason = slot.parked.clone()?;
+                let change = inner.change_for(&slot.item)?;
+                Some(ParkedEntry {
+                    seq: *seq,
+                    change,
+                    reason,
+                    attempts: slot.attempts,
+                })
             })
             .take(limit)
             .collect())
@@ -578,8 +653,8 @@ impl Store for MemoryStore {
     async fn acknowledge(&self, seqs: &[u64]) -> Result<()> {
         let mut inner = self.lock();
         for seq in seqs {
-            if let Some(item) = inner.outbox.remove(seq) {
-                inner.outbox_by_entity.remove(&item.entity_id);
+            if let Some(slot) = inner.outbox.remove(seq) {
+                inner.outbox_by_entity.remove(&slot.item.entity_id);
             }
         }
         Ok(())

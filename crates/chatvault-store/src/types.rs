@@ -137,8 +137,28 @@ pub enum WriteOp {
     /// Queue a record's change for sync, replacing any pending change of
     /// the same record (coalescing).
     Enqueue(OutboxItem),
-    /// Drop a record's pending change (e.g. a remote version superseded it).
+    /// Drop a record's pending or parked change (a remote version
+    /// superseded it, or the user discarded a parked change).
     Dequeue(RecordId),
+    /// Park the outbox entry with this sequence number: the server refused
+    /// it. A parked change stays in the outbox — it counts as unsynced for
+    /// [`WriteOp::ForgetUnlessPending`], for [`ConversationUsage::pending`]
+    /// (retention) and for [`Usage::parked_changes`] — but
+    /// [`Store::outbox`](crate::Store::outbox) no longer yields it until it
+    /// is [unparked](WriteOp::Unpark). Its refusal count goes up by one.
+    /// Nothing happens if the entry is gone or was replaced by a newer
+    /// change since it was read (the newer change is pending, not parked).
+    Park(u64, ParkReason),
+    /// Make a record's parked change pending again (a retry). Its refusal
+    /// count is kept, so a change refused again shows how often it was.
+    /// Nothing happens if the record has no parked change.
+    Unpark(RecordId),
+    /// Resync's delete: like [`WriteOp::Delete`], but decided inside the
+    /// write, and only if the record is still stored at exactly the
+    /// tombstone's version and has no pending or parked change — for a
+    /// conversation, neither it nor any of its messages. Otherwise nothing
+    /// happens. Counted in [`WriteOutcome::forgotten`].
+    ForgetUnlessPending(Tombstone),
     /// Set a metadata value.
     SetMeta(String, Vec<u8>),
     /// Remove a metadata value (nothing happens if there is none).
@@ -220,12 +240,15 @@ pub struct WriteOutcome {
     pub merged: u64,
     /// [`WriteOp::Merge`] operations that lost to the stored version.
     pub superseded: u64,
+    /// [`WriteOp::ForgetUnlessPending`] operations that deleted their record.
+    pub forgotten: u64,
 }
 
 impl std::ops::AddAssign for WriteOutcome {
     fn add_assign(&mut self, other: Self) {
         self.merged += other.merged;
         self.superseded += other.superseded;
+        self.forgotten += other.forgotten;
     }
 }
 
@@ -389,6 +412,32 @@ pub struct OutboxEntry {
     pub change: Change,
 }
 
+/// Why and when the server refused a change ([`WriteOp::Park`]). The store
+/// keeps it as given; the sync client owns the vocabulary of `code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkReason {
+    /// A short machine-readable reason (e.g. `payload_too_large`).
+    pub code: String,
+    /// The server's explanation, for people.
+    pub message: String,
+    /// When it was refused.
+    pub at: Timestamp,
+}
+
+/// A parked change read back with [`Store::parked`](crate::Store::parked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedEntry {
+    /// Position in the outbox (parked entries keep theirs).
+    pub seq: u64,
+    /// The change, built from the record's current state.
+    pub change: Change,
+    /// The latest refusal.
+    pub reason: ParkReason,
+    /// How many times this change was refused (parking counts one; a
+    /// retry keeps the count; a new local write starts over).
+    pub attempts: u32,
+}
+
 /// Stored size of one conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConversationUsage {
@@ -401,7 +450,8 @@ pub struct ConversationUsage {
     /// Stored body bytes of the conversation and its messages (after
     /// encryption, if any).
     pub bytes: u64,
-    /// Whether it or one of its messages has a change not yet acknowledged.
+    /// Whether it or one of its messages has a change not yet acknowledged
+    /// (pending or parked).
     pub pending: bool,
 }
 
@@ -414,8 +464,11 @@ pub struct Usage {
     pub messages: u64,
     /// Tombstones kept.
     pub tombstones: u64,
-    /// Changes waiting in the outbox.
+    /// Changes waiting in the outbox to be pushed (parked ones excluded).
     pub pending_changes: u64,
+    /// Changes the server refused, parked in the outbox until retried or
+    /// discarded.
+    pub parked_changes: u64,
     /// Stored body bytes of all live records.
     pub bytes: u64,
     /// Per conversation, most recent activity first.

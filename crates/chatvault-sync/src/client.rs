@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::account::{self, Session};
 use crate::backoff::BackoffPolicy;
-use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::dead_letter::DeadLetter;
 use crate::error::{Result, SyncError};
 use crate::http::{Api, Body};
 use crate::status::{PullReport, PushReport, SyncReport, SyncState, SyncStatus};
@@ -33,6 +33,11 @@ use crate::wire::PutKeysRequest;
 pub struct SyncOptions {
     /// Outbox entries read per round (at most 1000, the server's limit).
     pub push_batch: usize,
+    /// Rounds of `push_batch` one push makes at most; `None` (the default)
+    /// drains the outbox. A bound makes a push return (asking a running
+    /// loop to come straight back) on a device writing faster than it can
+    /// push.
+    pub max_push_rounds: Option<usize>,
     /// Request body budget per push; batches are split below it (the
     /// server's default limit is 4 MiB). A single larger change is still
     /// sent alone, in case the server accepts more.
@@ -60,6 +65,7 @@ impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
             push_batch: 500,
+            max_push_rounds: None,
             max_push_bytes: 3 * 1024 * 1024,
             page_limit: 500,
             interval: Duration::from_secs(300),
@@ -253,10 +259,13 @@ impl SyncClient {
             }),
         };
         let cursor = client.load_cursor().await?;
-        let dead = DeadLetters::load(&client.inner.vault).await?.0.len();
+        let (pending, parked) = client.inner.vault.replica().outbox_counts().await?;
+        let last_error = client.stored_last_error().await;
         client.inner.status.send_modify(|s| {
             s.cursor = cursor;
-            s.dead_letters = dead;
+            s.pending = pending;
+            s.dead_letters = parked as usize;
+            s.last_error = last_error;
         });
         tracing::info!(
             server = client.inner.api.base(),
@@ -459,41 +468,104 @@ impl SyncClient {
         result
     }
 
-    /// Changes the server refused, oldest first.
+    /// Changes the server refused, parked in the outbox, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        Ok(DeadLetters::load(&self.inner.vault).await?.0)
+        Ok(self
+            .inner
+            .vault
+            .replica()
+            .all_parked_changes()
+            .await?
+            .into_iter()
+            .map(DeadLetter::from_parked)
+            .collect())
     }
 
-    /// Puts a dead-lettered record back in the outbox (its current state,
-    /// under a fresh op id) and removes the dead letter, in one atomic
-    /// write; the next push sends it. `false` if there is no dead letter
-    /// with this op id, or its record no longer exists (the dead letter is
-    /// then removed).
+    /// Makes a dead letter (by op id) pending again, so the next push sends
+    /// the record's current state. `false` if no parked change has this op
+    /// id.
     pub async fn retry_dead_letter(&self, op: OpId) -> Result<bool> {
-        let requeued = {
-            let _running = self.inner.sync_lock.lock().await;
-            let mut list = DeadLetters::load(&self.inner.vault).await?;
-            let Some(letter) = list.take(op) else {
-                return Ok(false);
-            };
-            let requeued = self
-                .inner
+        let found = self
+            .dead_letters()
+            .await?
+            .into_iter()
+            .find(|d| d.op_id == op);
+        let Some(letter) = found else {
+            return Ok(false);
+        };
+        self.inner
+            .vault
+            .replica()
+            .unpark(letter.entity_id, vec![])
+            .await?;
+        tracing::info!(%op, "dead letter re-queued");
+        self.refresh_counts().await;
+        self.notify();
+        Ok(true)
+    }
+
+    /// Makes every dead letter pending again; returns how many.
+    pub async fn retry_all_dead_letters(&self) -> Result<usize> {
+        let letters = self.dead_letters().await?;
+        for letter in &letters {
+            self.inner
                 .vault
                 .replica()
-                .requeue_record(letter.kind, letter.entity_id, vec![list.meta()?])
+                .unpark(letter.entity_id, vec![])
                 .await?;
-            if !requeued {
-                list.save(&self.inner.vault).await?;
-            }
-            let count = list.0.len();
-            self.inner.status.send_modify(|s| s.dead_letters = count);
-            requeued
-        };
-        if requeued {
-            tracing::info!(%op, "dead letter re-queued");
+        }
+        if !letters.is_empty() {
+            tracing::info!(count = letters.len(), "dead letters re-queued");
+            self.refresh_counts().await;
             self.notify();
         }
-        Ok(requeued)
+        Ok(letters.len())
+    }
+
+    /// Discards a dead letter for good: the record stays in this vault but
+    /// its refused change will never be pushed. Returns the discarded
+    /// letter, or `None` if no parked change has this op id. A newer local
+    /// write of the record made since it was parked stays pending.
+    pub async fn discard_dead_letter(&self, op: OpId) -> Result<Option<DeadLetter>> {
+        let found = self
+            .dead_letters()
+            .await?
+            .into_iter()
+            .find(|d| d.op_id == op);
+        let Some(letter) = found else {
+            return Ok(None);
+        };
+        self.inner
+            .vault
+            .replica()
+            .discard_parked(letter.seq)
+            .await?;
+        tracing::warn!(%op, entity = %letter.entity_id, "dead letter discarded; the record stays unsynced");
+        self.refresh_counts().await;
+        Ok(Some(letter))
+    }
+
+    /// Republishes the pending and parked counts.
+    async fn refresh_counts(&self) {
+        match self.inner.vault.replica().outbox_counts().await {
+            Ok((pending, parked)) => self.inner.status.send_modify(|s| {
+                s.pending = pending;
+                s.dead_letters = parked as usize;
+            }),
+            Err(e) => tracing::warn!(error = %e, "cannot count pending changes"),
+        }
+    }
+
+    /// The last sync error stored in the vault (see [`SyncStatus::last_error`]).
+    async fn stored_last_error(&self) -> Option<String> {
+        let bytes = self
+            .inner
+            .vault
+            .replica()
+            .sync_meta(LAST_ERROR_KEY)
+            .await
+            .ok()??;
+        String::from_utf8(bytes).ok()
     }
 
     // ---- session ---------------------------------------------------------
@@ -552,13 +624,25 @@ impl SyncClient {
         query: &[(&str, &str)],
         body: Option<Body>,
     ) -> Result<T> {
+        Ok(self.authed_dated(method, path, query, body).await?.0)
+    }
+
+    /// [`authed`](Self::authed), also returning the server's time (its
+    /// `Date` header), if it sent one.
+    pub(crate) async fn authed_dated<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Body>,
+    ) -> Result<(T, Option<chatvault::Timestamp>)> {
         let mut retried = false;
         loop {
             let token = self.token().await?;
             let result = self
                 .inner
                 .api
-                .send(method.clone(), path, query, Some(&token), body.clone())
+                .send_dated(method.clone(), path, query, Some(&token), body.clone())
                 .await;
             match result {
                 Err(e) if e.is_status(401) && !retried => {
@@ -584,14 +668,24 @@ impl SyncClient {
     /// complete sync) the time.
     async fn publish(&self, outcome: std::result::Result<(), &SyncError>, complete: bool) {
         let vault = &self.inner.vault;
-        let pending = match vault.stats().await {
-            Ok(stats) => Some(stats.pending_changes),
+        let (pending, dead) = match vault.replica().outbox_counts().await {
+            Ok((pending, parked)) => (Some(pending), Some(parked as usize)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot count pending changes");
-                None
+                (None, None)
             }
         };
-        let dead = DeadLetters::load(vault).await.ok().map(|d| d.0.len());
+        // The last error is kept in the vault, so `sync status` in another
+        // process (or after a restart) can show why sync stopped.
+        let last_error = outcome.err().map(|e| e.to_string());
+        let stored = match &last_error {
+            Some(e) => Some(e.as_bytes().to_vec()),
+            None if complete => None,
+            None => self.stored_last_error().await.map(String::into_bytes),
+        };
+        if let Err(e) = vault.replica().set_sync_meta(LAST_ERROR_KEY, stored).await {
+            tracing::warn!(error = %e, "cannot store the last sync error");
+        }
         let now = vault.replica().now();
         let state = match outcome {
             Ok(()) => SyncState::Idle,
@@ -613,10 +707,17 @@ impl SyncClient {
             }
             if complete && outcome.is_ok() {
                 s.last_synced_at = Some(now);
+                s.last_error = None;
+            }
+            if last_error.is_some() {
+                s.last_error = last_error;
             }
         });
     }
 }
+
+/// Metadata key of the last sync error (text), removed by a complete sync.
+pub(crate) const LAST_ERROR_KEY: &str = chatvault::meta_keys::SYNC_LAST_ERROR;
 
 fn api(server: &str, options: &SyncOptions) -> Result<Api> {
     Api::new(server, options.connect_timeout, options.request_timeout)

@@ -1,22 +1,23 @@
-//! The dead-letter list: changes the server refused, kept in the vault's
-//! metadata (`sync.deadLetters`) so they survive restarts, can be shown to
-//! the user and retried. A record has at most one dead letter (its latest
-//! refusal); one that later syncs — edited, deleted, or retried — leaves
-//! the list by itself.
+//! Dead letters: changes the server refused, **parked in the vault's
+//! outbox** (not a separate list). A parked change is not pushed until it
+//! is retried, but it stays in the outbox, so it counts as unsynced: a
+//! resync never deletes its record, retention keeps its conversation. It
+//! stays until the user retries or discards it, or a new local write of
+//! the record replaces it with a pending change. Each is a row of its own,
+//! so two processes parking changes at once cannot overwrite each other.
+//!
+//! This module translates between the store's parked entries (a reason
+//! code and message) and the sync client's [`DeadLetter`] and
+//! [`RejectReason`]; it owns the vocabulary of the codes.
 //!
 //! Must never hold content: a dead letter names a record (kind, ids,
 //! version), the record itself stays in the vault.
 
 use std::time::Duration;
 
-use chatvault::{ConversationId, Hlc, Timestamp, Vault};
-use chatvault_core::{Change, EntityKind, OpId, RecordId};
+use chatvault::{ConversationId, Hlc, ParkReason, ParkedEntry, Timestamp};
+use chatvault_core::{EntityKind, OpId, RecordId};
 use serde::{Deserialize, Serialize};
-
-use crate::error::{Result, SyncError};
-
-/// Metadata key of the list (JSON array).
-pub(crate) const DEAD_LETTERS_KEY: &str = chatvault::meta_keys::SYNC_DEAD_LETTERS;
 
 /// First automatic retry of a clock-skew rejection; doubles per attempt.
 const SKEW_RETRY_FIRST: Duration = Duration::from_secs(60);
@@ -51,11 +52,21 @@ impl RejectReason {
             _ => RejectReason::Other,
         }
     }
+
+    /// The code stored with a parked change (the server's code).
+    pub fn as_code(self) -> &'static str {
+        match self {
+            RejectReason::InvalidChange => "invalid_change",
+            RejectReason::ClockSkew => "clock_skew",
+            RejectReason::PayloadTooLarge => "payload_too_large",
+            RejectReason::Other => "other",
+        }
+    }
 }
 
 /// A change the server refused: which record, why and when. The record
-/// stays in the vault, unsynced, until the dead letter is retried (or the
-/// record is written again).
+/// stays in the vault, unsynced, until the dead letter is retried or
+/// discarded (or the record is written again).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
@@ -69,7 +80,7 @@ pub struct DeadLetter {
     /// For messages, their conversation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<ConversationId>,
-    /// The version that was refused.
+    /// The version that was refused (the record's current version).
     pub version: Hlc,
     /// Whether the refused change was a deletion.
     pub delete: bool,
@@ -79,28 +90,27 @@ pub struct DeadLetter {
     pub message: String,
     /// When it was refused (vault clock).
     pub at: Timestamp,
-    /// How many times this record has been refused in a row.
+    /// How many times this change has been refused.
     pub attempts: u32,
+    /// Its position in the outbox (identifies exactly this parked entry).
+    pub seq: u64,
 }
 
 impl DeadLetter {
-    pub(crate) fn new(
-        change: &Change,
-        reason: RejectReason,
-        message: String,
-        at: Timestamp,
-    ) -> Self {
+    /// The dead letter a parked outbox entry stands for.
+    pub fn from_parked(p: ParkedEntry) -> Self {
         DeadLetter {
-            op_id: change.op_id,
-            kind: change.kind,
-            entity_id: change.entity_id,
-            conversation_id: change.conversation_id,
-            version: change.version,
-            delete: change.is_delete(),
-            reason,
-            message,
-            at,
-            attempts: 1,
+            op_id: p.change.op_id,
+            kind: p.change.kind,
+            entity_id: p.change.entity_id,
+            conversation_id: p.change.conversation_id,
+            version: p.change.version,
+            delete: p.change.is_delete(),
+            reason: RejectReason::from_code(Some(&p.reason.code)),
+            message: p.reason.message,
+            at: p.reason.at,
+            attempts: p.attempts,
+            seq: p.seq,
         }
     }
 
@@ -118,136 +128,78 @@ impl DeadLetter {
         Some(Timestamp(self.at.as_millis().saturating_add(wait_ms)))
     }
 
-    fn key(&self) -> (EntityKind, RecordId) {
-        (self.kind, self.entity_id)
+    /// Whether `id` names this dead letter: its op id or its record's id.
+    pub fn is_named_by(&self, id: &str) -> bool {
+        let id = id.trim();
+        self.op_id.to_string().eq_ignore_ascii_case(id)
+            || self.entity_id.to_string().eq_ignore_ascii_case(id)
     }
 }
 
-/// The persisted list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct DeadLetters(pub Vec<DeadLetter>);
-
-impl DeadLetters {
-    pub(crate) async fn load(vault: &Vault) -> Result<DeadLetters> {
-        match vault.replica().sync_meta(DEAD_LETTERS_KEY).await? {
-            None => Ok(DeadLetters::default()),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(DeadLetters)
-                .map_err(|e| {
-                    SyncError::Protocol(format!("the stored dead-letter list is unreadable: {e}"))
-                }),
-        }
-    }
-
-    /// The metadata write that stores this list.
-    pub(crate) fn meta(&self) -> Result<(String, Option<Vec<u8>>)> {
-        let value = if self.0.is_empty() {
-            None
-        } else {
-            Some(serde_json::to_vec(&self.0).map_err(|e| {
-                SyncError::Protocol(format!("cannot serialize the dead-letter list: {e}"))
-            })?)
-        };
-        Ok((DEAD_LETTERS_KEY.to_owned(), value))
-    }
-
-    pub(crate) async fn save(&self, vault: &Vault) -> Result<()> {
-        let (key, value) = self.meta()?;
-        Ok(vault.replica().set_sync_meta(&key, value).await?)
-    }
-
-    /// Adds a refusal, replacing an older one of the same record (and
-    /// counting the attempt).
-    pub(crate) fn add(&mut self, mut letter: DeadLetter) {
-        if let Some(i) = self.0.iter().position(|d| d.key() == letter.key()) {
-            letter.attempts = self.0[i].attempts.saturating_add(1);
-            self.0.remove(i);
-        }
-        self.0.push(letter);
-    }
-
-    /// Forgets the dead letters of records that have since synced.
-    pub(crate) fn settle(&mut self, synced: &[(EntityKind, RecordId)]) -> bool {
-        let before = self.0.len();
-        self.0.retain(|d| !synced.contains(&d.key()));
-        self.0.len() != before
-    }
-
-    pub(crate) fn take(&mut self, op: OpId) -> Option<DeadLetter> {
-        let i = self.0.iter().position(|d| d.op_id == op)?;
-        Some(self.0.remove(i))
-    }
-
-    /// Clock-skew refusals whose automatic retry is due at `now`.
-    pub(crate) fn due(&self, now: Timestamp) -> Vec<OpId> {
-        self.0
-            .iter()
-            .filter(|d| d.next_retry_at().is_some_and(|t| t <= now))
-            .map(|d| d.op_id)
-            .collect()
+/// The parking of a refused change, as the store keeps it.
+pub(crate) fn park_reason(reason: RejectReason, message: String, at: Timestamp) -> ParkReason {
+    ParkReason {
+        code: reason.as_code().to_owned(),
+        message,
+        at,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chatvault::Change;
     use chatvault_core::{DeviceId, MessageId, Tombstone};
 
-    fn letter(reason: RejectReason, at: i64) -> DeadLetter {
+    fn letter(reason: RejectReason, at: i64, attempts: u32) -> DeadLetter {
         let t = Tombstone::message(
             MessageId::new(),
             ConversationId::new(),
             Hlc::new(5, 0, DeviceId(1)).unwrap(),
             Timestamp(1),
         );
-        DeadLetter::new(
-            &Change::delete(OpId::new(), &t),
-            reason,
-            "no".into(),
-            Timestamp(at),
-        )
-    }
-
-    #[test]
-    fn one_letter_per_record_counting_attempts() {
-        let mut list = DeadLetters::default();
-        let first = letter(RejectReason::ClockSkew, 0);
-        let mut again = first.clone();
-        again.op_id = OpId::new();
-        list.add(first.clone());
-        list.add(again.clone());
-        assert_eq!(list.0.len(), 1);
-        assert_eq!(list.0[0].attempts, 2);
-        assert_eq!(list.0[0].op_id, again.op_id);
-        assert!(list.settle(&[(first.kind, first.entity_id)]));
-        assert!(list.0.is_empty());
+        DeadLetter::from_parked(ParkedEntry {
+            seq: 1,
+            change: Change::delete(OpId::new(), &t),
+            reason: park_reason(reason, "no".into(), Timestamp(at)),
+            attempts,
+        })
     }
 
     #[test]
     fn only_clock_skew_is_retried_on_a_doubling_capped_schedule() {
-        let mut skew = letter(RejectReason::ClockSkew, 0);
+        let skew = letter(RejectReason::ClockSkew, 0, 1);
         assert_eq!(skew.next_retry_at(), Some(Timestamp(60_000)));
-        skew.attempts = 3;
-        assert_eq!(skew.next_retry_at(), Some(Timestamp(240_000)));
-        skew.attempts = 30;
-        assert_eq!(skew.next_retry_at(), Some(Timestamp(3_600_000)));
-        assert_eq!(letter(RejectReason::InvalidChange, 0).next_retry_at(), None);
-
-        let mut list = DeadLetters::default();
-        list.add(skew.clone());
-        list.add(letter(RejectReason::PayloadTooLarge, 0));
-        assert!(list.due(Timestamp(3_599_999)).is_empty());
-        assert_eq!(list.due(Timestamp(3_600_000)), vec![skew.op_id]);
+        assert_eq!(
+            letter(RejectReason::ClockSkew, 0, 3).next_retry_at(),
+            Some(Timestamp(240_000))
+        );
+        assert_eq!(
+            letter(RejectReason::ClockSkew, 0, 30).next_retry_at(),
+            Some(Timestamp(3_600_000))
+        );
+        assert_eq!(
+            letter(RejectReason::InvalidChange, 0, 1).next_retry_at(),
+            None
+        );
     }
 
     #[test]
-    fn letters_round_trip_and_tolerate_unknown_reasons() {
-        let l = letter(RejectReason::PayloadTooLarge, 9);
-        let json = serde_json::to_string(&vec![l.clone()]).unwrap();
-        let back: Vec<DeadLetter> = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, vec![l]);
-        let newer = json.replace("payload_too_large", "quota_exceeded");
-        let back: Vec<DeadLetter> = serde_json::from_str(&newer).unwrap();
-        assert_eq!(back[0].reason, RejectReason::Other);
+    fn codes_round_trip_and_unknown_ones_read_as_other() {
+        for r in [
+            RejectReason::InvalidChange,
+            RejectReason::ClockSkew,
+            RejectReason::PayloadTooLarge,
+        ] {
+            assert_eq!(RejectReason::from_code(Some(r.as_code())), r);
+        }
+        assert_eq!(
+            RejectReason::from_code(Some("quota_exceeded")),
+            RejectReason::Other
+        );
+        let l = letter(RejectReason::PayloadTooLarge, 9, 1);
+        assert!(l.is_named_by(&l.op_id.to_string()));
+        assert!(l.is_named_by(&l.entity_id.to_string().to_uppercase()));
+        assert!(!l.is_named_by("nope"));
     }
 }

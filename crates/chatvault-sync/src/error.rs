@@ -65,14 +65,28 @@ pub enum SyncError {
     /// The server's answer does not follow the protocol.
     #[error("unexpected answer from the sync server: {0}")]
     Protocol(String),
-    /// Changes from the server are stamped more than an hour ahead of this
-    /// device's clock. They are fetched again on the next sync; nothing is
+    /// Changes from the server are stamped more than an hour ahead of both
+    /// this device's clock and the server's time. They are fetched again on the next sync; nothing is
     /// lost, but nothing new arrives until the clock is right.
     #[error(
         "this device's clock is behind the server's by more than an hour \
          ({0}); set the clock right to receive new changes"
     )]
     ClockBehind(String),
+    /// The server sent changes this build cannot read (a newer client wrote
+    /// them). The readable ones were applied; the pull cursor was **not**
+    /// moved past them, so nothing is skipped: new changes arrive again
+    /// once chatvault is upgraded. Pushing keeps working.
+    #[error(
+        "the server sent {count} change(s) this version of chatvault cannot read \
+         (first: {first}); upgrade chatvault — pulling is held until then so nothing is skipped"
+    )]
+    UnreadableChange {
+        /// How many changes of the page could not be read.
+        count: usize,
+        /// Why the first of them could not.
+        first: String,
+    },
     /// The server asked for a resync again right after one: stopping
     /// instead of looping. Usually a server restored from an old backup or
     /// misconfigured; nothing local was lost.

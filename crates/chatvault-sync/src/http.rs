@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
+use chatvault::Timestamp;
 use chatvault_core::ErrorCode;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, DATE, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
@@ -103,6 +104,19 @@ impl Api {
         token: Option<&str>,
         body: Option<Body>,
     ) -> Result<T> {
+        Ok(self.send_dated(method, path, query, token, body).await?.0)
+    }
+
+    /// [`send`](Self::send), also returning the server's time from its
+    /// `Date` header (whole seconds; `None` if absent or unreadable).
+    pub(crate) async fn send_dated<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        token: Option<&str>,
+        body: Option<Body>,
+    ) -> Result<(T, Option<Timestamp>)> {
         let url = self.url(path, query)?;
         let mut request = self.http.request(method.clone(), url);
         if let Some(token) = token {
@@ -126,18 +140,31 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        let date = response
+            .headers()
+            .get(DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(server_time);
         let bytes = response
             .bytes()
             .await
             .map_err(|e| SyncError::Network(error_chain(&e)))?;
         if status.is_success() {
             let json: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-            return serde_json::from_slice(json).map_err(|e| {
+            let value = serde_json::from_slice(json).map_err(|e| {
                 SyncError::Protocol(format!("{method} /{path} answered {status} with {e}"))
-            });
+            })?;
+            return Ok((value, date));
         }
         Err(server_error(status, &bytes, retry_after))
     }
+}
+
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) as a [`Timestamp`].
+fn server_time(header: &str) -> Option<Timestamp> {
+    let at = httpdate::parse_http_date(header).ok()?;
+    let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    Some(Timestamp(i64::try_from(ms).ok()?))
 }
 
 fn server_error(status: StatusCode, bytes: &[u8], retry_after: Option<Duration>) -> SyncError {
@@ -214,6 +241,15 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn date_headers_read_as_server_time() {
+        assert_eq!(
+            server_time("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Timestamp(784_111_777_000))
+        );
+        assert_eq!(server_time("yesterday"), None);
     }
 
     #[test]

@@ -3,15 +3,24 @@
 //!
 //! Each page is applied by last-writer-wins together with its cursor in one
 //! atomic vault write, so a crash never moves the cursor past unapplied
-//! changes (and applying a page twice is harmless). The cursor is stored
+//! changes (and applying a page twice is harmless). A page holding a change
+//! this build cannot read is applied **without** its cursor and the pull
+//! stops with [`SyncError::UnreadableChange`]: the cursor stays before the
+//! change, so an upgraded build reads it instead of having skipped it.
+//!
+//! Pulled stamps are bounded against the server's time (its `Date`
+//! header), not only this device's clock: the server admitted them against
+//! its own clock, so a device whose clock runs slow still receives them. The cursor is stored
 //! with the server and account it belongs to: a vault pointed elsewhere
 //! starts from the beginning instead of sending a foreign cursor.
 //!
 //! Resync (`410 resync_required`, or a cursor the server does not know):
 //! page through `/v1/sync/snapshot`, merge every record by LWW, drop local
-//! records the snapshot no longer lists unless they have unsent changes,
-//! store the snapshot's cursor and continue the feed from it. The outbox is
-//! never touched. A second `410` straight after is
+//! records the snapshot no longer lists unless they have pending or parked
+//! changes (decided inside the deleting write, so a write made during the
+//! resync is kept), store the snapshot's cursor and continue the feed from
+//! it. The outbox is never touched. A snapshot with an unreadable change
+//! stops before anything is dropped. A second `410` straight after is
 //! [`SyncError::ResyncLoop`], never another round.
 
 use std::collections::HashSet;
@@ -49,9 +58,9 @@ impl SyncClient {
                 query.push(("after", c.as_str()));
             }
             let page = self
-                .authed::<PullResponse>(Method::GET, "v1/sync/pull", &query, None)
+                .authed_dated::<PullResponse>(Method::GET, "v1/sync/pull", &query, None)
                 .await;
-            let page = match page {
+            let (page, server_now) = match page {
                 Ok(page) => page,
                 Err(e) if needs_resync(&e, cursor.is_some()) => {
                     if just_resynced {
@@ -66,9 +75,15 @@ impl SyncClient {
             };
             just_resynced = false;
             report.pages += 1;
-            let changes = self.parse_page(page.changes, &mut report);
+            let (changes, unreadable) = self.parse_page(page.changes, &mut report);
+            if let Some(unreadable) = unreadable {
+                // The readable ones apply (harmless to apply again later);
+                // the cursor stays where it was.
+                self.apply(changes, vec![], server_now, &mut report).await?;
+                return Err(unreadable);
+            }
             let meta = vec![self.cursor_meta(&page.next_cursor)?];
-            self.apply(changes, meta, &mut report).await?;
+            self.apply(changes, meta, server_now, &mut report).await?;
             cursor = Some(page.next_cursor);
             let stored = cursor.clone();
             self.inner.status.send_modify(|s| s.cursor = stored);
@@ -90,8 +105,8 @@ impl SyncClient {
             if let Some(key) = &after {
                 query.push(("after", key.as_str()));
             }
-            let page = self
-                .authed::<SnapshotResponse>(Method::GET, "v1/sync/snapshot", &query, None)
+            let (page, server_now) = self
+                .authed_dated::<SnapshotResponse>(Method::GET, "v1/sync/snapshot", &query, None)
                 .await?;
             report.pages += 1;
             if after.is_none() {
@@ -99,9 +114,14 @@ impl SyncClient {
                     SyncError::Protocol("the first snapshot page carries no cursor".into())
                 })?);
             }
-            let changes = self.parse_page(page.changes, report);
+            let (changes, unreadable) = self.parse_page(page.changes, report);
             listed.extend(changes.iter().map(|c| (c.kind, c.entity_id)));
-            self.apply(changes, vec![], report).await?;
+            self.apply(changes, vec![], server_now, report).await?;
+            if let Some(unreadable) = unreadable {
+                // Not listed means "deleted elsewhere" to the forget step:
+                // stop before it, so the unread record is never dropped.
+                return Err(unreadable);
+            }
             if !page.has_more {
                 break;
             }
@@ -132,32 +152,43 @@ impl SyncClient {
         Ok(cursor)
     }
 
-    /// Parses each change alone: one this build cannot read is skipped
-    /// (and logged) instead of wedging the feed.
-    fn parse_page(&self, raw: Vec<serde_json::Value>, report: &mut PullReport) -> Vec<Change> {
-        raw.into_iter()
-            .filter_map(|value| match parse_change(value) {
-                Ok(change) => Some(change),
+    /// Parses each change alone; returns the readable ones and, if any was
+    /// not, the error that holds the cursor back (the caller applies the
+    /// readable ones without moving the cursor).
+    fn parse_page(
+        &self,
+        raw: Vec<serde_json::Value>,
+        report: &mut PullReport,
+    ) -> (Vec<Change>, Option<SyncError>) {
+        let mut changes = Vec::with_capacity(raw.len());
+        let mut unreadable: Option<(usize, String)> = None;
+        for value in raw {
+            match parse_change(value) {
+                Ok(change) => changes.push(change),
                 Err(e) => {
                     report.skipped += 1;
-                    tracing::error!(error = %e, "skipping a change this version cannot read");
-                    None
+                    tracing::error!(error = %e, "a change this version cannot read; holding the pull cursor");
+                    let first = unreadable.get_or_insert((0, e.to_string()));
+                    first.0 += 1;
                 }
-            })
-            .collect()
+            }
+        }
+        let held = unreadable.map(|(count, first)| SyncError::UnreadableChange { count, first });
+        (changes, held)
     }
 
     async fn apply(
         &self,
         changes: Vec<Change>,
         meta: Vec<(String, Option<Vec<u8>>)>,
+        server_now: Option<chatvault::Timestamp>,
         report: &mut PullReport,
     ) -> Result<()> {
         let outcome = self
             .inner
             .vault
             .replica()
-            .apply_remote_changes(changes, meta)
+            .apply_pulled_changes(changes, meta, server_now)
             .await?;
         report.applied += outcome.applied;
         report.superseded += outcome.superseded;

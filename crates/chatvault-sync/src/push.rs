@@ -2,12 +2,16 @@
 //!
 //! Reads pending changes oldest first, sends them in batches sized by
 //! count and bytes, and settles each by its result: applied and
-//! superseded changes leave the outbox; rejected ones are written to the
-//! dead-letter list *before* they leave it (a crash in between re-sends
-//! them, which is harmless), so nothing is ever dropped and nothing stays
-//! at the head of the queue blocking the rest. A batch the server finds
-//! too large is split in halves until the one oversized change stands
-//! alone and is dead-lettered.
+//! superseded changes leave the outbox; rejected ones are **parked** in
+//! it (see `dead_letter`) — kept, unsynced, but no longer at the head of
+//! the queue blocking the rest. A batch the server finds too large is
+//! split in halves until the one oversized change stands alone and is
+//! parked.
+//!
+//! A push drains the outbox: it reads and sends until nothing pending is
+//! left (or [`SyncOptions::max_push_rounds`](crate::SyncOptions) is
+//! reached, which a background loop uses to yield to pulls), publishing
+//! the shrinking pending count as it goes so a caller can show progress.
 //!
 //! Retries reuse op ids (the outbox keeps them), so a push whose answer
 //! was lost is idempotent on the server.
@@ -19,11 +23,11 @@
 use std::collections::VecDeque;
 
 use chatvault::OutboxEntry;
-use chatvault_core::{EntityKind, Hlc, RecordId};
+use chatvault_core::Hlc;
 use reqwest::Method;
 
 use crate::client::SyncClient;
-use crate::dead_letter::{DeadLetter, DeadLetters, RejectReason};
+use crate::dead_letter::{park_reason, DeadLetter, RejectReason};
 use crate::error::{Result, SyncError};
 use crate::status::PushReport;
 use crate::wire::{push_body, PushResponse, PushResult, PushStatus};
@@ -33,9 +37,6 @@ const ACCEPTED_MARK: &str = "sync.accepted_mark";
 
 /// The server's largest batch.
 const SERVER_MAX_BATCH: usize = 1000;
-/// Rounds of reading the outbox per push: a device writing faster than it
-/// can push still returns, and the rest goes next time.
-const MAX_ROUNDS: usize = 64;
 
 /// One outbox entry with its serialized change.
 struct Ready {
@@ -50,13 +51,16 @@ impl SyncClient {
         report.accepted = accepted_before;
         self.requeue_due_dead_letters(&mut report).await?;
         let batch = self.inner.options.push_batch.clamp(1, SERVER_MAX_BATCH);
-        for round in 1..=MAX_ROUNDS {
+        let max_rounds = self.inner.options.max_push_rounds.unwrap_or(usize::MAX);
+        let (pending, _) = self.inner.vault.replica().outbox_counts().await?;
+        self.inner.status.send_modify(|s| s.pending = pending);
+        for round in 1.. {
             let entries = self.inner.vault.replica().pending_changes(batch).await?;
             if entries.is_empty() {
                 break;
             }
             let full = entries.len() == batch;
-            if full && round == MAX_ROUNDS {
+            if full && round >= max_rounds {
                 // More may be waiting: have a running loop come straight back.
                 self.inner.local.notify_one();
             }
@@ -71,10 +75,14 @@ impl SyncClient {
                 .collect::<Result<Vec<_>>>()?;
             let restamped = report.restamped;
             for chunk in self.chunks(ready) {
+                let sent = chunk.len() as u64;
                 self.push_chunk(chunk, &mut report).await?;
+                self.inner
+                    .status
+                    .send_modify(|s| s.pending = s.pending.saturating_sub(sent));
             }
             // Re-stamped changes are pending again: send them now.
-            if !full && report.restamped == restamped {
+            if (!full && report.restamped == restamped) || round >= max_rounds {
                 break;
             }
         }
@@ -191,7 +199,6 @@ impl SyncClient {
                 PushStatus::Rejected => {
                     let reason = RejectReason::from_code(result.reason.as_deref());
                     let message = result.message.clone().unwrap_or_default();
-                    tracing::warn!(op_id = %op, ?reason, %message, "the server refused a change");
                     rejected.push((i, reason, message));
                 }
                 PushStatus::Unknown => {
@@ -253,40 +260,41 @@ impl SyncClient {
         Ok(restamped.is_some())
     }
 
-    /// Dead-letters the `rejected` entries of `chunk` (by index) and
-    /// removes the whole chunk from the outbox: the dead letters are
-    /// written first, so a crash in between only re-sends.
+    /// Parks the `rejected` entries of `chunk` (by index) and acknowledges
+    /// the rest. Parking comes first: a crash in between only re-sends the
+    /// acknowledged ones, which is harmless.
     async fn bury(
         &self,
         chunk: Vec<Ready>,
         rejected: Vec<(usize, RejectReason, String)>,
         report: &mut PushReport,
     ) -> Result<()> {
-        let vault = &self.inner.vault;
-        let now = vault.replica().now();
-        let mut list = DeadLetters::load(vault).await?;
-        let synced: Vec<(EntityKind, RecordId)> = chunk
+        let replica = self.inner.vault.replica();
+        let now = replica.now();
+        let mut parked = Vec::new();
+        for (i, reason, message) in &rejected {
+            let change = &chunk[*i].entry.change;
+            tracing::warn!(
+                op_id = %change.op_id,
+                entity = %change.entity_id,
+                reason = reason.as_code(),
+                %message,
+                "the server refused a change; parked until retried or discarded"
+            );
+            parked.push((
+                chunk[*i].entry.seq,
+                park_reason(*reason, message.clone(), now),
+            ));
+            report.dead_lettered += 1;
+        }
+        replica.park(parked).await?;
+        let seqs: Vec<u64> = chunk
             .iter()
             .enumerate()
             .filter(|(i, _)| !rejected.iter().any(|(r, _, _)| r == i))
-            .map(|(_, r)| (r.entry.change.kind, r.entry.change.entity_id))
+            .map(|(_, r)| r.entry.seq)
             .collect();
-        let mut changed = list.settle(&synced);
-        for (i, reason, message) in rejected {
-            list.add(DeadLetter::new(
-                &chunk[i].entry.change,
-                reason,
-                message,
-                now,
-            ));
-            report.dead_lettered += 1;
-            changed = true;
-        }
-        if changed {
-            list.save(vault).await?;
-        }
-        let seqs: Vec<u64> = chunk.iter().map(|r| r.entry.seq).collect();
-        vault.replica().acknowledge(&seqs).await?;
+        replica.acknowledge(&seqs).await?;
         Ok(())
     }
 
@@ -299,31 +307,18 @@ impl SyncClient {
             .and_then(|s| s.parse::<Hlc>().ok()))
     }
 
-    /// Puts clock-skew dead letters whose retry time has come back in the
-    /// outbox (the protocol's "fix the clock, keep retrying"). The dead
-    /// letter stays listed until its record syncs, so a refusal again
-    /// counts one more attempt and waits longer.
+    /// Makes clock-skew dead letters whose retry time has come pending
+    /// again (the protocol's "fix the clock, keep retrying"). A refusal
+    /// again parks it with one more attempt, so it waits longer.
     async fn requeue_due_dead_letters(&self, report: &mut PushReport) -> Result<()> {
-        let vault = &self.inner.vault;
-        let mut list = DeadLetters::load(vault).await?;
-        let mut gone = false;
-        for op in list.due(vault.replica().now()) {
-            let Some(letter) = list.0.iter().find(|d| d.op_id == op).cloned() else {
-                continue;
-            };
-            if vault
-                .replica()
-                .requeue_record(letter.kind, letter.entity_id, vec![])
-                .await?
-            {
+        let replica = self.inner.vault.replica();
+        let now = replica.now();
+        for p in replica.all_parked_changes().await? {
+            let letter = DeadLetter::from_parked(p);
+            if letter.next_retry_at().is_some_and(|t| t <= now) {
+                replica.unpark(letter.entity_id, vec![]).await?;
                 report.requeued += 1;
-            } else {
-                list.take(op);
-                gone = true;
             }
-        }
-        if gone {
-            list.save(vault).await?;
         }
         Ok(())
     }

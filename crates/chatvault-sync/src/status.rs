@@ -29,8 +29,12 @@ pub struct SyncStatus {
     pub cursor: Option<String>,
     /// Local changes waiting to be pushed, as of the last attempt.
     pub pending: u64,
-    /// Changes the server refused, parked in the dead-letter list.
+    /// Changes the server refused, parked in the outbox until retried or
+    /// discarded.
     pub dead_letters: usize,
+    /// Why the last sync failed, until a sync completes (kept in the vault,
+    /// so it survives restarts).
+    pub last_error: Option<String>,
     /// Whether the realtime WebSocket is connected.
     pub realtime: bool,
 }
@@ -43,6 +47,7 @@ impl Default for SyncStatus {
             cursor: None,
             pending: 0,
             dead_letters: 0,
+            last_error: None,
             realtime: false,
         }
     }
@@ -56,9 +61,9 @@ pub struct PushReport {
     /// Changes the server already had newer versions of (the winners come
     /// down in a pull).
     pub superseded: u64,
-    /// Changes the server refused, now in the dead-letter list.
+    /// Changes the server refused, now parked in the outbox.
     pub dead_lettered: u64,
-    /// Dead letters put back in the outbox for another try (clock-skew
+    /// Dead letters made pending again for another try (clock-skew
     /// rejections are retried on a schedule).
     pub requeued: u64,
     /// Changes the server refused as clock skew that were re-stamped at

@@ -55,7 +55,7 @@ pub use chatvault_core::{
     Change, Conversation, ConversationCursor, ConversationId, Hlc, Message, MessageCursor,
     MessageId, Metadata, Page, Role, Timestamp, UserId,
 };
-pub use chatvault_store::{MemoryStore, OutboxEntry, Store, StoreError};
+pub use chatvault_store::{MemoryStore, OutboxEntry, ParkReason, ParkedEntry, Store, StoreError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, VaultError};
 pub use vault::{

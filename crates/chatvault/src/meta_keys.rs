@@ -34,7 +34,12 @@ pub const SYNC_PREFIX: &str = "sync.";
 pub const SYNC_REMOTE: &str = "sync.remote";
 /// The sync client's pull cursor.
 pub const SYNC_CURSOR: &str = "sync.cursor";
-/// The sync client's dead-letter list (changes the server refused).
+/// Where sync clients of store schema 2 kept refused changes (a JSON
+/// list). No longer written: refused changes are parked outbox entries,
+/// and opening a schema-2 SQLite vault moves the list into them.
 pub const SYNC_DEAD_LETTERS: &str = "sync.deadLetters";
+/// The last sync error (text), shown by `sync status`; removed when a
+/// sync completes.
+pub const SYNC_LAST_ERROR: &str = "sync.lastError";
 /// The sync account's user name (the CLI's `sync` commands).
 pub const SYNC_USER: &str = "sync.user";

@@ -480,6 +480,59 @@ pub mod cases {
         Ok(())
     }
 
+    /// A resync's forget never deletes what is unsynced: a message written
+    /// (by another process) while the walk over the vault runs — after the
+    /// caller could have looked at the outbox, before the deletes commit —
+    /// is kept and stays pending; a parked change is kept too; only synced
+    /// records the snapshot did not list go.
+    async fn resync_forget_keeps_writes_made_during_the_walk(b, mode) {
+        let clock = Arc::new(ManualClock::new(T0));
+        let wrapped = Arc::new(FailingStore::shared(b.open().await));
+        let v = vault_on(wrapped.clone(), mode, clock.clone()).await?;
+        let c = v.create_conversation(NewConversation::titled("kept")).await?;
+        let synced = v.add_message(c.id, NewMessage::new(Role::User, "deleted elsewhere")).await?;
+        let refused = v.add_message(c.id, NewMessage::new(Role::Tool, "refused")).await?;
+        let all = v.replica().pending_changes(100).await?;
+        let (park, ack): (Vec<_>, Vec<_>) = all
+            .iter()
+            .partition(|e| e.change.entity_id == refused.id.into());
+        v.replica().acknowledge(&ack.iter().map(|e| e.seq).collect::<Vec<_>>()).await?;
+        let reason = chatvault_store::ParkReason {
+            code: "payload_too_large".into(),
+            message: "too big".into(),
+            at: T0,
+        };
+        v.replica().park(vec![(park[0].seq, reason)]).await?;
+
+        // Another writer on the same data, committing mid-walk.
+        let other = Arc::new(vault_on(b.open().await, mode, clock.clone()).await?);
+        let typed = Arc::new(std::sync::Mutex::new(None));
+        let (w, t) = (other.clone(), typed.clone());
+        wrapped.before_next_message_read(Box::new(move || {
+            Box::pin(async move {
+                let m = w
+                    .add_message(c.id, NewMessage::new(Role::User, "typed during the resync"))
+                    .await
+                    .expect("the interleaved write commits");
+                *t.lock().unwrap_or_else(|p| p.into_inner()) = Some(m.id);
+            })
+        }));
+
+        let listed: std::collections::HashSet<_> =
+            [(EntityKind::Conversation, chatvault_core::RecordId::from(c.id))].into();
+        let dropped = v.replica().forget_records_missing_from(&listed).await?;
+        let typed = typed.lock().unwrap_or_else(|p| p.into_inner()).ok_or("the step ran")?;
+        assert_eq!(dropped, 1, "only the synced message goes");
+        assert!(is_not_found(v.message(synced.id).await));
+        assert_eq!(v.message(typed).await?.content, "typed during the resync");
+        assert_eq!(v.message(refused.id).await?.content, "refused");
+        let pending = v.replica().pending_changes(100).await?;
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].change.entity_id, typed.into(), "and it will be pushed");
+        assert_eq!(v.replica().all_parked_changes().await?.len(), 1);
+        Ok(())
+    }
+
     /// A batch that does not fit (full disk, exhausted quota) fails with a
     /// clear error and changes nothing: no record without its outbox entry,
     /// nothing written before lost.

@@ -5,13 +5,16 @@
 //! passphrase or the data key).
 
 use super::{vault_options, Access, Context};
-use crate::cli::{JsonFlag, SyncCommand, SyncServerArgs};
+use crate::cli::{DeadLetterArgs, JsonFlag, SyncCommand, SyncServerArgs};
 use crate::output;
 use crate::passphrase;
+use crate::progress;
 use anyhow::{bail, Context as _, Result};
 use chatvault::Vault;
-use chatvault_sync::{SyncClient, SyncOptions, SyncReport};
+use chatvault_core::EntityKind;
+use chatvault_sync::{DeadLetter, SyncClient, SyncOptions, SyncReport};
 use serde_json::json;
+use std::io::{IsTerminal, Write as _};
 use std::sync::Arc;
 
 /// Metadata key of the account name (`sync.remote` holds the server URL).
@@ -24,6 +27,9 @@ pub async fn run(ctx: &Context, cmd: SyncCommand) -> Result<()> {
         SyncCommand::Join(args) => join(ctx, args).await,
         SyncCommand::Now(json) => now(ctx, json).await,
         SyncCommand::Status(json) => status(ctx, json).await,
+        SyncCommand::DeadLetters(args) => dead_letters(ctx, args).await,
+        SyncCommand::Unlink => unlink(ctx).await,
+        SyncCommand::Logout => logout(ctx).await,
     }
 }
 
@@ -62,8 +68,35 @@ async fn remember(vault: &Vault, args: &SyncServerArgs) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to move a vault linked to one account to another: its records
+/// would silently go to a new, empty account (and the old one stop
+/// receiving them).
+async fn check_not_linked_elsewhere(vault: &Vault, args: &SyncServerArgs) -> Result<()> {
+    let server = vault.replica().sync_remote().await?;
+    let user = vault
+        .replica()
+        .sync_meta(USER_KEY)
+        .await?
+        .and_then(|b| String::from_utf8(b).ok());
+    if let (Some(server), Some(user)) = (server, user) {
+        let same_server = server.trim_end_matches('/') == args.server.trim_end_matches('/');
+        if !(same_server && user.eq_ignore_ascii_case(&args.user)) {
+            bail!(
+                "this vault is linked to account {user} on {server}; run `chatvault sync unlink` \
+                 first to link it to {} on {}",
+                args.user,
+                args.server
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn connect(ctx: &Context, args: SyncServerArgs, how: Connect) -> Result<()> {
     let (vault, passphrase) = open_encrypted(ctx).await?;
+    if matches!(how, Connect::Register) {
+        check_not_linked_elsewhere(&vault, &args).await?;
+    }
     let (server, user, secret) = (&args.server, &args.user, passphrase.expose());
     let client = match how {
         Connect::Register => SyncClient::register(vault.clone(), server, user, secret, options())
@@ -120,8 +153,39 @@ async fn connection(vault: &Vault) -> Result<(String, String)> {
     }
 }
 
+/// Syncs once (a push drains the outbox), with a progress bar on a
+/// terminal; fails, naming how many changes are left, if anything pending
+/// was not sent.
 async fn sync_and_report(client: &SyncClient, json: JsonFlag) -> Result<()> {
-    let report = client.sync_once().await.context("sync failed")?;
+    let (pending, _) = client.vault().replica().outbox_counts().await?;
+    let bar = (pending > 0).then(|| progress::bar(Some(pending), "pushing"));
+    let mut status = client.status();
+    let watcher = bar.clone().map(|bar| {
+        tokio::spawn(async move {
+            while status.changed().await.is_ok() {
+                let left = status.borrow().pending;
+                bar.set_position(bar.length().unwrap_or(0).saturating_sub(left));
+            }
+        })
+    });
+    let result = client.sync_once().await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let (left, _) = client.vault().replica().outbox_counts().await?;
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("sync failed; {left} change(s) not yet sent")))
+        }
+    };
+    if left > 0 {
+        bail!("{left} change(s) were written during the sync and are not sent yet; run `chatvault sync now` again");
+    }
     let dead = client.dead_letters().await?;
     if json.json {
         return output::json(&report_json(&report, dead.len()));
@@ -136,7 +200,7 @@ async fn sync_and_report(client: &SyncClient, json: JsonFlag) -> Result<()> {
     }
     if !dead.is_empty() {
         println!(
-            "{} change(s) refused by the server and parked (see `chatvault sync status`)",
+            "{} change(s) refused by the server and parked (see `chatvault sync dead-letters`)",
             dead.len()
         );
     }
@@ -163,14 +227,188 @@ async fn status(ctx: &Context, json: JsonFlag) -> Result<()> {
         .sync_meta(USER_KEY)
         .await?
         .and_then(|b| String::from_utf8(b).ok());
-    let pending = vault.stats().await?.pending_changes;
+    let (pending, parked) = vault.replica().outbox_counts().await?;
+    let last_error = vault
+        .replica()
+        .sync_meta(chatvault::meta_keys::SYNC_LAST_ERROR)
+        .await?
+        .and_then(|b| String::from_utf8(b).ok());
     if json.json {
-        return output::json(&json!({ "server": server, "user": user, "pending": pending }));
+        return output::json(&json!({
+            "server": server,
+            "user": user,
+            "pending": pending,
+            "parked": parked,
+            "lastError": last_error,
+        }));
     }
     match (server, user) {
         (Some(server), Some(user)) => println!("server   {server}\naccount  {user}"),
         _ => println!("not connected to a server"),
     }
     println!("pending  {pending} change(s)");
+    println!("parked   {parked} change(s) refused by the server (`chatvault sync dead-letters`)");
+    if let Some(e) = last_error {
+        println!("error    {e}");
+    }
+    Ok(())
+}
+
+fn letter_json(d: &DeadLetter) -> serde_json::Value {
+    json!({
+        "opId": d.op_id.to_string(),
+        "kind": d.kind.as_str(),
+        "id": d.entity_id.to_string(),
+        "conversationId": d.conversation_id.map(|c| c.to_string()),
+        "version": d.version.to_string(),
+        "delete": d.delete,
+        "reason": d.reason.as_code(),
+        "message": d.message,
+        "at": output::time(d.at),
+        "attempts": d.attempts,
+    })
+}
+
+/// `sync dead-letters`: lists parked changes, or retries or discards them.
+/// Works offline: parking lives in the vault's outbox.
+async fn dead_letters(ctx: &Context, args: DeadLetterArgs) -> Result<()> {
+    let (vault, _) = open_encrypted(ctx).await?;
+    let replica = vault.replica();
+    let letters: Vec<DeadLetter> = replica
+        .all_parked_changes()
+        .await?
+        .into_iter()
+        .map(DeadLetter::from_parked)
+        .collect();
+    let find = |id: &str| -> Result<DeadLetter> {
+        letters
+            .iter()
+            .find(|d| d.is_named_by(id))
+            .cloned()
+            .with_context(|| {
+                format!("no parked change with id {id} (see `chatvault sync dead-letters`)")
+            })
+    };
+    if args.all {
+        for d in &letters {
+            replica.unpark(d.entity_id, vec![]).await?;
+        }
+        println!(
+            "{} change(s) will be sent by the next `chatvault sync now`",
+            letters.len()
+        );
+        return Ok(());
+    }
+    if let Some(id) = args.retry {
+        let d = find(&id)?;
+        replica.unpark(d.entity_id, vec![]).await?;
+        println!(
+            "{} {} will be sent by the next `chatvault sync now`",
+            d.kind.as_str(),
+            d.entity_id
+        );
+        return Ok(());
+    }
+    if let Some(id) = args.discard {
+        let d = find(&id)?;
+        print_record(&vault, &d).await;
+        let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        if !args.yes {
+            if !interactive {
+                bail!("refusing to discard without confirmation: pass --yes");
+            }
+            eprint!("discard this change for good? it stays on this device but never syncs [y/N] ");
+            std::io::stderr().flush()?;
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                println!("kept");
+                return Ok(());
+            }
+        }
+        replica.discard_parked(d.seq).await?;
+        println!(
+            "discarded the change of {} {}",
+            d.kind.as_str(),
+            d.entity_id
+        );
+        return Ok(());
+    }
+    if args.json.json {
+        return output::json(&letters.iter().map(letter_json).collect::<Vec<_>>());
+    }
+    if letters.is_empty() {
+        println!("no parked changes");
+    }
+    for d in &letters {
+        println!(
+            "{}  {} {}  {} (x{}, {}): {}",
+            d.op_id,
+            d.kind.as_str(),
+            d.entity_id,
+            d.reason.as_code(),
+            d.attempts,
+            output::time(d.at),
+            d.message
+        );
+    }
+    Ok(())
+}
+
+/// Prints what a discard would give up (the record's content).
+async fn print_record(vault: &Vault, d: &DeadLetter) {
+    let shown = match d.kind {
+        EntityKind::Message => vault
+            .message(d.entity_id.message())
+            .await
+            .map(|m| format!("message {} ({}): {}", m.id, m.role.as_str(), m.content)),
+        EntityKind::Conversation => vault
+            .conversation(d.entity_id.conversation())
+            .await
+            .map(|c| format!("conversation {}: {}", c.id, c.title)),
+    };
+    match shown {
+        Ok(text) => println!("{text}"),
+        Err(_) => println!(
+            "{} {} (deleted on this device)",
+            d.kind.as_str(),
+            d.entity_id
+        ),
+    }
+}
+
+/// `sync unlink`: forgets the server, account and cursor; records and
+/// pending changes stay, and go to whichever account is linked next.
+async fn unlink(ctx: &Context) -> Result<()> {
+    let (vault, _) = open_encrypted(ctx).await?;
+    let replica = vault.replica();
+    replica.set_sync_remote(None).await?;
+    for key in [
+        USER_KEY,
+        chatvault::meta_keys::SYNC_CURSOR,
+        chatvault::meta_keys::SYNC_LAST_ERROR,
+    ] {
+        replica.set_sync_meta(key, None).await?;
+    }
+    // The next account starts empty: give it the whole vault.
+    let queued = replica.requeue_everything().await?;
+    println!(
+        "unlinked: this vault no longer syncs; its {queued} record(s) are queued for the next \
+         account it is linked to"
+    );
+    Ok(())
+}
+
+/// `sync logout`: ends a session on the server. The CLI keeps no session
+/// between commands, so this proves the passphrase still works there and
+/// ends the session it opened.
+async fn logout(ctx: &Context) -> Result<()> {
+    let (vault, passphrase) = open_encrypted(ctx).await?;
+    let (server, user) = connection(&vault).await?;
+    let client = SyncClient::login(vault, &server, &user, passphrase.expose(), options())
+        .await
+        .with_context(|| format!("cannot sign in as {user} on {server}"))?;
+    client.logout().await?;
+    println!("logged out of {user} on {server}");
     Ok(())
 }

@@ -375,6 +375,141 @@ async fn dequeue_drops_one_pending_change(b) {
     Ok(())
 }
 
+/// A parked change stays in the outbox but is not listed for pushing; it
+/// is listed by `parked` with its reason and refusal count, counts in
+/// usage as parked (and its conversation as pending), survives a reopen,
+/// comes back on `Unpark` keeping its count, and a new local write (an
+/// `Enqueue`) replaces it with a pending change. Parking an entry that was
+/// replaced since it was read does nothing.
+async fn parked_changes_stay_unsynced_until_retried(b) {
+    let store = b.open().await?;
+    store
+        .write(batch([
+            WriteOp::PutConversation(conversation(1, 10, 3)?),
+            enqueue_conversation(1, 1),
+            WriteOp::PutMessage(message(1, 1, 20, 3)?),
+            enqueue_message(1, 1, 2),
+        ]))
+        .await?;
+    let read = store.outbox(10).await?;
+    let reason = |code: &str| crate::ParkReason {
+        code: code.into(),
+        message: format!("refused: {code}"),
+        at: at(99),
+    };
+    store.write(batch([WriteOp::Park(read[1].seq, reason("too_big"))])).await?;
+    let left = pending(&*store).await?;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].1, conv_id(1).into());
+    let parked = store.parked(None, 10).await?;
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].seq, read[1].seq);
+    assert_eq!(parked[0].change, read[1].change);
+    assert_eq!(parked[0].reason, reason("too_big"));
+    assert_eq!(parked[0].attempts, 1);
+    assert_eq!(store.parked(Some(parked[0].seq), 10).await?, vec![]);
+    let usage = store.usage().await?;
+    assert_eq!((usage.pending_changes, usage.parked_changes), (1, 1));
+    store.acknowledge(&[read[0].seq]).await?;
+    let usage = store.usage().await?;
+    assert_eq!((usage.pending_changes, usage.parked_changes), (0, 1));
+    assert!(usage.per_conversation[0].pending, "a parked message keeps its conversation unsynced");
+
+    drop(store);
+    let store = b.open().await?;
+    assert_eq!(store.parked(None, 10).await?, parked, "parking survives a reopen");
+
+    // Retry: pending again, the count kept; refused again: two.
+    store.write(batch([WriteOp::Unpark(msg_id(1).into())])).await?;
+    assert_eq!(store.parked(None, 10).await?, vec![]);
+    let again = store.outbox(10).await?;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].seq, read[1].seq);
+    store.write(batch([WriteOp::Park(again[0].seq, reason("again"))])).await?;
+    assert_eq!(store.parked(None, 10).await?[0].attempts, 2);
+
+    // A new local write replaces the parked change with a pending one.
+    store
+        .write(batch([
+            WriteOp::PutMessage(message(1, 1, 30, 4)?),
+            enqueue_message(1, 1, 3),
+        ]))
+        .await?;
+    assert_eq!(store.parked(None, 10).await?, vec![]);
+    let fresh = store.outbox(10).await?;
+    assert_eq!(fresh.len(), 1);
+    // Parking the stale sequence number does nothing to the newer change.
+    store.write(batch([WriteOp::Park(read[1].seq, reason("stale"))])).await?;
+    assert_eq!(store.outbox(10).await?, fresh);
+    assert_eq!(store.usage().await?.parked_changes, 0);
+
+    // Discarding (Dequeue) drops a parked change; the record stays.
+    store.write(batch([WriteOp::Park(fresh[0].seq, reason("x"))])).await?;
+    store.write(batch([WriteOp::Dequeue(msg_id(1).into())])).await?;
+    assert_eq!(store.parked(None, 10).await?, vec![]);
+    assert!(store.message(msg_id(1)).await?.is_some());
+    expect_err(
+        store.parked(None, 0).await,
+        |e| matches!(e, StoreError::InvalidRequest(_)),
+        "a zero page refused",
+    )?;
+    Ok(())
+}
+
+/// `ForgetUnlessPending` deletes (keeping the tombstone) only a record
+/// still stored at the tombstone's version with nothing pending or parked
+/// — for a conversation, nothing of its messages either — decided inside
+/// the write, so a change committed after the caller looked is kept.
+async fn forget_unless_pending_keeps_unsynced_and_changed_records(b) {
+    let store = b.open().await?;
+    store
+        .write(batch([
+            WriteOp::PutConversation(conversation(1, 10, 3)?),
+            WriteOp::PutMessage(message(1, 1, 20, 3)?),
+            WriteOp::PutConversation(conversation(2, 10, 3)?),
+            WriteOp::PutMessage(message(2, 2, 20, 3)?),
+            enqueue_message(2, 2, 1),
+            WriteOp::PutConversation(conversation(3, 10, 3)?),
+            WriteOp::PutMessage(message(3, 3, 20, 3)?),
+            enqueue_message(3, 3, 2),
+            WriteOp::PutConversation(conversation(4, 10, 3)?),
+            WriteOp::PutConversation(conversation(5, 10, 3)?),
+        ]))
+        .await?;
+    // Message 3's change is parked: still unsynced.
+    let seq = store.outbox(10).await?[1].seq;
+    store
+        .write(batch([WriteOp::Park(
+            seq,
+            crate::ParkReason { code: "x".into(), message: "x".into(), at: at(1) },
+        )]))
+        .await?;
+    let outcome = store
+        .write(batch([
+            WriteOp::ForgetUnlessPending(conversation_tombstone(1, 10)?),
+            WriteOp::ForgetUnlessPending(conversation_tombstone(2, 10)?),
+            WriteOp::ForgetUnlessPending(conversation_tombstone(3, 10)?),
+            // Stored at another version: changed since the caller looked.
+            WriteOp::ForgetUnlessPending(conversation_tombstone(4, 9)?),
+            WriteOp::ForgetUnlessPending(message_tombstone(2, 2, 20)?),
+            WriteOp::ForgetUnlessPending(message_tombstone(3, 3, 20)?),
+            // Not stored at all.
+            WriteOp::ForgetUnlessPending(message_tombstone(7, 5, 20)?),
+        ]))
+        .await?;
+    assert_eq!(outcome.forgotten, 1, "{outcome:?}");
+    assert!(store.conversation(conv_id(1)).await?.is_none());
+    assert!(store.message(msg_id(1)).await?.is_none(), "its messages went with it");
+    assert!(store.tombstone(EntityKind::Conversation, conv_id(1).into()).await?.is_some());
+    for c in [2, 3, 4, 5] {
+        assert!(store.conversation(conv_id(c)).await?.is_some(), "conversation {c} kept");
+    }
+    assert!(store.message(msg_id(2)).await?.is_some(), "pending message kept");
+    assert!(store.message(msg_id(3)).await?.is_some(), "parked message kept");
+    assert!(store.tombstone(EntityKind::Message, msg_id(7).into()).await?.is_none());
+    Ok(())
+}
+
 /// Metadata: set, read, replace, delete (deleting a missing key is fine).
 async fn meta_set_get_delete(b) {
     let store = b.open().await?;

@@ -15,6 +15,8 @@ mod common;
 
 mod accounts;
 mod devices;
+mod legacy;
 mod outbox;
+mod parking;
 mod realtime;
 mod resync;

@@ -1,7 +1,10 @@
 //! A fault-injecting store wrapper: passes everything through to the
 //! wrapped backend until told to fail, then fails writes as a full disk
 //! would — the way to prove that an operation interrupted at its write
-//! leaves the old state intact (redb tests its storage the same way).
+//! leaves the old state intact (redb tests its storage the same way). It
+//! can also run a caller's step (another writer's commit) just before its
+//! next message read, to prove that an operation reading in pages and
+//! writing later does not lose what was committed in between.
 
 use async_trait::async_trait;
 use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
@@ -9,24 +12,52 @@ use chatvault_store::{
     BatchSource, Compaction, ConversationQuery, ConversationRow, Footprint, MessageQuery,
     OutboxEntry, Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
 };
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A step [`FailingStore::before_next_message_read`] runs.
+pub type Interleaved = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// Wraps a store and fails its writes on demand.
-#[derive(Debug)]
-pub struct FailingStore<S> {
-    inner: S,
+pub struct FailingStore {
+    inner: Arc<dyn Store>,
     /// Writes still allowed before every further write fails.
     allowed: AtomicU64,
+    /// Runs (once) before the next `messages` read is passed through.
+    interleaved: Mutex<Option<Interleaved>>,
 }
 
-impl<S> FailingStore<S> {
+impl std::fmt::Debug for FailingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailingStore")
+            .field("allowed", &self.allowed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FailingStore {
     /// A wrapper that lets every write through until
     /// [`fail_after`](Self::fail_after) is called.
-    pub fn new(inner: S) -> Self {
+    pub fn new(inner: impl Store + 'static) -> Self {
+        Self::shared(Arc::new(inner))
+    }
+
+    /// [`new`](Self::new) for a store that is already shared (a backend
+    /// handed out as `Arc<dyn Store>`).
+    pub fn shared(inner: Arc<dyn Store>) -> Self {
         Self {
             inner,
             allowed: AtomicU64::new(u64::MAX),
+            interleaved: Mutex::new(None),
         }
+    }
+
+    /// Runs `step` (typically a write by another vault on the same data)
+    /// just before the next `messages` read reaches the wrapped store.
+    pub fn before_next_message_read(&self, step: Interleaved) {
+        *self.interleaved.lock().unwrap_or_else(|p| p.into_inner()) = Some(step);
     }
 
     /// Lets `n` more writes through, then fails every write after them.
@@ -51,7 +82,7 @@ impl<S> FailingStore<S> {
 }
 
 #[async_trait]
-impl<S: Store> Store for FailingStore<S> {
+impl Store for FailingStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
@@ -65,6 +96,14 @@ impl<S: Store> Store for FailingStore<S> {
         self.inner.message(id).await
     }
     async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageRecord>> {
+        let step = self
+            .interleaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(step) = step {
+            step().await;
+        }
         self.inner.messages(query).await
     }
     async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>> {
@@ -86,6 +125,13 @@ impl<S: Store> Store for FailingStore<S> {
     }
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
         self.inner.outbox(limit).await
+    }
+    async fn parked(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<chatvault_store::ParkedEntry>> {
+        self.inner.parked(after, limit).await
     }
     async fn acknowledge(&self, seqs: &[u64]) -> Result<()> {
         self.admit()?;

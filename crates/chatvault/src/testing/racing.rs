@@ -106,6 +106,13 @@ impl Store for RacingStore {
     async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
         self.inner.outbox(limit).await
     }
+    async fn parked(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<chatvault_store::ParkedEntry>> {
+        self.inner.parked(after, limit).await
+    }
     async fn acknowledge(&self, seqs: &[u64]) -> Result<()> {
         self.inner.acknowledge(seqs).await
     }

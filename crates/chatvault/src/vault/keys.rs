@@ -30,7 +30,7 @@ use crate::codec::{ConversationBody, MessageBody};
 use crate::{meta_keys, Result, VaultError};
 use chatvault_core::{CoreError, DeviceId, EntityKind, MessageCursor, Timestamp};
 use chatvault_crypto::{AuthKey, KdfParams, KeyEnvelope, Keyring, PassphraseKeys, Salt};
-use chatvault_store::{ConversationQuery, MessageQuery, Store, WriteBatch, WriteOp};
+use chatvault_store::{ConversationQuery, MessageQuery, Store, StoreError, WriteBatch, WriteOp};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -379,7 +379,7 @@ impl Vault {
         let mut conversations = Vec::new();
         let mut pages = std::pin::pin!(self.conversation_row_pages());
         while let Some(rows) = pages.try_next().await? {
-            let mut batch = WriteBatch::new();
+            let mut resealed = Vec::new();
             for row in rows {
                 let record = row.record;
                 conversations.push(record.id);
@@ -395,17 +395,18 @@ impl Vault {
                 {
                     Ok(body) => {
                         let body = self.codec.encode(kind, id, None, version, &body)?;
-                        batch.push(WriteOp::PutConversation(
-                            chatvault_core::ConversationRecord { body, ..record },
-                        ));
-                        report.resealed += 1;
+                        resealed.push([
+                            WriteOp::RequireVersion(kind, id, version),
+                            WriteOp::PutConversation(chatvault_core::ConversationRecord {
+                                body,
+                                ..record
+                            }),
+                        ]);
                     }
                     Err(_) => report.damaged.push(id),
                 }
             }
-            if !batch.ops.is_empty() {
-                self.store.write(batch).await?;
-            }
+            report.resealed += self.write_resealed(resealed).await?;
             tell(report.seen);
         }
         for conversation in conversations {
@@ -424,7 +425,7 @@ impl Vault {
                     created_at: m.created_at,
                     id: m.id,
                 });
-                let mut batch = WriteBatch::new();
+                let mut resealed = Vec::new();
                 for record in page {
                     report.seen += 1;
                     if self.codec.is_current(&record.body) {
@@ -442,18 +443,18 @@ impl Vault {
                     {
                         Ok(body) => {
                             let body = self.codec.encode(kind, id, conv, version, &body)?;
-                            batch.push(WriteOp::PutMessage(chatvault_core::MessageRecord {
-                                body,
-                                ..record
-                            }));
-                            report.resealed += 1;
+                            resealed.push([
+                                WriteOp::RequireVersion(kind, id, version),
+                                WriteOp::PutMessage(chatvault_core::MessageRecord {
+                                    body,
+                                    ..record
+                                }),
+                            ]);
                         }
                         Err(_) => report.damaged.push(id),
                     }
                 }
-                if !batch.ops.is_empty() {
-                    self.store.write(batch).await?;
-                }
+                report.resealed += self.write_resealed(resealed).await?;
                 tell(report.seen);
                 if !full {
                     break;
@@ -467,6 +468,36 @@ impl Vault {
             "re-key finished"
         );
         Ok(report)
+    }
+
+    /// Writes re-sealed records (each a version check and its put) in one
+    /// batch, keeping their versions. A record written since it was read
+    /// (a local edit or a pull racing the re-key) makes the batch fail as
+    /// a whole; then each goes alone and the changed ones are skipped:
+    /// their newer write was sealed with the newest key already. Returns
+    /// how many were re-sealed.
+    async fn write_resealed(&self, resealed: Vec<[WriteOp; 2]>) -> Result<u64> {
+        if resealed.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = WriteBatch::new();
+        batch.ops = resealed.iter().flatten().cloned().collect();
+        match self.store.write(batch).await {
+            Ok(_) => return Ok(resealed.len() as u64),
+            Err(StoreError::VersionChanged { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut written = 0;
+        for pair in resealed {
+            let mut batch = WriteBatch::new();
+            batch.ops = pair.into();
+            match self.store.write(batch).await {
+                Ok(_) => written += 1,
+                Err(StoreError::VersionChanged { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(written)
     }
 }
 

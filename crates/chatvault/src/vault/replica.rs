@@ -10,9 +10,13 @@
 //! Reached through [`Vault::replica`], so an app author reads the app API
 //! first, as matrix-sdk scopes `client.encryption()`.
 //!
+//! Parked changes (refused by the server) stay in the outbox, marked
+//! parked: not pushed until retried, but unsynced for resync and retention
+//! alike, until the user retries or discards them.
+//!
 //! Must never push, pull or talk to a network: the sync client moves
 //! bytes, this module only reads and writes the local store. Must never
-//! drop a record that has a change waiting to be pushed.
+//! drop a record that has a change waiting to be pushed or parked.
 
 use super::records::outbox_item;
 use super::types::ApplyReport;
@@ -22,7 +26,7 @@ use chatvault_core::{
     Change, ConversationId, CoreError, EntityKind, OpId, RecordId, Timestamp, Tombstone,
 };
 use chatvault_crypto::{KdfParams, KdfPolicy};
-use chatvault_store::{OutboxEntry, WriteBatch, WriteOp};
+use chatvault_store::{OutboxEntry, ParkReason, ParkedEntry, WriteBatch, WriteOp};
 use futures::TryStreamExt;
 use std::collections::HashSet;
 
@@ -88,13 +92,82 @@ impl Replica<'_> {
         Ok(self.vault.store.acknowledge(seqs).await?)
     }
 
+    /// Parks outbox entries the server refused (by sequence number, as
+    /// read from [`Replica::pending_changes`]), in one atomic write. A
+    /// parked change stays in the outbox — unsynced for resync and
+    /// retention — but is not pushed until [`Replica::unpark`]. An entry
+    /// replaced by a newer local write since it was read is not parked
+    /// (the newer change is pending).
+    pub async fn park(&self, refused: Vec<(u64, ParkReason)>) -> Result<()> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        for (seq, reason) in refused {
+            batch.push(WriteOp::Park(seq, reason));
+        }
+        self.vault.store.write(batch).await?;
+        Ok(())
+    }
+
+    /// Parked changes in outbox order after `after` (a
+    /// [`ParkedEntry::seq`]), at most `limit`.
+    pub async fn parked_changes(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ParkedEntry>> {
+        Ok(self.vault.store.parked(after, limit.max(1)).await?)
+    }
+
+    /// Every parked change, in outbox order.
+    pub async fn all_parked_changes(&self) -> Result<Vec<ParkedEntry>> {
+        let mut all = Vec::new();
+        loop {
+            let page = self
+                .parked_changes(all.last().map(|p: &ParkedEntry| p.seq), 500)
+                .await?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
+
+    /// Makes a record's parked change pending again (a retry), writing
+    /// `meta` in the same batch. Nothing happens if it has none.
+    pub async fn unpark(&self, id: RecordId, meta: Vec<(String, Option<Vec<u8>>)>) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::Unpark(id));
+        for (key, value) in meta {
+            batch.push(meta_op(&key, value)?);
+        }
+        self.vault.store.write(batch).await?;
+        Ok(())
+    }
+
+    /// Drops a parked change for good (the user discarded it): the record
+    /// stays in this vault, unsynced. Takes the entry's sequence number, so
+    /// a newer local write of the record made since it was listed stays
+    /// pending.
+    pub async fn discard_parked(&self, seq: u64) -> Result<()> {
+        Ok(self.vault.store.acknowledge(&[seq]).await?)
+    }
+
+    /// How many changes are pending (to be pushed) and parked (refused,
+    /// waiting for the user).
+    pub async fn outbox_counts(&self) -> Result<(u64, u64)> {
+        let usage = self.vault.store.usage().await?;
+        Ok((usage.pending_changes, usage.parked_changes))
+    }
+
     /// Applies changes that came from elsewhere (another device through the
     /// server, or an import) by last-writer-wins on their versions, in one
     /// atomic write. A change that loses to what the vault holds is counted
     /// as superseded; one that is malformed or stamped implausibly far in
     /// the future is rejected with a reason; neither stops the others.
     pub async fn apply_changes(&self, changes: Vec<Change>) -> Result<ApplyReport> {
-        let (batch, refused) = self.admit_remote(changes);
+        let (batch, refused) = self.admit_remote(changes, None);
         let outcome = if batch.is_empty() {
             Default::default()
         } else {
@@ -116,15 +189,23 @@ impl Replica<'_> {
     /// folding their stamps into this device's clock. Changes stamped
     /// implausibly far ahead, or malformed, are refused (in input order)
     /// and never reach the batch.
-    fn admit_remote(&self, changes: Vec<Change>) -> (WriteBatch, Vec<Refused>) {
+    ///
+    /// The bound is measured against `reference` when given (the server's
+    /// time, for pulled changes: the server admitted them against its own
+    /// clock, so a device whose clock runs slow must not refuse them), and
+    /// against this device's clock otherwise — whichever is later.
+    fn admit_remote(
+        &self,
+        changes: Vec<Change>,
+        reference: Option<Timestamp>,
+    ) -> (WriteBatch, Vec<Refused>) {
         let mut refused = Vec::new();
         let mut batch = WriteBatch::new();
+        let device_now = self.vault.time.now();
+        let now = reference.map_or(device_now, |r| r.max(device_now));
         for change in changes {
             let op_id = change.op_id;
-            let observed = self
-                .vault
-                .lock_clock()
-                .observe(change.version, self.vault.time.now());
+            let observed = self.vault.lock_clock().observe(change.version, now);
             if let Err(e) = observed {
                 refused.push(match e {
                     CoreError::ClockSkew { .. } => Refused::ClockSkew(op_id, e.to_string()),
@@ -171,8 +252,21 @@ impl Replica<'_> {
         changes: Vec<Change>,
         meta: Vec<(String, Option<Vec<u8>>)>,
     ) -> Result<RemoteApply> {
+        self.apply_pulled_changes(changes, meta, None).await
+    }
+
+    /// [`Replica::apply_remote_changes`] for changes pulled from a server
+    /// whose time (`server_now`, from its answer) is known: a change counts
+    /// as stamped too far ahead only if it is too far ahead of the later of
+    /// the server's time and this device's clock.
+    pub async fn apply_pulled_changes(
+        &self,
+        changes: Vec<Change>,
+        meta: Vec<(String, Option<Vec<u8>>)>,
+        server_now: Option<Timestamp>,
+    ) -> Result<RemoteApply> {
         let mut report = RemoteApply::default();
-        let (mut batch, refused) = self.admit_remote(changes);
+        let (mut batch, refused) = self.admit_remote(changes, server_now);
         for r in refused {
             match r {
                 Refused::ClockSkew(op, why) => report.skewed.push((op, why)),
@@ -234,10 +328,16 @@ impl Replica<'_> {
 
     /// After a resync from a server snapshot: drops every local record the
     /// snapshot did not list (`listed`), unless it — or, for a
-    /// conversation, one of its messages — has a change waiting to be
-    /// pushed. The server listed only live records, so the dropped ones
-    /// were deleted elsewhere while this device was behind. Returns how
-    /// many records were dropped. Nothing is queued for sync.
+    /// conversation, one of its messages — has a pending or parked change,
+    /// or changed since it was read. The server listed only live records,
+    /// so the dropped ones were deleted elsewhere while this device was
+    /// behind. Returns how many records were dropped. Nothing is queued
+    /// for sync.
+    ///
+    /// The records are read a page at a time, but whether each may go is
+    /// decided inside the one write that deletes them
+    /// ([`WriteOp::ForgetUnlessPending`]): a local write committed while
+    /// the walk ran is never deleted.
     ///
     /// Each dropped record keeps a local tombstone at its own version, so a
     /// stale copy of that version arriving later cannot bring it back.
@@ -245,78 +345,97 @@ impl Replica<'_> {
         &self,
         listed: &HashSet<(EntityKind, RecordId)>,
     ) -> Result<u64> {
-        let pending = self.vault.store.outbox(usize::MAX).await?;
-        let mut pending_records = HashSet::new();
-        let mut pending_conversations = HashSet::new();
-        for entry in &pending {
-            pending_records.insert((entry.change.kind, entry.change.entity_id));
-            match entry.change.kind {
-                EntityKind::Conversation => {
-                    pending_conversations.insert(entry.change.entity_id.conversation());
-                }
-                EntityKind::Message => {
-                    if let Some(c) = entry.change.conversation_id {
-                        pending_conversations.insert(c);
-                    }
-                }
-            }
-        }
         let now = self.vault.time.now();
         let mut batch = WriteBatch::new();
-        let mut dropped = 0u64;
         let mut pages = std::pin::pin!(self.vault.conversation_row_pages());
         while let Some(rows) = pages.try_next().await? {
             for row in rows {
                 let id = row.record.id;
                 let key = (EntityKind::Conversation, RecordId::from(id));
-                if !listed.contains(&key) && !pending_conversations.contains(&id) {
-                    // Its messages go with it.
-                    batch.push(WriteOp::Delete(Tombstone::conversation(
+                if !listed.contains(&key) {
+                    // Its messages go with it (unless the store finds
+                    // unsynced work in it, and then they all stay).
+                    batch.push(WriteOp::ForgetUnlessPending(Tombstone::conversation(
                         id,
                         row.record.version,
                         now,
                     )));
-                    dropped += 1;
-                    continue;
                 }
-                // Kept (listed, or holding unsent work): its unlisted
-                // messages without unsent changes still go.
-                dropped += self
-                    .forget_messages_missing_from(id, listed, &pending_records, now, &mut batch)
+                // Unlisted messages go one by one, so those of a kept
+                // conversation go too.
+                self.forget_messages_missing_from(id, listed, now, &mut batch)
                     .await?;
             }
         }
-        if !batch.is_empty() {
-            self.vault.commit(batch).await?;
+        if batch.is_empty() {
+            return Ok(0);
         }
-        Ok(dropped)
+        // Conversations first: one forgotten takes its messages along, and
+        // their own operations then find nothing, so the count is of
+        // conversations and of messages dropped on their own.
+        batch.ops.sort_by_key(|op| match op {
+            WriteOp::ForgetUnlessPending(t) => t.kind != EntityKind::Conversation,
+            _ => true,
+        });
+        Ok(self.vault.commit(batch).await?.forgotten)
     }
 
     async fn forget_messages_missing_from(
         &self,
         conversation: ConversationId,
         listed: &HashSet<(EntityKind, RecordId)>,
-        pending: &HashSet<(EntityKind, RecordId)>,
         now: Timestamp,
         batch: &mut WriteBatch,
-    ) -> Result<u64> {
-        let mut dropped = 0;
+    ) -> Result<()> {
         let mut pages = std::pin::pin!(self.vault.message_record_pages(conversation));
         while let Some(messages) = pages.try_next().await? {
             for m in messages {
                 let key = (EntityKind::Message, RecordId::from(m.id));
-                if !listed.contains(&key) && !pending.contains(&key) {
-                    batch.push(WriteOp::Delete(Tombstone::message(
+                if !listed.contains(&key) {
+                    batch.push(WriteOp::ForgetUnlessPending(Tombstone::message(
                         m.id,
                         conversation,
                         m.version,
                         now,
                     )));
-                    dropped += 1;
                 }
             }
         }
-        Ok(dropped)
+        Ok(())
+    }
+
+    /// Queues every live record for sync again (under fresh op ids), a
+    /// page at a time (parked changes become pending: the new account gets
+    /// its own first try). After unlinking from
+    /// one account, the next account receives the whole vault, not only
+    /// what was never acknowledged. Returns how many records were queued.
+    pub async fn requeue_everything(&self) -> Result<u64> {
+        let mut queued = 0u64;
+        let mut pages = std::pin::pin!(self.vault.conversation_row_pages());
+        while let Some(rows) = pages.try_next().await? {
+            for row in rows {
+                let id = row.record.id;
+                let mut batch = WriteBatch::new();
+                batch.push(WriteOp::Enqueue(outbox_item(
+                    EntityKind::Conversation,
+                    id.into(),
+                    None,
+                )));
+                let mut messages = std::pin::pin!(self.vault.message_record_pages(id));
+                while let Some(page) = messages.try_next().await? {
+                    for m in page {
+                        batch.push(WriteOp::Enqueue(outbox_item(
+                            EntityKind::Message,
+                            m.id.into(),
+                            Some(id),
+                        )));
+                    }
+                }
+                queued += batch.ops.len() as u64;
+                self.vault.commit(batch).await?;
+            }
+        }
+        Ok(queued)
     }
 
     /// The sync server this vault syncs with, if one is configured.
