@@ -4,7 +4,7 @@ use super::{parse_id, Access, Context};
 use crate::cli::MsgCommand;
 use crate::output::{self, Table};
 use anyhow::{Context as _, Result};
-use chatvault::{ListMessages, NewMessage};
+use chatvault::{ConversationId, ListMessages, Message, NewMessage, Vault};
 use std::io::Read;
 
 pub async fn run(ctx: &Context, cmd: MsgCommand) -> Result<()> {
@@ -38,21 +38,12 @@ pub async fn run(ctx: &Context, cmd: MsgCommand) -> Result<()> {
             json,
         } => {
             let vault = ctx.open(Access::Existing).await?;
-            let mut page = vault
-                .messages(
-                    parse_id(&conversation)?,
-                    ListMessages {
-                        before: None,
-                        limit,
-                    },
-                )
-                .await?;
-            page.items.reverse();
+            let messages = latest(&vault, parse_id(&conversation)?, limit).await?;
             if json.json {
-                return output::json(&page.items);
+                return output::json(&messages);
             }
             let mut t = Table::new(["ID", "CREATED", "ROLE", "CONTENT"]);
-            for m in &page.items {
+            for m in &messages {
                 t.row([
                     m.id.to_string(),
                     output::time(m.created_at),
@@ -73,6 +64,26 @@ pub async fn run(ctx: &Context, cmd: MsgCommand) -> Result<()> {
 
 /// Message text from standard input; one trailing newline (as `echo`
 /// adds) is dropped.
+/// The newest `limit` messages of a conversation, oldest first (the order
+/// they are read in).
+pub(super) async fn latest(
+    vault: &Vault,
+    conversation: ConversationId,
+    limit: usize,
+) -> Result<Vec<Message>> {
+    let mut page = vault
+        .messages(
+            conversation,
+            ListMessages {
+                before: None,
+                limit,
+            },
+        )
+        .await?;
+    page.items.reverse();
+    Ok(page.items)
+}
+
 fn read_stdin() -> Result<String> {
     let mut s = String::new();
     std::io::stdin()
