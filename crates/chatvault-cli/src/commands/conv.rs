@@ -15,12 +15,7 @@ pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
             let c = vault
                 .create_conversation(NewConversation::titled(title))
                 .await?;
-            if json.json {
-                output::json(&c)
-            } else {
-                println!("{}", c.id);
-                Ok(())
-            }
+            output::created(json.json, &c, c.id)
         }
         ConvCommand::Ls { limit, json } => {
             let vault = ctx.open(Access::Existing).await?;

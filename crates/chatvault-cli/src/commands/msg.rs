@@ -25,12 +25,7 @@ pub async fn run(ctx: &Context, cmd: MsgCommand) -> Result<()> {
             let m = vault
                 .add_message(conversation, NewMessage::new(role, content))
                 .await?;
-            if json.json {
-                output::json(&m)
-            } else {
-                println!("{}", m.id);
-                Ok(())
-            }
+            output::created(json.json, &m, m.id)
         }
         MsgCommand::Ls {
             conversation,
