@@ -15,6 +15,17 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
     Ok(())
 }
 
+/// What a command that creates something prints: the whole record as JSON
+/// with `--json`, otherwise only its id (for scripts to capture).
+pub fn created<T: Serialize>(as_json: bool, value: &T, id: impl std::fmt::Display) -> Result<()> {
+    if as_json {
+        json(value)
+    } else {
+        println!("{id}");
+        Ok(())
+    }
+}
+
 /// A UTC time as RFC 3339 with milliseconds.
 pub fn time(t: Timestamp) -> String {
     let nanos = i128::from(t.as_millis()) * 1_000_000;

@@ -21,7 +21,6 @@
 //! Must never do I/O: persisting the mark is the caller's business.
 
 use crate::{CoreError, DeviceId, Timestamp};
-use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
@@ -119,18 +118,7 @@ impl FromStr for Hlc {
     }
 }
 
-impl Serialize for Hlc {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Hlc {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(Hlc);
 
 /// One device's clock: issues strictly increasing stamps and folds in the
 /// stamps it receives from other devices.

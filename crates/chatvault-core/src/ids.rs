@@ -7,7 +7,9 @@ use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
 
-macro_rules! uuid_id {
+/// A UUID newtype: the struct, conversions to and from the UUID and its
+/// bytes, and the hyphenated text form (`kind` names it in parse errors).
+macro_rules! uuid_newtype {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -15,11 +17,6 @@ macro_rules! uuid_id {
         pub struct $name(Uuid);
 
         impl $name {
-            /// A new time-ordered (UUIDv7) id.
-            pub fn new() -> Self {
-                Self(Uuid::now_v7())
-            }
-
             /// Wraps an existing UUID.
             pub const fn from_uuid(uuid: Uuid) -> Self {
                 Self(uuid)
@@ -41,12 +38,6 @@ macro_rules! uuid_id {
             }
         }
 
-        impl Default for $name {
-            fn default() -> Self {
-                Self::new()
-            }
-        }
-
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 fmt::Display::fmt(&self.0.hyphenated(), f)
@@ -60,6 +51,27 @@ macro_rules! uuid_id {
                     kind: $kind,
                     value: s.to_owned(),
                 })
+            }
+        }
+    };
+}
+
+/// An id a record of one kind is created with: a `uuid_newtype!` that
+/// mints new time-ordered ids and widens into a [`RecordId`].
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        uuid_newtype!($(#[$doc])* $name, $kind);
+
+        impl $name {
+            /// A new time-ordered (UUIDv7) id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
             }
         }
 
@@ -87,30 +99,14 @@ uuid_id!(
     OpId,
     "operation"
 );
-
-/// The id of any record, whatever its kind (used where the kind travels
-/// alongside, as in [`Change`](crate::Change)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RecordId(Uuid);
+uuid_newtype!(
+    /// The id of any record, whatever its kind (used where the kind travels
+    /// alongside, as in [`Change`](crate::Change)).
+    RecordId,
+    "record"
+);
 
 impl RecordId {
-    /// Wraps an existing UUID.
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-    /// The underlying UUID.
-    pub const fn as_uuid(&self) -> &Uuid {
-        &self.0
-    }
-    /// The 16 raw bytes, for compact storage.
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-    /// From 16 raw bytes.
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        Self(Uuid::from_bytes(bytes))
-    }
     /// Reinterprets as a conversation id.
     pub fn conversation(self) -> ConversationId {
         ConversationId::from_uuid(self.0)
@@ -118,24 +114,6 @@ impl RecordId {
     /// Reinterprets as a message id.
     pub fn message(self) -> MessageId {
         MessageId::from_uuid(self.0)
-    }
-}
-
-impl fmt::Display for RecordId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.hyphenated(), f)
-    }
-}
-
-impl FromStr for RecordId {
-    type Err = CoreError;
-    fn from_str(s: &str) -> Result<Self, CoreError> {
-        Uuid::parse_str(s.trim())
-            .map(Self)
-            .map_err(|_| CoreError::InvalidId {
-                kind: "record",
-                value: s.to_owned(),
-            })
     }
 }
 
@@ -224,18 +202,7 @@ impl FromStr for DeviceId {
     }
 }
 
-impl Serialize for DeviceId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for DeviceId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_text!(DeviceId);
 
 #[cfg(test)]
 mod tests {

@@ -22,6 +22,27 @@
 //!   validation, app-export conversion.
 //! - [`error`] — [`CoreError`].
 
+/// Implements `Serialize`/`Deserialize` for a type through its
+/// `Display`/`FromStr` text form, so the JSON form is the same string apps
+/// see (stamps, device ids and cursors travel as text).
+macro_rules! serde_as_text {
+    ($name:ty) => {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                <String as serde::Deserialize>::deserialize(d)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 mod change;
 mod error;
 mod hlc;

@@ -4,7 +4,7 @@ use super::{parse_id, Access, Context};
 use crate::cli::ConvCommand;
 use crate::output::{self, Table};
 use anyhow::Result;
-use chatvault::{ConversationUpdate, ListConversations, ListMessages, NewConversation};
+use chatvault::{ConversationUpdate, ListConversations, NewConversation};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
@@ -15,12 +15,7 @@ pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
             let c = vault
                 .create_conversation(NewConversation::titled(title))
                 .await?;
-            if json.json {
-                output::json(&c)
-            } else {
-                println!("{}", c.id);
-                Ok(())
-            }
+            output::created(json.json, &c, c.id)
         }
         ConvCommand::Ls { limit, json } => {
             let vault = ctx.open(Access::Existing).await?;
@@ -50,18 +45,9 @@ pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
         ConvCommand::Show { id, limit, json } => {
             let vault = ctx.open(Access::Existing).await?;
             let c = vault.conversation(parse_id(&id)?).await?;
-            let mut page = vault
-                .messages(
-                    c.id,
-                    ListMessages {
-                        before: None,
-                        limit,
-                    },
-                )
-                .await?;
-            page.items.reverse();
+            let messages = super::msg::latest(&vault, c.id, limit).await?;
             if json.json {
-                return output::json(&json!({ "conversation": c, "messages": page.items }));
+                return output::json(&json!({ "conversation": c, "messages": messages }));
             }
             println!("{}  {}", c.id, c.title);
             println!(
@@ -72,7 +58,7 @@ pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
             if !c.metadata.is_empty() {
                 println!("metadata {}", serde_json::Value::Object(c.metadata.clone()));
             }
-            for m in &page.items {
+            for m in &messages {
                 println!("\n[{}] {} {}", m.role, output::time(m.created_at), m.id);
                 println!("{}", m.content);
             }

@@ -91,6 +91,22 @@ impl Context {
         Ok((vault, passphrase))
     }
 
+    /// Opens an existing vault that must be encrypted, for the commands
+    /// that change its keys, and returns the passphrase that unlocked it; a
+    /// plaintext vault is an error: "<path> is not encrypted" followed by
+    /// `not_encrypted`.
+    async fn open_encrypted(&self, not_encrypted: &str) -> Result<(Vault, passphrase::Passphrase)> {
+        let store = self.open_store(Access::Existing).await?;
+        if Vault::probe(store.as_ref()).await? != VaultProbe::Encrypted {
+            bail!("{} is not encrypted{not_encrypted}", self.store.display());
+        }
+        let passphrase = passphrase::read(&self.unlock_source())?;
+        let vault = Vault::open_encrypted(store, passphrase.expose(), vault_options())
+            .await
+            .with_context(|| format!("cannot open vault {}", self.store.display()))?;
+        Ok((vault, passphrase))
+    }
+
     /// Where the passphrase that unlocks the vault comes from.
     pub(crate) fn unlock_source(&self) -> passphrase::Source<'static> {
         passphrase::Source {
@@ -166,17 +182,9 @@ impl Context {
     }
 
     async fn passwd(&self, rotate_key: bool) -> Result<()> {
-        let store = self.open_store(Access::Existing).await?;
-        if Vault::probe(store.as_ref()).await? != VaultProbe::Encrypted {
-            bail!(
-                "{} is not encrypted; create an encrypted vault with `chatvault init --encrypt`",
-                self.store.display()
-            );
-        }
-        let old = passphrase::read(&self.unlock_source())?;
-        let vault = Vault::open_encrypted(store, old.expose(), vault_options())
-            .await
-            .with_context(|| format!("cannot open vault {}", self.store.display()))?;
+        let (vault, old) = self
+            .open_encrypted("; create an encrypted vault with `chatvault init --encrypt`")
+            .await?;
         let new = passphrase::read(&passphrase::Source {
             file_var: "CHATVAULT_NEW_PASSPHRASE_FILE",
             value_var: "CHATVAULT_NEW_PASSPHRASE",
@@ -201,17 +209,7 @@ impl Context {
     }
 
     async fn rekey(&self) -> Result<()> {
-        let store = self.open_store(Access::Existing).await?;
-        if Vault::probe(store.as_ref()).await? != VaultProbe::Encrypted {
-            bail!(
-                "{} is not encrypted: nothing to re-key",
-                self.store.display()
-            );
-        }
-        let passphrase = passphrase::read(&self.unlock_source())?;
-        let vault = Vault::open_encrypted(store, passphrase.expose(), vault_options())
-            .await
-            .with_context(|| format!("cannot open vault {}", self.store.display()))?;
+        let (vault, _passphrase) = self.open_encrypted(": nothing to re-key").await?;
         let bar = crate::progress::bar(None, "re-keying");
         let shown = bar.clone();
         let report = vault

@@ -4,7 +4,7 @@ use super::{parse_id, Access, Context};
 use crate::cli::MsgCommand;
 use crate::output::{self, Table};
 use anyhow::{Context as _, Result};
-use chatvault::{ListMessages, NewMessage};
+use chatvault::{ConversationId, ListMessages, Message, NewMessage, Vault};
 use std::io::Read;
 
 pub async fn run(ctx: &Context, cmd: MsgCommand) -> Result<()> {
@@ -25,12 +25,7 @@ pub async fn run(ctx: &Context, cmd: MsgCommand) -> Result<()> {
             let m = vault
                 .add_message(conversation, NewMessage::new(role, content))
                 .await?;
-            if json.json {
-                output::json(&m)
-            } else {
-                println!("{}", m.id);
-                Ok(())
-            }
+            output::created(json.json, &m, m.id)
         }
         MsgCommand::Ls {
             conversation,
@@ -38,21 +33,12 @@ pub async fn run(ctx: &Context, cmd: MsgCommand) -> Result<()> {
             json,
         } => {
             let vault = ctx.open(Access::Existing).await?;
-            let mut page = vault
-                .messages(
-                    parse_id(&conversation)?,
-                    ListMessages {
-                        before: None,
-                        limit,
-                    },
-                )
-                .await?;
-            page.items.reverse();
+            let messages = latest(&vault, parse_id(&conversation)?, limit).await?;
             if json.json {
-                return output::json(&page.items);
+                return output::json(&messages);
             }
             let mut t = Table::new(["ID", "CREATED", "ROLE", "CONTENT"]);
-            for m in &page.items {
+            for m in &messages {
                 t.row([
                     m.id.to_string(),
                     output::time(m.created_at),
@@ -73,6 +59,26 @@ pub async fn run(ctx: &Context, cmd: MsgCommand) -> Result<()> {
 
 /// Message text from standard input; one trailing newline (as `echo`
 /// adds) is dropped.
+/// The newest `limit` messages of a conversation, oldest first (the order
+/// they are read in).
+pub(super) async fn latest(
+    vault: &Vault,
+    conversation: ConversationId,
+    limit: usize,
+) -> Result<Vec<Message>> {
+    let mut page = vault
+        .messages(
+            conversation,
+            ListMessages {
+                before: None,
+                limit,
+            },
+        )
+        .await?;
+    page.items.reverse();
+    Ok(page.items)
+}
+
 fn read_stdin() -> Result<String> {
     let mut s = String::new();
     std::io::stdin()

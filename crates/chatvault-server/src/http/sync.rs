@@ -18,7 +18,8 @@ use crate::api::{
 };
 use crate::store::{Outcome, Pull};
 use crate::sync::{admit, PushRejectReason, PushRejection};
-use crate::types::{Cursor, Seq, SnapshotKey};
+use crate::types::{Cursor, Invalid, Seq, SnapshotKey};
+use std::str::FromStr;
 
 /// Most changes in one push.
 pub(crate) const MAX_BATCH: usize = 1000;
@@ -35,6 +36,19 @@ fn page_limit(limit: Option<u32>) -> Result<u32, AppError> {
             ErrorCode::InvalidLimit,
             format!("limit must be between 1 and {MAX_LIMIT}, not {n}"),
         )),
+    }
+}
+
+/// Reads a paging position from the `after` query parameter (absent or
+/// empty: from the start); text this server did not issue is 400
+/// `invalid_cursor`.
+fn parse_after<T: FromStr<Err = Invalid>>(after: Option<&str>) -> Result<Option<T>, AppError> {
+    match after {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|e: Invalid| AppError::client(ErrorCode::InvalidCursor, e.0)),
     }
 }
 
@@ -144,12 +158,7 @@ pub(crate) async fn pull(
     auth: Authenticated,
     ApiQuery(query): ApiQuery<PullQuery>,
 ) -> Result<Json<PullResponse>, AppError> {
-    let after = match query.after.as_deref() {
-        None | Some("") => Cursor::default(),
-        Some(text) => text
-            .parse::<Cursor>()
-            .map_err(|e| AppError::client(ErrorCode::InvalidCursor, e.0))?,
-    };
+    let after: Cursor = parse_after(query.after.as_deref())?.unwrap_or_default();
     let limit = page_limit(query.limit)?;
     match state.store().pull(auth.account, after.0, limit).await? {
         Pull::ResyncRequired => Err(AppError::client(
@@ -184,13 +193,7 @@ pub(crate) async fn snapshot(
     auth: Authenticated,
     ApiQuery(query): ApiQuery<SnapshotQuery>,
 ) -> Result<Json<SnapshotResponse>, AppError> {
-    let after = match query.after.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(
-            text.parse::<SnapshotKey>()
-                .map_err(|e| AppError::client(ErrorCode::InvalidCursor, e.0))?,
-        ),
-    };
+    let after = parse_after::<SnapshotKey>(query.after.as_deref())?;
     let limit = page_limit(query.limit)?;
     let page = state.store().snapshot(auth.account, after, limit).await?;
     let next_key = page

@@ -301,15 +301,10 @@ impl Vault {
     /// A vault that syncs changes its passphrase through the sync client,
     /// which updates the server's copy first.
     pub async fn change_passphrase(&self, old: &str, new: &str) -> Result<()> {
-        if !self.is_encrypted() {
-            return Err(VaultError::NotEncrypted);
-        }
-        let stored = read_envelope(self.store.as_ref()).await?;
-        let (rewrapped, _keys) =
-            stored
-                .envelope
-                .rewrap_with_policy(old, new, self.kdf, self.kdf_policy)?;
-        write_envelope(self.store.as_ref(), &rewrapped).await?;
+        let change = self
+            .prepare_envelope(EnvelopeRewrite::Rewrap { old, new })
+            .await?;
+        write_envelope(self.store.as_ref(), &change.envelope).await?;
         tracing::info!("vault passphrase changed");
         Ok(())
     }
@@ -326,20 +321,43 @@ impl Vault {
     /// sync client ([`Replica::prepare_key_rotation`]), which gives the
     /// server the new envelope first so every device follows.
     pub async fn rotate_data_key(&self, passphrase: &str) -> Result<()> {
+        let change = self
+            .prepare_envelope(EnvelopeRewrite::Rotate { passphrase })
+            .await?;
+        write_envelope(self.store.as_ref(), &change.envelope).await?;
+        self.codec.replace_keyring(change.keyring);
+        tracing::info!(key = %self.current_key_id(), "vault data key rotated");
+        Ok(())
+    }
+
+    /// Writes a new envelope from the stored one, in memory only, under
+    /// this vault's KDF parameters and policy: the one preparation behind a
+    /// passphrase change and a key rotation, local or through a server.
+    /// [`VaultError::NotEncrypted`] on a plaintext vault.
+    async fn prepare_envelope(&self, rewrite: EnvelopeRewrite<'_>) -> Result<PassphraseChange> {
         if !self.is_encrypted() {
             return Err(VaultError::NotEncrypted);
         }
         let stored = read_envelope(self.store.as_ref()).await?;
-        let (rotated, keys) = stored.envelope.rotate_with_policy(
-            passphrase,
-            passphrase,
-            self.kdf,
-            self.kdf_policy,
-        )?;
-        write_envelope(self.store.as_ref(), &rotated).await?;
-        self.codec.replace_keyring(Arc::new(keys.keyring));
-        tracing::info!(key = %self.current_key_id(), "vault data key rotated");
-        Ok(())
+        let (envelope, keys) = match rewrite {
+            EnvelopeRewrite::Rewrap { old, new } => {
+                stored
+                    .envelope
+                    .rewrap_with_policy(old, new, self.kdf, self.kdf_policy)?
+            }
+            EnvelopeRewrite::Rotate { passphrase } => stored.envelope.rotate_with_policy(
+                passphrase,
+                passphrase,
+                self.kdf,
+                self.kdf_policy,
+            )?,
+        };
+        Ok(PassphraseChange {
+            previous: stored.json,
+            envelope,
+            auth_key: keys.auth,
+            keyring: Arc::new(keys.keyring),
+        })
     }
 
     fn current_key_id(&self) -> String {
@@ -513,6 +531,14 @@ pub struct RekeyReport {
     pub damaged: Vec<chatvault_core::RecordId>,
 }
 
+/// How [`Vault::prepare_envelope`] writes the new envelope.
+enum EnvelopeRewrite<'a> {
+    /// The same keyring under a new passphrase.
+    Rewrap { old: &'a str, new: &'a str },
+    /// A keyring with a fresh data key, under the same passphrase.
+    Rotate { passphrase: &'a str },
+}
+
 /// A passphrase change prepared in memory by
 /// [`Replica::prepare_passphrase_change`]: the new envelope (the same data
 /// key wrapped under the new passphrase) and the credentials it yields, to
@@ -577,21 +603,9 @@ impl Replica<'_> {
         old: &str,
         new: &str,
     ) -> Result<PassphraseChange> {
-        let vault = self.vault;
-        if !vault.is_encrypted() {
-            return Err(VaultError::NotEncrypted);
-        }
-        let stored = read_envelope(vault.store.as_ref()).await?;
-        let (rewrapped, keys) =
-            stored
-                .envelope
-                .rewrap_with_policy(old, new, vault.kdf, vault.kdf_policy)?;
-        Ok(PassphraseChange {
-            previous: stored.json,
-            envelope: rewrapped,
-            auth_key: keys.auth,
-            keyring: Arc::new(keys.keyring),
-        })
+        self.vault
+            .prepare_envelope(EnvelopeRewrite::Rewrap { old, new })
+            .await
     }
 
     /// First half of a data-key rotation that must also reach a server
@@ -605,23 +619,9 @@ impl Replica<'_> {
     /// [`VaultError::WrongPassphrase`] if `passphrase` does not open the
     /// vault.
     pub async fn prepare_key_rotation(&self, passphrase: &str) -> Result<PassphraseChange> {
-        let vault = self.vault;
-        if !vault.is_encrypted() {
-            return Err(VaultError::NotEncrypted);
-        }
-        let stored = read_envelope(vault.store.as_ref()).await?;
-        let (rotated, keys) = stored.envelope.rotate_with_policy(
-            passphrase,
-            passphrase,
-            vault.kdf,
-            vault.kdf_policy,
-        )?;
-        Ok(PassphraseChange {
-            previous: stored.json,
-            envelope: rotated,
-            auth_key: keys.auth,
-            keyring: Arc::new(keys.keyring),
-        })
+        self.vault
+            .prepare_envelope(EnvelopeRewrite::Rotate { passphrase })
+            .await
     }
 
     /// Second half of a passphrase change: stores the prepared envelope, in
