@@ -7,8 +7,8 @@ use chatvault_core::{
     MessageRecord, OpId, RecordId, Tombstone, UserId,
 };
 use chatvault_store::{
-    import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
-    parse_clock_mark, version_matches, BatchSource, ConversationQuery, ConversationRow,
+    check_limit, import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins,
+    merged_op, parse_clock_mark, version_matches, BatchSource, ConversationQuery, ConversationRow,
     ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, ParkReason, ParkedEntry, Result,
     StoreError, TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
 };
@@ -104,11 +104,7 @@ pub(crate) fn conversations(
     c: &mut Connection,
     q: &ConversationQuery,
 ) -> Result<Vec<ConversationRow>> {
-    if q.limit == 0 {
-        return Err(StoreError::InvalidRequest(
-            "page size must be at least 1".into(),
-        ));
-    }
+    check_limit(q.limit)?;
     let mut sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE 1");
     let mut args: Vec<(&str, Box<dyn ToSql>)> = Vec::new();
     if let Some(from) = q.active_from {
@@ -145,11 +141,7 @@ pub(crate) fn message(c: &mut Connection, id: MessageId) -> Result<Option<Messag
 }
 
 pub(crate) fn messages(c: &mut Connection, q: &MessageQuery) -> Result<Vec<MessageRecord>> {
-    if q.limit == 0 {
-        return Err(StoreError::InvalidRequest(
-            "page size must be at least 1".into(),
-        ));
-    }
+    check_limit(q.limit)?;
     let conv = q.conversation_id.as_bytes().to_vec();
     let limit = q.limit as i64;
     match q.before {
@@ -207,11 +199,7 @@ fn tombstone_in(c: &Connection, kind: EntityKind, id: RecordId) -> Result<Option
 }
 
 pub(crate) fn tombstones(c: &mut Connection, q: &TombstoneQuery) -> Result<Vec<Tombstone>> {
-    if q.limit == 0 {
-        return Err(StoreError::InvalidRequest(
-            "page size must be at least 1".into(),
-        ));
-    }
+    check_limit(q.limit)?;
     let limit = q.limit as i64;
     let mut stmt;
     let rows = match q.after {
@@ -732,11 +720,7 @@ fn apply(
 }
 
 pub(crate) fn outbox(c: &mut Connection, limit: usize) -> Result<Vec<OutboxEntry>> {
-    if limit == 0 {
-        return Err(StoreError::InvalidRequest(
-            "page size must be at least 1".into(),
-        ));
-    }
+    check_limit(limit)?;
     let tx = c.transaction().map_err(sql_err)?;
     let mut out = Vec::with_capacity(limit);
     // An entry whose record is gone yields no change; read on past it so
@@ -771,11 +755,7 @@ pub(crate) fn parked(
     after: Option<u64>,
     limit: usize,
 ) -> Result<Vec<ParkedEntry>> {
-    if limit == 0 {
-        return Err(StoreError::InvalidRequest(
-            "page size must be at least 1".into(),
-        ));
-    }
+    check_limit(limit)?;
     let tx = c.transaction().map_err(sql_err)?;
     let mut out = Vec::with_capacity(limit.min(1024));
     let mut after = after.map_or(0, |a| a as i64);

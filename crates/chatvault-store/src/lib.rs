@@ -48,8 +48,8 @@ mod types;
 pub use error::{BoxError, StoreError};
 pub use memory::MemoryStore;
 pub use types::{
-    import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
-    parse_clock_mark, version_matches, Compaction, ConversationQuery, ConversationRow,
+    check_limit, import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins,
+    merged_op, parse_clock_mark, version_matches, Compaction, ConversationQuery, ConversationRow,
     ConversationUsage, Footprint, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, ParkReason,
     ParkedEntry, StampClaim, TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome,
     CLOCK_MARK_KEY,

@@ -506,7 +506,9 @@ pub struct Compaction {
     pub after_bytes: u64,
 }
 
-pub(crate) fn check_limit(limit: usize) -> crate::Result<()> {
+/// Refuses a page size of 0 with [`StoreError::InvalidRequest`](crate::StoreError)
+/// (every backend's paged reads share this rule).
+pub fn check_limit(limit: usize) -> crate::Result<()> {
     if limit == 0 {
         return Err(crate::StoreError::InvalidRequest(
             "page size must be at least 1".into(),

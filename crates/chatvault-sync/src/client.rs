@@ -382,9 +382,7 @@ impl SyncClient {
 
     /// Pushes the outbox, then pulls everything new.
     pub async fn sync_once(&self) -> Result<SyncReport> {
-        let _running = self.inner.sync_lock.lock().await;
-        self.set_state(SyncState::Syncing);
-        let result = async {
+        self.exclusively(true, || async {
             let push = self.push_locked().await?;
             let mut pull = self.pull_locked().await?;
             if self.missed_a_winner(&push).await? {
@@ -409,9 +407,22 @@ impl SyncClient {
                 pull.dropped += again.dropped;
             }
             Ok(SyncReport { push, pull })
-        }
-        .await;
-        self.publish(result.as_ref().map(|_| ()), true).await;
+        })
+        .await
+    }
+
+    /// Runs one sync step with the sync lock held (one at a time per
+    /// vault), the state `syncing` meanwhile, and its outcome published
+    /// to the status afterwards (`full`: a whole push-and-pull, which also
+    /// records the last-synced time).
+    async fn exclusively<T, F>(&self, full: bool, work: impl FnOnce() -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let _running = self.inner.sync_lock.lock().await;
+        self.set_state(SyncState::Syncing);
+        let result = work().await;
+        self.publish(result.as_ref().map(|_| ()), full).await;
         result
     }
 
@@ -451,21 +462,13 @@ impl SyncClient {
 
     /// Pushes the outbox only.
     pub async fn push(&self) -> Result<PushReport> {
-        let _running = self.inner.sync_lock.lock().await;
-        self.set_state(SyncState::Syncing);
-        let result = self.push_locked().await;
-        self.publish(result.as_ref().map(|_| ()), false).await;
-        result
+        self.exclusively(false, || self.push_locked()).await
     }
 
     /// Pulls everything new only (resyncing from a snapshot if the server
     /// asks), leaving the outbox untouched.
     pub async fn pull(&self) -> Result<PullReport> {
-        let _running = self.inner.sync_lock.lock().await;
-        self.set_state(SyncState::Syncing);
-        let result = self.pull_locked().await;
-        self.publish(result.as_ref().map(|_| ()), false).await;
-        result
+        self.exclusively(false, || self.pull_locked()).await
     }
 
     /// Changes the server refused, parked in the outbox, oldest first.

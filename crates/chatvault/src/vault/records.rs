@@ -169,18 +169,13 @@ impl Vault {
                         )?,
                         ..row.record.clone()
                     };
-                    let mut batch = WriteBatch::new();
-                    batch.push(WriteOp::RequireVersion(
-                        EntityKind::Conversation,
-                        id.into(),
-                        read,
-                    ));
-                    batch.push(WriteOp::PutConversation(record.clone()));
-                    batch.push(WriteOp::Enqueue(outbox_item(
+                    let batch = rewrite_batch(
                         EntityKind::Conversation,
                         id.into(),
                         None,
-                    )));
+                        read,
+                        WriteOp::PutConversation(record.clone()),
+                    );
                     Ok((batch, record))
                 })
                 .await;
@@ -201,18 +196,13 @@ impl Vault {
             let written = self
                 .commit_stamped(|stamps| {
                     let tombstone = Tombstone::conversation(id, stamps.above(read)?, stamps.now());
-                    let mut batch = WriteBatch::new();
-                    batch.push(WriteOp::RequireVersion(
-                        EntityKind::Conversation,
-                        id.into(),
-                        read,
-                    ));
-                    batch.push(WriteOp::Delete(tombstone));
-                    batch.push(WriteOp::Enqueue(outbox_item(
+                    let batch = rewrite_batch(
                         EntityKind::Conversation,
                         id.into(),
                         None,
-                    )));
+                        read,
+                        WriteOp::Delete(tombstone),
+                    );
                     Ok((batch, ()))
                 })
                 .await;
@@ -368,18 +358,13 @@ impl Vault {
                         )?,
                         ..old.clone()
                     };
-                    let mut batch = WriteBatch::new();
-                    batch.push(WriteOp::RequireVersion(
-                        EntityKind::Message,
-                        id.into(),
-                        read,
-                    ));
-                    batch.push(WriteOp::PutMessage(record.clone()));
-                    batch.push(WriteOp::Enqueue(outbox_item(
+                    let batch = rewrite_batch(
                         EntityKind::Message,
                         id.into(),
                         Some(record.conversation_id),
-                    )));
+                        read,
+                        WriteOp::PutMessage(record.clone()),
+                    );
                     Ok((batch, record))
                 })
                 .await;
@@ -403,18 +388,13 @@ impl Vault {
                         stamps.above(old.version)?,
                         stamps.now(),
                     );
-                    let mut batch = WriteBatch::new();
-                    batch.push(WriteOp::RequireVersion(
-                        EntityKind::Message,
-                        id.into(),
-                        old.version,
-                    ));
-                    batch.push(WriteOp::Delete(tombstone));
-                    batch.push(WriteOp::Enqueue(outbox_item(
+                    let batch = rewrite_batch(
                         EntityKind::Message,
                         id.into(),
                         Some(old.conversation_id),
-                    )));
+                        old.version,
+                        WriteOp::Delete(tombstone),
+                    );
                     Ok((batch, ()))
                 })
                 .await;
@@ -671,4 +651,22 @@ fn to_message(record: &MessageRecord, body: MessageBody) -> Message {
         version: record.version,
         metadata: body.metadata,
     }
+}
+
+/// The batch of a local rewrite of one record: `op` (its new state or its
+/// tombstone) on condition that the store still holds the record at the
+/// version `read` (otherwise the write fails and the caller starts over
+/// from the newer version), and the record queued for sync.
+fn rewrite_batch(
+    kind: EntityKind,
+    id: RecordId,
+    conversation: Option<ConversationId>,
+    read: chatvault_core::Hlc,
+    op: WriteOp,
+) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.push(WriteOp::RequireVersion(kind, id, read));
+    batch.push(op);
+    batch.push(WriteOp::Enqueue(outbox_item(kind, id, conversation)));
+    batch
 }
