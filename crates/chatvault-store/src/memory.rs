@@ -153,13 +153,7 @@ impl Inner {
                 WriteOp::DeleteMeta(key) if key == CLOCK_MARK_KEY => mark = Some(None),
                 _ => {}
             }
-            let merged = match op {
-                WriteOp::Merge(incoming) if self.wins(incoming, incoming_wins) => Some(incoming),
-                WriteOp::MergeAndEnqueue(incoming, _) if self.wins(incoming, import_wins) => {
-                    Some(incoming)
-                }
-                _ => None,
-            };
+            let merged = self.winning_merge(op);
             match (op, merged) {
                 (WriteOp::PutConversation(r), _) | (_, Some(Incoming::Conversation(r))) => {
                     conversation_exists.insert(r.id, true);
@@ -201,6 +195,19 @@ impl Inner {
         Ok(())
     }
 
+    /// The incoming record of a merge `op` that would win against what is
+    /// stored ([`incoming_wins`] for sync, [`import_wins`] for imports);
+    /// `None` for a losing merge or any other operation.
+    fn winning_merge<'a>(&self, op: &'a WriteOp) -> Option<&'a Incoming> {
+        match op {
+            WriteOp::Merge(incoming) if self.wins(incoming, incoming_wins) => Some(incoming),
+            WriteOp::MergeAndEnqueue(incoming, _) if self.wins(incoming, import_wins) => {
+                Some(incoming)
+            }
+            _ => None,
+        }
+    }
+
     /// Records what `op` leaves stored for the record it writes (for the
     /// version checks of later operations of the same batches).
     fn track_version(
@@ -215,13 +222,7 @@ impl Inner {
                 body: Vec::new(),
             })
         };
-        let merged = match op {
-            WriteOp::Merge(incoming) if self.wins(incoming, incoming_wins) => Some(incoming),
-            WriteOp::MergeAndEnqueue(incoming, _) if self.wins(incoming, import_wins) => {
-                Some(incoming)
-            }
-            _ => None,
-        };
+        let merged = self.winning_merge(op);
         match (op, merged) {
             (WriteOp::PutConversation(r), _) | (_, Some(Incoming::Conversation(r))) => {
                 versions.insert(

@@ -484,16 +484,20 @@ impl SyncClient {
             .collect())
     }
 
+    /// The dead letter of the parked change with this op id, if any.
+    pub async fn dead_letter(&self, op: OpId) -> Result<Option<DeadLetter>> {
+        Ok(self
+            .dead_letters()
+            .await?
+            .into_iter()
+            .find(|d| d.op_id == op))
+    }
+
     /// Makes a dead letter (by op id) pending again, so the next push sends
     /// the record's current state. `false` if no parked change has this op
     /// id.
     pub async fn retry_dead_letter(&self, op: OpId) -> Result<bool> {
-        let found = self
-            .dead_letters()
-            .await?
-            .into_iter()
-            .find(|d| d.op_id == op);
-        let Some(letter) = found else {
+        let Some(letter) = self.dead_letter(op).await? else {
             return Ok(false);
         };
         self.inner
@@ -530,12 +534,7 @@ impl SyncClient {
     /// letter, or `None` if no parked change has this op id. A newer local
     /// write of the record made since it was parked stays pending.
     pub async fn discard_dead_letter(&self, op: OpId) -> Result<Option<DeadLetter>> {
-        let found = self
-            .dead_letters()
-            .await?
-            .into_iter()
-            .find(|d| d.op_id == op);
-        let Some(letter) = found else {
+        let Some(letter) = self.dead_letter(op).await? else {
             return Ok(None);
         };
         self.inner
