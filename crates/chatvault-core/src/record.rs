@@ -12,10 +12,20 @@ use serde::{Deserialize, Serialize};
 
 /// Opaque record content: plaintext JSON or ciphertext, stores cannot tell.
 /// Serialized as standard base64.
+///
+/// A body syncs only if it is at most [`Body::MAX_SYNC_BYTES`].
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Body(pub Vec<u8>);
 
 impl Body {
+    /// The largest body a record may have and still sync: 3 MiB less
+    /// 4 KiB. A push carries a body in base64 (4 bytes for every 3) inside
+    /// JSON, and the sync server's default request limit is 4 MiB, so one
+    /// change of this size fits in a push with over 5 KB left for its
+    /// header. Writes of a larger body are refused up front rather than
+    /// parked at push time.
+    pub const MAX_SYNC_BYTES: usize = 3 * 1024 * 1024 - 4 * 1024;
+
     /// The content as stored: JSON, or ciphertext in an encrypted vault.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

@@ -124,6 +124,20 @@ pub enum VaultError {
         /// How many attempts were made.
         attempts: u32,
     },
+    /// Content too large to store: its stored body would be `bytes`, over
+    /// the vault's limit (set so every record can still sync). Nothing
+    /// was written.
+    #[error("{kind} {id} is too large: {bytes} bytes stored, at most {limit} sync; split it or store large files elsewhere")]
+    RecordTooLarge {
+        /// Kind of the record.
+        kind: EntityKind,
+        /// Its id.
+        id: RecordId,
+        /// Size of its stored body (after encryption).
+        bytes: usize,
+        /// The vault's limit ([`VaultOptions::max_record_bytes`](crate::VaultOptions::max_record_bytes)).
+        limit: usize,
+    },
     /// A bug: an invariant of the vault did not hold.
     #[error("internal error: {0}")]
     Internal(&'static str),

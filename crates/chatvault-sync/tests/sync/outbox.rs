@@ -276,6 +276,95 @@ async fn an_oversized_change_is_dead_lettered_without_blocking_and_retried() {
     );
 }
 
+/// The vault's default record limit and the server's default request limit
+/// agree: a message whose stored body is exactly at the limit syncs through
+/// a default server, and one byte more is refused when it is written — not
+/// parked at push time on the only device that has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_at_the_record_limit_syncs_and_one_over_is_refused_at_write_time() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let a = SyncClient::register(vault().await, &url, "ruth", PASS, options())
+        .await
+        .unwrap();
+    let conv = a
+        .vault()
+        .create_conversation(NewConversation::titled("limits"))
+        .await
+        .unwrap();
+    // What sealing adds to the content (payload header, nonce, tag).
+    let probe = a
+        .vault()
+        .add_message(conv.id, NewMessage::new(Role::User, "x"))
+        .await
+        .unwrap();
+    let stored = a.vault().store().message(probe.id).await.unwrap().unwrap();
+    let overhead = stored.body.0.len() - 1;
+    let limit = chatvault_core::Body::MAX_SYNC_BYTES;
+
+    let over = a
+        .vault()
+        .add_message(
+            conv.id,
+            NewMessage::new(Role::Tool, "y".repeat(limit - overhead + 1)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(over, chatvault::VaultError::RecordTooLarge { bytes, .. } if bytes == limit + 1),
+        "{over:?}"
+    );
+    let at = a
+        .vault()
+        .add_message(
+            conv.id,
+            NewMessage::new(Role::Tool, "y".repeat(limit - overhead)),
+        )
+        .await
+        .unwrap();
+    let stored = a.vault().store().message(at.id).await.unwrap().unwrap();
+    assert_eq!(stored.body.0.len(), limit);
+    // An edit that would grow it past the limit is refused; the message
+    // keeps its content.
+    let grown = a
+        .vault()
+        .update_message(
+            at.id,
+            chatvault::MessageUpdate {
+                content: Some("y".repeat(limit)),
+                metadata: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(grown, chatvault::VaultError::RecordTooLarge { .. }),
+        "{grown:?}"
+    );
+
+    let report = a.sync_once().await.unwrap();
+    assert_eq!(
+        (report.push.applied, report.push.dead_lettered),
+        (3, 0),
+        "{report:?}"
+    );
+    let b = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(Arc::new(SystemClock)),
+        &url,
+        "ruth",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    b.sync_once().await.unwrap();
+    assert_eq!(
+        b.vault().message(at.id).await.unwrap().content.len(),
+        limit - overhead
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_skewed_change_is_restamped_at_the_server_time_and_syncs() {
     let server = TestServer::start().await;

@@ -31,6 +31,11 @@ pub struct VaultOptions {
     /// Apply the stored retention policy while opening if it has not run
     /// for a day (default `false`: opening never deletes unless asked).
     pub run_due_retention: bool,
+    /// The largest stored body (after encryption) a write may produce;
+    /// larger content is refused with [`VaultError::RecordTooLarge`](crate::VaultError::RecordTooLarge).
+    /// Default [`Body::MAX_SYNC_BYTES`](chatvault_core::Body::MAX_SYNC_BYTES),
+    /// the most that still syncs through a default server.
+    pub max_record_bytes: usize,
 }
 
 impl Default for VaultOptions {
@@ -41,6 +46,7 @@ impl Default for VaultOptions {
             kdf: KdfParams::default(),
             kdf_policy: KdfPolicy::default(),
             run_due_retention: false,
+            max_record_bytes: chatvault_core::Body::MAX_SYNC_BYTES,
         }
     }
 }
@@ -203,8 +209,17 @@ impl VaultBuilder {
         self
     }
 
+    /// The largest stored body a write may produce (default
+    /// [`Body::MAX_SYNC_BYTES`](chatvault_core::Body::MAX_SYNC_BYTES)); a
+    /// server configured with a larger request limit can take larger ones.
+    pub fn max_record_bytes(mut self, bytes: usize) -> Self {
+        self.options.max_record_bytes = bytes;
+        self
+    }
+
     /// Whether to apply the stored retention policy while opening, if it
-    /// has not run for a day (default `false`).
+    /// has not run for a day (default `false`: opening never deletes
+    /// unless asked).
     pub fn run_due_retention(mut self, run: bool) -> Self {
         self.options.run_due_retention = run;
         self

@@ -76,6 +76,8 @@ pub struct Vault {
     user: UserId,
     kdf: KdfParams,
     kdf_policy: KdfPolicy,
+    /// See [`VaultOptions::max_record_bytes`].
+    max_record_bytes: usize,
 }
 
 impl std::fmt::Debug for Vault {
@@ -182,6 +184,7 @@ impl Vault {
             user: options.user_id,
             kdf: options.kdf,
             kdf_policy: options.kdf_policy,
+            max_record_bytes: options.max_record_bytes,
         };
         if options.run_due_retention {
             vault.run_scheduled_retention().await;

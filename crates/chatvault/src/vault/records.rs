@@ -22,11 +22,11 @@ use super::types::{
     NewConversation, NewMessage, VaultStats,
 };
 use super::Vault;
-use crate::codec::{ConversationBody, MessageBody};
+use crate::codec::{ConversationBody, MessageBody, Payload};
 use crate::{Result, VaultError};
 use chatvault_core::{
-    Conversation, ConversationCursor, ConversationId, ConversationRecord, EntityKind, Message,
-    MessageCursor, MessageId, MessageRecord, OpId, Page, RecordId, Timestamp, Tombstone,
+    Body, Conversation, ConversationCursor, ConversationId, ConversationRecord, EntityKind,
+    Message, MessageCursor, MessageId, MessageRecord, OpId, Page, RecordId, Timestamp, Tombstone,
 };
 use chatvault_store::{
     ConversationQuery, ConversationRow, MessageQuery, OutboxItem, StoreError, WriteBatch, WriteOp,
@@ -53,13 +53,7 @@ impl Vault {
                     version,
                     // Sealed under its version: encoded again if the write
                     // has to be re-stamped.
-                    body: self.codec.encode(
-                        EntityKind::Conversation,
-                        id.into(),
-                        None,
-                        version,
-                        &body,
-                    )?,
+                    body: self.seal(EntityKind::Conversation, id.into(), None, version, &body)?,
                 };
                 let mut batch = WriteBatch::new();
                 batch.push(WriteOp::PutConversation(record.clone()));
@@ -160,7 +154,7 @@ impl Vault {
                     let record = ConversationRecord {
                         updated_at: stamps.now(),
                         version,
-                        body: self.codec.encode(
+                        body: self.seal(
                             EntityKind::Conversation,
                             id.into(),
                             None,
@@ -260,7 +254,7 @@ impl Vault {
                         created_at,
                         updated_at: created_at.max(now),
                         version,
-                        body: self.codec.encode(
+                        body: self.seal(
                             EntityKind::Message,
                             (*id).into(),
                             Some(conversation),
@@ -349,7 +343,7 @@ impl Vault {
                     let record = MessageRecord {
                         updated_at: stamps.now(),
                         version,
-                        body: self.codec.encode(
+                        body: self.seal(
                             EntityKind::Message,
                             id.into(),
                             Some(old.conversation_id),
@@ -561,6 +555,29 @@ impl Vault {
             .message(id)
             .await?
             .ok_or_else(|| not_found(EntityKind::Message, id.into()))
+    }
+
+    /// The stored body of a local write (see `Codec::encode`), refused
+    /// with [`VaultError::RecordTooLarge`] if it is over the vault's limit:
+    /// a record that could never sync is not written at all.
+    fn seal<T: Payload>(
+        &self,
+        kind: EntityKind,
+        id: RecordId,
+        conversation: Option<ConversationId>,
+        version: chatvault_core::Hlc,
+        value: &T,
+    ) -> Result<Body> {
+        let body = self.codec.encode(kind, id, conversation, version, value)?;
+        if body.0.len() > self.max_record_bytes {
+            return Err(VaultError::RecordTooLarge {
+                kind,
+                id,
+                bytes: body.0.len(),
+                limit: self.max_record_bytes,
+            });
+        }
+        Ok(body)
     }
 
     pub(super) fn decode_conversation(&self, row: ConversationRow) -> Result<Conversation> {
