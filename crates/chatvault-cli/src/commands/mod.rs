@@ -124,10 +124,31 @@ impl Context {
         Ok(Arc::new(store))
     }
 
+    /// Creates the directories missing above the vault file, private to
+    /// the user (0700 on Unix, whatever the umask); directories that exist
+    /// are left as they are.
     fn create_parent(&self) -> Result<()> {
-        if let Some(parent) = self.store.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        let Some(parent) = self.store.parent().filter(|p| !p.as_os_str().is_empty()) else {
+            return Ok(());
+        };
+        let missing: Vec<&Path> = parent.ancestors().take_while(|d| !d.exists()).collect();
+        for dir in missing.into_iter().rev() {
+            let mut builder = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            match builder.create(dir) {
+                // Another process made it first: it is theirs to set up.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                other => {
+                    other.with_context(|| format!("cannot create directory {}", dir.display()))?
+                }
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("cannot make directory {} private", dir.display()))?;
+            }
         }
         Ok(())
     }
