@@ -11,7 +11,7 @@ use serde_json::json;
 pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
     match cmd {
         ConvCommand::New { title, json } => {
-            let vault = ctx.open(Access::CreateIfMissing).await?;
+            let vault = ctx.open(Access::Existing).await?;
             let c = vault
                 .create_conversation(NewConversation::titled(title))
                 .await?;

@@ -22,7 +22,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> Result<()> {
     } else {
         None
     };
-    let vault = ctx.open(Access::CreateIfMissing).await?;
+    let vault = ctx.open(Access::Existing).await?;
 
     let size = std::fs::metadata(path).map(|m| m.len()).ok();
     let bar = progress::bar(size, "validating");

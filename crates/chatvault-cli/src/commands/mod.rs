@@ -35,12 +35,17 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 /// Whether a command may create a vault that does not exist yet.
+///
+/// Only `init` and `sync join` create one: any other command on a missing
+/// (say, mistyped) path would otherwise leave an unencrypted vault behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Reading commands: a missing vault is an error.
+    /// Every command but `init` and `sync join`: a missing vault is an
+    /// error, and nothing is created.
     Existing,
-    /// Writing commands: a missing vault is created.
-    CreateIfMissing,
+    /// `init` and `sync join`: a missing vault (and its directory) is
+    /// created.
+    Create,
 }
 
 /// What every command needs: where the vault is.
@@ -109,16 +114,21 @@ impl Context {
         if !exists {
             match access {
                 Access::Existing => bail!(
-                    "no vault at {} (create one with `chatvault init`, or pass --store / set CHATVAULT_STORE)",
+                    "no vault at {}; run `chatvault init` (or pass --store / set CHATVAULT_STORE)",
                     self.store.display()
                 ),
-                Access::CreateIfMissing => self.create_parent()?,
+                Access::Create => self.create_parent()?,
             }
         }
         if exists && self.store.is_dir() {
             bail!("{} is a directory, not a vault file", self.store.display());
         }
-        let store = SqliteStore::open(&self.store, SqliteOptions::default())
+        let options = SqliteOptions {
+            // A vault deleted since the check above is not silently re-made.
+            create: access == Access::Create,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(&self.store, options)
             .await
             .with_context(|| format!("cannot open vault {}", self.store.display()))?;
         Ok(Arc::new(store))
@@ -153,6 +163,24 @@ impl Context {
         Ok(())
     }
 
+    /// Removes a vault this command created and could not finish (a failed
+    /// `init` or `sync join`), with its SQLite sidecar files, so that no
+    /// half-made vault is left to block the retry.
+    pub(crate) fn remove_new_vault(&self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut file = self.store.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => tracing::warn!(
+                    file = %Path::new(&file).display(),
+                    error = %e,
+                    "cannot remove a half-made vault file"
+                ),
+                _ => {}
+            }
+        }
+    }
+
     async fn init(&self, encrypt: bool) -> Result<()> {
         if self.store.exists() {
             bail!("a vault already exists at {}", self.store.display());
@@ -168,14 +196,13 @@ impl Context {
         } else {
             None
         };
-        let store = self.open_store(Access::CreateIfMissing).await?;
+        let store = self.open_store(Access::Create).await?;
         let created = match &passphrase {
             Some(p) => Vault::open_encrypted(store, p.expose(), vault_options()).await,
             None => Vault::open(store, vault_options()).await,
         };
         if let Err(e) = created {
-            // Leave no half-made vault behind.
-            let _ = std::fs::remove_file(&self.store);
+            self.remove_new_vault();
             return Err(e).with_context(|| format!("cannot create vault {}", self.store.display()));
         }
         println!(
