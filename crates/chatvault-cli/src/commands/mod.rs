@@ -34,6 +34,32 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `import` finished but rejected records: the accepted ones are in the
+/// vault, and the exit status (3) tells a script that something was left
+/// out.
+#[derive(Debug)]
+pub struct Rejected {
+    /// How many records were rejected.
+    pub count: u64,
+}
+
+impl Rejected {
+    /// The process exit status for this outcome (documented in `--help`).
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rejected {} of the file's records (listed above); the rest was imported",
+            self.count
+        )
+    }
+}
+
+impl std::error::Error for Rejected {}
+
 /// Whether a command may create a vault that does not exist yet.
 ///
 /// Only `init` and `sync join` create one: any other command on a missing
@@ -205,7 +231,7 @@ impl Context {
             self.remove_new_vault();
             return Err(e).with_context(|| format!("cannot create vault {}", self.store.display()));
         }
-        println!(
+        outln!(
             "created {} vault {}",
             if encrypt { "encrypted" } else { "plaintext" },
             self.store.display()
@@ -237,13 +263,13 @@ impl Context {
             .change_passphrase(old.expose(), new.expose())
             .await
             .context("cannot change the passphrase")?;
-        println!("passphrase changed");
+        outln!("passphrase changed");
         if rotate_key {
             vault
                 .rotate_data_key(new.expose())
                 .await
                 .context("cannot rotate the data key")?;
-            println!("data key rotated; run `chatvault rekey` to re-seal older records");
+            outln!("data key rotated; run `chatvault rekey` to re-seal older records");
         }
         Ok(())
     }
@@ -272,7 +298,7 @@ impl Context {
             .await
             .context("cannot re-key the vault")?;
         bar.finish_and_clear();
-        println!(
+        outln!(
             "re-sealed {} of {} records under the newest key{}",
             report.resealed,
             report.seen,
