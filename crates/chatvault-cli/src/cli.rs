@@ -6,7 +6,17 @@ use std::path::PathBuf;
 
 /// Local-first, encrypted chat history: manage a chatvault store.
 #[derive(Debug, Parser)]
-#[command(name = "chatvault", version, about, propagate_version = true)]
+#[command(
+    name = "chatvault",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Exit status:\n  \
+        0  success (also when a reader closes the output early, as `| head` does)\n  \
+        1  error: one line on stderr says what went wrong\n  \
+        2  malformed command line\n  \
+        3  `import` rejected records (the others were imported; the report lists them)"
+)]
 pub struct Cli {
     /// The vault file (default: `vault.db` in the user's data directory).
     #[arg(long, global = true, env = "CHATVAULT_STORE", value_name = "PATH")]

@@ -4,7 +4,11 @@
 //! or the default in the user's data directory), does one thing, and exits.
 //! Listings print a readable table, or with `--json` the model's camelCase
 //! JSON. Any failure prints one line, `error: ...`, to stderr and exits
-//! with status 1 (2 for a malformed command line); never a panic.
+//! with status 1 (2 for a malformed command line, 3 for an import that
+//! rejected records); never a panic. A reader that closes stdout early
+//! (`| head`) is a normal end, status 0. Record text is printed with its
+//! control characters escaped, so a synced or imported title cannot drive
+//! the terminal; `--json` prints it untouched.
 //!
 //! # Layout
 //! - `cli` — the command-line grammar (clap).
@@ -12,9 +16,11 @@
 //! - `output` — tables, JSON and time formatting.
 //! - `progress` — the one way long work reports progress.
 
+// First: `outln!` is defined there and used by `commands`.
+#[macro_use]
+mod output;
 mod cli;
 mod commands;
-mod output;
 mod passphrase;
 mod progress;
 
@@ -36,10 +42,15 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): it has all it wanted.
+        Err(e) if output::is_closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // `{:#}` joins the context chain on one line.
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<commands::Rejected>() {
+                Some(_) => ExitCode::from(commands::Rejected::EXIT_CODE),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -1,5 +1,20 @@
 //! How commands print: aligned tables for people, JSON for scripts, and
 //! times and sizes in a readable form.
+//!
+//! Everything goes through fallible writes ([`outln!`], [`Table::print`],
+//! [`json`]) so that a closed stdout comes back as an error that `main`
+//! ends quietly ([`is_closed_stdout`]) instead of a panic. Text that came
+//! from a record (titles, content) passes through [`text`] or
+//! [`multiline`] before a person sees it.
+
+/// `println!` that returns a write error (`?`) instead of panicking, so a
+/// closed pipe ends the command normally.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
 
 use anyhow::Result;
 use chatvault::Timestamp;
@@ -10,7 +25,8 @@ use std::io::Write;
 pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
+    // As an `io::Error`, a closed pipe is recognised by `is_closed_stdout`.
+    serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())
 }
@@ -21,9 +37,42 @@ pub fn created<T: Serialize>(as_json: bool, value: &T, id: impl std::fmt::Displa
     if as_json {
         json(value)
     } else {
-        println!("{id}");
+        outln!("{id}");
         Ok(())
     }
+}
+
+/// Whether `e` is stdout closed by its reader (`EPIPE`): a normal end.
+pub fn is_closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Record text for one line of human output: every control character
+/// (C0, DEL, C1: ESC, CSI, BEL, CR, newline, tab...) is shown escaped as
+/// `\u{1b}`, so it cannot move the cursor or rewrite the screen.
+pub fn text(s: &str) -> String {
+    escape(s, |_| false)
+}
+
+/// Record text shown over several lines: like [`text`], but newlines and
+/// tabs are kept.
+pub fn multiline(s: &str) -> String {
+    escape(s, |c| c == '\n' || c == '\t')
+}
+
+fn escape(s: &str, keep: impl Fn(char) -> bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() && !keep(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A UTC time as RFC 3339 with milliseconds.
@@ -86,7 +135,7 @@ impl<const N: usize> Table<N> {
     }
 
     /// Prints the table on stdout.
-    pub fn print(&self) {
+    pub fn print(&self) -> std::io::Result<()> {
         let mut widths = [0usize; N];
         for row in std::iter::once(&self.header).chain(&self.rows) {
             for (w, cell) in widths.iter_mut().zip(row) {
@@ -105,10 +154,8 @@ impl<const N: usize> Table<N> {
                     line.push_str(&" ".repeat(w - cell.chars().count() + 2));
                 }
             }
-            // A closed pipe (`| head`) is not an error worth reporting.
-            if writeln!(out, "{line}").is_err() {
-                return;
-            }
+            writeln!(out, "{line}")?;
         }
+        Ok(())
     }
 }

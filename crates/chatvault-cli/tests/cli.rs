@@ -67,6 +67,7 @@ impl Sandbox {
 #[test]
 fn round_trip_survives_a_new_process() {
     let s = Sandbox::new();
+    s.ok(&["init"]);
     let a = s.ok(&["conv", "new", "--title", "Groceries"]);
     let b = s.ok(&["conv", "new", "--title", "Trip ✈️"]);
     s.ok(&["msg", "add", &a, "--role", "user", "--content", "milk?"]);
@@ -136,6 +137,7 @@ fn bad_input_is_one_clear_line_and_a_failure_status() {
     let err = s.fails(&["conv", "ls"]);
     assert!(err.contains("no vault at"), "{err}");
 
+    s.ok(&["init"]);
     let a = s.ok(&["conv", "new", "--title", "x"]);
     let err = s.fails(&["conv", "show", "not-an-id"]);
     assert!(err.contains("invalid conversation id"), "{err}");
@@ -193,6 +195,7 @@ fn bad_input_is_one_clear_line_and_a_failure_status() {
 #[test]
 fn truncated_store_file_is_reported_not_panicked() {
     let s = Sandbox::new();
+    s.ok(&["init"]);
     let a = s.ok(&["conv", "new", "--title", "t"]);
     for i in 0..50 {
         s.ok(&[
@@ -230,6 +233,7 @@ fn checkpoint(path: &Path) {
 #[test]
 fn acknowledged_writes_survive_kill_9() {
     let s = Sandbox::new();
+    s.ok(&["init"]);
     let conv = s.ok(&["conv", "new", "--title", "durable"]);
     let script = format!(
         "while true; do {BIN} msg add {conv} --role user --content payload || exit 1; done"

@@ -75,6 +75,7 @@ fn sequential_processes_stay_at_wall_clock_time() {
         .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("vault.db");
+    ok(&store, &["init"]);
     let c = ok(&store, &["conv", "new", "--title", "clock"]);
     let started = std::time::Instant::now();
     for i in 0..n {
@@ -117,6 +118,7 @@ fn parallel_writer_processes_never_share_a_stamp() {
     const EACH: usize = 15;
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("vault.db");
+    ok(&store, &["init"]);
     let c = ok(&store, &["conv", "new", "--title", "parallel"]);
     std::thread::scope(|scope| {
         for w in 0..WRITERS {

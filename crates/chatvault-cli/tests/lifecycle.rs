@@ -17,10 +17,13 @@ struct Sandbox {
 }
 
 impl Sandbox {
+    /// A directory holding a new, empty plaintext vault.
     fn new() -> Self {
-        Self {
+        let s = Self {
             dir: tempfile::tempdir().unwrap(),
-        }
+        };
+        s.ok(&["init"]);
+        s
     }
 
     fn path(&self, name: &str) -> PathBuf {

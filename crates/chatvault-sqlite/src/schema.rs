@@ -231,10 +231,12 @@ pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Connection> {
             source: None,
         });
     }
-    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    if options.create {
-        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    if !exists {
+        // SQLite would create the file 0644 (less the umask): make it
+        // private before any byte of the vault is in it.
+        create_private(path, true)?;
     }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags)
         .map_err(|e| StoreError::unavailable(path.display().to_string(), e))?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql_err)?;
@@ -295,7 +297,55 @@ pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Connection> {
         }
         migrate(&mut conn, version, MIGRATIONS)?;
     }
+    // SQLite gives the WAL and shared-memory files the database file's
+    // mode, so they are private for a vault made private; one left 0644 by
+    // an older build at least keeps its sidecars private from now on.
+    for suffix in ["-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        if let Err(e) = make_private(&file) {
+            // Not fatal: a vault the user can write but not chmod (another
+            // owner's directory) still opens, as it did before.
+            tracing::warn!(file = %file.display(), error = %e, "cannot make a vault file private");
+        }
+    }
     Ok(conn)
+}
+
+/// Creates an empty file that only its owner can read and write (on Unix;
+/// elsewhere the directory's ACL decides). With `racing`, a file another
+/// process created in the meantime is left as it is.
+fn create_private(path: &Path, racing: bool) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => {}
+        Err(e) if racing && e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(StoreError::unavailable(path.display().to_string(), e)),
+    }
+    // The mode given to `open` is reduced by the umask, never widened;
+    // setting it again makes it exact.
+    make_private(path)
+}
+
+/// Sets an existing file to 0600 (Unix only); a missing file is fine.
+fn make_private(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::unavailable(path.display().to_string(), e));
+            }
+            _ => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Copies the store next to itself (`NAME.v{version}.bak`) before a
@@ -308,6 +358,9 @@ fn backup_before_migration(conn: &Connection, path: &Path, version: u32) -> Resu
         std::fs::remove_file(&backup)
             .map_err(|e| StoreError::unavailable(backup.display().to_string(), e))?;
     }
+    // `VACUUM INTO` accepts an empty file; one made private first keeps
+    // the copy as private as the vault.
+    create_private(&backup, false)?;
     let target = backup.to_string_lossy().into_owned();
     conn.execute("VACUUM INTO ?1", [&target]).map_err(sql_err)?;
     tracing::info!(backup = %backup.display(), from = version, to = SCHEMA_VERSION, "backed up store before migration");

@@ -8,13 +8,13 @@ use anyhow::Result;
 pub async fn run(ctx: &Context, json: JsonFlag) -> Result<()> {
     let vault = ctx.open(Access::Existing).await?;
     let Some(done) = vault.compact().await? else {
-        println!("nothing to compact");
+        outln!("nothing to compact");
         return Ok(());
     };
     if json.json {
         return output::json(&done);
     }
-    println!(
+    outln!(
         "compacted {}: {} -> {}",
         ctx.store_path().display(),
         output::bytes(done.before_bytes),

@@ -11,7 +11,7 @@ use serde_json::json;
 pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
     match cmd {
         ConvCommand::New { title, json } => {
-            let vault = ctx.open(Access::CreateIfMissing).await?;
+            let vault = ctx.open(Access::Existing).await?;
             let c = vault
                 .create_conversation(NewConversation::titled(title))
                 .await?;
@@ -36,10 +36,10 @@ pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
                 t.row([
                     c.id.to_string(),
                     output::time(c.updated_at),
-                    c.title.clone(),
+                    output::text(&c.title),
                 ]);
             }
-            t.print();
+            t.print()?;
             Ok(())
         }
         ConvCommand::Show { id, limit, json } => {
@@ -49,18 +49,21 @@ pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
             if json.json {
                 return output::json(&json!({ "conversation": c, "messages": messages }));
             }
-            println!("{}  {}", c.id, c.title);
-            println!(
+            outln!("{}  {}", c.id, output::text(&c.title));
+            outln!(
                 "created {}  updated {}",
                 output::time(c.created_at),
                 output::time(c.updated_at)
             );
             if !c.metadata.is_empty() {
-                println!("metadata {}", serde_json::Value::Object(c.metadata.clone()));
+                outln!(
+                    "metadata {}",
+                    output::text(&serde_json::Value::Object(c.metadata.clone()).to_string())
+                );
             }
             for m in &messages {
-                println!("\n[{}] {} {}", m.role, output::time(m.created_at), m.id);
-                println!("{}", m.content);
+                outln!("\n[{}] {} {}", m.role, output::time(m.created_at), m.id);
+                outln!("{}", output::multiline(&m.content));
             }
             Ok(())
         }

@@ -89,7 +89,7 @@ pub async fn run(ctx: &Context, args: ExportArgs) -> Result<()> {
     let summary = summary(&report, args.output.as_deref());
     // With the export itself on stdout, the summary goes to stderr.
     if args.output.is_some() {
-        println!("{summary}");
+        outln!("{summary}");
     } else {
         eprintln!("{summary}");
     }

@@ -1,7 +1,7 @@
 //! `chatvault import FILE`: validate the whole file, then apply it
 //! newer-wins in one transaction, reporting imported / skipped / rejected.
 
-use super::{export::passphrase_source, Access, Context};
+use super::{export::passphrase_source, Access, Context, Rejected};
 use crate::cli::ImportArgs;
 use crate::{output, passphrase, progress};
 use anyhow::{Context as _, Result};
@@ -22,7 +22,7 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> Result<()> {
     } else {
         None
     };
-    let vault = ctx.open(Access::CreateIfMissing).await?;
+    let vault = ctx.open(Access::Existing).await?;
 
     let size = std::fs::metadata(path).map(|m| m.len()).ok();
     let bar = progress::bar(size, "validating");
@@ -49,9 +49,10 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> Result<()> {
     bar.finish_and_clear();
     let report = result.with_context(cannot)?;
     if args.json.json {
-        return output::json(&report);
+        output::json(&report)?;
+        return rejected(report.rejected);
     }
-    println!(
+    outln!(
         "imported {}, skipped {} (older or identical), rejected {} of {} records from {} ({} v{}{})",
         report.imported,
         report.skipped,
@@ -63,13 +64,26 @@ pub async fn run(ctx: &Context, args: ImportArgs) -> Result<()> {
         if report.encrypted { ", encrypted" } else { "" }
     );
     for r in &report.rejections {
-        println!("  rejected {} {}: {}", r.kind, r.id, r.reason);
+        outln!(
+            "  rejected {} {}: {}",
+            r.kind,
+            output::text(&r.id.to_string()),
+            output::text(&r.reason.to_string())
+        );
     }
     if report.rejected > report.rejections.len() as u64 {
-        println!(
+        outln!(
             "  ... and {} more",
             report.rejected - report.rejections.len() as u64
         );
+    }
+    rejected(report.rejected)
+}
+
+/// An import that left records out fails with [`Rejected`] (exit 3).
+fn rejected(count: u64) -> Result<()> {
+    if count > 0 {
+        return Err(Rejected { count }.into());
     }
     Ok(())
 }

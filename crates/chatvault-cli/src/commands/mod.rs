@@ -34,13 +34,44 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `import` finished but rejected records: the accepted ones are in the
+/// vault, and the exit status (3) tells a script that something was left
+/// out.
+#[derive(Debug)]
+pub struct Rejected {
+    /// How many records were rejected.
+    pub count: u64,
+}
+
+impl Rejected {
+    /// The process exit status for this outcome (documented in `--help`).
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rejected {} of the file's records (listed above); the rest was imported",
+            self.count
+        )
+    }
+}
+
+impl std::error::Error for Rejected {}
+
 /// Whether a command may create a vault that does not exist yet.
+///
+/// Only `init` and `sync join` create one: any other command on a missing
+/// (say, mistyped) path would otherwise leave an unencrypted vault behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Reading commands: a missing vault is an error.
+    /// Every command but `init` and `sync join`: a missing vault is an
+    /// error, and nothing is created.
     Existing,
-    /// Writing commands: a missing vault is created.
-    CreateIfMissing,
+    /// `init` and `sync join`: a missing vault (and its directory) is
+    /// created.
+    Create,
 }
 
 /// What every command needs: where the vault is.
@@ -125,27 +156,71 @@ impl Context {
         if !exists {
             match access {
                 Access::Existing => bail!(
-                    "no vault at {} (create one with `chatvault init`, or pass --store / set CHATVAULT_STORE)",
+                    "no vault at {}; run `chatvault init` (or pass --store / set CHATVAULT_STORE)",
                     self.store.display()
                 ),
-                Access::CreateIfMissing => self.create_parent()?,
+                Access::Create => self.create_parent()?,
             }
         }
         if exists && self.store.is_dir() {
             bail!("{} is a directory, not a vault file", self.store.display());
         }
-        let store = SqliteStore::open(&self.store, SqliteOptions::default())
+        let options = SqliteOptions {
+            // A vault deleted since the check above is not silently re-made.
+            create: access == Access::Create,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(&self.store, options)
             .await
             .with_context(|| format!("cannot open vault {}", self.store.display()))?;
         Ok(Arc::new(store))
     }
 
+    /// Creates the directories missing above the vault file, private to
+    /// the user (0700 on Unix, whatever the umask); directories that exist
+    /// are left as they are.
     fn create_parent(&self) -> Result<()> {
-        if let Some(parent) = self.store.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        let Some(parent) = self.store.parent().filter(|p| !p.as_os_str().is_empty()) else {
+            return Ok(());
+        };
+        let missing: Vec<&Path> = parent.ancestors().take_while(|d| !d.exists()).collect();
+        for dir in missing.into_iter().rev() {
+            let mut builder = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            match builder.create(dir) {
+                // Another process made it first: it is theirs to set up.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                other => {
+                    other.with_context(|| format!("cannot create directory {}", dir.display()))?
+                }
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("cannot make directory {} private", dir.display()))?;
+            }
         }
         Ok(())
+    }
+
+    /// Removes a vault this command created and could not finish (a failed
+    /// `init` or `sync join`), with its SQLite sidecar files, so that no
+    /// half-made vault is left to block the retry.
+    pub(crate) fn remove_new_vault(&self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut file = self.store.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => tracing::warn!(
+                    file = %Path::new(&file).display(),
+                    error = %e,
+                    "cannot remove a half-made vault file"
+                ),
+                _ => {}
+            }
+        }
     }
 
     async fn init(&self, encrypt: bool) -> Result<()> {
@@ -163,17 +238,16 @@ impl Context {
         } else {
             None
         };
-        let store = self.open_store(Access::CreateIfMissing).await?;
+        let store = self.open_store(Access::Create).await?;
         let created = match &passphrase {
             Some(p) => Vault::open_encrypted(store, p.expose(), vault_options()).await,
             None => Vault::open(store, vault_options()).await,
         };
         if let Err(e) = created {
-            // Leave no half-made vault behind.
-            let _ = std::fs::remove_file(&self.store);
+            self.remove_new_vault();
             return Err(e).with_context(|| format!("cannot create vault {}", self.store.display()));
         }
-        println!(
+        outln!(
             "created {} vault {}",
             if encrypt { "encrypted" } else { "plaintext" },
             self.store.display()
@@ -197,13 +271,13 @@ impl Context {
             .change_passphrase(old.expose(), new.expose())
             .await
             .context("cannot change the passphrase")?;
-        println!("passphrase changed");
+        outln!("passphrase changed");
         if rotate_key {
             vault
                 .rotate_data_key(new.expose())
                 .await
                 .context("cannot rotate the data key")?;
-            println!("data key rotated; run `chatvault rekey` to re-seal older records");
+            outln!("data key rotated; run `chatvault rekey` to re-seal older records");
         }
         Ok(())
     }
@@ -222,7 +296,7 @@ impl Context {
             .await
             .context("cannot re-key the vault")?;
         bar.finish_and_clear();
-        println!(
+        outln!(
             "re-sealed {} of {} records under the newest key{}",
             report.resealed,
             report.seen,

@@ -43,10 +43,10 @@ pub async fn run(ctx: &Context, cmd: MsgCommand) -> Result<()> {
                     m.id.to_string(),
                     output::time(m.created_at),
                     m.role.to_string(),
-                    output::one_line(&m.content, 60),
+                    output::text(&output::one_line(&m.content, 60)),
                 ]);
             }
-            t.print();
+            t.print()?;
             Ok(())
         }
         MsgCommand::Rm { id } => {

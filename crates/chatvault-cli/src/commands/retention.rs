@@ -36,7 +36,7 @@ pub async fn run(ctx: &Context, cmd: RetentionCommand) -> Result<()> {
             if json.json {
                 return output::json(&report);
             }
-            print_report(&report);
+            print_report(&report)?;
             Ok(())
         }
         RetentionCommand::Set { limits } => {
@@ -45,7 +45,7 @@ pub async fn run(ctx: &Context, cmd: RetentionCommand) -> Result<()> {
             };
             let vault = ctx.open(Access::Existing).await?;
             vault.set_retention_policy(Some(&policy)).await?;
-            println!(
+            outln!(
                 "stored retention policy: {} (applied when the vault is opened, at most once a day)",
                 describe(&policy)
             );
@@ -59,10 +59,10 @@ pub async fn run(ctx: &Context, cmd: RetentionCommand) -> Result<()> {
                 return output::json(&json!({ "policy": policy, "lastRun": last_run }));
             }
             match policy {
-                None => println!("no retention policy stored"),
+                None => outln!("no retention policy stored"),
                 Some(p) => {
-                    println!("policy    {}", describe(&p));
-                    println!(
+                    outln!("policy    {}", describe(&p));
+                    outln!(
                         "last run  {}",
                         last_run.map_or("never".to_owned(), output::time)
                     );
@@ -73,7 +73,7 @@ pub async fn run(ctx: &Context, cmd: RetentionCommand) -> Result<()> {
         RetentionCommand::Clear => {
             let vault = ctx.open(Access::Existing).await?;
             vault.set_retention_policy(None).await?;
-            println!("retention policy removed");
+            outln!("retention policy removed");
             Ok(())
         }
     }
@@ -102,9 +102,9 @@ fn describe(p: &RetentionPolicy) -> String {
     parts.join(", ")
 }
 
-fn print_report(r: &RetentionReport) {
+fn print_report(r: &RetentionReport) -> Result<()> {
     let verb = if r.dry_run { "would delete" } else { "deleted" };
-    println!(
+    outln!(
         "{verb} {} conversation{} ({}) by {}",
         r.plan.delete.len(),
         if r.plan.delete.len() == 1 { "" } else { "s" },
@@ -121,10 +121,10 @@ fn print_report(r: &RetentionReport) {
                 d.reason.as_str().to_owned(),
             ]);
         }
-        t.print();
+        t.print()?;
     }
     if !r.plan.kept.is_empty() {
-        println!("kept although selected:");
+        outln!("kept although selected:");
         let mut t = Table::new(["CONVERSATION", "UPDATED", "BYTES", "KEPT BECAUSE"]);
         for k in &r.plan.kept {
             t.row([
@@ -138,9 +138,9 @@ fn print_report(r: &RetentionReport) {
                 ),
             ]);
         }
-        t.print();
+        t.print()?;
     }
-    println!(
+    outln!(
         "{} {}; {} conversations ({}) {}",
         if r.dry_run { "would free" } else { "freed" },
         output::bytes(r.plan.bytes_freed),
@@ -149,10 +149,11 @@ fn print_report(r: &RetentionReport) {
         if r.dry_run { "would remain" } else { "remain" },
     );
     if let Some(c) = &r.compaction {
-        println!(
+        outln!(
             "compacted the store: {} -> {}",
             output::bytes(c.before_bytes),
             output::bytes(c.after_bytes)
         );
     }
+    Ok(())
 }

@@ -24,34 +24,34 @@ pub async fn run(ctx: &Context, json: JsonFlag) -> Result<()> {
         }
         return output::json(&v);
     }
-    println!("vault          {}", ctx.store_path().display());
-    println!(
+    outln!("vault          {}", ctx.store_path().display());
+    outln!(
         "encrypted      {}",
         if stats.encrypted { "yes" } else { "no" }
     );
-    println!("conversations  {}", stats.conversations);
-    println!("messages       {}", stats.messages);
-    println!("tombstones     {}", stats.tombstones);
-    println!("pending sync   {}", stats.pending_changes);
-    println!("content        {}", output::bytes(stats.bytes));
+    outln!("conversations  {}", stats.conversations);
+    outln!("messages       {}", stats.messages);
+    outln!("tombstones     {}", stats.tombstones);
+    outln!("pending sync   {}", stats.pending_changes);
+    outln!("content        {}", output::bytes(stats.bytes));
     if let Some(s) = &storage {
-        println!(
+        outln!(
             "file           {} (reclaimable by `chatvault compact`: {})",
             output::bytes(s.used_bytes),
             output::bytes(s.reclaimable_bytes)
         );
-        println!(
+        outln!(
             "available      {}",
             s.available_bytes
                 .map_or("unknown".to_owned(), output::bytes)
         );
         if let Some(q) = s.quota_bytes {
-            println!("quota          {}", output::bytes(q));
+            outln!("quota          {}", output::bytes(q));
         }
-        println!("persistent     {}", if s.persistent { "yes" } else { "no" });
+        outln!("persistent     {}", if s.persistent { "yes" } else { "no" });
     }
     if !stats.per_conversation.is_empty() {
-        println!();
+        outln!();
         let mut t = Table::new(["CONVERSATION", "MESSAGES", "BYTES", "UPDATED"]);
         for c in &stats.per_conversation {
             t.row([
@@ -61,7 +61,7 @@ pub async fn run(ctx: &Context, json: JsonFlag) -> Result<()> {
                 output::time(c.updated_at),
             ]);
         }
-        t.print();
+        t.print()?;
     }
     Ok(())
 }

@@ -111,9 +111,10 @@ async fn connect(ctx: &Context, args: SyncServerArgs, how: Connect) -> Result<()
 }
 
 async fn join(ctx: &Context, args: SyncServerArgs) -> Result<()> {
-    let store = ctx.open_store(Access::CreateIfMissing).await?;
     let passphrase = passphrase::read(&ctx.unlock_source())?;
-    let client = SyncClient::join(
+    let fresh = !ctx.store_path().exists();
+    let store = ctx.open_store(Access::Create).await?;
+    let joined = SyncClient::join(
         store,
         vault_options(),
         &args.server,
@@ -121,8 +122,18 @@ async fn join(ctx: &Context, args: SyncServerArgs) -> Result<()> {
         passphrase.expose(),
         options(),
     )
-    .await
-    .with_context(|| format!("cannot join {} on {}", args.user, args.server))?;
+    .await;
+    let client = match joined {
+        Ok(client) => client,
+        Err(e) => {
+            // Only a successful join makes a vault: a half-made one would
+            // be an unencrypted vault that blocks the retry.
+            if fresh {
+                ctx.remove_new_vault();
+            }
+            return Err(e).with_context(|| format!("cannot join {} on {}", args.user, args.server));
+        }
+    };
     remember(client.vault(), &args).await?;
     sync_and_report(&client, args.json).await
 }
