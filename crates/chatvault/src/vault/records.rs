@@ -91,20 +91,15 @@ impl Vault {
                 limit: limit.saturating_add(1),
             })
             .await?;
-        let more = rows.len() > limit;
-        let items = rows
-            .into_iter()
-            .take(limit)
-            .map(|r| self.decode_conversation(r))
-            .collect::<Result<Vec<_>>>()?;
-        let next_cursor = more
-            .then(|| items.last())
-            .flatten()
-            .map(|c| ConversationCursor {
+        page_of(
+            rows,
+            limit,
+            |r| self.decode_conversation(r),
+            |c| ConversationCursor {
                 updated_at: c.updated_at,
                 id: c.id,
-            });
-        Ok(Page { items, next_cursor })
+            },
+        )
     }
 
     /// Every conversation active within `[from, to]` (inclusive), most
@@ -304,17 +299,15 @@ impl Vault {
                 limit: limit.saturating_add(1),
             })
             .await?;
-        let more = records.len() > limit;
-        let items = records
-            .into_iter()
-            .take(limit)
-            .map(|r| self.decode_message(r))
-            .collect::<Result<Vec<_>>>()?;
-        let next_cursor = more.then(|| items.last()).flatten().map(|m| MessageCursor {
-            created_at: m.created_at,
-            id: m.id,
-        });
-        Ok(Page { items, next_cursor })
+        page_of(
+            records,
+            limit,
+            |r| self.decode_message(r),
+            |m| MessageCursor {
+                created_at: m.created_at,
+                id: m.id,
+            },
+        )
     }
 
     /// Changes a message's content and/or metadata. The edit applies to
@@ -668,6 +661,25 @@ fn to_message(record: &MessageRecord, body: MessageBody) -> Message {
         version: record.version,
         metadata: body.metadata,
     }
+}
+
+/// A page of at most `limit` decoded items from `rows`, which the store
+/// was asked for `limit + 1` of: one more row than the page means there is
+/// a next page, which starts after the cursor of the page's last item.
+fn page_of<R, T, C>(
+    rows: Vec<R>,
+    limit: usize,
+    decode: impl Fn(R) -> Result<T>,
+    cursor: impl Fn(&T) -> C,
+) -> Result<Page<T, C>> {
+    let more = rows.len() > limit;
+    let items = rows
+        .into_iter()
+        .take(limit)
+        .map(decode)
+        .collect::<Result<Vec<_>>>()?;
+    let next_cursor = more.then(|| items.last().map(cursor)).flatten();
+    Ok(Page { items, next_cursor })
 }
 
 /// The batch of a local rewrite of one record: `op` (its new state or its
