@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::types::{AccountId, Seq};
 
@@ -26,10 +26,24 @@ struct Account {
     sockets: Vec<(u64, mpsc::Sender<Seq>)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     accounts: Mutex<HashMap<AccountId, Account>>,
     next_id: AtomicU64,
+    /// Socket tasks alive, from the upgrade request until the task has
+    /// sent its close frame. Unlike the subscriptions, a socket cut loose
+    /// for being slow still counts until its task ends.
+    tasks: watch::Sender<usize>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            accounts: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            tasks: watch::Sender::new(0),
+        }
+    }
 }
 
 /// Per-process registry of open sockets. Cheap to clone.
@@ -47,6 +61,19 @@ pub struct Subscription {
     /// Pokes for this socket. `None` from `recv` means the hub cut the
     /// socket loose because its queue overflowed.
     pub pokes: mpsc::Receiver<Seq>,
+}
+
+/// Held by one socket's task from the upgrade request until the task ends;
+/// see [`Hub::wait_for_sockets`].
+#[derive(Debug)]
+pub struct SocketTask {
+    hub: Hub,
+}
+
+impl Drop for SocketTask {
+    fn drop(&mut self) {
+        self.hub.inner.tasks.send_modify(|n| *n -= 1);
+    }
 }
 
 impl Hub {
@@ -100,6 +127,24 @@ impl Hub {
     pub fn socket_count(&self) -> usize {
         self.lock().values().map(|a| a.sockets.len()).sum()
     }
+
+    /// Counts one socket task until the returned guard drops.
+    pub fn track_socket(&self) -> SocketTask {
+        self.inner.tasks.send_modify(|n| *n += 1);
+        SocketTask { hub: self.clone() }
+    }
+
+    /// Waits until every tracked socket task has ended, at most `limit`;
+    /// `false` if some were still running. Shutdown calls this after
+    /// telling the sockets to close, so their close frames are sent before
+    /// the process exits (upgraded connections are no longer hyper's to
+    /// wait for).
+    pub async fn wait_for_sockets(&self, limit: std::time::Duration) -> bool {
+        let mut tasks = self.inner.tasks.subscribe();
+        tokio::time::timeout(limit, tasks.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
 }
 
 impl Drop for Subscription {
@@ -117,6 +162,7 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn pokes_reach_only_their_account_and_only_when_newer() {
@@ -133,6 +179,23 @@ mod tests {
         assert_eq!(hub.socket_count(), 2);
         drop(sa);
         assert_eq!(hub.socket_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn shutdown_waits_for_socket_tasks_only_as_long_as_they_run() {
+        let hub = Hub::default();
+        assert!(hub.wait_for_sockets(Duration::ZERO).await, "none open");
+        let task = hub.track_socket();
+        assert!(!hub.wait_for_sockets(Duration::from_millis(20)).await);
+        let waiter = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.wait_for_sockets(Duration::from_secs(5)).await }
+        });
+        drop(task);
+        assert!(
+            waiter.await.expect("waiter"),
+            "woken by the last task ending"
+        );
     }
 
     #[test]

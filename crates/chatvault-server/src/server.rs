@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -170,10 +171,18 @@ impl Server {
             notify.send_replace(true);
         })
         .await;
+        // Upgraded connections are not hyper's any more: wait (bounded) for
+        // the socket tasks to send their close frames before returning.
+        if !self.state.hub().wait_for_sockets(SOCKET_CLOSE_GRACE).await {
+            tracing::warn!("some WebSockets did not close in time");
+        }
         drop(maintenance);
         served.map_err(ServeError::Io)
     }
 }
+
+/// How long shutdown waits for open WebSockets to send their close frames.
+const SOCKET_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 async fn maintenance_loop(server: Server) {
     let mut ticker = tokio::time::interval(server.state.config().maintenance_interval);

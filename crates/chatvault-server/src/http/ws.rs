@@ -75,14 +75,16 @@ pub(crate) async fn connect(
     let upgrade =
         upgrade.map_err(|e| AppError::client(ErrorCode::WebsocketRequired, e.body_text()))?;
     let subscription = state.hub().subscribe(auth.account, state.config().ws_queue);
+    let task = state.hub().track_socket();
     let ping_every = state.config().ws_ping_interval;
     let shutdown = state.shutdown();
     let session = auth.session;
     Ok(upgrade
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| {
-            serve_socket(socket, subscription, ping_every, shutdown, state, session)
+        .on_upgrade(move |socket| async move {
+            serve_socket(socket, subscription, ping_every, shutdown, state, session).await;
+            drop(task);
         }))
 }
 
@@ -126,7 +128,13 @@ async fn serve_socket(
     let (mut sink, mut stream) = socket.split();
     let mut ticker = interval_at(Instant::now() + ping_every, ping_every);
     let mut awaiting_pong = false;
-    if *shutdown.borrow() {
+    let going_away = || CloseFrame {
+        code: CLOSE_GOING_AWAY,
+        reason: "server shutting down".into(),
+    };
+    // Shutdown may have begun while the upgrade was in flight.
+    if *shutdown.borrow_and_update() {
+        send_within(&mut sink, Message::Close(Some(going_away())), ping_every).await;
         return;
     }
     loop {
@@ -170,8 +178,7 @@ async fn serve_socket(
                 Some(Ok(_)) => awaiting_pong = false,
             },
             _ = shutdown.changed() => {
-                let frame = CloseFrame { code: CLOSE_GOING_AWAY, reason: "server shutting down".into() };
-                send_within(&mut sink, Message::Close(Some(frame)), ping_every).await;
+                send_within(&mut sink, Message::Close(Some(going_away())), ping_every).await;
                 break;
             }
         }
