@@ -320,8 +320,21 @@ pub enum SyncCommand {
     /// record and pending change), e.g. before `register` with another
     /// account.
     Unlink,
-    /// End this account's session on the server (signs in, then out).
+    /// End this device's session on the server and forget it here.
     Logout,
+    /// The account's sessions (signed-in devices and browsers); with
+    /// `--revoke-others`, sign out every one but this device.
+    Sessions(SessionsArgs),
+}
+
+/// `sync sessions`.
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// Sign out every other session of the account (a lost device, say).
+    #[arg(long)]
+    pub revoke_others: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// `sync dead-letters`: list, or act on one or all.

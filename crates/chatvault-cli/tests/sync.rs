@@ -257,3 +257,59 @@ fn a_linked_vault_refuses_another_account_until_unlinked() {
         "everything goes to the new account: {report}"
     );
 }
+
+/// Every command reuses the device's one session (sealed in the vault):
+/// ten `sync now` leave one session per device, not ten; `sync sessions`
+/// lists them, `--revoke-others` signs the other device out, and that
+/// device signs in again with its passphrase on its next command.
+#[test]
+fn each_device_keeps_one_session_across_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start_server(dir.path().join("server.db"));
+    let a = dir.path().join("laptop.db");
+    let b = dir.path().join("phone.db");
+    ok(&a, &["init", "--encrypt"]);
+    ok(&a, &["sync", "register", "--server", &url, "--user", "ada"]);
+    ok(&b, &["sync", "join", "--server", &url, "--user", "ada"]);
+    for _ in 0..5 {
+        ok(&a, &["sync", "now"]);
+        ok(&b, &["sync", "now"]);
+    }
+    let listed = json(&a, &["sync", "sessions", "--json"]);
+    let sessions = listed.as_array().expect("a list");
+    assert_eq!(sessions.len(), 2, "one session per device: {listed}");
+    assert_eq!(
+        sessions.iter().filter(|s| s["current"] == true).count(),
+        1,
+        "{listed}"
+    );
+
+    // The token is sealed: the vault file does not hold it in the clear.
+    let current_id = sessions
+        .iter()
+        .find(|s| s["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let raw = std::fs::read(&a).unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains("\"token\""));
+
+    let revoked = json(&a, &["sync", "sessions", "--revoke-others", "--json"]);
+    assert_eq!(revoked["revoked"], 1);
+    let after = json(&a, &["sync", "sessions", "--json"]);
+    assert_eq!(after.as_array().unwrap().len(), 1, "{after}");
+    assert_eq!(after[0]["id"], current_id.as_str(), "this device kept its session");
+
+    // The revoked device renews its session on its next command.
+    ok(&b, &["sync", "now"]);
+    assert_eq!(json(&a, &["sync", "sessions", "--json"]).as_array().unwrap().len(), 2);
+
+    // Logout ends this device's session and forgets it; the next command
+    // signs in again (one new session, not one per command).
+    assert!(ok(&b, &["sync", "logout"]).contains("logged out"));
+    assert_eq!(json(&a, &["sync", "sessions", "--json"]).as_array().unwrap().len(), 1);
+    ok(&b, &["sync", "now"]);
+    ok(&b, &["sync", "now"]);
+    assert_eq!(json(&a, &["sync", "sessions", "--json"]).as_array().unwrap().len(), 2);
+}

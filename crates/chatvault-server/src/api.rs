@@ -280,6 +280,40 @@ pub struct Poke {
     pub cursor: Cursor,
 }
 
+/// What a WebSocket opened without credentials must send first (within
+/// a few seconds): `{"type":"auth","token":"..."}`.
+#[derive(Deserialize, ToSchema)]
+pub struct WsAuth {
+    /// Must be `"auth"`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A session token from login.
+    pub token: String,
+}
+
+impl std::fmt::Debug for WsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsAuth")
+            .field("kind", &self.kind)
+            .field("token", &"***")
+            .finish()
+    }
+}
+
+/// The server's answer to a [`WsAuth`] it accepted: `{"type":"ready"}`;
+/// pokes follow. A refused one is answered by closing with 1008.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WsReady {
+    /// Always `"ready"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+impl WsReady {
+    /// The message as sent.
+    pub const TEXT: &'static str = r#"{"type":"ready"}"#;
+}
+
 /// `GET /healthz`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

@@ -1,6 +1,6 @@
 //! Credentials and the rules around them, as plain functions: hashing and
 //! verifying auth keys (Argon2id), minting and hashing session tokens,
-//! deterministic fake prelogin salts, session lifetimes and the failed-login
+//! deterministic fake prelogin answers, session lifetimes and the failed-login
 //! backoff.
 //!
 //! Owns every secret-handling decision of the server. Must never store or
@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::clock::plus;
-use crate::types::{AuthKey, Salt, SessionHash, Username};
+use crate::types::{AuthKey, Salt, SessionHash, Username, WireKdfParams};
 
 /// Argon2id cost for hashing auth keys. The default is the OWASP minimum
 /// (19 MiB, 2 passes): the auth key is 256 bits of HKDF output, so the hash
@@ -191,19 +191,54 @@ pub(crate) fn token_hash(token: &str) -> Option<SessionHash> {
     plausible.then(|| SessionHash(Sha256::digest(token.as_bytes()).into()))
 }
 
+/// `HMAC-SHA256(server secret, purpose || username)`: stable for a name,
+/// unpredictable without the secret.
+fn prelogin_mac(server_secret: &[u8; 32], purpose: &[u8], username: &Username) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(server_secret)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(purpose);
+    mac.update(username.as_str().as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
 /// The salt prelogin reports for a username that has no account:
 /// `HMAC-SHA256(server secret, username)` truncated to 16 bytes. Stable for
 /// a name and unpredictable without the secret, so probing prelogin cannot
 /// tell registered names from unregistered ones.
 pub(crate) fn fake_salt(server_secret: &[u8; 32], username: &Username) -> Salt {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(server_secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    mac.update(b"chatvault prelogin salt\0");
-    mac.update(username.as_str().as_bytes());
-    let full = mac.finalize().into_bytes();
+    let full = prelogin_mac(server_secret, b"chatvault prelogin salt\0", username);
     let mut salt = [0u8; Salt::LEN];
     salt.copy_from_slice(&full[..Salt::LEN]);
     Salt(salt)
+}
+
+/// The KDF parameters prelogin reports for a username that has no account:
+/// drawn from `census` (how many accounts use each parameter set) at a point
+/// derived from the server secret and the name, so unknown names get
+/// parameter sets in the same proportions as real accounts — an account
+/// with non-default parameters does not stand out. The point is a fraction
+/// of the total, so a name's answer only moves when the proportions move,
+/// not whenever an account registers. With no accounts: the defaults.
+pub(crate) fn fake_kdf(
+    server_secret: &[u8; 32],
+    username: &Username,
+    census: &[(WireKdfParams, u64)],
+) -> WireKdfParams {
+    let total: u64 = census.iter().map(|(_, n)| n).sum();
+    let mac = prelogin_mac(server_secret, b"chatvault prelogin kdf\0", username);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&mac[..8]);
+    let fraction = u128::from(u64::from_be_bytes(first));
+    // floor(fraction / 2^64 * total) < total.
+    let point = u64::try_from((fraction * u128::from(total)) >> 64).unwrap_or(u64::MAX);
+    let mut below = 0u64;
+    for (params, count) in census {
+        below = below.saturating_add(*count);
+        if point < below {
+            return *params;
+        }
+    }
+    WireKdfParams::default()
 }
 
 /// How long sessions live. A session ends at whichever comes first: `idle`
@@ -314,6 +349,51 @@ mod tests {
         assert!(Argon2::default()
             .verify_password(key.as_bytes(), &parsed)
             .is_ok());
+    }
+
+    fn kdf(m_cost_kib: u32) -> WireKdfParams {
+        WireKdfParams {
+            m_cost_kib,
+            t_cost: 2,
+            p_cost: 1,
+        }
+    }
+
+    fn names(n: usize) -> impl Iterator<Item = Username> {
+        (0..n).map(|i| format!("ghost{i}").parse::<Username>().unwrap())
+    }
+
+    #[test]
+    fn fake_kdf_follows_the_census_and_stays_put_when_proportions_do() {
+        let secret = [9u8; 32];
+        assert_eq!(
+            fake_kdf(&secret, &"x".parse::<Username>().unwrap(), &[]),
+            WireKdfParams::default()
+        );
+        let census = [(kdf(19_456), 90), (kdf(65_536), 10)];
+        let answers: Vec<_> = names(10_000)
+            .map(|n| fake_kdf(&secret, &n, &census))
+            .collect();
+        let strong = answers.iter().filter(|p| **p == kdf(65_536)).count();
+        assert!((800..=1_200).contains(&strong), "{strong} of 10,000");
+        assert!(answers.iter().all(|p| census.iter().any(|(c, _)| c == p)));
+
+        // Ten times the accounts in the same proportions: the same answers.
+        let grown = [(kdf(19_456), 900), (kdf(65_536), 100)];
+        let moved = names(10_000)
+            .zip(&answers)
+            .filter(|(n, before)| fake_kdf(&secret, n, &grown) != **before)
+            .count();
+        assert_eq!(moved, 0);
+
+        // Only accounts with custom parameters: every unknown name gets them.
+        let only = [(kdf(65_536), 1)];
+        assert!(names(100).all(|n| fake_kdf(&secret, &n, &only) == kdf(65_536)));
+        // Another server (secret) draws other names.
+        let other: Vec<_> = names(10_000)
+            .map(|n| fake_kdf(&[8u8; 32], &n, &census))
+            .collect();
+        assert_ne!(other, answers);
     }
 
     #[test]

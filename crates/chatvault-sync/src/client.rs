@@ -26,7 +26,9 @@ use crate::dead_letter::DeadLetter;
 use crate::error::{Result, SyncError};
 use crate::http::{Api, Body};
 use crate::status::{PullReport, PushReport, SyncReport, SyncState, SyncStatus};
-use crate::wire::PutKeysRequest;
+use crate::saved_session;
+use crate::wire::{PutKeysRequest, RevokedSessions, SessionList};
+pub use crate::wire::AccountSession;
 
 /// Tuning. `Default` suits production; tests shorten the times.
 #[derive(Debug, Clone)]
@@ -151,6 +153,7 @@ impl SyncClient {
             keys.auth_key().clone(),
             session,
             options,
+            true,
         )
         .await
     }
@@ -176,7 +179,7 @@ impl SyncClient {
     ) -> Result<SyncClient> {
         let api = api(server, &options)?;
         let (auth_key, session) = sign_in_to(&api, &vault, username, passphrase).await?;
-        Self::start(vault, api, username, auth_key, session, options).await
+        Self::start(vault, api, username, auth_key, session, options, true).await
     }
 
     /// A new device: signs in, fetches the account's key envelope and opens
@@ -223,8 +226,53 @@ impl SyncClient {
             keys.auth_key().clone(),
             session,
             options,
+            true,
         )
         .await
+    }
+
+    /// Resumes the session this device saved in `vault` (sealed under its
+    /// data key) when it last registered, signed in or joined as
+    /// `username` on `server` — no passphrase, no Argon2, no round trip, and
+    /// no new session on the server. `None` when there is none: use
+    /// [`login`](Self::login).
+    ///
+    /// An expired or revoked session is renewed with the saved auth key on
+    /// first use; if the server refuses that key (the passphrase changed on
+    /// another device), requests fail with [`SyncError::Unauthorized`] and
+    /// [`sign_in`](Self::sign_in) with the current passphrase recovers.
+    pub async fn resume(
+        vault: Arc<Vault>,
+        server: &str,
+        username: &str,
+        options: SyncOptions,
+    ) -> Result<Option<SyncClient>> {
+        let api = api(server, &options)?;
+        let Some((session, auth_key)) = saved_session::load(&vault, api.base(), username).await?
+        else {
+            return Ok(None);
+        };
+        let client = Self::start(vault, api, username, auth_key, session, options, false).await?;
+        Ok(Some(client))
+    }
+
+    /// Signs in from a saved session when there is one, else with
+    /// `passphrase` ([`resume`](Self::resume), then [`login`](Self::login)).
+    pub async fn resume_or_login(
+        vault: Arc<Vault>,
+        server: &str,
+        username: &str,
+        passphrase: &str,
+        options: SyncOptions,
+    ) -> Result<SyncClient> {
+        match Self::resume(vault.clone(), server, username, options.clone()).await {
+            Ok(Some(client)) => Ok(client),
+            Ok(None) => Self::login(vault, server, username, passphrase, options).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "the saved session cannot be used; signing in");
+                Self::login(vault, server, username, passphrase, options).await
+            }
+        }
     }
 
     async fn start(
@@ -234,8 +282,16 @@ impl SyncClient {
         auth_key: AuthKey,
         session: Session,
         options: SyncOptions,
+        save: bool,
     ) -> Result<SyncClient> {
         vault.replica().set_sync_remote(Some(api.base())).await?;
+        if save {
+            if let Err(e) =
+                saved_session::save(&vault, api.base(), username, &session, &auth_key).await
+            {
+                tracing::warn!(error = %e, "cannot save the session; the next process signs in again");
+            }
+        }
         let rng = match options.jitter_seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
@@ -286,6 +342,7 @@ impl SyncClient {
             passphrase,
         )
         .await?;
+        self.save_session(&session, &auth_key).await;
         let mut creds = self.inner.credentials.lock().await;
         creds.auth_key = auth_key;
         creds.session = Some(session);
@@ -336,6 +393,12 @@ impl SyncClient {
                 sign in with the new passphrase to adopt it");
             return Err(e.into());
         }
+        // Sealed under the same data key; the old auth key no longer works.
+        let creds = self.inner.credentials.lock().await;
+        if let Some(session) = &creds.session {
+            self.save_session(session, &creds.auth_key).await;
+        }
+        drop(creds);
         tracing::info!("passphrase changed on the server and in the vault");
         Ok(())
     }
@@ -347,10 +410,45 @@ impl SyncClient {
         let session = creds.session.take();
         creds.signed_out = Some("logged out".into());
         drop(creds);
+        saved_session::forget(&self.inner.vault).await?;
         if let Some(session) = session {
             account::logout(&self.inner.api, &session.token).await?;
         }
         Ok(())
+    }
+
+    /// The account's sessions (one per signed-in device or browser), most
+    /// recently used first; [`AccountSession::current`] marks this one.
+    pub async fn sessions(&self) -> Result<Vec<AccountSession>> {
+        let list: SessionList = self
+            .authed(Method::GET, "v1/auth/sessions", &[], None)
+            .await?;
+        Ok(list.sessions)
+    }
+
+    /// Signs out every other session of the account (a lost or stolen
+    /// device, say); returns how many. This device stays signed in.
+    pub async fn revoke_other_sessions(&self) -> Result<u64> {
+        let revoked: RevokedSessions = self
+            .authed(Method::POST, "v1/auth/sessions/revoke-others", &[], None)
+            .await?;
+        Ok(revoked.revoked)
+    }
+
+    /// Saves the session for the next process; failing to is only logged
+    /// (the next process signs in with the passphrase instead).
+    async fn save_session(&self, session: &Session, auth_key: &AuthKey) {
+        let saved = saved_session::save(
+            &self.inner.vault,
+            self.inner.api.base(),
+            &self.inner.username,
+            session,
+            auth_key,
+        )
+        .await;
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "cannot save the session; the next process signs in again");
+        }
     }
 
     /// The vault this client syncs.
@@ -602,6 +700,7 @@ impl SyncClient {
         match account::login(&self.inner.api, &self.inner.username, &creds.auth_key).await {
             Ok(session) => {
                 tracing::info!("session expired; signed in again");
+                self.save_session(&session, &creds.auth_key).await;
                 creds.session = Some(session);
                 Ok(())
             }

@@ -71,11 +71,12 @@ mod http;
 mod pull;
 mod push;
 mod runner;
+mod saved_session;
 mod status;
 mod wire;
 
 pub use backoff::{Backoff, BackoffPolicy};
-pub use client::{SyncClient, SyncOptions};
+pub use client::{AccountSession, SyncClient, SyncOptions};
 pub use dead_letter::{DeadLetter, RejectReason};
 pub use error::{Result, SyncError};
 pub use runner::SyncTask;

@@ -207,3 +207,32 @@ mod tests {
         assert_eq!(r.results[0].status, PushStatus::Unknown);
     }
 }
+
+/// `GET /v1/auth/sessions`.
+#[derive(Deserialize)]
+pub(crate) struct SessionList {
+    pub sessions: Vec<AccountSession>,
+}
+
+/// One of an account's sessions, as the server lists them to their owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountSession {
+    /// A short, stable label (a prefix of the token's hash; it
+    /// authenticates nothing).
+    pub id: String,
+    /// `native`, `browser` or `any`, as given at login.
+    pub client: String,
+    /// Login time, Unix ms.
+    pub created_at: i64,
+    /// Last use (to within a minute), Unix ms.
+    pub last_used_at: i64,
+    /// Whether this is the session of the client that asked.
+    pub current: bool,
+}
+
+/// `POST /v1/auth/sessions/revoke-others`.
+#[derive(Deserialize)]
+pub(crate) struct RevokedSessions {
+    pub revoked: u64,
+}

@@ -41,5 +41,8 @@ pub const SYNC_DEAD_LETTERS: &str = "sync.deadLetters";
 /// The last sync error (text), shown by `sync status`; removed when a
 /// sync completes.
 pub const SYNC_LAST_ERROR: &str = "sync.lastError";
+/// The device's server session (token, account, the auth key that opened
+/// it), sealed under the data key by the sync client.
+pub const SYNC_SESSION: &str = "sync.session";
 /// The sync account's user name (the CLI's `sync` commands).
 pub const SYNC_USER: &str = "sync.user";

@@ -2,17 +2,18 @@
 //! and sync it. The server URL and account name are kept in the vault
 //! (`sync.remote`, `sync.user`); the passphrase that unlocks the vault also
 //! signs in (a separate key is derived for the server, which never sees the
-//! passphrase or the data key).
+//! passphrase or the data key). The device's session is kept in the vault,
+//! sealed, so every command reuses one session instead of opening another.
 
 use super::{vault_options, Access, Context};
-use crate::cli::{DeadLetterArgs, JsonFlag, SyncCommand, SyncServerArgs};
+use crate::cli::{DeadLetterArgs, JsonFlag, SessionsArgs, SyncCommand, SyncServerArgs};
 use crate::output;
 use crate::passphrase;
 use crate::progress;
 use anyhow::{bail, Context as _, Result};
 use chatvault::Vault;
 use chatvault_core::EntityKind;
-use chatvault_sync::{DeadLetter, SyncClient, SyncOptions, SyncReport};
+use chatvault_sync::{DeadLetter, SyncClient, SyncError, SyncOptions, SyncReport};
 use serde_json::json;
 use std::io::{IsTerminal, Write as _};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub async fn run(ctx: &Context, cmd: SyncCommand) -> Result<()> {
         SyncCommand::DeadLetters(args) => dead_letters(ctx, args).await,
         SyncCommand::Unlink => unlink(ctx).await,
         SyncCommand::Logout => logout(ctx).await,
+        SyncCommand::Sessions(args) => sessions(ctx, args).await,
     }
 }
 
@@ -140,11 +142,30 @@ async fn join(ctx: &Context, args: SyncServerArgs) -> Result<()> {
 
 async fn now(ctx: &Context, json: JsonFlag) -> Result<()> {
     let (vault, passphrase) = open_encrypted(ctx).await?;
-    let (server, user) = connection(&vault).await?;
-    let client = SyncClient::login(vault, &server, &user, passphrase.expose(), options())
-        .await
-        .with_context(|| format!("cannot sign in as {user} on {server}"))?;
+    let client = signed_in(vault, &passphrase).await?;
     sync_and_report(&client, json).await
+}
+
+/// The vault's account, signed in through the session saved in the vault
+/// (checked with the server, so a session the server no longer knows is
+/// noticed here) or, failing that, with the passphrase.
+async fn signed_in(vault: Arc<Vault>, passphrase: &passphrase::Passphrase) -> Result<SyncClient> {
+    let (server, user) = connection(&vault).await?;
+    let sign_in_error = || format!("cannot sign in as {user} on {server}");
+    let client = SyncClient::resume_or_login(vault, &server, &user, passphrase.expose(), options())
+        .await
+        .with_context(sign_in_error)?;
+    match client.sessions().await {
+        // The saved key was refused (the passphrase changed on another
+        // device): the passphrase given here signs in and adopts the new one.
+        Err(SyncError::Unauthorized(_)) => client
+            .sign_in(passphrase.expose())
+            .await
+            .with_context(sign_in_error)?,
+        // Offline and other failures surface in the command itself.
+        Err(_) | Ok(_) => {}
+    }
+    Ok(client)
 }
 
 /// The stored server and account, or how to set them.
@@ -394,10 +415,20 @@ async fn unlink(ctx: &Context) -> Result<()> {
     let (vault, _) = open_encrypted(ctx).await?;
     let replica = vault.replica();
     replica.set_sync_remote(None).await?;
+    // End the saved session while it can still be named (best effort:
+    // unlinking works offline too; the session then expires on its own).
+    if let Ok((server, user)) = connection(&vault).await {
+        if let Ok(Some(client)) = SyncClient::resume(vault.clone(), &server, &user, options()).await {
+            if let Err(e) = client.logout().await {
+                tracing::info!(error = %e, "could not end the session on the server");
+            }
+        }
+    }
     for key in [
         USER_KEY,
         chatvault::meta_keys::SYNC_CURSOR,
         chatvault::meta_keys::SYNC_LAST_ERROR,
+        chatvault::meta_keys::SYNC_SESSION,
     ] {
         replica.set_sync_meta(key, None).await?;
     }
@@ -410,16 +441,49 @@ async fn unlink(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-/// `sync logout`: ends a session on the server. The CLI keeps no session
-/// between commands, so this proves the passphrase still works there and
-/// ends the session it opened.
+/// `sync logout`: ends this device's session on the server and forgets
+/// it here; the next sync command signs in with the passphrase again.
 async fn logout(ctx: &Context) -> Result<()> {
-    let (vault, passphrase) = open_encrypted(ctx).await?;
+    let (vault, _) = open_encrypted(ctx).await?;
     let (server, user) = connection(&vault).await?;
-    let client = SyncClient::login(vault, &server, &user, passphrase.expose(), options())
-        .await
-        .with_context(|| format!("cannot sign in as {user} on {server}"))?;
-    client.logout().await?;
-    println!("logged out of {user} on {server}");
+    match SyncClient::resume(vault, &server, &user, options()).await? {
+        Some(client) => {
+            client
+                .logout()
+                .await
+                .with_context(|| format!("cannot log out of {user} on {server}"))?;
+            println!("logged out of {user} on {server}");
+        }
+        None => println!("not logged in to {user} on {server}"),
+    }
+    Ok(())
+}
+
+/// `sync sessions [--revoke-others]`.
+async fn sessions(ctx: &Context, args: SessionsArgs) -> Result<()> {
+    let (vault, passphrase) = open_encrypted(ctx).await?;
+    let client = signed_in(vault, &passphrase).await?;
+    if args.revoke_others {
+        let revoked = client.revoke_other_sessions().await?;
+        if args.json.json {
+            return output::json(&json!({ "revoked": revoked }));
+        }
+        println!("signed out {revoked} other session(s); this device stays signed in");
+        return Ok(());
+    }
+    let list = client.sessions().await?;
+    if args.json.json {
+        return output::json(&list);
+    }
+    for s in &list {
+        println!(
+            "{}  {:<8} signed in {}, last used {}{}",
+            s.id,
+            s.client,
+            output::time(chatvault::Timestamp(s.created_at)),
+            output::time(chatvault::Timestamp(s.last_used_at)),
+            if s.current { "  (this device)" } else { "" }
+        );
+    }
     Ok(())
 }

@@ -14,6 +14,8 @@ use axum::Json;
 use chatvault_core::ErrorCode;
 
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::extract::{ApiJson, Authenticated, ClientAddress, SESSION_COOKIE};
 use super::{AppError, AppState};
@@ -21,9 +23,9 @@ use crate::api::{
     ErrorBody, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse, RegisterRequest,
     RegisterResponse,
 };
-use crate::auth::{fake_salt, new_session_token};
+use crate::auth::{fake_kdf, fake_salt, new_session_token};
 use crate::limits::Refusal;
-use crate::store::{NewAccount, NewSession};
+use crate::store::{NewAccount, NewSession, ServerStore, ServerStoreResult};
 use crate::types::{AccountId, ClientKind, Username, WireKdfParams};
 
 /// How to derive keys for a username.
@@ -47,11 +49,43 @@ pub(crate) async fn prelogin(
             salt: account.salt,
         },
         None => PreloginResponse {
-            kdf: WireKdfParams::default(),
+            kdf: fake_kdf(
+                state.server_secret(),
+                &req.username,
+                &state.kdf_census().get(state.store()).await?,
+            ),
             salt: fake_salt(state.server_secret(), &req.username),
         },
     };
     Ok(Json(answer))
+}
+
+/// How long prelogin reuses a count of the accounts' KDF parameters.
+const CENSUS_TTL: Duration = Duration::from_secs(300);
+
+/// The accounts' KDF parameter sets and how many use each, counted at most
+/// every [`CENSUS_TTL`] (and again after a local register or passphrase
+/// change), for prelogin's answers to unknown names.
+#[derive(Default)]
+pub(crate) struct KdfCensus(Mutex<Option<(Instant, Arc<[(WireKdfParams, u64)]>)>>);
+
+impl KdfCensus {
+    async fn get(&self, store: &dyn ServerStore) -> ServerStoreResult<Arc<[(WireKdfParams, u64)]>> {
+        if let Some((at, census)) = &*self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+            if at.elapsed() < CENSUS_TTL {
+                return Ok(Arc::clone(census));
+            }
+        }
+        let fresh: Arc<[_]> = store.kdf_census().await?.into();
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), Arc::clone(&fresh)));
+        Ok(fresh)
+    }
+
+    /// Forgets the count (an account's parameters changed here).
+    pub(crate) fn invalidate(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 /// Creates an account.
@@ -88,6 +122,7 @@ pub(crate) async fn register(
             created_at: state.now(),
         })
         .await?;
+    state.kdf_census().invalidate();
     tracing::info!(account = %id, "account registered");
     Ok((
         StatusCode::CREATED,

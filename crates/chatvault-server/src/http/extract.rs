@@ -119,6 +119,8 @@ pub(crate) enum TokenSource {
     /// The `cv_session` cookie (sent by browsers on their own, so the one
     /// source that needs cross-origin care).
     Cookie,
+    /// The first message on a WebSocket opened without credentials.
+    Message,
 }
 
 /// The authenticated session of a request.
@@ -210,13 +212,26 @@ pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Authenticated, AppError> {
-    let (token, source) = if let Some(t) = bearer(headers) {
-        (t, TokenSource::Bearer)
-    } else if let Some(t) = cookie(headers) {
-        (t, TokenSource::Cookie)
-    } else {
-        return Err(AppError::unauthorized());
-    };
+    match presented_token(headers) {
+        Some((token, source)) => authenticate_token(state, token, source).await,
+        None => Err(AppError::unauthorized()),
+    }
+}
+
+/// The session token a request carries and where it came from: the
+/// `Authorization: Bearer` header first, then the cookie.
+pub(crate) fn presented_token(headers: &HeaderMap) -> Option<(&str, TokenSource)> {
+    bearer(headers)
+        .map(|t| (t, TokenSource::Bearer))
+        .or_else(|| cookie(headers).map(|t| (t, TokenSource::Cookie)))
+}
+
+/// Checks a session token (extending the session's idle lifetime).
+pub(crate) async fn authenticate_token(
+    state: &AppState,
+    token: &str,
+    source: TokenSource,
+) -> Result<Authenticated, AppError> {
     let hash = token_hash(token).ok_or_else(AppError::unauthorized)?;
     let store = state.store();
     let info = store

@@ -127,6 +127,7 @@ pub(crate) async fn put_keys(
         return Err(AppError::unauthorized());
     }
     if changed_credentials {
+        state.kdf_census().invalidate();
         tracing::info!(account = %auth.account, "credentials changed; other sessions revoked");
     }
     Ok(StatusCode::NO_CONTENT)

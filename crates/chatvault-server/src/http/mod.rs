@@ -58,6 +58,8 @@ struct Shared {
     kdf: KdfPool,
     /// Rate limits and login backoff of the account routes.
     limiter: Limiter,
+    /// The accounts' KDF parameters, for prelogin's unknown-name answers.
+    kdf_census: auth::KdfCensus,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             shutdown,
             kdf,
             limiter,
+            kdf_census: auth::KdfCensus::default(),
         }))
     }
 
@@ -117,6 +120,10 @@ impl AppState {
 
     pub(crate) fn kdf(&self) -> &KdfPool {
         &self.0.kdf
+    }
+
+    pub(crate) fn kdf_census(&self) -> &auth::KdfCensus {
+        &self.0.kdf_census
     }
 }
 

@@ -149,7 +149,7 @@ impl Modify for SecuritySchemes {
         api::RegisterRequest, api::RegisterResponse, api::LoginRequest, api::LoginResponse,
         api::KeysResponse, api::PutKeysRequest, api::PushRequest, api::PushStatus,
         api::PushResult, api::PushResponse, api::PullResponse, api::SnapshotResponse,
-        api::Poke, api::Health, WireKdfParams, ClientKind, PushRejectReason, ChangeDoc, SyncedChangeDoc,
+        api::Poke, api::WsAuth, api::WsReady, api::Health, WireKdfParams, ClientKind, PushRejectReason, ChangeDoc, SyncedChangeDoc,
     )),
     modifiers(&SecuritySchemes),
     tags(

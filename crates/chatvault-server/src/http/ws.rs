@@ -2,6 +2,13 @@
 //! account the server sends `{"type":"poke","cursor":"..."}` and the client
 //! pulls; nothing else travels on it.
 //!
+//! Credentials come from the `Authorization` header, the session cookie,
+//! or — for a socket opened with neither (a browser page holding a token
+//! cannot set headers on a WebSocket) — the first message,
+//! `{"type":"auth","token":"..."}`, within [`AUTH_MESSAGE_TIMEOUT`] (or
+//! the ping interval, if shorter), answered `{"type":"ready"}`. Never from the URL: URLs end up in proxy
+//! and server logs.
+//!
 //! Every ping tick also re-checks the socket's session: a socket whose
 //! session was logged out, revoked or has expired is closed (1008).
 //!
@@ -21,12 +28,13 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use futures::{SinkExt as _, StreamExt as _};
-use tokio::sync::watch;
 use tokio::time::{interval_at, timeout, Instant};
 
-use super::extract::{authenticate, same_origin, TokenSource};
+use super::extract::{
+    authenticate_token, presented_token, same_origin, Authenticated, TokenSource,
+};
 use super::{AppError, AppState};
-use crate::api::{ErrorBody, Poke};
+use crate::api::{ErrorBody, Poke, WsAuth, WsReady};
 use crate::hub::Subscription;
 use crate::types::{Cursor, SessionHash};
 
@@ -41,6 +49,10 @@ const CLOSE_TOO_SLOW: u16 = 1013;
 const CLOSE_POLICY: u16 = 1008;
 /// Close code when the server shuts down ("going away").
 const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// How long a socket opened without credentials has to send its
+/// `{"type":"auth"}` message.
+pub(crate) const AUTH_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens the poke socket.
 #[utoipa::path(
@@ -58,12 +70,15 @@ pub(crate) async fn connect(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
-    // Credentials come from a header or the cookie, never the URL: URLs
-    // end up in proxy and server logs.
-    let auth = authenticate(&state, &headers).await?;
+    // Credentials come from a header, the cookie or the first message,
+    // never the URL: URLs end up in proxy and server logs.
+    let auth = match presented_token(&headers) {
+        Some((token, source)) => Some(authenticate_token(&state, token, source).await?),
+        None => None,
+    };
     // Browsers always send Origin on a WebSocket; a page elsewhere must not
     // ride the user's cookie. No Origin: not a browser, nothing to ride.
-    if auth.source == TokenSource::Cookie
+    if auth.is_some_and(|a| a.source == TokenSource::Cookie)
         && headers.contains_key(header::ORIGIN)
         && !same_origin(&headers, state.config())
     {
@@ -74,18 +89,73 @@ pub(crate) async fn connect(
     }
     let upgrade =
         upgrade.map_err(|e| AppError::client(ErrorCode::WebsocketRequired, e.body_text()))?;
-    let subscription = state.hub().subscribe(auth.account, state.config().ws_queue);
     let task = state.hub().track_socket();
-    let ping_every = state.config().ws_ping_interval;
-    let shutdown = state.shutdown();
-    let session = auth.session;
     Ok(upgrade
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| async move {
-            serve_socket(socket, subscription, ping_every, shutdown, state, session).await;
+        .on_upgrade(move |mut socket| async move {
+            let auth = match auth {
+                Some(auth) => Some(auth),
+                None => authenticate_first_message(&mut socket, &state).await,
+            };
+            if let Some(auth) = auth {
+                let subscription = state.hub().subscribe(auth.account, state.config().ws_queue);
+                serve_socket(socket, subscription, state, auth.session).await;
+            }
             drop(task);
         }))
+}
+
+/// Reads the `{"type":"auth","token":...}` message a socket opened without
+/// credentials must send first and checks its session: `ready` on
+/// success; a close (1008) when it is late, malformed or not a live session.
+async fn authenticate_first_message(
+    socket: &mut WebSocket,
+    state: &AppState,
+) -> Option<Authenticated> {
+    // A silent socket is dropped after a ping interval anyway.
+    let limit = AUTH_MESSAGE_TIMEOUT.min(state.config().ws_ping_interval);
+    let mut shutdown = state.shutdown();
+    let first = tokio::select! {
+        first = timeout(limit, socket.recv()) => first,
+        _ = shutdown.wait_for(|down| *down) => {
+            let _ = timeout(limit, socket.send(Message::Close(Some(going_away())))).await;
+            return None;
+        }
+    };
+    let token = match first {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<WsAuth>(&text)
+            .ok()
+            .filter(|m| m.kind == "auth")
+            .map(|m| m.token),
+        _ => None,
+    };
+    let auth = match token {
+        Some(token) => authenticate_token(state, &token, TokenSource::Message)
+            .await
+            .ok(),
+        None => None,
+    };
+    let reply = match auth {
+        Some(_) => Message::Text(WsReady::TEXT.into()),
+        None => Message::Close(Some(CloseFrame {
+            code: CLOSE_POLICY,
+            reason: r#"authenticate first: {"type":"auth","token":"..."}"#.into(),
+        })),
+    };
+    let sent = matches!(
+        timeout(limit, socket.send(reply)).await,
+        Ok(Ok(()))
+    );
+    auth.filter(|_| sent)
+}
+
+/// The close frame of a server shutdown.
+fn going_away() -> CloseFrame {
+    CloseFrame {
+        code: CLOSE_GOING_AWAY,
+        reason: "server shutting down".into(),
+    }
 }
 
 /// Sends a frame; `false` if it failed or the client could not take it
@@ -120,18 +190,14 @@ async fn session_alive(state: &AppState, session: &SessionHash) -> bool {
 async fn serve_socket(
     socket: WebSocket,
     mut subscription: Subscription,
-    ping_every: Duration,
-    mut shutdown: watch::Receiver<bool>,
     state: AppState,
     session: SessionHash,
 ) {
+    let ping_every = state.config().ws_ping_interval;
+    let mut shutdown = state.shutdown();
     let (mut sink, mut stream) = socket.split();
     let mut ticker = interval_at(Instant::now() + ping_every, ping_every);
     let mut awaiting_pong = false;
-    let going_away = || CloseFrame {
-        code: CLOSE_GOING_AWAY,
-        reason: "server shutting down".into(),
-    };
     // Shutdown may have begun while the upgrade was in flight.
     if *shutdown.borrow_and_update() {
         send_within(&mut sink, Message::Close(Some(going_away())), ping_every).await;

@@ -12,6 +12,7 @@
 //! [`AccountId`] it is given — there is no query that could reach another
 //! account's rows.
 
+mod pg_tls;
 mod postgres;
 mod sqlite;
 
@@ -284,6 +285,10 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Looks an account up by id.
     async fn account(&self, id: AccountId) -> ServerStoreResult<Option<Account>>;
 
+    /// How many accounts use each set of KDF parameters, ordered by the
+    /// parameters (prelogin answers unknown names from this distribution).
+    async fn kdf_census(&self) -> ServerStoreResult<Vec<(WireKdfParams, u64)>>;
+
     /// Replaces the key envelope (and maybe the credentials). `false` if the
     /// account does not exist.
     async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> ServerStoreResult<bool>;
@@ -490,19 +495,36 @@ impl RecordRow {
     }
 }
 
-/// The rows of a page query (fetched with `LIMIT limit + 1`), split into
-/// the page and whether more follow it.
-pub(crate) fn page_of(
-    rows: Vec<RecordRow>,
-    limit: u32,
-) -> ServerStoreResult<(Vec<SyncedChange>, bool)> {
-    let has_more = rows.len() > limit as usize;
-    let changes = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(RecordRow::into_synced)
-        .collect::<ServerStoreResult<Vec<_>>>()?;
-    Ok((changes, has_more))
+/// Most body bytes one pull or snapshot page carries. A page always holds
+/// at least one change, so a record up to the push limit still travels;
+/// past that, the page ends early and `has_more` says so. Memory per page
+/// request is bounded by this (plus one record), whatever the count limit.
+pub const PAGE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How many candidates a page takes, and whether more follow: `sizes` are
+/// the body sizes of the next rows in page order (fetched, without their
+/// bodies, with `LIMIT limit + 1`); the page takes up to `limit` of them,
+/// stopping before the bodies pass `max_bytes` — but always at least one.
+///
+/// Pages are read in two steps with this in between: the keys and sizes of
+/// the candidates, then the rows up to the last one taken, so no more than
+/// a page's bytes are ever loaded.
+pub(crate) fn page_cut(sizes: &[u64], limit: u32, max_bytes: u64) -> (usize, bool) {
+    let mut bytes = 0u64;
+    let mut taken = 0;
+    for size in sizes.iter().take(limit as usize) {
+        bytes = bytes.saturating_add(*size);
+        if taken > 0 && bytes > max_bytes {
+            break;
+        }
+        taken += 1;
+    }
+    (taken, sizes.len() > taken)
+}
+
+/// The rows of a page (read up to the cut [`page_cut`] chose) as changes.
+pub(crate) fn page_of(rows: Vec<RecordRow>) -> ServerStoreResult<Vec<SyncedChange>> {
+    rows.into_iter().map(RecordRow::into_synced).collect()
 }
 
 /// Column list matching [`VersionRow`]'s field order: what the push
@@ -621,6 +643,36 @@ fn outcome_from_db(status: &str, seq: Option<i64>) -> ServerStoreResult<Outcome>
 
 /// Decides whether a pull from `after` must resync, given the account's
 /// feed head and highest purged tombstone.
+/// Reads one `(m, t, p, count)` row of a KDF census.
+pub(crate) fn census_entry(m: i64, t: i64, p: i64, count: i64) -> ServerStoreResult<(WireKdfParams, u64)> {
+    let field = |v: i64, what: &str| u32::try_from(v).map_err(|e| corrupt(what, e));
+    Ok((
+        WireKdfParams {
+            m_cost_kib: field(m, "kdf_m")?,
+            t_cost: field(t, "kdf_t")?,
+            p_cost: field(p, "kdf_p")?,
+        },
+        u64::try_from(count).map_err(|e| corrupt("account count", e))?,
+    ))
+}
+
 pub(crate) fn needs_resync(after: Seq, head: Seq, purged: Seq) -> bool {
     after < purged || after > head
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::page_cut;
+
+    #[test]
+    fn pages_end_at_the_count_or_the_byte_budget_but_never_empty() {
+        assert_eq!(page_cut(&[], 10, 100), (0, false));
+        assert_eq!(page_cut(&[1, 1, 1], 10, 100), (3, false));
+        assert_eq!(page_cut(&[1, 1, 1], 2, 100), (2, true), "count limit");
+        assert_eq!(page_cut(&[60, 40, 1], 10, 100), (2, true), "exactly the budget");
+        assert_eq!(page_cut(&[60, 41], 10, 100), (1, true), "over the budget");
+        assert_eq!(page_cut(&[500, 1], 10, 100), (1, true), "one big record still travels");
+        assert_eq!(page_cut(&[500], 10, 100), (1, false));
+        assert_eq!(page_cut(&[0; 1001], 1000, 100), (1000, true));
+    }
 }

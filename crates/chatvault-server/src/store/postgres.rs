@@ -10,8 +10,8 @@
 //! LISTENs on a dedicated connection, reconnecting with backoff, and feeds
 //! its local poke hub.
 //!
-//! Connections are plain TCP (no TLS): run the database on the same host or
-//! network segment, or behind a TLS-terminating proxy.
+//! Connections use TLS as the URL's `sslmode` asks (libpq's meanings, on
+//! rustls: see `pg_tls`).
 
 use std::time::Duration;
 
@@ -23,18 +23,19 @@ use deadpool_postgres::{
 use futures::future::try_join_all;
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Row};
+use tokio_postgres::{AsyncMessage, IsolationLevel, Row};
 
 use super::{
-    needs_resync, outcome_to_db, page_of, seen_outcome, Account, AccountRow, KeysUpdate,
+    needs_resync, outcome_to_db, page_cut, page_of, seen_outcome, Account, AccountRow, KeysUpdate,
     NewAccount, NewSession, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow,
     ServerStore, ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow,
-    ACCOUNT_COLUMNS, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
+    ACCOUNT_COLUMNS, PAGE_BYTES, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
-use super::{session_summary, SessionSummary};
+use super::pg_tls::{MakeRustls, PgTarget};
+use super::{census_entry, session_summary, SessionSummary};
 use crate::auth::{random_bytes, ThrottleState};
 use crate::push_plan::{plan, PushPlan, PushReads, PushState};
-use crate::types::{AccountId, Cursor, Seq, SessionHash, SnapshotKey, Username};
+use crate::types::{AccountId, Cursor, Seq, SessionHash, SnapshotKey, Username, WireKdfParams};
 
 /// The NOTIFY channel pokes travel on.
 const POKE_CHANNEL: &str = "chatvault_poke";
@@ -118,6 +119,7 @@ CREATE INDEX op_results_age ON op_results(recorded_at);
 pub struct PostgresServerStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: MakeRustls,
 }
 
 impl std::fmt::Debug for PostgresServerStore {
@@ -128,19 +130,21 @@ impl std::fmt::Debug for PostgresServerStore {
 }
 
 impl PostgresServerStore {
-    /// Connects to `url` (`postgres://user@host:port/db`) and brings the
-    /// schema up to date (safe to run from several processes at once).
+    /// Connects to `url` (`postgres://user@host:port/db`, with libpq's
+    /// `sslmode` and `sslrootcert` for TLS) and brings the schema up to date
+    /// (safe to run from several processes at once).
     pub async fn connect(url: &str) -> ServerStoreResult<Self> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| ServerStoreError::Config(format!("PostgreSQL URL: {e}")))?;
+        let PgTarget {
+            mut config,
+            tls,
+        } = PgTarget::parse(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.application_name("chatvault-server");
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -152,7 +156,7 @@ impl PostgresServerStore {
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| ServerStoreError::Pool(e.to_string()))?;
-        let store = PostgresServerStore { pool, config };
+        let store = PostgresServerStore { pool, config, tls };
         store.migrate().await?;
         Ok(store)
     }
@@ -240,12 +244,12 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 }
 
 /// Rows of a page query, split into the page and whether more follow.
-fn page(rows: Vec<Row>, limit: u32) -> ServerStoreResult<(Vec<super::SyncedChange>, bool)> {
+fn page(rows: Vec<Row>) -> ServerStoreResult<Vec<super::SyncedChange>> {
     let rows = rows
         .iter()
         .map(read_record)
         .collect::<ServerStoreResult<Vec<_>>>()?;
-    page_of(rows, limit)
+    page_of(rows)
 }
 
 /// `'<account>:<cursor>'`, the NOTIFY payload.
@@ -265,8 +269,8 @@ struct Listener {
     notifications: mpsc::Receiver<String>,
 }
 
-async fn listen(config: &tokio_postgres::Config) -> ServerStoreResult<Listener> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+async fn listen(config: &tokio_postgres::Config, tls: &MakeRustls) -> ServerStoreResult<Listener> {
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -294,7 +298,12 @@ async fn listen(config: &tokio_postgres::Config) -> ServerStoreResult<Listener> 
     })
 }
 
-async fn forward_pokes(config: tokio_postgres::Config, mut listener: Listener, sink: PokeSink) {
+async fn forward_pokes(
+    config: tokio_postgres::Config,
+    tls: MakeRustls,
+    mut listener: Listener,
+    sink: PokeSink,
+) {
     loop {
         while let Some(payload) = listener.notifications.recv().await {
             match parse_poke(&payload) {
@@ -306,7 +315,7 @@ async fn forward_pokes(config: tokio_postgres::Config, mut listener: Listener, s
         let mut delay = Duration::from_millis(100);
         listener = loop {
             tokio::time::sleep(delay).await;
-            match listen(&config).await {
+            match listen(&config, &tls).await {
                 Ok(l) => {
                     tracing::info!("PostgreSQL LISTEN connection restored");
                     break l;
@@ -540,6 +549,20 @@ impl ServerStore for PostgresServerStore {
             .await?
             .map(|r| read_account(&r))
             .transpose()
+    }
+
+    async fn kdf_census(&self) -> ServerStoreResult<Vec<(WireKdfParams, u64)>> {
+        let client = self.client().await?;
+        client
+            .query(
+                "SELECT kdf_m, kdf_t, kdf_p, COUNT(*) FROM accounts \
+                 GROUP BY kdf_m, kdf_t, kdf_p ORDER BY kdf_m, kdf_t, kdf_p",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| census_entry(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+            .collect()
     }
 
     async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> ServerStoreResult<bool> {
@@ -782,17 +805,34 @@ impl ServerStore for PostgresServerStore {
         if needs_resync(after, head, purged) {
             return Ok(Pull::ResyncRequired);
         }
-        let rows = tx
+        // Sizes first (octet_length reads no TOASTed body), then the rows.
+        let candidates = tx
             .query(
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = $1 AND seq > $2 \
-                     ORDER BY seq LIMIT $3"
-                ),
+                "SELECT seq, COALESCE(octet_length(body), 0)::BIGINT FROM records \
+                 WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 &[&account, &after.to_db(), &(i64::from(limit) + 1)],
             )
-            .await?;
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?)))
+            .collect::<ServerStoreResult<Vec<_>>>()?;
+        let sizes: Vec<u64> = candidates.iter().map(|c| c.1.max(0) as u64).collect();
+        let (taken, has_more) = page_cut(&sizes, limit, PAGE_BYTES);
+        let rows = match taken.checked_sub(1).and_then(|i| candidates.get(i)) {
+            None => Vec::new(),
+            Some((last, _)) => {
+                tx.query(
+                    &format!(
+                        "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = $1 AND seq > $2 \
+                         AND seq <= $3 ORDER BY seq"
+                    ),
+                    &[&account, &after.to_db(), last],
+                )
+                .await?
+            }
+        };
         tx.commit().await?;
-        let (changes, has_more) = page(rows, limit)?;
+        let changes = page(rows)?;
         Ok(Pull::Changes { changes, has_more })
     }
 
@@ -828,17 +868,41 @@ impl ServerStore for PostgresServerStore {
         let (kind, id) = after
             .map(|k| (k.kind.as_str().to_owned(), k.id.to_string()))
             .unwrap_or_default();
-        let rows = tx
+        let candidates = tx
             .query(
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = $1 AND NOT deleted \
-                     AND (kind, entity_id) > ($2, $3) ORDER BY kind, entity_id LIMIT $4"
-                ),
+                "SELECT kind, entity_id, COALESCE(octet_length(body), 0)::BIGINT FROM records \
+                 WHERE user_id = $1 AND NOT deleted AND (kind, entity_id) > ($2, $3) \
+                 ORDER BY kind, entity_id LIMIT $4",
                 &[&account, &kind, &id, &(i64::from(limit) + 1)],
             )
-            .await?;
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<_, String>(0)?,
+                    r.try_get::<_, String>(1)?,
+                    r.try_get::<_, i64>(2)?,
+                ))
+            })
+            .collect::<ServerStoreResult<Vec<_>>>()?;
+        let sizes: Vec<u64> = candidates.iter().map(|c| c.2.max(0) as u64).collect();
+        let (taken, has_more) = page_cut(&sizes, limit, PAGE_BYTES);
+        let rows = match taken.checked_sub(1).and_then(|i| candidates.get(i)) {
+            None => Vec::new(),
+            Some((last_kind, last_id, _)) => {
+                tx.query(
+                    &format!(
+                        "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = $1 AND NOT deleted \
+                         AND (kind, entity_id) > ($2, $3) AND (kind, entity_id) <= ($4, $5) \
+                         ORDER BY kind, entity_id"
+                    ),
+                    &[&account, &kind, &id, last_kind, last_id],
+                )
+                .await?
+            }
+        };
         tx.commit().await?;
-        let (changes, has_more) = page(rows, limit)?;
+        let changes = page(rows)?;
         Ok(SnapshotPage {
             changes,
             has_more,
@@ -910,8 +974,13 @@ impl ServerStore for PostgresServerStore {
         let mut config = self.config.clone();
         // Tells the long-lived LISTEN connection apart in pg_stat_activity.
         config.application_name(LISTENER_APPLICATION_NAME);
-        let listener = listen(&config).await?;
-        Ok(Some(tokio::spawn(forward_pokes(config, listener, sink))))
+        let listener = listen(&config, &self.tls).await?;
+        Ok(Some(tokio::spawn(forward_pokes(
+            config,
+            self.tls.clone(),
+            listener,
+            sink,
+        ))))
     }
 }
 

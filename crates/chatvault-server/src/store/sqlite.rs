@@ -17,15 +17,15 @@ use chatvault_core::{Change, EntityKind, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{
-    needs_resync, outcome_to_db, page_of, seen_outcome, Account, AccountRow, KeysUpdate,
+    needs_resync, outcome_to_db, page_cut, page_of, seen_outcome, Account, AccountRow, KeysUpdate,
     NewAccount, NewSession, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore,
     ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow, ACCOUNT_COLUMNS,
-    RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
+    RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, PAGE_BYTES, VERSION_COLUMNS,
 };
-use super::{session_summary, SessionSummary};
+use super::{census_entry, session_summary, SessionSummary};
 use crate::auth::{random_bytes, ThrottleState};
 use crate::push_plan::{plan, PushPlan, PushReads, PushState};
-use crate::types::{AccountId, Seq, SessionHash, SnapshotKey, Username};
+use crate::types::{AccountId, Seq, SessionHash, SnapshotKey, Username, WireKdfParams};
 
 /// Schema migrations, in order; `schema_version` records which have run.
 const MIGRATIONS: &[&str] = &[r#"
@@ -281,6 +281,11 @@ fn read_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordRow> {
         deleted_at: r.get(10)?,
         seq: r.get(11)?,
     })
+}
+
+/// The sizes of `(key, size)` page candidates.
+fn sizes(candidates: &[(i64, i64)]) -> Vec<u64> {
+    candidates.iter().map(|c| c.1.max(0) as u64).collect()
 }
 
 fn read_account(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
@@ -546,6 +551,23 @@ impl ServerStore for SqliteServerStore {
         .await
     }
 
+    async fn kdf_census(&self) -> ServerStoreResult<Vec<(WireKdfParams, u64)>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT kdf_m, kdf_t, kdf_p, COUNT(*) FROM accounts \
+                 GROUP BY kdf_m, kdf_t, kdf_p ORDER BY kdf_m, kdf_t, kdf_p",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let mut census = Vec::new();
+            for row in rows {
+                let (m, t, p, count) = row?;
+                census.push(census_entry(m, t, p, count)?);
+            }
+            Ok(census)
+        })
+        .await
+    }
+
     async fn update_keys(&self, id: AccountId, update: KeysUpdate) -> ServerStoreResult<bool> {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -762,18 +784,28 @@ impl ServerStore for SqliteServerStore {
             if needs_resync(after, head, purged) {
                 return Ok(Pull::ResyncRequired);
             }
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = ?1 AND seq > ?2 \
-                 ORDER BY seq LIMIT ?3"
-            ))?;
-            let rows = stmt
-                .query_map(
-                    params![account, after.to_db(), i64::from(limit) + 1],
-                    read_record,
+            // Sizes first (length() reads no blob), then the page's rows.
+            let candidates = tx
+                .prepare_cached(
+                    "SELECT seq, COALESCE(length(body), 0) FROM records \
+                     WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
                 )?
+                .query_map(params![account, after.to_db(), i64::from(limit) + 1], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
-            drop(stmt);
-            let (changes, has_more) = page_of(rows, limit)?;
+            let (taken, has_more) = page_cut(&sizes(&candidates), limit, PAGE_BYTES);
+            let Some(&(last, _)) = taken.checked_sub(1).and_then(|i| candidates.get(i)) else {
+                return Ok(Pull::Changes { changes: Vec::new(), has_more: false });
+            };
+            let rows = tx
+                .prepare_cached(&format!(
+                    "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = ?1 AND seq > ?2 \
+                     AND seq <= ?3 ORDER BY seq"
+                ))?
+                .query_map(params![account, after.to_db(), last], read_record)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let changes = page_of(rows)?;
             Ok(Pull::Changes { changes, has_more })
         })
         .await
@@ -795,18 +827,30 @@ impl ServerStore for SqliteServerStore {
             let (kind, id) = after
                 .map(|k| (k.kind.as_str().to_owned(), k.id.to_string()))
                 .unwrap_or_default();
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = ?1 AND deleted = 0 \
-                 AND (kind, entity_id) > (?2, ?3) ORDER BY kind, entity_id LIMIT ?4"
-            ))?;
-            let rows = stmt
-                .query_map(
-                    params![account, kind, id, i64::from(limit) + 1],
-                    read_record,
+            let candidates = tx
+                .prepare_cached(
+                    "SELECT kind, entity_id, COALESCE(length(body), 0) FROM records \
+                     WHERE user_id = ?1 AND deleted = 0 AND (kind, entity_id) > (?2, ?3) \
+                     ORDER BY kind, entity_id LIMIT ?4",
                 )?
+                .query_map(params![account, kind, id, i64::from(limit) + 1], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
-            drop(stmt);
-            let (changes, has_more) = page_of(rows, limit)?;
+            let sizes: Vec<u64> = candidates.iter().map(|c| c.2.max(0) as u64).collect();
+            let (taken, has_more) = page_cut(&sizes, limit, PAGE_BYTES);
+            let changes = match taken.checked_sub(1).and_then(|i| candidates.get(i)) {
+                None => Vec::new(),
+                Some((last_kind, last_id, _)) => page_of(
+                    tx.prepare_cached(&format!(
+                        "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = ?1 AND deleted = 0 \
+                         AND (kind, entity_id) > (?2, ?3) AND (kind, entity_id) <= (?4, ?5) \
+                         ORDER BY kind, entity_id"
+                    ))?
+                    .query_map(params![account, kind, id, last_kind, last_id], read_record)?
+                    .collect::<Result<Vec<_>, _>>()?,
+                )?,
+            };
             Ok(SnapshotPage {
                 changes,
                 has_more,

@@ -77,6 +77,11 @@ fn with_database(url: &str, name: &str) -> String {
     format!("{scheme}://{authority}/{name}{query}")
 }
 
+/// A plain (NoTls) client on the database `url` names, for inspecting it.
+pub async fn admin_client_for(url: &str) -> tokio_postgres::Client {
+    admin_client(url).await
+}
+
 async fn admin_client(url: &str) -> tokio_postgres::Client {
     let connect = tokio_postgres::connect(url, tokio_postgres::NoTls);
     let (client, connection) = match tokio::time::timeout(Duration::from_secs(10), connect).await {

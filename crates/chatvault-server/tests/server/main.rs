@@ -8,6 +8,7 @@
 //!   verbatim, no secrets.
 //! - `hardening` — bounded work per unauthenticated request: the KDF
 //!   pool's memory, rate limits, timeouts, database file checks.
+//! - `pg_tls` — PostgreSQL connections under each `sslmode`.
 //! - `binary` — the compiled `chatvault-server`: ready line, SIGTERM, and
 //!   two processes fanning pokes out through one PostgreSQL database.
 //!
@@ -21,5 +22,6 @@ mod binary;
 mod ciphertext;
 mod hardening;
 mod http_api;
+mod pg_tls;
 mod store_suite;
 mod websocket;

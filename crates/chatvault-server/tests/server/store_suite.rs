@@ -680,6 +680,70 @@ async fn snapshot_pages_live_records_in_key_order(backend: Backend) {
     assert_eq!(keys[0].0, EntityKind::Conversation);
 }
 
+/// Pull and snapshot pages end at `PAGE_BYTES` of bodies (a page of 1,000
+/// multi-megabyte records once took 747 MB of server memory), always carry
+/// at least one record, and keep `has_more` right; paging through them
+/// returns everything once.
+async fn pages_are_bounded_by_bytes_as_well_as_count(backend: Backend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let store = f.store.as_ref();
+    let id = account(store, "alice").await;
+    let budget = chatvault_server::store::PAGE_BYTES as usize;
+    let conv = ConversationId::new();
+    let mut sizes = vec![budget * 2 / 5; 5]; // two per page
+    sizes.push(budget + 1); // alone, over the budget
+    sizes.push(10);
+    for (i, size) in sizes.iter().enumerate() {
+        let body = vec![b'a' + i as u8; *size];
+        store
+            .push(id, &[message(MessageId::new(), conv, 10 + i as u64, &body)], NOW)
+            .await
+            .unwrap();
+    }
+    let mut pages = Vec::new();
+    let mut after = 0;
+    loop {
+        let Pull::Changes { changes, has_more } = store.pull(id, Seq(after), 1000).await.unwrap()
+        else {
+            panic!("unexpected resync");
+        };
+        assert!(!changes.is_empty(), "a page is never empty while more follow");
+        let bytes: usize = bodies(&changes).iter().map(Vec::len).sum();
+        assert!(changes.len() == 1 || bytes <= budget, "{bytes} bytes in {}", changes.len());
+        after = changes.last().unwrap().seq;
+        pages.push(changes.len());
+        if !has_more {
+            break;
+        }
+    }
+    // Two and two; the fifth alone (with the sixth it would pass the
+    // budget); the sixth, over the budget by itself, alone; the last.
+    assert_eq!(pages, vec![2, 2, 1, 1, 1]);
+
+    // Snapshot pages (in key order) obey the same bound and miss nothing.
+    let mut seen = std::collections::HashSet::new();
+    let mut after = None;
+    loop {
+        let page = store.snapshot(id, after, 1000).await.unwrap();
+        assert!(!page.changes.is_empty());
+        let bytes: usize = bodies(&page.changes).iter().map(Vec::len).sum();
+        assert!(page.changes.len() == 1 || bytes <= budget, "{bytes} bytes");
+        for c in &page.changes {
+            assert!(seen.insert(c.change.entity_id), "listed twice");
+        }
+        after = page.changes.last().map(|c| SnapshotKey {
+            kind: c.change.kind,
+            id: c.change.entity_id,
+        });
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), sizes.len());
+}
+
 async fn accounts_never_see_each_other(backend: Backend) {
     let Some(f) = fixture(backend).await else {
         return;
@@ -803,6 +867,7 @@ async fn purge_expires_sessions_throttle_and_remembered_ops(backend: Backend) {
 }
 
 backend_tests!(
+    pages_are_bounded_by_bytes_as_well_as_count,
     accounts_round_trip_and_names_are_unique,
     server_secret_is_created_once,
     sessions_are_stored_touched_and_revoked,

@@ -129,7 +129,6 @@ async fn sockets_need_a_valid_session(backend: Backend) {
     };
     let api = srv.user("alice").await;
     let ws = format!("{}/v1/ws", srv.base.replacen("http://", "ws://", 1));
-    assert_eq!(connect_status(ws.clone(), None).await, Some(401));
     assert_eq!(
         connect_status(
             ws.clone(),
@@ -139,11 +138,6 @@ async fn sockets_need_a_valid_session(backend: Backend) {
         Some(401)
     );
     let token = api.token.clone().expect("token");
-    // Never from the URL (URLs end up in logs).
-    assert_eq!(
-        connect_status(format!("{ws}?token={token}"), None).await,
-        Some(401)
-    );
     assert_eq!(
         connect_status(ws.clone(), Some(("cookie", format!("cv_session={token}")))).await,
         None
@@ -164,6 +158,92 @@ async fn sockets_need_a_valid_session(backend: Backend) {
     // A plain GET is not an upgrade.
     let plain = api.get("/v1/ws").await;
     assert_eq!(plain.status, StatusCode::BAD_REQUEST);
+}
+
+/// Opens `url` without credentials, sends `first` (if any) and returns
+/// what the server answers first: its text, or the close code.
+async fn first_answer(url: &str, first: Option<String>) -> Result<Value, Option<u16>> {
+    use futures::SinkExt as _;
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("a socket without credentials is upgraded (it may authenticate in-band)");
+    if let Some(text) = first {
+        socket.send(Message::text(text)).await.expect("send");
+    }
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    break Ok(serde_json::from_str(text.as_str()).expect("JSON"))
+                }
+                Some(Ok(Message::Close(frame))) => break Err(frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+                _ => break Err(None),
+            }
+        }
+    })
+    .await
+    .expect("the server answers within 5 s")
+}
+
+async fn a_socket_without_credentials_authenticates_with_its_first_message(backend: Backend) {
+    let Some(srv) =
+        TestServer::start_with(backend, |c| c.ws_ping_interval = Duration::from_millis(500)).await
+    else {
+        return;
+    };
+    let api = srv.user("alice").await;
+    let token = api.token.clone().expect("token");
+    let ws = format!("{}/v1/ws", srv.base.replacen("http://", "ws://", 1));
+    let auth = |token: &str| Some(format!(r#"{{"type":"auth","token":"{token}"}}"#));
+
+    assert_eq!(
+        first_answer(&ws, auth(&token)).await,
+        Ok(serde_json::json!({"type": "ready"}))
+    );
+    // Refused with 1008: a wrong token, another message type, junk, and a
+    // token in the URL with no message (the URL is never read).
+    assert_eq!(first_answer(&ws, auth(&"x".repeat(43))).await, Err(Some(1008)));
+    assert_eq!(
+        first_answer(&ws, Some(format!(r#"{{"type":"poke","token":"{token}"}}"#))).await,
+        Err(Some(1008))
+    );
+    assert_eq!(first_answer(&ws, Some("{".into())).await, Err(Some(1008)));
+    assert_eq!(
+        first_answer(&format!("{ws}?token={token}"), None).await,
+        Err(Some(1008)),
+        "a silent socket is closed after the ping interval, URL token or not"
+    );
+    assert_eq!(srv.server.open_sockets(), 0);
+
+    // Authenticated in-band, the socket gets its account's pokes.
+    use futures::SinkExt as _;
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws).await.expect("open");
+    socket
+        .send(Message::text(auth(&token).unwrap()))
+        .await
+        .expect("send");
+    let ready = next_poke(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(ready["type"], "ready");
+    let pushed = api
+        .push(&[conversation(ConversationId::new(), srv.now_ms(), b"x")])
+        .await;
+    let poke = next_poke(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(poke["cursor"], pushed["cursor"]);
+    // Logging the session out closes it like any other socket.
+    api.post("/v1/auth/logout", &serde_json::json!({})).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => break None,
+            }
+        }
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!(closed, Some(1008));
 }
 
 async fn an_unresponsive_socket_is_dropped(backend: Backend) {
@@ -274,6 +354,7 @@ backend_tests!(
     a_push_pokes_the_accounts_sockets,
     pokes_reach_only_the_committing_account,
     sockets_need_a_valid_session,
+    a_socket_without_credentials_authenticates_with_its_first_message,
     an_unresponsive_socket_is_dropped,
     a_responsive_socket_survives_pings,
 );

@@ -25,7 +25,8 @@ use crate::{meta_keys, Result, VaultError};
 use chatvault_core::{
     Change, ConversationId, CoreError, EntityKind, OpId, RecordId, Timestamp, Tombstone,
 };
-use chatvault_crypto::{KdfParams, KdfPolicy};
+use chatvault_crypto::{KdfParams, KdfPolicy, RecordAad};
+use zeroize::Zeroizing;
 use chatvault_store::{OutboxEntry, ParkReason, ParkedEntry, WriteBatch, WriteOp};
 use futures::TryStreamExt;
 use std::collections::HashSet;
@@ -235,6 +236,38 @@ impl Replica<'_> {
         batch.push(meta_op(key, value)?);
         self.vault.store.write(batch).await?;
         Ok(())
+    }
+
+    /// A sync-owned secret stored with [`set_sealed_sync_meta`]: opened with
+    /// the vault's keyring. `None` when absent; an error when it does not
+    /// open (moved from another key or vault, or damaged).
+    ///
+    /// [`set_sealed_sync_meta`]: Replica::set_sealed_sync_meta
+    pub async fn sealed_sync_meta(&self, key: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let keyring = self.keyring()?;
+        match self.sync_meta(key).await? {
+            None => Ok(None),
+            Some(blob) => Ok(Some(Zeroizing::new(
+                keyring.open(&RecordAad::new(SEALED_META_KIND, key), &blob)?,
+            ))),
+        }
+    }
+
+    /// Sets (or with `None` removes) a sync-owned secret — a session token,
+    /// say — sealed under the vault's current data key and bound to `key`
+    /// (a value moved to another key or vault does not open). Only an
+    /// encrypted vault keeps secrets: a plaintext one answers
+    /// [`VaultError::NotEncrypted`].
+    pub async fn set_sealed_sync_meta(&self, key: &str, value: Option<&[u8]>) -> Result<()> {
+        let keyring = self.keyring()?;
+        let sealed = value
+            .map(|v| keyring.seal(&RecordAad::new(SEALED_META_KIND, key), v))
+            .transpose()?;
+        self.set_sync_meta(key, sealed).await
+    }
+
+    fn keyring(&self) -> Result<std::sync::Arc<chatvault_crypto::Keyring>> {
+        self.vault.codec.keyring().ok_or(VaultError::NotEncrypted)
     }
 
     /// Applies changes pulled from the server by last-writer-wins (as
@@ -473,6 +506,9 @@ impl Replica<'_> {
     }
 }
 
+/// The record kind in the associated data of sealed metadata values.
+const SEALED_META_KIND: &str = "meta";
+
 fn check_sync_key(key: &str) -> Result<()> {
     let prefix = meta_keys::SYNC_PREFIX;
     if !key.starts_with(prefix) || key.len() == prefix.len() || key == meta_keys::SYNC_REMOTE {
@@ -565,6 +601,45 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn sealed_sync_meta_opens_only_under_its_key_and_vault() {
+        let (store, vault) = encrypted().await;
+        let replica = vault.replica();
+        replica
+            .set_sealed_sync_meta("sync.session", Some(b"token-123"))
+            .await
+            .unwrap();
+        let raw = store.meta("sync.session").await.unwrap().unwrap();
+        assert!(!raw.windows(9).any(|w| w == b"token-123"), "stored sealed");
+        assert_eq!(
+            replica.sealed_sync_meta("sync.session").await.unwrap().as_deref().map(Vec::as_slice),
+            Some(&b"token-123"[..])
+        );
+        // Moved to another key: refused, not misread.
+        replica
+            .set_sync_meta("sync.other", Some(raw.clone()))
+            .await
+            .unwrap();
+        assert!(replica.sealed_sync_meta("sync.other").await.is_err());
+        // Another vault's data key cannot open it.
+        let (_, other) = encrypted().await;
+        other
+            .replica()
+            .set_sync_meta("sync.session", Some(raw))
+            .await
+            .unwrap();
+        assert!(other.replica().sealed_sync_meta("sync.session").await.is_err());
+        // Removed, and a plaintext vault keeps no secrets.
+        replica.set_sealed_sync_meta("sync.session", None).await.unwrap();
+        assert!(replica.sealed_sync_meta("sync.session").await.unwrap().is_none());
+        let plain = Vault::open(Arc::new(MemoryStore::new()), options()).await.unwrap();
+        assert!(matches!(
+            plain.replica().set_sealed_sync_meta("sync.session", Some(b"x")).await,
+            Err(VaultError::NotEncrypted)
+        ));
+        assert!(replica.sealed_sync_meta("vault.keys").await.is_err(), "sync keys only");
     }
 
     #[tokio::test]
