@@ -39,6 +39,10 @@ async fn start() -> Running {
     tokio::spawn(async move {
         let _ = server.run(listener, std::future::pending::<()>()).await;
     });
+    // reqwest's TLS is built without a bundled provider in this workspace.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let http = reqwest::Client::new();
     let key = BASE64.encode([9u8; 32]);
     let register = json!({

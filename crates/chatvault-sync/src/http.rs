@@ -57,7 +57,7 @@ impl Api {
             base.set_path(&path);
         }
         #[cfg(feature = "tls")]
-        install_ring_provider();
+        crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .timeout(request_timeout)
@@ -199,18 +199,6 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// Makes `ring` the process's rustls provider unless the application has
-/// already chosen one (reqwest and tokio-tungstenite both use the process
-/// default; this build links no other provider).
-#[cfg(feature = "tls")]
-fn install_ring_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race with another thread installing a provider is fine:
-        // one is installed either way.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
 }
 
 #[cfg(test)]

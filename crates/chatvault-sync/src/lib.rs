@@ -81,3 +81,21 @@ pub use dead_letter::{DeadLetter, RejectReason};
 pub use error::{Result, SyncError};
 pub use runner::SyncTask;
 pub use status::{PullReport, PushReport, SyncReport, SyncState, SyncStatus};
+
+/// Makes `ring` the process's rustls crypto provider, unless one is
+/// installed already. The sync client calls it before it builds its HTTP
+/// client; call it yourself before building other `reqwest` clients in a
+/// process that links this crate with `tls`.
+///
+/// Why: with `tls`, reqwest is built without a bundled provider (its own
+/// would compile aws-lc, a large C library, for the same TLS), and cargo
+/// unifies features, so *every* reqwest client in the build then expects a
+/// process-wide provider and panics when building without one.
+#[cfg(feature = "tls")]
+pub fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another thread installing one is fine: a
+        // provider is installed either way.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}

@@ -315,7 +315,7 @@ impl TestServer {
     /// (any of 127.0.0.0/8), for per-address limits.
     pub fn anonymous_from(&self, source: [u8; 4]) -> Api {
         let mut api = Api::new(&self.base);
-        api.http = reqwest::Client::builder()
+        api.http = http_builder()
             .local_address(std::net::IpAddr::from(source))
             .build()
             .expect("client with a local address");
@@ -386,10 +386,25 @@ pub struct Reply {
     pub body: Value,
 }
 
+/// A reqwest client builder. The workspace builds reqwest's TLS without a
+/// bundled crypto provider (chatvault-sync installs `ring`), so one is
+/// installed here first.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    reqwest::Client::builder()
+}
+
+/// A default reqwest client (see [`http_builder`]).
+pub fn http_client() -> reqwest::Client {
+    http_builder().build().expect("HTTP client")
+}
+
 impl Api {
     pub fn new(base: &str) -> Api {
         Api {
-            http: reqwest::Client::new(),
+            http: http_client(),
             base: base.to_owned(),
             token: None,
             user_id: None,

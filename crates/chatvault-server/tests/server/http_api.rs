@@ -895,7 +895,7 @@ async fn web_root_serves_files_with_index_fallback_but_api_404s_stay_json() {
     let srv = TestServer::start_with(Backend::Sqlite, move |c| c.web_root = Some(dir))
         .await
         .expect("sqlite server");
-    let http = reqwest::Client::new();
+    let http = crate::common::http_client();
     let text = |path: &'static str| {
         let http = http.clone();
         let url = format!("{}{path}", srv.base);
