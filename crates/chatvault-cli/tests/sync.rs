@@ -285,10 +285,7 @@ fn each_device_keeps_one_session_across_commands() {
     );
 
     // The token is sealed: the vault file does not hold it in the clear.
-    let current_id = sessions
-        .iter()
-        .find(|s| s["current"] == true)
-        .unwrap()["id"]
+    let current_id = sessions.iter().find(|s| s["current"] == true).unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -299,17 +296,39 @@ fn each_device_keeps_one_session_across_commands() {
     assert_eq!(revoked["revoked"], 1);
     let after = json(&a, &["sync", "sessions", "--json"]);
     assert_eq!(after.as_array().unwrap().len(), 1, "{after}");
-    assert_eq!(after[0]["id"], current_id.as_str(), "this device kept its session");
+    assert_eq!(
+        after[0]["id"],
+        current_id.as_str(),
+        "this device kept its session"
+    );
 
     // The revoked device renews its session on its next command.
     ok(&b, &["sync", "now"]);
-    assert_eq!(json(&a, &["sync", "sessions", "--json"]).as_array().unwrap().len(), 2);
+    assert_eq!(
+        json(&a, &["sync", "sessions", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     // Logout ends this device's session and forgets it; the next command
     // signs in again (one new session, not one per command).
     assert!(ok(&b, &["sync", "logout"]).contains("logged out"));
-    assert_eq!(json(&a, &["sync", "sessions", "--json"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        json(&a, &["sync", "sessions", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     ok(&b, &["sync", "now"]);
     ok(&b, &["sync", "now"]);
-    assert_eq!(json(&a, &["sync", "sessions", "--json"]).as_array().unwrap().len(), 2);
+    assert_eq!(
+        json(&a, &["sync", "sessions", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }

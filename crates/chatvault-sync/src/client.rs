@@ -25,10 +25,10 @@ use crate::backoff::BackoffPolicy;
 use crate::dead_letter::DeadLetter;
 use crate::error::{Result, SyncError};
 use crate::http::{Api, Body};
-use crate::status::{PullReport, PushReport, SyncReport, SyncState, SyncStatus};
 use crate::saved_session;
-use crate::wire::{PutKeysRequest, RevokedSessions, SessionList};
+use crate::status::{PullReport, PushReport, SyncReport, SyncState, SyncStatus};
 pub use crate::wire::AccountSession;
+use crate::wire::{PutKeysRequest, RevokedSessions, SessionList};
 
 /// Tuning. `Default` suits production; tests shorten the times.
 #[derive(Debug, Clone)]

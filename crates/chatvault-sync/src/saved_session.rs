@@ -55,9 +55,8 @@ pub(crate) async fn save(
         token: session.token.as_str().to_owned(),
         auth_key: auth_key.to_base64(),
     };
-    let json = Zeroizing::new(
-        serde_json::to_vec(&saved).map_err(|e| SyncError::Protocol(e.to_string()))?,
-    );
+    let json =
+        Zeroizing::new(serde_json::to_vec(&saved).map_err(|e| SyncError::Protocol(e.to_string()))?);
     vault
         .replica()
         .set_sealed_sync_meta(KEY, Some(&json))

@@ -155,15 +155,14 @@ async fn signed_in(vault: Arc<Vault>, passphrase: &passphrase::Passphrase) -> Re
     let client = SyncClient::resume_or_login(vault, &server, &user, passphrase.expose(), options())
         .await
         .with_context(sign_in_error)?;
-    match client.sessions().await {
-        // The saved key was refused (the passphrase changed on another
-        // device): the passphrase given here signs in and adopts the new one.
-        Err(SyncError::Unauthorized(_)) => client
+    // The saved key was refused (the passphrase changed on another device):
+    // the passphrase given here signs in and adopts the new one. Offline and
+    // other failures surface in the command itself.
+    if let Err(SyncError::Unauthorized(_)) = client.sessions().await {
+        client
             .sign_in(passphrase.expose())
             .await
-            .with_context(sign_in_error)?,
-        // Offline and other failures surface in the command itself.
-        Err(_) | Ok(_) => {}
+            .with_context(sign_in_error)?;
     }
     Ok(client)
 }
@@ -418,7 +417,8 @@ async fn unlink(ctx: &Context) -> Result<()> {
     // End the saved session while it can still be named (best effort:
     // unlinking works offline too; the session then expires on its own).
     if let Ok((server, user)) = connection(&vault).await {
-        if let Ok(Some(client)) = SyncClient::resume(vault.clone(), &server, &user, options()).await {
+        if let Ok(Some(client)) = SyncClient::resume(vault.clone(), &server, &user, options()).await
+        {
             if let Err(e) = client.logout().await {
                 tracing::info!(error = %e, "could not end the session on the server");
             }

@@ -67,10 +67,13 @@ const CENSUS_TTL: Duration = Duration::from_secs(300);
 /// every [`CENSUS_TTL`] (and again after a local register or passphrase
 /// change), for prelogin's answers to unknown names.
 #[derive(Default)]
-pub(crate) struct KdfCensus(Mutex<Option<(Instant, Arc<[(WireKdfParams, u64)]>)>>);
+pub(crate) struct KdfCensus(Mutex<Option<(Instant, Census)>>);
+
+/// KDF parameter sets and how many accounts use each.
+type Census = Arc<[(WireKdfParams, u64)]>;
 
 impl KdfCensus {
-    async fn get(&self, store: &dyn ServerStore) -> ServerStoreResult<Arc<[(WireKdfParams, u64)]>> {
+    async fn get(&self, store: &dyn ServerStore) -> ServerStoreResult<Census> {
         if let Some((at, census)) = &*self.0.lock().unwrap_or_else(PoisonError::into_inner) {
             if at.elapsed() < CENSUS_TTL {
                 return Ok(Arc::clone(census));

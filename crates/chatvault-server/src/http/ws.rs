@@ -118,7 +118,10 @@ async fn authenticate_first_message(
     let mut shutdown = state.shutdown();
     let first = tokio::select! {
         first = timeout(limit, socket.recv()) => first,
-        _ = shutdown.wait_for(|down| *down) => {
+        () = async {
+            // The guard wait_for returns is not Send: drop it right away.
+            let _ = shutdown.wait_for(|down| *down).await;
+        } => {
             let _ = timeout(limit, socket.send(Message::Close(Some(going_away())))).await;
             return None;
         }
@@ -143,10 +146,7 @@ async fn authenticate_first_message(
             reason: r#"authenticate first: {"type":"auth","token":"..."}"#.into(),
         })),
     };
-    let sent = matches!(
-        timeout(limit, socket.send(reply)).await,
-        Ok(Ok(()))
-    );
+    let sent = matches!(timeout(limit, socket.send(reply)).await, Ok(Ok(())));
     auth.filter(|_| sent)
 }
 

@@ -644,7 +644,12 @@ fn outcome_from_db(status: &str, seq: Option<i64>) -> ServerStoreResult<Outcome>
 /// Decides whether a pull from `after` must resync, given the account's
 /// feed head and highest purged tombstone.
 /// Reads one `(m, t, p, count)` row of a KDF census.
-pub(crate) fn census_entry(m: i64, t: i64, p: i64, count: i64) -> ServerStoreResult<(WireKdfParams, u64)> {
+pub(crate) fn census_entry(
+    m: i64,
+    t: i64,
+    p: i64,
+    count: i64,
+) -> ServerStoreResult<(WireKdfParams, u64)> {
     let field = |v: i64, what: &str| u32::try_from(v).map_err(|e| corrupt(what, e));
     Ok((
         WireKdfParams {
@@ -669,9 +674,17 @@ mod page_tests {
         assert_eq!(page_cut(&[], 10, 100), (0, false));
         assert_eq!(page_cut(&[1, 1, 1], 10, 100), (3, false));
         assert_eq!(page_cut(&[1, 1, 1], 2, 100), (2, true), "count limit");
-        assert_eq!(page_cut(&[60, 40, 1], 10, 100), (2, true), "exactly the budget");
+        assert_eq!(
+            page_cut(&[60, 40, 1], 10, 100),
+            (2, true),
+            "exactly the budget"
+        );
         assert_eq!(page_cut(&[60, 41], 10, 100), (1, true), "over the budget");
-        assert_eq!(page_cut(&[500, 1], 10, 100), (1, true), "one big record still travels");
+        assert_eq!(
+            page_cut(&[500, 1], 10, 100),
+            (1, true),
+            "one big record still travels"
+        );
         assert_eq!(page_cut(&[500], 10, 100), (1, false));
         assert_eq!(page_cut(&[0; 1001], 1000, 100), (1000, true));
     }

@@ -230,7 +230,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -239,7 +244,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -303,7 +313,9 @@ pub(crate) struct MakeRustls {
 
 impl fmt::Debug for MakeRustls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MakeRustls").field("mode", &self.mode).finish()
+        f.debug_struct("MakeRustls")
+            .field("mode", &self.mode)
+            .finish()
     }
 }
 
@@ -316,7 +328,8 @@ impl MakeRustls {
     }
 
     /// The `sslmode` this connector was made for.
-    pub(crate) fn mode(&self) -> Mode {
+    #[cfg(test)]
+    fn mode(&self) -> Mode {
         self.mode
     }
 }
@@ -421,7 +434,10 @@ mod tests {
         assert_eq!(mode, Some(Mode::VerifyFull));
         assert_eq!(root.as_deref(), Some("/etc/ca.pem"));
         let (rest, mode, root) = take_tls_params("postgres://u@h/db").unwrap();
-        assert_eq!((rest.as_str(), mode, root), ("postgres://u@h/db", None, None));
+        assert_eq!(
+            (rest.as_str(), mode, root),
+            ("postgres://u@h/db", None, None)
+        );
         let (rest, ..) = take_tls_params("postgres://u@h/db?sslmode=disable").unwrap();
         assert_eq!(rest, "postgres://u@h/db");
     }

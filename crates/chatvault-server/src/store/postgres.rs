@@ -25,14 +25,14 @@ use futures::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, IsolationLevel, Row};
 
+use super::pg_tls::{MakeRustls, PgTarget};
+use super::{census_entry, session_summary, SessionSummary};
 use super::{
     needs_resync, outcome_to_db, page_cut, page_of, seen_outcome, Account, AccountRow, KeysUpdate,
     NewAccount, NewSession, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow,
     ServerStore, ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow,
     ACCOUNT_COLUMNS, PAGE_BYTES, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
-use super::pg_tls::{MakeRustls, PgTarget};
-use super::{census_entry, session_summary, SessionSummary};
 use crate::auth::{random_bytes, ThrottleState};
 use crate::push_plan::{plan, PushPlan, PushReads, PushState};
 use crate::types::{AccountId, Cursor, Seq, SessionHash, SnapshotKey, Username, WireKdfParams};
@@ -134,10 +134,7 @@ impl PostgresServerStore {
     /// `sslmode` and `sslrootcert` for TLS) and brings the schema up to date
     /// (safe to run from several processes at once).
     pub async fn connect(url: &str) -> ServerStoreResult<Self> {
-        let PgTarget {
-            mut config,
-            tls,
-        } = PgTarget::parse(url)?;
+        let PgTarget { mut config, tls } = PgTarget::parse(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }

@@ -16,13 +16,13 @@ use async_trait::async_trait;
 use chatvault_core::{Change, EntityKind, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use super::{census_entry, session_summary, SessionSummary};
 use super::{
     needs_resync, outcome_to_db, page_cut, page_of, seen_outcome, Account, AccountRow, KeysUpdate,
     NewAccount, NewSession, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore,
     ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow, ACCOUNT_COLUMNS,
-    RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, PAGE_BYTES, VERSION_COLUMNS,
+    PAGE_BYTES, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
 };
-use super::{census_entry, session_summary, SessionSummary};
 use crate::auth::{random_bytes, ThrottleState};
 use crate::push_plan::{plan, PushPlan, PushReads, PushState};
 use crate::types::{AccountId, Seq, SessionHash, SnapshotKey, Username, WireKdfParams};
@@ -796,7 +796,10 @@ impl ServerStore for SqliteServerStore {
                 .collect::<Result<Vec<_>, _>>()?;
             let (taken, has_more) = page_cut(&sizes(&candidates), limit, PAGE_BYTES);
             let Some(&(last, _)) = taken.checked_sub(1).and_then(|i| candidates.get(i)) else {
-                return Ok(Pull::Changes { changes: Vec::new(), has_more: false });
+                return Ok(Pull::Changes {
+                    changes: Vec::new(),
+                    has_more: false,
+                });
             };
             let rows = tx
                 .prepare_cached(&format!(
@@ -834,7 +837,11 @@ impl ServerStore for SqliteServerStore {
                      ORDER BY kind, entity_id LIMIT ?4",
                 )?
                 .query_map(params![account, kind, id, i64::from(limit) + 1], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             let sizes: Vec<u64> = candidates.iter().map(|c| c.2.max(0) as u64).collect();

@@ -68,7 +68,15 @@ async fn sslmodes_encrypt_and_verify_as_libpq_does() {
         .await
         .unwrap()
         .get(0);
-    let name = db.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
 
     // require: encrypted, certificate not checked (the self-signed one passes).
     let store = PostgresServerStore::connect(&variant(&db.url, &ip, "sslmode=require"))
@@ -76,7 +84,10 @@ async fn sslmodes_encrypt_and_verify_as_libpq_does() {
         .expect("sslmode=require connects");
     store.server_secret().await.expect("query over TLS");
     let (encrypted, all) = encrypted_connections(&admin, &name).await;
-    assert!(all > 0 && encrypted == all, "{encrypted} of {all} encrypted");
+    assert!(
+        all > 0 && encrypted == all,
+        "{encrypted} of {all} encrypted"
+    );
     drop(store);
 
     // verify-full with the server's certificate as the root, by its name.
@@ -102,10 +113,34 @@ async fn sslmodes_encrypt_and_verify_as_libpq_does() {
         .await
         .expect("verify-ca ignores the name");
 
-    // verify-full against the system's roots: a self-signed certificate fails.
-    let system = variant(&db.url, "localhost", "sslmode=verify-full");
+    // verify-full against a root that signed nothing of the server's: refused.
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, OTHER_CA).unwrap();
+    let stranger = variant(
+        &db.url,
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", other_ca.display()),
+    );
+    let refused = PostgresServerStore::connect(&stranger).await;
     assert!(
-        PostgresServerStore::connect(&system).await.is_err(),
-        "a self-signed certificate must not pass the system's roots"
+        matches!(&refused, Err(ServerStoreError::Postgres(e)) if format!("{e:?}").contains("UnknownIssuer")),
+        "a certificate its roots did not sign must be refused: {:?}",
+        refused.map(|_| ())
     );
 }
+
+/// A self-signed CA that signed nothing (P-256, valid until 2126).
+const OTHER_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBrzCCAVWgAwIBAgIUdcG7jRfqHfJVkC0/T40it6LEKkkwCgYIKoZIzj0EAwIw
+LDEqMCgGA1UEAwwhY2hhdHZhdWx0IHRlc3QgQ0EgKHNpZ25zIG5vdGhpbmcpMCAX
+DTI2MTIwMjAxMTIwOVoYDzIxMjYxMTA4MDExMjA5WjAsMSowKAYDVQQDDCFjaGF0
+dmF1bHQgdGVzdCBDQSAoc2lnbnMgbm90aGluZykwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAS7suXGrEVoXYm37y81yG2wnBdcQs+66OgX0svD8PZ0P3ietsFr+fgU
+uSrlt30g4JX0abLbYqD49UDQpCVFtZX1o1MwUTAdBgNVHQ4EFgQUV+hU82uyse/L
+4H3e1AzIdUkyqCowHwYDVR0jBBgwFoAUV+hU82uyse/L4H3e1AzIdUkyqCowDwYD
+VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiBnyPgegjLesmy/2ECYW2KQ
+SjNKq0hLBbd4p8NHRfsdtQIhAMyLHMnjdbO4UVphponjuX7r9gBAoX6KSLPYpMSC
+qveM
+-----END CERTIFICATE-----
+";

@@ -698,7 +698,11 @@ async fn pages_are_bounded_by_bytes_as_well_as_count(backend: Backend) {
     for (i, size) in sizes.iter().enumerate() {
         let body = vec![b'a' + i as u8; *size];
         store
-            .push(id, &[message(MessageId::new(), conv, 10 + i as u64, &body)], NOW)
+            .push(
+                id,
+                &[message(MessageId::new(), conv, 10 + i as u64, &body)],
+                NOW,
+            )
             .await
             .unwrap();
     }
@@ -709,9 +713,16 @@ async fn pages_are_bounded_by_bytes_as_well_as_count(backend: Backend) {
         else {
             panic!("unexpected resync");
         };
-        assert!(!changes.is_empty(), "a page is never empty while more follow");
+        assert!(
+            !changes.is_empty(),
+            "a page is never empty while more follow"
+        );
         let bytes: usize = bodies(&changes).iter().map(Vec::len).sum();
-        assert!(changes.len() == 1 || bytes <= budget, "{bytes} bytes in {}", changes.len());
+        assert!(
+            changes.len() == 1 || bytes <= budget,
+            "{bytes} bytes in {}",
+            changes.len()
+        );
         after = changes.last().unwrap().seq;
         pages.push(changes.len());
         if !has_more {

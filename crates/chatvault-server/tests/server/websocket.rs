@@ -203,7 +203,10 @@ async fn a_socket_without_credentials_authenticates_with_its_first_message(backe
     );
     // Refused with 1008: a wrong token, another message type, junk, and a
     // token in the URL with no message (the URL is never read).
-    assert_eq!(first_answer(&ws, auth(&"x".repeat(43))).await, Err(Some(1008)));
+    assert_eq!(
+        first_answer(&ws, auth(&"x".repeat(43))).await,
+        Err(Some(1008))
+    );
     assert_eq!(
         first_answer(&ws, Some(format!(r#"{{"type":"poke","token":"{token}"}}"#))).await,
         Err(Some(1008))

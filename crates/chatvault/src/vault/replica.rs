@@ -26,10 +26,10 @@ use chatvault_core::{
     Change, ConversationId, CoreError, EntityKind, OpId, RecordId, Timestamp, Tombstone,
 };
 use chatvault_crypto::{KdfParams, KdfPolicy, RecordAad};
-use zeroize::Zeroizing;
 use chatvault_store::{OutboxEntry, ParkReason, ParkedEntry, WriteBatch, WriteOp};
 use futures::TryStreamExt;
 use std::collections::HashSet;
+use zeroize::Zeroizing;
 
 /// The part of a [`Vault`] only a sync client needs; see the module docs.
 /// Borrow one with [`Vault::replica`]: it is a view, cheap to make and to
@@ -614,7 +614,12 @@ mod tests {
         let raw = store.meta("sync.session").await.unwrap().unwrap();
         assert!(!raw.windows(9).any(|w| w == b"token-123"), "stored sealed");
         assert_eq!(
-            replica.sealed_sync_meta("sync.session").await.unwrap().as_deref().map(Vec::as_slice),
+            replica
+                .sealed_sync_meta("sync.session")
+                .await
+                .unwrap()
+                .as_deref()
+                .map(Vec::as_slice),
             Some(&b"token-123"[..])
         );
         // Moved to another key: refused, not misread.
@@ -630,16 +635,35 @@ mod tests {
             .set_sync_meta("sync.session", Some(raw))
             .await
             .unwrap();
-        assert!(other.replica().sealed_sync_meta("sync.session").await.is_err());
+        assert!(other
+            .replica()
+            .sealed_sync_meta("sync.session")
+            .await
+            .is_err());
         // Removed, and a plaintext vault keeps no secrets.
-        replica.set_sealed_sync_meta("sync.session", None).await.unwrap();
-        assert!(replica.sealed_sync_meta("sync.session").await.unwrap().is_none());
-        let plain = Vault::open(Arc::new(MemoryStore::new()), options()).await.unwrap();
+        replica
+            .set_sealed_sync_meta("sync.session", None)
+            .await
+            .unwrap();
+        assert!(replica
+            .sealed_sync_meta("sync.session")
+            .await
+            .unwrap()
+            .is_none());
+        let plain = Vault::open(Arc::new(MemoryStore::new()), options())
+            .await
+            .unwrap();
         assert!(matches!(
-            plain.replica().set_sealed_sync_meta("sync.session", Some(b"x")).await,
+            plain
+                .replica()
+                .set_sealed_sync_meta("sync.session", Some(b"x"))
+                .await,
             Err(VaultError::NotEncrypted)
         ));
-        assert!(replica.sealed_sync_meta("vault.keys").await.is_err(), "sync keys only");
+        assert!(
+            replica.sealed_sync_meta("vault.keys").await.is_err(),
+            "sync keys only"
+        );
     }
 
     #[tokio::test]
