@@ -3,10 +3,10 @@
 //! changed) and a 100k-message export and import whose peak memory is
 //! compared with a 10k one.
 
-use chatvault_core::lifecycle::{ExportWriter, ExportedConversation, ExportedMessage};
-use chatvault_core::{ConversationId, DeviceId, Hlc, MessageId, Metadata, Role, Timestamp, UserId};
+mod common;
+
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -395,52 +395,6 @@ fn a_seed_app_export_imports() {
 
 // ---- memory stays flat ----------------------------------------------------
 
-/// Writes an export with `messages` messages in conversations of 500.
-fn big_export(path: &Path, messages: u64) {
-    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let t0 = 1_700_000_000_000i64;
-    let device = DeviceId(0xb16);
-    let mut w = ExportWriter::new(file, Timestamp(t0)).unwrap();
-    let conversations = messages.div_ceil(500);
-    let conv_id = |c: u64| {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&c.to_be_bytes());
-        b[8] = 0xc0;
-        ConversationId::from_bytes(b)
-    };
-    for c in 0..conversations {
-        w.conversation(&ExportedConversation {
-            id: conv_id(c),
-            user_id: UserId::local(),
-            title: format!("conversation {c}"),
-            created_at: Timestamp(t0),
-            updated_at: Timestamp(t0),
-            activity_at: None,
-            version: Hlc::new(t0 as u64, 0, device).unwrap(),
-            metadata: Metadata::new(),
-        })
-        .unwrap();
-    }
-    for m in 0..messages {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&m.to_be_bytes());
-        b[8] = 0x3e;
-        let at = t0 + m as i64;
-        w.message(&ExportedMessage {
-            id: MessageId::from_bytes(b),
-            conversation_id: conv_id(m / 500),
-            role: Role::ALL[(m % 4) as usize],
-            content: format!("message {m}: {}", "lorem ipsum dolor sit amet ".repeat(4)),
-            created_at: Timestamp(at),
-            updated_at: Timestamp(at),
-            version: Hlc::new(at as u64, 0, device).unwrap(),
-            metadata: Metadata::new(),
-        })
-        .unwrap();
-    }
-    w.finish().unwrap();
-}
-
 /// Runs the CLI to completion; returns its peak resident memory (KiB, from
 /// `wait4`'s rusage of that one child) and wall time.
 // The only unsafe in the workspace: std has no way to read one child's
@@ -480,7 +434,9 @@ fn exporting_and_importing_100k_messages_takes_flat_memory() {
     for messages in [10_000u64, 100_000] {
         let s = Sandbox::new();
         let file = s.path("big.json");
-        big_export(&file, messages);
+        common::big_export(&file, messages, 500, |m| {
+            format!("message {m}: {}", "lorem ipsum dolor sit amet ".repeat(4))
+        });
         let (import_kib, import_time) = measured(&s, &["import", file.to_str().unwrap()]);
         let stats = s.json(&["stats", "--json"]);
         assert_eq!(stats["messages"], messages);

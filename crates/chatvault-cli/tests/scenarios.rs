@@ -1,0 +1,332 @@
+//! Issue 10's "done when" scenarios, end to end through real CLI processes
+//! and a real server that restarts in the middle, on SQLite and on
+//! PostgreSQL:
+//!
+//! - device A writes 100 messages offline and renames a conversation,
+//!   device B renames it later, the server restarts, A reconnects: both
+//!   devices end identical, B's later title wins, all 100 messages are
+//!   there and nothing is parked;
+//! - a vault with 100,001 pending messages syncs them all with one
+//!   `sync now`, and a second device receives every one.
+
+mod common;
+
+use chatvault_server::{Config, DatabaseUrl, Server};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chatvault");
+const PASS: &str = "correct horse battery staple";
+
+// ---- a server that can restart on the same address -------------------------
+
+/// A sync server on its own thread and runtime; `restart` stops it (a
+/// graceful shutdown, as a deploy would) and starts a new one on the same
+/// address and database.
+struct RestartableServer {
+    database: DatabaseUrl,
+    addr: String,
+    running: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+impl RestartableServer {
+    fn start(database: DatabaseUrl) -> RestartableServer {
+        let mut server = RestartableServer {
+            database,
+            addr: "127.0.0.1:0".into(),
+            running: None,
+        };
+        server.launch();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn launch(&mut self) {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let database = self.database.clone();
+        let addr = self.addr.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let mut config = Config::new(database);
+                config.insecure_cookies = true;
+                let server = Server::open(config).await.expect("server opens");
+                let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
+                ready_tx
+                    .send(listener.local_addr().expect("addr").to_string())
+                    .expect("report the address");
+                server
+                    .run(listener, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .expect("server runs and stops cleanly");
+            });
+        });
+        self.addr = ready_rx.recv().expect("server started");
+        self.running = Some((stop_tx, thread));
+    }
+
+    fn stop(&mut self) {
+        if let Some((stop, thread)) = self.running.take() {
+            let _ = stop.send(());
+            thread.join().expect("server thread");
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for RestartableServer {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.stop();
+        }
+    }
+}
+
+// ---- databases ---------------------------------------------------------------
+
+/// A server database for one test: a SQLite file, or a fresh PostgreSQL
+/// database (dropped afterwards). `None` only when PostgreSQL tests are
+/// switched off with `CHATVAULT_SKIP_POSTGRES=1`.
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct ServerDb {
+    url: DatabaseUrl,
+    postgres: Option<(String, String)>,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("CHATVAULT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn admin_sql(admin_url: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL at {admin_url} is unreachable ({e}): start it, point \
+                     CHATVAULT_TEST_POSTGRES_URL at one, or set CHATVAULT_SKIP_POSTGRES=1"
+                )
+            });
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.expect(sql);
+    });
+}
+
+impl ServerDb {
+    fn new(backend: Backend, dir: &Path) -> Option<ServerDb> {
+        match backend {
+            Backend::Sqlite => Some(ServerDb {
+                url: DatabaseUrl::Sqlite(dir.join("server.db")),
+                postgres: None,
+            }),
+            Backend::Postgres => {
+                if std::env::var("CHATVAULT_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+                    eprintln!("CHATVAULT_SKIP_POSTGRES=1: skipping a PostgreSQL test");
+                    return None;
+                }
+                let admin = postgres_admin_url();
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos();
+                let name = format!("chatvault_cli_{}_{nanos:x}", std::process::id());
+                admin_sql(&admin, &format!("CREATE DATABASE \"{name}\""));
+                let (base, _) = admin.rsplit_once('/').expect("a database in the URL");
+                let url: DatabaseUrl = format!("{base}/{name}").parse().expect("postgres URL");
+                Some(ServerDb {
+                    url,
+                    postgres: Some((admin, name)),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for ServerDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = &self.postgres {
+            admin_sql(
+                admin,
+                &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            );
+        }
+    }
+}
+
+// ---- the CLI -------------------------------------------------------------------
+
+fn run(store: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("CHATVAULT_STORE", store)
+        .env("CHATVAULT_PASSPHRASE", PASS)
+        .env_remove("CHATVAULT_PASSPHRASE_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chatvault")
+}
+
+fn ok(store: &Path, args: &[&str]) -> String {
+    let out = run(store, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+fn json(store: &Path, args: &[&str]) -> Value {
+    serde_json::from_str(&ok(store, args)).expect("JSON output")
+}
+
+/// What a user of `store` can see of conversation `conv`, and what sync
+/// still holds back.
+fn seen(store: &Path, conv: &str) -> (Value, Value, Value) {
+    let shown = json(store, &["conv", "show", conv, "--limit", "1000", "--json"]);
+    let all = json(store, &["conv", "ls", "--json"]);
+    let status = json(store, &["sync", "status", "--json"]);
+    (shown, all, status)
+}
+
+// ---- offline writes, a concurrent rename, a restart -------------------------------
+
+fn offline_writes_and_a_later_rename_converge_across_a_server_restart(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = ServerDb::new(backend, dir.path()) else {
+        return;
+    };
+    let mut server = RestartableServer::start(db.url.clone());
+    let url = server.url();
+    let a = dir.path().join("a.db");
+    let b = dir.path().join("b.db");
+    ok(&a, &["init", "--encrypt"]);
+    let conv = ok(&a, &["conv", "new", "--title", "Trip"]);
+    ok(&a, &["sync", "register", "--server", &url, "--user", "ada"]);
+    ok(&b, &["sync", "join", "--server", &url, "--user", "ada"]);
+
+    // A is offline (it does not sync): a rename and 100 messages.
+    ok(
+        &a,
+        &["conv", "rename", &conv, "--title", "Trip (A, earlier)"],
+    );
+    for i in 0..100 {
+        ok(
+            &a,
+            &[
+                "msg",
+                "add",
+                &conv,
+                "--role",
+                "user",
+                "--content",
+                &format!("note {i}"),
+            ],
+        );
+    }
+    // The server restarts in between; B renames later and syncs.
+    server.restart();
+    ok(&b, &["conv", "rename", &conv, "--title", "Trip (B, later)"]);
+    ok(&b, &["sync", "now"]);
+    // A reconnects: its 100 messages go up, B's newer title comes down.
+    let report = json(&a, &["sync", "now", "--json"]);
+    assert_eq!(report["pushed"], 100, "the 100 messages: {report}");
+    assert_eq!(
+        report["pushSuperseded"], 1,
+        "A's earlier rename lost: {report}"
+    );
+    assert_eq!(report["deadLetters"], 0, "{report}");
+    ok(&b, &["sync", "now"]);
+
+    let (shown_a, all_a, status_a) = seen(&a, &conv);
+    let (shown_b, all_b, status_b) = seen(&b, &conv);
+    assert_eq!(
+        shown_a["conversation"]["title"], "Trip (B, later)",
+        "the later rename wins"
+    );
+    assert_eq!(shown_a["messages"].as_array().map(Vec::len), Some(100));
+    assert_eq!(shown_a, shown_b, "both devices show the same conversation");
+    assert_eq!(all_a, all_b);
+    for status in [&status_a, &status_b] {
+        assert_eq!(status["pending"], 0, "{status}");
+        assert_eq!(status["parked"], 0, "{status}");
+        assert_eq!(status["lastError"], Value::Null, "{status}");
+    }
+}
+
+#[test]
+fn offline_writes_and_a_later_rename_converge_across_a_server_restart_sqlite() {
+    offline_writes_and_a_later_rename_converge_across_a_server_restart(Backend::Sqlite);
+}
+
+#[test]
+fn offline_writes_and_a_later_rename_converge_across_a_server_restart_postgres() {
+    offline_writes_and_a_later_rename_converge_across_a_server_restart(Backend::Postgres);
+}
+
+// ---- 100,001 pending changes, one `sync now` -------------------------------------
+
+#[test]
+fn one_sync_now_sends_100_001_pending_messages_and_another_device_gets_them_all() {
+    const MESSAGES: u64 = 100_001;
+    let dir = tempfile::tempdir().unwrap();
+    let db = ServerDb::new(Backend::Sqlite, dir.path()).expect("sqlite");
+    let server = RestartableServer::start(db.url.clone());
+    let url = server.url();
+    let a = dir.path().join("a.db");
+    let b = dir.path().join("b.db");
+    let export: PathBuf = dir.path().join("big.json");
+    let conversations = common::big_export(&export, MESSAGES, 1_000, |m| format!("message {m}"));
+    ok(&a, &["init", "--encrypt"]);
+    ok(&a, &["import", export.to_str().unwrap()]);
+    let pending = json(&a, &["sync", "status", "--json"])["pending"].clone();
+    assert_eq!(pending, MESSAGES + conversations);
+
+    let report = json(
+        &a,
+        &[
+            "sync", "register", "--server", &url, "--user", "ada", "--json",
+        ],
+    );
+    assert_eq!(report["pushed"], MESSAGES + conversations, "{report}");
+    let status = json(&a, &["sync", "status", "--json"]);
+    assert_eq!(status["pending"], 0, "{status}");
+
+    let joined = json(
+        &b,
+        &["sync", "join", "--server", &url, "--user", "ada", "--json"],
+    );
+    assert_eq!(joined["pulled"], MESSAGES + conversations, "{joined}");
+    let stats = json(&b, &["stats", "--json"]);
+    assert_eq!(stats["messages"], MESSAGES, "{stats}");
+    assert_eq!(stats["conversations"], conversations, "{stats}");
+}
