@@ -325,6 +325,18 @@ pub enum SyncCommand {
     /// The account's sessions (signed-in devices and browsers); with
     /// `--revoke-others`, sign out every one but this device.
     Sessions(SessionsArgs),
+    /// Stay connected and keep this vault in sync until SIGINT or SIGTERM:
+    /// pulls when the server says something changed, pushes as changes
+    /// appear (from any process writing the vault), reconnects with
+    /// backoff, and prints a line whenever the state changes.
+    Watch(WatchArgs),
+}
+
+/// `sync watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 /// `sync sessions`.

@@ -330,3 +330,136 @@ fn one_sync_now_sends_100_001_pending_messages_and_another_device_gets_them_all(
     assert_eq!(stats["messages"], MESSAGES, "{stats}");
     assert_eq!(stats["conversations"], conversations, "{stats}");
 }
+
+// ---- sync watch --------------------------------------------------------------------
+
+/// Polls `check` every 200 ms for up to `limit`.
+fn eventually(limit: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    check()
+}
+
+/// Whether `store`'s conversation list has one titled `title`.
+fn has_conversation(store: &Path, title: &str) -> bool {
+    json(store, &["conv", "ls", "--json"])
+        .as_array()
+        .is_some_and(|all| all.iter().any(|c| c["title"] == title))
+}
+
+/// `sync watch` pushes what another process writes, pulls what another
+/// device pushes (on the poke), reconnects after the server restarts,
+/// refuses a second watcher on the same vault, and exits 0 on SIGTERM.
+#[test]
+fn sync_watch_keeps_a_vault_in_sync_until_sigterm() {
+    use std::io::BufRead as _;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let db = ServerDb::new(Backend::Sqlite, dir.path()).expect("sqlite");
+    let mut server = RestartableServer::start(db.url.clone());
+    let url = server.url();
+    let a = dir.path().join("a.db");
+    let b = dir.path().join("b.db");
+    ok(&a, &["init", "--encrypt"]);
+    ok(&a, &["sync", "register", "--server", &url, "--user", "ada"]);
+    ok(&b, &["sync", "join", "--server", &url, "--user", "ada"]);
+
+    let mut watcher = Command::new(BIN)
+        .args(["sync", "watch", "--json"])
+        .env("CHATVAULT_STORE", &a)
+        .env("CHATVAULT_PASSPHRASE", PASS)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the watcher");
+    let (lines_tx, lines) = mpsc::channel::<Value>();
+    let stdout = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let parsed = serde_json::from_str(&line).expect("one JSON object per line");
+            if lines_tx.send(parsed).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |what: &dyn Fn(&Value) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Ok(line) = lines.recv_timeout(deadline - std::time::Instant::now()) {
+            if what(&line) {
+                return line;
+            }
+        }
+        panic!("the watcher never printed the expected line");
+    };
+    wait_for(&|l| l["state"] == "idle" && l["realtime"] == true);
+
+    // One watcher per vault.
+    let second = run(&a, &["sync", "watch"]);
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
+
+    // Another process writes A's vault: the watcher pushes it.
+    ok(
+        &a,
+        &["conv", "new", "--title", "written by another process"],
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            ok(&b, &["sync", "now"]);
+            has_conversation(&b, "written by another process")
+        }),
+        "the watcher pushed a change another process wrote"
+    );
+    // B pushes: the poke makes A's watcher pull.
+    ok(&b, &["conv", "new", "--title", "from B"]);
+    ok(&b, &["sync", "now"]);
+    assert!(
+        eventually(Duration::from_secs(20), || has_conversation(&a, "from B")),
+        "the watcher pulled on the poke"
+    );
+    // The server restarts: the watcher reconnects and keeps pulling.
+    server.restart();
+    ok(&b, &["conv", "new", "--title", "after the restart"]);
+    ok(&b, &["sync", "now"]);
+    assert!(
+        eventually(Duration::from_secs(30), || has_conversation(
+            &a,
+            "after the restart"
+        )),
+        "the watcher reconnected after the restart"
+    );
+
+    // SIGTERM: a clean stop, exit status 0, a last line saying so.
+    let killed = Command::new("kill")
+        .args(["-TERM", &watcher.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let last = wait_for(&|l| l["note"].as_str().is_some_and(|n| n.starts_with("stopped")));
+    assert_eq!(last["note"], "stopped (SIGTERM)");
+    let status = watcher.wait().expect("the watcher exits");
+    assert!(status.success(), "{status:?}");
+    // The lock went with it: another watcher can start.
+    let mut again = Command::new(BIN)
+        .args(["sync", "watch"])
+        .env("CHATVAULT_STORE", &a)
+        .env("CHATVAULT_PASSPHRASE", PASS)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(again.try_wait().unwrap().is_none(), "a new watcher runs");
+    again.kill().unwrap();
+    let _ = again.wait();
+}

@@ -8,6 +8,7 @@ mod msg;
 mod retention;
 mod stats;
 mod sync;
+mod watch;
 
 use crate::cli::{Cli, Command};
 use crate::passphrase;

@@ -32,6 +32,7 @@ pub async fn run(ctx: &Context, cmd: SyncCommand) -> Result<()> {
         SyncCommand::Unlink => unlink(ctx).await,
         SyncCommand::Logout => logout(ctx).await,
         SyncCommand::Sessions(args) => sessions(ctx, args).await,
+        SyncCommand::Watch(args) => super::watch::run(ctx, args).await,
     }
 }
 
@@ -50,7 +51,7 @@ fn options() -> SyncOptions {
 }
 
 /// The vault and its passphrase; sync needs an encrypted vault.
-async fn open_encrypted(ctx: &Context) -> Result<(Arc<Vault>, passphrase::Passphrase)> {
+pub(super) async fn open_encrypted(ctx: &Context) -> Result<(Arc<Vault>, passphrase::Passphrase)> {
     let (vault, passphrase) = ctx.open_keeping_passphrase(Access::Existing).await?;
     let Some(passphrase) = passphrase else {
         bail!(
@@ -150,9 +151,18 @@ async fn now(ctx: &Context, json: JsonFlag) -> Result<()> {
 /// (checked with the server, so a session the server no longer knows is
 /// noticed here) or, failing that, with the passphrase.
 async fn signed_in(vault: Arc<Vault>, passphrase: &passphrase::Passphrase) -> Result<SyncClient> {
+    signed_in_with(vault, passphrase, options()).await
+}
+
+/// [`signed_in`] with these sync options.
+pub(super) async fn signed_in_with(
+    vault: Arc<Vault>,
+    passphrase: &passphrase::Passphrase,
+    options: SyncOptions,
+) -> Result<SyncClient> {
     let (server, user) = connection(&vault).await?;
     let sign_in_error = || format!("cannot sign in as {user} on {server}");
-    let client = SyncClient::resume_or_login(vault, &server, &user, passphrase.expose(), options())
+    let client = SyncClient::resume_or_login(vault, &server, &user, passphrase.expose(), options)
         .await
         .with_context(sign_in_error)?;
     // The saved key was refused (the passphrase changed on another device):
