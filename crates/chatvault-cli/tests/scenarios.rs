@@ -11,203 +11,14 @@
 
 mod common;
 
-use chatvault_server::{Config, DatabaseUrl, Server};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 
-const BIN: &str = env!("CARGO_BIN_EXE_chatvault");
-const PASS: &str = "correct horse battery staple";
-
-// ---- a server that can restart on the same address -------------------------
-
-/// A sync server on its own thread and runtime; `restart` stops it (a
-/// graceful shutdown, as a deploy would) and starts a new one on the same
-/// address and database.
-struct RestartableServer {
-    database: DatabaseUrl,
-    addr: String,
-    running: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-impl RestartableServer {
-    fn start(database: DatabaseUrl) -> RestartableServer {
-        let mut server = RestartableServer {
-            database,
-            addr: "127.0.0.1:0".into(),
-            running: None,
-        };
-        server.launch();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn launch(&mut self) {
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let database = self.database.clone();
-        let addr = self.addr.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let mut config = Config::new(database);
-                config.insecure_cookies = true;
-                let server = Server::open(config).await.expect("server opens");
-                let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
-                ready_tx
-                    .send(listener.local_addr().expect("addr").to_string())
-                    .expect("report the address");
-                server
-                    .run(listener, async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .expect("server runs and stops cleanly");
-            });
-        });
-        self.addr = ready_rx.recv().expect("server started");
-        self.running = Some((stop_tx, thread));
-    }
-
-    fn stop(&mut self) {
-        if let Some((stop, thread)) = self.running.take() {
-            let _ = stop.send(());
-            thread.join().expect("server thread");
-        }
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.launch();
-    }
-}
-
-impl Drop for RestartableServer {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            self.stop();
-        }
-    }
-}
-
-// ---- databases ---------------------------------------------------------------
-
-/// A server database for one test: a SQLite file, or a fresh PostgreSQL
-/// database (dropped afterwards). `None` only when PostgreSQL tests are
-/// switched off with `CHATVAULT_SKIP_POSTGRES=1`.
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-struct ServerDb {
-    url: DatabaseUrl,
-    postgres: Option<(String, String)>,
-}
-
-fn postgres_admin_url() -> String {
-    std::env::var("CHATVAULT_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn admin_sql(admin_url: &str, sql: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL at {admin_url} is unreachable ({e}): start it, point \
-                     CHATVAULT_TEST_POSTGRES_URL at one, or set CHATVAULT_SKIP_POSTGRES=1"
-                )
-            });
-        tokio::spawn(connection);
-        client.batch_execute(sql).await.expect(sql);
-    });
-}
-
-impl ServerDb {
-    fn new(backend: Backend, dir: &Path) -> Option<ServerDb> {
-        match backend {
-            Backend::Sqlite => Some(ServerDb {
-                url: DatabaseUrl::Sqlite(dir.join("server.db")),
-                postgres: None,
-            }),
-            Backend::Postgres => {
-                if std::env::var("CHATVAULT_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
-                    eprintln!("CHATVAULT_SKIP_POSTGRES=1: skipping a PostgreSQL test");
-                    return None;
-                }
-                let admin = postgres_admin_url();
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .subsec_nanos();
-                let name = format!("chatvault_cli_{}_{nanos:x}", std::process::id());
-                admin_sql(&admin, &format!("CREATE DATABASE \"{name}\""));
-                let (base, _) = admin.rsplit_once('/').expect("a database in the URL");
-                let url: DatabaseUrl = format!("{base}/{name}").parse().expect("postgres URL");
-                Some(ServerDb {
-                    url,
-                    postgres: Some((admin, name)),
-                })
-            }
-        }
-    }
-}
-
-impl Drop for ServerDb {
-    fn drop(&mut self) {
-        if let Some((admin, name)) = &self.postgres {
-            admin_sql(
-                admin,
-                &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-            );
-        }
-    }
-}
+use common::{json, ok, run, Backend, RestartableServer, ServerDb, BIN, PASS};
 
 // ---- the CLI -------------------------------------------------------------------
-
-fn run(store: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("CHATVAULT_STORE", store)
-        .env("CHATVAULT_PASSPHRASE", PASS)
-        .env_remove("CHATVAULT_PASSPHRASE_FILE")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run chatvault")
-}
-
-fn ok(store: &Path, args: &[&str]) -> String {
-    let out = run(store, args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
-}
-
-fn json(store: &Path, args: &[&str]) -> Value {
-    serde_json::from_str(&ok(store, args)).expect("JSON output")
-}
 
 /// What a user of `store` can see of conversation `conv`, and what sync
 /// still holds back.
@@ -403,7 +214,7 @@ fn sync_watch_keeps_a_vault_in_sync_until_sigterm() {
     wait_for(&|l| l["state"] == "idle" && l["realtime"] == true);
 
     // One watcher per vault.
-    let second = run(&a, &["sync", "watch"]);
+    let second = run(&a, &["sync", "watch"], PASS);
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
 

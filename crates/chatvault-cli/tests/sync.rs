@@ -2,72 +2,18 @@
 //! processes each time) converge through a real server, and the server's
 //! database never holds their plaintext.
 
-use chatvault_server::{Config, DatabaseUrl, Server};
-use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use chatvault_server::DatabaseUrl;
+use std::path::Path;
 
-const BIN: &str = env!("CARGO_BIN_EXE_chatvault");
-const PASS: &str = "correct horse battery staple";
+mod common;
 
-/// A sync server on 127.0.0.1:0 with a SQLite file, on its own thread.
-fn start_server(db: PathBuf) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let mut config = Config::new(DatabaseUrl::Sqlite(db));
-            config.insecure_cookies = true;
-            let server = Server::open(config).await.expect("server");
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            tx.send(format!("http://{addr}")).expect("send url");
-            let _ = server.run(listener, std::future::pending::<()>()).await;
-        });
-    });
-    rx.recv().expect("server started")
-}
-
-fn run(store: &Path, args: &[&str], passphrase: &str) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("CHATVAULT_STORE", store)
-        .env("CHATVAULT_PASSPHRASE", passphrase)
-        .env_remove("CHATVAULT_PASSPHRASE_FILE")
-        .env_remove("CHATVAULT_SERVER")
-        .env_remove("CHATVAULT_USER")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run chatvault")
-}
-
-fn ok(store: &Path, args: &[&str]) -> String {
-    let out = run(store, args, PASS);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
-}
-
-fn json(store: &Path, args: &[&str]) -> Value {
-    serde_json::from_str(&ok(store, args)).expect("json")
-}
+use common::{json, ok, run, RestartableServer, PASS};
 
 #[test]
 fn two_devices_converge_through_the_server_without_it_seeing_plaintext() {
     let dir = tempfile::tempdir().unwrap();
-    let url = start_server(dir.path().join("server.db"));
+    let server = RestartableServer::start(DatabaseUrl::Sqlite(dir.path().join("server.db")));
+    let url = server.url();
     let a = dir.path().join("laptop.db");
     let b = dir.path().join("phone.db");
 
@@ -143,7 +89,8 @@ fn two_devices_converge_through_the_server_without_it_seeing_plaintext() {
 #[test]
 fn sync_errors_are_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    let url = start_server(dir.path().join("server.db"));
+    let server = RestartableServer::start(DatabaseUrl::Sqlite(dir.path().join("server.db")));
+    let url = server.url();
     let a = dir.path().join("a.db");
     ok(&a, &["init", "--encrypt"]);
 
@@ -210,7 +157,8 @@ fn sync_errors_are_one_clear_line() {
 #[test]
 fn a_linked_vault_refuses_another_account_until_unlinked() {
     let dir = tempfile::tempdir().unwrap();
-    let url = start_server(dir.path().join("server.db"));
+    let server = RestartableServer::start(DatabaseUrl::Sqlite(dir.path().join("server.db")));
+    let url = server.url();
     let a = dir.path().join("a.db");
     ok(&a, &["init", "--encrypt"]);
     ok(&a, &["conv", "new", "--title", "mine"]);
@@ -265,7 +213,8 @@ fn a_linked_vault_refuses_another_account_until_unlinked() {
 #[test]
 fn each_device_keeps_one_session_across_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let url = start_server(dir.path().join("server.db"));
+    let server = RestartableServer::start(DatabaseUrl::Sqlite(dir.path().join("server.db")));
+    let url = server.url();
     let a = dir.path().join("laptop.db");
     let b = dir.path().join("phone.db");
     ok(&a, &["init", "--encrypt"]);
