@@ -451,6 +451,14 @@ fn msg_ls_pages_back_with_before() {
             .collect()
     };
     assert_eq!(page(&ids[3]), ids[1..3]);
+    // --json names the next page on stderr too, keeping stdout pure JSON.
+    let out = run(
+        &store,
+        &[
+            "msg", "ls", &conv, "--limit", "2", "--before", &ids[3], "--json",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("--before {}", ids[1])));
     assert_eq!(page(&ids[1]), ids[0..1]);
     assert!(page(&ids[0]).is_empty());
     let out = run(

@@ -42,24 +42,25 @@ pub async fn run(ctx: &Context, cmd: MsgCommand) -> Result<()> {
             };
             let page = page(&vault, conversation, limit, before).await?;
             output::warn_damaged("message", &page.damaged);
+            // The first (oldest) one listed is where the next page starts.
+            let older = page.next_cursor.and(page.items.first()).map(|m| m.id);
             if json.json {
-                return output::json(&output::with_damaged(&page.items, &page.damaged)?);
+                output::json(&output::with_damaged(&page.items, &page.damaged)?)?;
+            } else {
+                let mut t = Table::new(["ID", "CREATED", "ROLE", "CONTENT"]);
+                for m in &page.items {
+                    t.row([
+                        m.id.to_string(),
+                        output::ago(m.created_at),
+                        m.role.to_string(),
+                        output::text(&output::one_line(&m.content, 60)),
+                    ]);
+                }
+                t.print()?;
             }
-            let mut t = Table::new(["ID", "CREATED", "ROLE", "CONTENT"]);
-            for m in &page.items {
-                t.row([
-                    m.id.to_string(),
-                    output::ago(m.created_at),
-                    m.role.to_string(),
-                    output::text(&output::one_line(&m.content, 60)),
-                ]);
-            }
-            t.print()?;
-            if let (true, Some(first)) = (page.next_cursor.is_some(), page.items.first()) {
-                eprintln!(
-                    "older messages: chatvault msg ls {conversation} --before {}",
-                    first.id
-                );
+            if let Some(id) = older {
+                // On stderr, so it never mixes into the table or the JSON.
+                eprintln!("older messages: chatvault msg ls {conversation} --before {id}");
             }
             Ok(())
         }
