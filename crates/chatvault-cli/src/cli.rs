@@ -41,7 +41,9 @@ pub enum Command {
     },
     /// Change the passphrase of an encrypted vault (the new one is asked
     /// twice, or read from CHATVAULT_NEW_PASSPHRASE_FILE /
-    /// CHATVAULT_NEW_PASSPHRASE).
+    /// CHATVAULT_NEW_PASSPHRASE). A vault linked to a sync account changes
+    /// the account first (its other sessions are signed out); if the
+    /// server cannot be reached, nothing is changed anywhere.
     Passwd {
         /// Also rotate the data key: everything written from now on is
         /// sealed with a new key that an old copy of the key envelope
@@ -91,13 +93,15 @@ pub struct JsonFlag {
 pub enum ConvCommand {
     /// Create a conversation and print its id.
     New {
-        /// Its title.
-        #[arg(long, short)]
+        /// Its title (not empty).
+        #[arg(long, short, value_parser = parse_title)]
         title: String,
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// List conversations, most recent activity first.
+    /// List conversations, most recent activity first. A conversation that
+    /// cannot be read (damaged) is skipped and named on stderr; with
+    /// `--json` it is listed as `{"id": ID, "damaged": true}`.
     Ls {
         /// At most this many.
         #[arg(long)]
@@ -119,8 +123,8 @@ pub enum ConvCommand {
     Rename {
         /// Conversation id.
         id: String,
-        /// The new title.
-        #[arg(long, short)]
+        /// The new title (not empty).
+        #[arg(long, short, value_parser = parse_title)]
         title: String,
     },
     /// Delete a conversation and all its messages.
@@ -139,19 +143,26 @@ pub enum MsgCommand {
         /// Who speaks: user, assistant, system or tool.
         #[arg(long, value_parser = parse_role)]
         role: Role,
-        /// The text; `-` reads it from standard input.
+        /// The text; `-` reads it from standard input. It may be empty: a
+        /// tool call's turn often has no text.
         #[arg(long)]
         content: String,
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// List the latest messages of a conversation, oldest first.
+    /// List the latest messages of a conversation, oldest first. A message
+    /// that cannot be read (damaged) is skipped and named on stderr; with
+    /// `--json` it is listed as `{"id": ID, "damaged": true}`.
     Ls {
         /// Conversation id.
         conversation: String,
         /// How many of the latest messages.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Page back: the messages written before this message id (the
+        /// first id of the previous listing).
+        #[arg(long, value_name = "ID")]
+        before: Option<String>,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -160,6 +171,19 @@ pub enum MsgCommand {
         /// Message id.
         id: String,
     },
+}
+
+/// A title a person can find the conversation by: not empty, not only
+/// spaces.
+fn parse_title(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "a conversation needs a title (it is what `conv ls` shows); \
+                    give one that is not empty"
+                .into(),
+        );
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -181,10 +205,15 @@ pub enum RetentionCommand {
         json: JsonFlag,
     },
     /// Store a policy in the vault; it is applied when the vault is opened,
-    /// at most once a day.
+    /// at most once a day, saying on stderr what it removed. Prints what it
+    /// would delete now and asks to confirm (`--yes` without a terminal).
+    /// A limit of 0 is refused: it would delete everything.
     Set {
         #[command(flatten)]
         limits: RetentionLimits,
+        /// Store it without asking (for scripts).
+        #[arg(long)]
+        yes: bool,
     },
     /// Show the stored policy and when it last ran.
     Show(JsonFlag),

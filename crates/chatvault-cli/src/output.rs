@@ -18,6 +18,7 @@ macro_rules! outln {
 
 use anyhow::Result;
 use chatvault::Timestamp;
+use chatvault_core::RecordId;
 use serde::Serialize;
 use std::io::Write;
 
@@ -40,6 +41,39 @@ pub fn created<T: Serialize>(as_json: bool, value: &T, id: impl std::fmt::Displa
         outln!("{id}");
         Ok(())
     }
+}
+
+/// Says on stderr that a listing skipped records it cannot read
+/// (damaged, or tampered with), naming them; nothing when there are none.
+pub fn warn_damaged(what: &str, ids: &[RecordId]) {
+    if ids.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    eprintln!(
+        "warning: skipped {} damaged {what}(s) that cannot be read: {} (`chatvault stats` \
+         counts them all)",
+        ids.len(),
+        ids.join(", ")
+    );
+}
+
+/// A listing for `--json`: the readable records, then one
+/// `{"id": ID, "damaged": true}` entry for each one that cannot be read.
+pub fn with_damaged<T: Serialize>(
+    items: &[T],
+    damaged: &[RecordId],
+) -> Result<Vec<serde_json::Value>> {
+    let mut out = items
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<serde_json::Result<Vec<_>>>()?;
+    out.extend(
+        damaged
+            .iter()
+            .map(|id| serde_json::json!({ "id": id.to_string(), "damaged": true })),
+    );
+    Ok(out)
 }
 
 /// Whether `e` is stdout closed by its reader (`EPIPE`): a normal end.
@@ -85,6 +119,30 @@ pub fn time(t: Timestamp) -> String {
                 .ok()
         })
         .unwrap_or_else(|| format!("{}ms", t.as_millis()))
+}
+
+/// A time for a person reading a table: how long ago it was ("just now",
+/// "5 minutes ago", "3 days ago"), or its date once that is more than a
+/// month back (or in the future). `--json` keeps machine values instead.
+pub fn ago(t: Timestamp) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    ago_at(t, Timestamp(now))
+}
+
+fn ago_at(t: Timestamp, now: Timestamp) -> String {
+    const MINUTE: i64 = 60_000;
+    const HOUR: i64 = 60 * MINUTE;
+    const DAY: i64 = 24 * HOUR;
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" });
+    match now.as_millis() - t.as_millis() {
+        d if !(-MINUTE..30 * DAY).contains(&d) => time(t).chars().take(10).collect(),
+        d if d < MINUTE => "just now".to_owned(),
+        d if d < HOUR => plural(d / MINUTE, "minute"),
+        d if d < DAY => plural(d / HOUR, "hour"),
+        d => plural(d / DAY, "day"),
+    }
 }
 
 /// A byte count in binary units.
@@ -157,5 +215,35 @@ impl<const N: usize> Table<N> {
             writeln!(out, "{line}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_how_long_ago_then_as_dates() {
+        let now = Timestamp(1_764_633_600_000); // 2025-12-02T00:00:00Z
+        let before = |ms: i64| ago_at(Timestamp(now.as_millis() - ms), now);
+        assert_eq!(before(0), "just now");
+        assert_eq!(before(59_000), "just now");
+        assert_eq!(before(60_000), "1 minute ago");
+        assert_eq!(before(5 * 60_000), "5 minutes ago");
+        assert_eq!(before(3_600_000), "1 hour ago");
+        assert_eq!(before(3 * 86_400_000 + 5), "3 days ago");
+        assert_eq!(before(40 * 86_400_000), "2025-10-23");
+        assert_eq!(
+            before(-86_400_000),
+            "2025-12-03",
+            "a clock ahead shows the date"
+        );
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(2_411_724), "2.3 MiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
     }
 }

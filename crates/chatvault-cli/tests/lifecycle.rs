@@ -156,13 +156,50 @@ fn retention_runs_dry_applies_and_stores_a_policy() {
     let err = s.fails_env(&["retention", "run"], &[]);
     assert!(err.contains("no retention policy"), "{err}");
 
-    // A stored policy: shown, used by a bare `run`, applied on open.
-    s.ok(&["retention", "set", "--max-age-days", "0"]);
+    // A limit of zero would delete everything: refused, nothing stored.
+    for zero in [
+        &["retention", "set", "--max-age-days", "0", "--yes"][..],
+        &["retention", "set", "--max-bytes", "0", "--yes"][..],
+        &["retention", "run", "--max-conversations", "0"][..],
+    ] {
+        let err = s.fails_env(zero, &[]);
+        assert!(err.contains("would delete every conversation"), "{err}");
+    }
+    // Without a terminal, `set` shows its dry run and refuses without --yes.
+    s.ok(&["conv", "new", "--title", "newer"]);
+    s.ok(&["conv", "new", "--title", "newest"]);
+    let out = s.run(&["retention", "set", "--max-conversations", "1"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("would delete 2 conversations"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --yes"));
+    assert_eq!(
+        s.json(&["retention", "show", "--json"])["policy"],
+        Value::Null
+    );
+
+    // Stored with --yes: `retention show` leaves it alone; the next other
+    // command applies it and says so in one line on stderr.
+    s.ok(&["retention", "set", "--max-conversations", "1", "--yes"]);
     let shown = s.json(&["retention", "show", "--json"]);
-    assert_eq!(shown["policy"]["maxAgeDays"], 0);
-    // Opening the vault (any command) ran it: everything was older than now.
-    assert!(shown["lastRun"].as_i64().is_some(), "{shown}");
-    assert_eq!(s.json(&["stats", "--json"])["conversations"], 0);
+    assert_eq!(shown["policy"]["maxConversations"], 1);
+    assert_eq!(shown["lastRun"], Value::Null, "{shown}");
+    let out = s.run(&["conv", "ls", "--json"], &[]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("retention: the stored policy (max 1 conversations) deleted 2"),
+        "{err}"
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    // Not due again today: silent.
+    let out = s.run(&["stats"], &[]);
+    assert!(out.status.success() && out.stderr.is_empty());
     s.ok(&["retention", "clear"]);
     assert_eq!(s.ok(&["retention", "show"]), "no retention policy stored");
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 
 mod common;
 
-use common::{json, ok, run, RestartableServer, PASS};
+use common::{json, ok, run, run_with, RestartableServer, PASS};
+use serde_json::Value;
+use std::process::Output;
 
 #[test]
 fn two_devices_converge_through_the_server_without_it_seeing_plaintext() {
@@ -280,4 +282,151 @@ fn each_device_keeps_one_session_across_commands() {
             .len(),
         2
     );
+}
+
+/// `ok` with another passphrase.
+fn ok_as(store: &Path, args: &[&str], passphrase: &str) -> String {
+    let out = run(store, args, passphrase);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const NEW_PASS: &str = "a brand new passphrase";
+
+/// `passwd` on a linked vault changes the account first: afterwards the
+/// old passphrase joins nothing, the new one joins and reads everything,
+/// and a device that still had the old one is signed out until it uses the
+/// new one. `--rotate-key` reaches the account too: records written after
+/// it read on every device.
+#[test]
+fn passwd_on_a_linked_vault_changes_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RestartableServer::start(DatabaseUrl::Sqlite(dir.path().join("server.db")));
+    let url = server.url();
+    let a = dir.path().join("a.db");
+    let b = dir.path().join("b.db");
+    ok(&a, &["init", "--encrypt"]);
+    let conv = ok(&a, &["conv", "new", "--title", "before"]);
+    ok(&a, &["sync", "register", "--server", &url, "--user", "ivy"]);
+    ok(&b, &["sync", "join", "--server", &url, "--user", "ivy"]);
+
+    let out = run_with(
+        &a,
+        &["passwd"],
+        PASS,
+        &[("CHATVAULT_NEW_PASSPHRASE", NEW_PASS)],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("account ivy"));
+
+    // The old passphrase neither joins nor signs in; the new one does both.
+    let fresh = dir.path().join("fresh.db");
+    let out = run(
+        &fresh,
+        &["sync", "join", "--server", &url, "--user", "ivy"],
+        PASS,
+    );
+    assert!(!out.status.success(), "joined with the old passphrase");
+    assert!(!fresh.exists(), "a failed join left a vault");
+    ok_as(
+        &fresh,
+        &["sync", "join", "--server", &url, "--user", "ivy"],
+        NEW_PASS,
+    );
+    assert!(ok_as(&fresh, &["conv", "ls"], NEW_PASS).contains("before"));
+    // A's vault and its sync follow the new passphrase.
+    assert!(!run(&a, &["conv", "ls"], PASS).status.success());
+    ok_as(&a, &["sync", "now"], NEW_PASS);
+    // B, still on the old passphrase, was signed out and cannot sign in;
+    // `sync join` on its store with the new one recovers it.
+    let out = run(&b, &["sync", "now"], PASS);
+    assert!(!out.status.success(), "B synced with the old passphrase");
+    ok_as(
+        &b,
+        &["sync", "join", "--server", &url, "--user", "ivy"],
+        NEW_PASS,
+    );
+    assert!(ok_as(&b, &["conv", "ls"], NEW_PASS).contains("before"));
+    assert!(!run(&b, &["conv", "ls"], PASS).status.success());
+
+    // A rotation on the linked vault (same passphrase) reaches the account.
+    let out = run_with(
+        &a,
+        &["passwd", "--rotate-key"],
+        NEW_PASS,
+        &[("CHATVAULT_NEW_PASSPHRASE", NEW_PASS)],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rotated here and on the account"));
+    ok_as(
+        &a,
+        &[
+            "msg",
+            "add",
+            &conv,
+            "--role",
+            "user",
+            "--content",
+            "sealed under the new key",
+        ],
+        NEW_PASS,
+    );
+    ok_as(&a, &["sync", "now"], NEW_PASS);
+    // B signs in again, adopts the rotated envelope and reads the message
+    // sealed under the new key.
+    ok_as(&b, &["sync", "now"], NEW_PASS);
+    let msgs: Value =
+        serde_json::from_str(&ok_as(&b, &["msg", "ls", &conv, "--json"], NEW_PASS)).unwrap();
+    assert_eq!(msgs[0]["content"], "sealed under the new key", "{msgs}");
+}
+
+/// Offline, `passwd` on a linked vault refuses and changes nothing: the
+/// vault and the account both still take the old passphrase only.
+#[test]
+fn passwd_on_a_linked_vault_offline_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db");
+    let mut server = RestartableServer::start(DatabaseUrl::Sqlite(db.clone()));
+    let url = server.url();
+    let a = dir.path().join("a.db");
+    ok(&a, &["init", "--encrypt"]);
+    ok(&a, &["conv", "new", "--title", "kept"]);
+    ok(&a, &["sync", "register", "--server", &url, "--user", "jo"]);
+    server.stop();
+
+    for args in [&["passwd"][..], &["passwd", "--rotate-key"][..]] {
+        let out = run_with(&a, args, PASS, &[("CHATVAULT_NEW_PASSPHRASE", NEW_PASS)]);
+        assert!(!out.status.success(), "{args:?} succeeded offline");
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("account jo") && err.contains("nothing was changed"),
+            "{err}"
+        );
+    }
+    assert!(ok(&a, &["conv", "ls"]).contains("kept"));
+    assert!(!run(&a, &["conv", "ls"], NEW_PASS).status.success());
+
+    let server = RestartableServer::start(DatabaseUrl::Sqlite(db));
+    let url = server.url();
+    let b = dir.path().join("b.db");
+    assert!(!run(
+        &b,
+        &["sync", "join", "--server", &url, "--user", "jo"],
+        NEW_PASS
+    )
+    .status
+    .success());
+    ok(&b, &["sync", "join", "--server", &url, "--user", "jo"]);
+    assert!(ok(&b, &["conv", "ls"]).contains("kept"));
 }

@@ -2,7 +2,7 @@
 //! the [`Page`] a listing returns. Cursors travel through apps as opaque
 //! strings.
 
-use crate::{ConversationId, CoreError, MessageId, Timestamp};
+use crate::{ConversationId, CoreError, MessageId, RecordId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -15,6 +15,11 @@ pub struct Page<T, C> {
     pub items: Vec<T>,
     /// Pass this back to get the next page; `None` when there is no more.
     pub next_cursor: Option<C>,
+    /// Records in this page's range that are stored but cannot be read
+    /// (damaged, or tampered with): left out of `items` so the rest stays
+    /// usable, and named here so the caller can say so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<RecordId>,
 }
 
 macro_rules! cursor {

@@ -22,8 +22,11 @@ pub enum StoreError {
     },
     /// The device is out of space, the browser quota is exhausted, or the
     /// store reached the size cap it was opened with. Nothing was written.
+    /// Deleting still works on a full store (a deletion frees more than it
+    /// writes), so the message points there.
     #[error(
-        "storage is full ({detail}); free space or apply a retention policy, nothing was written"
+        "storage is full ({detail}); nothing was written: delete conversations or messages to \
+         make room (a deletion writes only a few KiB), or free space on the device"
     )]
     Full {
         /// Which limit was reached.

@@ -369,8 +369,44 @@ impl SyncClient {
     /// devices see [`SyncError::Unauthorized`] until they sign in with the
     /// new passphrase.
     pub async fn change_passphrase(&self, old: &str, new: &str) -> Result<()> {
-        let vault = &self.inner.vault;
-        let change = vault.replica().prepare_passphrase_change(old, new).await?;
+        let change = self
+            .inner
+            .vault
+            .replica()
+            .prepare_passphrase_change(old, new)
+            .await?;
+        self.replace_envelope(&change).await?;
+        tracing::info!("passphrase changed on the server and in the vault");
+        Ok(())
+    }
+
+    /// Rotates the data key of the vault and of the account (see
+    /// [`Vault::rotate_data_key`]): the server gets the new envelope first,
+    /// then the vault stores it and seals everything written from then on
+    /// with the new key. The passphrase stays `passphrase`, under a fresh
+    /// salt, so the auth key changes too: the server signs the account's
+    /// other sessions out, and other devices adopt the new envelope when
+    /// they sign in again. Same crash window as
+    /// [`change_passphrase`](Self::change_passphrase).
+    ///
+    /// [`SyncError::WrongPassphrase`] if `passphrase` does not open the
+    /// vault; nothing changes anywhere.
+    pub async fn rotate_data_key(&self, passphrase: &str) -> Result<()> {
+        let change = self
+            .inner
+            .vault
+            .replica()
+            .prepare_key_rotation(passphrase)
+            .await?;
+        self.replace_envelope(&change).await?;
+        tracing::info!("data key rotated on the server and in the vault");
+        Ok(())
+    }
+
+    /// Gives the server a prepared envelope (proved by the current auth
+    /// key), then commits it to the vault: the one path behind a passphrase
+    /// change and a key rotation.
+    async fn replace_envelope(&self, change: &chatvault::PassphraseChange) -> Result<()> {
         let current = Zeroizing::new(self.inner.credentials.lock().await.auth_key.to_base64());
         let new_key = Zeroizing::new(change.auth_key().to_base64());
         let key_envelope = serde_json::from_str(&change.envelope_json())
@@ -388,18 +424,24 @@ impl SyncClient {
         self.authed::<()>(Method::PUT, "v1/keys", &[], Some(body.to_vec()))
             .await?;
         self.inner.credentials.lock().await.auth_key = change.auth_key().clone();
-        if let Err(e) = vault.replica().commit_passphrase_change(&change).await {
-            tracing::error!(error = %e, "the server took the new passphrase but the vault did not; \
+        if let Err(e) = self
+            .inner
+            .vault
+            .replica()
+            .commit_passphrase_change(change)
+            .await
+        {
+            tracing::error!(error = %e, "the server took the new key envelope but the vault did not; \
                 sign in with the new passphrase to adopt it");
             return Err(e.into());
         }
-        // Sealed under the same data key; the old auth key no longer works.
+        // The saved session now needs the new auth key (and is sealed
+        // under the newest data key).
         let creds = self.inner.credentials.lock().await;
         if let Some(session) = &creds.session {
             self.save_session(session, &creds.auth_key).await;
         }
         drop(creds);
-        tracing::info!("passphrase changed on the server and in the vault");
         Ok(())
     }
 

@@ -38,6 +38,20 @@ pub enum VaultError {
     /// A passphrase was given for a vault that is not encrypted.
     #[error("the vault is not encrypted")]
     NotEncrypted,
+    /// A local-only passphrase change or key rotation on a vault linked to
+    /// a sync account: the account would keep the old passphrase and key
+    /// (still opening its envelope), and this device could no longer sign
+    /// in. Change them through the sync client, which changes the account
+    /// first.
+    #[error(
+        "this vault syncs with {server}: change its passphrase or data key through the sync \
+         client (SyncClient::change_passphrase / rotate_data_key, or `chatvault passwd`), which \
+         changes the account first"
+    )]
+    LinkedToAccount {
+        /// The sync server the vault is linked to.
+        server: String,
+    },
     /// Key derivation or encryption failed (weak or hostile parameters,
     /// damaged key envelope, no randomness).
     #[error("encryption: {0}")]

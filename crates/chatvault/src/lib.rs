@@ -60,10 +60,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, VaultError};
 pub use vault::{
     is_encrypted_export, ApplyReport, CompactionReport, ConversationStats, ConversationUpdate,
-    ExportEncryption, ExportOptions, ExportReport, ImportOptions, ImportRejection, ImportReport,
-    ImportSource, ListConversations, ListMessages, MessageUpdate, NewConversation, NewMessage,
-    PassphraseChange, Progress, ProgressFn, ProgressPhase, RekeyReport, RemoteApply, Replica,
-    RetentionMode, RetentionReport, StorageFootprint, Vault, VaultBuilder, VaultOptions,
+    DamagedRecords, ExportEncryption, ExportOptions, ExportReport, ImportOptions, ImportRejection,
+    ImportReport, ImportSource, ListConversations, ListMessages, MessageUpdate, NewConversation,
+    NewMessage, PassphraseChange, Progress, ProgressFn, ProgressPhase, RekeyReport, RemoteApply,
+    Replica, RetentionMode, RetentionReport, StorageFootprint, Vault, VaultBuilder, VaultOptions,
     VaultProbe, VaultStats,
 };
 

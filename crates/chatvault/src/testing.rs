@@ -21,7 +21,7 @@ use crate::{
 use chatvault_core::Incoming;
 use chatvault_core::{
     Body, Change, ConversationId, ConversationRecord, DeviceId, EntityKind, Hlc, MessageId,
-    MessageRecord, Metadata, OpId, Tombstone, UserId,
+    MessageRecord, Metadata, OpId, RecordId, Tombstone, UserId,
 };
 use chatvault_store::{BatchSource, Store, StoreError, WriteBatch, WriteOp};
 use std::future::Future;
@@ -909,6 +909,107 @@ pub mod cases {
             ));
         }
         assert_eq!(v.message(kept.id).await?.content, "kept");
+        Ok(())
+    }
+
+    /// A store filled to its last byte still deletes (a message, then a
+    /// whole conversation) and compacts: the way out of a full store is
+    /// never blocked by the same "full" error.
+    async fn a_full_store_still_deletes_and_compacts(b, mode) {
+        let clock = Arc::new(ManualClock::new(T0));
+        let v = vault_on(b.open_with_quota(256 * 1024).await, mode, clock).await?;
+        let c = v.create_conversation(NewConversation::titled("big")).await?;
+        let kb = "x".repeat(1024);
+        let mut ids = Vec::new();
+        // Big batches, then single messages, until not even one fits.
+        for size in [20, 1] {
+            loop {
+                let batch: Vec<_> = (0..size).map(|_| NewMessage::new(Role::User, kb.clone())).collect();
+                match v.add_messages(c.id, batch).await {
+                    Ok(added) => ids.extend(added.into_iter().map(|m| m.id)),
+                    Err(VaultError::Store(StoreError::Full { .. })) => break,
+                    Err(e) => return Err(e.into()),
+                }
+                assert!(ids.len() < 10_000, "quota never enforced");
+            }
+        }
+        assert!(matches!(
+            v.add_message(c.id, NewMessage::new(Role::User, kb.clone())).await,
+            Err(VaultError::Store(StoreError::Full { .. }))
+        ));
+        v.delete_message(ids[0]).await?;
+        v.delete_conversation(c.id).await?;
+        v.compact().await?;
+        v.create_conversation(NewConversation::titled("room again")).await?;
+        Ok(())
+    }
+
+    /// One damaged record hides nothing else: pages and streams leave it
+    /// out, name it, and lead on past it (even from a page whose every
+    /// row is damaged); `damaged_records` finds them all; reading it by
+    /// id is still a clear error.
+    async fn damaged_records_are_skipped_and_named(b, mode) {
+        let (v, clock) = open(b, mode).await?;
+        let mut convs = Vec::new();
+        for i in 0..5 {
+            clock.advance(1000);
+            convs.push(v.create_conversation(NewConversation::titled(format!("c{i}"))).await?);
+        }
+        let mut msgs = Vec::new();
+        for i in 0..5 {
+            clock.advance(1);
+            msgs.push(v.add_message(convs[0].id, NewMessage::new(Role::User, format!("m{i}"))).await?.id);
+        }
+        let garbage = Body(b"\x01not a record".to_vec());
+        let mut batch = WriteBatch::new();
+        for c in [&convs[3], &convs[2]] {
+            let row = v.store().conversation(c.id).await?.ok_or("missing")?.record;
+            batch.push(WriteOp::PutConversation(ConversationRecord { body: garbage.clone(), ..row }));
+        }
+        let m2 = v.store().message(msgs[2]).await?.ok_or("missing")?;
+        batch.push(WriteOp::PutMessage(MessageRecord { body: garbage.clone(), ..m2 }));
+        v.store().write(batch).await?;
+
+        // Newest first: c0 (its messages are newer), c4, then c3 and c2
+        // (one page of two, both damaged), then c1.
+        let (mut seen, mut damaged, mut after) = (Vec::new(), Vec::new(), None);
+        loop {
+            let page = v.conversations(ListConversations { after, limit: 2, ..Default::default() }).await?;
+            seen.extend(page.items.iter().map(|c| c.id));
+            damaged.extend(page.damaged.iter().copied());
+            match page.next_cursor {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, [convs[0].id, convs[4].id, convs[1].id]);
+        let bad: Vec<RecordId> = vec![convs[3].id.into(), convs[2].id.into()];
+        assert_eq!(damaged, bad);
+
+        let streamed: Vec<Result<crate::Conversation>> = futures::StreamExt::collect(
+            v.conversations_stream(ListConversations { limit: 2, ..Default::default() }),
+        )
+        .await;
+        let (mut ok, mut errs) = (Vec::new(), Vec::new());
+        for item in streamed {
+            match item {
+                Ok(c) => ok.push(c.id),
+                Err(VaultError::CorruptRecord { id, .. }) => errs.push(id),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        assert_eq!((ok, errs), (seen, bad.clone()));
+
+        let page = v.messages(convs[0].id, ListMessages { before: None, limit: 10 }).await?;
+        let contents: Vec<_> = page.items.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["m4", "m3", "m1", "m0"]);
+        assert_eq!(page.damaged, [RecordId::from(msgs[2])]);
+
+        let found = v.damaged_records().await?;
+        assert_eq!(found.conversations, [convs[3].id, convs[2].id]);
+        assert_eq!(found.messages, [msgs[2]]);
+        assert_eq!(found.count(), 3);
+        assert!(matches!(v.conversation(convs[3].id).await, Err(VaultError::CorruptRecord { .. })));
         Ok(())
     }
 

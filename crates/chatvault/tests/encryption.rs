@@ -182,6 +182,25 @@ async fn changing_the_passphrase_rewraps_one_key_and_rewrites_no_record() {
 
     let err = v.change_passphrase("not it", "new pass").await.unwrap_err();
     assert!(matches!(err, VaultError::WrongPassphrase), "{err:?}");
+    // Linked to a sync account, a local-only change is refused: the
+    // account would keep the old passphrase.
+    v.replica()
+        .set_sync_remote(Some("https://sync.example"))
+        .await
+        .unwrap();
+    for err in [
+        v.change_passphrase(PASSPHRASE, "new pass")
+            .await
+            .unwrap_err(),
+        v.rotate_data_key(PASSPHRASE).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, VaultError::LinkedToAccount { server } if server == "https://sync.example"),
+            "{err:?}"
+        );
+    }
+    assert_eq!(bodies(&store, c.id).await, bodies_before);
+    v.replica().set_sync_remote(None).await.unwrap();
     v.change_passphrase(PASSPHRASE, "new pass").await.unwrap();
     assert_eq!(
         bodies(&store, c.id).await,

@@ -1014,6 +1014,62 @@ async fn a_stored_policy_runs_on_open_at_most_once_a_day() {
     assert_eq!(v.retention_last_run().await.unwrap(), None);
 }
 
+/// A limit of zero would delete everything: it is never stored, and one
+/// stored by an older chatvault is never applied. Applying a due policy
+/// is an explicit call that reports what it removed.
+#[tokio::test]
+async fn zero_limits_are_refused_and_due_retention_is_an_explicit_call() {
+    let (v, clock, _ids) = aged_vault(Arc::new(MemoryStore::new())).await;
+    for zero in [
+        RetentionPolicy {
+            max_bytes: Some(0),
+            ..Default::default()
+        },
+        RetentionPolicy {
+            max_conversations: Some(0),
+            ..Default::default()
+        },
+        RetentionPolicy {
+            max_age_days: Some(0),
+            ..Default::default()
+        },
+    ] {
+        let err = v.set_retention_policy(Some(&zero)).await.unwrap_err();
+        assert!(
+            err.to_string().contains("would delete every conversation"),
+            "{err}"
+        );
+    }
+    assert_eq!(v.retention_policy().await.unwrap(), None);
+    assert!(
+        v.apply_due_retention().await.unwrap().is_none(),
+        "no policy"
+    );
+
+    // As an older chatvault stored it, behind the API's back.
+    let mut batch = chatvault_store::WriteBatch::new();
+    batch.push(chatvault_store::WriteOp::SetMeta(
+        chatvault::meta_keys::RETENTION_POLICY.into(),
+        br#"{"maxBytes":0}"#.to_vec(),
+    ));
+    v.store().write(batch).await.unwrap();
+    assert!(v.apply_due_retention().await.is_err());
+    assert_eq!(v.stats().await.unwrap().conversations, 5, "nothing deleted");
+
+    let policy = RetentionPolicy {
+        max_conversations: Some(3),
+        ..Default::default()
+    };
+    v.set_retention_policy(Some(&policy)).await.unwrap();
+    let report = v.apply_due_retention().await.unwrap().expect("due");
+    assert_eq!(report.plan.delete.len(), 2);
+    assert_eq!(v.retention_last_run().await.unwrap(), Some(clock.now()));
+    assert!(
+        v.apply_due_retention().await.unwrap().is_none(),
+        "not due again today"
+    );
+}
+
 /// Opens an encrypted vault asking for a due stored retention policy to run.
 async fn open_running_retention(store: Arc<dyn Store>, clock: Arc<ManualClock>) -> Vault {
     Vault::builder()

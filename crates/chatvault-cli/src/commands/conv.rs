@@ -4,8 +4,8 @@ use super::{parse_id, Access, Context};
 use crate::cli::ConvCommand;
 use crate::output::{self, Table};
 use anyhow::Result;
-use chatvault::{ConversationUpdate, ListConversations, NewConversation};
-use futures::{StreamExt, TryStreamExt};
+use chatvault::{ConversationUpdate, ListConversations, NewConversation, VaultError};
+use futures::StreamExt;
 use serde_json::json;
 
 pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
@@ -20,22 +20,28 @@ pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
         ConvCommand::Ls { limit, json } => {
             let vault = ctx.open(Access::Existing).await?;
             let wanted = limit.unwrap_or(usize::MAX);
-            let all: Vec<_> = vault
-                .conversations_stream(ListConversations {
-                    limit: wanted.min(500),
-                    ..Default::default()
-                })
-                .take(wanted)
-                .try_collect()
-                .await?;
+            let mut stream = std::pin::pin!(vault.conversations_stream(ListConversations {
+                limit: wanted.min(500),
+                ..Default::default()
+            }));
+            let (mut all, mut damaged) = (Vec::new(), Vec::new());
+            while all.len() < wanted {
+                match stream.next().await {
+                    None => break,
+                    Some(Ok(c)) => all.push(c),
+                    Some(Err(VaultError::CorruptRecord { id, .. })) => damaged.push(id),
+                    Some(Err(e)) => return Err(e.into()),
+                }
+            }
+            output::warn_damaged("conversation", &damaged);
             if json.json {
-                return output::json(&all);
+                return output::json(&output::with_damaged(&all, &damaged)?);
             }
             let mut t = Table::new(["ID", "UPDATED", "TITLE"]);
             for c in &all {
                 t.row([
                     c.id.to_string(),
-                    output::time(c.updated_at),
+                    output::ago(c.updated_at),
                     output::text(&c.title),
                 ]);
             }
@@ -45,15 +51,17 @@ pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
         ConvCommand::Show { id, limit, json } => {
             let vault = ctx.open(Access::Existing).await?;
             let c = vault.conversation(parse_id(&id)?).await?;
-            let messages = super::msg::latest(&vault, c.id, limit).await?;
+            let page = super::msg::page(&vault, c.id, limit, None).await?;
+            output::warn_damaged("message", &page.damaged);
+            let messages = page.items;
             if json.json {
                 return output::json(&json!({ "conversation": c, "messages": messages }));
             }
             outln!("{}  {}", c.id, output::text(&c.title));
             outln!(
                 "created {}  updated {}",
-                output::time(c.created_at),
-                output::time(c.updated_at)
+                output::ago(c.created_at),
+                output::ago(c.updated_at)
             );
             if !c.metadata.is_empty() {
                 outln!(
@@ -62,7 +70,7 @@ pub async fn run(ctx: &Context, cmd: ConvCommand) -> Result<()> {
                 );
             }
             for m in &messages {
-                outln!("\n[{}] {} {}", m.role, output::time(m.created_at), m.id);
+                outln!("\n[{}] {} {}", m.role, output::ago(m.created_at), m.id);
                 outln!("{}", output::multiline(&m.content));
             }
             Ok(())

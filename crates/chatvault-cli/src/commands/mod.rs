@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
-    let ctx = Context::new(cli.store)?;
+    let ctx = Context::new(cli.store, applies_retention(&cli.command))?;
     match cli.command {
         Command::Init { encrypt } => ctx.init(encrypt).await,
         Command::Passwd { rotate_key } => ctx.passwd(rotate_key).await,
@@ -33,6 +33,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Import(args) => import::run(&ctx, args).await,
         Command::Sync(c) => sync::run(&ctx, c).await,
     }
+}
+
+/// Whether opening the vault for `command` applies a stored retention
+/// policy that is due. Not for the commands that manage the policy (a user
+/// clearing a bad policy must not trigger it first), nor for `export` (a
+/// backup taken before a policy deletes anything) and the key commands.
+fn applies_retention(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Retention(_)
+            | Command::Export(_)
+            | Command::Passwd { .. }
+            | Command::Rekey
+            | Command::Init { .. }
+    )
 }
 
 /// `import` finished but rejected records: the accepted ones are in the
@@ -75,18 +90,23 @@ pub enum Access {
     Create,
 }
 
-/// What every command needs: where the vault is.
+/// What every command needs: where the vault is, and whether opening it
+/// applies a due retention policy.
 pub struct Context {
     store: PathBuf,
+    apply_retention: bool,
 }
 
 impl Context {
-    fn new(store: Option<PathBuf>) -> Result<Self> {
+    fn new(store: Option<PathBuf>, apply_retention: bool) -> Result<Self> {
         let store = match store {
             Some(p) => p,
             None => default_store()?,
         };
-        Ok(Self { store })
+        Ok(Self {
+            store,
+            apply_retention,
+        })
     }
 
     /// The vault file.
@@ -120,6 +140,9 @@ impl Context {
         };
         let vault =
             opened.with_context(|| format!("cannot open vault {}", self.store.display()))?;
+        if self.apply_retention {
+            apply_due_retention(&vault).await;
+        }
         Ok((vault, passphrase))
     }
 
@@ -268,6 +291,32 @@ impl Context {
             hint: "a new passphrase is needed: run in a terminal to be prompted, or set \
                    CHATVAULT_NEW_PASSPHRASE_FILE or CHATVAULT_NEW_PASSPHRASE",
         })?;
+        // A vault linked to an account changes the account first: changed
+        // only here, the old passphrase would still open the account (and
+        // its envelope) and this device could no longer sign in.
+        let vault = Arc::new(vault);
+        if let Some(client) = sync::linked_client(&vault, &old).await? {
+            client
+                .change_passphrase(old.expose(), new.expose())
+                .await
+                .context("cannot change the passphrase")?;
+            outln!(
+                "passphrase changed on this device and for account {} (its other sessions \
+                 were signed out)",
+                client.username()
+            );
+            if rotate_key {
+                client
+                    .rotate_data_key(new.expose())
+                    .await
+                    .context("the passphrase was changed, but the data key was not rotated")?;
+                outln!(
+                    "data key rotated here and on the account; run `chatvault rekey` to \
+                     re-seal older records"
+                );
+            }
+            return Ok(());
+        }
         vault
             .change_passphrase(old.expose(), new.expose())
             .await
@@ -277,7 +326,7 @@ impl Context {
             vault
                 .rotate_data_key(new.expose())
                 .await
-                .context("cannot rotate the data key")?;
+                .context("the passphrase was changed, but the data key was not rotated")?;
             outln!("data key rotated; run `chatvault rekey` to re-seal older records");
         }
         Ok(())
@@ -314,13 +363,48 @@ impl Context {
     }
 }
 
-/// How the CLI opens vaults: a stored retention policy that is due runs
-/// on open (the CLI has no daemon to run it otherwise).
+/// How the CLI opens vaults. A due retention policy is not run by the
+/// open itself but by [`apply_due_retention`], which says what it removed.
 pub(crate) fn vault_options() -> VaultOptions {
-    VaultOptions {
-        run_due_retention: true,
-        ..VaultOptions::default()
+    VaultOptions::default()
+}
+
+/// Applies the stored retention policy if it is due (the CLI has no daemon
+/// to run it otherwise) and says so in one line on stderr: what it
+/// removed, or why it was not applied. Never fails the command.
+async fn apply_due_retention(vault: &Vault) {
+    match vault.apply_due_retention().await {
+        Ok(None) => {}
+        Ok(Some(report)) => eprintln!(
+            "retention: the stored policy ({}) deleted {} conversation(s), {}; \
+             see `chatvault retention show`",
+            retention::describe(&report.policy),
+            report.plan.delete.len(),
+            crate::output::bytes(report.plan.bytes_freed)
+        ),
+        Err(e) => eprintln!(
+            "warning: the stored retention policy was not applied: {e}; change it with \
+             `chatvault retention set` or remove it with `chatvault retention clear`"
+        ),
     }
+}
+
+/// Asks `question` (y/N) on the terminal; without one, `yes` (a `--yes`
+/// flag) stands for the answer, and its absence is an error that says
+/// `refusal` and how to confirm.
+pub(crate) fn confirm(question: &str, yes: bool, refusal: &str) -> Result<bool> {
+    use std::io::{IsTerminal as _, Write as _};
+    if yes {
+        return Ok(true);
+    }
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        bail!("{refusal} without confirmation: pass --yes");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 fn default_store() -> Result<PathBuf> {

@@ -1,6 +1,10 @@
 //! `chatvault retention ...`: delete old history by age, count or size,
 //! now (`run`, optionally `--dry-run`) or as a stored policy the vault
 //! applies when it is opened, at most once a day (`set`, `show`, `clear`).
+//!
+//! A policy never deletes unannounced: a limit of 0 is refused, `set`
+//! shows what the policy would delete now and asks before storing it, and
+//! each automatic run prints one line on stderr (see `commands::open`).
 
 use super::{Access, Context};
 use crate::cli::{RetentionCommand, RetentionLimits};
@@ -17,10 +21,14 @@ pub async fn run(ctx: &Context, cmd: RetentionCommand) -> Result<()> {
             json,
         } => {
             let vault = ctx.open(Access::Existing).await?;
-            let policy = match policy(limits) {
+            let policy = match checked(limits)? {
                 Some(p) => p,
                 None => match vault.retention_policy().await? {
-                    Some(p) => p,
+                    Some(p) => {
+                        // Stored by an older chatvault, it may have a zero.
+                        p.check()?;
+                        p
+                    }
                     None => bail!(
                         "no retention policy: pass --max-age-days, --max-conversations or --max-bytes, \
                          or store one with `chatvault retention set`"
@@ -39,11 +47,21 @@ pub async fn run(ctx: &Context, cmd: RetentionCommand) -> Result<()> {
             print_report(&report)?;
             Ok(())
         }
-        RetentionCommand::Set { limits } => {
-            let Some(policy) = policy(limits) else {
+        RetentionCommand::Set { limits, yes } => {
+            let Some(policy) = checked(limits)? else {
                 bail!("give at least one of --max-age-days, --max-conversations, --max-bytes");
             };
             let vault = ctx.open(Access::Existing).await?;
+            let dry = vault.run_retention(&policy, RetentionMode::DryRun).await?;
+            print_report(&dry)?;
+            if !super::confirm(
+                "store this policy? it deletes what is listed above now, and more as history grows",
+                yes,
+                "refusing to store a retention policy (it deletes history automatically)",
+            )? {
+                outln!("nothing stored");
+                return Ok(());
+            }
             vault.set_retention_policy(Some(&policy)).await?;
             outln!(
                 "stored retention policy: {} (applied when the vault is opened, at most once a day)",
@@ -64,7 +82,7 @@ pub async fn run(ctx: &Context, cmd: RetentionCommand) -> Result<()> {
                     outln!("policy    {}", describe(&p));
                     outln!(
                         "last run  {}",
-                        last_run.map_or("never".to_owned(), output::time)
+                        last_run.map_or("never".to_owned(), output::ago)
                     );
                 }
             }
@@ -79,16 +97,23 @@ pub async fn run(ctx: &Context, cmd: RetentionCommand) -> Result<()> {
     }
 }
 
-fn policy(limits: RetentionLimits) -> Option<RetentionPolicy> {
+/// The policy the limits given describe (`None` if none was), refused if
+/// a limit is zero ([`RetentionPolicy::check`]).
+fn checked(limits: RetentionLimits) -> Result<Option<RetentionPolicy>> {
     let p = RetentionPolicy {
         max_age_days: limits.max_age_days,
         max_conversations: limits.max_conversations,
         max_bytes: limits.max_bytes,
     };
-    (!p.is_empty()).then_some(p)
+    if p.is_empty() {
+        return Ok(None);
+    }
+    p.check()?;
+    Ok(Some(p))
 }
 
-fn describe(p: &RetentionPolicy) -> String {
+/// A policy in words ("max age 30 days, max 10.0 MiB").
+pub(super) fn describe(p: &RetentionPolicy) -> String {
     let mut parts = Vec::new();
     if let Some(d) = p.max_age_days {
         parts.push(format!("max age {d} days"));
@@ -116,7 +141,7 @@ fn print_report(r: &RetentionReport) -> Result<()> {
         for d in &r.plan.delete {
             t.row([
                 d.id.to_string(),
-                output::time(d.updated_at),
+                output::ago(d.updated_at),
                 output::bytes(d.bytes),
                 d.reason.as_str().to_owned(),
             ]);
@@ -129,7 +154,7 @@ fn print_report(r: &RetentionReport) -> Result<()> {
         for k in &r.plan.kept {
             t.row([
                 k.id.to_string(),
-                output::time(k.updated_at),
+                output::ago(k.updated_at),
                 output::bytes(k.bytes),
                 format!(
                     "{} (selected by {})",

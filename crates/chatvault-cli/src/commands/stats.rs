@@ -1,6 +1,7 @@
 //! `chatvault stats`: what the vault holds, how much space it takes (the
 //! file: database plus WAL, and what compaction would free), how much is
-//! left (free disk space), and whether it is persistent.
+//! left (free disk space), whether it is persistent, and which records
+//! cannot be read (damaged: listings skip them).
 
 use super::{Access, Context};
 use crate::cli::JsonFlag;
@@ -12,9 +13,12 @@ pub async fn run(ctx: &Context, json: JsonFlag) -> Result<()> {
     let vault = ctx.open(Access::Existing).await?;
     let stats = vault.stats().await?;
     let storage = vault.storage().await?;
+    let damaged = vault.damaged_records().await?;
     if json.json {
         let mut v = serde_json::to_value(&stats)?;
         if let Some(o) = v.as_object_mut() {
+            o.insert("damaged".into(), json!(damaged));
+            o.insert("damagedCount".into(), json!(damaged.count()));
             o.insert("path".into(), json!(ctx.store_path()));
             o.insert(
                 "fileBytes".into(),
@@ -32,6 +36,21 @@ pub async fn run(ctx: &Context, json: JsonFlag) -> Result<()> {
     outln!("conversations  {}", stats.conversations);
     outln!("messages       {}", stats.messages);
     outln!("tombstones     {}", stats.tombstones);
+    if damaged.is_empty() {
+        outln!("damaged        none");
+    } else {
+        let ids: Vec<String> = damaged
+            .conversations
+            .iter()
+            .map(ToString::to_string)
+            .chain(damaged.messages.iter().map(ToString::to_string))
+            .collect();
+        outln!(
+            "damaged        {} record(s) cannot be read, skipped by listings: {}",
+            damaged.count(),
+            ids.join(", ")
+        );
+    }
     outln!("pending sync   {}", stats.pending_changes);
     outln!("content        {}", output::bytes(stats.bytes));
     if let Some(s) = &storage {
@@ -58,7 +77,7 @@ pub async fn run(ctx: &Context, json: JsonFlag) -> Result<()> {
                 c.id.to_string(),
                 c.messages.to_string(),
                 output::bytes(c.bytes),
-                output::time(c.updated_at),
+                output::ago(c.updated_at),
             ]);
         }
         t.print()?;

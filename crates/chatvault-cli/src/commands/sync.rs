@@ -15,7 +15,6 @@ use chatvault::Vault;
 use chatvault_core::EntityKind;
 use chatvault_sync::{DeadLetter, SyncClient, SyncError, SyncOptions, SyncReport};
 use serde_json::json;
-use std::io::{IsTerminal, Write as _};
 use std::sync::Arc;
 
 /// Metadata key of the account name (`sync.remote` holds the server URL).
@@ -75,13 +74,7 @@ async fn remember(vault: &Vault, args: &SyncServerArgs) -> Result<()> {
 /// would silently go to a new, empty account (and the old one stop
 /// receiving them).
 async fn check_not_linked_elsewhere(vault: &Vault, args: &SyncServerArgs) -> Result<()> {
-    let server = vault.replica().sync_remote().await?;
-    let user = vault
-        .replica()
-        .sync_meta(USER_KEY)
-        .await?
-        .and_then(|b| String::from_utf8(b).ok());
-    if let (Some(server), Some(user)) = (server, user) {
+    if let Some((server, user)) = linked_account(vault).await? {
         let same_server = server.trim_end_matches('/') == args.server.trim_end_matches('/');
         if !(same_server && user.eq_ignore_ascii_case(&args.user)) {
             bail!(
@@ -177,21 +170,57 @@ pub(super) async fn signed_in_with(
     Ok(client)
 }
 
-/// The stored server and account, or how to set them.
-async fn connection(vault: &Vault) -> Result<(String, String)> {
+/// The server URL and account name the vault is linked to, if both are
+/// stored.
+async fn linked_account(vault: &Vault) -> Result<Option<(String, String)>> {
     let server = vault.replica().sync_remote().await?;
     let user = vault
         .replica()
         .sync_meta(USER_KEY)
         .await?
         .and_then(|b| String::from_utf8(b).ok());
-    match (server, user) {
-        (Some(server), Some(user)) => Ok((server, user)),
-        _ => bail!(
+    Ok(server.zip(user))
+}
+
+/// The stored server and account, or how to set them.
+async fn connection(vault: &Vault) -> Result<(String, String)> {
+    match linked_account(vault).await? {
+        Some(linked) => Ok(linked),
+        None => bail!(
             "this vault is not connected to a server: run `chatvault sync register` (new \
              account), `login` (existing account) or `join` (new device) with --server and --user"
         ),
     }
+}
+
+/// For the commands that change a vault's keys: a client signed in to the
+/// account the vault is linked to, or `None` for a vault that does not
+/// sync. A linked vault whose server cannot be reached (or refuses the
+/// passphrase) is an error that names the account: its keys must change
+/// there first, so nothing is changed anywhere.
+pub(super) async fn linked_client(
+    vault: &Arc<Vault>,
+    passphrase: &passphrase::Passphrase,
+) -> Result<Option<SyncClient>> {
+    let Some((server, user)) = linked_account(vault).await? else {
+        return Ok(None);
+    };
+    let client = SyncClient::login(
+        vault.clone(),
+        &server,
+        &user,
+        passphrase.expose(),
+        options(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "this vault syncs with account {user} on {server}, whose keys must change first, \
+                 and signing in there failed; nothing was changed (retry when the server can be \
+                 reached)"
+        )
+    })?;
+    Ok(Some(client))
 }
 
 /// Syncs once (a push drains the outbox), with a progress bar on a
@@ -353,19 +382,13 @@ async fn dead_letters(ctx: &Context, args: DeadLetterArgs) -> Result<()> {
     if let Some(id) = args.discard {
         let d = find(&id)?;
         print_record(&vault, &d).await;
-        let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-        if !args.yes {
-            if !interactive {
-                bail!("refusing to discard without confirmation: pass --yes");
-            }
-            eprint!("discard this change for good? it stays on this device but never syncs [y/N] ");
-            std::io::stderr().flush()?;
-            let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer)?;
-            if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                println!("kept");
-                return Ok(());
-            }
+        if !super::confirm(
+            "discard this change for good? it stays on this device but never syncs",
+            args.yes,
+            "refusing to discard",
+        )? {
+            println!("kept");
+            return Ok(());
         }
         replica.discard_parked(d.seq).await?;
         println!(
@@ -389,7 +412,7 @@ async fn dead_letters(ctx: &Context, args: DeadLetterArgs) -> Result<()> {
             d.entity_id,
             d.reason.as_code(),
             d.attempts,
-            output::time(d.at),
+            output::ago(d.at),
             d.message
         );
     }

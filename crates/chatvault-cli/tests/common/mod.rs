@@ -19,13 +19,20 @@ pub const PASS: &str = "correct horse battery staple";
 /// Runs the CLI on the vault `store`, unlocking it with `passphrase`, with
 /// no other chatvault settings from the environment.
 pub fn run(store: &Path, args: &[&str], passphrase: &str) -> Output {
+    run_with(store, args, passphrase, &[])
+}
+
+/// [`run`] with more environment variables (`CHATVAULT_NEW_PASSPHRASE`).
+pub fn run_with(store: &Path, args: &[&str], passphrase: &str, env: &[(&str, &str)]) -> Output {
     Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .env("CHATVAULT_STORE", store)
         .env("CHATVAULT_PASSPHRASE", passphrase)
         .env_remove("CHATVAULT_PASSPHRASE_FILE")
         .env_remove("CHATVAULT_SERVER")
         .env_remove("CHATVAULT_USER")
+        .env_remove("CHATVAULT_NEW_PASSPHRASE_FILE")
         .stdin(Stdio::null())
         .output()
         .expect("run chatvault")

@@ -23,7 +23,7 @@
 //! nothing more: every limit holds, or only protected conversations are in
 //! its way.
 
-use crate::{ConversationId, Timestamp};
+use crate::{ConversationId, CoreError, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// How much history to keep. Every limit is optional; an empty policy
@@ -47,6 +47,34 @@ impl RetentionPolicy {
     /// Whether the policy sets no limit at all.
     pub fn is_empty(&self) -> bool {
         self.max_age_days.is_none() && self.max_conversations.is_none() && self.max_bytes.is_none()
+    }
+
+    /// Refuses a policy that cannot be meant: one without any limit (it
+    /// would do nothing) or with a limit of zero (it would delete every
+    /// conversation that is not pinned or unsynced — say, a typo for
+    /// `--max-bytes 10MB`). Deleting everything is `clear`'s job, not a
+    /// policy's.
+    pub fn check(&self) -> Result<(), CoreError> {
+        let invalid = |reason: &str| {
+            Err(CoreError::Invalid {
+                field: "retention policy",
+                reason: reason.to_owned(),
+            })
+        };
+        if self.is_empty() {
+            return invalid("set at least one of max age, max conversations, max bytes");
+        }
+        let zero = [
+            (self.max_age_days == Some(0), "max age 0 days"),
+            (self.max_conversations == Some(0), "max 0 conversations"),
+            (self.max_bytes == Some(0), "max 0 bytes"),
+        ];
+        if let Some((_, limit)) = zero.iter().find(|(is_zero, _)| *is_zero) {
+            return invalid(&format!(
+                "{limit} would delete every conversation; give a limit above zero"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -262,6 +290,35 @@ mod tests {
 
     fn ids(plan: &RetentionPlan) -> Vec<u8> {
         plan.delete.iter().map(|d| d.id.as_bytes()[0]).collect()
+    }
+
+    #[test]
+    fn a_policy_without_limits_or_with_a_zero_limit_is_refused() {
+        assert!(RetentionPolicy::default().check().is_err());
+        for zero in [
+            RetentionPolicy {
+                max_age_days: Some(0),
+                ..Default::default()
+            },
+            RetentionPolicy {
+                max_conversations: Some(0),
+                ..Default::default()
+            },
+            RetentionPolicy {
+                max_bytes: Some(0),
+                max_age_days: Some(30),
+                ..Default::default()
+            },
+        ] {
+            let err = zero.check().unwrap_err().to_string();
+            assert!(err.contains("would delete every conversation"), "{err}");
+        }
+        let fine = RetentionPolicy {
+            max_age_days: Some(1),
+            max_conversations: Some(1),
+            max_bytes: Some(1),
+        };
+        assert!(fine.check().is_ok());
     }
 
     #[test]

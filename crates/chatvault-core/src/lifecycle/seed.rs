@@ -13,7 +13,11 @@
 //!
 //! Dates are ISO-8601 strings (`Date.toISOString()`) or epoch milliseconds;
 //! a message's time may be called `createdAt` or `timestamp`. Unknown
-//! members are ignored.
+//! members are ignored. A file without `version` (written before the app
+//! numbered its exports) is read as version 1. The app's persisted store
+//! itself — zustand `persist`'s `{"state": {"conversations": [...]},
+//! "version": N}`, copied out of localStorage — is read too; its `version`
+//! is the app's own store version, not an export format, and is ignored.
 //!
 //! chatvault needs UUIDs and version stamps, which these files lack, so the
 //! conversion is **deterministic**: an id that is not a UUID becomes a
@@ -46,11 +50,31 @@ pub const IMPORT_DEVICE: DeviceId = DeviceId(u64::from_be_bytes(*b"\0\0import"))
 /// The newest app export version understood.
 const SEED_VERSION: u32 = 1;
 
+/// An app export, or the app's zustand-persisted store.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SeedFile {
-    version: u32,
+    /// The export's version; the persisted store's own version when
+    /// `state` is present.
+    #[serde(default)]
+    version: Option<u32>,
+    #[serde(default)]
+    conversations: Option<Vec<SeedConversation>>,
+    /// zustand `persist`'s wrapper around the app's state.
+    #[serde(default)]
+    state: Option<PersistedState>,
+}
+
+#[derive(Deserialize)]
+struct PersistedState {
     conversations: Vec<SeedConversation>,
+}
+
+/// What the probe needs of zustand `persist`'s state.
+#[derive(Deserialize)]
+struct ProbeState {
+    #[serde(default)]
+    conversations: Option<Vec<serde::de::IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -85,7 +109,8 @@ struct SeedMessage {
 }
 
 /// Whether `bytes` look like an app export (a JSON object with a
-/// `conversations` array and no chatvault `format`), without judging it.
+/// `conversations` array, or zustand `persist`'s `state` holding one, and
+/// no chatvault `format`), without judging it.
 pub fn looks_like_seed(bytes: &[u8]) -> bool {
     #[derive(Deserialize)]
     struct Probe {
@@ -93,14 +118,19 @@ pub fn looks_like_seed(bytes: &[u8]) -> bool {
         format: Option<Value>,
         #[serde(default)]
         conversations: Option<Vec<serde::de::IgnoredAny>>,
+        #[serde(default)]
+        state: Option<ProbeState>,
     }
-    matches!(
-        serde_json::from_slice::<Probe>(bytes),
+    match serde_json::from_slice::<Probe>(bytes) {
         Ok(Probe {
             format: None,
-            conversations: Some(_)
-        })
-    )
+            conversations,
+            state,
+        }) => {
+            conversations.is_some() || state.is_some_and(|s: ProbeState| s.conversations.is_some())
+        }
+        _ => false,
+    }
 }
 
 /// Converts an app export into chatvault records (conversations first,
@@ -120,16 +150,31 @@ pub fn parse_seed(bytes: &[u8], default_user: &UserId) -> Result<Vec<ExportItem>
         at: format!("line {} column {}", e.line(), e.column()),
         reason: e.to_string(),
     })?;
-    if file.version != SEED_VERSION {
-        return Err(CoreError::UnsupportedExportVersion {
-            found: file.version,
-            newest: SEED_VERSION,
-        });
-    }
-    let mut conversations = Vec::with_capacity(file.conversations.len());
+    let (list, prefix) = match (file.conversations, file.state) {
+        // An export: numbered from version 1 on; none means 1.
+        (Some(list), _) => {
+            let version = file.version.unwrap_or(SEED_VERSION);
+            if version != SEED_VERSION {
+                return Err(CoreError::UnsupportedExportVersion {
+                    found: version,
+                    newest: SEED_VERSION,
+                });
+            }
+            (list, "")
+        }
+        // The persisted store: its version is the app's, not a format's.
+        (None, Some(state)) => (state.conversations, "state."),
+        (None, None) => {
+            return Err(invalid(
+                "the whole file",
+                "it has no \"conversations\" array (nor \"state.conversations\")",
+            ))
+        }
+    };
+    let mut conversations = Vec::with_capacity(list.len());
     let mut messages = Vec::new();
-    for (i, c) in file.conversations.into_iter().enumerate() {
-        let at = format!("conversations[{i}]");
+    for (i, c) in list.into_iter().enumerate() {
+        let at = format!("{prefix}conversations[{i}]");
         let original = id_text(&c.id, &at)?;
         let id = ConversationId::from_uuid(derived_id(&["conversation", &original]));
         let created_at = time(&c.created_at, &at, "createdAt")?;
@@ -152,7 +197,7 @@ pub fn parse_seed(bytes: &[u8], default_user: &UserId) -> Result<Vec<ExportItem>
             metadata: c.metadata.unwrap_or_default(),
         }));
         for (j, m) in c.messages.into_iter().enumerate() {
-            let at = format!("conversations[{i}].messages[{j}]");
+            let at = format!("{prefix}conversations[{i}].messages[{j}]");
             let message_original = id_text(&m.id, &at)?;
             let role: Role = m
                 .role
@@ -331,5 +376,28 @@ mod tests {
             br#"{"format":"chatvault-export","conversations":[]}"#
         ));
         assert!(!looks_like_seed(b"[1,2]"));
+        assert!(!looks_like_seed(
+            br#"{"state":{"theme":"dark"},"version":0}"#
+        ));
+    }
+
+    #[test]
+    fn reads_files_without_version_and_the_zustand_persist_shape() {
+        let user = UserId::local();
+        let expected = parse_seed(FILE.as_bytes(), &user).unwrap();
+        let unversioned = FILE.replacen("\"version\": 1,", "", 1);
+        assert!(!unversioned.contains("\"version\""));
+        assert!(looks_like_seed(unversioned.as_bytes()));
+        assert_eq!(parse_seed(unversioned.as_bytes(), &user).unwrap(), expected);
+
+        // localStorage's copy of the app's store: the records are the same
+        // whatever the store's own version.
+        let body = &FILE[FILE.find("\"conversations\"").unwrap()..FILE.rfind('}').unwrap()];
+        let persisted = format!(r#"{{"state": {{"activeId": "conv-1", {body}}}, "version": 3}}"#);
+        assert!(looks_like_seed(persisted.as_bytes()));
+        assert_eq!(parse_seed(persisted.as_bytes(), &user).unwrap(), expected);
+        let bad = persisted.replace("\"role\": \"assistant\"", "\"role\": \"robot\"");
+        let err = parse_seed(bad.as_bytes(), &user).unwrap_err().to_string();
+        assert!(err.contains("state.conversations[0].messages[1]"), "{err}");
     }
 }

@@ -223,3 +223,70 @@ async fn passphrase_change_reaches_server_vault_and_other_devices() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_reaches_server_and_other_devices() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let a = SyncClient::register(vault().await, &url, "hal", PASS, options())
+        .await
+        .unwrap();
+    a.vault()
+        .create_conversation(NewConversation::titled("before the rotation"))
+        .await
+        .unwrap();
+    a.sync_once().await.unwrap();
+    let store_b: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let b = SyncClient::join(
+        store_b.clone(),
+        vault_options(Arc::new(SystemClock)),
+        &url,
+        "hal",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    b.sync_once().await.unwrap();
+    let before = a.vault().replica().key_envelope_json().await.unwrap();
+
+    // A wrong passphrase rotates nothing anywhere.
+    let err = a.rotate_data_key("not it").await.unwrap_err();
+    assert!(matches!(err, SyncError::WrongPassphrase), "{err:?}");
+    assert_eq!(
+        a.vault().replica().key_envelope_json().await.unwrap(),
+        before
+    );
+    b.sync_once().await.expect("B still signed in");
+
+    a.rotate_data_key(PASS).await.expect("rotate");
+    let after = a.vault().replica().key_envelope_json().await.unwrap();
+    assert_ne!(after, before);
+    let after = chatvault_crypto::KeyEnvelope::from_json(&after.unwrap()).unwrap();
+    assert_eq!(after.key_ids().len(), 2, "the rotation added a key");
+    let conv = a
+        .vault()
+        .create_conversation(NewConversation::titled("after the rotation"))
+        .await
+        .unwrap();
+    a.sync_once().await.expect("A's own session survives");
+
+    // B was signed out (the auth key changed with the salt); signing in
+    // with the same passphrase adopts the rotated envelope, so what A
+    // wrote under the new key reads on B.
+    let err = b.sync_once().await.unwrap_err();
+    assert!(matches!(err, SyncError::Unauthorized(_)), "{err:?}");
+    b.sign_in(PASS).await.expect("sign in again");
+    b.sync_once().await.expect("B pulls");
+    assert_eq!(
+        b.vault().conversation(conv.id).await.unwrap().title,
+        "after the rotation"
+    );
+    let b_envelope = b.vault().replica().key_envelope_json().await.unwrap();
+    assert_eq!(
+        chatvault_crypto::KeyEnvelope::from_json(&b_envelope.unwrap())
+            .unwrap()
+            .key_ids(),
+        after.key_ids()
+    );
+}

@@ -299,8 +299,10 @@ impl Vault {
     /// crash leaves either the old or the new passphrase working.
     ///
     /// A vault that syncs changes its passphrase through the sync client,
-    /// which updates the server's copy first.
+    /// which updates the server's copy first: here it is refused with
+    /// [`VaultError::LinkedToAccount`] while a sync server is set.
     pub async fn change_passphrase(&self, old: &str, new: &str) -> Result<()> {
+        self.refuse_if_linked().await?;
         let change = self
             .prepare_envelope(EnvelopeRewrite::Rewrap { old, new })
             .await?;
@@ -319,8 +321,11 @@ impl Vault {
     /// what is written afterwards from anyone holding an old copy of the
     /// envelope and the passphrase. A vault that syncs rotates through its
     /// sync client ([`Replica::prepare_key_rotation`]), which gives the
-    /// server the new envelope first so every device follows.
+    /// server the new envelope first so every device follows; here it is
+    /// refused with [`VaultError::LinkedToAccount`] while a sync server is
+    /// set.
     pub async fn rotate_data_key(&self, passphrase: &str) -> Result<()> {
+        self.refuse_if_linked().await?;
         let change = self
             .prepare_envelope(EnvelopeRewrite::Rotate { passphrase })
             .await?;
@@ -328,6 +333,15 @@ impl Vault {
         self.codec.replace_keyring(change.keyring);
         tracing::info!(key = %self.current_key_id(), "vault data key rotated");
         Ok(())
+    }
+
+    /// A local-only key change would split the vault from its sync
+    /// account: refused while a sync server is set.
+    async fn refuse_if_linked(&self) -> Result<()> {
+        match self.replica().sync_remote().await? {
+            Some(server) => Err(VaultError::LinkedToAccount { server }),
+            None => Ok(()),
+        }
     }
 
     /// Writes a new envelope from the stored one, in memory only, under

@@ -41,8 +41,8 @@ pub use retention_run::{RetentionMode, RetentionReport};
 pub use settings::{is_encrypted_export, Progress, ProgressFn, ProgressPhase};
 pub use storage::{CompactionReport, StorageFootprint};
 pub use types::{
-    ApplyReport, ConversationStats, ConversationUpdate, ListConversations, ListMessages,
-    MessageUpdate, NewConversation, NewMessage, VaultStats,
+    ApplyReport, ConversationStats, ConversationUpdate, DamagedRecords, ListConversations,
+    ListMessages, MessageUpdate, NewConversation, NewMessage, VaultStats,
 };
 
 use crate::clock::Clock;

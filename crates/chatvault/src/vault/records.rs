@@ -18,8 +18,8 @@
 
 use super::stamps::MAX_ATTEMPTS;
 use super::types::{
-    ConversationStats, ConversationUpdate, ListConversations, ListMessages, MessageUpdate,
-    NewConversation, NewMessage, VaultStats,
+    ConversationStats, ConversationUpdate, DamagedRecords, ListConversations, ListMessages,
+    MessageUpdate, NewConversation, NewMessage, VaultStats,
 };
 use super::Vault;
 use crate::codec::{ConversationBody, MessageBody, Payload};
@@ -76,11 +76,22 @@ impl Vault {
         self.decode_conversation(row)
     }
 
-    /// Conversations, most recent activity first.
+    /// Conversations, most recent activity first. A stored conversation
+    /// that cannot be read (damaged) is left out and named in
+    /// [`Page::damaged`]; the page goes on past it.
     pub async fn conversations(
         &self,
         list: ListConversations,
     ) -> Result<Page<Conversation, ConversationCursor>> {
+        Ok(self.conversation_page(list).await?.0)
+    }
+
+    /// [`conversations`](Self::conversations), with the error of each
+    /// damaged record.
+    async fn conversation_page(
+        &self,
+        list: ListConversations,
+    ) -> Result<(Page<Conversation, ConversationCursor>, Vec<VaultError>)> {
         let limit = list.limit.max(1);
         let rows = self
             .store
@@ -91,15 +102,17 @@ impl Vault {
                 limit: limit.saturating_add(1),
             })
             .await?;
-        page_of(
+        Ok(page_of(
             rows,
             limit,
             |r| self.decode_conversation(r),
-            |c| ConversationCursor {
-                updated_at: c.updated_at,
-                id: c.id,
+            |r| ConversationCursor {
+                // The decoded conversation's `updated_at`.
+                updated_at: r.activity_at.max(r.record.updated_at),
+                id: r.record.id,
             },
-        )
+            |r| r.record.id.into(),
+        ))
     }
 
     /// Every conversation active within `[from, to]` (inclusive), most
@@ -283,12 +296,23 @@ impl Vault {
     }
 
     /// The latest messages of a conversation, newest first; pass the
-    /// returned cursor back to page further into the past.
+    /// returned cursor back to page further into the past. A stored
+    /// message that cannot be read (damaged) is left out and named in
+    /// [`Page::damaged`]; the page goes on past it.
     pub async fn messages(
         &self,
         conversation: ConversationId,
         list: ListMessages,
     ) -> Result<Page<Message, MessageCursor>> {
+        Ok(self.message_page(conversation, list).await?.0)
+    }
+
+    /// [`messages`](Self::messages), with the error of each damaged record.
+    async fn message_page(
+        &self,
+        conversation: ConversationId,
+        list: ListMessages,
+    ) -> Result<(Page<Message, MessageCursor>, Vec<VaultError>)> {
         self.existing_conversation(conversation).await?;
         let limit = list.limit.max(1);
         let records = self
@@ -299,15 +323,16 @@ impl Vault {
                 limit: limit.saturating_add(1),
             })
             .await?;
-        page_of(
+        Ok(page_of(
             records,
             limit,
             |r| self.decode_message(r),
-            |m| MessageCursor {
-                created_at: m.created_at,
-                id: m.id,
+            |r| MessageCursor {
+                created_at: r.created_at,
+                id: r.id,
             },
-        )
+            |r| r.id.into(),
+        ))
     }
 
     /// Changes a message's content and/or metadata. The edit applies to
@@ -418,6 +443,37 @@ impl Vault {
         })
     }
 
+    /// Every stored record that cannot be read (damaged, or tampered
+    /// with): a whole-vault check that decodes each record once, a page at
+    /// a time. Listings skip such records ([`Page::damaged`]); this finds
+    /// them all, for a report like `chatvault stats`.
+    pub async fn damaged_records(&self) -> Result<DamagedRecords> {
+        let mut found = DamagedRecords::default();
+        let mut conversations = Vec::new();
+        let mut pages = std::pin::pin!(self.conversation_row_pages());
+        while let Some(rows) = pages.try_next().await? {
+            for row in rows {
+                let id = row.record.id;
+                conversations.push(id);
+                if self.decode_conversation(row).is_err() {
+                    found.conversations.push(id);
+                }
+            }
+        }
+        for conversation in conversations {
+            let mut pages = std::pin::pin!(self.message_record_pages(conversation));
+            while let Some(records) = pages.try_next().await? {
+                for record in records {
+                    let id = record.id;
+                    if self.decode_message(record).is_err() {
+                        found.messages.push(id);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Removes every conversation, message, tombstone and pending change
     /// from this device only (nothing is synced; keys and settings stay).
     pub async fn clear_local(&self) -> Result<()> {
@@ -426,7 +482,10 @@ impl Vault {
 
     /// Every conversation matching `list` (its `after` and filters; `limit`
     /// is the page size fetched at a time), most recent activity first, as
-    /// a stream that fetches one page at a time.
+    /// a stream that fetches one page at a time. A damaged conversation
+    /// comes as an `Err(`[`VaultError::CorruptRecord`]`)` item and the
+    /// stream goes on after it (`try_collect` stops there; skip those
+    /// errors to read the rest).
     pub fn conversations_stream(
         &self,
         list: ListConversations,
@@ -436,18 +495,23 @@ impl Vault {
             let Some(list) = next else {
                 return Ok::<_, VaultError>(None);
             };
-            let page = self.conversations(list.clone()).await?;
+            let (page, damaged) = self.conversation_page(list.clone()).await?;
             let next = page.next_cursor.map(|after| ListConversations {
                 after: Some(after),
                 ..list
             });
-            Ok(Some((stream::iter(page.items.into_iter().map(Ok)), next)))
+            Ok(Some((
+                stream::iter(with_damaged(page.items, damaged)),
+                next,
+            )))
         })
         .try_flatten()
     }
 
     /// Every message of a conversation from `list.before` on (newest first),
-    /// as a stream that fetches `list.limit` at a time.
+    /// as a stream that fetches `list.limit` at a time. A damaged message
+    /// comes as an `Err(`[`VaultError::CorruptRecord`]`)` item and the
+    /// stream goes on after it.
     pub fn messages_stream(
         &self,
         conversation: ConversationId,
@@ -457,12 +521,15 @@ impl Vault {
             let Some(list) = next else {
                 return Ok::<_, VaultError>(None);
             };
-            let page = self.messages(conversation, list).await?;
+            let (page, damaged) = self.message_page(conversation, list).await?;
             let next = page.next_cursor.map(|before| ListMessages {
                 before: Some(before),
                 ..list
             });
-            Ok(Some((stream::iter(page.items.into_iter().map(Ok)), next)))
+            Ok(Some((
+                stream::iter(with_damaged(page.items, damaged)),
+                next,
+            )))
         })
         .try_flatten()
     }
@@ -666,20 +733,49 @@ fn to_message(record: &MessageRecord, body: MessageBody) -> Message {
 /// A page of at most `limit` decoded items from `rows`, which the store
 /// was asked for `limit + 1` of: one more row than the page means there is
 /// a next page, which starts after the cursor of the page's last item.
+/// One page from `rows` (fetched with `limit + 1`, so one more row means
+/// there is a next page): each of the first `limit` rows decoded, a row
+/// that does not decode left out and named in [`Page::damaged`] (its error
+/// returned alongside), and the cursor taken from the last row — not the
+/// last readable item, so a page whose last rows are damaged still leads
+/// on to the next.
 fn page_of<R, T, C>(
     rows: Vec<R>,
     limit: usize,
     decode: impl Fn(R) -> Result<T>,
-    cursor: impl Fn(&T) -> C,
-) -> Result<Page<T, C>> {
+    cursor: impl Fn(&R) -> C,
+    id: impl Fn(&R) -> RecordId,
+) -> (Page<T, C>, Vec<VaultError>) {
     let more = rows.len() > limit;
-    let items = rows
+    let mut next_cursor = None;
+    let mut items = Vec::with_capacity(rows.len().min(limit));
+    let (mut damaged, mut errors) = (Vec::new(), Vec::new());
+    for row in rows.into_iter().take(limit) {
+        next_cursor = more.then(|| cursor(&row));
+        let row_id = id(&row);
+        match decode(row) {
+            Ok(item) => items.push(item),
+            Err(e) => {
+                tracing::warn!(id = %row_id, error = %e, "skipping a record that cannot be read");
+                damaged.push(row_id);
+                errors.push(e);
+            }
+        }
+    }
+    let page = Page {
+        items,
+        next_cursor,
+        damaged,
+    };
+    (page, errors)
+}
+
+/// A page's items and its damaged records' errors as stream items.
+fn with_damaged<T>(items: Vec<T>, damaged: Vec<VaultError>) -> impl Iterator<Item = Result<T>> {
+    items
         .into_iter()
-        .take(limit)
-        .map(decode)
-        .collect::<Result<Vec<_>>>()?;
-    let next_cursor = more.then(|| items.last().map(cursor)).flatten();
-    Ok(Page { items, next_cursor })
+        .map(Ok)
+        .chain(damaged.into_iter().map(Err))
 }
 
 /// The batch of a local rewrite of one record: `op` (its new state or its

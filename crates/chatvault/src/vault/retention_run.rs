@@ -131,7 +131,7 @@ impl Vault {
     /// [`run_due_retention`](crate::VaultBuilder::run_due_retention); a
     /// failure is logged, never fatal to the open.
     pub(crate) async fn run_scheduled_retention(&self) {
-        match self.scheduled_retention().await {
+        match self.apply_due_retention().await {
             Ok(Some(report)) => tracing::info!(
                 deleted = report.plan.delete.len(),
                 bytes = report.plan.bytes_freed,
@@ -142,10 +142,21 @@ impl Vault {
         }
     }
 
-    async fn scheduled_retention(&self) -> Result<Option<RetentionReport>> {
+    /// Applies the stored retention policy if one is stored and it has not
+    /// run for a day (or the clock went back), and records when; the
+    /// report says what it deleted, `None` when nothing was due. An app
+    /// calls this when it chooses (or opens with
+    /// [`run_due_retention`](crate::VaultBuilder::run_due_retention)); the
+    /// CLI calls it after opening and prints what it removed.
+    ///
+    /// A stored policy that [`RetentionPolicy::check`] refuses (a limit of
+    /// zero, stored by an older chatvault) is never applied: the error
+    /// says why.
+    pub async fn apply_due_retention(&self) -> Result<Option<RetentionReport>> {
         let Some(policy) = self.retention_policy().await? else {
             return Ok(None);
         };
+        policy.check()?;
         let now = self.time.now();
         let due = match self.retention_last_run().await? {
             None => true,

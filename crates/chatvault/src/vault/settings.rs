@@ -67,18 +67,13 @@ impl Vault {
 
     /// Stores a retention policy (applied at most once a day by openers that
     /// ask for it, and by [`Vault::run_retention`]) or,
-    /// with `None`, removes it. An empty policy is refused: it would do
-    /// nothing.
+    /// with `None`, removes it. A policy without limits, or with a limit of
+    /// zero, is refused ([`RetentionPolicy::check`]).
     pub async fn set_retention_policy(&self, policy: Option<&RetentionPolicy>) -> Result<()> {
         let mut batch = WriteBatch::new();
         match policy {
-            Some(p) if p.is_empty() => {
-                return Err(invalid(
-                    "retention policy",
-                    "set at least one of max age, max conversations, max bytes",
-                ))
-            }
             Some(p) => {
+                p.check()?;
                 let json = serde_json::to_vec(p)
                     .map_err(|e| invalid("retention policy", e.to_string()))?;
                 batch.push(WriteOp::SetMeta(meta_keys::RETENTION_POLICY.into(), json));

@@ -3,7 +3,7 @@
 //! state.
 
 use chatvault_core::{
-    ConversationCursor, ConversationId, MessageCursor, Metadata, OpId, Role, Timestamp,
+    ConversationCursor, ConversationId, MessageCursor, MessageId, Metadata, OpId, Role, Timestamp,
 };
 use serde::Serialize;
 
@@ -147,6 +147,30 @@ pub struct VaultStats {
     pub bytes: u64,
     /// Per conversation, most recent first.
     pub per_conversation: Vec<ConversationStats>,
+}
+
+/// The stored records that cannot be read (damaged, or tampered with),
+/// found by [`Vault::damaged_records`](crate::Vault::damaged_records).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DamagedRecords {
+    /// Conversations whose title and metadata cannot be read (their
+    /// readable messages stay listed by `messages`).
+    pub conversations: Vec<ConversationId>,
+    /// Messages that cannot be read.
+    pub messages: Vec<MessageId>,
+}
+
+impl DamagedRecords {
+    /// How many records cannot be read.
+    pub fn count(&self) -> usize {
+        self.conversations.len() + self.messages.len()
+    }
+
+    /// Whether every record can be read.
+    pub fn is_empty(&self) -> bool {
+        self.count() == 0
+    }
 }
 
 /// The outcome of applying changes from elsewhere (sync, import).
