@@ -46,6 +46,12 @@ use crate::wire::{parse_change, PullResponse, SnapshotResponse};
 /// Metadata key of the stored cursor.
 pub(crate) const CURSOR_KEY: &str = chatvault::meta_keys::SYNC_CURSOR;
 
+/// Metadata key of the newest push answer's `cursor` not yet pulled past:
+/// sent along with the next pull (`seen`), so a server restored from a
+/// backup that lacks what this device pushed is detected even though the
+/// device's pull cursor predates the backup.
+pub(crate) const PUSHED_HEAD_KEY: &str = "sync.pushed_head";
+
 /// The stored cursor and whose it is.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -59,12 +65,16 @@ impl SyncClient {
     pub(crate) async fn pull_locked(&self) -> Result<PullReport> {
         let mut report = PullReport::default();
         let mut cursor = self.load_cursor().await?;
+        let mut seen = self.load_stored_cursor(PUSHED_HEAD_KEY).await?;
         let limit = self.inner.options.page_limit.clamp(1, 1000).to_string();
         let mut just_resynced = false;
         loop {
             let mut query = vec![("limit", limit.as_str())];
             if let Some(c) = &cursor {
                 query.push(("after", c.as_str()));
+            }
+            if let Some(s) = &seen {
+                query.push(("seen", s.as_str()));
             }
             let page = self
                 .authed_dated::<PullResponse>(Method::GET, "v1/sync/pull", &query, None)
@@ -77,6 +87,7 @@ impl SyncClient {
                         tracing::warn!(error = %e, ?mode, "the server cannot continue the feed; rebuilding from a snapshot");
                         cursor = Some(self.resync(mode, &mut report).await?);
                         just_resynced = true;
+                        seen = None;
                         continue;
                     }
                     None => return Err(e),
@@ -96,7 +107,15 @@ impl SyncClient {
             cursor = Some(page.next_cursor);
             let stored = cursor.clone();
             self.inner.status.send_modify(|s| s.cursor = stored);
+            // Checked once: the feed is being read from this server now.
+            seen = None;
             if !page.has_more {
+                // The cursor is past everything pushed before this pull.
+                self.inner
+                    .vault
+                    .replica()
+                    .set_sync_meta(PUSHED_HEAD_KEY, None)
+                    .await?;
                 return Ok(report);
             }
         }
@@ -240,7 +259,25 @@ impl SyncClient {
 
     /// The stored cursor, if it belongs to this server and account.
     pub(crate) async fn load_cursor(&self) -> Result<Option<String>> {
-        let Some(bytes) = self.inner.vault.replica().sync_meta(CURSOR_KEY).await? else {
+        self.load_stored_cursor(CURSOR_KEY).await
+    }
+
+    /// Remembers the `cursor` of a push answer that applied something
+    /// (see [`PUSHED_HEAD_KEY`]).
+    pub(crate) async fn note_pushed_head(&self, cursor: &str) -> Result<()> {
+        let (_, value) = self.cursor_meta(cursor)?;
+        self.inner
+            .vault
+            .replica()
+            .set_sync_meta(PUSHED_HEAD_KEY, value)
+            .await?;
+        Ok(())
+    }
+
+    /// A cursor stored under `key`, if it belongs to this server and
+    /// account.
+    async fn load_stored_cursor(&self, key: &str) -> Result<Option<String>> {
+        let Some(bytes) = self.inner.vault.replica().sync_meta(key).await? else {
             return Ok(None);
         };
         let stored: StoredCursor = match serde_json::from_slice(&bytes) {

@@ -160,6 +160,13 @@ pub(crate) async fn pull(
 ) -> Result<Json<PullResponse>, AppError> {
     let after: Cursor = parse_after(query.after.as_deref())?.unwrap_or_default();
     let limit = page_limit(query.limit)?;
+    // What the client pushed since its last pull must still be here: a
+    // cursor this database did not issue means it was restored without it.
+    if let Some(seen) = parse_after::<Cursor>(query.seen.as_deref())? {
+        if state.store().pull(auth.account, seen, 1).await? == Pull::Restored {
+            return Err(restored());
+        }
+    }
     match state.store().pull(auth.account, after, limit).await? {
         Pull::ResyncRequired => Err(AppError::client(
             ErrorCode::ResyncRequired,

@@ -164,3 +164,61 @@ async fn a_restored_server_gets_back_what_its_backup_lacks_and_nothing_is_lost()
     let report = b.sync_once().await.unwrap();
     assert!(!report.pull.resynced, "{report:?}");
 }
+
+/// A device that pushed after the backup but never pulled since still has
+/// a pull cursor from before it, which the restored database can continue:
+/// the push answer's cursor it sends along (`seen`) is what gives the
+/// restore away, and what it pushed is pushed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_only_pushed_since_the_backup_pushes_again() {
+    let mut server = TestServer::start().await;
+    let url = server.url();
+    let (clock_a, clock_b) = (clock_at(&server), clock_at(&server));
+    let a = SyncClient::register(
+        vault_with(clock_a.clone()).await,
+        &url,
+        "pia",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    let b = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(clock_b.clone()),
+        &url,
+        "pia",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    let conv = a
+        .vault()
+        .create_conversation(NewConversation::titled("notes"))
+        .await
+        .unwrap();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    let backup = server.backup().await;
+
+    clock_a.advance(1_000);
+    a.vault()
+        .add_message(conv.id, say("only pushed"))
+        .await
+        .unwrap();
+    assert_eq!(a.push().await.unwrap().applied, 1);
+    server.restore(&backup).await;
+
+    let report = a.sync_once().await.unwrap();
+    assert!(report.pull.resynced, "{report:?}");
+    assert_eq!(report.pull.requeued, 1, "{report:?}");
+    b.sync_once().await.unwrap();
+    let on_b = visible_state(b.vault()).await;
+    assert_eq!(
+        on_b[&conv.id.to_string()].1,
+        vec!["only pushed".to_owned()],
+        "B got what A had pushed before the restore"
+    );
+    assert_eq!(on_b, visible_state(a.vault()).await);
+}
