@@ -73,6 +73,13 @@ pub struct UpsertPayload {
     pub user_id: Option<UserId>,
     /// Opaque (in an encrypted vault: encrypted) content.
     pub body: Body,
+    /// Set by the sync server on a conversation it serves that was deleted
+    /// and recreated since: the highest stamp it was deleted at. Every
+    /// message of the conversation stamped at or before it is deleted
+    /// (see [`crate::merge`]), which a device that never saw the deletion
+    /// learns only from here. Clients never set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_through: Option<Hlc>,
 }
 
 /// What a delete carries.
@@ -128,6 +135,7 @@ impl Change {
                 updated_at: record.updated_at,
                 user_id: Some(record.user_id.clone()),
                 body: record.body.clone(),
+                deleted_through: None,
             }),
         }
     }
@@ -145,6 +153,7 @@ impl Change {
                 updated_at: record.updated_at,
                 user_id: None,
                 body: record.body.clone(),
+                deleted_through: None,
             }),
         }
     }

@@ -50,6 +50,13 @@ pub struct Hlc {
 }
 
 impl Hlc {
+    /// The greatest stamp there can be (every other one is below it).
+    pub const MAX: Hlc = Hlc {
+        wall_ms: MAX_WALL_MS,
+        counter: u32::MAX,
+        device: DeviceId(u64::MAX),
+    };
+
     /// Builds a stamp from its parts.
     pub fn new(wall_ms: u64, counter: u32, device: DeviceId) -> Result<Self, CoreError> {
         if wall_ms > MAX_WALL_MS {

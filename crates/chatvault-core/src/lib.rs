@@ -60,7 +60,8 @@ pub use error::CoreError;
 pub use hlc::{Hlc, HlcClock, MAX_CLOCK_DRIFT_MS, REBASE_AFTER_MS};
 pub use ids::{ConversationId, DeviceId, MessageId, OpId, RecordId, UserId};
 pub use merge::{
-    covered_by_conversation_tombstone, merge, resolve, resolve_incoming, Resolution, VersionedState,
+    covered_by_conversation_tombstone, merge, resolve, resolve_incoming, Cover, Resolution,
+    VersionedState,
 };
 pub use model::{Conversation, Message, Metadata, Role};
 pub use page::{ConversationCursor, MessageCursor, Page};

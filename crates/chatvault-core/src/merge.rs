@@ -8,10 +8,26 @@
 //! which it sees the versions. That makes [`merge`] commutative,
 //! associative and idempotent, which is what convergence needs.
 //!
-//! [`resolve_incoming`] adds the one rule beyond plain LWW: a conversation's
-//! tombstone covers the message writes older than it. It is the single
-//! decision the server (on push) and every client store (on pull and
-//! import) make about an incoming version.
+//! [`resolve_incoming`] adds the rules beyond plain LWW, the one decision
+//! the server (on push) and every client store (on pull and import) make
+//! about an incoming version:
+//!
+//! - **Deleting a conversation covers what was stamped before it.** A
+//!   conversation tombstone with version `T` beats every version of that
+//!   conversation and every write to one of its messages stamped `<= T`,
+//!   wherever and whenever they arrive. The conversation's *deletion mark*
+//!   (its highest deletion stamp) is remembered even after the
+//!   conversation is recreated, so a late message from before the deletion
+//!   never comes back with it.
+//! - **A change stamped after the deletion recreates.** A conversation
+//!   version above `T` (a rename made after the delete) wins as in plain
+//!   LWW; the conversation then holds exactly its messages stamped above
+//!   `T`. Messages stamped above `T` are never covered.
+//! - **Purged tombstones still cover.** A replica that purged tombstones
+//!   keeps the highest stamp it purged (its *purge mark*): a write to a
+//!   record it holds nothing of, stamped at or below that mark, may be
+//!   older than a deletion it forgot, and is superseded instead of
+//!   applied.
 
 use crate::Hlc;
 use std::cmp::Ordering;
@@ -64,12 +80,24 @@ pub fn covered_by_conversation_tombstone(message: Hlc, tombstone: Option<Hlc>) -
     tombstone.is_some_and(|t| t >= message)
 }
 
-/// The last-writer-wins rule with tombstone cover, as every replica
+/// What besides the record's own stored version can veto an incoming
+/// write (see the module docs). `Cover::default()` vetoes nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cover {
+    /// For a message write: the deletion mark of its conversation — the
+    /// highest stamp it was ever deleted at, whether or not it was
+    /// recreated since. `None` for a conversation write, or a conversation
+    /// never deleted.
+    pub conversation_deleted: Option<Hlc>,
+    /// The replica's purge mark: the highest stamp among the tombstones it
+    /// has purged (`None` if it never purged one).
+    pub purged: Option<Hlc>,
+}
+
+/// The last-writer-wins rule with deletion cover, as every replica
 /// applies it to an incoming version of one record: `local` is what the
-/// replica holds for that record (`None` if nothing), and
-/// `conversation_tombstone` the version of the deletion of the conversation
-/// that covers `incoming` — pass it only for a message write, `None` when
-/// the conversation is live or the record is not a message.
+/// replica holds for that record (`None` if nothing), `cover` what else
+/// can veto it (see [`Cover`] and the module docs).
 ///
 /// A covered write loses whatever `local` holds; otherwise [`resolve`]
 /// decides. Identical versions keep the local one, so a replayed change
@@ -77,9 +105,12 @@ pub fn covered_by_conversation_tombstone(message: Hlc, tombstone: Option<Hlc>) -
 pub fn resolve_incoming(
     local: Option<VersionedState<'_>>,
     incoming: VersionedState<'_>,
-    conversation_tombstone: Option<Hlc>,
+    cover: Cover,
 ) -> Resolution {
-    if covered_by_conversation_tombstone(incoming.version, conversation_tombstone) {
+    if covered_by_conversation_tombstone(incoming.version, cover.conversation_deleted) {
+        return Resolution::KeepLocal;
+    }
+    if local.is_none() && cover.purged.is_some_and(|p| p >= incoming.version) {
         return Resolution::KeepLocal;
     }
     resolve(local, incoming)
@@ -159,9 +190,16 @@ mod tests {
         assert_eq!(resolve(None, a), Resolution::TakeRemote);
     }
 
+    fn deleted_at(wall: u64) -> Cover {
+        Cover {
+            conversation_deleted: Some(Hlc::new(wall, 0, DeviceId(1)).unwrap()),
+            purged: None,
+        }
+    }
+
     #[test]
     fn a_conversation_tombstone_covers_older_and_equal_writes_only() {
-        let tombstone = Some(Hlc::new(10, 0, DeviceId(1)).unwrap());
+        let tombstone = deleted_at(10);
         let at = |wall| v(wall, 1, false, b"m");
         assert_eq!(
             resolve_incoming(None, at(9), tombstone),
@@ -182,7 +220,32 @@ mod tests {
         );
         // Without a tombstone it is plain LWW.
         assert_eq!(
-            resolve_incoming(Some(at(1)), at(9), None),
+            resolve_incoming(Some(at(1)), at(9), Cover::default()),
+            Resolution::TakeRemote
+        );
+    }
+
+    #[test]
+    fn a_purge_mark_covers_only_records_the_replica_does_not_hold() {
+        let purged = Cover {
+            conversation_deleted: None,
+            purged: Some(Hlc::new(10, 0, DeviceId(1)).unwrap()),
+        };
+        let at = |wall| v(wall, 1, false, b"x");
+        // Nothing held, stamped at or before the mark: maybe older than a
+        // forgotten deletion.
+        assert_eq!(
+            resolve_incoming(None, at(10), purged),
+            Resolution::KeepLocal
+        );
+        assert_eq!(resolve_incoming(None, at(3), purged), Resolution::KeepLocal);
+        assert_eq!(
+            resolve_incoming(None, at(11), purged),
+            Resolution::TakeRemote
+        );
+        // A held record is judged by plain LWW: its own version is known.
+        assert_eq!(
+            resolve_incoming(Some(at(2)), at(3), purged),
             Resolution::TakeRemote
         );
     }
@@ -247,7 +310,11 @@ mod tests {
                         continue;
                     }
                     let local = message.as_ref().map(Owned::state);
-                    if resolve_incoming(local, v.state(), tombstone) == Resolution::TakeRemote {
+                    let cover = Cover {
+                        conversation_deleted: tombstone,
+                        purged: None,
+                    };
+                    if resolve_incoming(local, v.state(), cover) == Resolution::TakeRemote {
                         message = Some(v.clone());
                     }
                 }

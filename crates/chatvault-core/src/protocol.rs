@@ -96,9 +96,16 @@ error_codes! {
     MethodNotAllowed = "method_not_allowed" => 405,
     /// Registering a username that exists.
     UsernameTaken = "username_taken" => 409,
-    /// The cursor predates purged tombstones (or is ahead of this server's
-    /// feed): rebuild from a snapshot.
+    /// The cursor predates purged tombstones: rebuild from a snapshot (a
+    /// record it does not list was deleted).
     ResyncRequired = "resync_required" => 410,
+    /// The cursor (or snapshot key) was issued by another copy of the
+    /// server's database — it was restored from a backup, so it lacks
+    /// what was written after the backup. Rebuild from a snapshot and push
+    /// back every record the snapshot lacks or holds older; delete
+    /// nothing. Sent with 410 so that a client that does not know this
+    /// code still resyncs.
+    ServerRestored = "server_restored" => 410,
     /// A push with more changes than one batch may carry.
     BatchTooLarge = "batch_too_large" => 413,
     /// A request body over the server's size limit.

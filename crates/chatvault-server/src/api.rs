@@ -221,6 +221,10 @@ pub struct PullQuery {
     pub after: Option<String>,
     /// Page size, 1–1000 (default 500).
     pub limit: Option<u32>,
+    /// The newest push answer's `cursor` the client has not pulled past
+    /// yet, if any: answered `410 server_restored` when this database did
+    /// not issue it (restored from a backup that lacks that push).
+    pub seen: Option<String>,
 }
 
 /// One page of the change feed.

@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::types::{AccountId, Seq};
+use crate::types::{AccountId, Cursor};
 
 #[derive(Debug, Default)]
 struct Account {
-    /// Highest sequence number poked so far.
-    last_poked: Seq,
-    sockets: Vec<(u64, mpsc::Sender<Seq>)>,
+    /// Newest head poked so far.
+    last_poked: Cursor,
+    sockets: Vec<(u64, mpsc::Sender<Cursor>)>,
 }
 
 #[derive(Debug)]
@@ -60,7 +60,7 @@ pub struct Subscription {
     id: u64,
     /// Pokes for this socket. `None` from `recv` means the hub cut the
     /// socket loose because its queue overflowed.
-    pub pokes: mpsc::Receiver<Seq>,
+    pub pokes: mpsc::Receiver<Cursor>,
 }
 
 /// Held by one socket's task from the upgrade request until the task ends;
@@ -104,12 +104,15 @@ impl Hub {
     }
 
     /// Tells every socket of `account` that its feed now reaches `head`.
-    pub fn poke(&self, account: AccountId, head: Seq) {
+    /// Within one epoch only heads past the last one poked go out; a head
+    /// in another epoch always does (after a restore the feed restarts
+    /// lower).
+    pub fn poke(&self, account: AccountId, head: Cursor) {
         let mut accounts = self.lock();
         let Some(entry) = accounts.get_mut(&account) else {
             return;
         };
-        if head <= entry.last_poked {
+        if head.epoch == entry.last_poked.epoch && head.seq <= entry.last_poked.seq {
             return;
         }
         entry.last_poked = head;
@@ -162,7 +165,15 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::{Epoch, Seq};
+    use std::sync::LazyLock;
     use std::time::Duration;
+
+    static EPOCH: LazyLock<Epoch> = LazyLock::new(Epoch::random);
+
+    fn at(n: u64) -> Cursor {
+        Cursor::new(*EPOCH, Seq(n))
+    }
 
     #[test]
     fn pokes_reach_only_their_account_and_only_when_newer() {
@@ -170,15 +181,27 @@ mod tests {
         let (a, b) = (AccountId::new(), AccountId::new());
         let mut sa = hub.subscribe(a, 4);
         let mut sb = hub.subscribe(b, 4);
-        hub.poke(a, Seq(3));
-        hub.poke(a, Seq(3));
-        hub.poke(a, Seq(2));
-        assert_eq!(sa.pokes.try_recv().ok(), Some(Seq(3)));
+        hub.poke(a, at(3));
+        hub.poke(a, at(3));
+        hub.poke(a, at(2));
+        assert_eq!(sa.pokes.try_recv().ok(), Some(at(3)));
         assert!(sa.pokes.try_recv().is_err());
         assert!(sb.pokes.try_recv().is_err());
         assert_eq!(hub.socket_count(), 2);
         drop(sa);
         assert_eq!(hub.socket_count(), 1);
+    }
+
+    #[test]
+    fn a_head_in_a_new_epoch_is_poked_even_if_lower() {
+        let hub = Hub::default();
+        let a = AccountId::new();
+        let mut s = hub.subscribe(a, 4);
+        hub.poke(a, at(9));
+        let restored = Cursor::new(Epoch::random(), Seq(2));
+        hub.poke(a, restored);
+        assert_eq!(s.pokes.try_recv().ok(), Some(at(9)));
+        assert_eq!(s.pokes.try_recv().ok(), Some(restored));
     }
 
     #[tokio::test]
@@ -204,11 +227,11 @@ mod tests {
         let a = AccountId::new();
         let mut s = hub.subscribe(a, 2);
         for n in 1..=3 {
-            hub.poke(a, Seq(n));
+            hub.poke(a, at(n));
         }
         assert_eq!(hub.socket_count(), 0);
-        assert_eq!(s.pokes.try_recv().ok(), Some(Seq(1)));
-        assert_eq!(s.pokes.try_recv().ok(), Some(Seq(2)));
+        assert_eq!(s.pokes.try_recv().ok(), Some(at(1)));
+        assert_eq!(s.pokes.try_recv().ok(), Some(at(2)));
         // Queue closed: the socket task sees `None` and disconnects.
         assert!(matches!(
             s.pokes.try_recv(),

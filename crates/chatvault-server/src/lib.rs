@@ -29,7 +29,8 @@
 //! - `http` — the axum router: auth, keys, sync, ws, openapi; [`AppError`],
 //!   which answers with a `chatvault_core::ErrorCode`.
 //! - [`api`] — JSON request/response bodies.
-//! - `types` — validated wire values ([`Username`], [`Cursor`],
+//! - `types` — validated wire values ([`Username`], [`Cursor`] and the
+//!   [`Epoch`] it names,
 //!   [`WireKdfParams`], ...).
 //! - `auth` — credential rules: hashing, tokens, sessions, backoff.
 //! - `sync` — the pure per-change rules: admitting a pushed change (or a
@@ -76,6 +77,6 @@ pub use listen::Timeouts;
 pub use server::{serve, shutdown_signal, ServeError, Server};
 pub use sync::PushRejectReason;
 pub use types::{
-    AccountId, AuthKey, ClientKind, Cursor, Invalid, KeyEnvelope, Salt, Seq, SessionHash,
+    AccountId, AuthKey, ClientKind, Cursor, Epoch, Invalid, KeyEnvelope, Salt, Seq, SessionHash,
     SnapshotKey, Username, WireKdfParams,
 };

@@ -16,7 +16,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chatvault_core::{Change, ConversationId, EntityKind, Hlc, OpId, RecordId, VersionedState};
+use chatvault_core::{
+    Change, ConversationId, Cover, EntityKind, Hlc, OpId, RecordId, VersionedState,
+};
 
 use crate::store::Outcome;
 use crate::sync::{decide, state_of, Verdict};
@@ -55,6 +57,17 @@ pub(crate) struct StoredVersion {
     pub conversation_id: Option<ConversationId>,
     /// Empty for tombstones.
     pub body: Vec<u8>,
+    /// For conversations: the highest stamp it was ever deleted at (kept
+    /// when it is recreated), if it was.
+    pub deletion_mark: Option<Hlc>,
+}
+
+impl StoredVersion {
+    /// The deletion mark, counting the row's own version if it is a
+    /// tombstone (rows written before marks were kept have none).
+    fn mark(&self) -> Option<Hlc> {
+        self.deletion_mark.max(self.deleted.then_some(self.version))
+    }
 }
 
 /// What a backend must read before planning a batch.
@@ -106,6 +119,9 @@ pub(crate) struct PushState {
     pub seen: HashMap<OpId, Outcome>,
     /// Stored versions; a key that is absent has no row.
     pub records: HashMap<RecordKey, StoredVersion>,
+    /// The account's purge mark: the highest stamp among its purged
+    /// tombstones.
+    pub purged: Option<Hlc>,
 }
 
 /// One record row to write (insert or replace).
@@ -115,6 +131,9 @@ pub(crate) struct RecordWrite<'a> {
     pub change: &'a Change,
     /// The sequence number it was applied at.
     pub seq: Seq,
+    /// The row's deletion mark (conversations only; see
+    /// [`StoredVersion::deletion_mark`]).
+    pub deletion_mark: Option<Hlc>,
 }
 
 /// What a batch does, for a backend to write in one transaction, in this
@@ -132,6 +151,11 @@ pub(crate) struct PushPlan<'a> {
     /// Rows to write: the last applied version of each record, in
     /// sequence order.
     pub writes: Vec<RecordWrite<'a>>,
+    /// Stored conversation rows (not in `writes`) whose deletion mark a
+    /// superseded tombstone raised: set the mark and move the row to the
+    /// sequence number, so devices pull it again and learn the mark
+    /// (`deletedThrough`). Runs after `writes`.
+    pub remarks: Vec<(ConversationId, Hlc, Seq)>,
     /// The feed head after the batch.
     pub head: Seq,
 }
@@ -151,6 +175,8 @@ struct Held<'a> {
     deleted: bool,
     conversation_id: Option<ConversationId>,
     body: &'a [u8],
+    /// Deletion mark, own tombstone included.
+    mark: Option<Hlc>,
     written: Option<RecordWrite<'a>>,
 }
 
@@ -179,6 +205,7 @@ pub(crate) fn plan<'a>(changes: &'a [Change], state: &'a PushState) -> PushPlan<
                 deleted: s.deleted,
                 conversation_id: s.conversation_id,
                 body: &s.body,
+                mark: s.mark(),
                 written: None,
             };
             (*key, h)
@@ -189,6 +216,7 @@ pub(crate) fn plan<'a>(changes: &'a [Change], state: &'a PushState) -> PushPlan<
     let mut outcomes = Vec::with_capacity(changes.len());
     let mut remember = Vec::new();
     let mut covered: BTreeMap<ConversationId, Hlc> = BTreeMap::new();
+    let mut remarks: BTreeMap<ConversationId, (Hlc, Seq)> = BTreeMap::new();
 
     for change in changes {
         if let Some(known) = state.seen.get(&change.op_id).or(fresh.get(&change.op_id)) {
@@ -196,20 +224,36 @@ pub(crate) fn plan<'a>(changes: &'a [Change], state: &'a PushState) -> PushPlan<
             continue;
         }
         let key = RecordKey::of(change);
-        let tombstone = match (change.kind, change.conversation_id) {
+        // A conversation's deletion mark outlives its recreation: a
+        // message from before the deletion stays covered.
+        let conversation_deleted = match (change.kind, change.conversation_id) {
             (EntityKind::Message, Some(conv)) => held
                 .get(&RecordKey::conversation(conv))
-                .filter(|c| c.deleted)
-                .map(|c| c.version),
+                .and_then(|c| c.mark),
             _ => None,
         };
-        let current = held.get(&key).map(Held::state);
-        let outcome = match decide(change, current, tombstone) {
+        let previous = held.get(&key);
+        let current = previous.map(Held::state);
+        let cover = Cover {
+            conversation_deleted,
+            purged: state.purged,
+        };
+        let outcome = match decide(change, current, cover) {
             Verdict::Supersede => Outcome::Superseded,
             Verdict::Apply => {
                 head = Seq(head.0 + 1);
-                let write = RecordWrite { change, seq: head };
                 let row = state_of(change);
+                let mark = match change.kind {
+                    EntityKind::Conversation => previous
+                        .and_then(|p| p.mark)
+                        .max(row.deleted.then_some(row.version)),
+                    EntityKind::Message => None,
+                };
+                let write = RecordWrite {
+                    change,
+                    seq: head,
+                    deletion_mark: mark,
+                };
                 held.insert(
                     key,
                     Held {
@@ -217,25 +261,46 @@ pub(crate) fn plan<'a>(changes: &'a [Change], state: &'a PushState) -> PushPlan<
                         deleted: row.deleted,
                         conversation_id: change.conversation_id,
                         body: row.body,
+                        mark,
                         written: Some(write),
                     },
                 );
-                if change.kind == EntityKind::Conversation && change.is_delete() {
-                    // The tombstone covers these (ties go to the deletion,
-                    // as in `sync::decide`); keeping them would only hand
-                    // deleted content to the next snapshot.
-                    let conv = change.entity_id.conversation();
-                    held.retain(|k, h| {
-                        !(k.kind == EntityKind::Message
-                            && h.conversation_id == Some(conv)
-                            && h.version <= change.version)
-                    });
-                    let at = covered.entry(conv).or_insert(change.version);
-                    *at = (*at).max(change.version);
-                }
                 Outcome::Applied(head)
             }
         };
+        if change.kind == EntityKind::Conversation && change.is_delete() {
+            // A conversation's deletion covers its messages stamped at or
+            // below it even when a newer version of the conversation wins
+            // (core's rule): drop them, keeping them would only hand
+            // deleted content to the next snapshot.
+            let conv = change.entity_id.conversation();
+            held.retain(|k, h| {
+                !(k.kind == EntityKind::Message
+                    && h.conversation_id == Some(conv)
+                    && h.version <= change.version)
+            });
+            let at = covered.entry(conv).or_insert(change.version);
+            *at = (*at).max(change.version);
+            if outcome == Outcome::Superseded {
+                // The winner keeps the higher mark, and devices that hold
+                // it must hear of it.
+                if let Some(row) = held.get_mut(&key) {
+                    if row.mark < Some(change.version) {
+                        row.mark = Some(change.version);
+                        match &mut row.written {
+                            Some(write) => write.deletion_mark = row.mark,
+                            None => match remarks.get_mut(&conv) {
+                                Some(remark) => remark.0 = change.version,
+                                None => {
+                                    head = Seq(head.0 + 1);
+                                    remarks.insert(conv, (change.version, head));
+                                }
+                            },
+                        }
+                    }
+                }
+            }
+        }
         fresh.insert(change.op_id, outcome);
         remember.push((change.op_id, outcome));
         outcomes.push(outcome);
@@ -243,11 +308,16 @@ pub(crate) fn plan<'a>(changes: &'a [Change], state: &'a PushState) -> PushPlan<
 
     let mut writes: Vec<RecordWrite<'a>> = held.values().filter_map(|h| h.written).collect();
     writes.sort_unstable_by_key(|w| w.seq);
+    let remarks = remarks
+        .into_iter()
+        .map(|(conv, (mark, seq))| (conv, mark, seq))
+        .collect();
     PushPlan {
         outcomes,
         remember,
         covered: covered.into_iter().collect(),
         writes,
+        remarks,
         head,
     }
 }
@@ -304,6 +374,7 @@ mod tests {
             deleted,
             conversation_id: conv,
             body: if deleted { Vec::new() } else { b"s".to_vec() },
+            deletion_mark: None,
         }
     }
 
@@ -484,12 +555,14 @@ mod tests {
     }
 
     #[test]
-    fn a_recreated_conversation_no_longer_covers_its_messages() {
+    fn a_recreated_conversation_still_covers_messages_from_before_its_deletion() {
         let conv = ConversationId::new();
         let changes = vec![
             delete_conversation(conv, 10),
             conversation(conv, 20),
             message(MessageId::new(), conv, 5),
+            message(MessageId::new(), conv, 10),
+            message(MessageId::new(), conv, 15),
         ];
         let empty = PushState::default();
         let p = plan(&changes, &empty);
@@ -498,13 +571,108 @@ mod tests {
             vec![
                 Outcome::Applied(Seq(1)),
                 Outcome::Applied(Seq(2)),
+                Outcome::Superseded,
+                Outcome::Superseded,
                 Outcome::Applied(Seq(3))
             ]
         );
-        // The deletion still removes stored messages first; the message
-        // written after it survives because writes follow `covered`.
         assert_eq!(p.covered, vec![(conv, hlc(10))]);
-        assert_eq!(p.writes.len(), 2);
+        // The recreated conversation's row keeps the mark.
+        let row = p.writes.iter().find(|w| w.seq == Seq(2)).unwrap();
+        assert_eq!(row.deletion_mark, Some(hlc(10)));
+
+        // Across batches: the stored row's mark covers just the same.
+        let state = PushState {
+            records: HashMap::from([(
+                RecordKey::conversation(conv),
+                StoredVersion {
+                    deletion_mark: Some(hlc(10)),
+                    ..stored(20, false, None)
+                },
+            )]),
+            ..PushState::default()
+        };
+        let late = vec![message(MessageId::new(), conv, 9), conversation(conv, 30)];
+        let p = plan(&late, &state);
+        assert_eq!(
+            p.outcomes,
+            vec![Outcome::Superseded, Outcome::Applied(Seq(1))]
+        );
+        assert_eq!(
+            p.writes[0].deletion_mark,
+            Some(hlc(10)),
+            "a rename keeps the mark"
+        );
+    }
+
+    #[test]
+    fn a_superseded_conversation_delete_still_covers_older_messages_and_marks_the_winner() {
+        let conv = ConversationId::new();
+        let (old, new) = (MessageId::new(), MessageId::new());
+        let state = PushState {
+            head: Seq(4),
+            records: HashMap::from([
+                (RecordKey::conversation(conv), stored(20, false, None)),
+                (
+                    RecordKey {
+                        kind: EntityKind::Message,
+                        id: old.into(),
+                    },
+                    stored(5, false, Some(conv)),
+                ),
+            ]),
+            ..PushState::default()
+        };
+        // A delete at 10 loses to the rename at 20, but not its cover.
+        let changes = vec![
+            delete_conversation(conv, 10),
+            message(MessageId::new(), conv, 8),
+            message(new, conv, 12),
+            delete_conversation(conv, 11),
+        ];
+        let p = plan(&changes, &state);
+        assert_eq!(
+            p.outcomes,
+            vec![
+                Outcome::Superseded,
+                Outcome::Superseded,
+                Outcome::Applied(Seq(6)),
+                Outcome::Superseded
+            ]
+        );
+        assert_eq!(p.covered, vec![(conv, hlc(11))]);
+        // The stored winner moves once, to the first new number, carrying
+        // the highest mark; numbers stay gap-free.
+        assert_eq!(p.remarks, vec![(conv, hlc(11), Seq(5))]);
+        assert_eq!(p.head, Seq(6));
+        assert_eq!(written(&p), vec![(key_of(&changes[2]), 6)]);
+    }
+
+    #[test]
+    fn the_purge_mark_supersedes_stale_writes_to_records_the_server_forgot() {
+        let conv = ConversationId::new();
+        let live = ConversationId::new();
+        let changes = vec![
+            conversation(conv, 7),              // its tombstone was purged
+            message(MessageId::new(), conv, 8), // ditto
+            conversation(conv, 12),             // stamped after: a new version
+            conversation(live, 5),              // held: plain LWW
+        ];
+        let state = PushState {
+            records: HashMap::from([(RecordKey::conversation(live), stored(4, false, None))]),
+            purged: Some(hlc(10)),
+            ..PushState::default()
+        };
+        let p = plan(&changes, &state);
+        assert_eq!(
+            p.outcomes,
+            vec![
+                Outcome::Superseded,
+                Outcome::Superseded,
+                Outcome::Applied(Seq(1)),
+                Outcome::Applied(Seq(2))
+            ]
+        );
     }
 
     #[test]

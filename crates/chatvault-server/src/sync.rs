@@ -8,7 +8,7 @@
 //! inside their transactions and the HTTP layer calls [`admit`] before.
 
 use chatvault_core::{
-    resolve_incoming, Change, ChangeOp, EntityKind, Hlc, Resolution, Timestamp, VersionedState,
+    resolve_incoming, Change, ChangeOp, Cover, EntityKind, Resolution, Timestamp, VersionedState,
     MAX_CLOCK_DRIFT_MS,
 };
 
@@ -99,22 +99,22 @@ pub fn state_of(change: &Change) -> VersionedState<'_> {
 }
 
 /// Decides an admitted change against the stored version of the same
-/// record (`current`) and, for a message, the version of its
-/// conversation's tombstone if that conversation is deleted.
+/// record (`current`) and what else covers it: for a message, its
+/// conversation's deletion mark; for any record the server holds nothing
+/// of, the account's purge mark.
 ///
 /// This is core's [`resolve_incoming`], the rule client stores apply too;
-/// on the server a conversation tombstone covers every message change
-/// older than it, deletions included.
-pub fn decide(
-    change: &Change,
-    current: Option<VersionedState<'_>>,
-    conversation_tombstone: Option<Hlc>,
-) -> Verdict {
-    let covering = match change.kind {
-        EntityKind::Message => conversation_tombstone,
-        EntityKind::Conversation => None,
+/// on the server a conversation's deletion covers every message change
+/// stamped at or before it, deletions included.
+pub fn decide(change: &Change, current: Option<VersionedState<'_>>, cover: Cover) -> Verdict {
+    let cover = match change.kind {
+        EntityKind::Message => cover,
+        EntityKind::Conversation => Cover {
+            conversation_deleted: None,
+            ..cover
+        },
     };
-    match resolve_incoming(current, state_of(change), covering) {
+    match resolve_incoming(current, state_of(change), cover) {
         Resolution::TakeRemote => Verdict::Apply,
         Resolution::KeepLocal => Verdict::Supersede,
     }
@@ -124,12 +124,23 @@ pub fn decide(
 mod tests {
     use super::*;
     use chatvault_core::{
-        Body, ConversationId, DeviceId, MessageId, MessageRecord, OpId, Tombstone,
+        Body, ConversationId, DeviceId, Hlc, MessageId, MessageRecord, OpId, Tombstone,
     };
     use serde_json::json;
 
     fn hlc(wall: u64) -> Hlc {
         Hlc::new(wall, 0, DeviceId(1)).unwrap()
+    }
+
+    fn none() -> Cover {
+        Cover::default()
+    }
+
+    fn deleted(wall: u64) -> Cover {
+        Cover {
+            conversation_deleted: Some(hlc(wall)),
+            purged: None,
+        }
     }
 
     fn message(wall: u64, conv: ConversationId) -> Change {
@@ -182,34 +193,34 @@ mod tests {
     fn newer_applies_older_and_equal_supersede() {
         let conv = ConversationId::new();
         let c = message(10, conv);
-        assert_eq!(decide(&c, None, None), Verdict::Apply);
+        assert_eq!(decide(&c, None, none()), Verdict::Apply);
         let older = VersionedState {
             version: hlc(9),
             deleted: false,
             body: b"x",
         };
-        assert_eq!(decide(&c, Some(older), None), Verdict::Apply);
+        assert_eq!(decide(&c, Some(older), none()), Verdict::Apply);
         let newer = VersionedState {
             version: hlc(11),
             deleted: false,
             body: b"x",
         };
-        assert_eq!(decide(&c, Some(newer), None), Verdict::Supersede);
-        assert_eq!(decide(&c, Some(state_of(&c)), None), Verdict::Supersede);
+        assert_eq!(decide(&c, Some(newer), none()), Verdict::Supersede);
+        assert_eq!(decide(&c, Some(state_of(&c)), none()), Verdict::Supersede);
     }
 
     #[test]
     fn conversation_tombstone_covers_older_messages_only() {
         let conv = ConversationId::new();
         let c = message(10, conv);
-        assert_eq!(decide(&c, None, Some(hlc(10))), Verdict::Supersede);
-        assert_eq!(decide(&c, None, Some(hlc(11))), Verdict::Supersede);
-        assert_eq!(decide(&c, None, Some(hlc(9))), Verdict::Apply);
+        assert_eq!(decide(&c, None, deleted(10)), Verdict::Supersede);
+        assert_eq!(decide(&c, None, deleted(11)), Verdict::Supersede);
+        assert_eq!(decide(&c, None, deleted(9)), Verdict::Apply);
         // A conversation change is never covered by "its own" tombstone rule.
         let del = Change::delete(
             OpId::new(),
             &Tombstone::conversation(conv, hlc(12), Timestamp(0)),
         );
-        assert_eq!(decide(&del, None, Some(hlc(20))), Verdict::Apply);
+        assert_eq!(decide(&del, None, deleted(20)), Verdict::Apply);
     }
 }

@@ -311,18 +311,92 @@ impl Seq {
     }
 }
 
-/// Text form of both cursor kinds starts with this, so the format can
-/// change later without old cursors being misread.
-const CURSOR_PREFIX: &str = "v1.";
+/// Text form of cursors and snapshot keys before epochs (still read, so a
+/// device's stored cursor survives a server upgrade).
+const LEGACY_PREFIX: &str = "v1.";
+/// Text form of cursors and snapshot keys that name their epoch.
+const EPOCH_PREFIX: &str = "v2.";
+
+/// One run of the server on its database: a random id the store creates
+/// (and records in the database) every time a server opens it. Cursors
+/// and snapshot keys name the epoch they were issued in, so a server whose
+/// database was restored from a backup — which lacks the epochs begun
+/// after the backup, and sees a new one at the restart — can tell a cursor
+/// it can continue from one that points into a feed it no longer has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Epoch(pub uuid::Uuid);
+
+impl Epoch {
+    /// A fresh epoch: a UUIDv7 (74 random bits under the time, so two
+    /// openings never share one).
+    pub fn random() -> Epoch {
+        Epoch(uuid::Uuid::now_v7())
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.simple())
+    }
+}
+
+impl FromStr for Epoch {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        // Only the form `Display` writes (32 lowercase hex digits), so one
+        // epoch has one text.
+        if s.len() != 32 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(Invalid(format!("{s:?} is not an epoch")));
+        }
+        uuid::Uuid::parse_str(s)
+            .map(Epoch)
+            .map_err(|_| Invalid(format!("{s:?} is not an epoch")))
+    }
+}
+
+/// Splits `v2.<epoch>.<rest>` / `v1.<rest>` into the epoch (`None` for a
+/// legacy text) and the rest.
+fn split_epoch(s: &str) -> Option<(Option<Epoch>, &str)> {
+    if let Some(rest) = s.strip_prefix(EPOCH_PREFIX) {
+        let (epoch, rest) = rest.split_once('.')?;
+        return Some((Some(epoch.parse().ok()?), rest));
+    }
+    s.strip_prefix(LEGACY_PREFIX).map(|rest| (None, rest))
+}
+
+fn write_epoch(f: &mut fmt::Formatter<'_>, epoch: Option<Epoch>) -> fmt::Result {
+    match epoch {
+        Some(e) => write!(f, "{EPOCH_PREFIX}{e}."),
+        None => f.write_str(LEGACY_PREFIX),
+    }
+}
 
 /// An opaque position in an account's change feed: "everything up to and
-/// including this sequence number". Clients pass it back exactly as given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Cursor(pub Seq);
+/// including this sequence number, as issued in this epoch". Clients pass
+/// it back exactly as given. `epoch` is `None` only for a cursor issued
+/// before epochs existed (`v1.N`) or for "from the start".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cursor {
+    /// The epoch it was issued in.
+    pub epoch: Option<Epoch>,
+    /// The position.
+    pub seq: Seq,
+}
+
+impl Cursor {
+    /// The position `seq` as issued in `epoch`.
+    pub fn new(epoch: Epoch, seq: Seq) -> Cursor {
+        Cursor {
+            epoch: Some(epoch),
+            seq,
+        }
+    }
+}
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{CURSOR_PREFIX}{}", self.0 .0)
+        write_epoch(f, self.epoch)?;
+        write!(f, "{}", self.seq.0)
     }
 }
 
@@ -330,7 +404,7 @@ impl FromStr for Cursor {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
         let bad = || Invalid(format!("{s:?} is not a cursor this server issued"));
-        let digits = s.strip_prefix(CURSOR_PREFIX).ok_or_else(bad)?;
+        let (epoch, digits) = split_epoch(s).ok_or_else(bad)?;
         if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
@@ -338,7 +412,7 @@ impl FromStr for Cursor {
         if n > i64::MAX as u64 {
             return Err(bad());
         }
-        Ok(Cursor(Seq(n)))
+        Ok(Cursor { epoch, seq: Seq(n) })
     }
 }
 
@@ -349,9 +423,11 @@ impl Serialize for Cursor {
 }
 
 /// An opaque position in a snapshot listing (records ordered by kind, then
-/// id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// id), naming the epoch it was issued in (`None`: a legacy `v1.` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotKey {
+    /// The epoch it was issued in.
+    pub epoch: Option<Epoch>,
     /// Kind of the last record returned.
     pub kind: EntityKind,
     /// Id of the last record returned.
@@ -360,7 +436,8 @@ pub struct SnapshotKey {
 
 impl fmt::Display for SnapshotKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{CURSOR_PREFIX}{}.{}", self.kind, self.id)
+        write_epoch(f, self.epoch)?;
+        write!(f, "{}.{}", self.kind, self.id)
     }
 }
 
@@ -368,9 +445,10 @@ impl FromStr for SnapshotKey {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
         let bad = || Invalid(format!("{s:?} is not a snapshot key this server issued"));
-        let rest = s.strip_prefix(CURSOR_PREFIX).ok_or_else(bad)?;
+        let (epoch, rest) = split_epoch(s).ok_or_else(bad)?;
         let (kind, id) = rest.split_once('.').ok_or_else(bad)?;
         Ok(SnapshotKey {
+            epoch,
             kind: kind.parse().map_err(|_| bad())?,
             id: id.parse().map_err(|_| bad())?,
         })
@@ -467,27 +545,49 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor(Seq(42));
-        assert_eq!(c.to_string(), "v1.42");
-        assert_eq!("v1.42".parse::<Cursor>().unwrap(), c);
+        let epoch = Epoch::random();
+        let c = Cursor::new(epoch, Seq(42));
+        assert_eq!(c.to_string(), format!("v2.{epoch}.42"));
+        assert_eq!(c.to_string().parse::<Cursor>().unwrap(), c);
+        // A cursor issued before epochs still reads, as the legacy epoch.
+        let legacy = "v1.42".parse::<Cursor>().unwrap();
+        assert_eq!(
+            legacy,
+            Cursor {
+                epoch: None,
+                seq: Seq(42)
+            }
+        );
+        assert_eq!(legacy.to_string(), "v1.42");
+        let upper = epoch.to_string().to_uppercase();
         for bad in [
             "",
             "42",
             "v1.",
             "v1.-1",
             "v1.x",
+            "v3.1",
             "v2.1",
+            "v2..1",
+            &format!("v2.{epoch}"),
+            &format!("v2.{epoch}."),
+            &format!("v2.{upper}.1"),
+            &format!("v2.{}.1", uuid::Uuid::now_v7()),
             "v1.99999999999999999999",
             "v1.9223372036854775808",
         ] {
             assert!(bad.parse::<Cursor>().is_err(), "{bad:?}");
         }
-        let k = SnapshotKey {
-            kind: EntityKind::Message,
-            id: RecordId::from_uuid(uuid::Uuid::now_v7()),
-        };
-        assert_eq!(k.to_string().parse::<SnapshotKey>().unwrap(), k);
+        for epoch in [Some(epoch), None] {
+            let k = SnapshotKey {
+                epoch,
+                kind: EntityKind::Message,
+                id: RecordId::from_uuid(uuid::Uuid::now_v7()),
+            };
+            assert_eq!(k.to_string().parse::<SnapshotKey>().unwrap(), k);
+        }
         assert!("v1.note.x".parse::<SnapshotKey>().is_err());
+        assert!(format!("v2.{epoch}.note.x").parse::<SnapshotKey>().is_err());
     }
 
     #[test]

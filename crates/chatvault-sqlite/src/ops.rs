@@ -3,7 +3,7 @@
 
 use crate::convert::{conversation_id, hlc, message_id, record_id, sql_err, ts};
 use chatvault_core::{
-    Body, Change, ConversationId, ConversationRecord, EntityKind, Incoming, MessageId,
+    Body, Change, ConversationId, ConversationRecord, EntityKind, Hlc, Incoming, MessageId,
     MessageRecord, OpId, RecordId, Tombstone, UserId,
 };
 use chatvault_store::{
@@ -326,11 +326,6 @@ impl Deferred {
         t.1 += bytes;
     }
 
-    fn forget(&mut self, id: ConversationId) {
-        self.activity.remove(&id);
-        self.totals.remove(&id);
-    }
-
     fn flush(self, tx: &Transaction<'_>) -> Result<()> {
         let mut bump = tx
             .prepare_cached(
@@ -387,6 +382,44 @@ fn wins(tx: &Connection, incoming: &Incoming, rule: WinRule) -> Result<bool> {
         None => None,
     };
     Ok(rule(incoming, local.as_ref(), parent_tombstone))
+}
+
+/// [`WriteOp::CoverMessages`]: drops the messages of `conversation`
+/// stamped at or below `through`, their tombstones and their outbox
+/// entries, and takes them off the conversation's totals. Stamps compare
+/// as text (fixed-width hex: text order is clock order).
+fn cover_messages(
+    tx: &Connection,
+    conversation: ConversationId,
+    through: Hlc,
+    deferred: &mut Deferred,
+) -> Result<()> {
+    let id = &conversation.as_bytes()[..];
+    let through = through.to_string();
+    let (count, bytes): (i64, i64) = tx
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(length(body)), 0) FROM messages \
+             WHERE conversation_id = ?1 AND version <= ?2",
+        )
+        .map_err(sql_err)?
+        .query_row(params![id, through], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(sql_err)?;
+    deferred.add_totals(conversation, -count, -bytes);
+    for sql in [
+        "DELETE FROM outbox WHERE conversation_id = ?1 AND entity_id IN ( \
+             SELECT id FROM messages WHERE conversation_id = ?1 AND version <= ?2 \
+             UNION ALL SELECT id FROM tombstones WHERE kind = 'message' \
+             AND conversation_id = ?1 AND version <= ?2)",
+        "DELETE FROM messages WHERE conversation_id = ?1 AND version <= ?2",
+        "DELETE FROM tombstones WHERE kind = 'message' AND conversation_id = ?1 \
+         AND version <= ?2",
+    ] {
+        tx.prepare_cached(sql)
+            .map_err(sql_err)?
+            .execute(params![id, through])
+            .map_err(sql_err)?;
+    }
+    Ok(())
 }
 
 /// Removes a stored message (if any) from its conversation's totals; the
@@ -619,19 +652,11 @@ fn apply(
             let id = &t.id.as_bytes()[..];
             match t.kind {
                 EntityKind::Conversation => {
-                    for sql in [
-                        "DELETE FROM conversations WHERE id = ?1",
-                        "DELETE FROM messages WHERE conversation_id = ?1",
-                        "DELETE FROM conversation_totals WHERE conversation_id = ?1",
-                        "DELETE FROM tombstones WHERE conversation_id = ?1",
-                        "DELETE FROM outbox WHERE conversation_id = ?1",
-                    ] {
-                        tx.prepare_cached(sql)
-                            .map_err(sql_err)?
-                            .execute([id])
-                            .map_err(sql_err)?;
-                    }
-                    deferred.forget(t.id.conversation());
+                    tx.prepare_cached("DELETE FROM conversations WHERE id = ?1")
+                        .map_err(sql_err)?
+                        .execute([id])
+                        .map_err(sql_err)?;
+                    cover_messages(tx, t.id.conversation(), t.version, deferred)?;
                 }
                 EntityKind::Message => {
                     uncount_message(tx, id, deferred)?;
@@ -654,6 +679,9 @@ fn apply(
                 t.deleted_at.as_millis(),
             ])
             .map_err(sql_err)?;
+        }
+        WriteOp::CoverMessages(conversation, through) => {
+            cover_messages(tx, conversation, through, deferred)?;
         }
         WriteOp::Enqueue(item) => {
             // REPLACE deletes the record's pending entry (coalescing) and
@@ -699,7 +727,14 @@ fn apply(
         }
         WriteOp::ForgetUnlessPending(t) => {
             if forgettable(tx, &t)? {
+                // A forgotten conversation takes all its messages along:
+                // nothing of it is unsynced, and the server lists none.
+                let conversation =
+                    (t.kind == EntityKind::Conversation).then(|| t.id.conversation());
                 apply(tx, WriteOp::Delete(t), deferred, outcome)?;
+                if let Some(conversation) = conversation {
+                    cover_messages(tx, conversation, Hlc::MAX, deferred)?;
+                }
                 outcome.forgotten += 1;
             }
         }

@@ -12,8 +12,8 @@ use crate::{
 };
 use async_trait::async_trait;
 use chatvault_core::{
-    Change, ConversationId, EntityKind, Incoming, MessageId, MessageRecord, RecordId, Timestamp,
-    Tombstone,
+    Change, ConversationId, EntityKind, Hlc, Incoming, MessageId, MessageRecord, RecordId,
+    Timestamp, Tombstone,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -264,6 +264,33 @@ impl Inner {
         }
     }
 
+    /// [`WriteOp::CoverMessages`].
+    fn cover_messages(&mut self, id: ConversationId, through: Hlc) {
+        let doomed: Vec<RecordId> = self
+            .messages_of(id)
+            .filter(|m| m.version <= through)
+            .map(|m| m.id.into())
+            .chain(
+                self.tombstones
+                    .values()
+                    .filter(|t| t.conversation_id == Some(id) && t.version <= through)
+                    .map(|t| t.id),
+            )
+            .collect();
+        for entity in doomed {
+            self.remove_message(entity.message());
+            self.tombstones.remove(&(EntityKind::Message, entity));
+            let queued_here = self
+                .outbox_by_entity
+                .get(&entity)
+                .and_then(|seq| self.outbox.get(seq))
+                .is_some_and(|slot| slot.item.conversation_id == Some(id));
+            if queued_here {
+                self.dequeue(entity);
+            }
+        }
+    }
+
     fn dequeue(&mut self, entity: RecordId) {
         if let Some(seq) = self.outbox_by_entity.remove(&entity) {
             self.outbox.remove(&seq);
@@ -387,27 +414,14 @@ impl Inner {
                     EntityKind::Conversation => {
                         let id = tombstone.id.conversation();
                         self.conversations.remove(&id);
-                        let doomed: Vec<MessageId> = self.messages_of(id).map(|m| m.id).collect();
-                        for m in doomed {
-                            self.remove_message(m);
-                            self.tombstones.remove(&(EntityKind::Message, m.into()));
-                        }
-                        self.tombstones.retain(|_, t| t.conversation_id != Some(id));
-                        let pending: Vec<RecordId> = self
-                            .outbox
-                            .values()
-                            .filter(|s| s.item.conversation_id == Some(id))
-                            .map(|s| s.item.entity_id)
-                            .collect();
-                        for e in pending {
-                            self.dequeue(e);
-                        }
+                        self.cover_messages(id, tombstone.version);
                     }
                     EntityKind::Message => self.remove_message(tombstone.id.message()),
                 }
                 self.tombstones
                     .insert((tombstone.kind, tombstone.id), tombstone);
             }
+            WriteOp::CoverMessages(id, through) => self.cover_messages(id, through),
             WriteOp::Enqueue(item) => {
                 self.dequeue(item.entity_id);
                 self.next_seq += 1;
@@ -435,7 +449,14 @@ impl Inner {
             }
             WriteOp::ForgetUnlessPending(tombstone) => {
                 if self.forgettable(&tombstone) {
+                    // A forgotten conversation takes all its messages
+                    // along: nothing of it is unsynced.
+                    let conversation = (tombstone.kind == EntityKind::Conversation)
+                        .then(|| tombstone.id.conversation());
                     self.apply(WriteOp::Delete(tombstone), outcome);
+                    if let Some(conversation) = conversation {
+                        self.cover_messages(conversation, Hlc::MAX);
+                    }
                     outcome.forgotten += 1;
                 }
             }

@@ -1,9 +1,9 @@
 //! Requests and answers of the [`Store`](crate::Store) trait.
 
 use chatvault_core::{
-    resolve_incoming, Change, ConversationCursor, ConversationId, ConversationRecord, EntityKind,
-    Hlc, Incoming, MessageCursor, MessageRecord, OpId, RecordId, Resolution, Timestamp, Tombstone,
-    VersionedState,
+    resolve_incoming, Change, ConversationCursor, ConversationId, ConversationRecord, Cover,
+    EntityKind, Hlc, Incoming, MessageCursor, MessageRecord, OpId, RecordId, Resolution, Timestamp,
+    Tombstone, VersionedState,
 };
 
 /// A conversation as stored, with the activity time the store derives.
@@ -131,9 +131,17 @@ pub enum WriteOp {
     ///
     /// [`StoreError::InvalidRequest`]: crate::StoreError::InvalidRequest
     InsertMessage(MessageRecord),
-    /// Delete a record and keep its tombstone. A conversation's messages and
-    /// their tombstones and outbox entries go with it.
+    /// Delete a record and keep its tombstone. A conversation takes along
+    /// what its deletion covers, as [`WriteOp::CoverMessages`] at the
+    /// tombstone's version; its messages stamped after the deletion stay
+    /// (core's deletion rule, `chatvault_core::merge`).
     Delete(Tombstone),
+    /// The conversation was deleted at this version: drop every message of
+    /// it stamped at or below it, with their tombstones and their pending
+    /// or parked changes. Messages stamped after it stay. Applied when a
+    /// conversation tombstone is, and when a recreated conversation comes
+    /// from the server with its deletion mark (`deletedThrough`).
+    CoverMessages(ConversationId, Hlc),
     /// Queue a record's change for sync, replacing any pending change of
     /// the same record (coalescing).
     Enqueue(OutboxItem),
@@ -157,7 +165,9 @@ pub enum WriteOp {
     /// write, and only if the record is still stored at exactly the
     /// tombstone's version and has no pending or parked change — for a
     /// conversation, neither it nor any of its messages. Otherwise nothing
-    /// happens. Counted in [`WriteOutcome::forgotten`].
+    /// happens. A forgotten conversation takes **all** its messages along
+    /// (not only those its tombstone's version covers). Counted in
+    /// [`WriteOutcome::forgotten`].
     ForgetUnlessPending(Tombstone),
     /// Set a metadata value.
     SetMeta(String, Vec<u8>),
@@ -294,7 +304,11 @@ pub fn incoming_wins(
         deleted: l.deleted,
         body: &l.body,
     });
-    resolve_incoming(local, remote, covering) == Resolution::TakeRemote
+    let cover = Cover {
+        conversation_deleted: covering,
+        purged: None,
+    };
+    resolve_incoming(local, remote, cover) == Resolution::TakeRemote
 }
 
 fn upsert_state(version: Hlc, body: &[u8]) -> VersionedState<'_> {

@@ -523,8 +523,15 @@ impl SyncClient {
     /// Pushes the outbox, then pulls everything new.
     pub async fn sync_once(&self) -> Result<SyncReport> {
         self.exclusively(true, || async {
-            let push = self.push_locked().await?;
+            let mut push = self.push_locked().await?;
             let mut pull = self.pull_locked().await?;
+            if pull.requeued > 0 {
+                // The server's database was restored and the rebuild queued
+                // what it lost: send it back now, and read the feed to the
+                // end again so the cursor passes it.
+                push.absorb(self.push_locked().await?);
+                pull.absorb(self.pull_locked().await?);
+            }
             if self.missed_a_winner(&push).await? {
                 // The pull cursor is already past the winner of a change
                 // the server superseded: read the feed again from the
@@ -538,13 +545,7 @@ impl SyncClient {
                     .replica()
                     .set_sync_meta(crate::pull::CURSOR_KEY, None)
                     .await?;
-                let again = self.pull_locked().await?;
-                pull.pages += again.pages;
-                pull.applied += again.applied;
-                pull.superseded += again.superseded;
-                pull.skipped += again.skipped;
-                pull.resynced |= again.resynced;
-                pull.dropped += again.dropped;
+                pull.absorb(self.pull_locked().await?);
             }
             Ok(SyncReport { push, pull })
         })

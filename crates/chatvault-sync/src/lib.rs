@@ -34,7 +34,10 @@
 //! - **Pull**: pages after the stored cursor, applied by last-writer-wins
 //!   with the cursor in the same atomic write; `410 resync_required`
 //!   rebuilds from a snapshot without touching the outbox, once (a second
-//!   410 right after is [`SyncError::ResyncLoop`], not a loop).
+//!   410 right after is [`SyncError::ResyncLoop`], not a loop);
+//!   `410 server_restored` (the server's database was restored from a
+//!   backup) rebuilds deleting nothing and pushes back what the server
+//!   lost ([`PullReport::requeued`]).
 //! - **Loop**: [`SyncClient::run`] syncs on start, on [`SyncClient::notify`],
 //!   on every WebSocket poke and (re)connect, and periodically; transient
 //!   failures retry forever with capped, jittered exponential backoff. A

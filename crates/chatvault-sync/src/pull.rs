@@ -22,10 +22,19 @@
 //! it. The outbox is never touched. A snapshot with an unreadable change
 //! stops before anything is dropped. A second `410` straight after is
 //! [`SyncError::ResyncLoop`], never another round.
+//!
+//! Restore (`410 server_restored`: the server's database was restored from
+//! a backup, so the cursor points into a feed it no longer has): the same
+//! snapshot walk and merge, but what the snapshot lacks was lost by the
+//! server, not deleted — nothing is dropped; every local record and
+//! tombstone the snapshot lacks or holds older is queued to be pushed back
+//! ([`PullReport::requeued`]), and the server's newer-wins rule sorts it
+//! out. A snapshot key refused the same way mid-walk starts the walk over,
+//! once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use chatvault_core::{Change, EntityKind, ErrorCode, RecordId};
+use chatvault_core::{Change, EntityKind, ErrorCode, Hlc, RecordId};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +45,12 @@ use crate::wire::{parse_change, PullResponse, SnapshotResponse};
 
 /// Metadata key of the stored cursor.
 pub(crate) const CURSOR_KEY: &str = chatvault::meta_keys::SYNC_CURSOR;
+
+/// Metadata key of the newest push answer's `cursor` not yet pulled past:
+/// sent along with the next pull (`seen`), so a server restored from a
+/// backup that lacks what this device pushed is detected even though the
+/// device's pull cursor predates the backup.
+pub(crate) const PUSHED_HEAD_KEY: &str = "sync.pushed_head";
 
 /// The stored cursor and whose it is.
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,6 +65,7 @@ impl SyncClient {
     pub(crate) async fn pull_locked(&self) -> Result<PullReport> {
         let mut report = PullReport::default();
         let mut cursor = self.load_cursor().await?;
+        let mut seen = self.load_stored_cursor(PUSHED_HEAD_KEY).await?;
         let limit = self.inner.options.page_limit.clamp(1, 1000).to_string();
         let mut just_resynced = false;
         loop {
@@ -57,21 +73,25 @@ impl SyncClient {
             if let Some(c) = &cursor {
                 query.push(("after", c.as_str()));
             }
+            if let Some(s) = &seen {
+                query.push(("seen", s.as_str()));
+            }
             let page = self
                 .authed_dated::<PullResponse>(Method::GET, "v1/sync/pull", &query, None)
                 .await;
             let (page, server_now) = match page {
                 Ok(page) => page,
-                Err(e) if needs_resync(&e, cursor.is_some()) => {
-                    if just_resynced {
-                        return Err(SyncError::ResyncLoop);
+                Err(e) => match rebuild_needed(&e, cursor.is_some()) {
+                    Some(_) if just_resynced => return Err(SyncError::ResyncLoop),
+                    Some(mode) => {
+                        tracing::warn!(error = %e, ?mode, "the server cannot continue the feed; rebuilding from a snapshot");
+                        cursor = Some(self.resync(mode, &mut report).await?);
+                        just_resynced = true;
+                        seen = None;
+                        continue;
                     }
-                    tracing::warn!(error = %e, "the server cannot continue the feed; resyncing from a snapshot");
-                    cursor = Some(self.resync(&mut report).await?);
-                    just_resynced = true;
-                    continue;
-                }
-                Err(e) => return Err(e),
+                    None => return Err(e),
+                },
             };
             just_resynced = false;
             report.pages += 1;
@@ -87,17 +107,70 @@ impl SyncClient {
             cursor = Some(page.next_cursor);
             let stored = cursor.clone();
             self.inner.status.send_modify(|s| s.cursor = stored);
+            // Checked once: the feed is being read from this server now.
+            seen = None;
             if !page.has_more {
+                // The cursor is past everything pushed before this pull.
+                self.inner
+                    .vault
+                    .replica()
+                    .set_sync_meta(PUSHED_HEAD_KEY, None)
+                    .await?;
                 return Ok(report);
             }
         }
     }
 
     /// Rebuilds the vault from the server's snapshot; returns (and stores)
-    /// the cursor to continue the feed from.
-    async fn resync(&self, report: &mut PullReport) -> Result<String> {
+    /// the cursor to continue the feed from. After a horizon resync,
+    /// records the snapshot lacks were deleted and go; after a restore they
+    /// were lost by the server and are queued to be pushed back.
+    async fn resync(&self, mode: Rebuild, report: &mut PullReport) -> Result<String> {
+        let mut mode = mode;
+        let (listed, cursor) = loop {
+            match self.walk_snapshot(report).await {
+                Ok(walked) => break walked,
+                // The database was restored while the snapshot was being
+                // read: start over against the restored one, once.
+                Err(e)
+                    if rebuild_needed(&e, true) == Some(Rebuild::Restored)
+                        && mode != Rebuild::RestoredAgain =>
+                {
+                    tracing::warn!(error = %e, "the server was restored during the snapshot; reading it again");
+                    mode = Rebuild::RestoredAgain;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let replica = self.inner.vault.replica();
+        match mode {
+            Rebuild::Horizon => {
+                let keys: HashSet<(EntityKind, RecordId)> = listed.into_keys().collect();
+                report.dropped += replica.forget_records_missing_from(&keys).await?;
+            }
+            Rebuild::Restored | Rebuild::RestoredAgain => {
+                report.requeued += replica.requeue_records_missing_from(&listed).await?;
+            }
+        }
+        let (key, value) = self.cursor_meta(&cursor)?;
+        replica.set_sync_meta(&key, value).await?;
+        report.resynced = true;
+        tracing::info!(
+            dropped = report.dropped,
+            requeued = report.requeued,
+            "rebuilt from a snapshot"
+        );
+        Ok(cursor)
+    }
+
+    /// Pages through the whole snapshot, applying it by LWW; returns every
+    /// listed record's version and the cursor of its first page.
+    async fn walk_snapshot(
+        &self,
+        report: &mut PullReport,
+    ) -> Result<(HashMap<(EntityKind, RecordId), Hlc>, String)> {
         let limit = self.inner.options.page_limit.clamp(1, 1000).to_string();
-        let mut listed: HashSet<(EntityKind, RecordId)> = HashSet::new();
+        let mut listed: HashMap<(EntityKind, RecordId), Hlc> = HashMap::new();
         let mut after: Option<String> = None;
         let mut resume_at: Option<String> = None;
         loop {
@@ -115,7 +188,7 @@ impl SyncClient {
                 })?);
             }
             let (changes, unreadable) = self.parse_page(page.changes, report);
-            listed.extend(changes.iter().map(|c| (c.kind, c.entity_id)));
+            listed.extend(changes.iter().map(|c| ((c.kind, c.entity_id), c.version)));
             self.apply(changes, vec![], server_now, report).await?;
             if let Some(unreadable) = unreadable {
                 // Not listed means "deleted elsewhere" to the forget step:
@@ -131,25 +204,7 @@ impl SyncClient {
         }
         let cursor = resume_at
             .ok_or_else(|| SyncError::Protocol("the snapshot carried no cursor".into()))?;
-        report.dropped += self
-            .inner
-            .vault
-            .replica()
-            .forget_records_missing_from(&listed)
-            .await?;
-        let (key, value) = self.cursor_meta(&cursor)?;
-        self.inner
-            .vault
-            .replica()
-            .set_sync_meta(&key, value)
-            .await?;
-        report.resynced = true;
-        tracing::info!(
-            records = listed.len(),
-            dropped = report.dropped,
-            "resynced from a snapshot"
-        );
-        Ok(cursor)
+        Ok((listed, cursor))
     }
 
     /// Parses each change alone; returns the readable ones and, if any was
@@ -204,7 +259,25 @@ impl SyncClient {
 
     /// The stored cursor, if it belongs to this server and account.
     pub(crate) async fn load_cursor(&self) -> Result<Option<String>> {
-        let Some(bytes) = self.inner.vault.replica().sync_meta(CURSOR_KEY).await? else {
+        self.load_stored_cursor(CURSOR_KEY).await
+    }
+
+    /// Remembers the `cursor` of a push answer that applied something
+    /// (see [`PUSHED_HEAD_KEY`]).
+    pub(crate) async fn note_pushed_head(&self, cursor: &str) -> Result<()> {
+        let (_, value) = self.cursor_meta(cursor)?;
+        self.inner
+            .vault
+            .replica()
+            .set_sync_meta(PUSHED_HEAD_KEY, value)
+            .await?;
+        Ok(())
+    }
+
+    /// A cursor stored under `key`, if it belongs to this server and
+    /// account.
+    async fn load_stored_cursor(&self, key: &str) -> Result<Option<String>> {
+        let Some(bytes) = self.inner.vault.replica().sync_meta(key).await? else {
             return Ok(None);
         };
         let stored: StoredCursor = match serde_json::from_slice(&bytes) {
@@ -236,8 +309,30 @@ impl SyncClient {
     }
 }
 
-/// `410 resync_required`, or a stored cursor this server does not know.
-fn needs_resync(e: &SyncError, had_cursor: bool) -> bool {
-    e.is_status(410)
+/// Which rebuild from a snapshot an answer asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rebuild {
+    /// The cursor is older than the tombstone horizon (or unknown): what
+    /// the snapshot lacks was deleted.
+    Horizon,
+    /// The server's database was restored: what the snapshot lacks was
+    /// lost by the server, and is pushed back.
+    Restored,
+    /// As [`Rebuild::Restored`], after a first walk was itself cut short
+    /// by a restore.
+    RestoredAgain,
+}
+
+/// `410 server_restored`; `410 resync_required` (or any other 410); or a
+/// stored cursor this server does not know.
+fn rebuild_needed(e: &SyncError, had_cursor: bool) -> Option<Rebuild> {
+    if e.is_status(410) && e.server_code() == Some(&ErrorCode::ServerRestored) {
+        Some(Rebuild::Restored)
+    } else if e.is_status(410)
         || (had_cursor && e.is_status(400) && e.server_code() == Some(&ErrorCode::InvalidCursor))
+    {
+        Some(Rebuild::Horizon)
+    } else {
+        None
+    }
 }

@@ -208,6 +208,13 @@ impl SyncClient {
                 }
             }
         }
+        let applied_any = response
+            .results
+            .iter()
+            .any(|r| matches!(r.status, PushStatus::Applied));
+        if let (true, Some(head)) = (applied_any, &response.cursor) {
+            self.note_pushed_head(head).await?;
+        }
         if !restamped.is_empty() {
             // Re-queued under a new outbox entry: neither synced nor
             // rejected, so they leave this chunk's bookkeeping.

@@ -100,6 +100,37 @@ pub struct PullReport {
     pub resynced: bool,
     /// Local records dropped by a resync (deleted elsewhere).
     pub dropped: u64,
+    /// Local records and tombstones queued to be pushed back because the
+    /// server's database was restored from a backup that lacks them (or
+    /// holds them older).
+    pub requeued: u64,
+}
+
+impl PushReport {
+    /// Adds a later push's counts to this one.
+    pub(crate) fn absorb(&mut self, later: PushReport) {
+        self.applied += later.applied;
+        self.superseded += later.superseded;
+        self.dead_lettered += later.dead_lettered;
+        self.requeued += later.requeued;
+        self.restamped += later.restamped;
+        self.accepted = self.accepted.max(later.accepted);
+        self.superseded_records.extend(later.superseded_records);
+        self.requests += later.requests;
+    }
+}
+
+impl PullReport {
+    /// Adds a later pull's counts to this one.
+    pub(crate) fn absorb(&mut self, later: PullReport) {
+        self.pages += later.pages;
+        self.applied += later.applied;
+        self.superseded += later.superseded;
+        self.skipped += later.skipped;
+        self.resynced |= later.resynced;
+        self.dropped += later.dropped;
+        self.requeued += later.requeued;
+    }
 }
 
 /// What [`SyncClient::sync_once`](crate::SyncClient::sync_once) did.

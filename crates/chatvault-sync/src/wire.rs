@@ -98,6 +98,10 @@ pub(crate) struct PushResult {
 #[derive(Debug, Deserialize)]
 pub(crate) struct PushResponse {
     pub results: Vec<PushResult>,
+    /// The account's feed head after the push (absent from very old
+    /// servers).
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 /// One page of the change feed. Changes stay raw JSON until each is parsed

@@ -265,7 +265,12 @@ async fn sync_and_report(client: &SyncClient, json: JsonFlag) -> Result<()> {
         "pushed {} change(s) ({} already newer on the server), pulled {} ({} older than local)",
         push.applied, push.superseded, pull.applied, pull.superseded
     );
-    if pull.resynced {
+    if pull.requeued > 0 {
+        println!(
+            "the server's database was restored from an older backup: sent back {} record(s) it had lost",
+            pull.requeued
+        );
+    } else if pull.resynced {
         println!("rebuilt from the server's snapshot (this device was behind its history)");
     }
     if !dead.is_empty() {
@@ -285,6 +290,7 @@ fn report_json(report: &SyncReport, dead_letters: usize) -> serde_json::Value {
         "pulled": report.pull.applied,
         "pullSuperseded": report.pull.superseded,
         "resynced": report.pull.resynced,
+        "sentBack": report.pull.requeued,
         "deadLetters": dead_letters,
     })
 }

@@ -50,6 +50,10 @@ pub(crate) struct UpsertPayloadDoc {
     /// standard base64. The server stores these bytes as given.
     #[schema(format = Byte)]
     body: String,
+    /// Served conversations only, when the conversation was deleted and
+    /// recreated since: the highest stamp it was deleted at; its messages
+    /// stamped at or before it are deleted. Ignored in a push.
+    deleted_through: Option<String>,
 }
 
 /// Payload of a delete.

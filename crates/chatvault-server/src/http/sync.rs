@@ -16,7 +16,7 @@ use crate::api::{
     ErrorBody, PullQuery, PullResponse, PushRequest, PushResponse, PushResult, PushStatus,
     SnapshotQuery, SnapshotResponse,
 };
-use crate::store::{Outcome, Pull};
+use crate::store::{Outcome, Pull, Snapshot};
 use crate::sync::{admit, PushRejectReason, PushRejection};
 use crate::types::{Cursor, Invalid, Seq, SnapshotKey};
 use std::str::FromStr;
@@ -137,7 +137,7 @@ pub(crate) async fn push(
     }
     Ok(Json(PushResponse {
         results,
-        cursor: Cursor(outcome.head),
+        cursor: outcome.head,
     }))
 }
 
@@ -149,7 +149,7 @@ pub(crate) async fn push(
         (status = 200, description = "A page of the change feed", body = PullResponse),
         (status = 400, description = "Bad cursor (`invalid_cursor`) or limit (`invalid_limit`)", body = ErrorBody),
         (status = 401, description = "No valid session", body = ErrorBody),
-        (status = 410, description = "The cursor predates purged tombstones: rebuild from `/v1/sync/snapshot` (`resync_required`)", body = ErrorBody),
+        (status = 410, description = "The cursor predates purged tombstones: rebuild from `/v1/sync/snapshot` (`resync_required`); or another copy of the database issued it (`server_restored`): rebuild and push back what the snapshot lacks", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -160,14 +160,27 @@ pub(crate) async fn pull(
 ) -> Result<Json<PullResponse>, AppError> {
     let after: Cursor = parse_after(query.after.as_deref())?.unwrap_or_default();
     let limit = page_limit(query.limit)?;
-    match state.store().pull(auth.account, after.0, limit).await? {
+    // What the client pushed since its last pull must still be here: a
+    // cursor this database did not issue means it was restored without it.
+    if let Some(seen) = parse_after::<Cursor>(query.seen.as_deref())? {
+        if state.store().pull(auth.account, seen, 1).await? == Pull::Restored {
+            return Err(restored());
+        }
+    }
+    match state.store().pull(auth.account, after, limit).await? {
         Pull::ResyncRequired => Err(AppError::client(
             ErrorCode::ResyncRequired,
-            "this cursor is older than the server's tombstone horizon (or unknown here): \
+            "this cursor is older than the server's tombstone horizon: \
              rebuild from /v1/sync/snapshot, keeping your unsent changes",
         )),
-        Pull::Changes { changes, has_more } => {
-            let next_cursor = changes.last().map_or(after, |c| Cursor(Seq(c.seq)));
+        Pull::Restored => Err(restored()),
+        Pull::Changes {
+            changes,
+            has_more,
+            epoch,
+        } => {
+            let seq = changes.last().map_or(after.seq, |c| Seq(c.seq));
+            let next_cursor = Cursor::new(epoch, seq);
             Ok(Json(PullResponse {
                 changes,
                 next_cursor,
@@ -185,6 +198,7 @@ pub(crate) async fn pull(
         (status = 200, description = "A page of live records; the first page carries the cursor to pull from afterwards", body = SnapshotResponse),
         (status = 400, description = "Bad key (`invalid_cursor`) or limit (`invalid_limit`)", body = ErrorBody),
         (status = 401, description = "No valid session", body = ErrorBody),
+        (status = 410, description = "The key is from another copy of the database (`server_restored`): start the snapshot again", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]
@@ -195,12 +209,16 @@ pub(crate) async fn snapshot(
 ) -> Result<Json<SnapshotResponse>, AppError> {
     let after = parse_after::<SnapshotKey>(query.after.as_deref())?;
     let limit = page_limit(query.limit)?;
-    let page = state.store().snapshot(auth.account, after, limit).await?;
+    let page = match state.store().snapshot(auth.account, after, limit).await? {
+        Snapshot::Page(page) => page,
+        Snapshot::Restored => return Err(restored()),
+    };
     let next_key = page
         .changes
         .last()
         .filter(|_| page.has_more)
         .map(|c| SnapshotKey {
+            epoch: Some(page.epoch),
             kind: c.change.kind,
             id: c.change.entity_id,
         });
@@ -208,6 +226,16 @@ pub(crate) async fn snapshot(
         changes: page.changes,
         next_key,
         has_more: page.has_more,
-        cursor: page.head.map(Cursor),
+        cursor: page.head,
     }))
+}
+
+/// The answer to a cursor or snapshot key this database did not issue.
+fn restored() -> AppError {
+    AppError::client(
+        ErrorCode::ServerRestored,
+        "this cursor was issued by another copy of the server's database (it was restored \
+         from a backup since): rebuild from /v1/sync/snapshot and push back every record \
+         the snapshot lacks or holds older, keeping your unsent changes",
+    )
 }

@@ -36,7 +36,7 @@ use super::extract::{
 use super::{AppError, AppState};
 use crate::api::{ErrorBody, Poke, WsAuth, WsReady};
 use crate::hub::Subscription;
-use crate::types::{Cursor, SessionHash};
+use crate::types::SessionHash;
 
 /// Largest frame accepted from a client (it has nothing to say but pongs).
 const MAX_CLIENT_FRAME: usize = 4 * 1024;
@@ -214,7 +214,7 @@ async fn serve_socket(
                     send_within(&mut sink, Message::Close(Some(frame)), ping_every).await;
                     break;
                 };
-                let Ok(text) = serde_json::to_string(&Poke { kind: "poke", cursor: Cursor(head) }) else {
+                let Ok(text) = serde_json::to_string(&Poke { kind: "poke", cursor: head }) else {
                     break;
                 };
                 if !send_within(&mut sink, Message::Text(text.into()), ping_every).await {

@@ -30,10 +30,10 @@ pub use sqlite::SqliteServerStore;
 
 use crate::auth::ThrottleState;
 use crate::config::DatabaseUrl;
-use crate::push_plan::{RecordKey, StoredVersion};
+use crate::push_plan::{RecordKey, RecordWrite, StoredVersion};
 use crate::types::{
-    AccountId, ClientKind, KeyEnvelope, Salt, Seq, SessionHash, SnapshotKey, Username,
-    WireKdfParams,
+    AccountId, ClientKind, Cursor, Epoch, KeyEnvelope, Salt, Seq, SessionHash, SnapshotKey,
+    Username, WireKdfParams,
 };
 
 /// Everything that can go wrong in a store.
@@ -195,8 +195,8 @@ pub enum Outcome {
 pub struct PushOutcome {
     /// One outcome per change, in order.
     pub results: Vec<Outcome>,
-    /// The account's feed head after the batch.
-    pub head: Seq,
+    /// The account's feed head after the batch, in the current epoch.
+    pub head: Cursor,
 }
 
 /// A record's latest change and the sequence number it was written at.
@@ -218,10 +218,18 @@ pub enum Pull {
         changes: Vec<SyncedChange>,
         /// Whether more follow the last one.
         has_more: bool,
+        /// The current epoch, which the next cursor names.
+        epoch: Epoch,
     },
-    /// The cursor predates purged tombstones (or is ahead of this server's
-    /// feed): the client must rebuild from a snapshot.
+    /// The cursor predates purged tombstones: the client must rebuild from
+    /// a snapshot (records missing from it were deleted).
     ResyncRequired,
+    /// The cursor was not issued by this database as it is now — its
+    /// epoch is unknown here, it is ahead of the feed, or a later epoch
+    /// reused its position (the database was restored from a backup): the
+    /// client must rebuild from a snapshot and push back what the server
+    /// lacks.
+    Restored,
 }
 
 /// One page of a snapshot.
@@ -233,7 +241,19 @@ pub struct SnapshotPage {
     pub has_more: bool,
     /// On the first page: the feed head read in the same transaction, where
     /// pulling resumes after the snapshot.
-    pub head: Option<Seq>,
+    pub head: Option<Cursor>,
+    /// The current epoch, which the next snapshot key names.
+    pub epoch: Epoch,
+}
+
+/// The answer to a snapshot request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Snapshot {
+    /// A page of live records.
+    Page(SnapshotPage),
+    /// The key names an epoch this database does not know (it was restored
+    /// from a backup): start the snapshot again.
+    Restored,
 }
 
 /// What a maintenance pass deletes: everything older than these times.
@@ -266,7 +286,7 @@ pub struct PurgeReport {
 
 /// Receives `(account, head)` for commits made by any server process that
 /// shares the database.
-pub type PokeSink = Arc<dyn Fn(AccountId, Seq) + Send + Sync>;
+pub type PokeSink = Arc<dyn Fn(AccountId, Cursor) + Send + Sync>;
 
 /// The server's persistence. All methods are atomic; every account-data
 /// method is scoped to the account it is given.
@@ -340,16 +360,23 @@ pub trait ServerStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> ServerStoreResult<PushOutcome>;
 
-    /// Up to `limit` changes after `after`, in sequence order.
-    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> ServerStoreResult<Pull>;
+    /// Up to `limit` changes after `after`, in sequence order, if the
+    /// cursor can be continued ([`Pull::Restored`] or
+    /// [`Pull::ResyncRequired`] otherwise, one rule for every backend).
+    async fn pull(&self, account: AccountId, after: Cursor, limit: u32) -> ServerStoreResult<Pull>;
 
-    /// Up to `limit` live records after `after` (from the start if `None`).
+    /// Up to `limit` live records after `after` (from the start if `None`);
+    /// [`Snapshot::Restored`] for a key from an epoch this database does
+    /// not know.
     async fn snapshot(
         &self,
         account: AccountId,
         after: Option<SnapshotKey>,
         limit: u32,
-    ) -> ServerStoreResult<SnapshotPage>;
+    ) -> ServerStoreResult<Snapshot>;
+
+    /// The epoch this store began when it opened the database.
+    fn epoch(&self) -> Epoch;
 
     /// Drops expired data (all accounts), remembering per account the
     /// highest purged tombstone sequence number so stale cursors get
@@ -391,11 +418,13 @@ pub(crate) struct RecordRow {
     pub body: Option<Vec<u8>>,
     pub deleted_at: Option<i64>,
     pub seq: i64,
+    /// A conversation's deletion mark (see `crate::push_plan`).
+    pub deletion_mark: Option<String>,
 }
 
 /// Column list matching [`RecordRow`]'s field order, for SELECTs.
 pub(crate) const RECORD_COLUMNS: &str = "kind, entity_id, conversation_id, op_id, version, \
-     deleted, created_at, updated_at, owner, body, deleted_at, seq";
+     deleted, created_at, updated_at, owner, body, deleted_at, seq, deletion_mark";
 
 /// A sessions row as a [`SessionSummary`] (both backends).
 pub(crate) fn session_summary(
@@ -420,8 +449,9 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> ServerStoreError {
 }
 
 impl RecordRow {
-    /// The columns to write for `change` at `seq`.
-    pub(crate) fn from_change(change: &Change, seq: Seq) -> RecordRow {
+    /// The columns to write for a planned write.
+    pub(crate) fn from_write(write: &RecordWrite<'_>) -> RecordRow {
+        let (change, seq) = (write.change, write.seq);
         let (deleted, created_at, updated_at, owner, body, deleted_at) = match &change.op {
             ChangeOp::Upsert(p) => (
                 false,
@@ -446,12 +476,19 @@ impl RecordRow {
             body,
             deleted_at,
             seq: seq.to_db(),
+            deletion_mark: write.deletion_mark.map(|m| m.to_string()),
         }
     }
 
-    /// Rebuilds the change this row stores.
+    /// Rebuilds the change this row stores; a recreated conversation also
+    /// carries its deletion mark (`deletedThrough`).
     pub(crate) fn into_synced(self) -> ServerStoreResult<SyncedChange> {
         let kind: EntityKind = self.kind.parse().map_err(|e| corrupt("kind", e))?;
+        let deleted_through = self
+            .deletion_mark
+            .map(|m| m.parse::<Hlc>())
+            .transpose()
+            .map_err(|e| corrupt("deletion_mark", e))?;
         let op = if self.deleted {
             ChangeOp::Delete(DeletePayload {
                 deleted_at: Timestamp(self.deleted_at.unwrap_or(0)),
@@ -466,6 +503,7 @@ impl RecordRow {
                     .transpose()
                     .map_err(|e| corrupt("owner", e))?,
                 body: Body(self.body.unwrap_or_default()),
+                deleted_through,
             })
         };
         Ok(SyncedChange {
@@ -529,7 +567,8 @@ pub(crate) fn page_of(rows: Vec<RecordRow>) -> ServerStoreResult<Vec<SyncedChang
 
 /// Column list matching [`VersionRow`]'s field order: what the push
 /// planner needs of a stored record.
-pub(crate) const VERSION_COLUMNS: &str = "kind, entity_id, conversation_id, version, deleted, body";
+pub(crate) const VERSION_COLUMNS: &str =
+    "kind, entity_id, conversation_id, version, deleted, body, deletion_mark";
 
 /// The `ON CONFLICT` tail of the record upsert, the same in both SQL
 /// dialects: a record row always holds its latest applied change.
@@ -540,7 +579,7 @@ pub(crate) const RECORD_UPSERT_CONFLICT: &str =
      created_at = excluded.created_at, updated_at = excluded.updated_at, \
      owner = excluded.owner, body = excluded.body, \
      deleted_at = excluded.deleted_at, seq = excluded.seq, \
-     stored_at = excluded.stored_at";
+     stored_at = excluded.stored_at, deletion_mark = excluded.deletion_mark";
 
 /// A stored record's version, in database-neutral column types.
 pub(crate) struct VersionRow {
@@ -550,6 +589,7 @@ pub(crate) struct VersionRow {
     pub version: String,
     pub deleted: bool,
     pub body: Option<Vec<u8>>,
+    pub deletion_mark: Option<String>,
 }
 
 impl VersionRow {
@@ -571,6 +611,11 @@ impl VersionRow {
                 .transpose()
                 .map_err(|e| corrupt("conversation_id", e))?,
             body: self.body.unwrap_or_default(),
+            deletion_mark: self
+                .deletion_mark
+                .map(|m| m.parse())
+                .transpose()
+                .map_err(|e| corrupt("deletion_mark", e))?,
         };
         Ok((key, stored))
     }
@@ -641,8 +686,6 @@ fn outcome_from_db(status: &str, seq: Option<i64>) -> ServerStoreResult<Outcome>
     }
 }
 
-/// Decides whether a pull from `after` must resync, given the account's
-/// feed head and highest purged tombstone.
 /// Reads one `(m, t, p, count)` row of a KDF census.
 pub(crate) fn census_entry(
     m: i64,
@@ -661,8 +704,122 @@ pub(crate) fn census_entry(
     ))
 }
 
-pub(crate) fn needs_resync(after: Seq, head: Seq, purged: Seq) -> bool {
-    after < purged || after > head
+/// Whether a pull may continue from a cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CursorCheck {
+    /// It names a position this database issued: continue the feed.
+    Continue,
+    /// It predates purged tombstones: the client missed deletions.
+    ResyncRequired,
+    /// This database did not issue it: its epoch is unknown here, or its
+    /// position is ahead of the feed, or a later epoch of this database
+    /// reused its position (sequence numbers issued again after a restore).
+    Restored,
+}
+
+/// What the store knows about a pull cursor's epoch, for [`check_cursor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EpochFacts {
+    /// The epoch is not in this database.
+    Unknown,
+    /// The epoch is known (or the cursor is legacy / from the start); the
+    /// value is the first sequence number the account was written at in
+    /// any *later* epoch, if it was.
+    Known { later_epoch_start: Option<Seq> },
+}
+
+/// The one rule for pull cursors, shared by every backend: a cursor from
+/// an unknown epoch, ahead of the head, or at or after the first position
+/// a later epoch wrote, was issued by another copy of this database;
+/// otherwise one older than the newest purged tombstone needs a resync.
+pub(crate) fn check_cursor(after: Seq, facts: EpochFacts, head: Seq, purged: Seq) -> CursorCheck {
+    match facts {
+        EpochFacts::Unknown => CursorCheck::Restored,
+        EpochFacts::Known { .. } if after > head => CursorCheck::Restored,
+        EpochFacts::Known {
+            later_epoch_start: Some(start),
+        } if after >= start => CursorCheck::Restored,
+        EpochFacts::Known { .. } if after < purged => CursorCheck::ResyncRequired,
+        EpochFacts::Known { .. } => CursorCheck::Continue,
+    }
+}
+
+/// Records a new epoch (SQLite and PostgreSQL alike): `ordinal` orders
+/// the epochs of one database; `id` is what cursors carry.
+pub(crate) const INSERT_EPOCH: &str = "INSERT INTO epochs (id, opened_at) VALUES ($1, $2)";
+
+/// The current epoch: the newest one recorded (with several PostgreSQL
+/// server processes, the one the latest to start began).
+pub(crate) const CURRENT_EPOCH: &str =
+    "SELECT id, ordinal FROM epochs ORDER BY ordinal DESC LIMIT 1";
+
+/// The ordinal of the epoch with id `$1`.
+pub(crate) const EPOCH_ORDINAL: &str = "SELECT ordinal FROM epochs WHERE id = $1";
+
+/// Notes, once per account and epoch, the first sequence number the
+/// account can be written at in the current epoch (`$3` = head + 1).
+pub(crate) const NOTE_FEED_EPOCH: &str = "INSERT INTO feed_epochs (user_id, epoch, first_seq) \
+     VALUES ($1, $2, $3) ON CONFLICT (user_id, epoch) DO NOTHING";
+
+/// The first sequence number the account was written at in an epoch
+/// after ordinal `$2`.
+pub(crate) const LATER_EPOCH_START: &str =
+    "SELECT MIN(first_seq) FROM feed_epochs WHERE user_id = $1 AND epoch > $2";
+
+/// Moves a stored conversation row to a new sequence number with a raised
+/// deletion mark (a plan's `remarks`). Parameters appear in number order:
+/// SQLite binds `$N` by order of appearance.
+pub(crate) const REMARK_CONVERSATION: &str = "UPDATE records SET deletion_mark = $1, seq = $2 \
+     WHERE user_id = $3 AND kind = 'conversation' AND entity_id = $4";
+
+/// The highest stamp among an account's purged tombstones, as stored
+/// (`None` if it never had one purged).
+pub(crate) fn parse_purge_mark(text: Option<String>) -> ServerStoreResult<Option<Hlc>> {
+    text.map(|t| t.parse())
+        .transpose()
+        .map_err(|e| corrupt("purged_version", e))
+}
+
+/// Milliseconds since the Unix epoch now, for when an epoch was opened
+/// (bookkeeping for operators, never compared).
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The epoch text as stored, or a corruption error.
+pub(crate) fn parse_epoch(text: &str) -> ServerStoreResult<Epoch> {
+    text.parse().map_err(|e| corrupt("epoch", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_rule_tells_restores_from_horizons() {
+        let known = |start: Option<u64>| EpochFacts::Known {
+            later_epoch_start: start.map(Seq),
+        };
+        let check =
+            |after, facts, head, purged| check_cursor(Seq(after), facts, Seq(head), Seq(purged));
+        assert_eq!(check(5, known(None), 9, 0), CursorCheck::Continue);
+        assert_eq!(check(9, known(None), 9, 0), CursorCheck::Continue);
+        assert_eq!(check(0, known(None), 0, 0), CursorCheck::Continue);
+        // Ahead of the head: issued by a copy that had more.
+        assert_eq!(check(10, known(None), 9, 0), CursorCheck::Restored);
+        // An epoch this database never began.
+        assert_eq!(check(1, EpochFacts::Unknown, 9, 0), CursorCheck::Restored);
+        // A later epoch wrote at or before the cursor's position: the
+        // numbers were issued twice.
+        assert_eq!(check(7, known(Some(7)), 9, 0), CursorCheck::Restored);
+        assert_eq!(check(6, known(Some(7)), 9, 0), CursorCheck::Continue);
+        // Older than a purged tombstone, but genuine.
+        assert_eq!(check(3, known(None), 9, 4), CursorCheck::ResyncRequired);
+        // A restore beats the horizon: the client must push back first.
+        assert_eq!(check(12, known(None), 9, 4), CursorCheck::Restored);
+    }
 }
 
 #[cfg(test)]

@@ -28,14 +28,16 @@ use tokio_postgres::{AsyncMessage, IsolationLevel, Row};
 use super::pg_tls::{MakeRustls, PgTarget};
 use super::{census_entry, session_summary, SessionSummary};
 use super::{
-    needs_resync, outcome_to_db, page_cut, page_of, seen_outcome, Account, AccountRow, KeysUpdate,
-    NewAccount, NewSession, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow,
-    ServerStore, ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow,
-    ACCOUNT_COLUMNS, PAGE_BYTES, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
+    check_cursor, outcome_to_db, page_cut, page_of, parse_epoch, parse_purge_mark, seen_outcome,
+    wall_clock_ms, Account, AccountRow, CursorCheck, EpochFacts, KeysUpdate, NewAccount,
+    NewSession, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore,
+    ServerStoreError, ServerStoreResult, SessionInfo, Snapshot, SnapshotPage, VersionRow,
+    ACCOUNT_COLUMNS, CURRENT_EPOCH, EPOCH_ORDINAL, INSERT_EPOCH, LATER_EPOCH_START,
+    NOTE_FEED_EPOCH, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, REMARK_CONVERSATION, VERSION_COLUMNS, PAGE_BYTES,
 };
 use crate::auth::{random_bytes, ThrottleState};
 use crate::push_plan::{plan, PushPlan, PushReads, PushState};
-use crate::types::{AccountId, Cursor, Seq, SessionHash, SnapshotKey, Username, WireKdfParams};
+use crate::types::{AccountId, Cursor, Epoch, Seq, SessionHash, SnapshotKey, Username, WireKdfParams};
 
 /// The NOTIFY channel pokes travel on.
 const POKE_CHANNEL: &str = "chatvault_poke";
@@ -49,7 +51,8 @@ const PURGE_LOCK: i64 = 0x6368_6174_7661_0002;
 
 /// Schema migrations, in order. Compared columns use the "C" collation so
 /// text order is byte order (HLC stamps and ids compare as strings).
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE server_meta (
     key   TEXT PRIMARY KEY,
     value BYTEA NOT NULL
@@ -112,7 +115,25 @@ CREATE TABLE op_results (
     PRIMARY KEY (user_id, op_id)
 );
 CREATE INDEX op_results_age ON op_results(recorded_at);
-"#];
+"#,
+    r#"
+CREATE TABLE epochs (
+    ordinal   BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id        TEXT NOT NULL UNIQUE,
+    opened_at BIGINT NOT NULL
+);
+CREATE TABLE feed_epochs (
+    user_id   TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    epoch     BIGINT NOT NULL,
+    first_seq BIGINT NOT NULL,
+    PRIMARY KEY (user_id, epoch)
+);
+"#,
+    r#"
+ALTER TABLE records ADD COLUMN deletion_mark TEXT COLLATE "C";
+ALTER TABLE sync_heads ADD COLUMN purged_version TEXT COLLATE "C";
+"#,
+];
 
 /// The PostgreSQL backend. Cheap to clone.
 #[derive(Clone)]
@@ -120,6 +141,9 @@ pub struct PostgresServerStore {
     pool: Pool,
     config: tokio_postgres::Config,
     tls: MakeRustls,
+    /// The epoch this process began when it connected. Cursors name the
+    /// current epoch (the newest any process began), read per request.
+    epoch: Epoch,
 }
 
 impl std::fmt::Debug for PostgresServerStore {
@@ -153,8 +177,14 @@ impl PostgresServerStore {
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| ServerStoreError::Pool(e.to_string()))?;
-        let store = PostgresServerStore { pool, config, tls };
+        let mut store = PostgresServerStore {
+            pool,
+            config,
+            tls,
+            epoch: Epoch::random(),
+        };
         store.migrate().await?;
+        store.epoch = store.begin_epoch().await?;
         Ok(store)
     }
 
@@ -195,6 +225,46 @@ impl PostgresServerStore {
         tx.commit().await?;
         Ok(())
     }
+
+    /// Records a new epoch: every start of a server process begins one.
+    async fn begin_epoch(&self) -> ServerStoreResult<Epoch> {
+        let epoch = Epoch::random();
+        self.client()
+            .await?
+            .execute(INSERT_EPOCH, &[&epoch.to_string(), &wall_clock_ms()])
+            .await?;
+        tracing::info!(%epoch, "began a new epoch of the server database");
+        Ok(epoch)
+    }
+}
+
+/// The current epoch and its ordinal.
+async fn current_epoch(tx: &Transaction<'_>) -> ServerStoreResult<(Epoch, i64)> {
+    let row = tx.query_one(CURRENT_EPOCH, &[]).await?;
+    Ok((parse_epoch(row.try_get(0)?)?, row.try_get(1)?))
+}
+
+/// What the database knows about `epoch` for the account (see
+/// [`EpochFacts`]); a legacy or absent epoch counts as the oldest.
+async fn epoch_facts(
+    tx: &Transaction<'_>,
+    account: &str,
+    epoch: Option<Epoch>,
+) -> ServerStoreResult<EpochFacts> {
+    let ordinal: i64 = match epoch {
+        None => 0,
+        Some(e) => match tx.query_opt(EPOCH_ORDINAL, &[&e.to_string()]).await? {
+            Some(row) => row.try_get(0)?,
+            None => return Ok(EpochFacts::Unknown),
+        },
+    };
+    let start: Option<i64> = tx
+        .query_one(LATER_EPOCH_START, &[&account, &ordinal])
+        .await?
+        .try_get(0)?;
+    Ok(EpochFacts::Known {
+        later_epoch_start: start.map(Seq::from_db),
+    })
 }
 
 fn read_record(r: &Row) -> ServerStoreResult<RecordRow> {
@@ -211,6 +281,7 @@ fn read_record(r: &Row) -> ServerStoreResult<RecordRow> {
         body: r.try_get(9)?,
         deleted_at: r.try_get(10)?,
         seq: r.try_get(11)?,
+        deletion_mark: r.try_get(12)?,
     })
 }
 
@@ -250,13 +321,13 @@ fn page(rows: Vec<Row>) -> ServerStoreResult<Vec<super::SyncedChange>> {
 }
 
 /// `'<account>:<cursor>'`, the NOTIFY payload.
-fn poke_payload(account: AccountId, head: Seq) -> String {
-    format!("{account}:{}", Cursor(head))
+fn poke_payload(account: AccountId, head: Cursor) -> String {
+    format!("{account}:{head}")
 }
 
-fn parse_poke(payload: &str) -> Option<(AccountId, Seq)> {
+fn parse_poke(payload: &str) -> Option<(AccountId, Cursor)> {
     let (account, cursor) = payload.split_once(':')?;
-    Some((account.parse().ok()?, cursor.parse::<Cursor>().ok()?.0))
+    Some((account.parse().ok()?, cursor.parse::<Cursor>().ok()?))
 }
 
 /// A live LISTEN connection: the client keeps it open, `notifications`
@@ -376,6 +447,7 @@ async fn read_push_state(
                 version: r.try_get(3)?,
                 deleted: r.try_get(4)?,
                 body: r.try_get(5)?,
+                deletion_mark: r.try_get(6)?,
             }
             .into_stored()
         })
@@ -384,6 +456,7 @@ async fn read_push_state(
         head,
         seen,
         records,
+        purged: None,
     })
 }
 
@@ -416,13 +489,14 @@ async fn write_plan(
     let upsert = tx
         .prepare_cached(&format!(
             "INSERT INTO records (user_id, kind, entity_id, conversation_id, op_id, version, \
-             deleted, created_at, updated_at, owner, body, deleted_at, seq, stored_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             deleted, created_at, updated_at, owner, body, deleted_at, seq, stored_at, \
+             deletion_mark) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              {RECORD_UPSERT_CONFLICT}"
         ))
         .await?;
     try_join_all(plan.writes.iter().map(|write| {
-        let row = RecordRow::from_change(write.change, write.seq);
+        let row = RecordRow::from_write(write);
         let upsert = &upsert;
         async move {
             tx.execute(
@@ -442,12 +516,27 @@ async fn write_plan(
                     &row.deleted_at,
                     &row.seq,
                     &now,
+                    &row.deletion_mark,
                 ],
             )
             .await
         }
     }))
     .await?;
+    // One at a time: a remarked row moves to its new number after the
+    // writes took theirs.
+    for (conversation, mark, seq) in &plan.remarks {
+        tx.execute(
+            REMARK_CONVERSATION,
+            &[
+                &mark.to_string(),
+                &seq.to_db(),
+                &account,
+                &conversation.to_string(),
+            ],
+        )
+        .await?;
+    }
     let remember = tx
         .prepare_cached(
             "INSERT INTO op_results (user_id, op_id, status, seq, recorded_at) \
@@ -752,33 +841,45 @@ impl ServerStore for PostgresServerStore {
         )
         .await?;
         // The row lock serializes pushes of this account across processes.
-        let head = Seq::from_db(
-            tx.query_one(
-                "SELECT head_seq FROM sync_heads WHERE user_id = $1 FOR UPDATE",
+        let heads = tx
+            .query_one(
+                "SELECT head_seq, purged_version FROM sync_heads WHERE user_id = $1 FOR UPDATE",
                 &[&account],
             )
-            .await?
-            .try_get(0)?,
-        );
-        let state = read_push_state(&tx, &account, &PushReads::of(changes), head).await?;
+            .await?;
+        let head = Seq::from_db(heads.try_get(0)?);
+        let purged = parse_purge_mark(heads.try_get(1)?)?;
+        let (epoch, ordinal) = current_epoch(&tx).await?;
+        tx.execute(
+            NOTE_FEED_EPOCH,
+            &[&account, &ordinal, &head.to_db().saturating_add(1)],
+        )
+        .await?;
+        let mut state = read_push_state(&tx, &account, &PushReads::of(changes), head).await?;
+        state.purged = purged;
         let plan = plan(changes, &state);
         write_plan(&tx, &account, &plan, now).await?;
+        let cursor = Cursor::new(epoch, plan.head);
         if plan.applied_any(head) {
             // Delivered to every listener when (and only if) this commits.
             tx.execute(
                 "SELECT pg_notify($1, $2)",
-                &[&POKE_CHANNEL, &poke_payload(account_id, plan.head)],
+                &[&POKE_CHANNEL, &poke_payload(account_id, cursor)],
             )
             .await?;
         }
         tx.commit().await?;
         Ok(PushOutcome {
             results: plan.outcomes,
-            head: plan.head,
+            head: cursor,
         })
     }
 
-    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> ServerStoreResult<Pull> {
+    fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    async fn pull(&self, account: AccountId, after: Cursor, limit: u32) -> ServerStoreResult<Pull> {
         let account = account.to_string();
         let mut client = self.client().await?;
         // One snapshot for the resync check and the page, so a purge running
@@ -799,9 +900,14 @@ impl ServerStore for PostgresServerStore {
             Some(r) => (Seq::from_db(r.try_get(0)?), Seq::from_db(r.try_get(1)?)),
             None => (Seq(0), Seq(0)),
         };
-        if needs_resync(after, head, purged) {
-            return Ok(Pull::ResyncRequired);
+        let facts = epoch_facts(&tx, &account, after.epoch).await?;
+        match check_cursor(after.seq, facts, head, purged) {
+            CursorCheck::Restored => return Ok(Pull::Restored),
+            CursorCheck::ResyncRequired => return Ok(Pull::ResyncRequired),
+            CursorCheck::Continue => {}
         }
+        let (epoch, _) = current_epoch(&tx).await?;
+        let after = after.seq;
         // Sizes first (octet_length reads no TOASTed body), then the rows.
         let candidates = tx
             .query(
@@ -830,7 +936,11 @@ impl ServerStore for PostgresServerStore {
         };
         tx.commit().await?;
         let changes = page(rows)?;
-        Ok(Pull::Changes { changes, has_more })
+        Ok(Pull::Changes {
+            changes,
+            has_more,
+            epoch,
+        })
     }
 
     async fn snapshot(
@@ -838,7 +948,7 @@ impl ServerStore for PostgresServerStore {
         account: AccountId,
         after: Option<SnapshotKey>,
         limit: u32,
-    ) -> ServerStoreResult<SnapshotPage> {
+    ) -> ServerStoreResult<Snapshot> {
         let account = account.to_string();
         let mut client = self.client().await?;
         let tx = client
@@ -847,9 +957,16 @@ impl ServerStore for PostgresServerStore {
             .read_only(true)
             .start()
             .await?;
+        if let Some(key) = after {
+            if epoch_facts(&tx, &account, key.epoch).await? == EpochFacts::Unknown {
+                return Ok(Snapshot::Restored);
+            }
+        }
+        let (epoch, _) = current_epoch(&tx).await?;
         let head = match after {
             Some(_) => None,
-            None => Some(
+            None => Some(Cursor::new(
+                epoch,
                 match tx
                     .query_opt(
                         "SELECT head_seq FROM sync_heads WHERE user_id = $1",
@@ -860,7 +977,7 @@ impl ServerStore for PostgresServerStore {
                     Some(r) => Seq::from_db(r.try_get(0)?),
                     None => Seq(0),
                 },
-            ),
+            )),
         };
         let (kind, id) = after
             .map(|k| (k.kind.as_str().to_owned(), k.id.to_string()))
@@ -900,11 +1017,12 @@ impl ServerStore for PostgresServerStore {
         };
         tx.commit().await?;
         let changes = page(rows)?;
-        Ok(SnapshotPage {
+        Ok(Snapshot::Page(SnapshotPage {
             changes,
             has_more,
             head,
-        })
+            epoch,
+        }))
     }
 
     async fn purge(&self, plan: PurgePlan) -> ServerStoreResult<PurgeReport> {
@@ -921,9 +1039,10 @@ impl ServerStore for PostgresServerStore {
         }
         let horizon = plan.tombstones_before.as_millis();
         tx.execute(
-            "UPDATE sync_heads h SET purged_seq = GREATEST(h.purged_seq, p.max_seq) \
-             FROM (SELECT user_id, MAX(seq) AS max_seq FROM records \
-                   WHERE deleted AND stored_at < $1 GROUP BY user_id) p \
+            "UPDATE sync_heads h SET purged_seq = GREATEST(h.purged_seq, p.max_seq), \
+                 purged_version = GREATEST(h.purged_version, p.max_version) \
+             FROM (SELECT user_id, MAX(seq) AS max_seq, MAX(version) AS max_version \
+                   FROM records WHERE deleted AND stored_at < $1 GROUP BY user_id) p \
              WHERE h.user_id = p.user_id",
             &[&horizon],
         )
@@ -988,7 +1107,8 @@ mod tests {
     #[test]
     fn poke_payloads_round_trip_and_reject_garbage() {
         let a = AccountId::new();
-        assert_eq!(parse_poke(&poke_payload(a, Seq(7))), Some((a, Seq(7))));
+        let head = Cursor::new(Epoch::random(), Seq(7));
+        assert_eq!(parse_poke(&poke_payload(a, head)), Some((a, head)));
         assert_eq!(parse_poke("nope"), None);
         assert_eq!(parse_poke(&format!("{a}:7")), None);
     }

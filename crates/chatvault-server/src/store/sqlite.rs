@@ -18,17 +18,20 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::{census_entry, session_summary, SessionSummary};
 use super::{
-    needs_resync, outcome_to_db, page_cut, page_of, seen_outcome, Account, AccountRow, KeysUpdate,
-    NewAccount, NewSession, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore,
-    ServerStoreError, ServerStoreResult, SessionInfo, SnapshotPage, VersionRow, ACCOUNT_COLUMNS,
-    PAGE_BYTES, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, VERSION_COLUMNS,
+    check_cursor, outcome_to_db, page_cut, page_of, parse_epoch, parse_purge_mark, seen_outcome, Account,
+    AccountRow, CursorCheck, EpochFacts, KeysUpdate, NewAccount, NewSession, Pull, PurgePlan,
+    PurgeReport, PushOutcome, RecordRow, ServerStore, ServerStoreError, ServerStoreResult,
+    SessionInfo, Snapshot, SnapshotPage, VersionRow, ACCOUNT_COLUMNS, CURRENT_EPOCH, EPOCH_ORDINAL,
+    INSERT_EPOCH, LATER_EPOCH_START, NOTE_FEED_EPOCH, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT,
+    REMARK_CONVERSATION, VERSION_COLUMNS, PAGE_BYTES,
 };
 use crate::auth::{random_bytes, ThrottleState};
 use crate::push_plan::{plan, PushPlan, PushReads, PushState};
-use crate::types::{AccountId, Seq, SessionHash, SnapshotKey, Username, WireKdfParams};
+use crate::types::{AccountId, Cursor, Epoch, Seq, SessionHash, SnapshotKey, Username, WireKdfParams};
 
 /// Schema migrations, in order; `schema_version` records which have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE server_meta (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -91,12 +94,33 @@ CREATE TABLE op_results (
     PRIMARY KEY (user_id, op_id)
 );
 CREATE INDEX op_results_age ON op_results(recorded_at);
-"#];
+"#,
+    r#"
+CREATE TABLE epochs (
+    ordinal   INTEGER PRIMARY KEY AUTOINCREMENT,
+    id        TEXT NOT NULL UNIQUE,
+    opened_at INTEGER NOT NULL
+);
+CREATE TABLE feed_epochs (
+    user_id   TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    epoch     INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    PRIMARY KEY (user_id, epoch)
+);
+"#,
+    r#"
+ALTER TABLE records ADD COLUMN deletion_mark TEXT;
+ALTER TABLE sync_heads ADD COLUMN purged_version TEXT;
+"#,
+];
 
 /// The SQLite backend. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteServerStore {
     conn: Arc<Mutex<Connection>>,
+    /// The epoch this store began on open (the only process using the
+    /// file, so it stays the current one).
+    epoch: Epoch,
 }
 
 impl SqliteServerStore {
@@ -104,29 +128,38 @@ impl SqliteServerStore {
     /// schema up to date.
     pub async fn open(path: &Path) -> ServerStoreResult<Self> {
         let path = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || -> ServerStoreResult<Connection> {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            create_private(&path)?;
-            let mut conn = Connection::open(&path)?;
-            conn.busy_timeout(Duration::from_secs(5))?;
-            refuse_foreign_schema(&conn, &path)?;
-            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                return Err(ServerStoreError::Config(format!(
-                    "SQLite refused WAL mode (got {mode}) for {}",
-                    path.display()
-                )));
-            }
-            conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
-            migrate(&mut conn)?;
-            Ok(conn)
-        })
-        .await
-        .map_err(|e| ServerStoreError::Task(e.to_string()))??;
+        let conn =
+            tokio::task::spawn_blocking(move || -> ServerStoreResult<(Connection, Epoch)> {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                create_private(&path)?;
+                let mut conn = Connection::open(&path)?;
+                conn.busy_timeout(Duration::from_secs(5))?;
+                refuse_foreign_schema(&conn, &path)?;
+                let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    return Err(ServerStoreError::Config(format!(
+                        "SQLite refused WAL mode (got {mode}) for {}",
+                        path.display()
+                    )));
+                }
+                conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+                migrate(&mut conn)?;
+                let epoch = Epoch::random();
+                conn.execute(
+                    INSERT_EPOCH,
+                    params![epoch.to_string(), super::wall_clock_ms()],
+                )?;
+                Ok((conn, epoch))
+            })
+            .await
+            .map_err(|e| ServerStoreError::Task(e.to_string()))??;
+        let (conn, epoch) = conn;
+        tracing::info!(%epoch, "began a new epoch of the server database");
         Ok(SqliteServerStore {
             conn: Arc::new(Mutex::new(conn)),
+            epoch,
         })
     }
 
@@ -280,6 +313,7 @@ fn read_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordRow> {
         body: r.get(9)?,
         deleted_at: r.get(10)?,
         seq: r.get(11)?,
+        deletion_mark: r.get(12)?,
     })
 }
 
@@ -320,6 +354,37 @@ fn heads(tx: &Transaction<'_>, account: &str) -> ServerStoreResult<(Seq, Seq)> {
     Ok((Seq::from_db(head), Seq::from_db(purged)))
 }
 
+/// The current epoch and its ordinal.
+fn current_epoch(tx: &Transaction<'_>) -> ServerStoreResult<(Epoch, i64)> {
+    let (id, ordinal): (String, i64) =
+        tx.query_row(CURRENT_EPOCH, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok((parse_epoch(&id)?, ordinal))
+}
+
+/// What the database knows about `epoch` for the account (see
+/// [`EpochFacts`]); a legacy or absent epoch counts as the oldest.
+fn epoch_facts(
+    tx: &Transaction<'_>,
+    account: &str,
+    epoch: Option<Epoch>,
+) -> ServerStoreResult<EpochFacts> {
+    let ordinal = match epoch {
+        None => 0,
+        Some(e) => match tx
+            .query_row(EPOCH_ORDINAL, [e.to_string()], |r| r.get::<_, i64>(0))
+            .optional()?
+        {
+            Some(ordinal) => ordinal,
+            None => return Ok(EpochFacts::Unknown),
+        },
+    };
+    let start: Option<i64> =
+        tx.query_row(LATER_EPOCH_START, params![account, ordinal], |r| r.get(0))?;
+    Ok(EpochFacts::Known {
+        later_epoch_start: start.map(Seq::from_db),
+    })
+}
+
 fn push_tx(
     conn: &mut Connection,
     account: &str,
@@ -332,13 +397,23 @@ fn push_tx(
         [account],
     )?;
     let (head, _) = heads(&tx, account)?;
-    let state = read_push_state(&tx, account, &PushReads::of(changes), head)?;
+    let (epoch, ordinal) = current_epoch(&tx)?;
+    tx.execute(
+        NOTE_FEED_EPOCH,
+        params![account, ordinal, head.to_db().saturating_add(1)],
+    )?;
+    let mut state = read_push_state(&tx, account, &PushReads::of(changes), head)?;
+    state.purged = parse_purge_mark(tx.query_row(
+        "SELECT purged_version FROM sync_heads WHERE user_id = ?1",
+        [account],
+        |r| r.get(0),
+    )?)?;
     let plan = plan(changes, &state);
     write_plan(&tx, account, &plan, now)?;
     tx.commit()?;
     Ok(PushOutcome {
         results: plan.outcomes,
-        head: plan.head,
+        head: Cursor::new(epoch, plan.head),
     })
 }
 
@@ -394,6 +469,7 @@ fn read_push_state(
                     version: r.get(3)?,
                     deleted: r.get(4)?,
                     body: r.get(5)?,
+                    deletion_mark: r.get(6)?,
                 })
             },
         )?
@@ -403,6 +479,7 @@ fn read_push_state(
         head,
         seen,
         records,
+        purged: None,
     })
 }
 
@@ -426,12 +503,13 @@ fn write_plan(
     }
     let mut upsert = tx.prepare_cached(&format!(
         "INSERT INTO records (user_id, kind, entity_id, conversation_id, op_id, version, \
-         deleted, created_at, updated_at, owner, body, deleted_at, seq, stored_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+         deleted, created_at, updated_at, owner, body, deleted_at, seq, stored_at, \
+         deletion_mark) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
          {RECORD_UPSERT_CONFLICT}"
     ))?;
     for write in &plan.writes {
-        let row = RecordRow::from_change(write.change, write.seq);
+        let row = RecordRow::from_write(write);
         upsert.execute(params![
             account,
             row.kind,
@@ -447,6 +525,16 @@ fn write_plan(
             row.deleted_at,
             row.seq,
             now.as_millis(),
+            row.deletion_mark,
+        ])?;
+    }
+    let mut remark = tx.prepare_cached(REMARK_CONVERSATION)?;
+    for (conversation, mark, seq) in &plan.remarks {
+        remark.execute(params![
+            mark.to_string(),
+            seq.to_db(),
+            account,
+            conversation.to_string()
         ])?;
     }
     let mut remember = tx.prepare_cached(
@@ -776,14 +864,23 @@ impl ServerStore for SqliteServerStore {
             .await
     }
 
-    async fn pull(&self, account: AccountId, after: Seq, limit: u32) -> ServerStoreResult<Pull> {
+    fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    async fn pull(&self, account: AccountId, after: Cursor, limit: u32) -> ServerStoreResult<Pull> {
         self.call(move |conn| {
             let account = account.to_string();
             let tx = conn.transaction()?;
             let (head, purged) = heads(&tx, &account)?;
-            if needs_resync(after, head, purged) {
-                return Ok(Pull::ResyncRequired);
+            let facts = epoch_facts(&tx, &account, after.epoch)?;
+            match check_cursor(after.seq, facts, head, purged) {
+                CursorCheck::Restored => return Ok(Pull::Restored),
+                CursorCheck::ResyncRequired => return Ok(Pull::ResyncRequired),
+                CursorCheck::Continue => {}
             }
+            let (epoch, _) = current_epoch(&tx)?;
+            let after = after.seq;
             // Sizes first (length() reads no blob), then the page's rows.
             let candidates = tx
                 .prepare_cached(
@@ -795,21 +892,22 @@ impl ServerStore for SqliteServerStore {
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             let (taken, has_more) = page_cut(&sizes(&candidates), limit, PAGE_BYTES);
-            let Some(&(last, _)) = taken.checked_sub(1).and_then(|i| candidates.get(i)) else {
-                return Ok(Pull::Changes {
-                    changes: Vec::new(),
-                    has_more: false,
-                });
+            let changes = match taken.checked_sub(1).and_then(|i| candidates.get(i)) {
+                None => Vec::new(),
+                Some(&(last, _)) => page_of(
+                    tx.prepare_cached(&format!(
+                        "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = ?1 AND seq > ?2 \
+                         AND seq <= ?3 ORDER BY seq"
+                    ))?
+                    .query_map(params![account, after.to_db(), last], read_record)?
+                    .collect::<Result<Vec<_>, _>>()?,
+                )?,
             };
-            let rows = tx
-                .prepare_cached(&format!(
-                    "SELECT {RECORD_COLUMNS} FROM records WHERE user_id = ?1 AND seq > ?2 \
-                     AND seq <= ?3 ORDER BY seq"
-                ))?
-                .query_map(params![account, after.to_db(), last], read_record)?
-                .collect::<Result<Vec<_>, _>>()?;
-            let changes = page_of(rows)?;
-            Ok(Pull::Changes { changes, has_more })
+            Ok(Pull::Changes {
+                changes,
+                has_more,
+                epoch,
+            })
         })
         .await
     }
@@ -819,12 +917,18 @@ impl ServerStore for SqliteServerStore {
         account: AccountId,
         after: Option<SnapshotKey>,
         limit: u32,
-    ) -> ServerStoreResult<SnapshotPage> {
+    ) -> ServerStoreResult<Snapshot> {
         self.call(move |conn| {
             let account = account.to_string();
             let tx = conn.transaction()?;
+            if let Some(key) = after {
+                if epoch_facts(&tx, &account, key.epoch)? == EpochFacts::Unknown {
+                    return Ok(Snapshot::Restored);
+                }
+            }
+            let (epoch, _) = current_epoch(&tx)?;
             let head = match after {
-                None => Some(heads(&tx, &account)?.0),
+                None => Some(Cursor::new(epoch, heads(&tx, &account)?.0)),
                 Some(_) => None,
             };
             let (kind, id) = after
@@ -858,11 +962,12 @@ impl ServerStore for SqliteServerStore {
                     .collect::<Result<Vec<_>, _>>()?,
                 )?,
             };
-            Ok(SnapshotPage {
+            Ok(Snapshot::Page(SnapshotPage {
                 changes,
                 has_more,
                 head,
-            })
+                epoch,
+            }))
         })
         .await
     }
@@ -871,6 +976,16 @@ impl ServerStore for SqliteServerStore {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let horizon = plan.tombstones_before.as_millis();
+            // The purge mark: stale writes to what is purged now stay
+            // superseded (stamps compare as text).
+            tx.execute(
+                "UPDATE sync_heads SET purged_version = MAX(COALESCE(purged_version, ''), ( \
+                     SELECT MAX(version) FROM records r WHERE r.user_id = sync_heads.user_id \
+                     AND r.deleted = 1 AND r.stored_at < ?1)) \
+                 WHERE EXISTS (SELECT 1 FROM records r WHERE r.user_id = sync_heads.user_id \
+                     AND r.deleted = 1 AND r.stored_at < ?1)",
+                [horizon],
+            )?;
             tx.execute(
                 "UPDATE sync_heads SET purged_seq = MAX(purged_seq, COALESCE(( \
                      SELECT MAX(seq) FROM records r WHERE r.user_id = sync_heads.user_id \

@@ -233,6 +233,101 @@ impl TestDb {
     }
 }
 
+/// A server database's tables, parents before children.
+const TABLES: &[&str] = &[
+    "server_meta",
+    "accounts",
+    "sync_heads",
+    "sessions",
+    "login_throttle",
+    "records",
+    "op_results",
+    "epochs",
+    "feed_epochs",
+];
+
+/// A copy of a [`TestDb`] taken by [`TestDb::backup`].
+pub enum DbBackup {
+    /// A consistent copy of the SQLite file (`VACUUM INTO`).
+    Sqlite(TempDir),
+    /// `bak_<table>` copies of every table in the same database.
+    Postgres,
+}
+
+impl TestDb {
+    /// Backs the database up as an operator would (`VACUUM INTO` for
+    /// SQLite; for PostgreSQL a copy of every table's rows, which is what
+    /// a dump holds), while servers keep running on it.
+    pub async fn backup(&self) -> DbBackup {
+        match (&self.sqlite_path, &self.pg) {
+            (Some(path), _) => {
+                let dir = tempfile::tempdir().expect("backup dir");
+                let copy = dir.path().join("backup.db");
+                let conn = rusqlite::Connection::open(path).expect("open for backup");
+                conn.execute("VACUUM INTO ?1", [copy.to_str().expect("utf-8 path")])
+                    .expect("VACUUM INTO");
+                DbBackup::Sqlite(dir)
+            }
+            (None, Some(pg)) => {
+                let client = admin_client(&pg.url).await;
+                for table in TABLES {
+                    client
+                        .batch_execute(&format!(
+                            "DROP TABLE IF EXISTS bak_{table}; \
+                             CREATE TABLE bak_{table} AS TABLE {table}"
+                        ))
+                        .await
+                        .expect("copy a table");
+                }
+                DbBackup::Postgres
+            }
+            (None, None) => unreachable!("a test database is SQLite or PostgreSQL"),
+        }
+    }
+
+    /// Puts `backup` back in place of the database. Every store open on
+    /// it must have been dropped (a SQLite file is replaced whole).
+    pub async fn restore(&self, backup: &DbBackup) {
+        match (backup, &self.sqlite_path, &self.pg) {
+            (DbBackup::Sqlite(dir), Some(path), _) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+                    if file.exists() {
+                        std::fs::remove_file(&file).expect("remove a database file");
+                    }
+                }
+                std::fs::copy(dir.path().join("backup.db"), path).expect("restore the file");
+            }
+            (DbBackup::Postgres, None, Some(pg)) => {
+                let client = admin_client(&pg.url).await;
+                client
+                    .batch_execute(&format!("TRUNCATE {} CASCADE", TABLES.join(", ")))
+                    .await
+                    .expect("TRUNCATE");
+                for table in TABLES {
+                    client
+                        .batch_execute(&format!(
+                            "INSERT INTO {table} OVERRIDING SYSTEM VALUE SELECT * FROM bak_{table}"
+                        ))
+                        .await
+                        .expect("restore a table");
+                }
+            }
+            _ => panic!("a backup of another kind of database"),
+        }
+    }
+}
+
+/// The position a cursor (`v2.<epoch>.<seq>`) names; cursors are opaque
+/// to clients, but the tests know the format.
+pub fn seq_of(cursor: &serde_json::Value) -> u64 {
+    let text = cursor.as_str().expect("a cursor is a string");
+    text.rsplit('.')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a cursor: {text}"))
+}
+
 // ---------------------------------------------------------------- server
 
 /// A server running in-process on 127.0.0.1:0 with a manual clock.

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use chatvault_core::{Change, ConversationId, EntityKind, MessageId, Timestamp};
 use chatvault_server::store::{
     KeysUpdate, NewAccount, NewCredentials, NewSession, Outcome, Pull, PurgePlan, ServerStore,
-    ServerStoreError, SyncedChange,
+    ServerStoreError, Snapshot, SnapshotPage, SyncedChange,
 };
 use chatvault_server::{
-    AccountId, ClientKind, KeyEnvelope, Salt, Seq, SessionHash, SnapshotKey, Username,
-    WireKdfParams,
+    AccountId, ClientKind, Cursor, Epoch, KeyEnvelope, Salt, Seq, SessionHash, SnapshotKey,
+    Username, WireKdfParams,
 };
 use serde_json::json;
 
@@ -21,7 +21,7 @@ use crate::common::{conversation, delete_conversation, delete_message, message, 
 
 struct Fixture {
     store: Arc<dyn ServerStore>,
-    _db: TestDb,
+    db: TestDb,
 }
 
 async fn fixture(backend: Backend) -> Option<Fixture> {
@@ -29,7 +29,7 @@ async fn fixture(backend: Backend) -> Option<Fixture> {
     let store = chatvault_server::store::open(&db.url)
         .await
         .expect("store opens");
-    Some(Fixture { store, _db: db })
+    Some(Fixture { store, db })
 }
 
 fn name(s: &str) -> Username {
@@ -60,18 +60,41 @@ fn applied(outcome: Outcome) -> u64 {
     }
 }
 
-async fn pull_all(store: &dyn ServerStore, id: AccountId, after: u64) -> Vec<SyncedChange> {
-    match store.pull(id, Seq(after), 1000).await.expect("pull") {
-        Pull::Changes { changes, has_more } => {
+/// A position in the store's current epoch.
+fn at(store: &dyn ServerStore, seq: u64) -> Cursor {
+    Cursor::new(store.epoch(), Seq(seq))
+}
+
+async fn pull_from(store: &dyn ServerStore, id: AccountId, after: Cursor) -> Vec<SyncedChange> {
+    match store.pull(id, after, 1000).await.expect("pull") {
+        Pull::Changes {
+            changes, has_more, ..
+        } => {
             assert!(!has_more);
             changes
         }
-        Pull::ResyncRequired => panic!("unexpected resync"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn pull_all(store: &dyn ServerStore, id: AccountId, after: u64) -> Vec<SyncedChange> {
+    pull_from(store, id, at(store, after)).await
+}
+
+async fn snapshot_page(
+    store: &dyn ServerStore,
+    id: AccountId,
+    after: Option<SnapshotKey>,
+    limit: u32,
+) -> SnapshotPage {
+    match store.snapshot(id, after, limit).await.expect("snapshot") {
+        Snapshot::Page(page) => page,
+        Snapshot::Restored => panic!("unexpected restore"),
     }
 }
 
 async fn live_snapshot(store: &dyn ServerStore, id: AccountId) -> Vec<SyncedChange> {
-    let page = store.snapshot(id, None, 1000).await.expect("snapshot");
+    let page = snapshot_page(store, id, None, 1000).await;
     assert!(!page.has_more);
     page.changes
 }
@@ -306,7 +329,8 @@ async fn push_assigns_sequence_numbers_and_pull_returns_changes_verbatim(backend
             Outcome::Applied(Seq(3))
         ]
     );
-    assert_eq!(out.head, Seq(3));
+    assert_eq!(out.head.seq, Seq(3));
+    assert_eq!(out.head.epoch, Some(store.epoch()));
     let pulled = pull_all(store, id, 0).await;
     assert_eq!(
         pulled.iter().map(|c| c.seq).collect::<Vec<_>>(),
@@ -322,7 +346,7 @@ async fn push_assigns_sequence_numbers_and_pull_returns_changes_verbatim(backend
     assert!(pull_all(store, id, 3).await.is_empty());
     // An empty push only reports the head.
     let empty = store.push(id, &[], NOW).await.unwrap();
-    assert_eq!((empty.results.len(), empty.head), (0, Seq(3)));
+    assert_eq!((empty.results.len(), empty.head.seq), (0, Seq(3)));
 }
 
 async fn replayed_ops_get_the_same_outcome_and_change_nothing(backend: Backend) {
@@ -352,7 +376,7 @@ async fn replayed_ops_get_the_same_outcome_and_change_nothing(backend: Backend) 
         .unwrap();
     let replay = store.push(id, &[newer.clone(), older], NOW).await.unwrap();
     assert_eq!(replay.results, first.results);
-    assert_eq!(replay.head, Seq(2));
+    assert_eq!(replay.head.seq, Seq(2));
     let state = pull_all(store, id, 0).await;
     assert_eq!(state.len(), 1);
     assert_eq!(state[0].change, latest);
@@ -411,6 +435,19 @@ async fn last_writer_wins_by_version_including_deletes(backend: Backend) {
         ),
         Outcome::Superseded
     );
+    // The older delete lost, but it still deleted the conversation's
+    // messages up to 15: the winner moves to the end of the feed carrying
+    // that mark, so devices learn it.
+    let remarked = pull_all(store, id, 2).await;
+    assert_eq!(remarked.len(), 1);
+    assert_eq!(remarked[0].seq, 3);
+    match &remarked[0].change.op {
+        chatvault_core::ChangeOp::Upsert(p) => {
+            assert_eq!(p.deleted_through, Some(crate::common::hlc(15)));
+            assert_eq!(p.body.0, b"v20");
+        }
+        other => panic!("expected the conversation, got {other:?}"),
+    }
     assert_eq!(
         results(
             store
@@ -418,7 +455,7 @@ async fn last_writer_wins_by_version_including_deletes(backend: Backend) {
                 .await
                 .unwrap()
         ),
-        Outcome::Applied(Seq(3))
+        Outcome::Applied(Seq(4))
     );
     // A stale update cannot resurrect the record; a newer one can.
     assert_eq!(
@@ -439,7 +476,7 @@ async fn last_writer_wins_by_version_including_deletes(backend: Backend) {
                 .await
                 .unwrap()
         ),
-        Outcome::Applied(Seq(4))
+        Outcome::Applied(Seq(5))
     );
     assert_eq!(
         bodies(&live_snapshot(store, id).await),
@@ -540,13 +577,18 @@ async fn rewritten_records_move_to_the_end_of_the_feed(backend: Backend) {
     let feed = pull_all(store, id, 0).await;
     assert_eq!(feed.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![2, 3]);
     assert_eq!(bodies(&feed), vec![b"b1".to_vec(), b"a2".to_vec()]);
-    match store.pull(id, Seq(0), 1).await.unwrap() {
-        Pull::Changes { changes, has_more } => {
+    match store.pull(id, at(store, 0), 1).await.unwrap() {
+        Pull::Changes {
+            changes,
+            has_more,
+            epoch,
+        } => {
             assert!(has_more);
             assert_eq!(changes.len(), 1);
             assert_eq!(changes[0].seq, 2);
+            assert_eq!(epoch, store.epoch());
         }
-        Pull::ResyncRequired => panic!("no resync expected"),
+        other => panic!("no resync expected: {other:?}"),
     }
 }
 
@@ -599,7 +641,7 @@ async fn purge_drops_old_tombstones_and_forces_resync(backend: Backend) {
 
     for stale in [0, 1] {
         assert_eq!(
-            store.pull(id, Seq(stale), 10).await.unwrap(),
+            store.pull(id, at(store, stale), 10).await.unwrap(),
             Pull::ResyncRequired,
             "cursor {stale}"
         );
@@ -607,10 +649,11 @@ async fn purge_drops_old_tombstones_and_forces_resync(backend: Backend) {
     let rest = pull_all(store, id, 2).await;
     assert_eq!(rest.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![3, 4]);
     assert!(pull_all(store, id, 4).await.is_empty());
-    // A cursor from beyond this server's feed cannot be trusted either.
+    // A cursor from beyond this server's feed was issued by another copy
+    // of the database.
     assert_eq!(
-        store.pull(id, Seq(99), 10).await.unwrap(),
-        Pull::ResyncRequired
+        store.pull(id, at(store, 99), 10).await.unwrap(),
+        Pull::Restored
     );
     // Other accounts are unaffected.
     assert_eq!(pull_all(store, bystander, 0).await.len(), 1);
@@ -648,19 +691,21 @@ async fn snapshot_pages_live_records_in_key_order(backend: Backend) {
         .await
         .unwrap();
 
-    let first = store.snapshot(id, None, 2).await.unwrap();
-    assert_eq!(first.head, Some(Seq(7)));
+    let first = snapshot_page(store, id, None, 2).await;
+    assert_eq!(first.head, Some(Cursor::new(store.epoch(), Seq(7))));
     assert!(first.has_more);
     let mut all = first.changes.clone();
     let mut after = all.last().map(|c| SnapshotKey {
+        epoch: Some(first.epoch),
         kind: c.change.kind,
         id: c.change.entity_id,
     });
     loop {
-        let page = store.snapshot(id, after, 2).await.unwrap();
+        let page = snapshot_page(store, id, after, 2).await;
         assert_eq!(page.head, None, "only the first page reports the head");
         all.extend(page.changes.iter().cloned());
         after = page.changes.last().map(|c| SnapshotKey {
+            epoch: Some(page.epoch),
             kind: c.change.kind,
             id: c.change.entity_id,
         });
@@ -709,7 +754,9 @@ async fn pages_are_bounded_by_bytes_as_well_as_count(backend: Backend) {
     let mut pages = Vec::new();
     let mut after = 0;
     loop {
-        let Pull::Changes { changes, has_more } = store.pull(id, Seq(after), 1000).await.unwrap()
+        let Pull::Changes {
+            changes, has_more, ..
+        } = store.pull(id, at(store, after), 1000).await.unwrap()
         else {
             panic!("unexpected resync");
         };
@@ -737,7 +784,7 @@ async fn pages_are_bounded_by_bytes_as_well_as_count(backend: Backend) {
     let mut seen = std::collections::HashSet::new();
     let mut after = None;
     loop {
-        let page = store.snapshot(id, after, 1000).await.unwrap();
+        let page = snapshot_page(store, id, after, 1000).await;
         assert!(!page.changes.is_empty());
         let bytes: usize = bodies(&page.changes).iter().map(Vec::len).sum();
         assert!(page.changes.len() == 1 || bytes <= budget, "{bytes} bytes");
@@ -745,6 +792,7 @@ async fn pages_are_bounded_by_bytes_as_well_as_count(backend: Backend) {
             assert!(seen.insert(c.change.entity_id), "listed twice");
         }
         after = page.changes.last().map(|c| SnapshotKey {
+            epoch: Some(page.epoch),
             kind: c.change.kind,
             id: c.change.entity_id,
         });
@@ -877,8 +925,242 @@ async fn purge_expires_sessions_throttle_and_remembered_ops(backend: Backend) {
     assert_eq!(pull_all(store, id, 0).await.len(), 1);
 }
 
+/// Every opening of the database begins an epoch; cursors name theirs. A
+/// cursor continues only where the database it came from could have
+/// issued it: its epoch is known here, it is not ahead of the feed, and no
+/// later epoch wrote at or before its position (which is what a restored
+/// backup does once it is written to again).
+async fn cursors_from_another_copy_of_the_database_are_refused(backend: Backend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let store = f.store.as_ref();
+    let id = account(store, "alice").await;
+    let first_epoch = store.epoch();
+    let c = ConversationId::new();
+    let pushed = store
+        .push(
+            id,
+            &[
+                conversation(c, 1, b"a"),
+                conversation(ConversationId::new(), 1, b"b"),
+            ],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pushed.head, Cursor::new(first_epoch, Seq(2)));
+    // Never issued here: an unknown epoch, or ahead of the feed.
+    for foreign in [
+        Cursor::new(Epoch::random(), Seq(1)),
+        Cursor::new(first_epoch, Seq(3)),
+    ] {
+        assert_eq!(
+            store.pull(id, foreign, 10).await.unwrap(),
+            Pull::Restored,
+            "{foreign}"
+        );
+    }
+    let unknown_key = SnapshotKey {
+        epoch: Some(Epoch::random()),
+        kind: EntityKind::Conversation,
+        id: c.into(),
+    };
+    assert_eq!(
+        store.snapshot(id, Some(unknown_key), 10).await.unwrap(),
+        Snapshot::Restored
+    );
+
+    // The server restarts: a new epoch, and old cursors still continue.
+    let reopened = chatvault_server::store::open(&f.db.url)
+        .await
+        .expect("store reopens");
+    let second_epoch = reopened.epoch();
+    assert_ne!(second_epoch, first_epoch);
+    assert_eq!(pull_from(reopened.as_ref(), id, pushed.head).await, vec![]);
+    let again = reopened
+        .push(id, &[conversation(c, 2, b"a2")], NOW)
+        .await
+        .unwrap();
+    assert_eq!(again.head, Cursor::new(second_epoch, Seq(3)));
+    let after_first = pull_from(reopened.as_ref(), id, pushed.head).await;
+    assert_eq!(
+        after_first.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        vec![3]
+    );
+    assert_eq!(pull_from(reopened.as_ref(), id, again.head).await, vec![]);
+    // The first epoch never reached 3: a cursor saying so came from a copy
+    // that wrote more before it was replaced by an older backup.
+    assert_eq!(
+        reopened
+            .pull(id, Cursor::new(first_epoch, Seq(3)), 10)
+            .await
+            .unwrap(),
+        Pull::Restored
+    );
+    // Snapshot keys of known epochs keep working.
+    let known_key = SnapshotKey {
+        epoch: Some(first_epoch),
+        ..unknown_key
+    };
+    assert!(matches!(
+        reopened.snapshot(id, Some(known_key), 10).await.unwrap(),
+        Snapshot::Page(_)
+    ));
+    // Another account's feed is judged on its own: it never wrote in the
+    // second epoch.
+    let bob = account(reopened.as_ref(), "bob").await;
+    assert_eq!(
+        pull_from(reopened.as_ref(), bob, Cursor::new(first_epoch, Seq(0))).await,
+        vec![]
+    );
+}
+
+/// An operator restores an older backup: every cursor issued after it —
+/// ahead of the restored feed, from an epoch the backup never had, or at
+/// a position the restored database hands out again — is refused as
+/// `Restored`; cursors from before the backup continue.
+async fn a_restored_backup_refuses_cursors_issued_after_it(backend: Backend) {
+    let Some(Fixture { store, db }) = fixture(backend).await else {
+        return;
+    };
+    let id = account(store.as_ref(), "alice").await;
+    let write = |wall| vec![conversation(ConversationId::new(), wall, b"x")];
+    let before = store.push(id, &write(1), NOW).await.unwrap().head;
+    let backup = db.backup().await;
+    // After the backup: a write in the same run, then one after a restart.
+    let same_run = store.push(id, &write(2), NOW).await.unwrap().head;
+    drop(store);
+    let restarted = chatvault_server::store::open(&db.url).await.unwrap();
+    let after_restart = restarted.push(id, &write(3), NOW).await.unwrap().head;
+    let unknown_key = SnapshotKey {
+        epoch: Some(restarted.epoch()),
+        kind: EntityKind::Conversation,
+        id: ConversationId::new().into(),
+    };
+    drop(restarted);
+
+    db.restore(&backup).await;
+    let restored = chatvault_server::store::open(&db.url).await.unwrap();
+    for stale in [same_run, after_restart] {
+        assert_eq!(
+            restored.pull(id, stale, 10).await.unwrap(),
+            Pull::Restored,
+            "{stale}"
+        );
+    }
+    assert_eq!(pull_from(restored.as_ref(), id, before).await, vec![]);
+    assert_eq!(
+        restored.snapshot(id, Some(unknown_key), 10).await.unwrap(),
+        Snapshot::Restored
+    );
+    // A new write takes position 2 again: the cursor that named the lost
+    // position 2 is still refused, the one from before the backup is not.
+    let reused = restored.push(id, &write(4), NOW).await.unwrap().head;
+    assert_eq!(reused.seq, same_run.seq);
+    assert_eq!(
+        restored.pull(id, same_run, 10).await.unwrap(),
+        Pull::Restored
+    );
+    assert_eq!(pull_from(restored.as_ref(), id, before).await.len(), 1);
+    assert_eq!(pull_from(restored.as_ref(), id, reused).await, vec![]);
+}
+
+/// The deletion rule's memory on the server: a recreated conversation
+/// keeps covering messages from before its deletion and is served with
+/// that mark, and a purged tombstone leaves a purge mark below which
+/// writes to records the server forgot are superseded.
+async fn deletion_and_purge_marks_outlive_their_tombstones(backend: Backend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let store = f.store.as_ref();
+    let id = account(store, "alice").await;
+    let (conv, gone) = (ConversationId::new(), ConversationId::new());
+    let push = |changes: Vec<Change>, now| async move {
+        store.push(id, &changes, now).await.unwrap().results
+    };
+    push(
+        vec![
+            conversation(conv, 10, b"c"),
+            message(MessageId::new(), conv, 11, b"m"),
+            delete_conversation(conv, 20),
+            conversation(conv, 30, b"again"),
+        ],
+        NOW,
+    )
+    .await;
+    let served = live_snapshot(store, id).await;
+    assert_eq!(served.len(), 1, "the message went with the deletion");
+    match &served[0].change.op {
+        chatvault_core::ChangeOp::Upsert(p) => {
+            assert_eq!(p.deleted_through, Some(crate::common::hlc(20)));
+        }
+        other => panic!("expected the recreated conversation, got {other:?}"),
+    }
+    // Written before the deletion, pushed after the recreation: covered.
+    assert_eq!(
+        push(vec![message(MessageId::new(), conv, 15, b"late")], NOW).await,
+        vec![Outcome::Superseded]
+    );
+    assert_eq!(
+        push(vec![message(MessageId::new(), conv, 25, b"after")], NOW)
+            .await
+            .len(),
+        1
+    );
+
+    // A conversation deleted at 40, its tombstone purged.
+    push(
+        vec![conversation(gone, 35, b"g"), delete_conversation(gone, 40)],
+        Timestamp(1_000),
+    )
+    .await;
+    let far = Timestamp(i64::MIN);
+    let report = store
+        .purge(PurgePlan {
+            tombstones_before: Timestamp(2_000),
+            op_results_before: far,
+            sessions_used_before: far,
+            sessions_created_before: far,
+            throttle_before: far,
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.tombstones, 1);
+    // Stale writes to it, or to anything else the server holds nothing
+    // of, stamped at or before the purge mark: superseded, not applied.
+    assert_eq!(
+        push(
+            vec![
+                conversation(gone, 38, b"stale edit"),
+                message(MessageId::new(), gone, 39, b"stale message"),
+            ],
+            NOW
+        )
+        .await,
+        vec![Outcome::Superseded, Outcome::Superseded]
+    );
+    // Held records are judged by their own versions; newer writes apply.
+    let applied = push(
+        vec![
+            conversation(conv, 31, b"held"),
+            conversation(gone, 41, b"new"),
+        ],
+        NOW,
+    )
+    .await;
+    assert!(
+        applied.iter().all(|o| matches!(o, Outcome::Applied(_))),
+        "{applied:?}"
+    );
+}
+
 backend_tests!(
     pages_are_bounded_by_bytes_as_well_as_count,
+    deletion_and_purge_marks_outlive_their_tombstones,
+    a_restored_backup_refuses_cursors_issued_after_it,
+    cursors_from_another_copy_of_the_database_are_refused,
     accounts_round_trip_and_names_are_unique,
     server_secret_is_created_once,
     sessions_are_stored_touched_and_revoked,

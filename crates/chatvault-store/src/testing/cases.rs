@@ -587,6 +587,41 @@ async fn merge_applies_newer_versions_only(b) {
     Ok(())
 }
 
+/// Deleting a conversation at version T covers its messages stamped at or
+/// below T — with their tombstones and their pending changes — and keeps
+/// those stamped after it (core's deletion rule); `CoverMessages` does the
+/// same for a deletion learnt from a recreated conversation.
+async fn a_conversation_deletion_covers_only_messages_stamped_before_it(b) {
+    let store = b.open().await?;
+    store
+        .write(batch([
+            WriteOp::PutConversation(conversation(1, 10, 3)?),
+            WriteOp::PutMessage(message(1, 1, 20, 3)?),
+            WriteOp::PutMessage(message(2, 1, 40, 3)?),
+            WriteOp::Delete(message_tombstone(3, 1, 25)?),
+            enqueue_message(1, 1, 1),
+            enqueue_message(2, 1, 2),
+        ]))
+        .await?;
+    store
+        .write(batch([WriteOp::Delete(conversation_tombstone(1, 30)?)]))
+        .await?;
+    assert_eq!(store.conversation(conv_id(1)).await?, None);
+    assert_eq!(store.message(msg_id(1)).await?, None, "stamped before: covered");
+    assert_eq!(store.tombstone(EntityKind::Message, msg_id(3).into()).await?, None);
+    assert!(store.message(msg_id(2)).await?.is_some(), "stamped after: kept");
+    let queued: Vec<RecordId> = pending(&*store).await?.into_iter().map(|p| p.1).collect();
+    assert_eq!(queued, vec![msg_id(2).into()], "the covered change left the outbox");
+
+    store
+        .write(batch([WriteOp::CoverMessages(conv_id(1), hlc(40)?)]))
+        .await?;
+    assert_eq!(store.message(msg_id(2)).await?, None, "ties go to the deletion");
+    assert_eq!(pending(&*store).await?, vec![]);
+    assert_eq!(store.usage().await?.messages, 0);
+    Ok(())
+}
+
 /// Merged tombstones delete; a message older than its conversation's
 /// tombstone loses, and a stale update cannot resurrect a deleted record.
 async fn merge_respects_tombstones(b) {

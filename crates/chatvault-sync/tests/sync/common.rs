@@ -129,6 +129,44 @@ impl TestServer {
         self.launch(adjust).await;
     }
 
+    /// A cold backup, as an operator takes one: stops the server, copies
+    /// its database files (database, WAL) aside, starts it again.
+    pub async fn backup(&mut self) -> Backup {
+        self.stop().await;
+        let dir = tempfile::tempdir().expect("backup dir");
+        for (path, name) in self.database_files() {
+            std::fs::copy(&path, dir.path().join(name)).expect("copy a database file");
+        }
+        self.launch(|_| {}).await;
+        Backup { dir }
+    }
+
+    /// Restores `backup` as an operator does: stops the server, replaces
+    /// its database files with the backup's, starts it again.
+    pub async fn restore(&mut self, backup: &Backup) {
+        self.stop().await;
+        for (path, _) in self.database_files() {
+            std::fs::remove_file(&path).expect("remove a database file");
+        }
+        let db_dir = self.db_path.parent().expect("db dir").to_owned();
+        for entry in std::fs::read_dir(backup.dir.path()).expect("read backup") {
+            let entry = entry.expect("backup entry");
+            std::fs::copy(entry.path(), db_dir.join(entry.file_name())).expect("restore a file");
+        }
+        self.launch(|_| {}).await;
+    }
+
+    /// The server's SQLite files and their names.
+    fn database_files(&self) -> Vec<(PathBuf, std::ffi::OsString)> {
+        let dir = self.db_path.parent().expect("db dir");
+        std::fs::read_dir(dir)
+            .expect("read db dir")
+            .map(|e| e.expect("dir entry"))
+            .filter(|e| e.file_name().to_string_lossy().starts_with("server.db"))
+            .map(|e| (e.path(), e.file_name()))
+            .collect()
+    }
+
     /// Every byte of the server's SQLite files (database, WAL, shm).
     pub fn database_bytes(&self) -> Vec<u8> {
         let dir = self.db_path.parent().expect("db dir");
@@ -159,6 +197,11 @@ impl Drop for TestServer {
             let _ = r.stop.send(());
         }
     }
+}
+
+/// A copy of a server's database files ([`TestServer::backup`]).
+pub struct Backup {
+    dir: TempDir,
 }
 
 // ---------------------------------------------------------------- proxy
@@ -344,6 +387,39 @@ pub fn options() -> SyncOptions {
 
 /// Waits (bounded) until the status satisfies `ok`; panics with the last
 /// status otherwise.
+/// What a user sees: every listed conversation's title and its messages'
+/// contents (sorted), by conversation id.
+pub async fn visible_state(
+    vault: &Vault,
+) -> std::collections::BTreeMap<String, (String, Vec<String>)> {
+    let conversations = vault
+        .conversations(chatvault::ListConversations {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("conversations");
+    assert!(conversations.next_cursor.is_none());
+    let mut all = std::collections::BTreeMap::new();
+    for c in conversations.items {
+        let messages = vault
+            .messages(
+                c.id,
+                chatvault::ListMessages {
+                    limit: 1000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("messages");
+        assert!(messages.next_cursor.is_none());
+        let mut contents: Vec<String> = messages.items.into_iter().map(|m| m.content).collect();
+        contents.sort();
+        all.insert(c.id.to_string(), (c.title, contents));
+    }
+    all
+}
+
 pub async fn wait_for(
     status: &mut watch::Receiver<SyncStatus>,
     what: &str,

@@ -10,13 +10,20 @@
 //! - `realtime` — a poke makes the other device pull.
 //! - `resync` — a cursor behind the tombstone horizon rebuilds from the
 //!   snapshot, keeping pending local changes; no resync loop.
+//! - `restore` — the server's database restored from an older backup:
+//!   devices push back what it lacks, deleting nothing.
+//! - `deletion` — a conversation's deletion against a concurrent rename
+//!   and message, in every order, online and offline, before and after
+//!   the tombstone horizon.
 
 mod common;
 
 mod accounts;
+mod deletion;
 mod devices;
 mod legacy;
 mod outbox;
 mod parking;
 mod realtime;
+mod restore;
 mod resync;

@@ -25,7 +25,7 @@ use super::Vault;
 use crate::codec::{ConversationBody, MessageBody, Payload};
 use crate::{Result, VaultError};
 use chatvault_core::{
-    Body, Conversation, ConversationCursor, ConversationId, ConversationRecord, EntityKind,
+    Body, Conversation, ConversationCursor, ConversationId, ConversationRecord, EntityKind, Hlc,
     Message, MessageCursor, MessageId, MessageRecord, OpId, Page, RecordId, Timestamp, Tombstone,
 };
 use chatvault_store::{
@@ -195,9 +195,18 @@ impl Vault {
     pub async fn delete_conversation(&self, id: ConversationId) -> Result<()> {
         for _ in 0..MAX_ATTEMPTS {
             let read = self.existing_conversation(id).await?.record.version;
+            // The deletion covers what it is stamped above (core's rule):
+            // above every message held here too, so it takes them all,
+            // here and on every other replica.
+            let mut newest = read;
+            let mut pages = std::pin::pin!(self.message_record_pages(id));
+            while let Some(page) = pages.try_next().await? {
+                newest = page.iter().map(|m| m.version).fold(newest, Hlc::max);
+            }
             let written = self
                 .commit_stamped(|stamps| {
-                    let tombstone = Tombstone::conversation(id, stamps.above(read)?, stamps.now());
+                    let tombstone =
+                        Tombstone::conversation(id, stamps.above(newest)?, stamps.now());
                     let batch = rewrite_batch(
                         EntityKind::Conversation,
                         id.into(),

@@ -23,12 +23,13 @@ use super::types::ApplyReport;
 use super::Vault;
 use crate::{meta_keys, Result, VaultError};
 use chatvault_core::{
-    Change, ConversationId, CoreError, EntityKind, OpId, RecordId, Timestamp, Tombstone,
+    Change, ChangeOp, ConversationId, CoreError, EntityKind, Hlc, OpId, RecordId, Timestamp,
+    Tombstone,
 };
 use chatvault_crypto::{KdfParams, KdfPolicy, RecordAad};
-use chatvault_store::{OutboxEntry, ParkReason, ParkedEntry, WriteBatch, WriteOp};
+use chatvault_store::{OutboxEntry, ParkReason, ParkedEntry, TombstoneQuery, WriteBatch, WriteOp};
 use futures::TryStreamExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use zeroize::Zeroizing;
 
 /// The part of a [`Vault`] only a sync client needs; see the module docs.
@@ -214,8 +215,24 @@ impl Replica<'_> {
                 });
                 continue;
             }
+            // A conversation's deletion covers its messages stamped at or
+            // below it even if a newer version of the conversation wins
+            // (core's rule); a recreated conversation names the deletion
+            // this device may never have seen. What is covered goes first.
+            let covered = match (&change.kind, &change.op) {
+                (EntityKind::Conversation, ChangeOp::Upsert(p)) => p
+                    .deleted_through
+                    .map(|through| (change.entity_id.conversation(), through)),
+                (EntityKind::Conversation, ChangeOp::Delete(_)) => {
+                    Some((change.entity_id.conversation(), change.version))
+                }
+                _ => None,
+            };
             match change.into_incoming() {
                 Ok(incoming) => {
+                    if let Some((conversation, through)) = covered {
+                        batch.push(WriteOp::CoverMessages(conversation, through));
+                    }
                     batch.push(WriteOp::Merge(incoming));
                 }
                 Err(e) => refused.push(Refused::Invalid(op_id, e.to_string())),
@@ -435,6 +452,95 @@ impl Replica<'_> {
             }
         }
         Ok(())
+    }
+
+    /// After a rebuild from the snapshot of a server whose database was
+    /// restored from a backup: queues for sync again (under fresh op ids,
+    /// at their own versions — nothing is re-stamped) every record and
+    /// tombstone this vault holds that the snapshot (`listed`: each live
+    /// record's version on the server) lacks or holds at an older version.
+    /// The server then takes back, by its usual newer-wins rule, what it
+    /// lost with the restore; nothing is deleted here. Records with a
+    /// parked change are left to the user (the parked change already holds
+    /// them; re-queueing would quietly retry it). Returns how many records
+    /// were queued.
+    pub async fn requeue_records_missing_from(
+        &self,
+        listed: &HashMap<(EntityKind, RecordId), Hlc>,
+    ) -> Result<u64> {
+        let parked: HashSet<RecordId> = self
+            .all_parked_changes()
+            .await?
+            .into_iter()
+            .map(|p| p.change.entity_id)
+            .collect();
+        let lacks = |kind: EntityKind, id: RecordId, version: Hlc| {
+            !parked.contains(&id) && listed.get(&(kind, id)).is_none_or(|v| *v < version)
+        };
+        let mut queued = 0u64;
+        let mut pages = std::pin::pin!(self.vault.conversation_row_pages());
+        while let Some(rows) = pages.try_next().await? {
+            let mut batch = WriteBatch::new();
+            for row in rows {
+                let id = row.record.id;
+                if lacks(EntityKind::Conversation, id.into(), row.record.version) {
+                    batch.push(WriteOp::Enqueue(outbox_item(
+                        EntityKind::Conversation,
+                        id.into(),
+                        None,
+                    )));
+                }
+                let mut messages = std::pin::pin!(self.vault.message_record_pages(id));
+                while let Some(page) = messages.try_next().await? {
+                    for m in page {
+                        if lacks(EntityKind::Message, m.id.into(), m.version) {
+                            batch.push(WriteOp::Enqueue(outbox_item(
+                                EntityKind::Message,
+                                m.id.into(),
+                                Some(id),
+                            )));
+                        }
+                    }
+                }
+            }
+            queued += self.commit_enqueues(batch).await?;
+        }
+        // Deletions made after the backup are gone from the server too;
+        // the snapshot lists no tombstones, so every one is sent (the
+        // server keeps whichever version is newer).
+        let mut after = None;
+        loop {
+            let page = self
+                .vault
+                .store
+                .tombstones(&TombstoneQuery { after, limit: 500 })
+                .await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some((last.kind, last.id));
+            let mut batch = WriteBatch::new();
+            for t in page {
+                if lacks(t.kind, t.id, t.version) {
+                    batch.push(WriteOp::Enqueue(outbox_item(
+                        t.kind,
+                        t.id,
+                        t.conversation_id,
+                    )));
+                }
+            }
+            queued += self.commit_enqueues(batch).await?;
+        }
+        Ok(queued)
+    }
+
+    /// Commits a batch of enqueues; how many it held.
+    async fn commit_enqueues(&self, batch: WriteBatch) -> Result<u64> {
+        let n = batch.ops.len() as u64;
+        if n > 0 {
+            self.vault.commit(batch).await?;
+        }
+        Ok(n)
     }
 
     /// Queues every live record for sync again (under fresh op ids), a

@@ -1,0 +1,224 @@
+//! Restore: the operator replaces the server's database with an older
+//! backup of itself. Devices notice (their cursors name an epoch, or a
+//! position, the restored database never issued), rebuild from the
+//! snapshot without deleting anything, and push back what the backup
+//! lacks; every device and the server end up holding everything.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chatvault::{ConversationUpdate, MemoryStore, NewConversation, NewMessage, Role};
+use chatvault_sync::SyncClient;
+
+use crate::common::*;
+
+fn say(text: &str) -> NewMessage {
+    NewMessage::new(Role::User, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_server_gets_back_what_its_backup_lacks_and_nothing_is_lost() {
+    let mut server = TestServer::start().await;
+    let url = server.url();
+    let (clock_a, clock_b) = (clock_at(&server), clock_at(&server));
+    let a = SyncClient::register(
+        vault_with(clock_a.clone()).await,
+        &url,
+        "rita",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    let b = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(clock_b.clone()),
+        &url,
+        "rita",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+
+    // Before the backup: two conversations, one message, on both devices.
+    let kept = a
+        .vault()
+        .create_conversation(NewConversation::titled("kept"))
+        .await
+        .unwrap();
+    a.vault()
+        .add_message(kept.id, say("m1 before"))
+        .await
+        .unwrap();
+    let doomed = a
+        .vault()
+        .create_conversation(NewConversation::titled("doomed"))
+        .await
+        .unwrap();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    let backup = server.backup().await;
+
+    // After the backup, all synced: messages and a conversation from A, a
+    // delete from A, a message and a rename from B.
+    clock_a.advance(1_000);
+    a.vault()
+        .add_message(kept.id, say("m2 after"))
+        .await
+        .unwrap();
+    let later = a
+        .vault()
+        .create_conversation(NewConversation::titled("later"))
+        .await
+        .unwrap();
+    a.vault()
+        .add_message(later.id, say("m3 after"))
+        .await
+        .unwrap();
+    a.vault().delete_conversation(doomed.id).await.unwrap();
+    a.sync_once().await.unwrap();
+    clock_b.advance(2_000);
+    b.sync_once().await.unwrap();
+    b.vault()
+        .add_message(kept.id, say("m4 after"))
+        .await
+        .unwrap();
+    b.vault()
+        .update_conversation(
+            kept.id,
+            ConversationUpdate {
+                title: Some("renamed by B".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    b.sync_once().await.unwrap();
+    a.sync_once().await.unwrap();
+    let before_restore = visible_state(a.vault()).await;
+    assert_eq!(before_restore, visible_state(b.vault()).await);
+
+    server.restore(&backup).await;
+
+    // A write reaches the restored server before anyone pulls: it takes a
+    // sequence number B's cursor already passed in the lost timeline.
+    clock_a.advance(1_000);
+    a.vault()
+        .add_message(kept.id, say("m5 restored"))
+        .await
+        .unwrap();
+    let pushed = a.push().await.unwrap();
+    assert_eq!(pushed.applied, 1);
+
+    let b_report = b.sync_once().await.unwrap();
+    assert!(b_report.pull.resynced, "{b_report:?}");
+    assert_eq!(b_report.pull.dropped, 0, "a restore deletes nothing");
+    assert!(b_report.pull.requeued >= 5, "{b_report:?}");
+    let a_report = a.sync_once().await.unwrap();
+    assert!(a_report.pull.resynced, "{a_report:?}");
+    assert_eq!(a_report.pull.dropped, 0);
+    b.sync_once().await.unwrap();
+
+    let expected: BTreeMap<String, (String, Vec<String>)> = [
+        (
+            kept.id.to_string(),
+            (
+                "renamed by B".to_owned(),
+                vec!["m1 before", "m2 after", "m4 after", "m5 restored"]
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+        ),
+        (
+            later.id.to_string(),
+            ("later".to_owned(), vec!["m3 after".to_owned()]),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(visible_state(a.vault()).await, expected);
+    assert_eq!(visible_state(b.vault()).await, expected);
+
+    // The server holds it all again: a new device gets exactly that.
+    let c = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(clock_at(&server)),
+        &url,
+        "rita",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    c.sync_once().await.unwrap();
+    assert_eq!(visible_state(c.vault()).await, expected);
+    for device in [&a, &b, &c] {
+        let (pending, parked) = device.vault().replica().outbox_counts().await.unwrap();
+        assert_eq!((pending, parked), (0, 0));
+    }
+
+    // A plain restart is not a restore: nothing is rebuilt.
+    server.restart_with(|_| {}).await;
+    let report = b.sync_once().await.unwrap();
+    assert!(!report.pull.resynced, "{report:?}");
+}
+
+/// A device that pushed after the backup but never pulled since still has
+/// a pull cursor from before it, which the restored database can continue:
+/// the push answer's cursor it sends along (`seen`) is what gives the
+/// restore away, and what it pushed is pushed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_only_pushed_since_the_backup_pushes_again() {
+    let mut server = TestServer::start().await;
+    let url = server.url();
+    let (clock_a, clock_b) = (clock_at(&server), clock_at(&server));
+    let a = SyncClient::register(
+        vault_with(clock_a.clone()).await,
+        &url,
+        "pia",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    let b = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(clock_b.clone()),
+        &url,
+        "pia",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    let conv = a
+        .vault()
+        .create_conversation(NewConversation::titled("notes"))
+        .await
+        .unwrap();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    let backup = server.backup().await;
+
+    clock_a.advance(1_000);
+    a.vault()
+        .add_message(conv.id, say("only pushed"))
+        .await
+        .unwrap();
+    assert_eq!(a.push().await.unwrap().applied, 1);
+    server.restore(&backup).await;
+
+    let report = a.sync_once().await.unwrap();
+    assert!(report.pull.resynced, "{report:?}");
+    assert_eq!(report.pull.requeued, 1, "{report:?}");
+    b.sync_once().await.unwrap();
+    let on_b = visible_state(b.vault()).await;
+    assert_eq!(
+        on_b[&conv.id.to_string()].1,
+        vec!["only pushed".to_owned()],
+        "B got what A had pushed before the restore"
+    );
+    assert_eq!(on_b, visible_state(a.vault()).await);
+}
