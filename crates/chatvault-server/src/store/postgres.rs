@@ -33,11 +33,14 @@ use super::{
     NewSession, PokeSink, Pull, PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore,
     ServerStoreError, ServerStoreResult, SessionInfo, Snapshot, SnapshotPage, VersionRow,
     ACCOUNT_COLUMNS, CURRENT_EPOCH, EPOCH_ORDINAL, INSERT_EPOCH, LATER_EPOCH_START,
-    NOTE_FEED_EPOCH, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, REMARK_CONVERSATION, VERSION_COLUMNS, PAGE_BYTES,
+    NOTE_FEED_EPOCH, PAGE_BYTES, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, REMARK_CONVERSATION,
+    VERSION_COLUMNS,
 };
 use crate::auth::{random_bytes, ThrottleState};
 use crate::push_plan::{plan, PushPlan, PushReads, PushState};
-use crate::types::{AccountId, Cursor, Epoch, Seq, SessionHash, SnapshotKey, Username, WireKdfParams};
+use crate::types::{
+    AccountId, Cursor, Epoch, Seq, SessionHash, SnapshotKey, Username, WireKdfParams,
+};
 
 /// The NOTIFY channel pokes travel on.
 const POKE_CHANNEL: &str = "chatvault_poke";

@@ -18,16 +18,18 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::{census_entry, session_summary, SessionSummary};
 use super::{
-    check_cursor, outcome_to_db, page_cut, page_of, parse_epoch, parse_purge_mark, seen_outcome, Account,
-    AccountRow, CursorCheck, EpochFacts, KeysUpdate, NewAccount, NewSession, Pull, PurgePlan,
-    PurgeReport, PushOutcome, RecordRow, ServerStore, ServerStoreError, ServerStoreResult,
-    SessionInfo, Snapshot, SnapshotPage, VersionRow, ACCOUNT_COLUMNS, CURRENT_EPOCH, EPOCH_ORDINAL,
-    INSERT_EPOCH, LATER_EPOCH_START, NOTE_FEED_EPOCH, RECORD_COLUMNS, RECORD_UPSERT_CONFLICT,
-    REMARK_CONVERSATION, VERSION_COLUMNS, PAGE_BYTES,
+    check_cursor, outcome_to_db, page_cut, page_of, parse_epoch, parse_purge_mark, seen_outcome,
+    Account, AccountRow, CursorCheck, EpochFacts, KeysUpdate, NewAccount, NewSession, Pull,
+    PurgePlan, PurgeReport, PushOutcome, RecordRow, ServerStore, ServerStoreError,
+    ServerStoreResult, SessionInfo, Snapshot, SnapshotPage, VersionRow, ACCOUNT_COLUMNS,
+    CURRENT_EPOCH, EPOCH_ORDINAL, INSERT_EPOCH, LATER_EPOCH_START, NOTE_FEED_EPOCH, PAGE_BYTES,
+    RECORD_COLUMNS, RECORD_UPSERT_CONFLICT, REMARK_CONVERSATION, VERSION_COLUMNS,
 };
 use crate::auth::{random_bytes, ThrottleState};
 use crate::push_plan::{plan, PushPlan, PushReads, PushState};
-use crate::types::{AccountId, Cursor, Epoch, Seq, SessionHash, SnapshotKey, Username, WireKdfParams};
+use crate::types::{
+    AccountId, Cursor, Epoch, Seq, SessionHash, SnapshotKey, Username, WireKdfParams,
+};
 
 /// Schema migrations, in order; `schema_version` records which have run.
 const MIGRATIONS: &[&str] = &[
