@@ -147,6 +147,10 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// The password-hashing pool: workers, queue bound and Argon2 cost.
     pub kdf: KdfPoolConfig,
+    /// Record bytes one account may store (default 1 GiB; `None`:
+    /// unlimited). A push that would pass it has its new or growing records
+    /// refused (`quota_exceeded`) while deletions still apply.
+    pub account_quota_bytes: Option<u64>,
     /// The time source.
     pub clock: Arc<dyn ServerClock>,
 }
@@ -156,6 +160,8 @@ impl Config {
     pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
     /// Default tombstone horizon: 30 days.
     pub const DEFAULT_TOMBSTONE_HORIZON_DAYS: u32 = 30;
+    /// Default per-account storage quota: 1 GiB of record bodies.
+    pub const DEFAULT_ACCOUNT_QUOTA_BYTES: u64 = 1024 * 1024 * 1024;
 
     /// Defaults for everything but the database.
     pub fn new(database: DatabaseUrl) -> Self {
@@ -176,6 +182,7 @@ impl Config {
             trust_proxy: false,
             timeouts: Timeouts::default(),
             kdf: KdfPoolConfig::default(),
+            account_quota_bytes: Some(Self::DEFAULT_ACCOUNT_QUOTA_BYTES),
             clock: Arc::new(SystemServerClock),
         }
     }

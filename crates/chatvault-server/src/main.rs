@@ -75,6 +75,10 @@ struct Args {
     /// between requests on a kept-alive connection.
     #[arg(long, default_value_t = 10)]
     header_read_timeout_secs: u64,
+    /// Record bytes one account may store, e.g. 1GiB, 500MiB, or `none`.
+    /// Over it, new records are refused (quota_exceeded); deletes still work.
+    #[arg(long, env = "CHATVAULT_ACCOUNT_QUOTA", value_parser = parse_quota, default_value = "1GiB")]
+    account_quota: Quota,
     /// Seconds a request body may take to arrive in full.
     #[arg(long, default_value_t = 60)]
     body_timeout_secs: u64,
@@ -112,6 +116,46 @@ fn parse_rate(text: &str) -> Result<RateLimit, String> {
     Ok(limit)
 }
 
+/// `--account-quota`: bytes, or `None` for no limit. (A newtype: clap
+/// reads a bare `Option` field as "the flag may be absent".)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Quota(Option<u64>);
+
+/// A byte count with an optional binary unit (`1GiB`, `500MiB`, `64KiB`,
+/// `1048576`), or `none` for no limit.
+fn parse_quota(text: &str) -> Result<Quota, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("none") {
+        return Ok(Quota(None));
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, TiB or none)"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number of bytes, e.g. 1GiB, or none"))?;
+    let bytes = n
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?}: too large"))?;
+    if bytes == 0 {
+        return Err(format!(
+            "{text:?}: a quota of 0 refuses every record; use none for no limit"
+        ));
+    }
+    Ok(Quota(Some(bytes)))
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(root) = &args.web_root {
         if !root.is_dir() {
@@ -128,6 +172,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.insecure_cookies = args.insecure_cookies;
     config.max_body_bytes = args.max_body_bytes;
     config.tombstone_horizon_days = args.tombstone_horizon_days;
+    config.account_quota_bytes = args.account_quota.0;
     config.web_root = args.web_root;
     config.allow_weak_kdf = args.allow_weak_kdf;
     config.ws_ping_interval = Duration::from_millis(args.ws_ping_interval_ms.max(10));
@@ -187,5 +232,31 @@ async fn main() -> ExitCode {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_quota, Args, Quota};
+    use clap::{CommandFactory as _, Parser as _};
+
+    #[test]
+    fn quotas_parse_with_binary_units_or_none() {
+        assert_eq!(parse_quota("1GiB"), Ok(Quota(Some(1 << 30))));
+        assert_eq!(parse_quota("500 MiB"), Ok(Quota(Some(500 << 20))));
+        assert_eq!(parse_quota("4096"), Ok(Quota(Some(4096))));
+        assert_eq!(parse_quota("none"), Ok(Quota(None)));
+        for bad in ["0", "0GiB", "1GB", "-1", "lots", "99999999999TiB"] {
+            assert!(parse_quota(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_flag_reads_back_with_its_declared_type() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from(["chatvault-server"]).unwrap();
+        assert_eq!(args.account_quota, Quota(Some(1 << 30)));
+        let args = Args::try_parse_from(["chatvault-server", "--account-quota", "none"]).unwrap();
+        assert_eq!(args.account_quota, Quota(None));
     }
 }

@@ -23,6 +23,9 @@ pub enum PushRejectReason {
     /// Stamped further ahead of the server's clock than
     /// `chatvault_core::MAX_CLOCK_DRIFT_MS`; fix the device clock.
     ClockSkew,
+    /// Storing it would take the account past its storage quota; delete
+    /// something, then retry. Deletions are never refused for this.
+    QuotaExceeded,
 }
 
 /// A refused change: why, in a code and in words, and its op id if one
@@ -70,6 +73,42 @@ pub fn admit(value: serde_json::Value, now: Timestamp) -> Result<Change, PushRej
         ));
     }
     Ok(change)
+}
+
+/// Holds an admitted batch to the account's storage quota: walking it in
+/// order, each upsert whose body would take `stored` (what the account
+/// holds now) plus the bodies let in before it past `quota` is refused
+/// with [`PushRejectReason::QuotaExceeded`]; deletions always pass, so an
+/// account over its quota can still free space. Replacing a record counts
+/// its new body in full, so the check errs on the side of refusing.
+pub fn hold_to_quota(
+    batch: Vec<Result<Change, PushRejection>>,
+    stored: u64,
+    quota: u64,
+) -> Vec<Result<Change, PushRejection>> {
+    let mut let_in = 0u64;
+    batch
+        .into_iter()
+        .map(|admitted| {
+            let change = admitted?;
+            let size = match &change.op {
+                chatvault_core::ChangeOp::Upsert(p) => p.body.0.len() as u64,
+                chatvault_core::ChangeOp::Delete(_) => return Ok(change),
+            };
+            if stored.saturating_add(let_in).saturating_add(size) > quota {
+                return Err(PushRejection {
+                    op_id: Some(change.op_id.to_string()),
+                    reason: PushRejectReason::QuotaExceeded,
+                    message: format!(
+                        "the account stores {stored} of its {quota} bytes; this record \
+                         ({size} bytes) does not fit: delete something, then retry"
+                    ),
+                });
+            }
+            let_in += size;
+            Ok(change)
+        })
+        .collect()
 }
 
 /// What a store does with an admitted change.
@@ -155,6 +194,49 @@ mod tests {
                 body: Body(b"ciphertext".to_vec()),
             },
         )
+    }
+
+    #[test]
+    fn the_quota_refuses_growth_in_batch_order_and_never_deletions() {
+        let conv = ConversationId::new();
+        // Bodies of 10 bytes ("ciphertext"); 25 stored, quota 50.
+        let gone = Change::delete(
+            OpId::new(),
+            &Tombstone::message(MessageId::new(), conv, hlc(9), Timestamp(9)),
+        );
+        let invalid = Err(PushRejection {
+            op_id: None,
+            reason: PushRejectReason::InvalidChange,
+            message: "bad".into(),
+        });
+        let batch = vec![
+            Ok(message(1, conv)),
+            invalid,
+            Ok(message(2, conv)),
+            Ok(message(3, conv)),
+            Ok(gone.clone()),
+            Ok(message(4, conv)),
+        ];
+        let held = hold_to_quota(batch, 25, 50);
+        let reasons: Vec<Option<PushRejectReason>> = held
+            .iter()
+            .map(|r| r.as_ref().err().map(|e| e.reason))
+            .collect();
+        use PushRejectReason::{InvalidChange, QuotaExceeded};
+        assert_eq!(
+            reasons,
+            [
+                None,
+                Some(InvalidChange),
+                None,
+                Some(QuotaExceeded),
+                None,
+                Some(QuotaExceeded)
+            ]
+        );
+        // Far over the quota, a deletion still passes.
+        let held = hold_to_quota(vec![Ok(gone)], 1_000, 50);
+        assert!(held[0].is_ok());
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum RejectReason {
     ClockSkew,
     /// Larger on its own than the server accepts in one request.
     PayloadTooLarge,
+    /// Storing it would take the account past its storage quota on the
+    /// server. Delete something (deletions always sync), then retry it.
+    QuotaExceeded,
     /// A reason this build does not know (a newer server).
     #[serde(other)]
     Other,
@@ -49,6 +52,7 @@ impl RejectReason {
             Some("invalid_change") => RejectReason::InvalidChange,
             Some("clock_skew") => RejectReason::ClockSkew,
             Some("payload_too_large") => RejectReason::PayloadTooLarge,
+            Some("quota_exceeded") => RejectReason::QuotaExceeded,
             _ => RejectReason::Other,
         }
     }
@@ -59,6 +63,7 @@ impl RejectReason {
             RejectReason::InvalidChange => "invalid_change",
             RejectReason::ClockSkew => "clock_skew",
             RejectReason::PayloadTooLarge => "payload_too_large",
+            RejectReason::QuotaExceeded => "quota_exceeded",
             RejectReason::Other => "other",
         }
     }
@@ -190,11 +195,12 @@ mod tests {
             RejectReason::InvalidChange,
             RejectReason::ClockSkew,
             RejectReason::PayloadTooLarge,
+            RejectReason::QuotaExceeded,
         ] {
             assert_eq!(RejectReason::from_code(Some(r.as_code())), r);
         }
         assert_eq!(
-            RejectReason::from_code(Some("quota_exceeded")),
+            RejectReason::from_code(Some("a_reason_from_the_future")),
             RejectReason::Other
         );
         let l = letter(RejectReason::PayloadTooLarge, 9, 1);

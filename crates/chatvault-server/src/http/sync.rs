@@ -8,7 +8,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use chatvault_core::ErrorCode;
+use chatvault_core::{Change, ErrorCode};
 
 use super::extract::{ApiJson, ApiQuery, Authenticated};
 use super::{AppError, AppState};
@@ -17,7 +17,7 @@ use crate::api::{
     SnapshotQuery, SnapshotResponse,
 };
 use crate::store::{Outcome, Pull, Snapshot};
-use crate::sync::{admit, PushRejectReason, PushRejection};
+use crate::sync::{admit, hold_to_quota, PushRejectReason, PushRejection};
 use crate::types::{Cursor, Invalid, Seq, SnapshotKey};
 use std::str::FromStr;
 
@@ -79,12 +79,23 @@ pub(crate) async fn push(
         ));
     }
     let now = state.now();
-    let mut admitted = Vec::with_capacity(req.changes.len());
-    let slots: Vec<Result<usize, PushRejection>> = req
+    let mut batch: Vec<Result<Change, PushRejection>> = req
         .changes
         .into_iter()
-        .map(|value| {
-            admit(value, now).map(|change| {
+        .map(|value| admit(value, now))
+        .collect();
+    let grows = batch
+        .iter()
+        .any(|c| c.as_ref().is_ok_and(|c| !c.is_delete()));
+    if let (Some(quota), true) = (state.config().account_quota_bytes, grows) {
+        let stored = state.store().stored_bytes(auth.account).await?;
+        batch = hold_to_quota(batch, stored, quota);
+    }
+    let mut admitted = Vec::with_capacity(batch.len());
+    let slots: Vec<Result<usize, PushRejection>> = batch
+        .into_iter()
+        .map(|checked| {
+            checked.map(|change| {
                 admitted.push(change);
                 admitted.len() - 1
             })

@@ -305,6 +305,10 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Looks an account up by id.
     async fn account(&self, id: AccountId) -> ServerStoreResult<Option<Account>>;
 
+    /// The bytes of record bodies `account` stores (what its quota
+    /// counts).
+    async fn stored_bytes(&self, account: AccountId) -> ServerStoreResult<u64>;
+
     /// How many accounts use each set of KDF parameters, ordered by the
     /// parameters (prelogin answers unknown names from this distribution).
     async fn kdf_census(&self) -> ServerStoreResult<Vec<(WireKdfParams, u64)>>;

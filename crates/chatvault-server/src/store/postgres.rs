@@ -640,6 +640,19 @@ impl ServerStore for PostgresServerStore {
             .transpose()
     }
 
+    async fn stored_bytes(&self, account: AccountId) -> ServerStoreResult<u64> {
+        let client = self.client().await?;
+        let bytes: i64 = client
+            .query_one(
+                "SELECT COALESCE(SUM(octet_length(body)), 0)::BIGINT FROM records \
+                 WHERE user_id = $1",
+                &[&account.to_string()],
+            )
+            .await?
+            .try_get(0)?;
+        Ok(bytes.max(0) as u64)
+    }
+
     async fn kdf_census(&self) -> ServerStoreResult<Vec<(WireKdfParams, u64)>> {
         let client = self.client().await?;
         client

@@ -641,6 +641,18 @@ impl ServerStore for SqliteServerStore {
         .await
     }
 
+    async fn stored_bytes(&self, account: AccountId) -> ServerStoreResult<u64> {
+        self.call(move |conn| {
+            let bytes: i64 = conn.query_row(
+                "SELECT COALESCE(SUM(length(body)), 0) FROM records WHERE user_id = ?1",
+                [account.to_string()],
+                |r| r.get(0),
+            )?;
+            Ok(bytes.max(0) as u64)
+        })
+        .await
+    }
+
     async fn kdf_census(&self) -> ServerStoreResult<Vec<(WireKdfParams, u64)>> {
         self.call(|conn| {
             let mut stmt = conn.prepare(

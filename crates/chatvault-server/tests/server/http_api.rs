@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use crate::backend_tests;
 use crate::common::{
-    auth_key_for, body_of, conversation, delete_conversation, message, seq_of, weak_kdf, Backend,
-    TestServer,
+    auth_key_for, body_of, conversation, delete_conversation, delete_message, message, seq_of,
+    weak_kdf, Backend, TestServer,
 };
 
 fn code(body: &Value) -> &str {
@@ -330,6 +330,59 @@ async fn keys_round_trip_and_passphrase_change_revokes_other_sessions(backend: B
         .post("/v1/auth/prelogin", &json!({"username": "alice"}))
         .await;
     assert_eq!(pre.body["salt"], json!(BASE64.encode([9u8; 16])));
+}
+
+/// Over its quota an account's new records are refused one by one
+/// (`quota_exceeded`, nothing stored is touched), deletions still apply,
+/// and a refused record goes in once space was freed.
+async fn the_storage_quota_refuses_growth_but_never_deletions(backend: Backend) {
+    let Some(srv) = TestServer::start_with(backend, |c| c.account_quota_bytes = Some(10_000)).await
+    else {
+        return;
+    };
+    let api = srv.user("alice").await;
+    let now = srv.now_ms();
+    let conv = ConversationId::new();
+    let (m1, m2, m3) = (MessageId::new(), MessageId::new(), MessageId::new());
+    let body = [b'x'; 4_000];
+    let batch = [
+        message(m1, conv, now, &body),
+        message(m2, conv, now, &body),
+        message(m3, conv, now, &body),
+    ];
+    let pushed = api.push(&batch).await;
+    let status = |r: &Value| (r["status"].clone(), r["reason"].clone());
+    let results = pushed["results"].as_array().expect("results");
+    assert_eq!(status(&results[0]), (json!("applied"), Value::Null));
+    assert_eq!(status(&results[1]), (json!("applied"), Value::Null));
+    assert_eq!(
+        status(&results[2]),
+        (json!("rejected"), json!("quota_exceeded")),
+        "{pushed}"
+    );
+    assert!(results[2]["message"]
+        .as_str()
+        .unwrap()
+        .contains("delete something"));
+    // 8,000 of 10,000 bytes used: 2,500 more do not fit; a deletion does.
+    let more = api
+        .push(&[message(MessageId::new(), conv, now + 1, &[b'y'; 2_500])])
+        .await;
+    assert_eq!(more["results"][0]["reason"], "quota_exceeded", "{more}");
+    let freed = api.push(&[delete_message(m1, conv, now + 2)]).await;
+    assert_eq!(freed["results"][0]["status"], "applied", "{freed}");
+    // The refused record fits now (same change, same op id: a retry).
+    let retried = api.push(&batch[2..]).await;
+    assert_eq!(retried["results"][0]["status"], "applied", "{retried}");
+    // Nothing stored was lost on the way: m2 and m3 are there, m1 deleted.
+    let pulled = api.pull(None, Some(100)).await;
+    let live: Vec<&Value> = pulled.body["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["op"] == "upsert")
+        .collect();
+    assert_eq!(live.len(), 2, "{}", pulled.body);
 }
 
 async fn push_then_pull_pages_with_cursors(backend: Backend) {
@@ -869,6 +922,7 @@ backend_tests!(
     register_refuses_duplicates_and_bad_input,
     strict_server_refuses_weak_kdf_parameters,
     prelogin_answers_real_values_and_stable_fakes,
+    the_storage_quota_refuses_growth_but_never_deletions,
     wrong_key_and_unknown_user_get_the_same_401,
     keys_round_trip_and_passphrase_change_revokes_other_sessions,
     push_then_pull_pages_with_cursors,
