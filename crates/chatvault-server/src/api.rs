@@ -160,7 +160,54 @@ pub struct PushRequest {
     /// At most 1000 changes. Each is judged alone: a malformed one is
     /// rejected with a reason, the rest still apply.
     #[schema(value_type = Vec<crate::http::openapi::ChangeDoc>)]
-    pub changes: Vec<serde_json::Value>,
+    pub changes: BoundedChanges,
+}
+
+/// Most changes one push may carry.
+pub const MAX_PUSH_CHANGES: usize = 1000;
+
+/// A push's `changes` array, read without building what the server will
+/// refuse anyway: the first [`MAX_PUSH_CHANGES`] elements are kept, the
+/// rest only counted (skipped by the parser, never materialized), so an
+/// oversized batch costs no more memory than a full one before it is
+/// refused.
+#[derive(Debug, Default)]
+pub struct BoundedChanges {
+    /// The kept elements, at most [`MAX_PUSH_CHANGES`].
+    pub kept: Vec<serde_json::Value>,
+    /// How many elements the array had.
+    pub total: usize,
+}
+
+impl<'de> Deserialize<'de> for BoundedChanges {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Elements;
+        impl<'de> serde::de::Visitor<'de> for Elements {
+            type Value = BoundedChanges;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of changes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BoundedChanges, A::Error> {
+                let mut out = BoundedChanges::default();
+                loop {
+                    if out.kept.len() < MAX_PUSH_CHANGES {
+                        match seq.next_element::<serde_json::Value>()? {
+                            Some(v) => out.kept.push(v),
+                            None => break,
+                        }
+                    } else if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                        break;
+                    }
+                    out.total += 1;
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_seq(Elements)
+    }
 }
 
 /// What happened to one pushed change.
@@ -316,6 +363,31 @@ pub struct WsReady {
 impl WsReady {
     /// The message as sent.
     pub const TEXT: &'static str = r#"{"type":"ready"}"#;
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::*;
+
+    #[test]
+    fn oversized_batches_are_counted_not_kept() {
+        let body = format!(
+            r#"{{"changes": [{}]}}"#,
+            vec![r#"{"opId": "x", "big": [1, 2, 3]}"#; MAX_PUSH_CHANGES + 500].join(",")
+        );
+        let req: PushRequest = serde_json::from_str(&body).unwrap();
+        assert_eq!(req.changes.total, MAX_PUSH_CHANGES + 500);
+        assert_eq!(req.changes.kept.len(), MAX_PUSH_CHANGES);
+        let small: PushRequest = serde_json::from_str(r#"{"changes": [{}, 2]}"#).unwrap();
+        assert_eq!((small.changes.total, small.changes.kept.len()), (2, 2));
+        assert!(serde_json::from_str::<PushRequest>(r#"{"changes": {}}"#).is_err());
+        // Malformed JSON past the limit is still malformed.
+        let broken = format!(
+            r#"{{"changes": [{}, {{"x": }}]}}"#,
+            vec!["{}"; MAX_PUSH_CHANGES].join(",")
+        );
+        assert!(serde_json::from_str::<PushRequest>(&broken).is_err());
+    }
 }
 
 /// `GET /healthz`.

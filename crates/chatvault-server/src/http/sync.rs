@@ -14,15 +14,13 @@ use super::extract::{ApiJson, ApiQuery, Authenticated};
 use super::{AppError, AppState};
 use crate::api::{
     ErrorBody, PullQuery, PullResponse, PushRequest, PushResponse, PushResult, PushStatus,
-    SnapshotQuery, SnapshotResponse,
+    SnapshotQuery, SnapshotResponse, MAX_PUSH_CHANGES,
 };
 use crate::store::{Outcome, Pull, Snapshot};
 use crate::sync::{admit, hold_to_quota, PushRejectReason, PushRejection};
 use crate::types::{Cursor, Invalid, Seq, SnapshotKey};
 use std::str::FromStr;
 
-/// Most changes in one push.
-pub(crate) const MAX_BATCH: usize = 1000;
 /// Page size when none is asked for.
 const DEFAULT_LIMIT: u32 = 500;
 /// Largest page.
@@ -69,18 +67,19 @@ pub(crate) async fn push(
     auth: Authenticated,
     ApiJson(req): ApiJson<PushRequest>,
 ) -> Result<Json<PushResponse>, AppError> {
-    if req.changes.len() > MAX_BATCH {
+    if req.changes.total > MAX_PUSH_CHANGES {
         return Err(AppError::client(
             ErrorCode::BatchTooLarge,
             format!(
-                "a push may carry at most {MAX_BATCH} changes, this one has {}; split it",
-                req.changes.len()
+                "a push may carry at most {MAX_PUSH_CHANGES} changes, this one has {}; split it",
+                req.changes.total
             ),
         ));
     }
     let now = state.now();
     let mut batch: Vec<Result<Change, PushRejection>> = req
         .changes
+        .kept
         .into_iter()
         .map(|value| admit(value, now))
         .collect();
