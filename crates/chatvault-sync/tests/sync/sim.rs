@@ -3,9 +3,10 @@
 //! deletes of conversations and messages, sync, go offline and back,
 //! restart (reopen their vault from its store and resume the saved
 //! session), while the server restarts on the same database and the
-//! clocks move. Then everything heals (all online, every device synced
-//! until quiet) and the rules of docs/protocol.md ("What the simulation
-//! checks") are checked.
+//! clocks move or are skewed (within and beyond the allowed bound). Then
+//! everything heals (clocks right, all online, every device synced until
+//! quiet) and the rules of docs/protocol.md ("What the simulation checks")
+//! are checked.
 //!
 //! `SIM_SEEDS` (default [`DEFAULT_SEEDS`]) seeds are run starting at
 //! `SIM_SEED_START` (default 0); `cargo xtask soak --seeds N --start S`
@@ -33,6 +34,11 @@ const DEFAULT_SEEDS: u64 = 60;
 const STEPS: usize = 40;
 const DEVICES: usize = 3;
 const USER: &str = "sim";
+/// Clock skew within the allowed bound (ms, either way): 25 minutes, so
+/// two devices are never an hour apart.
+const SKEW_WITHIN: i64 = 25 * 60_000;
+/// Clock skew beyond the server's one-hour bound (ms ahead).
+const SKEW_BEYOND: std::ops::RangeInclusive<i64> = 90 * 60_000..=180 * 60_000;
 
 /// What was written and deleted, by record id: the oracle.
 #[derive(Default)]
@@ -50,6 +56,8 @@ struct Model {
 struct Device {
     store: Arc<dyn Store>,
     clock: Arc<ManualClock>,
+    /// How far its clock is from the server's (ms).
+    skew: i64,
     client: SyncClient,
     online: bool,
 }
@@ -130,6 +138,7 @@ async fn run_seed(seed: u64) {
         devices.push(Device {
             store,
             clock,
+            skew: 0,
             client,
             online: true,
         });
@@ -220,7 +229,22 @@ async fn run_seed(seed: u64) {
                         .unwrap_or_else(|e| panic!("device {d} sync failed: {e}"));
                 }
             }
-            80..=85 => devices[d].online = !devices[d].online,
+            80..=83 => devices[d].online = !devices[d].online,
+            84..=85 => {
+                // Skew this device's clock: mostly within the allowed
+                // bound (pairwise under an hour), sometimes far ahead of
+                // it (the server refuses its stamps as `clock_skew`; the
+                // device re-stamps them at the server's time).
+                let skew = if rng.random_bool(0.8) {
+                    rng.random_range(-SKEW_WITHIN..=SKEW_WITHIN)
+                } else {
+                    rng.random_range(SKEW_BEYOND)
+                };
+                devices[d].skew = skew;
+                devices[d]
+                    .clock
+                    .set(chatvault::Timestamp(server.now().as_millis() + skew));
+            }
             86..=90 => {
                 // Restart: reopen the vault from its store, resume the
                 // saved session.
@@ -248,7 +272,12 @@ async fn run_seed(seed: u64) {
         }
     }
 
-    // Heal: everyone online, every device synced until quiet, twice round.
+    // Heal: every clock right, everyone online, every device synced until
+    // quiet, three times round.
+    for dev in &mut devices {
+        dev.skew = 0;
+        dev.clock.set(server.now());
+    }
     for _round in 0..3 {
         for (i, dev) in devices.iter_mut().enumerate() {
             dev.online = true;
@@ -270,7 +299,8 @@ async fn run_seed(seed: u64) {
             .expect("pending changes");
         assert!(
             pending.is_empty(),
-            "device {i} still has pending changes: {pending:?}"
+            "device {i} still has pending changes, first: {:?}",
+            pending.first()
         );
         let parked = dev.client.dead_letters().await.expect("dead letters");
         assert!(parked.is_empty(), "device {i} parked changes: {parked:?}");
