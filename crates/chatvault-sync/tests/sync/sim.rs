@@ -3,10 +3,10 @@
 //! deletes of conversations and messages, sync, go offline and back,
 //! restart (reopen their vault from its store and resume the saved
 //! session), while the server restarts on the same database and the
-//! clocks move or are skewed (within and beyond the allowed bound). Then
-//! everything heals (clocks right, all online, every device synced until
-//! quiet) and the rules of docs/protocol.md ("What the simulation checks")
-//! are checked.
+//! clocks move or are skewed (within and beyond the allowed bound) and
+//! answers are lost after the server committed. Then everything heals
+//! (clocks right, all online, every device synced until quiet) and the
+//! rules of docs/protocol.md ("What the simulation checks") are checked.
 //!
 //! `SIM_SEEDS` (default [`DEFAULT_SEEDS`]) seeds are run starting at
 //! `SIM_SEED_START` (default 0); `cargo xtask soak --seeds N --start S`
@@ -220,7 +220,18 @@ async fn run_seed(seed: u64) {
                     }
                 }
             }
-            54..=79 => {
+            74..=79 => {
+                // A sync whose first answer is lost after the server did
+                // the work: it may fail; the next one must repair it
+                // (same op ids, idempotent).
+                if devices[d].online {
+                    server.proxy.lose_next_response(true);
+                    let outcome = devices[d].client.sync_once().await;
+                    server.proxy.lose_next_response(false);
+                    tracing::debug!(?outcome, "sync with a lost response");
+                }
+            }
+            54..=73 => {
                 if devices[d].online {
                     devices[d]
                         .client
