@@ -10,8 +10,8 @@
 //!   prints the URL to open.
 //! - `bench` — runs the criterion benchmarks and prints each measurement
 //!   next to its baseline; `--quick` only proves they build and run.
-//! - `soak` — runs the sync simulation over more seeds than CI does
-//!   (`--seeds N`, from `--start S`).
+//! - `soak` — runs the sync simulation (SQLite and PostgreSQL server
+//!   stores) over more seeds than CI does (`--seeds N`, from `--start S`).
 //!
 //! Only this binary may use `anyhow` and print freely: it is a tool, not
 //! a library. It never decides whether a benchmark is fast enough: numbers
@@ -48,7 +48,7 @@ enum Task {
     },
     /// Run the criterion benchmarks and print each measurement's ratio to its baseline.
     Bench(BenchArgs),
-    /// Run the sync simulation over many seeds (CI runs 60).
+    /// Run the sync simulation over many seeds (CI runs 60 on SQLite, 30 on PostgreSQL).
     Soak(SoakArgs),
 }
 
@@ -82,9 +82,9 @@ fn main() -> Result<()> {
     }
 }
 
-/// Runs the simulation test (chatvault-sync's `simulation`) over
-/// `args.seeds` seeds from `args.start`; a failing seed prints the command
-/// that replays it.
+/// Runs the simulation tests (chatvault-sync's `simulation` on SQLite and
+/// `simulation_postgres`) over `args.seeds` seeds from `args.start` each;
+/// a failing seed prints the command that replays it.
 fn soak(args: &SoakArgs) -> Result<()> {
     ensure_nextest()?;
     run(
@@ -102,7 +102,7 @@ fn soak(args: &SoakArgs) -> Result<()> {
                 "--all-features",
                 "--no-capture",
                 "-E",
-                "test(simulation)",
+                "test(/^sim::simulation/)",
             ])
             .env("SIM_SEEDS", args.seeds.to_string())
             .env("SIM_SEED_START", args.start.to_string()),

@@ -44,6 +44,7 @@ pub struct TestServer {
     pub clock: ManualServerClock,
     /// Stays the same across restarts.
     pub proxy: Proxy,
+    database: DatabaseUrl,
     db_path: PathBuf,
     running: Option<Running>,
     _dir: TempDir,
@@ -55,12 +56,22 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_on(None, adjust).await
+    }
+
+    /// A server on `database` (SQLite in a temp dir when `None`). Backups
+    /// and [`database_bytes`](Self::database_bytes) are SQLite-only.
+    pub async fn start_on(
+        database: Option<DatabaseUrl>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
         init_logs();
         let dir = tempfile::tempdir().expect("temp dir");
         let db_path = dir.path().join("server.db");
         let mut server = TestServer {
             clock: ManualServerClock::starting_now(),
             proxy: Proxy::start().await,
+            database: database.unwrap_or_else(|| DatabaseUrl::Sqlite(db_path.clone())),
             db_path,
             running: None,
             _dir: dir,
@@ -70,7 +81,7 @@ impl TestServer {
     }
 
     async fn launch(&mut self, adjust: impl FnOnce(&mut Config)) {
-        let mut config = Config::new(DatabaseUrl::Sqlite(self.db_path.clone()));
+        let mut config = Config::new(self.database.clone());
         config.allow_weak_kdf = true;
         config.insecure_cookies = true;
         config.clock = Arc::new(self.clock.clone());

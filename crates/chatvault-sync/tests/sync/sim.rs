@@ -30,10 +30,11 @@ use crate::common::*;
 /// debug build on two cores (about 0.7 s a seed there).
 /// `cargo xtask soak` runs more.
 const DEFAULT_SEEDS: u64 = 60;
+/// Seeds run by default on the PostgreSQL server store.
+const DEFAULT_PG_SEEDS: u64 = 30;
 /// Random actions per seed before healing.
 const STEPS: usize = 40;
 const DEVICES: usize = 3;
-const USER: &str = "sim";
 /// Clock skew within the allowed bound (ms, either way): 25 minutes, so
 /// two devices are never an hour apart.
 const SKEW_WITHIN: i64 = 25 * 60_000;
@@ -105,10 +106,33 @@ fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> Option<&'a T> {
     }
 }
 
-/// Runs one seed to the end; panics on the first broken rule.
-async fn run_seed(seed: u64) {
+/// Syncs `client` (device `d`) once. A connection the proxy cut earlier
+/// (a lost response, a server restart) may still sit in the client's pool
+/// and fail the first request with a network error, as a real network
+/// does: a transient error is retried (twice at most); any other error,
+/// or a third failure, breaks the simulation.
+async fn synced(client: &SyncClient, d: usize) {
+    let mut tries = 0;
+    loop {
+        match client.sync_once().await {
+            Ok(_) => return,
+            Err(e @ chatvault_sync::SyncError::Network(_)) if tries < 2 => {
+                tracing::debug!(device = d, error = %e, "transient sync failure, retrying");
+                tries += 1;
+            }
+            Err(e) => panic!("device {d} sync failed: {e}"),
+        }
+    }
+}
+
+/// Runs one seed to the end on `database` (SQLite when `None`); panics on
+/// the first broken rule.
+async fn run_seed(seed: u64, database: Option<chatvault_server::DatabaseUrl>) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut server = TestServer::start().await;
+    // One account per seed, so seeds can share a PostgreSQL database.
+    let user = format!("sim{seed}");
+    let user = user.as_str();
+    let mut server = TestServer::start_on(database, |_| {}).await;
     let url = server.url();
     let mut model = Model::default();
 
@@ -120,7 +144,7 @@ async fn run_seed(seed: u64) {
             let vault = Vault::open_encrypted(store.clone(), PASS, vault_options(clock.clone()))
                 .await
                 .expect("vault opens");
-            SyncClient::register(Arc::new(vault), &url, USER, PASS, options())
+            SyncClient::register(Arc::new(vault), &url, user, PASS, options())
                 .await
                 .expect("register")
         } else {
@@ -128,7 +152,7 @@ async fn run_seed(seed: u64) {
                 store.clone(),
                 vault_options(clock.clone()),
                 &url,
-                USER,
+                user,
                 PASS,
                 options(),
             )
@@ -233,11 +257,7 @@ async fn run_seed(seed: u64) {
             }
             54..=73 => {
                 if devices[d].online {
-                    devices[d]
-                        .client
-                        .sync_once()
-                        .await
-                        .unwrap_or_else(|e| panic!("device {d} sync failed: {e}"));
+                    synced(&devices[d].client, d).await;
                 }
             }
             80..=83 => devices[d].online = !devices[d].online,
@@ -267,7 +287,7 @@ async fn run_seed(seed: u64) {
                 )
                 .await
                 .expect("vault reopens");
-                dev.client = SyncClient::resume(Arc::new(vault), &url, USER, options())
+                dev.client = SyncClient::resume(Arc::new(vault), &url, user, options())
                     .await
                     .expect("resume")
                     .expect("a saved session");
@@ -292,10 +312,7 @@ async fn run_seed(seed: u64) {
     for _round in 0..3 {
         for (i, dev) in devices.iter_mut().enumerate() {
             dev.online = true;
-            dev.client
-                .sync_once()
-                .await
-                .unwrap_or_else(|e| panic!("healing: device {i} sync failed: {e}"));
+            synced(&dev.client, i).await;
         }
     }
 
@@ -331,13 +348,13 @@ async fn run_seed(seed: u64) {
         Arc::new(MemoryStore::new()),
         vault_options(clock_at(&server)),
         &url,
-        USER,
+        user,
         PASS,
         options(),
     )
     .await
     .expect("a new device joins");
-    fresh.sync_once().await.expect("the new device syncs");
+    synced(&fresh, DEVICES).await;
     assert_eq!(
         first,
         state_of(fresh.vault()).await,
@@ -373,18 +390,124 @@ fn env_u64(name: &str, default: u64) -> u64 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulation() {
+/// Runs the seeds `SIM_SEED_START..+SIM_SEEDS` on `database`; `test` names
+/// the test for the replay command.
+async fn run_seeds(
+    test: &str,
+    default_seeds: u64,
+    database: Option<chatvault_server::DatabaseUrl>,
+) {
     let start = env_u64("SIM_SEED_START", 0);
-    let seeds = env_u64("SIM_SEEDS", DEFAULT_SEEDS);
+    let seeds = env_u64("SIM_SEEDS", default_seeds);
     for seed in start..start + seeds {
-        let outcome = tokio::spawn(run_seed(seed)).await;
+        let outcome = tokio::spawn(run_seed(seed, database.clone())).await;
         if let Err(e) = outcome {
             panic!(
-                "simulation seed {seed} failed ({e}); replay it with:\n  \
+                "{test} seed {seed} failed ({e}); replay it with:\n  \
                  SIM_SEED_START={seed} SIM_SEEDS=1 cargo nextest run -p chatvault-sync \
-                 --all-features -E 'test(simulation)'"
+                 --all-features -E 'test(/^sim::{test}$/)'"
             );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulation() {
+    run_seeds("simulation", DEFAULT_SEEDS, None).await;
+}
+
+/// The simulation on a PostgreSQL server store: a fresh database on
+/// `CHATVAULT_TEST_POSTGRES_URL`'s server (default 127.0.0.1:5432),
+/// dropped afterwards. Fails when PostgreSQL is unreachable, unless
+/// `CHATVAULT_SKIP_POSTGRES=1` (as the server's own tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulation_postgres() {
+    if std::env::var("CHATVAULT_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
+        tracing::warn!("CHATVAULT_SKIP_POSTGRES=1: skipping the PostgreSQL simulation");
+        return;
+    }
+    let db = PgDatabase::create().await;
+    run_seeds(
+        "simulation_postgres",
+        DEFAULT_PG_SEEDS,
+        Some(chatvault_server::DatabaseUrl::Postgres(db.url.clone())),
+    )
+    .await;
+}
+
+/// A fresh PostgreSQL database, dropped on drop.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> PgDatabase {
+        let admin_url = std::env::var("CHATVAULT_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL at {admin_url} is unreachable ({e}). Start it, point \
+                     CHATVAULT_TEST_POSTGRES_URL at one, or set CHATVAULT_SKIP_POSTGRES=1"
+                )
+            });
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time after 1970")
+            .as_nanos();
+        let name = format!("chatvault_test_sim_{}_{nanos}", std::process::id());
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("CREATE DATABASE");
+        let (base, query) = match admin_url.split_once('?') {
+            Some((b, q)) => (b, format!("?{q}")),
+            None => (admin_url.as_str(), String::new()),
+        };
+        let (scheme, rest) = base.split_once("://").expect("postgres URL has a scheme");
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let url = format!("{scheme}://{authority}/{name}{query}");
+        PgDatabase {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Its own thread and runtime: Drop may run inside the test's.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+                        .await
+                        .ok()?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            tracing::warn!(database = %self.name, "could not drop the simulation's database");
         }
     }
 }
