@@ -10,6 +10,8 @@
 //!   prints the URL to open.
 //! - `bench` — runs the criterion benchmarks and prints each measurement
 //!   next to its baseline; `--quick` only proves they build and run.
+//! - `soak` — runs the sync simulation (SQLite and PostgreSQL server
+//!   stores) over more seeds than CI does (`--seeds N`, from `--start S`).
 //!
 //! Only this binary may use `anyhow` and print freely: it is a tool, not
 //! a library. It never decides whether a benchmark is fast enough: numbers
@@ -46,6 +48,18 @@ enum Task {
     },
     /// Run the criterion benchmarks and print each measurement's ratio to its baseline.
     Bench(BenchArgs),
+    /// Run the sync simulation over many seeds (CI runs 60 on SQLite, 30 on PostgreSQL).
+    Soak(SoakArgs),
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// How many seeds to run.
+    #[arg(long)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
 }
 
 #[derive(Args)]
@@ -64,7 +78,35 @@ fn main() -> Result<()> {
         Task::Test => test(),
         Task::Demo { server_args } => demo(&server_args),
         Task::Bench(args) => bench(&args),
+        Task::Soak(args) => soak(&args),
     }
+}
+
+/// Runs the simulation tests (chatvault-sync's `simulation` on SQLite and
+/// `simulation_postgres`) over `args.seeds` seeds from `args.start` each;
+/// a failing seed prints the command that replays it.
+fn soak(args: &SoakArgs) -> Result<()> {
+    ensure_nextest()?;
+    run(
+        &format!(
+            "simulation, seeds {}..{}",
+            args.start,
+            args.start + args.seeds
+        ),
+        cargo()
+            .args([
+                "nextest",
+                "run",
+                "-p",
+                "chatvault-sync",
+                "--all-features",
+                "--no-capture",
+                "-E",
+                "test(/^sim::simulation/)",
+            ])
+            .env("SIM_SEEDS", args.seeds.to_string())
+            .env("SIM_SEED_START", args.start.to_string()),
+    )
 }
 
 /// Runs a command, failing with its description if it fails.
@@ -396,6 +438,24 @@ mod tests {
     fn unknown_task_is_a_usage_error() {
         let err = Cli::try_parse_from(["xtask", "frob"]).err();
         assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::InvalidSubcommand));
+    }
+
+    #[test]
+    fn soak_parses_seeds_and_start() {
+        match Cli::try_parse_from(["xtask", "soak", "--seeds", "500", "--start", "200"])
+            .map(|c| c.task)
+        {
+            Ok(Task::Soak(args)) => assert_eq!((args.seeds, args.start), (500, 200)),
+            _ => panic!("soak --seeds --start did not parse"),
+        }
+        match Cli::try_parse_from(["xtask", "soak", "--seeds", "3"]).map(|c| c.task) {
+            Ok(Task::Soak(args)) => assert_eq!((args.seeds, args.start), (3, 0)),
+            _ => panic!("soak --seeds did not parse"),
+        }
+        assert!(
+            Cli::try_parse_from(["xtask", "soak"]).is_err(),
+            "--seeds is required"
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub struct TestServer {
     pub clock: ManualServerClock,
     /// Stays the same across restarts.
     pub proxy: Proxy,
+    database: DatabaseUrl,
     db_path: PathBuf,
     running: Option<Running>,
     _dir: TempDir,
@@ -55,12 +56,22 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_on(None, adjust).await
+    }
+
+    /// A server on `database` (SQLite in a temp dir when `None`). Backups
+    /// and [`database_bytes`](Self::database_bytes) are SQLite-only.
+    pub async fn start_on(
+        database: Option<DatabaseUrl>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
         init_logs();
         let dir = tempfile::tempdir().expect("temp dir");
         let db_path = dir.path().join("server.db");
         let mut server = TestServer {
             clock: ManualServerClock::starting_now(),
             proxy: Proxy::start().await,
+            database: database.unwrap_or_else(|| DatabaseUrl::Sqlite(db_path.clone())),
             db_path,
             running: None,
             _dir: dir,
@@ -70,7 +81,7 @@ impl TestServer {
     }
 
     async fn launch(&mut self, adjust: impl FnOnce(&mut Config)) {
-        let mut config = Config::new(DatabaseUrl::Sqlite(self.db_path.clone()));
+        let mut config = Config::new(self.database.clone());
         config.allow_weak_kdf = true;
         config.insecure_cookies = true;
         config.clock = Arc::new(self.clock.clone());
@@ -220,6 +231,9 @@ pub struct Proxy {
 struct ProxyShared {
     target: Mutex<Option<SocketAddr>>,
     down: AtomicBool,
+    /// The next connection accepted forwards its request but loses the
+    /// server's answer ([`Proxy::lose_next_response`]).
+    lose_next_response: AtomicBool,
     connections: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -248,9 +262,17 @@ impl Proxy {
                     Some(t) if !accept_shared.down.load(Ordering::SeqCst) => t,
                     _ => continue, // dropped: the client sees a closed connection
                 };
+                let lose = accept_shared
+                    .lose_next_response
+                    .swap(false, Ordering::SeqCst);
                 let conn = tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        if lose {
+                            forward_but_lose_the_response(inbound, outbound).await;
+                        } else {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
                     }
                 });
                 let mut conns = accept_shared.connections.lock().unwrap();
@@ -272,6 +294,17 @@ impl Proxy {
         }
     }
 
+    /// Cuts every open connection; the next one the proxy accepts carries
+    /// its request to the server, which does the work and answers, but the
+    /// answer is dropped with the connection: a response lost after the
+    /// server committed. `false` clears a loss no connection took.
+    pub fn lose_next_response(&self, lose: bool) {
+        if lose {
+            self.shared.cut_all();
+        }
+        self.shared.lose_next_response.store(lose, Ordering::SeqCst);
+    }
+
     /// Cuts the network (`true`) or restores it.
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
@@ -279,6 +312,20 @@ impl Proxy {
             self.shared.cut_all();
         }
     }
+}
+
+/// Forwards what the client sends; once the server starts answering, drops
+/// the answer and closes both sides.
+async fn forward_but_lose_the_response(inbound: TcpStream, outbound: TcpStream) {
+    use tokio::io::AsyncReadExt as _;
+    let (mut in_read, _in_write) = inbound.into_split();
+    let (mut out_read, mut out_write) = outbound.into_split();
+    let upstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut in_read, &mut out_write).await;
+    });
+    let mut first = [0u8; 1];
+    let _ = out_read.read(&mut first).await;
+    upstream.abort();
 }
 
 impl Drop for Proxy {

@@ -15,6 +15,8 @@
 //! - `deletion` — a conversation's deletion against a concurrent rename
 //!   and message, in every order, online and offline, before and after
 //!   the tombstone horizon.
+//! - `sim` — the seeded simulation: three devices, random writes, syncs,
+//!   outages and restarts; after healing all converge and nothing is lost.
 
 mod common;
 
@@ -27,3 +29,4 @@ mod parking;
 mod realtime;
 mod restore;
 mod resync;
+mod sim;
