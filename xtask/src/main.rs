@@ -48,7 +48,7 @@ enum Task {
     },
     /// Run the criterion benchmarks and print each measurement's ratio to its baseline.
     Bench(BenchArgs),
-    /// Run the sync simulation over many seeds (CI runs 60 on SQLite, 30 on PostgreSQL).
+    /// Run the sync simulation over many seeds (CI runs 200 on each server store).
     Soak(SoakArgs),
 }
 

@@ -26,14 +26,15 @@ use rand::{Rng, SeedableRng};
 
 use crate::common::*;
 
-/// Seeds run by default (CI); keep the test well under a minute in a
-/// debug build on two cores (about 0.7 s a seed there).
-/// `cargo xtask soak` runs more.
-const DEFAULT_SEEDS: u64 = 60;
+/// Seeds run by default (CI, on each server store): the issue asks for at
+/// least 200 on both stores within 3 minutes. `cargo xtask soak` runs more.
+const DEFAULT_SEEDS: u64 = 200;
 /// Seeds run by default on the PostgreSQL server store.
-const DEFAULT_PG_SEEDS: u64 = 30;
-/// Random actions per seed before healing.
-const STEPS: usize = 40;
+const DEFAULT_PG_SEEDS: u64 = 200;
+/// Random actions per seed before healing: short histories, many seeds
+/// (a long history is many short ones back to back, and `soak` runs
+/// thousands).
+const STEPS: usize = 25;
 const DEVICES: usize = 3;
 /// Clock skew within the allowed bound (ms, either way): 25 minutes, so
 /// two devices are never an hour apart.
