@@ -7,7 +7,7 @@ use std::path::Path;
 
 mod common;
 
-use common::{json, ok, run, run_with, RestartableServer, PASS};
+use common::{json, ok, ok_as, run, run_with, RestartableServer, PASS};
 use serde_json::Value;
 use std::process::Output;
 
@@ -282,20 +282,6 @@ fn each_device_keeps_one_session_across_commands() {
             .len(),
         2
     );
-}
-
-/// `ok` with another passphrase.
-fn ok_as(store: &Path, args: &[&str], passphrase: &str) -> String {
-    let out = run(store, args, passphrase);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
 }
 
 fn stderr_of(out: &Output) -> String {

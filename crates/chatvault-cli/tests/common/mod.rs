@@ -40,7 +40,12 @@ pub fn run_with(store: &Path, args: &[&str], passphrase: &str, env: &[(&str, &st
 
 /// Runs the CLI with [`PASS`]; it must succeed. Its trimmed stdout.
 pub fn ok(store: &Path, args: &[&str]) -> String {
-    let out = run(store, args, PASS);
+    ok_as(store, args, PASS)
+}
+
+/// [`ok`] with another passphrase.
+pub fn ok_as(store: &Path, args: &[&str], passphrase: &str) -> String {
+    let out = run(store, args, passphrase);
     assert!(
         out.status.success(),
         "{args:?} failed: {}",

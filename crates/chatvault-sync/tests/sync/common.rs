@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use chatvault::testing::{fast_options, PASSPHRASE};
 use chatvault::{Clock, MemoryStore, Store, SystemClock, Timestamp, Vault, VaultOptions};
 use chatvault_server::{Config, DatabaseUrl, ManualServerClock, Server};
-use chatvault_sync::{BackoffPolicy, SyncOptions, SyncStatus};
+use chatvault_sync::{BackoffPolicy, SyncClient, SyncOptions, SyncStatus};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
@@ -403,6 +403,42 @@ pub async fn vault() -> Arc<Vault> {
 /// A vault clock standing at the server's "now".
 pub fn clock_at(server: &TestServer) -> Arc<chatvault::ManualClock> {
     Arc::new(chatvault::ManualClock::new(server.now()))
+}
+
+/// Two devices of one account on `url`, each on its own manual clock
+/// standing at the server's "now": A registers a new encrypted vault, B
+/// joins with an empty store. Returns `(a, b, clock_a, clock_b)`.
+pub async fn two_devices(
+    server: &TestServer,
+    url: &str,
+    user: &str,
+) -> (
+    SyncClient,
+    SyncClient,
+    Arc<chatvault::ManualClock>,
+    Arc<chatvault::ManualClock>,
+) {
+    let (clock_a, clock_b) = (clock_at(server), clock_at(server));
+    let a = SyncClient::register(
+        vault_with(clock_a.clone()).await,
+        url,
+        user,
+        PASS,
+        options(),
+    )
+    .await
+    .expect("A registers");
+    let b = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(clock_b.clone()),
+        url,
+        user,
+        PASS,
+        options(),
+    )
+    .await
+    .expect("B joins");
+    (a, b, clock_a, clock_b)
 }
 
 /// Logs to the test output when `RUST_LOG` is set (e.g.

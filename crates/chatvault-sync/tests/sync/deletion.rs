@@ -11,12 +11,10 @@
 //! is gone in every case. Both devices must show exactly that.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use chatvault::{ConversationUpdate, MemoryStore, NewConversation, NewMessage, Role, VaultError};
+use chatvault::{ConversationUpdate, NewConversation, NewMessage, Role, VaultError};
 use chatvault_server::RateLimit;
-use chatvault_sync::SyncClient;
 
 use crate::common::*;
 
@@ -62,26 +60,7 @@ struct Scenario {
 impl Scenario {
     async fn run(&self, server: &TestServer, user: &str) {
         let url = server.url();
-        let (clock_a, clock_b) = (clock_at(server), clock_at(server));
-        let a = SyncClient::register(
-            vault_with(clock_a.clone()).await,
-            &url,
-            user,
-            PASS,
-            options(),
-        )
-        .await
-        .unwrap();
-        let b = SyncClient::join(
-            Arc::new(MemoryStore::new()),
-            vault_options(clock_b.clone()),
-            &url,
-            user,
-            PASS,
-            options(),
-        )
-        .await
-        .unwrap();
+        let (a, b, clock_a, clock_b) = two_devices(server, &url, user).await;
         let conv = a
             .vault()
             .create_conversation(NewConversation::titled("original"))

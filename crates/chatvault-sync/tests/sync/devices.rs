@@ -111,26 +111,7 @@ async fn two_devices_converge_on_writes_edits_and_deletes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_edits_resolve_the_same_way_on_both_devices() {
     let server = TestServer::start().await;
-    let (clock_a, clock_b) = (clock_at(&server), clock_at(&server));
-    let a = SyncClient::register(
-        vault_with(clock_a.clone()).await,
-        &server.url(),
-        "carol",
-        PASS,
-        options(),
-    )
-    .await
-    .unwrap();
-    let b = SyncClient::join(
-        Arc::new(MemoryStore::new()),
-        vault_options(clock_b.clone()),
-        &server.url(),
-        "carol",
-        PASS,
-        options(),
-    )
-    .await
-    .unwrap();
+    let (a, b, clock_a, clock_b) = two_devices(&server, &server.url(), "carol").await;
     let conv = a
         .vault()
         .create_conversation(NewConversation::titled("plans"))

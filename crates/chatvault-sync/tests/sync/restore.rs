@@ -20,26 +20,7 @@ fn say(text: &str) -> NewMessage {
 async fn a_restored_server_gets_back_what_its_backup_lacks_and_nothing_is_lost() {
     let mut server = TestServer::start().await;
     let url = server.url();
-    let (clock_a, clock_b) = (clock_at(&server), clock_at(&server));
-    let a = SyncClient::register(
-        vault_with(clock_a.clone()).await,
-        &url,
-        "rita",
-        PASS,
-        options(),
-    )
-    .await
-    .unwrap();
-    let b = SyncClient::join(
-        Arc::new(MemoryStore::new()),
-        vault_options(clock_b.clone()),
-        &url,
-        "rita",
-        PASS,
-        options(),
-    )
-    .await
-    .unwrap();
+    let (a, b, clock_a, clock_b) = two_devices(&server, &url, "rita").await;
 
     // Before the backup: two conversations, one message, on both devices.
     let kept = a
@@ -173,26 +154,7 @@ async fn a_restored_server_gets_back_what_its_backup_lacks_and_nothing_is_lost()
 async fn a_device_that_only_pushed_since_the_backup_pushes_again() {
     let mut server = TestServer::start().await;
     let url = server.url();
-    let (clock_a, clock_b) = (clock_at(&server), clock_at(&server));
-    let a = SyncClient::register(
-        vault_with(clock_a.clone()).await,
-        &url,
-        "pia",
-        PASS,
-        options(),
-    )
-    .await
-    .unwrap();
-    let b = SyncClient::join(
-        Arc::new(MemoryStore::new()),
-        vault_options(clock_b.clone()),
-        &url,
-        "pia",
-        PASS,
-        options(),
-    )
-    .await
-    .unwrap();
+    let (a, b, clock_a, _) = two_devices(&server, &url, "pia").await;
     let conv = a
         .vault()
         .create_conversation(NewConversation::titled("notes"))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chatvault::{MemoryStore, MessageUpdate, NewConversation, NewMessage, Role};
+use chatvault::{MessageUpdate, NewConversation, NewMessage, Role};
 use chatvault_sync::{SyncClient, SyncError, SyncState};
 use serde_json::{json, Value};
 
@@ -20,26 +20,7 @@ use crate::common::*;
 async fn a_device_behind_the_horizon_resyncs_without_losing_pending_changes() {
     let server = TestServer::start().await;
     let url = server.url();
-    let (clock_a, clock_b) = (clock_at(&server), clock_at(&server));
-    let a = SyncClient::register(
-        vault_with(clock_a.clone()).await,
-        &url,
-        "mona",
-        PASS,
-        options(),
-    )
-    .await
-    .unwrap();
-    let b = SyncClient::join(
-        Arc::new(MemoryStore::new()),
-        vault_options(clock_b.clone()),
-        &url,
-        "mona",
-        PASS,
-        options(),
-    )
-    .await
-    .unwrap();
+    let (a, b, clock_a, clock_b) = two_devices(&server, &url, "mona").await;
     let doomed = a
         .vault()
         .create_conversation(NewConversation::titled("to be deleted"))
