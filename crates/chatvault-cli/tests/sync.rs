@@ -416,3 +416,45 @@ fn passwd_on_a_linked_vault_offline_changes_nothing() {
     ok(&b, &["sync", "join", "--server", &url, "--user", "jo"]);
     assert!(ok(&b, &["conv", "ls"]).contains("kept"));
 }
+
+/// A device whose saved session and key the server refuses (the account's
+/// passphrase was changed elsewhere, then changed back) signs in with the
+/// passphrase it was given, adopts the account's new envelope and syncs —
+/// `sync now` and `sync sessions` alike, in one command each.
+#[test]
+fn a_refused_saved_session_signs_in_again_with_the_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RestartableServer::start(DatabaseUrl::Sqlite(dir.path().join("server.db")));
+    let url = server.url();
+    let a = dir.path().join("a.db");
+    let b = dir.path().join("b.db");
+    ok(&a, &["init", "--encrypt"]);
+    ok(&a, &["sync", "register", "--server", &url, "--user", "lu"]);
+    ok(&b, &["sync", "join", "--server", &url, "--user", "lu"]);
+
+    // There and back: the passphrase is the same, its salt (and so the key
+    // B saved with its session) is not.
+    for (from, to) in [(PASS, NEW_PASS), (NEW_PASS, PASS)] {
+        let out = run_with(&a, &["passwd"], from, &[("CHATVAULT_NEW_PASSPHRASE", to)]);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+    let conv = ok(&a, &["conv", "new", "--title", "after the change"]);
+    ok(&a, &["sync", "now"]);
+
+    ok(&b, &["sync", "now"]);
+    assert!(
+        ok(&b, &["conv", "ls"]).contains("after the change"),
+        "{conv}"
+    );
+    let sessions = json(&b, &["sync", "sessions", "--json"]);
+    assert_eq!(
+        sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["current"] == true)
+            .count(),
+        1,
+        "{sessions}"
+    );
+}

@@ -839,6 +839,10 @@ impl SyncClient {
         match outcome {
             Ok(()) => tracing::debug!(complete, "sync step done"),
             Err(e) if e.is_transient() => tracing::info!(error = %e, "sync failed; will retry"),
+            // The app's to handle (sign in again), and the CLI does.
+            Err(e @ SyncError::Unauthorized(_)) => {
+                tracing::info!(error = %e, "sync needs a new sign-in")
+            }
             Err(e) => tracing::warn!(error = %e, "sync failed"),
         }
         self.inner.status.send_modify(|s| {

@@ -136,36 +136,61 @@ async fn join(ctx: &Context, args: SyncServerArgs) -> Result<()> {
 
 async fn now(ctx: &Context, json: JsonFlag) -> Result<()> {
     let (vault, passphrase) = open_encrypted(ctx).await?;
-    let client = signed_in(vault, &passphrase).await?;
-    sync_and_report(&client, json).await
+    let client = resumed(vault, &passphrase, options()).await?;
+    match sync_and_report(&client, json).await {
+        Err(e) if session_refused(&e) => {
+            sign_in_again(&client, &passphrase).await?;
+            sync_and_report(&client, json).await
+        }
+        done => done,
+    }
 }
 
-/// The vault's account, signed in through the session saved in the vault
-/// (checked with the server, so a session the server no longer knows is
-/// noticed here) or, failing that, with the passphrase.
-async fn signed_in(vault: Arc<Vault>, passphrase: &passphrase::Passphrase) -> Result<SyncClient> {
-    signed_in_with(vault, passphrase, options()).await
-}
-
-/// [`signed_in`] with these sync options.
-pub(super) async fn signed_in_with(
+/// The vault's account, from the session saved in the vault (no round
+/// trip) or, without one, signed in with the passphrase. The server may
+/// still refuse the saved session: commands run once more after
+/// [`sign_in_again`] when they fail with [`session_refused`].
+async fn resumed(
     vault: Arc<Vault>,
     passphrase: &passphrase::Passphrase,
     options: SyncOptions,
 ) -> Result<SyncClient> {
     let (server, user) = connection(&vault).await?;
-    let sign_in_error = || format!("cannot sign in as {user} on {server}");
-    let client = SyncClient::resume_or_login(vault, &server, &user, passphrase.expose(), options)
+    SyncClient::resume_or_login(vault, &server, &user, passphrase.expose(), options)
         .await
-        .with_context(sign_in_error)?;
-    // The saved key was refused (the passphrase changed on another device):
-    // the passphrase given here signs in and adopts the new one. Offline and
-    // other failures surface in the command itself.
+        .with_context(|| format!("cannot sign in as {user} on {server}"))
+}
+
+/// Whether `error` is the server refusing the session (or the key it was
+/// renewed with): the passphrase changed on another device, or the
+/// session was revoked.
+fn session_refused(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref(), Some(SyncError::Unauthorized(_))))
+}
+
+/// Signs in with the passphrase given here, adopting the account's
+/// current keys when they changed on another device.
+async fn sign_in_again(client: &SyncClient, passphrase: &passphrase::Passphrase) -> Result<()> {
+    client
+        .sign_in(passphrase.expose())
+        .await
+        .context("the saved session was refused, and signing in with the passphrase failed")
+}
+
+/// [`resumed`], checked with the server before it is used, for the
+/// long-running `sync watch`: a refused session is renewed with the
+/// passphrase here, before the passphrase is dropped.
+pub(super) async fn signed_in_with(
+    vault: Arc<Vault>,
+    passphrase: &passphrase::Passphrase,
+    options: SyncOptions,
+) -> Result<SyncClient> {
+    let client = resumed(vault, passphrase, options).await?;
+    // Offline and other failures surface in the sync loop itself.
     if let Err(SyncError::Unauthorized(_)) = client.sessions().await {
-        client
-            .sign_in(passphrase.expose())
-            .await
-            .with_context(sign_in_error)?;
+        sign_in_again(&client, passphrase).await?;
     }
     Ok(client)
 }
@@ -501,16 +526,28 @@ async fn logout(ctx: &Context) -> Result<()> {
 /// `sync sessions [--revoke-others]`.
 async fn sessions(ctx: &Context, args: SessionsArgs) -> Result<()> {
     let (vault, passphrase) = open_encrypted(ctx).await?;
-    let client = signed_in(vault, &passphrase).await?;
+    let client = resumed(vault, &passphrase, options()).await?;
     if args.revoke_others {
-        let revoked = client.revoke_other_sessions().await?;
+        let revoked = match client.revoke_other_sessions().await {
+            Err(SyncError::Unauthorized(_)) => {
+                sign_in_again(&client, &passphrase).await?;
+                client.revoke_other_sessions().await?
+            }
+            done => done?,
+        };
         if args.json.json {
             return output::json(&json!({ "revoked": revoked }));
         }
         println!("signed out {revoked} other session(s); this device stays signed in");
         return Ok(());
     }
-    let list = client.sessions().await?;
+    let list = match client.sessions().await {
+        Err(SyncError::Unauthorized(_)) => {
+            sign_in_again(&client, &passphrase).await?;
+            client.sessions().await?
+        }
+        done => done?,
+    };
     if args.json.json {
         return output::json(&list);
     }
