@@ -122,6 +122,28 @@ pub(crate) fn get_conversation_id(o: &JsValue, name: &str) -> Result<Conversatio
     )?))
 }
 
+fn get_kind(o: &JsValue) -> Result<EntityKind> {
+    get_str(o, "kind")?
+        .parse()
+        .map_err(|e: chatvault_core::CoreError| StoreError::Decode(e.to_string()))
+}
+
+/// The optional `conv` of a tombstone or outbox entry (a message's
+/// conversation).
+fn get_parent(o: &JsValue) -> Result<Option<ConversationId>> {
+    optional(o, "conv")?
+        .map(|_| get_conversation_id(o, "conv"))
+        .transpose()
+}
+
+/// Decodes what a `get` found; `None` for `undefined` (no such key).
+pub(crate) fn found<T>(v: &JsValue, decode: fn(&JsValue) -> Result<T>) -> Result<Option<T>> {
+    if v.is_undefined() {
+        return Ok(None);
+    }
+    decode(v).map(Some)
+}
+
 fn get_hlc(o: &JsValue, name: &str) -> Result<Hlc> {
     get_str(o, name)?
         .parse()
@@ -226,13 +248,9 @@ pub(crate) fn tombstone_value(t: &Tombstone) -> Object {
 
 pub(crate) fn tombstone(o: &JsValue) -> Result<Tombstone> {
     Ok(Tombstone {
-        kind: get_str(o, "kind")?
-            .parse()
-            .map_err(|e: chatvault_core::CoreError| StoreError::Decode(e.to_string()))?,
+        kind: get_kind(o)?,
         id: RecordId::from_bytes(id16(&get_str(o, "id")?, "record")?),
-        conversation_id: optional(o, "conv")?
-            .map(|_| get_conversation_id(o, "conv"))
-            .transpose()?,
+        conversation_id: get_parent(o)?,
         version: get_hlc(o, "version")?,
         deleted_at: get_time(o, "deleted")?,
     })
@@ -260,13 +278,9 @@ pub(crate) fn outbox_value(item: &OutboxItem) -> Object {
 pub(crate) fn outbox_item(o: &JsValue) -> Result<(u64, OutboxItem)> {
     let item = OutboxItem {
         op_id: OpId::from_bytes(id16(&get_str(o, "op")?, "op")?),
-        kind: get_str(o, "kind")?
-            .parse()
-            .map_err(|e: chatvault_core::CoreError| StoreError::Decode(e.to_string()))?,
+        kind: get_kind(o)?,
         entity_id: RecordId::from_bytes(id16(&get_str(o, "entity")?, "record")?),
-        conversation_id: optional(o, "conv")?
-            .map(|_| get_conversation_id(o, "conv"))
-            .transpose()?,
+        conversation_id: get_parent(o)?,
     };
     Ok((get_f64(o, "seq")? as u64, item))
 }

@@ -85,6 +85,21 @@ fn range(
     }
 }
 
+/// One page of `store`'s `index` in `range`, decoded, in its own readonly
+/// transaction.
+async fn page<T>(
+    db: &IdbDatabase,
+    store: &str,
+    index: &str,
+    range: &JsValue,
+    limit: usize,
+    decode: fn(&JsValue) -> Result<T>,
+) -> Result<Vec<T>> {
+    let tx = begin(db, &[store])?;
+    let rows = get_all(&object_store(&tx, store)?, Some(index), range, limit).await?;
+    rows.iter().map(decode).collect()
+}
+
 pub(crate) async fn conversation(
     db: &IdbDatabase,
     id: ConversationId,
@@ -95,9 +110,7 @@ pub(crate) async fn conversation(
         &hex_id(id.as_bytes()).into(),
     )
     .await?;
-    (!v.is_undefined())
-        .then(|| codec::conversation_row(&v))
-        .transpose()
+    codec::found(&v, codec::conversation_row)
 }
 
 /// Newest activity first: the `activity` index holds `[-activity,
@@ -129,22 +142,22 @@ pub(crate) async fn conversations(
     let Some(range) = range(lower, upper)? else {
         return Ok(Vec::new());
     };
-    let tx = begin(db, &[CONVERSATIONS])?;
-    let store = object_store(&tx, CONVERSATIONS)?;
-    let rows = get_all(&store, Some("activity"), &range, q.limit).await?;
-    let rows = rows
-        .iter()
-        .map(codec::conversation_row)
-        .collect::<Result<Vec<_>>>()?;
+    let rows = page(
+        db,
+        CONVERSATIONS,
+        "activity",
+        &range,
+        q.limit,
+        codec::conversation_row,
+    )
+    .await?;
     Ok(rows.into_iter().filter(|r| q.matches(r)).collect())
 }
 
 pub(crate) async fn message(db: &IdbDatabase, id: MessageId) -> Result<Option<MessageRecord>> {
     let tx = begin(db, &[MESSAGES])?;
     let v = get(&object_store(&tx, MESSAGES)?, &hex_id(id.as_bytes()).into()).await?;
-    (!v.is_undefined())
-        .then(|| codec::message_record(&v))
-        .transpose()
+    codec::found(&v, codec::message_record)
 }
 
 /// Newest first through the `latest` index (`[conv, -created, reversed id]`).
@@ -165,13 +178,15 @@ pub(crate) async fn messages(db: &IdbDatabase, q: &MessageQuery) -> Result<Vec<M
     let Some(range) = range(Some(lower), Some((above(&conv), false)))? else {
         return Ok(Vec::new());
     };
-    let tx = begin(db, &[MESSAGES])?;
-    let store = object_store(&tx, MESSAGES)?;
-    let rows = get_all(&store, Some("latest"), &range, q.limit).await?;
-    let rows = rows
-        .iter()
-        .map(codec::message_record)
-        .collect::<Result<Vec<_>>>()?;
+    let rows = page(
+        db,
+        MESSAGES,
+        "latest",
+        &range,
+        q.limit,
+        codec::message_record,
+    )
+    .await?;
     Ok(rows.into_iter().filter(|m| q.matches(m)).collect())
 }
 
@@ -182,9 +197,7 @@ pub(crate) async fn tombstone(
 ) -> Result<Option<Tombstone>> {
     let tx = begin(db, &[TOMBSTONES])?;
     let v = get(&object_store(&tx, TOMBSTONES)?, &tombstone_key(kind, id)).await?;
-    (!v.is_undefined())
-        .then(|| codec::tombstone(&v))
-        .transpose()
+    codec::found(&v, codec::tombstone)
 }
 
 /// In key order, `[kind, id]`: the contract's `(kind, id)` order.
@@ -302,17 +315,12 @@ async fn change_for(tx: &IdbTransaction, item: &OutboxItem) -> Result<Option<Cha
     let live = match item.kind {
         EntityKind::Conversation => {
             let v = get(&object_store(tx, CONVERSATIONS)?, &id).await?;
-            (!v.is_undefined())
-                .then(|| codec::conversation_row(&v))
-                .transpose()?
+            codec::found(&v, codec::conversation_row)?
                 .map(|row| Change::upsert_conversation(item.op_id, &row.record))
         }
         EntityKind::Message => {
             let v = get(&object_store(tx, MESSAGES)?, &id).await?;
-            (!v.is_undefined())
-                .then(|| codec::message_record(&v))
-                .transpose()?
-                .map(|m| Change::upsert_message(item.op_id, &m))
+            codec::found(&v, codec::message_record)?.map(|m| Change::upsert_message(item.op_id, &m))
         }
     };
     if live.is_some() {
@@ -323,10 +331,7 @@ async fn change_for(tx: &IdbTransaction, item: &OutboxItem) -> Result<Option<Cha
         &tombstone_key(item.kind, item.entity_id),
     )
     .await?;
-    Ok((!v.is_undefined())
-        .then(|| codec::tombstone(&v))
-        .transpose()?
-        .map(|t| Change::delete(item.op_id, &t)))
+    Ok(codec::found(&v, codec::tombstone)?.map(|t| Change::delete(item.op_id, &t)))
 }
 
 /// Walks the pending (or parked) outbox entries after `after` in sequence

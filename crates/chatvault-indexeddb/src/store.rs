@@ -246,3 +246,29 @@ impl Store for IndexedDbStore {
         write::clear(&self.db, self.options.durability.as_str()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use js_sys::Reflect;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+    #[wasm_bindgen_test]
+    async fn writes_open_with_the_durability_of_the_options() {
+        let name = format!("chatvault-unit-durability-{}", js_sys::Math::random());
+        let store = IndexedDbStore::open(&name, IndexedDbOptions::default())
+            .await
+            .expect("open");
+        for durability in [Durability::Strict, Durability::Relaxed] {
+            let tx = idb::readwrite(&store.db, &[schema::META], durability.as_str())
+                .expect("a readwrite transaction");
+            let asked = Reflect::get(&tx, &JsValue::from_str("durability")).expect("durability");
+            assert_eq!(asked.as_string().as_deref(), Some(durability.as_str()));
+            let _ = tx.abort();
+        }
+        drop(store);
+        IndexedDbStore::delete(&name).await.expect("delete");
+    }
+}

@@ -217,10 +217,7 @@ impl Writer {
                         &tombstone_key(EntityKind::Conversation, c.into()),
                     )
                     .await?;
-                (!t.is_undefined())
-                    .then(|| codec::tombstone(&t))
-                    .transpose()?
-                    .map(|t| t.version)
+                codec::found(&t, codec::tombstone)?.map(|t| t.version)
             }
             None => None,
         };
@@ -588,32 +585,37 @@ impl Writer {
     }
 }
 
+/// Runs `issue` (requests that need no answer) in one readwrite
+/// transaction over `stores` and waits for it to commit; a request that
+/// throws aborts it.
+async fn issue_and_commit(
+    db: &IdbDatabase,
+    stores: &[&str],
+    durability: &str,
+    doing: &str,
+    issue: impl FnOnce(&IdbTransaction) -> std::result::Result<(), JsValue>,
+) -> Result<()> {
+    let tx = idb::readwrite(db, stores, durability).map_err(|e| store_error(doing, e))?;
+    if let Err(e) = issue(&tx) {
+        let _ = tx.abort();
+        return Err(store_error(doing, DomError::from_js(&e)));
+    }
+    idb::finish(&tx).await.map_err(|e| store_error(doing, e))
+}
+
 /// Removes delivered outbox entries, in one transaction.
 pub(crate) async fn acknowledge(db: &IdbDatabase, durability: &str, seqs: &[u64]) -> Result<()> {
     if seqs.is_empty() {
         return Ok(());
     }
-    let tx =
-        idb::readwrite(db, &[OUTBOX], durability).map_err(|e| store_error("acknowledging", e))?;
-    let mut writer_error = None;
-    match tx.object_store(OUTBOX) {
-        Ok(outbox) => {
-            for seq in seqs {
-                if let Err(e) = outbox.delete(&(*seq as f64).into()) {
-                    writer_error = Some(e);
-                    break;
-                }
-            }
+    issue_and_commit(db, &[OUTBOX], durability, "acknowledging", |tx| {
+        let outbox = tx.object_store(OUTBOX)?;
+        for seq in seqs {
+            outbox.delete(&(*seq as f64).into())?;
         }
-        Err(e) => writer_error = Some(e),
-    }
-    if let Some(e) = writer_error {
-        let _ = tx.abort();
-        return Err(store_error("acknowledging", DomError::from_js(&e)));
-    }
-    idb::finish(&tx)
-        .await
-        .map_err(|e| store_error("acknowledging", e))
+        Ok(())
+    })
+    .await
 }
 
 /// Deletes every record, tombstone, outbox entry and total; keeps `meta`.
@@ -621,15 +623,11 @@ pub(crate) async fn acknowledge(db: &IdbDatabase, durability: &str, seqs: &[u64]
 /// never resets a key generator on `clear`).
 pub(crate) async fn clear(db: &IdbDatabase, durability: &str) -> Result<()> {
     let stores = [CONVERSATIONS, MESSAGES, TOMBSTONES, OUTBOX, TOTALS];
-    let tx = idb::readwrite(db, &stores, durability).map_err(|e| store_error("clearing", e))?;
-    for name in stores {
-        let cleared = tx.object_store(name).and_then(|s| s.clear());
-        if let Err(e) = cleared {
-            let _ = tx.abort();
-            return Err(store_error("clearing", DomError::from_js(&e)));
+    issue_and_commit(db, &stores, durability, "clearing", |tx| {
+        for name in stores {
+            tx.object_store(name)?.clear()?;
         }
-    }
-    idb::finish(&tx)
-        .await
-        .map_err(|e| store_error("clearing", e))
+        Ok(())
+    })
+    .await
 }
