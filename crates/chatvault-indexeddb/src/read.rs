@@ -100,16 +100,18 @@ async fn page<T>(
     rows.iter().map(decode).collect()
 }
 
+/// The value at `key` of `store`, in its own readonly transaction
+/// (`undefined` when there is none).
+async fn one(db: &IdbDatabase, store: &str, key: &JsValue) -> Result<JsValue> {
+    let tx = begin(db, &[store])?;
+    get(&object_store(&tx, store)?, key).await
+}
+
 pub(crate) async fn conversation(
     db: &IdbDatabase,
     id: ConversationId,
 ) -> Result<Option<ConversationRow>> {
-    let tx = begin(db, &[CONVERSATIONS])?;
-    let v = get(
-        &object_store(&tx, CONVERSATIONS)?,
-        &hex_id(id.as_bytes()).into(),
-    )
-    .await?;
+    let v = one(db, CONVERSATIONS, &hex_id(id.as_bytes()).into()).await?;
     codec::found(&v, codec::conversation_row)
 }
 
@@ -155,8 +157,7 @@ pub(crate) async fn conversations(
 }
 
 pub(crate) async fn message(db: &IdbDatabase, id: MessageId) -> Result<Option<MessageRecord>> {
-    let tx = begin(db, &[MESSAGES])?;
-    let v = get(&object_store(&tx, MESSAGES)?, &hex_id(id.as_bytes()).into()).await?;
+    let v = one(db, MESSAGES, &hex_id(id.as_bytes()).into()).await?;
     codec::found(&v, codec::message_record)
 }
 
@@ -195,8 +196,7 @@ pub(crate) async fn tombstone(
     kind: EntityKind,
     id: RecordId,
 ) -> Result<Option<Tombstone>> {
-    let tx = begin(db, &[TOMBSTONES])?;
-    let v = get(&object_store(&tx, TOMBSTONES)?, &tombstone_key(kind, id)).await?;
+    let v = one(db, TOMBSTONES, &tombstone_key(kind, id)).await?;
     codec::found(&v, codec::tombstone)
 }
 
@@ -397,11 +397,6 @@ pub(crate) async fn parked(
 }
 
 pub(crate) async fn meta(db: &IdbDatabase, key: &str) -> Result<Option<Vec<u8>>> {
-    let tx = begin(db, &[crate::schema::META])?;
-    let v = get(
-        &object_store(&tx, crate::schema::META)?,
-        &JsValue::from_str(key),
-    )
-    .await?;
+    let v = one(db, crate::schema::META, &JsValue::from_str(key)).await?;
     codec::meta_bytes(&v)
 }
