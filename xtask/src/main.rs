@@ -2,10 +2,13 @@
 //! the tasks).
 //!
 //! - `test` — the whole suite, exactly what CI runs: installs what is
-//!   missing (wasm target, cargo-nextest), makes sure PostgreSQL is up, then
-//!   runs `cargo fmt --check`, clippy with `-D warnings`, the wasm32 builds,
-//!   every test with cargo-nextest, and the doc tests. Installs are skipped
-//!   when already present, so repeated runs are fast.
+//!   missing (wasm target, cargo-nextest, wasm-bindgen-cli at the version
+//!   the workspace pins, Chromium and chromedriver from Debian), makes sure
+//!   PostgreSQL is up, then runs `cargo fmt --check`, clippy with
+//!   `-D warnings` (natively, and for wasm32 on the browser crates), the
+//!   browser tests in headless Chromium, every native test with
+//!   cargo-nextest, and the doc tests. Installs are skipped when already
+//!   present, so repeated runs are fast.
 //! - `demo` — runs the sync server on embedded SQLite with the web demo and
 //!   prints the URL to open.
 //! - `bench` — runs the criterion benchmarks and prints each measurement
@@ -34,7 +37,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what is missing, then fmt, clippy, wasm32 builds, all tests and doc tests (what CI runs).
+    /// Install what is missing, then fmt, clippy, browser tests, all tests and doc tests (what CI runs).
     Test,
     /// Run the sync server with the web demo on embedded SQLite and print the URL to open.
     Demo {
@@ -161,6 +164,65 @@ fn ensure_nextest() -> Result<()> {
     Ok(())
 }
 
+/// The `wasm-bindgen` version the workspace pins (`wasm-bindgen = "=x.y.z"`
+/// in `[workspace.dependencies]`): the test runner must be this very
+/// version.
+fn pinned_wasm_bindgen() -> Result<String> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("wasm-bindgen = \"="))
+        .and_then(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .with_context(|| {
+            format!(
+                "{} pins no wasm-bindgen version (expected `wasm-bindgen = \"=x.y.z\"`)",
+                manifest.display()
+            )
+        })
+}
+
+/// wasm-bindgen-cli (its `wasm-bindgen-test-runner` runs the browser
+/// tests) at exactly the pinned crate version; installed only when
+/// `wasm-bindgen --version` says otherwise. Without `--locked`: the CLI's
+/// lock file can name versions the registry index no longer serves.
+fn ensure_wasm_bindgen_cli() -> Result<()> {
+    let version = pinned_wasm_bindgen()?;
+    let installed = Command::new("wasm-bindgen")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    if installed != format!("wasm-bindgen {version}") {
+        run(
+            &format!("install wasm-bindgen-cli {version}"),
+            cargo().args(["install", "wasm-bindgen-cli", "--version", &version]),
+        )?;
+    }
+    Ok(())
+}
+
+/// Where Debian's chromium-driver puts chromedriver.
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Chromium and chromedriver from Debian (nothing can download its own
+/// browser build here), installed only when chromedriver is missing.
+fn ensure_chromium() -> Result<()> {
+    if std::path::Path::new(CHROMEDRIVER).exists() {
+        return Ok(());
+    }
+    run(
+        "install chromium and chromium-driver (apt)",
+        Command::new("sh")
+            .args([
+                "-c",
+                "apt-get update && apt-get install -y chromium chromium-driver",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 /// The PostgreSQL the tests use: `CHATVAULT_TEST_POSTGRES_URL`'s server,
 /// by default the machine's on 127.0.0.1:5432. Started if it is down and
 /// this machine can start it; the tests fail (never skip) without it.
@@ -192,6 +254,8 @@ fn ensure_postgres() -> Result<()> {
 fn test() -> Result<()> {
     let started = Instant::now();
     ensure_wasm_target()?;
+    ensure_wasm_bindgen_cli()?;
+    ensure_chromium()?;
     ensure_nextest()?;
     ensure_postgres()?;
     run(
@@ -210,30 +274,59 @@ fn test() -> Result<()> {
             "warnings",
         ]),
     )?;
+    // The browser crates on wasm32: these two steps also build (and so
+    // prove) the pure crates and the Vault facade without SQLite for wasm32.
     run(
-        "wasm32 build of the pure crates",
+        "cargo clippy -D warnings (wasm32: pure crates, Vault facade, IndexedDB store)",
         cargo().args([
-            "build",
+            "clippy",
+            "--target",
+            "wasm32-unknown-unknown",
             "-p",
             "chatvault-core",
             "-p",
             "chatvault-crypto",
             "-p",
             "chatvault-store",
-            "--target",
-            "wasm32-unknown-unknown",
+            "-p",
+            "chatvault",
+            "-p",
+            "chatvault-indexeddb",
+            "--no-default-features",
+            "--",
+            "-D",
+            "warnings",
         ]),
     )?;
     run(
-        "wasm32 build of the Vault facade (no SQLite)",
+        "cargo clippy -D warnings (wasm32: the IndexedDB store's tests)",
         cargo().args([
-            "build",
-            "-p",
-            "chatvault",
-            "--no-default-features",
+            "clippy",
             "--target",
             "wasm32-unknown-unknown",
+            "-p",
+            "chatvault-indexeddb",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
         ]),
+    )?;
+    run(
+        "browser tests (wasm-bindgen-test, headless Chromium): IndexedDB store, Store and Vault conformance",
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "chatvault-indexeddb",
+                "--target",
+                "wasm32-unknown-unknown",
+            ])
+            .env("CHROMEDRIVER", CHROMEDRIVER)
+            .env(
+                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+                "wasm-bindgen-test-runner",
+            ),
     )?;
     run(
         "tests (nextest)",
@@ -432,6 +525,14 @@ mod tests {
             }
             _ => panic!("demo with server flags did not parse"),
         }
+    }
+
+    #[test]
+    fn the_workspace_pins_one_exact_wasm_bindgen_version() {
+        let version = pinned_wasm_bindgen().expect("a pinned version");
+        let parts: Vec<&str> = version.split('.').collect();
+        assert_eq!(parts.len(), 3, "{version}");
+        assert!(parts.iter().all(|p| p.parse::<u32>().is_ok()), "{version}");
     }
 
     #[test]

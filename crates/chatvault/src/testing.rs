@@ -13,6 +13,11 @@
 //! The Store-level suite (`chatvault_store::testing`) proves the storage
 //! contract underneath; this one proves the vault on top of each backend.
 
+// The store API hands out `Arc<dyn Store>` on every target; in a browser
+// stores hold JS handles and are not `Send`, and the one thread makes the
+// `Arc` a plain reference count.
+#![cfg_attr(target_family = "wasm", allow(clippy::arc_with_non_send_sync))]
+
 use crate::{
     ApplyReport, Clock, ConversationUpdate, ListConversations, ListMessages, ManualClock,
     MessageUpdate, NewConversation, NewMessage, Result, Role, Timestamp, Vault, VaultError,
@@ -27,6 +32,7 @@ use chatvault_store::{BatchSource, Store, StoreError, WriteBatch, WriteOp};
 use std::future::Future;
 use std::sync::Arc;
 
+#[cfg(not(target_family = "wasm"))]
 pub use tokio;
 
 pub use chatvault_store::testing::{report, TestResult};
@@ -47,9 +53,9 @@ macro_rules! vault_cases {
         #[doc(hidden)]
         #[macro_export]
         macro_rules! $list {
-            ($d backend:path, $d mode:expr) => {
+            ($d test:meta, $d backend:path, $d mode:expr) => {
                 $(
-                    #[tokio::test]
+                    #[$d test]
                     async fn $name() {
                         let backend = $d backend().await;
                         $d crate::testing::report(
@@ -1086,25 +1092,32 @@ pub mod cases {
 /// Instantiates the conformance suite for a backend:
 /// `vault_conformance_tests!(path::to::make_backend)` where `make_backend`
 /// is an `async fn() -> impl TestBackend` (an absolute path, e.g.
-/// `crate::memory`). Needs `tokio` (with `macros`) as a dev-dependency.
+/// `crate::memory`). The tests run under `#[tokio::test]`, which needs
+/// `tokio` (with `macros`) as a dev-dependency; another harness passes its
+/// attribute first, e.g. in a browser
+/// `vault_conformance_tests!(#[wasm_bindgen_test::wasm_bindgen_test], crate::backend)`
+/// (the cases themselves await only the vault and its store).
 #[macro_export]
 macro_rules! vault_conformance_tests {
-    ($backend:path) => {
+    (#[$test:meta], $backend:path) => {
         mod plaintext {
-            $crate::__vault_conformance_cases!($backend, $crate::testing::Mode::Plain);
+            $crate::__vault_conformance_cases!($test, $backend, $crate::testing::Mode::Plain);
         }
         mod encrypted {
-            $crate::__vault_conformance_cases!($backend, $crate::testing::Mode::Encrypted);
+            $crate::__vault_conformance_cases!($test, $backend, $crate::testing::Mode::Encrypted);
         }
+    };
+    ($backend:path) => {
+        $crate::vault_conformance_tests!(#[tokio::test], $backend);
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __vault_conformance_cases {
-    ($backend:path, $mode:expr) => {
-        $crate::__vault_conformance_core!($backend, $mode);
-        $crate::__vault_conformance_lifecycle!($backend, $mode);
-        $crate::__vault_conformance_clock!($backend, $mode);
+    ($test:meta, $backend:path, $mode:expr) => {
+        $crate::__vault_conformance_core!($test, $backend, $mode);
+        $crate::__vault_conformance_lifecycle!($test, $backend, $mode);
+        $crate::__vault_conformance_clock!($test, $backend, $mode);
     };
 }

@@ -18,7 +18,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A step [`FailingStore::before_next_message_read`] runs.
+#[cfg(not(target_family = "wasm"))]
 pub type Interleaved = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+/// A step [`FailingStore::before_next_message_read`] runs (no `Send` in a
+/// browser, where stores hold JS handles).
+#[cfg(target_family = "wasm")]
+pub type Interleaved = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>>>;
 
 /// Wraps a store and fails its writes on demand.
 pub struct FailingStore {
@@ -81,7 +86,8 @@ impl FailingStore {
     }
 }
 
-#[async_trait]
+#[cfg_attr(target_family = "wasm", async_trait(?Send))]
+#[cfg_attr(not(target_family = "wasm"), async_trait)]
 impl Store for FailingStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()

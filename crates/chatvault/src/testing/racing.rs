@@ -67,7 +67,8 @@ impl RacingStore {
     }
 }
 
-#[async_trait]
+#[cfg_attr(target_family = "wasm", async_trait(?Send))]
+#[cfg_attr(not(target_family = "wasm"), async_trait)]
 impl Store for RacingStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()

@@ -38,13 +38,16 @@ use serde::Serialize;
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::Receiver;
+#[cfg(not(target_family = "wasm"))]
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 /// Operations per batch handed to the store.
 const BATCH_OPS: usize = 512;
 /// Batches in flight between the reading thread and the store.
+#[cfg(not(target_family = "wasm"))]
 const BATCHES_IN_FLIGHT: usize = 4;
 /// Rejections listed in a report (all are counted).
 const MAX_LISTED_REJECTIONS: usize = 100;
@@ -235,32 +238,28 @@ impl Vault {
         }
 
         let shared = Arc::new(Mutex::new(Applied::default()));
-        let (tx, rx) = sync_channel(BATCHES_IN_FLIGHT);
-        {
+        let rx = {
             let (codec, shared) = (Arc::clone(&self.codec), Arc::clone(&shared));
-            std::thread::Builder::new()
-                .name("chatvault-import".into())
-                .spawn(move || {
-                    let mut batcher = Batcher {
-                        tx,
-                        batch: WriteBatch::new(),
-                        codec,
-                        rules,
-                        shared: Arc::clone(&shared),
-                    };
-                    let result = apply(source.as_ref(), &options, checked.format, &mut batcher);
-                    let message = match result.and_then(|()| batcher.flush()) {
-                        Ok(()) => Message::Done,
-                        Err(Stop::ReceiverGone) => return,
-                        Err(Stop::Failed(e)) => {
-                            lock(&shared).error = Some(e);
-                            Message::Failed
-                        }
-                    };
-                    let _ = batcher.tx.send(message);
-                })
-                .map_err(VaultError::ExportFile)?;
-        }
+            produce(move |tx| {
+                let mut batcher = Batcher {
+                    tx,
+                    batch: WriteBatch::new(),
+                    codec,
+                    rules,
+                    shared: Arc::clone(&shared),
+                };
+                let result = apply(source.as_ref(), &options, checked.format, &mut batcher);
+                let message = match result.and_then(|()| batcher.flush()) {
+                    Ok(()) => Message::Done,
+                    Err(Stop::ReceiverGone) => return,
+                    Err(Stop::Failed(e)) => {
+                        lock(&shared).error = Some(e);
+                        Message::Failed
+                    }
+                };
+                let _ = batcher.tx.send(message);
+            })?
+        };
         let outcome = self
             .store
             .write_all(Box::new(Batches {
@@ -399,7 +398,7 @@ fn lock(shared: &Mutex<Applied>) -> std::sync::MutexGuard<'_, Applied> {
 
 /// Turns records into store operations and sends them in batches.
 struct Batcher {
-    tx: SyncSender<Message>,
+    tx: BatchSender,
     batch: WriteBatch,
     codec: Arc<Codec>,
     rules: Rules,
@@ -650,6 +649,7 @@ impl Read for ProgressReader {
 
 /// Runs blocking work on a thread of its own and awaits it without
 /// depending on any async runtime.
+#[cfg(not(target_family = "wasm"))]
 async fn on_thread<T, F>(f: F) -> Result<T>
 where
     T: Send + 'static,
@@ -664,4 +664,47 @@ where
         .map_err(VaultError::ExportFile)?;
     rx.await
         .map_err(|_| VaultError::ExportFile(io::Error::other("the import thread failed")))
+}
+
+/// In a browser there are no threads: the work runs right here, blocking
+/// the thread it is called on (a Web Worker, once the vault runs in one).
+#[cfg(target_family = "wasm")]
+async fn on_thread<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    Ok(f())
+}
+
+/// The sending end of pass 2's batches: bounded natively, where the
+/// reading thread waits for the store, so memory holds a few batches.
+#[cfg(not(target_family = "wasm"))]
+type BatchSender = SyncSender<Message>;
+/// The sending end of pass 2's batches. A browser has no threads, so the
+/// batches are produced before the write reads them: memory holds the
+/// whole import until the browser import streams from a `File` (the
+/// TypeScript package's import, issue 13).
+#[cfg(target_family = "wasm")]
+type BatchSender = std::sync::mpsc::Sender<Message>;
+
+/// Runs pass 2's producer (on its own thread natively) and returns the
+/// receiving end of its batches.
+#[cfg(not(target_family = "wasm"))]
+fn produce(job: impl FnOnce(BatchSender) + Send + 'static) -> Result<Receiver<Message>> {
+    let (tx, rx) = sync_channel(BATCHES_IN_FLIGHT);
+    std::thread::Builder::new()
+        .name("chatvault-import".into())
+        .spawn(move || job(tx))
+        .map_err(VaultError::ExportFile)?;
+    Ok(rx)
+}
+
+/// Runs pass 2's producer to the end (see [`BatchSender`]) and returns
+/// the receiving end of its batches.
+#[cfg(target_family = "wasm")]
+fn produce(job: impl FnOnce(BatchSender) + Send + 'static) -> Result<Receiver<Message>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    job(tx);
+    Ok(rx)
 }

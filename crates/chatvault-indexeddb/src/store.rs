@@ -1,0 +1,274 @@
+//! The store itself: opening (and upgrading) the database, and the
+//! [`Store`] trait over the `read` and `write` modules.
+
+use crate::idb::{self, store_error, wait, DomError};
+use crate::schema::{self, SCHEMA_VERSION};
+use crate::{read, write};
+use async_trait::async_trait;
+use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
+use chatvault_store::{
+    BatchSource, ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, ParkedEntry,
+    Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
+};
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{Event, IdbDatabase, IdbOpenDbRequest, IdbTransaction, IdbVersionChangeEvent};
+
+/// How hard a commit works to be durable (IndexedDB's transaction
+/// `durability` hint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `"strict"`: a write is reported done only once the browser has
+    /// flushed it to disk.
+    #[default]
+    Strict,
+    /// `"relaxed"`: done once the browser has it; the last commits may be
+    /// lost if the machine loses power. Faster.
+    Relaxed,
+}
+
+impl Durability {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Strict => "strict",
+            Self::Relaxed => "relaxed",
+        }
+    }
+}
+
+/// How to open an [`IndexedDbStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexedDbOptions {
+    /// Commit durability of writes.
+    pub durability: Durability,
+    /// A cap on the stored record bodies: a write that would grow them
+    /// past this many bytes fails with
+    /// [`StoreError::Full`](chatvault_store::StoreError::Full) and changes
+    /// nothing. `None`: only the browser's quota limits the store.
+    pub max_bytes: Option<u64>,
+}
+
+/// A chatvault store in one IndexedDB database.
+pub struct IndexedDbStore {
+    db: IdbDatabase,
+    name: String,
+    options: IndexedDbOptions,
+    /// Closes this connection when another one needs a newer version, so
+    /// an upgrading tab is never blocked by this one.
+    _on_version_change: Closure<dyn FnMut(Event)>,
+}
+
+impl std::fmt::Debug for IndexedDbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexedDbStore")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl IndexedDbStore {
+    /// Opens (creating or upgrading as needed) the database `name`.
+    pub async fn open(name: &str, options: IndexedDbOptions) -> Result<Self> {
+        let factory = idb::factory()?;
+        let request = factory
+            .open_with_u32(name, SCHEMA_VERSION)
+            .map_err(|e| store_error("opening", DomError::from_js(&e)))?;
+        let failure: Rc<RefCell<Option<JsValue>>> = Rc::default();
+        let upgrade = {
+            let (request, failure) = (request.clone(), failure.clone());
+            Closure::<dyn FnMut(IdbVersionChangeEvent)>::new(move |e: IdbVersionChangeEvent| {
+                let run = || -> std::result::Result<(), JsValue> {
+                    let db: IdbDatabase = request.result()?.unchecked_into();
+                    let tx: IdbTransaction = request
+                        .transaction()
+                        .ok_or_else(|| JsValue::from_str("no versionchange transaction"))?;
+                    schema::upgrade(&db, &tx, e.old_version() as u32).inspect_err(|_| {
+                        let _ = tx.abort();
+                    })
+                };
+                if let Err(err) = run() {
+                    *failure.borrow_mut() = Some(err);
+                }
+            })
+        };
+        request.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
+        let blocked = Closure::<dyn FnMut(Event)>::new(|_: Event| {
+            tracing::warn!("opening the IndexedDB store waits for another tab to close it");
+        });
+        request.set_onblocked(Some(blocked.as_ref().unchecked_ref()));
+        let opened = wait(&request).await;
+        request.set_onupgradeneeded(None);
+        request.set_onblocked(None);
+        let db: IdbDatabase = match opened {
+            Ok(db) => db.unchecked_into(),
+            Err(e) if e.name == "VersionError" => {
+                return Err(StoreError::NewerSchema {
+                    found: stored_version(name).await?,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            Err(e) => {
+                let cause = failure
+                    .borrow_mut()
+                    .take()
+                    .map_or(e, |f| DomError::from_js(&f));
+                return Err(store_error("opening", cause));
+            }
+        };
+        let on_version_change = {
+            let db = db.clone();
+            Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+                tracing::info!("another connection upgrades the IndexedDB store; closing this one");
+                db.close();
+            })
+        };
+        db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
+        tracing::debug!(name, version = SCHEMA_VERSION, "opened the IndexedDB store");
+        Ok(Self {
+            db,
+            name: name.to_owned(),
+            options,
+            _on_version_change: on_version_change,
+        })
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Deletes the database `name` and everything in it. Waits until every
+    /// open connection to it has closed (dropping an [`IndexedDbStore`]
+    /// closes its connection).
+    pub async fn delete(name: &str) -> Result<()> {
+        let request = idb::factory()?
+            .delete_database(name)
+            .map_err(|e| store_error("deleting the database", DomError::from_js(&e)))?;
+        wait(&request)
+            .await
+            .map(|_| ())
+            .map_err(|e| store_error("deleting the database", e))
+    }
+}
+
+/// The version of an existing database (opened without asking for one).
+async fn stored_version(name: &str) -> Result<u32> {
+    let request: IdbOpenDbRequest = idb::factory()?
+        .open(name)
+        .map_err(|e| store_error("opening", DomError::from_js(&e)))?;
+    let db: IdbDatabase = wait(&request)
+        .await
+        .map_err(|e| store_error("opening", e))?
+        .unchecked_into();
+    let version = db.version() as u32;
+    db.close();
+    Ok(version)
+}
+
+impl Drop for IndexedDbStore {
+    fn drop(&mut self) {
+        self.db.set_onversionchange(None);
+        self.db.close();
+    }
+}
+
+#[async_trait(?Send)]
+impl Store for IndexedDbStore {
+    fn backend(&self) -> &'static str {
+        "indexeddb"
+    }
+
+    async fn conversation(&self, id: ConversationId) -> Result<Option<ConversationRow>> {
+        read::conversation(&self.db, id).await
+    }
+
+    async fn conversations(&self, query: &ConversationQuery) -> Result<Vec<ConversationRow>> {
+        read::conversations(&self.db, query).await
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<MessageRecord>> {
+        read::message(&self.db, id).await
+    }
+
+    async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageRecord>> {
+        read::messages(&self.db, query).await
+    }
+
+    async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>> {
+        read::tombstone(&self.db, kind, id).await
+    }
+
+    async fn tombstones(&self, query: &TombstoneQuery) -> Result<Vec<Tombstone>> {
+        read::tombstones(&self.db, query).await
+    }
+
+    async fn usage(&self) -> Result<Usage> {
+        read::usage(&self.db).await
+    }
+
+    async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome> {
+        if batch.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        self.write_all(Box::new(std::iter::once(Ok(batch)))).await
+    }
+
+    async fn write_all(&self, source: BatchSource) -> Result<WriteOutcome> {
+        write::write_all(
+            &self.db,
+            self.options.durability.as_str(),
+            self.options.max_bytes,
+            source,
+        )
+        .await
+    }
+
+    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        read::outbox(&self.db, limit).await
+    }
+
+    async fn parked(&self, after: Option<u64>, limit: usize) -> Result<Vec<ParkedEntry>> {
+        read::parked(&self.db, after, limit).await
+    }
+
+    async fn acknowledge(&self, seqs: &[u64]) -> Result<()> {
+        write::acknowledge(&self.db, self.options.durability.as_str(), seqs).await
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        read::meta(&self.db, key).await
+    }
+
+    async fn clear(&self) -> Result<()> {
+        write::clear(&self.db, self.options.durability.as_str()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use js_sys::Reflect;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+    #[wasm_bindgen_test]
+    async fn writes_open_with_the_durability_of_the_options() {
+        let name = format!("chatvault-unit-durability-{}", js_sys::Math::random());
+        let store = IndexedDbStore::open(&name, IndexedDbOptions::default())
+            .await
+            .expect("open");
+        for durability in [Durability::Strict, Durability::Relaxed] {
+            let tx = idb::readwrite(&store.db, &[schema::META], durability.as_str())
+                .expect("a readwrite transaction");
+            let asked = Reflect::get(&tx, &JsValue::from_str("durability")).expect("durability");
+            assert_eq!(asked.as_string().as_deref(), Some(durability.as_str()));
+            let _ = tx.abort();
+        }
+        drop(store);
+        IndexedDbStore::delete(&name).await.expect("delete");
+    }
+}

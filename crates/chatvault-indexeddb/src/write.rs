@@ -1,0 +1,633 @@
+//! Batch application: every [`WriteBatch`] (and every `write_all`) is
+//! **one** readwrite transaction over all object stores, so records, their
+//! outbox entries and the totals commit together or not at all.
+//!
+//! Inside it, only reads are awaited (a merge must see the stored version
+//! before it decides); puts and deletes are issued without waiting, since
+//! IndexedDB runs a transaction's requests in order and later reads see
+//! them. Every [`BACKPRESSURE`] writes the writer waits for the latest one,
+//! so a long `write_all` never queues its whole input inside the browser:
+//! memory stays flat in the input size. A failing request aborts the
+//! transaction (its cause is read back from the transaction), and every
+//! error path aborts it explicitly, so nothing of a failed batch is kept.
+//!
+//! Per-conversation effects (activity bumps, message totals) are folded
+//! while the batch runs and written once at its end, as the SQLite backend
+//! does; the quota check runs then too, on the exact change in stored
+//! bytes.
+
+use crate::codec::{self, above, hex_id, key, tombstone_key, version_text};
+use crate::idb::{self, store_error, wait, DomError};
+use crate::schema::{ALL_STORES, CONVERSATIONS, MESSAGES, META, OUTBOX, TOMBSTONES, TOTALS};
+use chatvault_core::{
+    ConversationId, ConversationRecord, EntityKind, Hlc, Incoming, MessageRecord, RecordId,
+    Timestamp, Tombstone,
+};
+use chatvault_store::{
+    import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
+    parse_clock_mark, version_matches, BatchSource, ConversationRow, LocalVersion, Result,
+    StoreError, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
+};
+use js_sys::Array;
+use std::collections::HashMap;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction};
+
+/// Unawaited writes after which the writer waits for the browser to catch
+/// up (bounds what a long `write_all` holds in the request queue).
+const BACKPRESSURE: usize = 256;
+
+/// A page of a conversation's covered messages or tombstones.
+const COVER_PAGE: usize = 256;
+
+/// The `totals` row holding the body bytes of every live record.
+const ALL_BYTES: &str = "";
+
+/// [`incoming_wins`] or [`import_wins`].
+type WinRule = fn(&Incoming, Option<&LocalVersion>, Option<Hlc>) -> bool;
+
+/// Applies every batch `source` yields in one transaction; commits only if
+/// all of them applied.
+pub(crate) async fn write_all(
+    db: &IdbDatabase,
+    durability: &str,
+    max_bytes: Option<u64>,
+    source: BatchSource,
+) -> Result<WriteOutcome> {
+    let tx = idb::readwrite(db, &ALL_STORES, durability)
+        .map_err(|e| store_error("starting a write", e))?;
+    let mut writer = Writer::new(tx)?;
+    let applied = async {
+        for batch in source {
+            for op in batch?.ops {
+                writer.apply(op).await?;
+            }
+        }
+        writer.flush(max_bytes).await
+    }
+    .await;
+    match applied {
+        Ok(()) => {
+            idb::finish(&writer.tx)
+                .await
+                .map_err(|e| store_error("committing a write", e))?;
+            Ok(writer.outcome)
+        }
+        Err(e) => {
+            // Already aborted if a request failed; aborting again is a
+            // harmless InvalidStateError.
+            let _ = writer.tx.abort();
+            tracing::debug!(error = %e, "IndexedDB write aborted; nothing of it was kept");
+            Err(e)
+        }
+    }
+}
+
+/// The object stores of one write transaction and what the batch has done
+/// so far.
+struct Writer {
+    tx: IdbTransaction,
+    conversations: IdbObjectStore,
+    messages: IdbObjectStore,
+    tombstones: IdbObjectStore,
+    outbox: IdbObjectStore,
+    totals: IdbObjectStore,
+    meta: IdbObjectStore,
+    /// Writes issued since the writer last waited for one.
+    unawaited: usize,
+    /// Activity bumps by conversation (the latest time wins).
+    activity: HashMap<ConversationId, Timestamp>,
+    /// `(messages, bytes)` to add to each conversation's totals.
+    deltas: HashMap<ConversationId, (i64, i64)>,
+    /// Change in the body bytes of all live records.
+    bytes: i64,
+    outcome: WriteOutcome,
+}
+
+impl Writer {
+    fn new(tx: IdbTransaction) -> Result<Self> {
+        let store = |name: &str| {
+            tx.object_store(name)
+                .map_err(|e| store_error("starting a write", DomError::from_js(&e)))
+        };
+        Ok(Self {
+            conversations: store(CONVERSATIONS)?,
+            messages: store(MESSAGES)?,
+            tombstones: store(TOMBSTONES)?,
+            outbox: store(OUTBOX)?,
+            totals: store(TOTALS)?,
+            meta: store(META)?,
+            tx,
+            unawaited: 0,
+            activity: HashMap::new(),
+            deltas: HashMap::new(),
+            bytes: 0,
+            outcome: WriteOutcome::default(),
+        })
+    }
+
+    /// A store error for a failure inside the transaction: the
+    /// transaction's own error when it has one (the request that failed
+    /// first, e.g. `QuotaExceededError`), else `e`.
+    fn failed(&self, e: DomError) -> StoreError {
+        let cause = self.tx.error().map_or(e, |d| DomError::from_js(&d));
+        store_error("writing a batch", cause)
+    }
+
+    fn js(&self, e: JsValue) -> StoreError {
+        self.failed(DomError::from_js(&e))
+    }
+
+    /// Awaits a read inside the transaction.
+    async fn read(&self, request: std::result::Result<IdbRequest, JsValue>) -> Result<JsValue> {
+        let request = request.map_err(|e| self.js(e))?;
+        wait(&request).await.map_err(|e| self.failed(e))
+    }
+
+    async fn get(&self, store: &IdbObjectStore, key: &JsValue) -> Result<JsValue> {
+        self.read(store.get(key)).await
+    }
+
+    /// Issues a write without awaiting it (see the module docs).
+    async fn issued(&mut self, request: std::result::Result<IdbRequest, JsValue>) -> Result<()> {
+        let request = request.map_err(|e| self.js(e))?;
+        self.unawaited += 1;
+        if self.unawaited >= BACKPRESSURE {
+            // Requests run in order: when this one is done, all are.
+            self.unawaited = 0;
+            wait(&request).await.map_err(|e| self.failed(e))?;
+        }
+        Ok(())
+    }
+
+    async fn put(&mut self, store: &IdbObjectStore, value: &JsValue) -> Result<()> {
+        self.issued(store.put(value)).await
+    }
+
+    async fn delete(&mut self, store: &IdbObjectStore, key: &JsValue) -> Result<()> {
+        self.issued(store.delete(key)).await
+    }
+
+    fn count_message(&mut self, conversation: ConversationId, messages: i64, bytes: i64) {
+        let t = self.deltas.entry(conversation).or_insert((0, 0));
+        t.0 += messages;
+        t.1 += bytes;
+        self.bytes += bytes;
+    }
+
+    fn bump(&mut self, conversation: ConversationId, at: Timestamp) {
+        let a = self.activity.entry(conversation).or_insert(at);
+        *a = (*a).max(at);
+    }
+
+    /// What the store holds for a record: its live version or tombstone.
+    async fn local_version(&self, kind: EntityKind, id: RecordId) -> Result<Option<LocalVersion>> {
+        let store = match kind {
+            EntityKind::Conversation => &self.conversations,
+            EntityKind::Message => &self.messages,
+        };
+        let v = self.get(store, &hex_id(id.as_bytes()).into()).await?;
+        if !v.is_undefined() {
+            let (version, body) = codec::version_and_body(&v)?;
+            return Ok(Some(LocalVersion {
+                version,
+                deleted: false,
+                body,
+            }));
+        }
+        let t = self.get(&self.tombstones, &tombstone_key(kind, id)).await?;
+        if t.is_undefined() {
+            return Ok(None);
+        }
+        Ok(Some(LocalVersion {
+            version: codec::tombstone(&t)?.version,
+            deleted: true,
+            body: Vec::new(),
+        }))
+    }
+
+    async fn wins(&self, incoming: &Incoming, rule: WinRule) -> Result<bool> {
+        let (kind, id) = incoming_key(incoming);
+        let local = self.local_version(kind, id).await?;
+        let parent = match incoming_parent(incoming) {
+            Some(c) => {
+                let t = self
+                    .get(
+                        &self.tombstones,
+                        &tombstone_key(EntityKind::Conversation, c.into()),
+                    )
+                    .await?;
+                codec::found(&t, codec::tombstone)?.map(|t| t.version)
+            }
+            None => None,
+        };
+        Ok(rule(incoming, local.as_ref(), parent))
+    }
+
+    /// The outbox entry of a record, if any.
+    async fn outbox_entry(&self, entity: RecordId) -> Result<JsValue> {
+        let index = self.outbox.index("entity").map_err(|e| self.js(e))?;
+        self.read(index.get(&hex_id(entity.as_bytes()).into()))
+            .await
+    }
+
+    async fn dequeue(&mut self, entity: RecordId) -> Result<()> {
+        let entry = self.outbox_entry(entity).await?;
+        if !entry.is_undefined() {
+            let seq = codec::get_f64(&entry, "seq")?;
+            let outbox = self.outbox.clone();
+            self.delete(&outbox, &seq.into()).await?;
+        }
+        Ok(())
+    }
+
+    /// The stored messages (or message tombstones) of a conversation
+    /// stamped at or below `through`, a page at a time through the
+    /// `conv_version` index.
+    async fn covered_page(
+        &self,
+        store: &IdbObjectStore,
+        conversation: &JsValue,
+        through: &JsValue,
+    ) -> Result<Vec<JsValue>> {
+        let range = web_sys::IdbKeyRange::bound(
+            &key(std::slice::from_ref(conversation)),
+            &key(&[conversation.clone(), through.clone()]),
+        )
+        .map_err(|e| self.js(e))?;
+        let index = store.index("conv_version").map_err(|e| self.js(e))?;
+        let page = self
+            .read(index.get_all_with_key_and_limit(&range, COVER_PAGE as u32))
+            .await?;
+        Ok(page.unchecked_into::<Array>().iter().collect())
+    }
+
+    /// [`WriteOp::CoverMessages`]: drops the conversation's messages
+    /// stamped at or below `through`, their tombstones and their outbox
+    /// entries (those queued for this conversation), and takes them off
+    /// the totals.
+    async fn cover_messages(&mut self, conversation: ConversationId, through: Hlc) -> Result<()> {
+        let conv_hex = hex_id(conversation.as_bytes());
+        let conv: JsValue = conv_hex.clone().into();
+        let through = version_text(through);
+        let (messages, tombstones) = (self.messages.clone(), self.tombstones.clone());
+        for (store, is_message) in [(&messages, true), (&tombstones, false)] {
+            loop {
+                // Deletions issued before the next page's read apply before
+                // it, so each page starts with what is left.
+                let page = self.covered_page(store, &conv, &through).await?;
+                for v in &page {
+                    let id = codec::get_str(v, "id")?;
+                    if is_message {
+                        let len = codec::body_len(v)? as i64;
+                        self.count_message(conversation, -1, -len);
+                        self.delete(store, &id.clone().into()).await?;
+                    } else {
+                        let k = key(&[codec::get_str(v, "kind")?.into(), id.clone().into()]);
+                        self.delete(store, &k).await?;
+                    }
+                    let index = self.outbox.index("entity").map_err(|e| self.js(e))?;
+                    let entry = self.read(index.get(&id.into())).await?;
+                    if !entry.is_undefined()
+                        && codec::get_str(&entry, "conv").ok().as_deref() == Some(conv_hex.as_str())
+                    {
+                        let seq = codec::get_f64(&entry, "seq")?;
+                        let outbox = self.outbox.clone();
+                        self.delete(&outbox, &seq.into()).await?;
+                    }
+                }
+                if page.len() < COVER_PAGE {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a stored message (if any) from its conversation's totals;
+    /// the caller then deletes or replaces it.
+    async fn uncount_message(&mut self, id: &JsValue) -> Result<()> {
+        let old = self.get(&self.messages, id).await?;
+        if !old.is_undefined() {
+            let conversation = codec::get_conversation_id(&old, "conv")?;
+            let len = codec::body_len(&old)? as i64;
+            self.count_message(conversation, -1, -len);
+        }
+        Ok(())
+    }
+
+    async fn put_conversation(&mut self, r: ConversationRecord) -> Result<()> {
+        let id: JsValue = hex_id(r.id.as_bytes()).into();
+        let tombstones = self.tombstones.clone();
+        self.delete(
+            &tombstones,
+            &tombstone_key(EntityKind::Conversation, r.id.into()),
+        )
+        .await?;
+        let old = self.get(&self.conversations, &id).await?;
+        let previous = if old.is_undefined() {
+            Timestamp::EPOCH
+        } else {
+            self.bytes -= codec::body_len(&old)? as i64;
+            codec::conversation_activity(&old)?
+        };
+        // Its newest message's edit: the last key of `conv_updated` in
+        // the conversation's range.
+        let index = self
+            .messages
+            .index("conv_updated")
+            .map_err(|e| self.js(e))?;
+        let range = web_sys::IdbKeyRange::bound(&key(std::slice::from_ref(&id)), &above(&id))
+            .map_err(|e| self.js(e))?;
+        let cursor = self
+            .read(index.open_key_cursor_with_range_and_direction(
+                &range,
+                web_sys::IdbCursorDirection::Prev,
+            ))
+            .await?;
+        let newest = match cursor.dyn_ref::<web_sys::IdbCursor>() {
+            Some(c) => {
+                let k: Array = c.key().map_err(|e| self.js(e))?.unchecked_into();
+                Timestamp(k.get(1).as_f64().unwrap_or(0.0) as i64)
+            }
+            None => Timestamp::EPOCH,
+        };
+        // Activity never goes back (see the memory backend).
+        let activity_at = r.updated_at.max(newest).max(previous);
+        self.bytes += r.body.len() as i64;
+        let value = codec::conversation_value(&ConversationRow {
+            record: r,
+            activity_at,
+        });
+        let store = self.conversations.clone();
+        self.put(&store, &value).await
+    }
+
+    async fn put_message(&mut self, m: MessageRecord, insert: bool) -> Result<()> {
+        let id: JsValue = hex_id(m.id.as_bytes()).into();
+        let (messages, tombstones) = (self.messages.clone(), self.tombstones.clone());
+        if insert {
+            // `add` fails with a ConstraintError if the id exists, which
+            // aborts the transaction: the batch fails as the contract says.
+            self.issued(messages.add(&codec::message_value(&m))).await?;
+        } else {
+            self.delete(
+                &tombstones,
+                &tombstone_key(EntityKind::Message, m.id.into()),
+            )
+            .await?;
+            self.uncount_message(&id).await?;
+            self.put(&messages, &codec::message_value(&m)).await?;
+        }
+        self.count_message(m.conversation_id, 1, m.body.len() as i64);
+        self.bump(m.conversation_id, m.updated_at);
+        Ok(())
+    }
+
+    async fn delete_record(&mut self, t: Tombstone) -> Result<()> {
+        let id: JsValue = hex_id(t.id.as_bytes()).into();
+        match t.kind {
+            EntityKind::Conversation => {
+                let old = self.get(&self.conversations, &id).await?;
+                if !old.is_undefined() {
+                    self.bytes -= codec::body_len(&old)? as i64;
+                }
+                let store = self.conversations.clone();
+                self.delete(&store, &id).await?;
+                self.cover_messages(t.id.conversation(), t.version).await?;
+            }
+            EntityKind::Message => {
+                self.uncount_message(&id).await?;
+                let store = self.messages.clone();
+                self.delete(&store, &id).await?;
+            }
+        }
+        let store = self.tombstones.clone();
+        self.put(&store, &codec::tombstone_value(&t)).await
+    }
+
+    /// Whether [`WriteOp::ForgetUnlessPending`] may delete: the record is
+    /// stored at the tombstone's version and nothing of it is in the
+    /// outbox (for a conversation, nothing of its messages either).
+    async fn forgettable(&self, t: &Tombstone) -> Result<bool> {
+        let same = self
+            .local_version(t.kind, t.id)
+            .await?
+            .is_some_and(|l| !l.deleted && l.version == t.version);
+        if !same || !self.outbox_entry(t.id).await?.is_undefined() {
+            return Ok(false);
+        }
+        if t.kind == EntityKind::Conversation {
+            let index = self.outbox.index("conv").map_err(|e| self.js(e))?;
+            let n = self
+                .read(index.count_with_key(&hex_id(t.id.as_bytes()).into()))
+                .await?;
+            return Ok(n.as_f64().unwrap_or(0.0) == 0.0);
+        }
+        Ok(true)
+    }
+
+    async fn apply(&mut self, op: WriteOp) -> Result<()> {
+        match op {
+            WriteOp::RequireConversation(id) => {
+                let n = self
+                    .read(
+                        self.conversations
+                            .count_with_key(&hex_id(id.as_bytes()).into()),
+                    )
+                    .await?;
+                if n.as_f64().unwrap_or(0.0) == 0.0 {
+                    return Err(StoreError::ConversationNotFound(id));
+                }
+            }
+            WriteOp::RequireVersion(kind, id, expected) => {
+                if !version_matches(self.local_version(kind, id).await?.as_ref(), expected) {
+                    return Err(StoreError::VersionChanged { kind, id });
+                }
+            }
+            WriteOp::ClaimStamps(claim) => {
+                let stored =
+                    codec::meta_bytes(&self.get(&self.meta, &CLOCK_MARK_KEY.into()).await?)?;
+                let stored = stored.map(|b| parse_clock_mark(&b)).transpose()?;
+                let next = claim
+                    .accept(stored)
+                    .map_err(|mark| StoreError::StampsTaken { mark })?;
+                let meta = self.meta.clone();
+                let value = codec::meta_value(next.to_string().as_bytes());
+                self.issued(meta.put_with_key(&value, &CLOCK_MARK_KEY.into()))
+                    .await?;
+            }
+            WriteOp::Merge(incoming) => {
+                if self.wins(&incoming, incoming_wins).await? {
+                    self.dequeue(incoming_key(&incoming).1).await?;
+                    Box::pin(self.apply(merged_op(incoming))).await?;
+                    self.outcome.merged += 1;
+                } else {
+                    self.outcome.superseded += 1;
+                }
+            }
+            WriteOp::MergeAndEnqueue(incoming, op_id) => {
+                if self.wins(&incoming, import_wins).await? {
+                    let item = incoming_outbox_item(&incoming, op_id);
+                    Box::pin(self.apply(merged_op(incoming))).await?;
+                    Box::pin(self.apply(WriteOp::Enqueue(item))).await?;
+                    self.outcome.merged += 1;
+                } else {
+                    self.outcome.superseded += 1;
+                }
+            }
+            WriteOp::RaiseActivity(id, at) => {
+                let row = self
+                    .get(&self.conversations, &hex_id(id.as_bytes()).into())
+                    .await?;
+                if !row.is_undefined() && at > codec::conversation_activity(&row)? {
+                    codec::set_activity(&row, at);
+                    let store = self.conversations.clone();
+                    self.put(&store, &row).await?;
+                }
+            }
+            WriteOp::PutConversation(r) => self.put_conversation(r).await?,
+            WriteOp::PutMessage(m) => self.put_message(m, false).await?,
+            WriteOp::InsertMessage(m) => self.put_message(m, true).await?,
+            WriteOp::Delete(t) => self.delete_record(t).await?,
+            WriteOp::CoverMessages(id, through) => self.cover_messages(id, through).await?,
+            WriteOp::Enqueue(item) => {
+                // One change per record: the new one replaces the pending
+                // one and gets the next sequence number.
+                self.dequeue(item.entity_id).await?;
+                let store = self.outbox.clone();
+                self.put(&store, &codec::outbox_value(&item)).await?;
+            }
+            WriteOp::Dequeue(entity) => self.dequeue(entity).await?,
+            WriteOp::Park(seq, reason) => {
+                let entry = self.get(&self.outbox, &(seq as f64).into()).await?;
+                if !entry.is_undefined() {
+                    codec::park(&entry, &reason)?;
+                    let store = self.outbox.clone();
+                    self.put(&store, &entry).await?;
+                }
+            }
+            WriteOp::Unpark(entity) => {
+                let entry = self.outbox_entry(entity).await?;
+                if !entry.is_undefined() && codec::is_parked(&entry)? {
+                    codec::unpark(&entry);
+                    let store = self.outbox.clone();
+                    self.put(&store, &entry).await?;
+                }
+            }
+            WriteOp::ForgetUnlessPending(t) => {
+                if self.forgettable(&t).await? {
+                    // A forgotten conversation takes all its messages
+                    // along: nothing of it is unsynced.
+                    let conversation =
+                        (t.kind == EntityKind::Conversation).then(|| t.id.conversation());
+                    self.delete_record(t).await?;
+                    if let Some(conversation) = conversation {
+                        self.cover_messages(conversation, Hlc::MAX).await?;
+                    }
+                    self.outcome.forgotten += 1;
+                }
+            }
+            WriteOp::SetMeta(k, v) => {
+                let meta = self.meta.clone();
+                self.issued(meta.put_with_key(&codec::meta_value(&v), &k.into()))
+                    .await?;
+            }
+            WriteOp::DeleteMeta(k) => {
+                let meta = self.meta.clone();
+                self.delete(&meta, &k.into()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the folded activity bumps and totals, and refuses the whole
+    /// write if it grew the store past `max_bytes`.
+    async fn flush(&mut self, max_bytes: Option<u64>) -> Result<()> {
+        let store = self.conversations.clone();
+        for (id, at) in std::mem::take(&mut self.activity) {
+            let row = self.get(&store, &hex_id(id.as_bytes()).into()).await?;
+            if !row.is_undefined() && at > codec::conversation_activity(&row)? {
+                codec::set_activity(&row, at);
+                self.put(&store, &row).await?;
+            }
+        }
+        let totals = self.totals.clone();
+        for (id, (messages, bytes)) in std::mem::take(&mut self.deltas) {
+            if (messages, bytes) == (0, 0) {
+                continue;
+            }
+            let conv = hex_id(id.as_bytes());
+            let (n, b) = codec::totals(&self.get(&totals, &conv.clone().into()).await?)?;
+            let (n, b) = (n + messages, b + bytes);
+            if n <= 0 && b <= 0 {
+                self.delete(&totals, &conv.into()).await?;
+            } else {
+                self.put(&totals, &codec::totals_value(&conv, n, b)).await?;
+            }
+        }
+        if self.bytes != 0 {
+            let (_, before) = codec::totals(&self.get(&totals, &ALL_BYTES.into()).await?)?;
+            let after = before + self.bytes;
+            if let Some(max) = max_bytes {
+                // Only growth is refused: a deletion always goes through,
+                // even on a full store.
+                if self.bytes > 0 && after > max as i64 {
+                    return Err(StoreError::full(format!(
+                        "the store's cap of {max} bytes is reached"
+                    )));
+                }
+            }
+            self.put(&totals, &codec::totals_value(ALL_BYTES, 0, after))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `issue` (requests that need no answer) in one readwrite
+/// transaction over `stores` and waits for it to commit; a request that
+/// throws aborts it.
+async fn issue_and_commit(
+    db: &IdbDatabase,
+    stores: &[&str],
+    durability: &str,
+    doing: &str,
+    issue: impl FnOnce(&IdbTransaction) -> std::result::Result<(), JsValue>,
+) -> Result<()> {
+    let tx = idb::readwrite(db, stores, durability).map_err(|e| store_error(doing, e))?;
+    if let Err(e) = issue(&tx) {
+        let _ = tx.abort();
+        return Err(store_error(doing, DomError::from_js(&e)));
+    }
+    idb::finish(&tx).await.map_err(|e| store_error(doing, e))
+}
+
+/// Removes delivered outbox entries, in one transaction.
+pub(crate) async fn acknowledge(db: &IdbDatabase, durability: &str, seqs: &[u64]) -> Result<()> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    issue_and_commit(db, &[OUTBOX], durability, "acknowledging", |tx| {
+        let outbox = tx.object_store(OUTBOX)?;
+        for seq in seqs {
+            outbox.delete(&(*seq as f64).into())?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Deletes every record, tombstone, outbox entry and total; keeps `meta`.
+/// The outbox's sequence numbers go on from where they were (IndexedDB
+/// never resets a key generator on `clear`).
+pub(crate) async fn clear(db: &IdbDatabase, durability: &str) -> Result<()> {
+    let stores = [CONVERSATIONS, MESSAGES, TOMBSTONES, OUTBOX, TOTALS];
+    issue_and_commit(db, &stores, durability, "clearing", |tx| {
+        for name in stores {
+            tx.object_store(name)?.clear()?;
+        }
+        Ok(())
+    })
+    .await
+}
