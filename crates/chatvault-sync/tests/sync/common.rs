@@ -140,12 +140,12 @@ impl TestServer {
         self.launch(adjust).await;
     }
 
-    /// A cold backup, as an operator takes one: stops the server, copies
-    /// its database aside (SQLite: `VACUUM INTO` a file; PostgreSQL: every
-    /// table of its schema into a new schema), starts it again.
+    /// A backup, as an operator takes one while the server runs: a
+    /// consistent copy of its database (SQLite: `VACUUM INTO` a file;
+    /// PostgreSQL: every table of its schema copied, in one snapshot, into
+    /// a new schema).
     pub async fn backup(&mut self) -> Backup {
-        self.stop().await;
-        let backup = match &self.database {
+        match &self.database {
             DatabaseUrl::Sqlite(path) => {
                 let dir = tempfile::tempdir().expect("backup dir");
                 let (from, to) = (path.clone(), dir.path().join("backup.db"));
@@ -155,9 +155,7 @@ impl TestServer {
                 Backup::Files(dir)
             }
             DatabaseUrl::Postgres(url) => Backup::Schema(pg_backup(url).await),
-        };
-        self.launch(|_| {}).await;
-        backup
+        }
     }
 
     /// Restores `backup` as an operator does: stops the server, replaces
@@ -219,8 +217,8 @@ pub enum Backup {
 }
 
 /// Copies the SQLite database `from` into the new file `to`, through
-/// SQLite (a consistent copy even while a closing server still has it
-/// open, which copying its files is not).
+/// SQLite (a consistent copy while the server has it open, which copying
+/// its files is not).
 fn sqlite_backup(from: &std::path::Path, to: &std::path::Path) {
     let conn = rusqlite::Connection::open(from).expect("open the server database");
     conn.busy_timeout(Duration::from_secs(5))
@@ -465,12 +463,14 @@ async fn pg_backup(url: &str) -> String {
         .expect("count backups")
         .get(0);
     let backup = format!("{schema}_backup_{count}");
-    let mut sql = format!("CREATE SCHEMA \"{backup}\";");
+    // One snapshot of every table while the server keeps writing.
+    let mut sql = format!("BEGIN ISOLATION LEVEL REPEATABLE READ; CREATE SCHEMA \"{backup}\";");
     for t in &tables {
         sql.push_str(&format!(
             "CREATE TABLE \"{backup}\".\"{t}\" AS TABLE \"{schema}\".\"{t}\";"
         ));
     }
+    sql.push_str("COMMIT;");
     client.batch_execute(&sql).await.expect("back up tables");
     backup
 }
