@@ -142,14 +142,6 @@ impl Model {
         }
     }
 
-    fn kind_of(&self, id: &str) -> EntityKind {
-        if self.conversation_of.contains_key(id) {
-            EntityKind::Message
-        } else {
-            EntityKind::Conversation
-        }
-    }
-
     /// Deletions of conversation `conv` that may have reached the server
     /// (their stamps are its deletion mark).
     fn conversation_deletes<'a>(&'a self, conv: &str) -> impl Iterator<Item = &'a Write> + 'a {
@@ -486,11 +478,13 @@ impl Sim {
                 ),
                 (Value::Delete, None) => {}
                 (Value::Upsert(_), None) => {
-                    let kind = self.model.kind_of(id);
-                    let store = self.devices[d].store.as_ref();
-                    let deleted_later = tombstone_version(store, kind, id)
-                        .await
-                        .is_some_and(|t| t > w.low);
+                    // Superseded by a newer deletion — which this device
+                    // may hold as a tombstone or, after a resync from a
+                    // snapshot, not at all.
+                    let deleted_later = self
+                        .model
+                        .writes_of(id)
+                        .any(|x| x.value == Value::Delete && x.stamp > w.low);
                     let covered = match self.model.conversation_of.get(id) {
                         None => false,
                         Some(conv) => {
