@@ -263,144 +263,29 @@ fn sqlite_restore(from: &std::path::Path, to: &std::path::Path) {
 
 // ---------------------------------------------------------------- postgres
 
-/// The PostgreSQL server tests connect to (trust auth; the database is
-/// replaced by each test's own).
-pub fn postgres_admin_url() -> String {
-    std::env::var("CHATVAULT_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
+use chatvault_server::testing::admin_client as pg_connect;
+pub use chatvault_server::testing::PgDatabase;
 
-/// Whether PostgreSQL tests are skipped (`CHATVAULT_SKIP_POSTGRES=1`);
-/// otherwise they fail when PostgreSQL is down.
-pub fn skip_postgres() -> bool {
-    std::env::var("CHATVAULT_SKIP_POSTGRES").is_ok_and(|v| v == "1")
-}
-
-/// A connection to `url`, its driver running on the current runtime.
-pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL at {url} is unreachable ({e}). Start it, point \
-                 CHATVAULT_TEST_POSTGRES_URL at one, or set CHATVAULT_SKIP_POSTGRES=1"
-            )
-        });
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+/// A new schema `name` of `db` for one server (e.g. one simulation seed):
+/// its epochs, feed and accounts are its own, so servers on different
+/// schemas can run, restart and be restored side by side.
+pub async fn pg_schema(db: &PgDatabase, name: &str) -> PgSchema {
+    let client = pg_connect(&db.url).await;
     client
-}
-
-/// `url` with its database replaced by `database` and `query` appended
-/// (e.g. `options=...`).
-fn pg_url_for(url: &str, database: &str, query: &str) -> String {
-    let (base, old_query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let (scheme, rest) = base.split_once("://").expect("postgres URL has a scheme");
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let query: Vec<&str> = old_query
-        .into_iter()
-        .chain([query])
-        .filter(|q| !q.is_empty())
-        .collect();
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", query.join("&"))
-    };
-    format!("{scheme}://{authority}/{database}{query}")
-}
-
-/// A fresh PostgreSQL database for one test process, dropped on drop.
-pub struct PgDatabase {
-    admin_url: String,
-    /// Its name.
-    pub name: String,
-    /// Its URL.
-    pub url: String,
-}
-
-impl PgDatabase {
-    /// Creates it (on [`postgres_admin_url`]); panics when PostgreSQL is
-    /// unreachable.
-    pub async fn create(label: &str) -> PgDatabase {
-        let admin_url = postgres_admin_url();
-        let client = pg_connect(&admin_url).await;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("time after 1970")
-            .as_nanos();
-        let name = format!("chatvault_test_{label}_{}_{nanos}", std::process::id());
-        client
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .expect("CREATE DATABASE");
-        let url = pg_url_for(&admin_url, &name, "");
-        PgDatabase {
-            admin_url,
-            name,
-            url,
-        }
-    }
-
-    /// A new schema of this database for one server (e.g. one simulation
-    /// seed): its epochs, feed and accounts are its own, so servers on
-    /// different schemas can run, restart and be restored in parallel.
-    pub async fn schema(&self, name: &str) -> PgSchema {
-        let client = pg_connect(&self.url).await;
-        client
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS \"{name}\" CASCADE; CREATE SCHEMA \"{name}\""
-            ))
-            .await
-            .expect("CREATE SCHEMA");
-        PgSchema {
-            database_url: self.url.clone(),
-            name: name.to_owned(),
-            url: pg_url_for(
-                &self.url,
-                &self.name,
-                &format!("options=-csearch_path%3D{name}"),
-            ),
-        }
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS \"{name}\" CASCADE; CREATE SCHEMA \"{name}\""
+        ))
+        .await
+        .expect("CREATE SCHEMA");
+    let separator = if db.url.contains('?') { '&' } else { '?' };
+    PgSchema {
+        database_url: db.url.clone(),
+        name: name.to_owned(),
+        url: format!("{}{separator}options=-csearch_path%3D{name}", db.url),
     }
 }
 
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        // Its own thread and runtime: Drop may run inside the test's.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let (client, connection) =
-                    tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-                        .await
-                        .ok()?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .await
-                    .ok()
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(()))) {
-            tracing::warn!(database = %self.name, "could not drop the test database");
-        }
-    }
-}
-
-/// One schema of a [`PgDatabase`] ([`PgDatabase::schema`]).
+/// One schema of a [`PgDatabase`] ([`pg_schema`]).
 pub struct PgSchema {
     database_url: String,
     name: String,

@@ -359,6 +359,17 @@ impl Sim {
         self.wrote(d, step, id, Value::Delete, stamp);
     }
 
+    /// Device `d`'s (pending, parked) changes.
+    async fn outbox(&self, d: usize) -> (u64, u64) {
+        self.devices[d]
+            .client
+            .vault()
+            .replica()
+            .outbox_counts()
+            .await
+            .expect("outbox counts")
+    }
+
     /// Syncs device `d` once as the sync loop does: transient failures
     /// (network, 5xx, 429) are tried again — after `Retry-After`, on the
     /// manual clocks — any other error breaks the simulation. `fault`, if
@@ -393,13 +404,7 @@ impl Sim {
             }
         }
         self.server.proxy.inject(None);
-        let (pending, parked) = self.devices[d]
-            .client
-            .vault()
-            .replica()
-            .outbox_counts()
-            .await
-            .expect("outbox counts");
+        let (pending, parked) = self.outbox(d).await;
         if parked > 0 {
             let letters = self.devices[d]
                 .client
@@ -846,15 +851,9 @@ async fn run_seed(seed: u64, database: Option<chatvault_server::DatabaseUrl>) ->
     }
 
     // Nothing pending or parked anywhere.
-    for (i, dev) in sim.devices.iter().enumerate() {
-        let counts = dev
-            .client
-            .vault()
-            .replica()
-            .outbox_counts()
-            .await
-            .expect("outbox counts");
-        assert_eq!(counts, (0, 0), "device {i}: (pending, parked) changes left");
+    for d in 0..DEVICES {
+        let counts = sim.outbox(d).await;
+        assert_eq!(counts, (0, 0), "device {d}: (pending, parked) changes left");
     }
 
     // Each device's state, and the server's (what a new device joining now
@@ -956,14 +955,12 @@ async fn simulation() {
 /// `CHATVAULT_SKIP_POSTGRES=1` (as the server's own tests).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulation_postgres() {
-    if skip_postgres() {
-        tracing::warn!("CHATVAULT_SKIP_POSTGRES=1: skipping the PostgreSQL simulation");
+    let Some(db) = PgDatabase::create().await else {
         return;
-    }
-    let db = PgDatabase::create("sim").await;
+    };
     let db = &db;
     run_seeds("simulation_postgres", |seed| async move {
-        let schema = db.schema(&format!("sim_{seed}")).await;
+        let schema = pg_schema(db, &format!("sim_{seed}")).await;
         Some((
             chatvault_server::DatabaseUrl::Postgres(schema.url.clone()),
             schema,
