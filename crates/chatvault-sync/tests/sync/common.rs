@@ -84,6 +84,10 @@ impl TestServer {
         let mut config = Config::new(self.database.clone());
         config.allow_weak_kdf = true;
         config.insecure_cookies = true;
+        // Test-strength hashes of the auth keys: every start hashes a dummy
+        // key and every sign-in verifies one, and the simulation starts
+        // servers and signs devices in thousands of times.
+        config.kdf.cost = chatvault_server::AuthHashCost { m_kib: 64, t: 1 };
         config.clock = Arc::new(self.clock.clone());
         adjust(&mut config);
         let server = Server::open(config).await.expect("server opens");

@@ -14,9 +14,10 @@
 //! on the server — is checked against the rules of docs/protocol.md ("What
 //! the simulation checks").
 //!
-//! `SIM_SEEDS` (default [`DEFAULT_SEEDS`]) seeds are run starting at
-//! `SIM_SEED_START` (default 0); `cargo xtask soak --seeds N --start S`
-//! runs more. A failing seed prints the one command that replays it.
+//! `SIM_SEEDS` (default [`DEFAULT_SEEDS`]) seeds of `SIM_STEPS` (default
+//! [`STEPS`]) steps are run starting at `SIM_SEED_START` (default 0),
+//! `SIM_JOBS` at a time; `cargo xtask soak --seeds N --start S` runs more.
+//! A failing seed prints the one command that replays it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -833,7 +834,7 @@ async fn run_seed(seed: u64, database: Option<chatvault_server::DatabaseUrl>) ->
         stats: Stats::default(),
     };
 
-    for step in 0..STEPS {
+    for step in 0..env_u64("SIM_STEPS", STEPS as u64) as usize {
         sim.step(&mut rng, step).await;
     }
 
