@@ -935,8 +935,12 @@ where
             Ok(stats) => total.add(stats),
             Err(e) => panic!(
                 "{test} seed {seed} failed ({e}); replay it with:\n  \
-                 SIM_SEED_START={seed} SIM_SEEDS=1 cargo nextest run -p chatvault-sync \
-                 --all-features -E 'test(/^sim::{test}$/)'"
+                 {steps}SIM_SEED_START={seed} SIM_SEEDS=1 cargo nextest run -p chatvault-sync \
+                 --all-features -E 'test(/^sim::{test}$/)'",
+                steps = match std::env::var("SIM_STEPS") {
+                    Ok(steps) => format!("SIM_STEPS={steps} "),
+                    Err(_) => String::new(),
+                }
             ),
         }
     }
