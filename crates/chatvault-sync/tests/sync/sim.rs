@@ -279,6 +279,9 @@ struct Sim {
     model: Model,
     /// The newest backup taken of the server, if any.
     backup: Option<Backup>,
+    /// The clocks jumped past the tombstone horizon (a purge step ran):
+    /// from then on every server start may purge too.
+    past_horizon: bool,
     stats: Stats,
 }
 
@@ -326,6 +329,36 @@ impl Sim {
         self.server.clock.advance(Duration::from_millis(ms));
         for dev in &self.devices {
             dev.clock.advance(ms as i64);
+        }
+    }
+
+    /// A purge may just have run on the server: a write not yet known to be
+    /// on it, stamped at or below the purge mark it may have left (at most
+    /// the highest deletion stamp), may now be superseded, so the model
+    /// stops requiring it.
+    fn purge_may_have_run(&mut self) {
+        let mark = self
+            .model
+            .writes
+            .iter()
+            .filter(|w| w.value == Value::Delete)
+            .map(|w| w.stamp)
+            .max();
+        for w in &mut self.model.writes {
+            if !w.synced && !w.exposed && mark.is_some_and(|m| w.low <= m) {
+                self.stats.exposed += 1;
+                w.exposed = true;
+            }
+        }
+    }
+
+    /// A server start runs maintenance: once the clocks have passed the
+    /// tombstone horizon, it may purge (a database restored from an older
+    /// backup holds tombstones past the horizon, purged before any device
+    /// pushes back what the backup lacks).
+    fn after_server_start(&mut self) {
+        if self.past_horizon {
+            self.purge_may_have_run();
         }
     }
 
@@ -714,7 +747,10 @@ impl Sim {
                     .expect("resume")
                     .expect("a saved session");
             }
-            79..=80 => self.server.restart_with(|_| {}).await,
+            79..=80 => {
+                self.server.restart_with(|_| {}).await;
+                self.after_server_start();
+            }
             81..=84 => {
                 // Retention on the device: keep its one or two most
                 // recently active conversations (never one with unsynced
@@ -744,19 +780,8 @@ impl Sim {
                 let purged = self.server.server().run_maintenance().await.expect("purge");
                 self.stats.purges += 1;
                 tracing::debug!(?purged, "purged past the horizon");
-                let mark = self
-                    .model
-                    .writes
-                    .iter()
-                    .filter(|w| w.value == Value::Delete)
-                    .map(|w| w.stamp)
-                    .max();
-                for w in &mut self.model.writes {
-                    if !w.synced && !w.exposed && mark.is_some_and(|m| w.low <= m) {
-                        self.stats.exposed += 1;
-                        w.exposed = true;
-                    }
-                }
+                self.past_horizon = true;
+                self.purge_may_have_run();
             }
             86..=91 => match self.backup.take() {
                 Some(backup) if rng.random_bool(0.6) => {
@@ -769,6 +794,7 @@ impl Sim {
                     for w in &mut self.model.writes {
                         w.synced = false;
                     }
+                    self.after_server_start();
                 }
                 _ => {
                     self.backup = Some(self.server.backup().await);
@@ -831,6 +857,7 @@ async fn run_seed(seed: u64, database: Option<chatvault_server::DatabaseUrl>) ->
         devices,
         model: Model::default(),
         backup: None,
+        past_horizon: false,
         stats: Stats::default(),
     };
 
