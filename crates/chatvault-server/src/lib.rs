@@ -46,6 +46,7 @@
 //! - `limits` — [`RateLimits`]: token buckets and login backoff.
 //! - `listen` — the accept loop with [`Timeouts`].
 //! - `clock` — [`ServerClock`]: time as a parameter, so tests never sleep.
+//! - `testing` (feature `testing`) — a fresh PostgreSQL database per test.
 //!
 //! Names are unique across the workspace: the server's types carry `Server`,
 //! `Wire` or `Push` where another crate has a type of the same idea.
@@ -65,6 +66,8 @@ mod push_plan;
 mod server;
 pub mod store;
 mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod types;
 
 pub use auth::{AuthHashCost, SessionPolicy, ThrottlePolicy, ThrottleState};

@@ -210,9 +210,7 @@ fn create_private(path: &Path) -> ServerStoreResult<()> {
                 for suffix in ["-wal", "-shm"] {
                     let mut side = path.as_os_str().to_owned();
                     side.push(suffix);
-                    if std::fs::metadata(&side).is_ok() {
-                        std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o600))?;
-                    }
+                    narrow_side_file(Path::new(&side))?;
                 }
             }
             Err(e) => return Err(e.into()),
@@ -221,6 +219,20 @@ fn create_private(path: &Path) -> ServerStoreResult<()> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+/// Narrows a WAL or shared-memory file next to the database to its owner,
+/// if it exists. No check before: the last connection of another process
+/// (or of a server just stopped) deletes these files when it closes, so
+/// one can vanish between a check and the change — that is "absent", not
+/// a reason to refuse to start.
+#[cfg(unix)]
+fn narrow_side_file(side: &Path) -> ServerStoreResult<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::set_permissions(side, std::fs::Permissions::from_mode(0o600)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// Tables this server's migrations create (plus `schema_version`).
@@ -1036,5 +1048,35 @@ impl ServerStore for SqliteServerStore {
             })
         })
         .await
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// The simulation's restarts found this: a stopped server's last
+    /// connection deleted `-wal`/`-shm` between the new server's check and
+    /// its `chmod`, and the new server refused to start (NotFound).
+    #[test]
+    fn a_side_file_that_vanished_is_absent_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let side = dir.path().join("server.db-wal");
+        std::fs::write(&side, b"").unwrap();
+        std::fs::remove_file(&side).unwrap();
+        narrow_side_file(&side).unwrap();
+        assert!(!side.exists());
+    }
+
+    #[test]
+    fn a_side_file_is_narrowed_to_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let side = dir.path().join("server.db-shm");
+        std::fs::write(&side, b"").unwrap();
+        std::fs::set_permissions(&side, std::fs::Permissions::from_mode(0o644)).unwrap();
+        narrow_side_file(&side).unwrap();
+        let mode = std::fs::metadata(&side).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -4,7 +4,7 @@
 
 use chatvault_server::store::{PostgresServerStore, ServerStore as _, ServerStoreError};
 
-use crate::common::{admin_client_for, PgDatabase};
+use crate::common::{admin_client, PgDatabase};
 
 /// `url` with its host replaced by `host` and `params` appended.
 fn variant(url: &str, host: &str, params: &str) -> String {
@@ -39,7 +39,7 @@ async fn sslmodes_encrypt_and_verify_as_libpq_does() {
     let Some(db) = PgDatabase::create().await else {
         return;
     };
-    let admin = admin_client_for(&db.url).await;
+    let admin = admin_client(&db.url).await;
     let ssl_on: String = admin.query_one("SHOW ssl", &[]).await.unwrap().get(0);
     let host = db.url.split("://").nth(1).unwrap();
     let ip = host

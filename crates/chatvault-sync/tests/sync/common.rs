@@ -84,6 +84,10 @@ impl TestServer {
         let mut config = Config::new(self.database.clone());
         config.allow_weak_kdf = true;
         config.insecure_cookies = true;
+        // Test-strength hashes of the auth keys: every start hashes a dummy
+        // key and every sign-in verifies one, and the simulation starts
+        // servers and signs devices in thousands of times.
+        config.kdf.cost = chatvault_server::AuthHashCost { m_kib: 64, t: 1 };
         config.clock = Arc::new(self.clock.clone());
         adjust(&mut config);
         let server = Server::open(config).await.expect("server opens");
@@ -140,42 +144,39 @@ impl TestServer {
         self.launch(adjust).await;
     }
 
-    /// A cold backup, as an operator takes one: stops the server, copies
-    /// its database files (database, WAL) aside, starts it again.
+    /// A backup, as an operator takes one while the server runs: a
+    /// consistent copy of its database (SQLite: `VACUUM INTO` a file;
+    /// PostgreSQL: every table of its schema copied, in one snapshot, into
+    /// a new schema).
     pub async fn backup(&mut self) -> Backup {
-        self.stop().await;
-        let dir = tempfile::tempdir().expect("backup dir");
-        for (path, name) in self.database_files() {
-            std::fs::copy(&path, dir.path().join(name)).expect("copy a database file");
+        match &self.database {
+            DatabaseUrl::Sqlite(path) => {
+                let dir = tempfile::tempdir().expect("backup dir");
+                let (from, to) = (path.clone(), dir.path().join("backup.db"));
+                tokio::task::spawn_blocking(move || sqlite_backup(&from, &to))
+                    .await
+                    .expect("backup task");
+                Backup::Files(dir)
+            }
+            DatabaseUrl::Postgres(url) => Backup::Schema(pg_backup(url).await),
         }
-        self.launch(|_| {}).await;
-        Backup { dir }
     }
 
     /// Restores `backup` as an operator does: stops the server, replaces
-    /// its database files with the backup's, starts it again.
+    /// everything its database holds with the backup's, starts it again.
     pub async fn restore(&mut self, backup: &Backup) {
         self.stop().await;
-        for (path, _) in self.database_files() {
-            std::fs::remove_file(&path).expect("remove a database file");
-        }
-        let db_dir = self.db_path.parent().expect("db dir").to_owned();
-        for entry in std::fs::read_dir(backup.dir.path()).expect("read backup") {
-            let entry = entry.expect("backup entry");
-            std::fs::copy(entry.path(), db_dir.join(entry.file_name())).expect("restore a file");
+        match (backup, &self.database) {
+            (Backup::Files(dir), DatabaseUrl::Sqlite(path)) => {
+                let (from, to) = (dir.path().join("backup.db"), path.clone());
+                tokio::task::spawn_blocking(move || sqlite_restore(&from, &to))
+                    .await
+                    .expect("restore task");
+            }
+            (Backup::Schema(schema), DatabaseUrl::Postgres(url)) => pg_restore(url, schema).await,
+            _ => panic!("a backup restored on another kind of database"),
         }
         self.launch(|_| {}).await;
-    }
-
-    /// The server's SQLite files and their names.
-    fn database_files(&self) -> Vec<(PathBuf, std::ffi::OsString)> {
-        let dir = self.db_path.parent().expect("db dir");
-        std::fs::read_dir(dir)
-            .expect("read db dir")
-            .map(|e| e.expect("dir entry"))
-            .filter(|e| e.file_name().to_string_lossy().starts_with("server.db"))
-            .map(|e| (e.path(), e.file_name()))
-            .collect()
     }
 
     /// Every byte of the server's SQLite files (database, WAL, shm).
@@ -210,9 +211,181 @@ impl Drop for TestServer {
     }
 }
 
-/// A copy of a server's database files ([`TestServer::backup`]).
-pub struct Backup {
-    dir: TempDir,
+/// A copy of a server's database ([`TestServer::backup`]).
+pub enum Backup {
+    /// SQLite: a copy of the database (`backup.db` in this directory).
+    Files(TempDir),
+    /// PostgreSQL: a schema (in the same database) holding a copy of every
+    /// table; dropped with the server's schema ([`PgSchema::drop_all`]).
+    Schema(String),
+}
+
+/// Copies the SQLite database `from` into the new file `to`, through
+/// SQLite (a consistent copy while the server has it open, which copying
+/// its files is not).
+fn sqlite_backup(from: &std::path::Path, to: &std::path::Path) {
+    let conn = rusqlite::Connection::open(from).expect("open the server database");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    conn.execute("VACUUM INTO ?1", [to.to_str().expect("UTF-8 path")])
+        .expect("VACUUM INTO");
+}
+
+/// Replaces every row of every table of the SQLite database `to` with the
+/// rows of the backup `from`, in one transaction (through SQLite, so a
+/// closing server's connection cannot interfere).
+fn sqlite_restore(from: &std::path::Path, to: &std::path::Path) {
+    let mut conn = rusqlite::Connection::open(to).expect("open the server database");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    conn.execute(
+        "ATTACH DATABASE ?1 AS backup",
+        [from.to_str().expect("UTF-8 path")],
+    )
+    .expect("attach the backup");
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .expect("begin");
+    let tables: Vec<String> = tx
+        .prepare(
+            "SELECT name FROM main.sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .expect("list tables")
+        .query_map([], |r| r.get(0))
+        .expect("list tables")
+        .collect::<Result<_, _>>()
+        .expect("table names");
+    for t in &tables {
+        tx.execute_batch(&format!(
+            "DELETE FROM main.\"{t}\"; INSERT INTO main.\"{t}\" SELECT * FROM backup.\"{t}\";"
+        ))
+        .expect("restore a table");
+    }
+    tx.commit().expect("commit the restore");
+}
+
+// ---------------------------------------------------------------- postgres
+
+use chatvault_server::testing::admin_client as pg_connect;
+pub use chatvault_server::testing::PgDatabase;
+
+/// A new schema `name` of `db` for one server (e.g. one simulation seed):
+/// its epochs, feed and accounts are its own, so servers on different
+/// schemas can run, restart and be restored side by side.
+pub async fn pg_schema(db: &PgDatabase, name: &str) -> PgSchema {
+    let client = pg_connect(&db.url).await;
+    client
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS \"{name}\" CASCADE; CREATE SCHEMA \"{name}\""
+        ))
+        .await
+        .expect("CREATE SCHEMA");
+    let separator = if db.url.contains('?') { '&' } else { '?' };
+    PgSchema {
+        database_url: db.url.clone(),
+        name: name.to_owned(),
+        url: format!("{}{separator}options=-csearch_path%3D{name}", db.url),
+    }
+}
+
+/// One schema of a [`PgDatabase`] ([`pg_schema`]).
+pub struct PgSchema {
+    database_url: String,
+    name: String,
+    /// The URL a server uses to work in it (`search_path` set).
+    pub url: String,
+}
+
+impl PgSchema {
+    /// Drops it with every backup taken of it.
+    pub async fn drop_all(self) {
+        let client = pg_connect(&self.database_url).await;
+        let rows = client
+            .query(
+                "SELECT nspname FROM pg_namespace WHERE nspname = $1 OR nspname LIKE $2",
+                &[&self.name, &format!("{}_backup_%", self.name)],
+            )
+            .await
+            .expect("list schemas");
+        for row in rows {
+            let schema: String = row.get(0);
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                .await
+                .expect("DROP SCHEMA");
+        }
+    }
+}
+
+/// The tables of the schema `client` works in.
+async fn pg_tables(client: &tokio_postgres::Client) -> (String, Vec<String>) {
+    let schema: String = client
+        .query_one("SELECT current_schema()", &[])
+        .await
+        .expect("current schema")
+        .get(0);
+    let tables = client
+        .query(
+            "SELECT table_name FROM information_schema.tables \
+             WHERE table_schema = $1 AND table_type = 'BASE TABLE' ORDER BY table_name",
+            &[&schema],
+        )
+        .await
+        .expect("list tables")
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    (schema, tables)
+}
+
+/// Copies every table of `url`'s schema into a new schema; returns its name.
+async fn pg_backup(url: &str) -> String {
+    let client = pg_connect(url).await;
+    let (schema, tables) = pg_tables(&client).await;
+    let count: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1",
+            &[&format!("{schema}_backup_%")],
+        )
+        .await
+        .expect("count backups")
+        .get(0);
+    let backup = format!("{schema}_backup_{count}");
+    // One snapshot of every table while the server keeps writing.
+    let mut sql = format!("BEGIN ISOLATION LEVEL REPEATABLE READ; CREATE SCHEMA \"{backup}\";");
+    for t in &tables {
+        sql.push_str(&format!(
+            "CREATE TABLE \"{backup}\".\"{t}\" AS TABLE \"{schema}\".\"{t}\";"
+        ));
+    }
+    sql.push_str("COMMIT;");
+    client.batch_execute(&sql).await.expect("back up tables");
+    backup
+}
+
+/// Replaces every table of `url`'s schema with its copy in `backup`.
+async fn pg_restore(url: &str, backup: &str) {
+    let client = pg_connect(url).await;
+    let (schema, tables) = pg_tables(&client).await;
+    let all: Vec<String> = tables
+        .iter()
+        .map(|t| format!("\"{schema}\".\"{t}\""))
+        .collect();
+    // Foreign keys are not checked while the copies go back in (the
+    // tables are consistent as a whole, not row by row).
+    let mut sql = format!(
+        "BEGIN; SET LOCAL session_replication_role = replica; TRUNCATE {};",
+        all.join(", ")
+    );
+    for t in &tables {
+        sql.push_str(&format!(
+            "INSERT INTO \"{schema}\".\"{t}\" OVERRIDING SYSTEM VALUE \
+             SELECT * FROM \"{backup}\".\"{t}\";"
+        ));
+    }
+    sql.push_str("COMMIT;");
+    client.batch_execute(&sql).await.expect("restore tables");
 }
 
 // ---------------------------------------------------------------- proxy
@@ -231,9 +404,8 @@ pub struct Proxy {
 struct ProxyShared {
     target: Mutex<Option<SocketAddr>>,
     down: AtomicBool,
-    /// The next connection accepted forwards its request but loses the
-    /// server's answer ([`Proxy::lose_next_response`]).
-    lose_next_response: AtomicBool,
+    /// What happens to the next connection accepted ([`Proxy::inject`]).
+    next_fault: Mutex<Option<Fault>>,
     connections: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -262,16 +434,24 @@ impl Proxy {
                     Some(t) if !accept_shared.down.load(Ordering::SeqCst) => t,
                     _ => continue, // dropped: the client sees a closed connection
                 };
-                let lose = accept_shared
-                    .lose_next_response
-                    .swap(false, Ordering::SeqCst);
+                let fault = accept_shared.next_fault.lock().unwrap().take();
                 let conn = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        if lose {
-                            forward_but_lose_the_response(inbound, outbound).await;
-                        } else {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    match fault {
+                        Some(Fault::DropRequest) => drop_mid_request(inbound).await,
+                        Some(Fault::Status(status)) => answer_itself(inbound, status, None).await,
+                        Some(Fault::TooManyRequests { retry_after_secs }) => {
+                            answer_itself(inbound, 429, Some(retry_after_secs)).await
+                        }
+                        Some(Fault::LoseResponse) => {
+                            if let Ok(outbound) = TcpStream::connect(target).await {
+                                forward_but_lose_the_response(inbound, outbound).await;
+                            }
+                        }
+                        None => {
+                            if let Ok(mut outbound) = TcpStream::connect(target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+                                    .await;
+                            }
                         }
                     }
                 });
@@ -294,15 +474,14 @@ impl Proxy {
         }
     }
 
-    /// Cuts every open connection; the next one the proxy accepts carries
-    /// its request to the server, which does the work and answers, but the
-    /// answer is dropped with the connection: a response lost after the
-    /// server committed. `false` clears a loss no connection took.
-    pub fn lose_next_response(&self, lose: bool) {
-        if lose {
+    /// Cuts every open connection, so the client's next request opens a
+    /// new one, and makes `fault` happen to that connection (see
+    /// [`Fault`]). `None` clears a fault no connection took.
+    pub fn inject(&self, fault: Option<Fault>) {
+        if fault.is_some() {
             self.shared.cut_all();
         }
-        self.shared.lose_next_response.store(lose, Ordering::SeqCst);
+        *self.shared.next_fault.lock().unwrap() = fault;
     }
 
     /// Cuts the network (`true`) or restores it.
@@ -312,6 +491,84 @@ impl Proxy {
             self.shared.cut_all();
         }
     }
+}
+
+/// A transport fault the proxy makes happen to one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request reaches the server, which does the work and answers,
+    /// but the answer is dropped with the connection: a response lost
+    /// after the server committed.
+    LoseResponse,
+    /// The connection is cut after the first bytes of the request: the
+    /// server never sees it.
+    DropRequest,
+    /// The proxy answers this status itself (a failing gateway or server:
+    /// 500, 502, 503) with an `internal` error body; the server never sees
+    /// the request.
+    Status(u16),
+    /// The proxy answers `429 rate_limited` with `Retry-After` itself.
+    TooManyRequests {
+        /// The `Retry-After` header, in seconds.
+        retry_after_secs: u64,
+    },
+}
+
+/// Reads the first bytes of a request, then closes the connection.
+async fn drop_mid_request(mut inbound: TcpStream) {
+    use tokio::io::AsyncReadExt as _;
+    let mut first = [0u8; 16];
+    let _ = inbound.read(&mut first).await;
+}
+
+/// Reads one whole request (head and `Content-Length` body), answers it
+/// with `status` and an error body, and closes the connection.
+async fn answer_itself(mut inbound: TcpStream, status: u16, retry_after: Option<u64>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut wanted = None;
+    loop {
+        if let Some(total) = wanted {
+            if request.len() >= total {
+                break;
+            }
+        }
+        match inbound.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&chunk[..n]),
+        }
+        if wanted.is_none() {
+            if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                let body = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                wanted = Some(end + 4 + body);
+            }
+        }
+    }
+    let (reason, code) = match status {
+        429 => ("Too Many Requests", "rate_limited"),
+        502 => ("Bad Gateway", "internal"),
+        503 => ("Service Unavailable", "internal"),
+        _ => ("Internal Server Error", "internal"),
+    };
+    let body = format!(r#"{{"error":{{"code":"{code}","message":"injected by the test proxy"}}}}"#);
+    let mut answer = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    if let Some(secs) = retry_after {
+        answer.push_str(&format!("retry-after: {secs}\r\n"));
+    }
+    answer.push_str("\r\n");
+    answer.push_str(&body);
+    let _ = inbound.write_all(answer.as_bytes()).await;
+    let _ = inbound.shutdown().await;
 }
 
 /// Forwards what the client sends; once the server starts answering, drops

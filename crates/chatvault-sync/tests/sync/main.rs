@@ -16,7 +16,9 @@
 //!   and message, in every order, online and offline, before and after
 //!   the tombstone horizon.
 //! - `sim` — the seeded simulation: three devices, random writes, syncs,
-//!   outages and restarts; after healing all converge and nothing is lost.
+//!   outages, restarts and retention, a server that restarts, purges and
+//!   is restored, a transport that cuts, loses and refuses; reads checked
+//!   as they happen, every record's final state against the rules.
 
 mod common;
 
