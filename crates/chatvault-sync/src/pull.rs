@@ -30,8 +30,8 @@
 //! conversation does not replace a local tombstone of it the server no
 //! longer knows of; every local record and tombstone the snapshot lacks or
 //! holds older is queued to be pushed back ([`PullReport::requeued`]), and
-//! the server's newer-wins rule (and its deletion cover) sorts it out. A snapshot key refused the same way mid-walk starts the walk over,
-//! once.
+//! the server's newer-wins rule (and its deletion cover) sorts it out. A
+//! snapshot key refused the same way mid-walk starts the walk over, once.
 
 use std::collections::{HashMap, HashSet};
 
