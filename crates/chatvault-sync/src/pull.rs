@@ -26,11 +26,12 @@
 //! Restore (`410 server_restored`: the server's database was restored from
 //! a backup, so the cursor points into a feed it no longer has): the same
 //! snapshot walk and merge, but what the snapshot lacks was lost by the
-//! server, not deleted — nothing is dropped; every local record and
-//! tombstone the snapshot lacks or holds older is queued to be pushed back
-//! ([`PullReport::requeued`]), and the server's newer-wins rule sorts it
-//! out. A snapshot key refused the same way mid-walk starts the walk over,
-//! once.
+//! server, not deleted — nothing is dropped, and a listed recreation of a
+//! conversation does not replace a local tombstone of it the server no
+//! longer knows of; every local record and tombstone the snapshot lacks or
+//! holds older is queued to be pushed back ([`PullReport::requeued`]), and
+//! the server's newer-wins rule (and its deletion cover) sorts it out. A
+//! snapshot key refused the same way mid-walk starts the walk over, once.
 
 use std::collections::{HashMap, HashSet};
 
@@ -128,7 +129,7 @@ impl SyncClient {
     async fn resync(&self, mode: Rebuild, report: &mut PullReport) -> Result<String> {
         let mut mode = mode;
         let (listed, cursor) = loop {
-            match self.walk_snapshot(report).await {
+            match self.walk_snapshot(mode, report).await {
                 Ok(walked) => break walked,
                 // The database was restored while the snapshot was being
                 // read: start over against the restored one, once.
@@ -167,6 +168,7 @@ impl SyncClient {
     /// listed record's version and the cursor of its first page.
     async fn walk_snapshot(
         &self,
+        mode: Rebuild,
         report: &mut PullReport,
     ) -> Result<(HashMap<(EntityKind, RecordId), Hlc>, String)> {
         let limit = self.inner.options.page_limit.clamp(1, 1000).to_string();
@@ -187,7 +189,18 @@ impl SyncClient {
                     SyncError::Protocol("the first snapshot page carries no cursor".into())
                 })?);
             }
-            let (changes, unreadable) = self.parse_page(page.changes, report);
+            let (mut changes, unreadable) = self.parse_page(page.changes, report);
+            if mode != Rebuild::Horizon {
+                // A deletion the restore lost must not be replaced, unheard,
+                // by a recreation that reached the server first: it is kept,
+                // and pushed back since the walk does not list it.
+                changes = self
+                    .inner
+                    .vault
+                    .replica()
+                    .withhold_recreations_hiding_deletions(changes)
+                    .await?;
+            }
             listed.extend(changes.iter().map(|c| ((c.kind, c.entity_id), c.version)));
             self.apply(changes, vec![], server_now, report).await?;
             if let Some(unreadable) = unreadable {

@@ -184,3 +184,69 @@ async fn a_device_that_only_pushed_since_the_backup_pushes_again() {
     );
     assert_eq!(on_b, visible_state(a.vault()).await);
 }
+
+/// A deletion the restored server lost survives a recreation that reaches
+/// it first. B deleted a conversation after the backup; A, offline, never
+/// saw the deletion and renamed the conversation later (a recreation, which
+/// keeps none of the messages from before the deletion). After the restore
+/// A pushes first: the server holds the rename with no deletion mark and
+/// the old message from the backup. B's rebuild must not let the rename
+/// replace its tombstone unheard — it pushes the tombstone back, the server
+/// covers the message, and every device drops it (found by a 100-step
+/// soak, seed 302).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_the_restore_lost_still_covers_old_messages_of_a_recreation() {
+    let mut server = TestServer::start().await;
+    let url = server.url();
+    let (a, b, clock_a, clock_b) = two_devices(&server, &url, "vera").await;
+
+    let conv = a
+        .vault()
+        .create_conversation(NewConversation::titled("before"))
+        .await
+        .unwrap();
+    a.vault().add_message(conv.id, say("old")).await.unwrap();
+    a.sync_once().await.unwrap();
+    b.sync_once().await.unwrap();
+    let backup = server.backup().await;
+
+    // B deletes it (synced); A, which never hears of it, renames it later.
+    clock_b.advance(1_000);
+    b.vault().delete_conversation(conv.id).await.unwrap();
+    b.sync_once().await.unwrap();
+    clock_a.advance(10_000);
+    a.vault()
+        .update_conversation(
+            conv.id,
+            ConversationUpdate {
+                title: Some("recreated".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    server.restore(&backup).await;
+    for device in [&a, &b, &a, &b] {
+        device.sync_once().await.unwrap();
+    }
+
+    let expected: BTreeMap<String, (String, Vec<String>)> =
+        [(conv.id.to_string(), ("recreated".to_owned(), vec![]))]
+            .into_iter()
+            .collect();
+    assert_eq!(visible_state(a.vault()).await, expected, "on A");
+    assert_eq!(visible_state(b.vault()).await, expected, "on B");
+    let c = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(clock_at(&server)),
+        &url,
+        "vera",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    c.sync_once().await.unwrap();
+    assert_eq!(visible_state(c.vault()).await, expected, "on the server");
+}

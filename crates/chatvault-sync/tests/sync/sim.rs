@@ -83,6 +83,9 @@ struct Write {
     /// server's time (never lower than the server's clock at the write).
     /// Pinned to the real stamp once a device is seen holding it.
     low: Hlc,
+    /// Seen held below the stamp it was written at: refused as
+    /// `clock_skew` and re-stamped at the server's time.
+    restamped: bool,
     /// On the server for sure: its device completed a sync with nothing
     /// pending since (cleared by a restore, which may lose it).
     synced: bool,
@@ -138,6 +141,7 @@ impl Model {
         );
         if version < write.stamp {
             self.restamped += 1;
+            write.restamped = true;
             write.low = version;
             write.stamp = version;
         }
@@ -379,6 +383,7 @@ impl Sim {
             value,
             stamp,
             low,
+            restamped: false,
             synced: false,
             exposed: false,
         });
@@ -555,9 +560,22 @@ impl Sim {
         for l in listed(state) {
             let w = self.model.by_text[l.text];
             self.model.pin(w, l.version);
-            let newer = self
-                .model
-                .writes_of(l.id)
+            // A re-stamped write stays above its device's own writes the
+            // server accepted, not above those it replaced before they
+            // were ever pushed (protocol.md, Push: "never goes below one
+            // of its own accepted writes"; the outbox holds one change
+            // per record): such an earlier write of the same device may
+            // be stamped above it.
+            let listed_write = &self.model.writes[w];
+            let replaced_unpushed = |i: usize| {
+                listed_write.restamped
+                    && i < w
+                    && self.model.writes[i].device == listed_write.device
+            };
+            let newer = self.model.by_record[l.id]
+                .iter()
+                .filter(|&&i| !replaced_unpushed(i))
+                .map(|&i| &self.model.writes[i])
                 .find(|other| !other.exposed && other.low > l.version);
             assert!(
                 newer.is_none(),

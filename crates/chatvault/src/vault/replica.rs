@@ -454,6 +454,51 @@ impl Replica<'_> {
         Ok(())
     }
 
+    /// During a rebuild from the snapshot of a server whose database was
+    /// restored from a backup: drops from `changes` (a snapshot page) every
+    /// conversation version that would replace a tombstone of it this
+    /// vault holds without naming that deletion (`deletedThrough` below
+    /// it). The server lost the deletion with the restore, and the
+    /// recreation reached it first: merged now, the tombstone would be gone
+    /// before [`Replica::requeue_records_missing_from`] could push it back,
+    /// and with it the only cover of the conversation's messages stamped
+    /// before it (core's deletion rule). Withheld, the tombstone stays,
+    /// is pushed back (the snapshot does not list it), and the server
+    /// answers with the recreation carrying its mark.
+    pub async fn withhold_recreations_hiding_deletions(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<Vec<Change>> {
+        let mut kept = Vec::with_capacity(changes.len());
+        for change in changes {
+            let ChangeOp::Upsert(payload) = &change.op else {
+                kept.push(change);
+                continue;
+            };
+            if change.kind == EntityKind::Conversation {
+                let tombstone = self
+                    .vault
+                    .store
+                    .tombstone(EntityKind::Conversation, change.entity_id)
+                    .await?;
+                if let Some(t) = tombstone {
+                    if t.version < change.version
+                        && payload.deleted_through.is_none_or(|d| d < t.version)
+                    {
+                        tracing::debug!(
+                            id = %change.entity_id,
+                            deleted = %t.version,
+                            "the restored server lacks this deletion; pushing it back first"
+                        );
+                        continue;
+                    }
+                }
+            }
+            kept.push(change);
+        }
+        Ok(kept)
+    }
+
     /// After a rebuild from the snapshot of a server whose database was
     /// restored from a backup: queues for sync again (under fresh op ids,
     /// at their own versions — nothing is re-stamped) every record and
