@@ -4,6 +4,7 @@
 
 use chatvault_core::lifecycle::{ExportWriter, ExportedConversation, ExportedMessage};
 use chatvault_core::{ConversationId, DeviceId, Hlc, MessageId, Metadata, Role, Timestamp, UserId};
+use chatvault_server::testing::PgDatabase;
 use chatvault_server::{Config, DatabaseUrl, Server};
 use serde_json::Value;
 use std::path::Path;
@@ -199,9 +200,7 @@ impl Drop for RestartableServer {
 
 // ---- databases ---------------------------------------------------------------
 
-/// A server database for one test: a SQLite file, or a fresh PostgreSQL
-/// database (dropped afterwards). `None` only when PostgreSQL tests are
-/// switched off with `CHATVAULT_SKIP_POSTGRES=1`.
+/// Which server store a test runs on.
 pub enum Backend {
     /// An embedded SQLite file.
     Sqlite,
@@ -209,74 +208,35 @@ pub enum Backend {
     Postgres,
 }
 
+/// A server database for one test: a SQLite file, or a fresh PostgreSQL
+/// database (`chatvault_server::testing`, dropped afterwards).
 pub struct ServerDb {
     /// Where the server keeps its data.
     pub url: DatabaseUrl,
-    postgres: Option<(String, String)>,
-}
-
-fn postgres_admin_url() -> String {
-    std::env::var("CHATVAULT_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn admin_sql(admin_url: &str, sql: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL at {admin_url} is unreachable ({e}): start it, point \
-                     CHATVAULT_TEST_POSTGRES_URL at one, or set CHATVAULT_SKIP_POSTGRES=1"
-                )
-            });
-        tokio::spawn(connection);
-        client.batch_execute(sql).await.expect(sql);
-    });
+    /// Dropped (with the database) when this is.
+    _postgres: Option<PgDatabase>,
 }
 
 impl ServerDb {
-    /// One for `backend`, its SQLite file (if any) in `dir`.
+    /// One for `backend`, its SQLite file (if any) in `dir`; `None` when
+    /// PostgreSQL tests are switched off (`CHATVAULT_SKIP_POSTGRES=1`).
     pub fn new(backend: Backend, dir: &Path) -> Option<ServerDb> {
         match backend {
             Backend::Sqlite => Some(ServerDb {
                 url: DatabaseUrl::Sqlite(dir.join("server.db")),
-                postgres: None,
+                _postgres: None,
             }),
             Backend::Postgres => {
-                if std::env::var("CHATVAULT_SKIP_POSTGRES").is_ok_and(|v| v == "1") {
-                    eprintln!("CHATVAULT_SKIP_POSTGRES=1: skipping a PostgreSQL test");
-                    return None;
-                }
-                let admin = postgres_admin_url();
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .subsec_nanos();
-                let name = format!("chatvault_cli_{}_{nanos:x}", std::process::id());
-                admin_sql(&admin, &format!("CREATE DATABASE \"{name}\""));
-                let (base, _) = admin.rsplit_once('/').expect("a database in the URL");
-                let url: DatabaseUrl = format!("{base}/{name}").parse().expect("postgres URL");
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let db = runtime.block_on(PgDatabase::create())?;
                 Some(ServerDb {
-                    url,
-                    postgres: Some((admin, name)),
+                    url: db.url.parse().expect("postgres URL"),
+                    _postgres: Some(db),
                 })
             }
-        }
-    }
-}
-
-impl Drop for ServerDb {
-    fn drop(&mut self) {
-        if let Some((admin, name)) = &self.postgres {
-            admin_sql(
-                admin,
-                &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-            );
         }
     }
 }
