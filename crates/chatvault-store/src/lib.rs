@@ -19,9 +19,11 @@
 //! # Layout
 //! - [`Store`] and its request/response types (this file and `types`).
 //! - [`MemoryStore`] — the in-memory backend (tests, ephemeral sessions).
+//! - [`kv`] — key-value state beside the records ([`KvStore`], the
+//!   in-memory [`MemoryKv`]), for settings and UI state.
 //! - [`StoreError`].
-//! - [`testing`] (feature `testing`) — the conformance suite every backend
-//!   runs.
+//! - [`testing`] (feature `testing`) — the conformance suites every backend
+//!   runs (Store, and key-value).
 //!
 //! # Proving a new backend
 //! A backend crate runs the Store conformance suite from its tests: enable
@@ -40,12 +42,14 @@
 //! the cases themselves need no runtime.
 
 mod error;
+pub mod kv;
 mod memory;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod types;
 
 pub use error::{BoxError, StoreError};
+pub use kv::{KvError, KvLimits, KvResult, KvStore, KvUsage, MemoryKv, MemoryKvArea};
 pub use memory::MemoryStore;
 pub use types::{
     check_limit, import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins,

@@ -191,21 +191,22 @@ fn expect_err<T: std::fmt::Debug>(
     }
 }
 
-/// Generates the cases (as `pub async fn`s in this module) **and** the
-/// hidden macro that lists them for [`store_conformance_tests!`]
-/// (crate::store_conformance_tests), from one list, so a case cannot exist
-/// without running. The leading `($)` passes a literal `$` into the
-/// generated macro.
+/// Generates the cases of a suite (as `pub async fn`s in this module,
+/// each taking a `&impl $fixture`) **and** the hidden macro `$list` that
+/// instantiates them, from one list, so a case cannot exist without
+/// running. The leading `($)` passes a literal `$` into the generated
+/// macro.
 macro_rules! conformance_cases {
-    (($d:tt) $( $(#[$attr:meta])* async fn $name:ident($b:ident) $body:block )*) => {
+    (($d:tt) $fixture:ident, $list:ident,
+     $( $(#[$attr:meta])* async fn $name:ident($b:ident) $body:block )*) => {
         $(
             $(#[$attr])*
-            pub async fn $name($b: &impl StoreBackend) -> TestResult $body
+            pub async fn $name($b: &impl $fixture) -> TestResult $body
         )*
 
         #[doc(hidden)]
         #[macro_export]
-        macro_rules! __store_conformance_cases {
+        macro_rules! $list {
             ($d test:meta, $d backend:path) => {
                 $(
                     #[$d test]
@@ -234,6 +235,19 @@ macro_rules! store_conformance_tests {
     };
 }
 
+/// Instantiates the key-value conformance suite for a backend:
+/// `kv_conformance_tests!(#[tokio::test], path::to::make_backend)`, where
+/// `make_backend` is an `async fn() -> impl KvBackend`. Generates one test
+/// per case, named `kv_<case>`.
+#[macro_export]
+macro_rules! kv_conformance_tests {
+    (#[$test:meta], $backend:path) => {
+        $crate::__kv_conformance_cases!($test, $backend);
+    };
+}
+
 mod cases;
+mod kv;
 
 pub use cases::*;
+pub use kv::*;

@@ -5,7 +5,7 @@
 
 use super::*;
 
-conformance_cases! {($)
+conformance_cases! {($) StoreBackend, __store_conformance_cases,
 
 /// Put records read back as written; unknown ids are absent, not errors.
 async fn put_records_read_back(b) {
