@@ -265,6 +265,38 @@ pub trait KvStore: MaybeSendSync {
     async fn usage(&self) -> KvResult<KvUsage>;
 }
 
+#[cfg_attr(target_family = "wasm", async_trait(?Send))]
+#[cfg_attr(not(target_family = "wasm"), async_trait)]
+impl<T: KvStore + ?Sized> KvStore for Arc<T> {
+    fn namespace(&self) -> &str {
+        (**self).namespace()
+    }
+
+    async fn get(&self, key: &str) -> KvResult<Option<String>> {
+        (**self).get(key).await
+    }
+
+    async fn set(&self, key: &str, value: &str) -> KvResult<()> {
+        (**self).set(key, value).await
+    }
+
+    async fn remove(&self, key: &str) -> KvResult<()> {
+        (**self).remove(key).await
+    }
+
+    async fn keys(&self) -> KvResult<Vec<String>> {
+        (**self).keys().await
+    }
+
+    async fn clear(&self) -> KvResult<()> {
+        (**self).clear().await
+    }
+
+    async fn usage(&self) -> KvResult<KvUsage> {
+        (**self).usage().await
+    }
+}
+
 /// An in-memory storage area that namespaces share, as a browser origin's
 /// localStorage is shared by everything on it. Clones share the same data.
 #[derive(Debug, Clone, Default)]

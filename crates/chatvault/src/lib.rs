@@ -26,7 +26,8 @@
 //! # Layout
 //! - `vault` — [`Vault`]: opening ([`VaultBuilder`], [`VaultProbe`]), the
 //!   app API (conversations, messages, stats, settings, retention,
-//!   export and import) and, behind [`Vault::replica`], the [`Replica`]
+//!   export and import, key-value state sealed by its keys: [`SealedKv`])
+//!   and, behind [`Vault::replica`], the [`Replica`]
 //!   handle the sync client uses. Its own docs list its parts.
 //! - [`meta_keys`] — every key a vault keeps in its store's metadata.
 //! - `codec` — content fields to the opaque stored body and back.
@@ -55,16 +56,19 @@ pub use chatvault_core::{
     Change, Conversation, ConversationCursor, ConversationId, Hlc, Message, MessageCursor,
     MessageId, Metadata, Page, Role, Timestamp, UserId,
 };
+pub use chatvault_store::kv::{
+    KvError, KvLimits, KvResult, KvStore, KvUsage, MemoryKv, MemoryKvArea,
+};
 pub use chatvault_store::{MemoryStore, OutboxEntry, ParkReason, ParkedEntry, Store, StoreError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, VaultError};
 pub use vault::{
     is_encrypted_export, ApplyReport, CompactionReport, ConversationStats, ConversationUpdate,
     DamagedRecords, ExportEncryption, ExportOptions, ExportReport, ImportOptions, ImportRejection,
-    ImportReport, ImportSource, ListConversations, ListMessages, MessageUpdate, NewConversation,
-    NewMessage, PassphraseChange, Progress, ProgressFn, ProgressPhase, RekeyReport, RemoteApply,
-    Replica, RetentionMode, RetentionReport, StorageFootprint, Vault, VaultBuilder, VaultOptions,
-    VaultProbe, VaultStats,
+    ImportReport, ImportSource, KvSealer, ListConversations, ListMessages, MessageUpdate,
+    NewConversation, NewMessage, PassphraseChange, Progress, ProgressFn, ProgressPhase,
+    RekeyReport, RemoteApply, Replica, RetentionMode, RetentionReport, SealedKv, StorageFootprint,
+    Vault, VaultBuilder, VaultOptions, VaultProbe, VaultStats,
 };
 
 pub use chatvault_crypto::{KdfParams, KdfPolicy};

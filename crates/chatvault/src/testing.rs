@@ -1121,3 +1121,56 @@ macro_rules! __vault_conformance_cases {
         $crate::__vault_conformance_clock!($test, $backend, $mode);
     };
 }
+
+/// A key-value backend whose namespaces are sealed by an encrypted vault
+/// ([`SealedKv`](crate::SealedKv)) over `inner`'s: runs the key-value
+/// conformance suite encrypted on any backend. Build it with
+/// [`SealedKvBackend::new`].
+pub struct SealedKvBackend<B> {
+    vault: Vault,
+    inner: B,
+}
+
+impl<B> SealedKvBackend<B> {
+    /// `inner` sealed by a fresh encrypted vault in memory.
+    pub async fn new(inner: B) -> SealedKvBackend<B> {
+        let clock = Arc::new(ManualClock::new(T0));
+        let vault = Vault::open_encrypted(
+            Arc::new(chatvault_store::MemoryStore::new()),
+            PASSPHRASE,
+            fast_options(clock),
+        )
+        .await
+        .expect("an encrypted vault in memory opens");
+        SealedKvBackend { vault, inner }
+    }
+
+    /// The vault whose keys seal the values.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// The unsealed backend underneath.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+}
+
+impl<B: chatvault_store::testing::KvBackend> chatvault_store::testing::KvBackend
+    for SealedKvBackend<B>
+{
+    async fn open(
+        &self,
+        name: &str,
+        limits: chatvault_store::KvLimits,
+    ) -> chatvault_store::KvResult<Arc<dyn chatvault_store::KvStore>> {
+        let inner = self.inner.open(name, limits).await?;
+        let sealed =
+            self.vault
+                .sealed_kv(inner)
+                .map_err(|e| chatvault_store::KvError::Backend {
+                    detail: e.to_string(),
+                })?;
+        Ok(Arc::new(sealed))
+    }
+}

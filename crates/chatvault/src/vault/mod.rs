@@ -9,6 +9,7 @@
 //! - `types` — the app API's request and answer types.
 //! - `records` — conversations and messages (the app API).
 //! - `keys` — header, key envelope, unlocking, passphrase changes.
+//! - `kv` — key-value state sealed with the vault's keys.
 //! - `stamps` — the hybrid logical clock, its persisted mark and the one
 //!   stamped write path.
 //! - `replica` — [`Replica`]: what only the sync client needs.
@@ -24,6 +25,7 @@ mod builder;
 mod export_run;
 mod import_run;
 mod keys;
+mod kv;
 mod records;
 mod replica;
 mod retention_run;
@@ -36,6 +38,7 @@ pub use builder::{VaultBuilder, VaultOptions, VaultProbe};
 pub use export_run::{ExportEncryption, ExportOptions, ExportReport};
 pub use import_run::{ImportOptions, ImportRejection, ImportReport, ImportSource};
 pub use keys::{PassphraseChange, RekeyReport};
+pub use kv::{KvSealer, SealedKv};
 pub use replica::{RemoteApply, Replica};
 pub use retention_run::{RetentionMode, RetentionReport};
 pub use settings::{is_encrypted_export, Progress, ProgressFn, ProgressPhase};
