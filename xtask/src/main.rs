@@ -313,7 +313,7 @@ fn test() -> Result<()> {
         ]),
     )?;
     run(
-        "browser tests (wasm-bindgen-test, headless Chromium): IndexedDB store, Store and Vault conformance",
+        "browser tests (wasm-bindgen-test, headless Chromium): IndexedDB store, Store and Vault conformance, key-value state on localStorage, sessionStorage and IndexedDB",
         cargo()
             .args([
                 "test",

@@ -17,7 +17,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{DomException, Event, IdbFactory, IdbRequest, IdbRequestReadyState, IdbTransaction};
+use web_sys::{
+    DomException, Event, IdbDatabase, IdbFactory, IdbOpenDbRequest, IdbRequest,
+    IdbRequestReadyState, IdbTransaction, IdbVersionChangeEvent,
+};
 
 /// A DOM error, copied out of JS (name and message) so it can travel as the
 /// `Send + Sync` source of a [`StoreError`].
@@ -108,6 +111,92 @@ pub(crate) fn factory() -> Result<IdbFactory, StoreError> {
             detail: "this JavaScript environment has no IndexedDB".into(),
             source: None,
         })
+}
+
+/// What migrates a database from the version it has (0: new) to the one
+/// asked for, inside the browser's versionchange transaction.
+pub(crate) type Upgrade = fn(&IdbDatabase, &IdbTransaction, u32) -> Result<(), JsValue>;
+
+/// Opens (creating or upgrading as needed) the database `name` at
+/// `version`: `upgrade` runs in `onupgradeneeded`, and a failure there
+/// aborts the versionchange transaction, leaving the database as it was.
+/// A database at a newer version is
+/// [`StoreError::NewerSchema`]. Returns the connection and the
+/// `versionchange` listener that closes it when another tab needs to
+/// upgrade (keep it as long as the connection).
+pub(crate) async fn open_database(
+    name: &str,
+    version: u32,
+    upgrade: Upgrade,
+) -> Result<(IdbDatabase, Closure<dyn FnMut(Event)>), StoreError> {
+    let request = factory()?
+        .open_with_u32(name, version)
+        .map_err(|e| store_error("opening", DomError::from_js(&e)))?;
+    let failure: Rc<RefCell<Option<JsValue>>> = Rc::default();
+    let on_upgrade = {
+        let (request, failure) = (request.clone(), failure.clone());
+        Closure::<dyn FnMut(IdbVersionChangeEvent)>::new(move |e: IdbVersionChangeEvent| {
+            let run = || -> Result<(), JsValue> {
+                let db: IdbDatabase = request.result()?.unchecked_into();
+                let tx: IdbTransaction = request
+                    .transaction()
+                    .ok_or_else(|| JsValue::from_str("no versionchange transaction"))?;
+                upgrade(&db, &tx, e.old_version() as u32).inspect_err(|_| {
+                    let _ = tx.abort();
+                })
+            };
+            if let Err(err) = run() {
+                *failure.borrow_mut() = Some(err);
+            }
+        })
+    };
+    request.set_onupgradeneeded(Some(on_upgrade.as_ref().unchecked_ref()));
+    let blocked = Closure::<dyn FnMut(Event)>::new(|_: Event| {
+        tracing::warn!("opening an IndexedDB database waits for another tab to close it");
+    });
+    request.set_onblocked(Some(blocked.as_ref().unchecked_ref()));
+    let opened = wait(&request).await;
+    request.set_onupgradeneeded(None);
+    request.set_onblocked(None);
+    let db: IdbDatabase = match opened {
+        Ok(db) => db.unchecked_into(),
+        Err(e) if e.name == "VersionError" => {
+            return Err(StoreError::NewerSchema {
+                found: stored_version(name).await?,
+                supported: version,
+            })
+        }
+        Err(e) => {
+            let cause = failure
+                .borrow_mut()
+                .take()
+                .map_or(e, |f| DomError::from_js(&f));
+            return Err(store_error("opening", cause));
+        }
+    };
+    let on_version_change = {
+        let db = db.clone();
+        Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+            tracing::info!("another connection upgrades an IndexedDB database; closing this one");
+            db.close();
+        })
+    };
+    db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
+    Ok((db, on_version_change))
+}
+
+/// The version of an existing database (opened without asking for one).
+async fn stored_version(name: &str) -> Result<u32, StoreError> {
+    let request: IdbOpenDbRequest = factory()?
+        .open(name)
+        .map_err(|e| store_error("opening", DomError::from_js(&e)))?;
+    let db: IdbDatabase = wait(&request)
+        .await
+        .map_err(|e| store_error("opening", e))?
+        .unchecked_into();
+    let version = db.version() as u32;
+    db.close();
+    Ok(version)
 }
 
 /// What a finished request holds: its result or its error.

@@ -1,5 +1,6 @@
-//! chatvault's browser store: the [`Store`](chatvault_store::Store)
-//! contract on IndexedDB, for `wasm32` in a page or a Web Worker.
+//! chatvault's browser storage: the [`Store`](chatvault_store::Store)
+//! contract on IndexedDB, for `wasm32` in a page or a Web Worker, and
+//! key-value state on localStorage, sessionStorage and IndexedDB ([`kv`]).
 //!
 //! On any other target the crate is empty, so the native workspace builds
 //! and lints nothing of the browser.
@@ -52,12 +53,17 @@
 //! - `read` — the queries, one readonly transaction each.
 //! - `write` — batch application in one readwrite transaction.
 //! - `codec` — records to and from the stored JS objects.
-//! - `idb` — awaiting requests and transactions; DOM errors.
+//! - `idb` — opening databases, awaiting requests and transactions; DOM
+//!   errors.
+//! - [`kv`] — key-value state on localStorage, sessionStorage and
+//!   IndexedDB (its own database).
 
 #[cfg(target_family = "wasm")]
 mod codec;
 #[cfg(target_family = "wasm")]
 mod idb;
+#[cfg(target_family = "wasm")]
+pub mod kv;
 #[cfg(target_family = "wasm")]
 mod read;
 #[cfg(target_family = "wasm")]

@@ -8,13 +8,10 @@ use async_trait::async_trait;
 use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
 use chatvault_store::{
     BatchSource, ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, ParkedEntry,
-    Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
+    Result, Store, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
 };
-use std::cell::RefCell;
-use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
-use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{Event, IdbDatabase, IdbOpenDbRequest, IdbTransaction, IdbVersionChangeEvent};
+use web_sys::{Event, IdbDatabase};
 
 /// How hard a commit works to be durable (IndexedDB's transaction
 /// `durability` hint).
@@ -72,60 +69,8 @@ impl std::fmt::Debug for IndexedDbStore {
 impl IndexedDbStore {
     /// Opens (creating or upgrading as needed) the database `name`.
     pub async fn open(name: &str, options: IndexedDbOptions) -> Result<Self> {
-        let factory = idb::factory()?;
-        let request = factory
-            .open_with_u32(name, SCHEMA_VERSION)
-            .map_err(|e| store_error("opening", DomError::from_js(&e)))?;
-        let failure: Rc<RefCell<Option<JsValue>>> = Rc::default();
-        let upgrade = {
-            let (request, failure) = (request.clone(), failure.clone());
-            Closure::<dyn FnMut(IdbVersionChangeEvent)>::new(move |e: IdbVersionChangeEvent| {
-                let run = || -> std::result::Result<(), JsValue> {
-                    let db: IdbDatabase = request.result()?.unchecked_into();
-                    let tx: IdbTransaction = request
-                        .transaction()
-                        .ok_or_else(|| JsValue::from_str("no versionchange transaction"))?;
-                    schema::upgrade(&db, &tx, e.old_version() as u32).inspect_err(|_| {
-                        let _ = tx.abort();
-                    })
-                };
-                if let Err(err) = run() {
-                    *failure.borrow_mut() = Some(err);
-                }
-            })
-        };
-        request.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
-        let blocked = Closure::<dyn FnMut(Event)>::new(|_: Event| {
-            tracing::warn!("opening the IndexedDB store waits for another tab to close it");
-        });
-        request.set_onblocked(Some(blocked.as_ref().unchecked_ref()));
-        let opened = wait(&request).await;
-        request.set_onupgradeneeded(None);
-        request.set_onblocked(None);
-        let db: IdbDatabase = match opened {
-            Ok(db) => db.unchecked_into(),
-            Err(e) if e.name == "VersionError" => {
-                return Err(StoreError::NewerSchema {
-                    found: stored_version(name).await?,
-                    supported: SCHEMA_VERSION,
-                })
-            }
-            Err(e) => {
-                let cause = failure
-                    .borrow_mut()
-                    .take()
-                    .map_or(e, |f| DomError::from_js(&f));
-                return Err(store_error("opening", cause));
-            }
-        };
-        let on_version_change = {
-            let db = db.clone();
-            Closure::<dyn FnMut(Event)>::new(move |_: Event| {
-                tracing::info!("another connection upgrades the IndexedDB store; closing this one");
-                db.close();
-            })
-        };
-        db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
+        let (db, on_version_change) =
+            idb::open_database(name, SCHEMA_VERSION, schema::upgrade).await?;
         tracing::debug!(name, version = SCHEMA_VERSION, "opened the IndexedDB store");
         Ok(Self {
             db,
@@ -152,20 +97,6 @@ impl IndexedDbStore {
             .map(|_| ())
             .map_err(|e| store_error("deleting the database", e))
     }
-}
-
-/// The version of an existing database (opened without asking for one).
-async fn stored_version(name: &str) -> Result<u32> {
-    let request: IdbOpenDbRequest = idb::factory()?
-        .open(name)
-        .map_err(|e| store_error("opening", DomError::from_js(&e)))?;
-    let db: IdbDatabase = wait(&request)
-        .await
-        .map_err(|e| store_error("opening", e))?
-        .unchecked_into();
-    let version = db.version() as u32;
-    db.close();
-    Ok(version)
 }
 
 impl Drop for IndexedDbStore {
@@ -251,6 +182,7 @@ impl Store for IndexedDbStore {
 mod tests {
     use super::*;
     use js_sys::Reflect;
+    use wasm_bindgen::JsValue;
     use wasm_bindgen_test::wasm_bindgen_test;
 
     wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
