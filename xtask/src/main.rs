@@ -9,6 +9,8 @@
 //!   browser tests in headless Chromium, every native test with
 //!   cargo-nextest, and the doc tests. Installs are skipped when already
 //!   present, so repeated runs are fast.
+//! - `package` — builds the TypeScript package `web/packages/chatvault`
+//!   (the `chatvault-wasm` binding through the pinned wasm-bindgen-cli).
 //! - `demo` — runs the sync server on embedded SQLite with the web demo and
 //!   prints the URL to open.
 //! - `bench` — runs the criterion benchmarks and prints each measurement
@@ -49,6 +51,8 @@ enum Task {
         )]
         server_args: Vec<String>,
     },
+    /// Build the TypeScript package (web/packages/chatvault): the wasm binding and its JS glue.
+    Package,
     /// Run the criterion benchmarks and print each measurement's ratio to its baseline.
     Bench(BenchArgs),
     /// Run the sync simulation over many seeds (CI runs 200 on each server store).
@@ -80,6 +84,11 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Test => test(),
         Task::Demo { server_args } => demo(&server_args),
+        Task::Package => {
+            ensure_wasm_target()?;
+            ensure_wasm_bindgen_cli()?;
+            package()
+        }
         Task::Bench(args) => bench(&args),
         Task::Soak(args) => soak(&args),
     }
@@ -277,7 +286,7 @@ fn test() -> Result<()> {
     // The browser crates on wasm32: these two steps also build (and so
     // prove) the pure crates and the Vault facade without SQLite for wasm32.
     run(
-        "cargo clippy -D warnings (wasm32: pure crates, Vault facade, IndexedDB store)",
+        "cargo clippy -D warnings (wasm32: pure crates, Vault facade, IndexedDB store, JS binding)",
         cargo().args([
             "clippy",
             "--target",
@@ -292,6 +301,8 @@ fn test() -> Result<()> {
             "chatvault",
             "-p",
             "chatvault-indexeddb",
+            "-p",
+            "chatvault-wasm",
             "--no-default-features",
             "--",
             "-D",
@@ -328,6 +339,8 @@ fn test() -> Result<()> {
                 "wasm-bindgen-test-runner",
             ),
     )?;
+    package()?;
+    package_tests()?;
     run(
         "tests (nextest)",
         cargo().args([
@@ -450,12 +463,17 @@ fn bench(options: &BenchArgs) -> Result<()> {
 }
 
 /// Where criterion writes its estimates, found the way criterion finds it:
-/// `CRITERION_HOME`, else `criterion/` in cargo's target directory (which
-/// `CARGO_TARGET_DIR` or a cargo config may move out of the workspace).
+/// `CRITERION_HOME`, else `criterion/` in cargo's target directory.
 fn criterion_dir() -> Result<PathBuf> {
     if let Some(home) = std::env::var_os("CRITERION_HOME") {
         return Ok(PathBuf::from(home));
     }
+    Ok(target_dir()?.join("criterion"))
+}
+
+/// Cargo's target directory (which `CARGO_TARGET_DIR` or a cargo config may
+/// move out of the workspace).
+fn target_dir() -> Result<PathBuf> {
     let output = cargo()
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .output()
@@ -467,7 +485,78 @@ fn criterion_dir() -> Result<PathBuf> {
     let target = metadata["target_directory"]
         .as_str()
         .context("cargo metadata without a target_directory")?;
-    Ok(PathBuf::from(target).join("criterion"))
+    Ok(PathBuf::from(target))
+}
+
+/// The workspace root.
+fn root() -> Result<PathBuf> {
+    Ok(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask is not inside the workspace")?
+        .to_path_buf())
+}
+
+/// The TypeScript package's directory.
+fn package_dir() -> Result<PathBuf> {
+    Ok(root()?.join("web").join("packages").join("chatvault"))
+}
+
+/// Builds the TypeScript package: the `chatvault-wasm` binding for wasm32
+/// (the dev profile the browser tests already built its dependencies in:
+/// one profile, one build), then its JS glue into `pkg/` with the pinned
+/// wasm-bindgen-cli.
+fn package() -> Result<()> {
+    run(
+        "build the wasm binding (chatvault-wasm, wasm32)",
+        cargo().args([
+            "build",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "chatvault-wasm",
+        ]),
+    )?;
+    let wasm = target_dir()?
+        .join("wasm32-unknown-unknown")
+        .join("debug")
+        .join("chatvault_wasm.wasm");
+    let out = package_dir()?.join("pkg");
+    run(
+        "wasm-bindgen: the package's JS glue (web/packages/chatvault/pkg)",
+        Command::new("wasm-bindgen")
+            .args(["--target", "web", "--out-dir"])
+            .arg(&out)
+            .arg(&wasm),
+    )
+}
+
+/// Runs the package's own checks: installs its npm dev dependencies when
+/// missing (`npm ci`: exactly the lock file), type-checks the `.d.ts`
+/// against a typed use of the API, and runs the tests in headless
+/// Chromium (playwright-core drives Debian's Chromium).
+fn package_tests() -> Result<()> {
+    let dir = package_dir()?;
+    if !dir.join("node_modules").join(".package-lock.json").exists() {
+        run(
+            "npm ci (the package's dev dependencies)",
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir),
+        )?;
+    }
+    run(
+        "type-check the package's .d.ts (tsc)",
+        Command::new("npm")
+            .args(["run", "--silent", "typecheck"])
+            .current_dir(&dir),
+    )?;
+    run(
+        "package tests (playwright-core, headless Chromium): reload, wrong passphrase, a tab closed mid-write, no plaintext in IndexedDB or localStorage",
+        Command::new("npm")
+            .args(["test", "--silent"])
+            .env("CHROMIUM", "/usr/bin/chromium")
+            .current_dir(&dir),
+    )
 }
 
 fn human(ns: f64) -> String {
@@ -481,10 +570,7 @@ fn human(ns: f64) -> String {
 /// Runs the sync server on embedded SQLite (under `target/demo/`) with the
 /// web demo at `/`; the server prints the URL to open.
 fn demo(server_args: &[String]) -> Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask is not inside the workspace")?
-        .to_path_buf();
+    let root = root()?;
     let data = root.join("target").join("demo");
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let database = format!("sqlite://{}", data.join("chatvault-server.db").display());

@@ -103,6 +103,27 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A stable, machine-readable name of the situation (see
+    /// `VaultError::code` in the `chatvault` crate).
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Corrupt { .. } => "corrupt_store",
+            StoreError::Full { .. } => "storage_full",
+            StoreError::NewerSchema { .. } => "newer_schema",
+            StoreError::Busy { .. } => "busy",
+            StoreError::Unavailable { .. } => "unavailable",
+            StoreError::Decode(_) => "corrupt_record",
+            StoreError::ConversationNotFound(_) => "not_found",
+            StoreError::VersionChanged { .. } => "version_changed",
+            StoreError::StampsTaken { .. } => "contended",
+            StoreError::InvalidRequest(_) => "invalid",
+            StoreError::Unsupported(_) => "unsupported",
+            StoreError::Backend { .. } => "storage_failed",
+        }
+    }
+}
+
+impl StoreError {
     /// [`StoreError::Corrupt`] found by the store itself (no backend error).
     pub fn corrupt(detail: impl Into<String>) -> Self {
         Self::Corrupt {

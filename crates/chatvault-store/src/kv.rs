@@ -100,6 +100,21 @@ pub enum KvError {
     },
 }
 
+impl KvError {
+    /// A stable, machine-readable name of the situation (see
+    /// `VaultError::code` in the `chatvault` crate).
+    pub fn code(&self) -> &'static str {
+        match self {
+            KvError::TooLarge { .. } => "too_large",
+            KvError::Full { .. } => "storage_full",
+            KvError::Unavailable { .. } => "unavailable",
+            KvError::Invalid { .. } => "invalid",
+            KvError::Damaged { .. } => "damaged",
+            KvError::Backend { .. } => "storage_failed",
+        }
+    }
+}
+
 /// Result of a key-value operation.
 pub type KvResult<T> = std::result::Result<T, KvError>;
 
@@ -265,37 +280,44 @@ pub trait KvStore: MaybeSendSync {
     async fn usage(&self) -> KvResult<KvUsage>;
 }
 
-#[cfg_attr(target_family = "wasm", async_trait(?Send))]
-#[cfg_attr(not(target_family = "wasm"), async_trait)]
-impl<T: KvStore + ?Sized> KvStore for Arc<T> {
-    fn namespace(&self) -> &str {
-        (**self).namespace()
-    }
+/// A shared or boxed namespace is a namespace.
+macro_rules! forward_kv_store {
+    ($($holder:ident),*) => {$(
+        #[cfg_attr(target_family = "wasm", async_trait(?Send))]
+        #[cfg_attr(not(target_family = "wasm"), async_trait)]
+        impl<T: KvStore + ?Sized> KvStore for $holder<T> {
+            fn namespace(&self) -> &str {
+                (**self).namespace()
+            }
 
-    async fn get(&self, key: &str) -> KvResult<Option<String>> {
-        (**self).get(key).await
-    }
+            async fn get(&self, key: &str) -> KvResult<Option<String>> {
+                (**self).get(key).await
+            }
 
-    async fn set(&self, key: &str, value: &str) -> KvResult<()> {
-        (**self).set(key, value).await
-    }
+            async fn set(&self, key: &str, value: &str) -> KvResult<()> {
+                (**self).set(key, value).await
+            }
 
-    async fn remove(&self, key: &str) -> KvResult<()> {
-        (**self).remove(key).await
-    }
+            async fn remove(&self, key: &str) -> KvResult<()> {
+                (**self).remove(key).await
+            }
 
-    async fn keys(&self) -> KvResult<Vec<String>> {
-        (**self).keys().await
-    }
+            async fn keys(&self) -> KvResult<Vec<String>> {
+                (**self).keys().await
+            }
 
-    async fn clear(&self) -> KvResult<()> {
-        (**self).clear().await
-    }
+            async fn clear(&self) -> KvResult<()> {
+                (**self).clear().await
+            }
 
-    async fn usage(&self) -> KvResult<KvUsage> {
-        (**self).usage().await
-    }
+            async fn usage(&self) -> KvResult<KvUsage> {
+                (**self).usage().await
+            }
+        }
+    )*};
 }
+
+forward_kv_store!(Arc, Box);
 
 /// An in-memory storage area that namespaces share, as a browser origin's
 /// localStorage is shared by everything on it. Clones share the same data.

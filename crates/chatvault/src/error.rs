@@ -172,5 +172,71 @@ impl From<chatvault_crypto::CryptoError> for VaultError {
     }
 }
 
+impl VaultError {
+    /// A stable, machine-readable name of the situation (`"wrong_passphrase"`,
+    /// `"not_found"`, `"storage_full"`...): what the TypeScript API puts in
+    /// `ChatvaultError.code`, and what an app branches on. Texts never
+    /// change meaning; new situations get new codes.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VaultError::NotFound { .. } => "not_found",
+            VaultError::CorruptRecord { .. } => "corrupt_record",
+            VaultError::WrongPassphrase => "wrong_passphrase",
+            VaultError::Locked => "locked",
+            VaultError::NotEncrypted => "not_encrypted",
+            VaultError::LinkedToAccount { .. } => "linked_to_account",
+            VaultError::Crypto(_) => "crypto",
+            VaultError::ExportFile(_) => "export_file",
+            VaultError::ExportLocked => "export_locked",
+            VaultError::NewerFormat { .. } => "newer_format",
+            VaultError::MissingEnvelope => "missing_envelope",
+            VaultError::TamperedHeader { .. } => "tampered_header",
+            VaultError::StaleEnvelope { .. } => "stale_envelope",
+            VaultError::CorruptMetadata { .. } => "corrupt_metadata",
+            VaultError::EnvelopeChanged => "envelope_changed",
+            VaultError::ForeignAccountKey => "foreign_account_key",
+            VaultError::NoRandomness(_) => "no_randomness",
+            VaultError::Contended { .. } => "contended",
+            VaultError::RecordTooLarge { .. } => "record_too_large",
+            VaultError::Internal(_) => "internal",
+            VaultError::Invalid(_) => "invalid",
+            VaultError::Store(e) => e.code(),
+        }
+    }
+}
+
 /// Result alias for vault operations.
 pub type Result<T, E = VaultError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_snake_case_names() {
+        let cases: Vec<(VaultError, &str)> = vec![
+            (VaultError::WrongPassphrase, "wrong_passphrase"),
+            (VaultError::Locked, "locked"),
+            (VaultError::NotEncrypted, "not_encrypted"),
+            (
+                VaultError::Store(StoreError::Full {
+                    detail: "quota".into(),
+                    source: None,
+                }),
+                "storage_full",
+            ),
+            (
+                VaultError::Store(StoreError::NewerSchema {
+                    found: 9,
+                    supported: 4,
+                }),
+                "newer_schema",
+            ),
+            (VaultError::Internal("x"), "internal"),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code, "{error}");
+            assert!(code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+    }
+}

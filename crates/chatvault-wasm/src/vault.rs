@@ -1,0 +1,382 @@
+//! `openVault` and the `WasmVault` handle: the app API of
+//! [`Vault`] on an IndexedDB store.
+
+use crate::boundary::{id, invalid, json, parse, promise, Answer};
+use chatvault::{
+    ConversationCursor, ConversationId, ConversationUpdate, ListConversations, ListMessages,
+    MessageCursor, MessageId, MessageUpdate, Metadata, NewConversation, NewMessage, RetentionMode,
+    RetentionPolicy, Role, Store, Timestamp, Vault,
+};
+use chatvault_indexeddb::{Durability, IndexedDbOptions, IndexedDbStore};
+use js_sys::Promise;
+use serde::Deserialize;
+use std::rc::Rc;
+use std::sync::Arc;
+use wasm_bindgen::prelude::*;
+
+/// Largest page a listing hands out in one call.
+const MAX_PAGE: usize = 1000;
+
+/// What `openVault` takes besides the name.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct OpenOptions {
+    /// Encrypt (or unlock) with this passphrase; plaintext without one.
+    passphrase: Option<String>,
+    /// `"strict"` (default: reported once on disk) or `"relaxed"`.
+    durability: Option<String>,
+}
+
+/// Opens (creating on first use) the vault stored in the IndexedDB
+/// database `name`. `options` is JSON: `{passphrase?, durability?}`.
+/// Resolves to a [`WasmVault`]; rejects with `wrong_passphrase`, `locked`
+/// (encrypted, no passphrase), `not_encrypted`, `newer_schema`...
+#[wasm_bindgen(js_name = openVault)]
+pub fn open_vault(name: String, options: String) -> Promise {
+    promise(async move {
+        let options: OpenOptions = parse("vault options", &options)?;
+        let durability = match options.durability.as_deref() {
+            None | Some("strict") => Durability::Strict,
+            Some("relaxed") => Durability::Relaxed,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "durability {other:?}: expected \"strict\" or \"relaxed\""
+                )))
+            }
+        };
+        let store = IndexedDbStore::open(
+            &name,
+            IndexedDbOptions {
+                durability,
+                ..IndexedDbOptions::default()
+            },
+        )
+        .await?;
+        // The store API takes `Arc<dyn Store>` on every target; in a browser
+        // the store holds JS handles and the one thread makes it a count.
+        #[allow(clippy::arc_with_non_send_sync)]
+        let store: Arc<dyn Store> = Arc::new(store);
+        let mut builder = Vault::builder().store(store);
+        if let Some(passphrase) = &options.passphrase {
+            builder = builder.passphrase(passphrase);
+        }
+        let vault = builder.open().await?;
+        tracing::debug!(name, encrypted = vault.is_encrypted(), "opened a vault");
+        Ok(WasmVault {
+            vault: Rc::new(vault),
+            name,
+        }
+        .into())
+    })
+}
+
+/// An open vault. Every method returns a promise of JSON text (parsed by
+/// the package) or `undefined`; methods may run concurrently (the vault
+/// orders its writes itself).
+#[wasm_bindgen]
+pub struct WasmVault {
+    vault: Rc<Vault>,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewConversationIn {
+    title: String,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConversationPatch {
+    title: Option<String>,
+    metadata: Option<Metadata>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConversationsQuery {
+    limit: Option<usize>,
+    after: Option<ConversationCursor>,
+    active_from: Option<Timestamp>,
+    active_to: Option<Timestamp>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewMessageIn {
+    role: Role,
+    content: String,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MessagePatch {
+    content: Option<String>,
+    metadata: Option<Metadata>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MessagesQuery {
+    limit: Option<usize>,
+    before: Option<MessageCursor>,
+}
+
+fn page_size(limit: Option<usize>) -> Result<usize, crate::boundary::Failure> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(invalid(format!("limit {n}: expected 1 to {MAX_PAGE}"))),
+    }
+}
+
+impl WasmVault {
+    /// Runs `work` with a handle on the vault that outlives this call.
+    fn with<F, Fut>(&self, work: F) -> Promise
+    where
+        F: FnOnce(Rc<Vault>) -> Fut,
+        Fut: std::future::Future<Output = Answer> + 'static,
+    {
+        promise(work(self.vault.clone()))
+    }
+}
+
+#[wasm_bindgen]
+impl WasmVault {
+    /// The IndexedDB database the vault lives in.
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Whether content is encrypted at rest.
+    #[wasm_bindgen(getter, js_name = isEncrypted)]
+    pub fn is_encrypted(&self) -> bool {
+        self.vault.is_encrypted()
+    }
+
+    /// Creates a conversation from `{title, metadata?}`.
+    #[wasm_bindgen(js_name = createConversation)]
+    pub fn create_conversation(&self, input: String) -> Promise {
+        self.with(|vault| async move {
+            let input: NewConversationIn = parse("conversation", &input)?;
+            let created = vault
+                .create_conversation(NewConversation {
+                    title: input.title,
+                    metadata: input.metadata,
+                })
+                .await?;
+            json(&created)
+        })
+    }
+
+    /// The conversation `id`.
+    pub fn conversation(&self, id_text: String) -> Promise {
+        self.with(|vault| async move {
+            let id: ConversationId = id("conversation id", &id_text)?;
+            json(&vault.conversation(id).await?)
+        })
+    }
+
+    /// A page of conversations, most recent activity first:
+    /// `{limit?, after?, activeFrom?, activeTo?}`.
+    pub fn conversations(&self, query: String) -> Promise {
+        self.with(|vault| async move {
+            let query: ConversationsQuery = parse("conversation query", &query)?;
+            let page = vault
+                .conversations(ListConversations {
+                    active_from: query.active_from,
+                    active_to: query.active_to,
+                    after: query.after,
+                    limit: page_size(query.limit)?,
+                })
+                .await?;
+            json(&page)
+        })
+    }
+
+    /// Changes a conversation's title and/or metadata: `{title?, metadata?}`.
+    #[wasm_bindgen(js_name = updateConversation)]
+    pub fn update_conversation(&self, id_text: String, patch: String) -> Promise {
+        self.with(|vault| async move {
+            let id: ConversationId = id("conversation id", &id_text)?;
+            let patch: ConversationPatch = parse("conversation change", &patch)?;
+            let updated = vault
+                .update_conversation(
+                    id,
+                    ConversationUpdate {
+                        title: patch.title,
+                        metadata: patch.metadata,
+                    },
+                )
+                .await?;
+            json(&updated)
+        })
+    }
+
+    /// Deletes a conversation and its messages (synced as a deletion).
+    #[wasm_bindgen(js_name = deleteConversation)]
+    pub fn delete_conversation(&self, id_text: String) -> Promise {
+        self.with(|vault| async move {
+            let id: ConversationId = id("conversation id", &id_text)?;
+            vault.delete_conversation(id).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Adds `{role, content, metadata?}` to a conversation.
+    #[wasm_bindgen(js_name = addMessage)]
+    pub fn add_message(&self, conversation: String, input: String) -> Promise {
+        self.with(|vault| async move {
+            let conversation: ConversationId = id("conversation id", &conversation)?;
+            let input: NewMessageIn = parse("message", &input)?;
+            let mut message = NewMessage::new(input.role, input.content);
+            message.metadata = input.metadata;
+            json(&vault.add_message(conversation, message).await?)
+        })
+    }
+
+    /// Adds many messages `[{role, content, metadata?}, ...]` to one
+    /// conversation in one write.
+    #[wasm_bindgen(js_name = addMessages)]
+    pub fn add_messages(&self, conversation: String, inputs: String) -> Promise {
+        self.with(|vault| async move {
+            let conversation: ConversationId = id("conversation id", &conversation)?;
+            let inputs: Vec<NewMessageIn> = parse("messages", &inputs)?;
+            let messages = inputs
+                .into_iter()
+                .map(|input| {
+                    let mut message = NewMessage::new(input.role, input.content);
+                    message.metadata = input.metadata;
+                    message
+                })
+                .collect();
+            json(&vault.add_messages(conversation, messages).await?)
+        })
+    }
+
+    /// The message `id`.
+    pub fn message(&self, id_text: String) -> Promise {
+        self.with(|vault| async move {
+            let id: MessageId = id("message id", &id_text)?;
+            json(&vault.message(id).await?)
+        })
+    }
+
+    /// A page of a conversation's messages, newest first: `{limit?, before?}`.
+    pub fn messages(&self, conversation: String, query: String) -> Promise {
+        self.with(|vault| async move {
+            let conversation: ConversationId = id("conversation id", &conversation)?;
+            let query: MessagesQuery = parse("message query", &query)?;
+            let page = vault
+                .messages(
+                    conversation,
+                    ListMessages {
+                        before: query.before,
+                        limit: page_size(query.limit)?,
+                    },
+                )
+                .await?;
+            json(&page)
+        })
+    }
+
+    /// Edits a message: `{content?, metadata?}`.
+    #[wasm_bindgen(js_name = updateMessage)]
+    pub fn update_message(&self, id_text: String, patch: String) -> Promise {
+        self.with(|vault| async move {
+            let id: MessageId = id("message id", &id_text)?;
+            let patch: MessagePatch = parse("message change", &patch)?;
+            let updated = vault
+                .update_message(
+                    id,
+                    MessageUpdate {
+                        content: patch.content,
+                        metadata: patch.metadata,
+                    },
+                )
+                .await?;
+            json(&updated)
+        })
+    }
+
+    /// Deletes a message (synced as a deletion).
+    #[wasm_bindgen(js_name = deleteMessage)]
+    pub fn delete_message(&self, id_text: String) -> Promise {
+        self.with(|vault| async move {
+            let id: MessageId = id("message id", &id_text)?;
+            vault.delete_message(id).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Counts and sizes: conversations, messages, tombstones, pending
+    /// changes, stored bytes, per conversation.
+    pub fn stats(&self) -> Promise {
+        self.with(|vault| async move { json(&vault.stats().await?) })
+    }
+
+    /// The stored retention policy, or `null`.
+    #[wasm_bindgen(js_name = retentionPolicy)]
+    pub fn retention_policy(&self) -> Promise {
+        self.with(|vault| async move { json(&vault.retention_policy().await?) })
+    }
+
+    /// Stores a retention policy (`{maxAgeDays?, maxConversations?,
+    /// maxBytes?}`), or removes it with `null`. Storing does not delete.
+    #[wasm_bindgen(js_name = setRetentionPolicy)]
+    pub fn set_retention_policy(&self, policy: String) -> Promise {
+        self.with(|vault| async move {
+            let policy: Option<RetentionPolicy> = parse("retention policy", &policy)?;
+            vault.set_retention_policy(policy.as_ref()).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Runs `policy`: with `dryRun` only reports what it would delete.
+    #[wasm_bindgen(js_name = runRetention)]
+    pub fn run_retention(&self, policy: String, dry_run: bool) -> Promise {
+        self.with(|vault| async move {
+            let policy: RetentionPolicy = parse("retention policy", &policy)?;
+            let mode = if dry_run {
+                RetentionMode::DryRun
+            } else {
+                RetentionMode::Apply
+            };
+            json(&vault.run_retention(&policy, mode).await?)
+        })
+    }
+
+    /// Changes the passphrase (re-wraps the key; rewrites no record).
+    #[wasm_bindgen(js_name = changePassphrase)]
+    pub fn change_passphrase(&self, old: String, new: String) -> Promise {
+        self.with(|vault| async move {
+            vault.change_passphrase(&old, &new).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Starts a new data key for what is written from now on.
+    #[wasm_bindgen(js_name = rotateDataKey)]
+    pub fn rotate_data_key(&self, passphrase: String) -> Promise {
+        self.with(|vault| async move {
+            vault.rotate_data_key(&passphrase).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// A key-value namespace of `area` (`"local"`, `"session"` or
+    /// `"indexeddb"`) sealed by this vault's keys.
+    #[wasm_bindgen(js_name = sealedKv)]
+    pub fn sealed_kv(&self, area: String, namespace: String) -> Promise {
+        self.with(|vault| async move {
+            let kv = crate::kv::open(&area, &namespace).await?;
+            let sealed = vault.sealed_kv(kv)?;
+            Ok(crate::kv::WasmKv::new(Box::new(sealed)).into())
+        })
+    }
+}

@@ -1,0 +1,205 @@
+// chatvault for the browser. Times are numbers: milliseconds since the
+// Unix epoch (pass them to `new Date(ms)` to display). Ids are UUIDv7 text.
+
+/** Stable names of what went wrong (the Rust side's `code()`). */
+export type ErrorCode =
+  | "wrong_passphrase"
+  | "locked"
+  | "not_encrypted"
+  | "not_found"
+  | "invalid"
+  | "storage_full"
+  | "too_large"
+  | "record_too_large"
+  | "damaged"
+  | "corrupt_record"
+  | "corrupt_store"
+  | "newer_schema"
+  | "newer_format"
+  | "unavailable"
+  | "contended"
+  | "linked_to_account"
+  | (string & {});
+
+/** Every failure of this package: `code` is stable, `message` for people. */
+export class ChatvaultError extends Error {
+  readonly name: "ChatvaultError";
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: ErrorOptions);
+}
+
+export type Role = "user" | "assistant" | "system" | "tool";
+export type Metadata = Record<string, unknown>;
+
+export interface Conversation {
+  id: string;
+  userId: string;
+  title: string;
+  createdAt: number;
+  /** Last activity: the later of its own last edit and its newest message. */
+  updatedAt: number;
+  /** Version stamp (last-writer-wins across devices). */
+  version: string;
+  metadata: Metadata;
+}
+
+export interface Message {
+  id: string;
+  conversationId: string;
+  role: Role;
+  content: string;
+  createdAt: number;
+  updatedAt: number;
+  version: string;
+  metadata: Metadata;
+}
+
+/** One page of a listing; pass `nextCursor` back for the next one. */
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+  /** Ids stored in this range that cannot be read (damaged or tampered). */
+  damaged?: string[];
+}
+
+export interface ConversationsQuery {
+  /** 1–1000, default 50. */
+  limit?: number;
+  after?: string;
+  /** Only conversations active at or after this time. */
+  activeFrom?: number;
+  /** Only conversations active at or before this time. */
+  activeTo?: number;
+}
+
+export interface MessagesQuery {
+  /** 1–1000, default 50. */
+  limit?: number;
+  /** Older than this cursor (the previous page's `nextCursor`). */
+  before?: string;
+}
+
+export interface NewMessage {
+  role: Role;
+  content: string;
+  metadata?: Metadata;
+}
+
+export interface RetentionPolicy {
+  maxAgeDays?: number;
+  maxConversations?: number;
+  maxBytes?: number;
+}
+
+export type RetentionReason = "age" | "count" | "bytes";
+
+export interface RetentionPlan {
+  /** Conversations deleted (with their messages), oldest first. */
+  delete: { id: string; updatedAt: number; bytes: number; reason: RetentionReason }[];
+  /** Conversations a limit selected but that are protected (e.g. unsynced). */
+  kept: { id: string; updatedAt: number; bytes: number; selectedBy: RetentionReason; protection: string }[];
+  bytesFreed: number;
+  remainingConversations: number;
+  remainingBytes: number;
+}
+
+export interface RetentionReport {
+  policy: RetentionPolicy;
+  now: number;
+  dryRun: boolean;
+  syncConfigured: boolean;
+  plan: RetentionPlan;
+}
+
+export interface StorageEstimateInfo {
+  /** Bytes this origin uses (all of its storage), or null if unknown. */
+  usage: number | null;
+  /** Bytes the browser lets this origin use, or null if unknown. */
+  quota: number | null;
+  /** Whether the browser keeps this origin's data under storage pressure. */
+  persisted: boolean;
+}
+
+export interface VaultStats {
+  backend: string;
+  encrypted: boolean;
+  conversations: number;
+  messages: number;
+  tombstones: number;
+  pendingChanges: number;
+  /** Bytes of stored content (after encryption). */
+  bytes: number;
+  perConversation: { id: string; updatedAt: number; messages: number; bytes: number; pending: boolean }[];
+  storage: StorageEstimateInfo;
+}
+
+export interface OpenVaultOptions {
+  /** Encrypt (first open) or unlock with this passphrase. */
+  passphrase?: string;
+  /** "strict" (default): a write is reported once on disk. */
+  durability?: "strict" | "relaxed";
+}
+
+/** Opens (creating on first use) the vault in IndexedDB database `name`. */
+export function openVault(name: string, options?: OpenVaultOptions): Promise<Vault>;
+
+export type KvArea = "local" | "session" | "indexeddb";
+
+/** Opens a plain key-value namespace (`[A-Za-z0-9._-]{1,64}`) of `area`. */
+export function openKv(area: KvArea, namespace: string): Promise<Kv>;
+
+export class Vault {
+  private constructor();
+  readonly name: string;
+  readonly isEncrypted: boolean;
+
+  createConversation(input: string | { title: string; metadata?: Metadata }): Promise<Conversation>;
+  conversation(id: string): Promise<Conversation>;
+  /** Most recent activity first. */
+  conversations(query?: ConversationsQuery): Promise<Page<Conversation>>;
+  renameConversation(id: string, title: string): Promise<Conversation>;
+  /** Sets `metadata.pinned`. */
+  pinConversation(id: string, pinned?: boolean): Promise<Conversation>;
+  updateConversation(id: string, patch: { title?: string; metadata?: Metadata }): Promise<Conversation>;
+  deleteConversation(id: string): Promise<void>;
+
+  addMessage(conversationId: string, message: NewMessage): Promise<Message>;
+  /** Many messages to one conversation in one write (all or none). */
+  addMessages(conversationId: string, messages: NewMessage[]): Promise<Message[]>;
+  message(id: string): Promise<Message>;
+  /** Newest first; page back with `before: page.nextCursor`. */
+  messages(conversationId: string, query?: MessagesQuery): Promise<Page<Message>>;
+  editMessage(id: string, patch: string | { content?: string; metadata?: Metadata }): Promise<Message>;
+  deleteMessage(id: string): Promise<void>;
+
+  stats(): Promise<VaultStats>;
+  retentionPolicy(): Promise<RetentionPolicy | null>;
+  setRetentionPolicy(policy: RetentionPolicy | null): Promise<void>;
+  /** What `runRetention(policy)` would delete; deletes nothing. */
+  planRetention(policy: RetentionPolicy): Promise<RetentionReport>;
+  runRetention(policy: RetentionPolicy): Promise<RetentionReport>;
+
+  changePassphrase(oldPassphrase: string, newPassphrase: string): Promise<void>;
+  rotateDataKey(passphrase: string): Promise<void>;
+  /** A key-value namespace whose values are sealed by this vault's keys. */
+  sealedKv(area: KvArea, namespace: string): Promise<Kv>;
+  /** Drops the vault and its keys; later calls fail with code "locked". */
+  lock(): void;
+}
+
+/** One key-value namespace: whole-value writes, a size guard, text values. */
+export class Kv {
+  private constructor();
+  readonly namespace: string;
+  get(key: string): Promise<string | null>;
+  /** Rejects with "too_large" (size guard) or "storage_full"; the old value stays. */
+  set(key: string, value: string): Promise<void>;
+  remove(key: string): Promise<void>;
+  keys(): Promise<string[]>;
+  clear(): Promise<void>;
+  usage(): Promise<{ entries: number; bytes: number }>;
+}
+
+export function storageEstimate(): Promise<StorageEstimateInfo>;
+/** Asks the browser to keep this origin's data ("keep my data"). */
+export function persistStorage(): Promise<boolean>;

@@ -1,0 +1,46 @@
+// Type-checked (never run): a typed use of the package's API, so the
+// `.d.ts` people read is proven to describe a coherent API.
+
+import {
+  ChatvaultError,
+  openKv,
+  openVault,
+  persistStorage,
+  type Conversation,
+  type Message,
+  type Page,
+  type RetentionReport,
+} from "../index.js";
+
+export async function typedUse(): Promise<void> {
+  const vault = await openVault("app", { passphrase: "pass", durability: "strict" });
+  const conv: Conversation = await vault.createConversation("Trip ideas");
+  await vault.renameConversation(conv.id, "Trips");
+  await vault.pinConversation(conv.id);
+  const message: Message = await vault.addMessage(conv.id, { role: "user", content: "hi" });
+  await vault.editMessage(message.id, "hello");
+  let before: string | undefined;
+  do {
+    const page: Page<Message> = await vault.messages(conv.id, { limit: 50, before });
+    page.items.forEach((m) => m.createdAt.toFixed());
+    before = page.nextCursor ?? undefined;
+  } while (before);
+  const list = await vault.conversations({ limit: 20, activeFrom: Date.now() - 86_400_000 });
+  list.items.map((c) => c.title.toUpperCase());
+  const plan: RetentionReport = await vault.planRetention({ maxAgeDays: 30 });
+  plan.plan.delete.map((d) => d.reason === "age");
+  const stats = await vault.stats();
+  const used: number | null = stats.storage.usage;
+  void used;
+  await persistStorage();
+  const kv = await openKv("session", "ui");
+  const value: string | null = await kv.get("k");
+  void value;
+  try {
+    await vault.deleteConversation(conv.id);
+  } catch (e) {
+    if (e instanceof ChatvaultError && e.code === "not_found") return;
+    throw e;
+  }
+  vault.lock();
+}
