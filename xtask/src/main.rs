@@ -52,7 +52,11 @@ enum Task {
         server_args: Vec<String>,
     },
     /// Build the TypeScript package (web/packages/chatvault): the wasm binding and its JS glue.
-    Package,
+    Package {
+        /// Optimized (for benchmarks and serving); the test suite builds the dev profile.
+        #[arg(long)]
+        release: bool,
+    },
     /// Run the criterion benchmarks and print each measurement's ratio to its baseline.
     Bench(BenchArgs),
     /// Run the sync simulation over many seeds (CI runs 200 on each server store).
@@ -71,6 +75,10 @@ struct SoakArgs {
 
 #[derive(Args)]
 struct BenchArgs {
+    /// The browser figures only: the wasm vault against plain-JS IndexedDB
+    /// in headless Chromium, and unlock in the browser against native.
+    #[arg(long, conflicts_with = "quick")]
+    browser: bool,
     /// Smoke run for CI: every benchmark, dev profile, brief measurements.
     ///
     /// Proves each benchmark (crypto too) still compiles and runs, in a
@@ -84,10 +92,10 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Test => test(),
         Task::Demo { server_args } => demo(&server_args),
-        Task::Package => {
+        Task::Package { release } => {
             ensure_wasm_target()?;
             ensure_wasm_bindgen_cli()?;
-            package()
+            package(release)
         }
         Task::Bench(args) => bench(&args),
         Task::Soak(args) => soak(&args),
@@ -339,7 +347,7 @@ fn test() -> Result<()> {
                 "wasm-bindgen-test-runner",
             ),
     )?;
-    package()?;
+    package(false)?;
     package_tests()?;
     run(
         "tests (nextest)",
@@ -413,7 +421,104 @@ const BENCH_TARGETS: &[BenchTarget] = &[
 
 /// Runs the benchmarks, then prints each measurement next to its baseline
 /// from the same run as a Markdown table (for BENCHMARKS.md).
+/// Browser figures (see web/packages/chatvault/bench/browser.mjs), each
+/// printed with its same-run baseline and ratio.
+fn bench_browser() -> Result<()> {
+    ensure_wasm_target()?;
+    ensure_wasm_bindgen_cli()?;
+    ensure_chromium()?;
+    package(true)?;
+    let dir = package_dir()?;
+    if !dir.join("node_modules").join(".package-lock.json").exists() {
+        run(
+            "npm ci (the package's dev dependencies)",
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir),
+        )?;
+    }
+    let json_of = |what: &str, cmd: &mut Command| -> Result<serde_json::Value> {
+        eprintln!("==> {what}");
+        let output = cmd
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot start: {what}"))?;
+        if !output.status.success() {
+            bail!("{what} failed ({})", output.status);
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let line = text.lines().last().context("no output")?;
+        serde_json::from_str(line).with_context(|| format!("{what}: not JSON: {line}"))
+    };
+    let native = json_of(
+        "native unlock (release)",
+        cargo().args([
+            "run",
+            "--release",
+            "-q",
+            "-p",
+            "chatvault",
+            "--example",
+            "unlock_time",
+        ]),
+    )?;
+    let web = json_of(
+        "browser figures (headless Chromium)",
+        Command::new("node")
+            .arg("bench/browser.mjs")
+            .env("CHROMIUM", "/usr/bin/chromium")
+            .current_dir(&dir),
+    )?;
+    let ms = |v: &serde_json::Value, key: &str| v[key].as_f64().unwrap_or(f64::NAN);
+    let rows = [
+        (
+            "write 10,000 × 1 KiB, one call/transaction",
+            "wasm vault, encrypted",
+            ms(&web, "sealedWriteMs"),
+            "plain-JS IndexedDB put loop",
+            ms(&web, "rawWriteMs"),
+        ),
+        (
+            "write 10,000 × 1 KiB, one call/transaction",
+            "wasm vault, plaintext",
+            ms(&web, "plainWriteMs"),
+            "plain-JS IndexedDB put loop",
+            ms(&web, "rawWriteMs"),
+        ),
+        (
+            "read latest 50 of 10,000",
+            "wasm vault, encrypted",
+            ms(&web, "sealedLatest50Ms"),
+            "raw index getAll(range, 50)",
+            ms(&web, "rawLatest50Ms"),
+        ),
+        (
+            "unlock (Argon2id, default parameters)",
+            "wasm, in the page",
+            ms(&web, "unlockMs"),
+            "native, release",
+            ms(&native, "unlockMs"),
+        ),
+    ];
+    println!("| benchmark | measured | ms | baseline | ms | ratio |");
+    println!("|---|---|---|---|---|---|");
+    for (what, measured, m, baseline, b) in rows {
+        println!(
+            "| {what} | {measured} | {m:.1} | {baseline} | {b:.1} | **{:.2}×** |",
+            m / b
+        );
+    }
+    println!(
+        "\n{}",
+        web["userAgent"].as_str().unwrap_or("unknown browser")
+    );
+    Ok(())
+}
+
 fn bench(options: &BenchArgs) -> Result<()> {
+    if options.browser {
+        return bench_browser();
+    }
     for target in BENCH_TARGETS {
         let mut cmd = cargo();
         cmd.arg("bench");
@@ -505,20 +610,25 @@ fn package_dir() -> Result<PathBuf> {
 /// (the dev profile the browser tests already built its dependencies in:
 /// one profile, one build), then its JS glue into `pkg/` with the pinned
 /// wasm-bindgen-cli.
-fn package() -> Result<()> {
+fn package(release: bool) -> Result<()> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--target",
+        "wasm32-unknown-unknown",
+        "-p",
+        "chatvault-wasm",
+    ]);
+    if release {
+        build.arg("--release");
+    }
     run(
         "build the wasm binding (chatvault-wasm, wasm32)",
-        cargo().args([
-            "build",
-            "--target",
-            "wasm32-unknown-unknown",
-            "-p",
-            "chatvault-wasm",
-        ]),
+        &mut build,
     )?;
     let wasm = target_dir()?
         .join("wasm32-unknown-unknown")
-        .join("debug")
+        .join(if release { "release" } else { "debug" })
         .join("chatvault_wasm.wasm");
     let out = package_dir()?.join("pkg");
     run(

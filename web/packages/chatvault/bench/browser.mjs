@@ -1,0 +1,118 @@
+// Browser figures for BENCHMARKS.md, each against a baseline measured in
+// the same page in the same run (headless Chromium, playwright-core):
+// - write 10,000 × 1 KiB messages through the wasm vault (encrypted, and
+//   plaintext) in one call, against a plain-JS IndexedDB `put` loop of the
+//   same rows in one transaction, with an index shaped like the store's;
+// - read the latest 50 messages of a conversation through the vault against
+//   the same raw index query (`getAll(range, 50)`);
+// - unlock (Argon2id at the defaults) in the page; the native figure comes
+//   from the caller (`cargo xtask bench --browser` runs both).
+// Prints one JSON object on stdout. Run after `cargo xtask package --release`.
+
+import { launch, openPage, serve } from "../test/harness.mjs";
+
+const N = 10_000;
+const READS = 30;
+const server = await serve();
+const browser = await launch();
+try {
+  const page = await openPage(await browser.newContext(), server.url);
+  const figures = await page.evaluate(
+    async ({ N, READS }) => {
+      const content = "x".repeat(1024);
+      const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+      const time = async (work) => {
+        const started = performance.now();
+        await work();
+        return performance.now() - started;
+      };
+      const request = (r) =>
+        new Promise((resolve, reject) => {
+          r.onsuccess = () => resolve(r.result);
+          r.onerror = () => reject(r.error);
+        });
+
+      // Baseline: a plain-JS IndexedDB loop, one transaction, 1 KiB bodies.
+      const db = await new Promise((resolve, reject) => {
+        const open = indexedDB.open("bench-raw", 1);
+        open.onupgradeneeded = () => {
+          const store = open.result.createObjectStore("messages", { keyPath: "id" });
+          store.createIndex("latest", ["conv", "negCreated", "id"]);
+        };
+        open.onsuccess = () => resolve(open.result);
+        open.onerror = () => reject(open.error);
+      });
+      const body = new TextEncoder().encode(content);
+      const raw = await time(
+        () =>
+          new Promise((resolve, reject) => {
+            const tx = db.transaction("messages", "readwrite", { durability: "strict" });
+            const store = tx.objectStore("messages");
+            for (let i = 0; i < N; i++) {
+              const id = String(i).padStart(8, "0");
+              store.put({ id, conv: "c1", negCreated: -i, created: i, body });
+            }
+            tx.oncomplete = resolve;
+            tx.onerror = () => reject(tx.error);
+          }),
+      );
+      const rawReads = [];
+      for (let i = 0; i < READS; i++) {
+        rawReads.push(
+          await time(async () => {
+            const index = db.transaction("messages").objectStore("messages").index("latest");
+            const range = IDBKeyRange.bound(["c1"], ["c1", []]);
+            const rows = await request(index.getAll(range, 50));
+            if (rows.length !== 50) throw new Error("raw read");
+          }),
+        );
+      }
+      db.close();
+
+      const messages = Array.from({ length: N }, () => ({ role: "user", content }));
+      const vaultWrite = async (name, options) => {
+        const vault = await chatvault.openVault(name, options);
+        const conv = await vault.createConversation("bench");
+        const took = await time(() => vault.addMessages(conv.id, messages));
+        return { vault, conv, took };
+      };
+      const plain = await vaultWrite("bench-plain", {});
+      plain.vault.lock();
+      const sealed = await vaultWrite("bench-sealed", { passphrase: "bench passphrase" });
+      const vaultReads = [];
+      for (let i = 0; i < READS; i++) {
+        vaultReads.push(
+          await time(async () => {
+            const page = await sealed.vault.messages(sealed.conv.id, { limit: 50 });
+            if (page.items.length !== 50) throw new Error("vault read");
+          }),
+        );
+      }
+      sealed.vault.lock();
+
+      const unlocks = [];
+      for (let i = 0; i < 3; i++) {
+        unlocks.push(
+          await time(async () => {
+            const vault = await chatvault.openVault("bench-sealed", { passphrase: "bench passphrase" });
+            vault.lock();
+          }),
+        );
+      }
+      return {
+        rawWriteMs: raw,
+        plainWriteMs: plain.took,
+        sealedWriteMs: sealed.took,
+        rawLatest50Ms: median(rawReads),
+        sealedLatest50Ms: median(vaultReads),
+        unlockMs: median(unlocks),
+        userAgent: navigator.userAgent,
+      };
+    },
+    { N, READS },
+  );
+  console.log(JSON.stringify(figures));
+} finally {
+  await browser.close();
+  server.close();
+}
