@@ -148,10 +148,32 @@ export type KvArea = "local" | "session" | "indexeddb";
 /** Opens a plain key-value namespace (`[A-Za-z0-9._-]{1,64}`) of `area`. */
 export function openKv(area: KvArea, namespace: string): Promise<Kv>;
 
+/**
+ * A committed write: from this tab (`"local"`) or another tab of this
+ * origin that opened the same vault (`"tab"`). Ids and kinds only.
+ */
+export interface VaultChange {
+  source: "local" | "tab";
+  kind: "conversation" | "message" | "settings" | "key";
+  op: "create" | "update" | "delete" | "passphrase" | "rotate";
+  /** The conversation concerned (absent for settings, keys, retention). */
+  conversationId?: string;
+  /** The records written. */
+  ids: string[];
+}
+
 export class Vault {
   private constructor();
   readonly name: string;
   readonly isEncrypted: boolean;
+
+  /**
+   * Calls `listener` after every committed write, from this tab or
+   * another; returns the unsubscribe function (fits React's
+   * `useSyncExternalStore`). A data-key rotation in another tab locks this
+   * vault after notifying (unlock again with the passphrase).
+   */
+  subscribe(listener: (change: VaultChange) => void): () => void;
 
   createConversation(input: string | { title: string; metadata?: Metadata }): Promise<Conversation>;
   conversation(id: string): Promise<Conversation>;

@@ -69,12 +69,62 @@ export async function openKv(area, namespace) {
   return new Kv(await call(binding.openKv(area, namespace)));
 }
 
-/** An open vault. */
+/**
+ * An open vault. Several tabs may open the same vault: writes from each
+ * commit atomically (one IndexedDB transaction) with stamps no other tab
+ * holds, and every tab hears of the others' writes through `subscribe`.
+ */
 export class Vault {
   #inner;
+  #listeners = new Set();
+  #channel = null;
 
   constructor(inner) {
     this.#inner = inner;
+    // Tabs of this origin that opened the same vault share one channel;
+    // messages carry ids and kinds only, never content.
+    if (typeof BroadcastChannel === "function") {
+      this.#channel = new BroadcastChannel(`chatvault:${inner.name}`);
+      this.#channel.onmessage = (event) => this.#heard(event.data);
+    }
+  }
+
+  /**
+   * Calls `listener(change)` after every write to this vault: from this tab
+   * (`source: "local"`) or another tab (`source: "tab"`). Returns the
+   * function that unsubscribes. Listeners run after the write committed.
+   */
+  subscribe(listener) {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #notify(change) {
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(change);
+      } catch (e) {
+        // A failing listener must not hide the change from the others.
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
+    }
+  }
+
+  /** Tells this tab's listeners and every other tab about a committed write. */
+  #changed(change) {
+    this.#notify({ ...change, source: "local" });
+    this.#channel?.postMessage(change);
+  }
+
+  #heard(change) {
+    if (!change || typeof change.kind !== "string") return;
+    this.#notify({ ...change, source: "tab" });
+    // Another tab started a new data key: this tab's keys are stale (it
+    // could not read what is sealed with the new one), so it locks and the
+    // app unlocks it again with the passphrase.
+    if (change.kind === "key" && change.op === "rotate") this.lock();
   }
 
   #live() {
@@ -90,9 +140,11 @@ export class Vault {
     return this.#live().isEncrypted;
   }
 
-  createConversation(input) {
+  async createConversation(input) {
     const value = typeof input === "string" ? { title: input } : input;
-    return callJson(this.#live().createConversation(JSON.stringify(value)));
+    const created = await callJson(this.#live().createConversation(JSON.stringify(value)));
+    this.#changed({ kind: "conversation", op: "create", conversationId: created.id, ids: [created.id] });
+    return created;
   }
 
   conversation(id) {
@@ -113,20 +165,27 @@ export class Vault {
     return this.updateConversation(id, { metadata });
   }
 
-  updateConversation(id, patch) {
-    return callJson(this.#live().updateConversation(id, JSON.stringify(patch)));
+  async updateConversation(id, patch) {
+    const updated = await callJson(this.#live().updateConversation(id, JSON.stringify(patch)));
+    this.#changed({ kind: "conversation", op: "update", conversationId: id, ids: [id] });
+    return updated;
   }
 
-  deleteConversation(id) {
-    return call(this.#live().deleteConversation(id));
+  async deleteConversation(id) {
+    await call(this.#live().deleteConversation(id));
+    this.#changed({ kind: "conversation", op: "delete", conversationId: id, ids: [id] });
   }
 
-  addMessage(conversationId, message) {
-    return callJson(this.#live().addMessage(conversationId, JSON.stringify(message)));
+  async addMessage(conversationId, message) {
+    const added = await callJson(this.#live().addMessage(conversationId, JSON.stringify(message)));
+    this.#changed({ kind: "message", op: "create", conversationId, ids: [added.id] });
+    return added;
   }
 
-  addMessages(conversationId, messages) {
-    return callJson(this.#live().addMessages(conversationId, JSON.stringify(messages)));
+  async addMessages(conversationId, messages) {
+    const added = await callJson(this.#live().addMessages(conversationId, JSON.stringify(messages)));
+    this.#changed({ kind: "message", op: "create", conversationId, ids: added.map((m) => m.id) });
+    return added;
   }
 
   message(id) {
@@ -137,13 +196,18 @@ export class Vault {
     return callJson(this.#live().messages(conversationId, JSON.stringify(query)));
   }
 
-  editMessage(id, patch) {
+  async editMessage(id, patch) {
     const value = typeof patch === "string" ? { content: patch } : patch;
-    return callJson(this.#live().updateMessage(id, JSON.stringify(value)));
+    const edited = await callJson(this.#live().updateMessage(id, JSON.stringify(value)));
+    this.#changed({ kind: "message", op: "update", conversationId: edited.conversationId, ids: [id] });
+    return edited;
   }
 
-  deleteMessage(id) {
-    return call(this.#live().deleteMessage(id));
+  async deleteMessage(id) {
+    // Read first: the change names the conversation, for live lists.
+    const { conversationId } = await this.message(id);
+    await call(this.#live().deleteMessage(id));
+    this.#changed({ kind: "message", op: "delete", conversationId, ids: [id] });
   }
 
   /** Counts and sizes, with the browser's estimate of this origin's storage. */
@@ -156,24 +220,30 @@ export class Vault {
     return callJson(this.#live().retentionPolicy());
   }
 
-  setRetentionPolicy(policy) {
-    return call(this.#live().setRetentionPolicy(JSON.stringify(policy ?? null)));
+  async setRetentionPolicy(policy) {
+    await call(this.#live().setRetentionPolicy(JSON.stringify(policy ?? null)));
+    this.#changed({ kind: "settings", op: "update", ids: [] });
   }
 
   planRetention(policy) {
     return callJson(this.#live().runRetention(JSON.stringify(policy), true));
   }
 
-  runRetention(policy) {
-    return callJson(this.#live().runRetention(JSON.stringify(policy), false));
+  async runRetention(policy) {
+    const report = await callJson(this.#live().runRetention(JSON.stringify(policy), false));
+    const ids = report.plan.delete.map((d) => d.id);
+    if (ids.length) this.#changed({ kind: "conversation", op: "delete", ids });
+    return report;
   }
 
-  changePassphrase(oldPassphrase, newPassphrase) {
-    return call(this.#live().changePassphrase(oldPassphrase, newPassphrase));
+  async changePassphrase(oldPassphrase, newPassphrase) {
+    await call(this.#live().changePassphrase(oldPassphrase, newPassphrase));
+    this.#changed({ kind: "key", op: "passphrase", ids: [] });
   }
 
-  rotateDataKey(passphrase) {
-    return call(this.#live().rotateDataKey(passphrase));
+  async rotateDataKey(passphrase) {
+    await call(this.#live().rotateDataKey(passphrase));
+    this.#changed({ kind: "key", op: "rotate", ids: [] });
   }
 
   /** A key-value namespace of `area`, sealed by this vault's keys. */
@@ -185,6 +255,8 @@ export class Vault {
   lock() {
     const inner = this.#inner;
     this.#inner = null;
+    this.#channel?.close();
+    this.#channel = null;
     inner?.free();
   }
 }
