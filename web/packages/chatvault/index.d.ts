@@ -138,6 +138,12 @@ export interface OpenVaultOptions {
   passphrase?: string;
   /** "strict" (default): a write is reported once on disk. */
   durability?: "strict" | "relaxed";
+  /**
+   * Run the vault in a dedicated Web Worker (a `WorkerVault` with the same
+   * API): unlocking and bulk writes never block the page. Its `sealedKv`
+   * offers the "indexeddb" area only (workers have no web storage).
+   */
+  worker?: boolean;
 }
 
 /** Opens (creating on first use) the vault in IndexedDB database `name`. */
@@ -163,7 +169,7 @@ export interface VaultChange {
 }
 
 export class Vault {
-  private constructor();
+  protected constructor();
   readonly name: string;
   readonly isEncrypted: boolean;
 
@@ -208,6 +214,12 @@ export class Vault {
   /** Drops the vault and its keys; later calls fail with code "locked". */
   lock(): void;
 }
+
+/** The same API as `Vault`, served by a Web Worker (`openVault(name, { worker: true })`). */
+export class WorkerVault extends Vault {}
+
+/** The methods a `WorkerVault` forwards to its worker. */
+export const VAULT_METHODS: readonly string[];
 
 /** One key-value namespace: whole-value writes, a size guard, text values. */
 export class Kv {

@@ -50,6 +50,7 @@ async function callJson(promise) {
  * `name`; encrypted with `passphrase` if given.
  */
 export async function openVault(name, options = {}) {
+  if (options.worker) return WorkerVault.open(name, options);
   await load();
   const inner = await call(
     binding.openVault(
@@ -258,6 +259,147 @@ export class Vault {
     this.#channel?.close();
     this.#channel = null;
     inner?.free();
+  }
+}
+
+/** The methods a `WorkerVault` forwards (worker.js accepts the same list). */
+export const VAULT_METHODS = Object.freeze([
+  "createConversation",
+  "conversation",
+  "conversations",
+  "renameConversation",
+  "pinConversation",
+  "updateConversation",
+  "deleteConversation",
+  "addMessage",
+  "addMessages",
+  "message",
+  "messages",
+  "editMessage",
+  "deleteMessage",
+  "stats",
+  "retentionPolicy",
+  "setRetentionPolicy",
+  "planRetention",
+  "runRetention",
+  "changePassphrase",
+  "rotateDataKey",
+]);
+
+/**
+ * The same API as `Vault`, served by a dedicated Web Worker that holds the
+ * vault (worker.js): unlocking and bulk writes never block the page.
+ * Every call is one message there and back; answers and `ChatvaultError`s
+ * are the same as in the page.
+ */
+export class WorkerVault {
+  #worker;
+  #pending = new Map();
+  #next = 0;
+  #listeners = new Set();
+  #info;
+
+  static async open(name, options) {
+    const proxy = new WorkerVault();
+    const { worker: _, ...rest } = options;
+    try {
+      proxy.#info = await proxy.#request({ op: "open", name, options: rest });
+    } catch (e) {
+      proxy.lock();
+      throw e;
+    }
+    return proxy;
+  }
+
+  constructor() {
+    this.#worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    this.#worker.onmessage = (event) => this.#answer(event.data);
+    this.#worker.onerror = (event) => {
+      const error = new ChatvaultError("unavailable", `the vault's worker failed: ${event.message}`);
+      for (const { reject } of this.#pending.values()) reject(error);
+      this.#pending.clear();
+    };
+  }
+
+  #answer(message) {
+    if (message.change) {
+      for (const listener of [...this.#listeners]) {
+        try {
+          listener(message.change);
+        } catch (e) {
+          queueMicrotask(() => {
+            throw e;
+          });
+        }
+      }
+      return;
+    }
+    const waiting = this.#pending.get(message.id);
+    if (!waiting) return;
+    this.#pending.delete(message.id);
+    if (message.error) {
+      waiting.reject(new ChatvaultError(message.error.code, message.error.message));
+      if (message.error.code === "locked") this.lock();
+    } else {
+      waiting.resolve(message.ok);
+    }
+  }
+
+  #request(message) {
+    if (!this.#worker) {
+      return Promise.reject(new ChatvaultError("locked", "the vault is locked: open it again"));
+    }
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      this.#worker.postMessage({ ...message, id });
+    });
+  }
+
+  get name() {
+    return this.#info.name;
+  }
+
+  get isEncrypted() {
+    return this.#info.isEncrypted;
+  }
+
+  subscribe(listener) {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** A key-value namespace sealed in the worker ("indexeddb": workers have no web storage). */
+  async sealedKv(area, namespace) {
+    const call = (method, args) => this.#request({ op: "kv", area, namespace, method, args });
+    await call("keys", []);
+    return {
+      namespace,
+      get: (key) => call("get", [key]),
+      set: (key, value) => call("set", [key, value]),
+      remove: (key) => call("remove", [key]),
+      keys: () => call("keys", []),
+      clear: () => call("clear", []),
+      usage: () => call("usage", []),
+    };
+  }
+
+  // Every vault method, as one request to the worker.
+  static {
+    for (const method of VAULT_METHODS) {
+      WorkerVault.prototype[method] = function (...args) {
+        return this.#request({ op: "call", method, args });
+      };
+    }
+  }
+
+  /** Stops the worker, and with it the vault and its keys. */
+  lock() {
+    this.#worker?.terminate();
+    this.#worker = null;
+    const error = new ChatvaultError("locked", "the vault is locked: open it again");
+    for (const { reject } of this.#pending.values()) reject(error);
+    this.#pending.clear();
   }
 }
 

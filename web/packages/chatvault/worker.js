@@ -1,0 +1,66 @@
+// The vault off the UI thread: this module runs in a dedicated Web Worker
+// that `openVault(name, { worker: true })` starts, and serves the page's
+// proxy (index.js, WorkerVault) over postMessage. Key derivation and bulk
+// writes then never block the page.
+//
+// page → worker: {id, op: "open", name, options}
+//                {id, op: "call", method, args}
+//                {id, op: "kv", area, namespace, method, args}
+// worker → page: {id, ok: value} | {id, error: {code, message}}
+//                {change}                     (every change the vault hears)
+
+import { VAULT_METHODS, openVault } from "./index.js";
+
+/** The vault methods the page may call: everything but handles. */
+const METHODS = new Set(VAULT_METHODS);
+const KV_METHODS = new Set(["get", "set", "remove", "keys", "clear", "usage"]);
+
+let vault = null;
+const kvs = new Map();
+
+function failure(e) {
+  if (e && typeof e.code === "string") return { code: e.code, message: e.message };
+  return { code: "internal", message: String(e?.message ?? e) };
+}
+
+async function handle(message) {
+  switch (message.op) {
+    case "open": {
+      if (vault) throw { code: "invalid", message: "this worker already holds a vault" };
+      vault = await openVault(message.name, message.options);
+      vault.subscribe((change) => postMessage({ change }));
+      return { name: vault.name, isEncrypted: vault.isEncrypted };
+    }
+    case "call": {
+      if (!vault) throw { code: "locked", message: "the vault is locked: open it again" };
+      if (!METHODS.has(message.method)) {
+        throw { code: "invalid", message: `no vault method ${message.method}` };
+      }
+      return vault[message.method](...message.args);
+    }
+    case "kv": {
+      if (!vault) throw { code: "locked", message: "the vault is locked: open it again" };
+      if (!KV_METHODS.has(message.method)) {
+        throw { code: "invalid", message: `no key-value method ${message.method}` };
+      }
+      const key = `${message.area}\u0000${message.namespace}`;
+      let kv = kvs.get(key);
+      if (!kv) {
+        kv = await vault.sealedKv(message.area, message.namespace);
+        kvs.set(key, kv);
+      }
+      return kv[message.method](...message.args);
+    }
+    default:
+      throw { code: "invalid", message: `unknown request ${message.op}` };
+  }
+}
+
+onmessage = async (event) => {
+  const message = event.data;
+  try {
+    postMessage({ id: message.id, ok: await handle(message) });
+  } catch (e) {
+    postMessage({ id: message.id, error: failure(e) });
+  }
+};
