@@ -661,7 +661,7 @@ fn package_tests() -> Result<()> {
             .current_dir(&dir),
     )?;
     run(
-        "package tests (playwright-core, headless Chromium): reload, wrong passphrase, a tab closed mid-write, no plaintext in IndexedDB or localStorage, tabs hearing each other, the vault in a Web Worker",
+        "package tests (playwright-core, headless Chromium): reload, wrong passphrase, a tab closed mid-write, no plaintext in IndexedDB or localStorage, tabs hearing each other, the vault in a Web Worker, export and import",
         Command::new("npm")
             .args(["test", "--silent"])
             .env("CHROMIUM", "/usr/bin/chromium")

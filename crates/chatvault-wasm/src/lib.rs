@@ -16,11 +16,14 @@
 //! # Layout
 //! - `vault` — `openVault` and the `WasmVault` handle.
 //! - `kv` — `openKv` and `WasmKv`.
+//! - `lifecycle` — export to bytes and import from bytes, with progress.
 //! - `boundary` — JSON in and out, errors out, promises.
 
 #[cfg(target_family = "wasm")]
 mod boundary;
 #[cfg(target_family = "wasm")]
 mod kv;
+#[cfg(target_family = "wasm")]
+mod lifecycle;
 #[cfg(target_family = "wasm")]
 mod vault;

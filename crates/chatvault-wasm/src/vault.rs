@@ -369,6 +369,30 @@ impl WasmVault {
         })
     }
 
+    /// The whole vault as an export file, encrypted under `passphrase` if
+    /// given: resolves to `[bytes (Uint8Array), reportJson]`. `progress`
+    /// is called with `{phase, done, total}` as records are written.
+    #[wasm_bindgen(js_name = exportBytes)]
+    pub fn export_bytes(
+        &self,
+        passphrase: Option<String>,
+        progress: Option<js_sys::Function>,
+    ) -> Promise {
+        crate::lifecycle::export(self.vault.clone(), passphrase, progress)
+    }
+
+    /// Imports an export file (`passphrase` for an encrypted one): resolves
+    /// to the report's JSON. A damaged or truncated file changes nothing.
+    #[wasm_bindgen(js_name = importBytes)]
+    pub fn import_bytes(
+        &self,
+        bytes: Vec<u8>,
+        passphrase: Option<String>,
+        progress: Option<js_sys::Function>,
+    ) -> Promise {
+        crate::lifecycle::import(self.vault.clone(), bytes, passphrase, progress)
+    }
+
     /// A key-value namespace of `area` (`"local"`, `"session"` or
     /// `"indexeddb"`) sealed by this vault's keys.
     #[wasm_bindgen(js_name = sealedKv)]

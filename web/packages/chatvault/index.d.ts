@@ -111,6 +111,43 @@ export interface RetentionReport {
   plan: RetentionPlan;
 }
 
+/** How far an export or import got (units: records, or file bytes). */
+export interface Progress {
+  phase: "exporting" | "validating" | "importing" | "rekeying";
+  done: number;
+  total: number | null;
+}
+
+export interface ExportCounts {
+  conversations: number;
+  messages: number;
+  tombstones: number;
+}
+
+export interface ExportReport {
+  exportedAt: number;
+  counts: ExportCounts;
+  /** Bytes written (after encryption). */
+  bytes: number;
+  encrypted: boolean;
+}
+
+export interface ImportReport {
+  /** "chatvault-export", or "app-export" for a seed-style app's file. */
+  format: string;
+  version: number;
+  encrypted: boolean;
+  /** Records in the file. */
+  records: ExportCounts;
+  /** Records written (newer than what the vault held). */
+  imported: number;
+  /** Records the vault already held at the same or a newer version. */
+  skipped: number;
+  /** Records refused (named in `rejections`). */
+  rejected: number;
+  rejections: { [field: string]: unknown }[];
+}
+
 export interface StorageEstimateInfo {
   /** Bytes this origin uses (all of its storage), or null if unknown. */
   usage: number | null;
@@ -206,6 +243,17 @@ export class Vault {
   /** What `runRetention(policy)` would delete; deletes nothing. */
   planRetention(policy: RetentionPolicy): Promise<RetentionReport>;
   runRetention(policy: RetentionPolicy): Promise<RetentionReport>;
+
+  /** The whole vault as an export file; encrypted under `passphrase` if given. */
+  exportBlob(options?: { passphrase?: string; onProgress?: (progress: Progress) => void }): Promise<{
+    blob: Blob;
+    report: ExportReport;
+  }>;
+  /** Imports an export file; a damaged, truncated or foreign one changes nothing. */
+  importFrom(
+    file: Blob,
+    options?: { passphrase?: string; onProgress?: (progress: Progress) => void },
+  ): Promise<ImportReport>;
 
   changePassphrase(oldPassphrase: string, newPassphrase: string): Promise<void>;
   rotateDataKey(passphrase: string): Promise<void>;

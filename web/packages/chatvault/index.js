@@ -247,6 +247,30 @@ export class Vault {
     this.#changed({ kind: "key", op: "rotate", ids: [] });
   }
 
+  /**
+   * The whole vault as an export file (a Blob), encrypted under
+   * `passphrase` if given; `onProgress({phase, done, total})` as it goes.
+   */
+  async exportBlob(options = {}) {
+    const [bytes, report] = await call(
+      this.#live().exportBytes(options.passphrase, options.onProgress),
+    );
+    return { blob: new Blob([bytes], { type: "application/octet-stream" }), report: JSON.parse(report) };
+  }
+
+  /**
+   * Imports an export file (a File or Blob; `passphrase` for an encrypted
+   * one). A damaged, truncated or foreign file changes nothing.
+   */
+  async importFrom(file, options = {}) {
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const report = await callJson(
+      this.#live().importBytes(bytes, options.passphrase, options.onProgress),
+    );
+    this.#changed({ kind: "conversation", op: "update", ids: [] });
+    return report;
+  }
+
   /** A key-value namespace of `area`, sealed by this vault's keys. */
   async sealedKv(area, namespace) {
     return new Kv(await call(this.#live().sealedKv(area, namespace)));
@@ -284,6 +308,8 @@ export const VAULT_METHODS = Object.freeze([
   "runRetention",
   "changePassphrase",
   "rotateDataKey",
+  "exportBlob",
+  "importFrom",
 ]);
 
 /**
@@ -336,6 +362,10 @@ export class WorkerVault {
     }
     const waiting = this.#pending.get(message.id);
     if (!waiting) return;
+    if (message.progress) {
+      waiting.onProgress?.(message.progress);
+      return;
+    }
     this.#pending.delete(message.id);
     if (message.error) {
       waiting.reject(new ChatvaultError(message.error.code, message.error.message));
@@ -345,13 +375,13 @@ export class WorkerVault {
     }
   }
 
-  #request(message) {
+  #request(message, onProgress = null) {
     if (!this.#worker) {
       return Promise.reject(new ChatvaultError("locked", "the vault is locked: open it again"));
     }
     const id = this.#next++;
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
+      this.#pending.set(id, { resolve, reject, onProgress });
       this.#worker.postMessage({ ...message, id });
     });
   }
@@ -384,11 +414,22 @@ export class WorkerVault {
     };
   }
 
-  // Every vault method, as one request to the worker.
+  // Every vault method, as one request to the worker. An `onProgress`
+  // callback cannot cross to the worker: it stays here and the worker
+  // sends the figures back.
   static {
     for (const method of VAULT_METHODS) {
       WorkerVault.prototype[method] = function (...args) {
-        return this.#request({ op: "call", method, args });
+        let onProgress = null;
+        args = args.map((arg) => {
+          if (arg && typeof arg === "object" && typeof arg.onProgress === "function") {
+            onProgress = arg.onProgress;
+            const { onProgress: _, ...rest } = arg;
+            return { ...rest, progress: true };
+          }
+          return arg;
+        });
+        return this.#request({ op: "call", method, args }, onProgress);
       };
     }
   }

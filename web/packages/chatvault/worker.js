@@ -7,6 +7,7 @@
 //                {id, op: "call", method, args}
 //                {id, op: "kv", area, namespace, method, args}
 // worker → page: {id, ok: value} | {id, error: {code, message}}
+//                {id, progress: {phase, done, total}}
 //                {change}                     (every change the vault hears)
 
 import { VAULT_METHODS, openVault } from "./index.js";
@@ -36,7 +37,14 @@ async function handle(message) {
       if (!METHODS.has(message.method)) {
         throw { code: "invalid", message: `no vault method ${message.method}` };
       }
-      return vault[message.method](...message.args);
+      // `{progress: true}` in an options argument: the page's callback,
+      // reached by messages carrying the figures.
+      const args = message.args.map((arg) =>
+        arg && typeof arg === "object" && arg.progress === true
+          ? { ...arg, onProgress: (progress) => postMessage({ id: message.id, progress }) }
+          : arg,
+      );
+      return vault[message.method](...args);
     }
     case "kv": {
       if (!vault) throw { code: "locked", message: "the vault is locked: open it again" };

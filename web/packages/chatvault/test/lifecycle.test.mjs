@@ -1,0 +1,117 @@
+// Export and import in the browser: a Blob out, a File or Blob in, plain
+// and encrypted, with progress; a truncated or wrongly unlocked file is a
+// clear error that imports nothing; the same through a worker vault.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { launch, openPage, serve } from "./harness.mjs";
+
+const PASS = "correct horse battery staple";
+let server;
+let browser;
+let page;
+
+before(async () => {
+  server = await serve();
+  browser = await launch();
+  page = await openPage(await browser.newContext(), server.url);
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+test("an encrypted export imports into another vault whole, with progress, and holds no plaintext", async () => {
+  const outcome = await page.evaluate(async (pass) => {
+    const source = await chatvault.openVault("export-source", { passphrase: pass });
+    const conv = await source.createConversation("Lisbon in spring");
+    await source.addMessages(
+      conv.id,
+      Array.from({ length: 500 }, (_, i) => ({ role: "user", content: `pastel de nata ${i}` })),
+    );
+    const exportProgress = [];
+    const { blob, report } = await source.exportBlob({
+      passphrase: "file passphrase",
+      onProgress: (p) => exportProgress.push(p.phase),
+    });
+    const text = new TextDecoder("utf-8", { fatal: false }).decode(await blob.arrayBuffer());
+
+    const target = await chatvault.openVault("export-target", { passphrase: "another vault" });
+    const codes = [];
+    for (const options of [{}, { passphrase: "not the file's" }]) {
+      try {
+        await target.importFrom(blob, options);
+        codes.push("imported");
+      } catch (e) {
+        codes.push(e.code);
+      }
+    }
+    const importProgress = [];
+    const imported = await target.importFrom(new File([blob], "backup.cvx"), {
+      passphrase: "file passphrase",
+      onProgress: (p) => importProgress.push(p.phase),
+    });
+    const page = await target.messages(conv.id, { limit: 1000 });
+    return {
+      report,
+      leaked: ["Lisbon", "pastel de nata"].filter((s) => text.includes(s)),
+      exportPhases: [...new Set(exportProgress)],
+      importPhases: [...new Set(importProgress)],
+      codes,
+      imported,
+      title: (await target.conversation(conv.id)).title,
+      messages: page.items.length,
+    };
+  }, PASS);
+  assert.equal(outcome.report.encrypted, true);
+  assert.deepEqual(outcome.report.counts, { conversations: 1, messages: 500, tombstones: 0 });
+  assert.deepEqual(outcome.leaked, []);
+  assert.deepEqual(outcome.codes, ["export_locked", "wrong_passphrase"]);
+  assert.equal(outcome.imported.imported, 501);
+  assert.equal(outcome.title, "Lisbon in spring");
+  assert.equal(outcome.messages, 500);
+  assert.deepEqual(outcome.exportPhases, ["exporting"]);
+  assert.ok(outcome.importPhases.includes("importing"), JSON.stringify(outcome.importPhases));
+});
+
+test("a truncated export is refused and imports nothing", async () => {
+  const outcome = await page.evaluate(async () => {
+    const source = await chatvault.openVault("truncated-source");
+    const conv = await source.createConversation("kept whole or not at all");
+    await source.addMessages(conv.id, Array.from({ length: 50 }, (_, i) => ({ role: "user", content: `m${i}` })));
+    const { blob } = await source.exportBlob();
+    const target = await chatvault.openVault("truncated-target");
+    let code;
+    try {
+      await target.importFrom(blob.slice(0, Math.floor(blob.size * 0.7)));
+    } catch (e) {
+      code = e instanceof chatvault.ChatvaultError ? e.code : String(e);
+    }
+    const stats = await target.stats();
+    const whole = await target.importFrom(blob);
+    return { code, after: [stats.conversations, stats.messages], whole: whole.imported };
+  });
+  assert.ok(outcome.code && outcome.code !== "imported", `refused with ${outcome.code}`);
+  assert.deepEqual(outcome.after, [0, 0], "nothing of the truncated file was imported");
+  assert.equal(outcome.whole, 51);
+});
+
+test("a worker vault exports and imports with progress reaching the page", async () => {
+  const outcome = await page.evaluate(async (pass) => {
+    const source = await chatvault.openVault("worker-export", { passphrase: pass, worker: true });
+    const conv = await source.createConversation("from a worker");
+    await source.addMessages(conv.id, Array.from({ length: 300 }, (_, i) => ({ role: "user", content: `w${i}` })));
+    const phases = [];
+    const { blob, report } = await source.exportBlob({ onProgress: (p) => phases.push(p.phase) });
+    const target = await chatvault.openVault("worker-import", { worker: true });
+    const imported = await target.importFrom(blob, { onProgress: (p) => phases.push(p.phase) });
+    source.lock();
+    target.lock();
+    return { isBlob: blob instanceof Blob, counts: report.counts, imported: imported.imported, phases: [...new Set(phases)] };
+  }, PASS);
+  assert.equal(outcome.isBlob, true);
+  assert.deepEqual(outcome.counts, { conversations: 1, messages: 300, tombstones: 0 });
+  assert.equal(outcome.imported, 301);
+  assert.ok(outcome.phases.includes("exporting"), JSON.stringify(outcome.phases));
+});
