@@ -44,3 +44,23 @@ export async function typedUse(): Promise<void> {
   }
   vault.lock();
 }
+
+import { createStore } from "zustand/vanilla";
+import { persist } from "zustand/middleware";
+import { chatvaultStorage, followOtherTabs } from "../zustand.js";
+
+interface Settings {
+  theme: "light" | "dark";
+  drafts: Map<string, string>;
+}
+
+export function typedZustand(): () => void {
+  const store = createStore<Settings>()(
+    persist((): Settings => ({ theme: "light", drafts: new Map() }), {
+      name: "settings",
+      storage: chatvaultStorage<Settings>(openKv("local", "my-app")),
+      version: 1,
+    }),
+  );
+  return followOtherTabs(store, "my-app");
+}
