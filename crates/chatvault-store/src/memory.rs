@@ -34,6 +34,9 @@ struct Inner {
     messages: HashMap<MessageId, MessageRecord>,
     by_conversation: BTreeSet<(ConversationId, Timestamp, MessageId)>,
     tombstones: HashMap<(EntityKind, RecordId), Tombstone>,
+    /// Per conversation, the highest stamp it was deleted at (kept past a
+    /// recreation: see [`Store::deletion_mark`]).
+    deletion_marks: HashMap<ConversationId, Hlc>,
     outbox: BTreeMap<u64, Slot>,
     outbox_by_entity: HashMap<RecordId, u64>,
     next_seq: u64,
@@ -264,7 +267,14 @@ impl Inner {
         }
     }
 
-    /// [`WriteOp::CoverMessages`].
+    /// Raises a conversation's deletion mark to at least `through`.
+    fn raise_mark(&mut self, id: ConversationId, through: Hlc) {
+        let mark = self.deletion_marks.entry(id).or_insert(through);
+        *mark = (*mark).max(through);
+    }
+
+    /// Drops what a deletion at `through` covers (see
+    /// [`WriteOp::CoverMessages`]; the caller raises the mark).
     fn cover_messages(&mut self, id: ConversationId, through: Hlc) {
         let doomed: Vec<RecordId> = self
             .messages_of(id)
@@ -327,12 +337,8 @@ impl Inner {
     fn wins(&self, incoming: &Incoming, rule: WinRule) -> bool {
         let (kind, id) = incoming_key(incoming);
         let local = self.local_version(kind, id);
-        let parent_tombstone = incoming_parent(incoming).and_then(|c| {
-            self.tombstones
-                .get(&(EntityKind::Conversation, c.into()))
-                .map(|t| t.version)
-        });
-        rule(incoming, local.as_ref(), parent_tombstone)
+        let mark = incoming_parent(incoming).and_then(|c| self.deletion_marks.get(&c).copied());
+        rule(incoming, local.as_ref(), mark)
     }
 
     fn apply(&mut self, op: WriteOp, outcome: &mut WriteOutcome) {
@@ -414,6 +420,7 @@ impl Inner {
                     EntityKind::Conversation => {
                         let id = tombstone.id.conversation();
                         self.conversations.remove(&id);
+                        self.raise_mark(id, tombstone.version);
                         self.cover_messages(id, tombstone.version);
                     }
                     EntityKind::Message => self.remove_message(tombstone.id.message()),
@@ -421,7 +428,10 @@ impl Inner {
                 self.tombstones
                     .insert((tombstone.kind, tombstone.id), tombstone);
             }
-            WriteOp::CoverMessages(id, through) => self.cover_messages(id, through),
+            WriteOp::CoverMessages(id, through) => {
+                self.raise_mark(id, through);
+                self.cover_messages(id, through);
+            }
             WriteOp::Enqueue(item) => {
                 self.dequeue(item.entity_id);
                 self.next_seq += 1;
@@ -546,6 +556,10 @@ impl Store for MemoryStore {
 
     async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>> {
         Ok(self.lock().tombstones.get(&(kind, id)).cloned())
+    }
+
+    async fn deletion_mark(&self, id: ConversationId) -> Result<Option<Hlc>> {
+        Ok(self.lock().deletion_marks.get(&id).copied())
     }
 
     async fn tombstones(&self, query: &TombstoneQuery) -> Result<Vec<Tombstone>> {
