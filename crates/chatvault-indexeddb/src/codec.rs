@@ -249,7 +249,11 @@ pub(crate) fn tombstone_value(t: &Tombstone) -> Object {
 /// A conversation's deletion mark as stored in `marks`.
 pub(crate) fn mark_value(conversation: ConversationId, version: Hlc) -> Object {
     let o = Object::new();
-    set(&o, "conv", &JsValue::from_str(&hex_id(conversation.as_bytes())));
+    set(
+        &o,
+        "conv",
+        &JsValue::from_str(&hex_id(conversation.as_bytes())),
+    );
     set(&o, "version", &version_text(version));
     o
 }

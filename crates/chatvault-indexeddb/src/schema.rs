@@ -53,8 +53,15 @@ pub(crate) const META: &str = "meta";
 pub(crate) const MARKS: &str = "marks";
 
 /// Every object store, for transactions that span them all.
-pub(crate) const ALL_STORES: [&str; 7] =
-    [CONVERSATIONS, MESSAGES, TOMBSTONES, OUTBOX, TOTALS, META, MARKS];
+pub(crate) const ALL_STORES: [&str; 7] = [
+    CONVERSATIONS,
+    MESSAGES,
+    TOMBSTONES,
+    OUTBOX,
+    TOTALS,
+    META,
+    MARKS,
+];
 
 /// One migration: from the version before it to its own.
 type Migration = fn(&IdbDatabase, &IdbTransaction) -> Result<(), JsValue>;

@@ -18,9 +18,7 @@
 
 use crate::codec::{self, above, hex_id, key, tombstone_key, version_text};
 use crate::idb::{self, store_error, wait, DomError};
-use crate::schema::{
-    ALL_STORES, CONVERSATIONS, MARKS, MESSAGES, META, OUTBOX, TOMBSTONES, TOTALS,
-};
+use crate::schema::{ALL_STORES, CONVERSATIONS, MARKS, MESSAGES, META, OUTBOX, TOMBSTONES, TOTALS};
 use chatvault_core::{
     ConversationId, ConversationRecord, EntityKind, Hlc, Incoming, MessageRecord, RecordId,
     Timestamp, Tombstone,
@@ -234,18 +232,14 @@ impl Writer {
     /// The conversation's deletion mark: the later of its `marks` row and
     /// its tombstone (a version-1 tombstone has no row; see the schema).
     async fn deletion_mark(&self, id: ConversationId) -> Result<Option<Hlc>> {
-        let row = self
-            .get(&self.marks, &hex_id(id.as_bytes()).into())
-            .await?;
+        let row = self.get(&self.marks, &hex_id(id.as_bytes()).into()).await?;
         let row = codec::found(&row, codec::mark)?;
         Ok(row.max(self.conversation_tombstone(id).await?))
     }
 
     /// Raises the conversation's deletion mark to at least `through`.
     async fn raise_mark(&mut self, id: ConversationId, through: Hlc) -> Result<()> {
-        let row = self
-            .get(&self.marks, &hex_id(id.as_bytes()).into())
-            .await?;
+        let row = self.get(&self.marks, &hex_id(id.as_bytes()).into()).await?;
         if codec::found(&row, codec::mark)?.is_some_and(|m| m >= through) {
             return Ok(());
         }

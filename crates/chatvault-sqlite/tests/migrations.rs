@@ -5,8 +5,8 @@
 //! `fixtures/v1.db` is a small vault written by the code of schema 1 (see
 //! `fixtures/README.md`); it is never regenerated.
 
-use chatvault_sqlite::{SqliteOptions, SqliteStore, SCHEMA_VERSION};
 use chatvault_core::{Body, EntityKind, Incoming, MessageId, MessageRecord};
+use chatvault_sqlite::{SqliteOptions, SqliteStore, SCHEMA_VERSION};
 use chatvault_store::{Store, StoreError, TombstoneQuery, WriteBatch, WriteOp};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};

@@ -293,10 +293,7 @@ pub fn incoming_wins(
     let (remote, covering) = match incoming {
         Incoming::Conversation(r) => (upsert_state(r.version, r.body.as_bytes()), None),
         // Only a message upsert is vetoed by its conversation's deletion.
-        Incoming::Message(m) => (
-            upsert_state(m.version, m.body.as_bytes()),
-            deletion_mark,
-        ),
+        Incoming::Message(m) => (upsert_state(m.version, m.body.as_bytes()), deletion_mark),
         Incoming::Tombstone(t) => (
             VersionedState {
                 version: t.version,

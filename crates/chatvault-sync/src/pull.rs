@@ -47,7 +47,9 @@ use serde::{Deserialize, Serialize};
 use crate::client::SyncClient;
 use crate::error::{Result, SyncError};
 use crate::status::PullReport;
-use crate::wire::{parse_change, push_body, PullResponse, PushResponse, PushStatus, SnapshotResponse};
+use crate::wire::{
+    parse_change, push_body, PullResponse, PushResponse, PushStatus, SnapshotResponse,
+};
 
 /// Deletion marks sent back per push request after a restore.
 const MARKS_PER_PUSH: usize = 500;

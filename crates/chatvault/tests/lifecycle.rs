@@ -422,7 +422,9 @@ async fn an_imported_deletion_that_loses_to_a_recreation_still_covers_older_mess
 
     let (b, b_clock) = memory_vault(Mode::Plain).await;
     b_clock.set(clock.now());
-    b.import(before.clone(), import_options(None)).await.unwrap();
+    b.import(before.clone(), import_options(None))
+        .await
+        .unwrap();
     b_clock.advance(10_000);
     b.update_conversation(
         c.id,
@@ -434,7 +436,10 @@ async fn an_imported_deletion_that_loses_to_a_recreation_still_covers_older_mess
     .await
     .unwrap();
     let report = b.import(deleted, import_options(None)).await.unwrap();
-    assert_eq!(report.imported, 0, "the recreation is newer than the deletion");
+    assert_eq!(
+        report.imported, 0,
+        "the recreation is newer than the deletion"
+    );
     assert_eq!(b.conversation(c.id).await.unwrap().title, "recreated");
     assert!(b.message(m.id).await.is_err(), "covered by the deletion");
 

@@ -8,7 +8,9 @@
 //! prepared write.
 
 use async_trait::async_trait;
-use chatvault_core::{ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone};
+use chatvault_core::{
+    ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone,
+};
 use chatvault_store::{
     BatchSource, Compaction, ConversationQuery, ConversationRow, Footprint, MessageQuery,
     OutboxEntry, Result, Store, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
