@@ -32,11 +32,11 @@
 //! holds older is queued to be pushed back ([`PullReport::requeued`]), and
 //! the server's newer-wins rule (and its deletion cover) sorts it out. The
 //! deletion marks of recreated conversations that the snapshot does not
-//! name (`deletedThrough` absent or lower) are pushed back as tombstones
-//! at their own stamps before the snapshot's cursor is stored
-//! ([`PullReport::marks_pushed`]): a failed push leaves the old cursor,
-//! which the restored server refuses again, so the rebuild runs again. A
-//! snapshot key refused the same way mid-walk starts the walk over, once.
+//! name (`deletedThrough` absent or lower) are saved (sync metadata
+//! [`MARKS_TO_PUSH_KEY`]) and pushed back as tombstones at their own stamps
+//! before the snapshot's cursor is stored ([`PullReport::marks_pushed`]);
+//! saved marks a failed push left are sent by the next push. A snapshot
+//! key refused the same way mid-walk starts the walk over, once.
 
 use std::collections::{HashMap, HashSet};
 
@@ -53,6 +53,13 @@ use crate::wire::{
 
 /// Deletion marks sent back per push request after a restore.
 const MARKS_PER_PUSH: usize = 500;
+
+/// Sync metadata: the deletion marks a restore rebuild found the server
+/// lacking, as the tombstone changes (a JSON array, op ids included, so a
+/// retry is idempotent) that push them back; removed once the server
+/// answered them. Kept outside the outbox, which holds one change per
+/// record: the recreation of such a conversation may be pending there.
+pub(crate) const MARKS_TO_PUSH_KEY: &str = "sync.marks_to_push";
 
 /// What a walk through the snapshot saw.
 struct Walked {
@@ -178,7 +185,15 @@ impl SyncClient {
             Rebuild::Restored | Rebuild::RestoredAgain => {
                 report.requeued += replica.requeue_records_missing_from(&listed).await?;
                 let missing = replica.deletion_marks_missing_from(&marks).await?;
-                report.marks_pushed += self.push_deletion_marks(missing).await?;
+                if !missing.is_empty() {
+                    let saved = serde_json::to_vec(&missing).map_err(|e| {
+                        SyncError::Protocol(format!("cannot serialize a change: {e}"))
+                    })?;
+                    replica
+                        .set_sync_meta(MARKS_TO_PUSH_KEY, Some(saved))
+                        .await?;
+                }
+                report.marks_pushed += self.push_saved_marks().await?;
             }
         }
         let (key, value) = self.cursor_meta(&cursor)?;
@@ -192,15 +207,35 @@ impl SyncClient {
         Ok(cursor)
     }
 
+    /// Pushes the deletion marks saved under [`MARKS_TO_PUSH_KEY`] (if any)
+    /// and forgets them once the server answered; returns how many were
+    /// sent. A failed push keeps them for the next try.
+    pub(crate) async fn push_saved_marks(&self) -> Result<u64> {
+        let replica = self.inner.vault.replica();
+        let Some(saved) = replica.sync_meta(MARKS_TO_PUSH_KEY).await? else {
+            return Ok(0);
+        };
+        let changes: Vec<Change> = match serde_json::from_slice::<Vec<serde_json::Value>>(&saved) {
+            Ok(values) => values
+                .into_iter()
+                .filter_map(|v| parse_change(v).ok())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable saved deletion marks; dropped");
+                Vec::new()
+            }
+        };
+        let sent = self.push_deletion_marks(changes).await?;
+        replica.set_sync_meta(MARKS_TO_PUSH_KEY, None).await?;
+        Ok(sent)
+    }
+
     /// Pushes deletion marks the restored server lacks (conversation
     /// tombstones at the marks' stamps, from
-    /// `Replica::deletion_marks_missing_from`) straight to it: the outbox
-    /// holds one change per record, and the recreation of each of these
-    /// conversations may be pending there. Each is `superseded` by the
-    /// recreation or applied; the server keeps the mark either way. A
+    /// `Replica::deletion_marks_missing_from`). Each is `superseded` by
+    /// the recreation or applied; the server keeps the mark either way. A
     /// refusal is logged and leaves the mark on this device only (the
     /// device still covers the messages; the server keeps serving them).
-    /// Returns how many were sent.
     async fn push_deletion_marks(&self, marks: Vec<Change>) -> Result<u64> {
         let mut sent = 0;
         for chunk in marks.chunks(MARKS_PER_PUSH) {
