@@ -200,8 +200,8 @@ pub(crate) async fn tombstone(
     codec::found(&v, codec::tombstone)
 }
 
-/// The later of the stored mark and the conversation's tombstone (a
-/// version-1 tombstone has no mark row: see the schema docs).
+/// The later of the kept mark and the conversation's tombstone (see the
+/// schema docs).
 pub(crate) async fn deletion_mark(db: &IdbDatabase, id: ConversationId) -> Result<Option<Hlc>> {
     let tx = begin(db, &[MARKS, TOMBSTONES])?;
     let mark = get(&object_store(&tx, MARKS)?, &hex_id(id.as_bytes()).into()).await?;

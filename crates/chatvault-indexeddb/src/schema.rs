@@ -35,11 +35,13 @@
 //!   bytes, kept by every write; the row with the empty key holds the body
 //!   bytes of every live record (the quota check and `usage`).
 //! - `meta`, out-of-line string keys: the vault's small key-value table.
-//! - `marks`, key `conv` (version 2): per conversation, its deletion mark
-//!   `version` — the highest stamp it was deleted at, kept after a
-//!   recreation removed its tombstone. Not backfilled: a version-1
-//!   conversation tombstone counts as a mark where it lies, and moves into
-//!   `marks` when a recreation replaces it.
+//! - `marks`, key `conv` (version 2): per conversation, its kept deletion
+//!   mark `version` — the highest stamp it was deleted at by deletions
+//!   learnt from elsewhere and by tombstones a recreation replaced. A
+//!   conversation's tombstone counts as its mark while it lies there (so
+//!   a local one re-stamped lower counts at its new stamp, and a version-1
+//!   tombstone needs no backfill); it moves into `marks` when a recreation
+//!   replaces it.
 
 use wasm_bindgen::JsValue;
 use web_sys::{IdbDatabase, IdbIndexParameters, IdbObjectStoreParameters, IdbTransaction};

@@ -230,7 +230,7 @@ impl Writer {
     }
 
     /// The conversation's deletion mark: the later of its `marks` row and
-    /// its tombstone (a version-1 tombstone has no row; see the schema).
+    /// its tombstone (see the schema docs).
     async fn deletion_mark(&self, id: ConversationId) -> Result<Option<Hlc>> {
         let row = self.get(&self.marks, &hex_id(id.as_bytes()).into()).await?;
         let row = codec::found(&row, codec::mark)?;
@@ -421,7 +421,6 @@ impl Writer {
                 }
                 let store = self.conversations.clone();
                 self.delete(&store, &id).await?;
-                self.raise_mark(t.id.conversation(), t.version).await?;
                 self.cover_messages(t.id.conversation(), t.version).await?;
             }
             EntityKind::Message => {

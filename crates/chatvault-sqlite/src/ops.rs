@@ -202,17 +202,24 @@ pub(crate) fn deletion_mark(c: &mut Connection, id: ConversationId) -> Result<Op
     deletion_mark_in(c, id)
 }
 
+/// The later of the kept mark and the conversation's tombstone (a local
+/// tombstone re-stamped lower after a `clock_skew` refusal counts at its
+/// new stamp).
 fn deletion_mark_in(c: &Connection, id: ConversationId) -> Result<Option<Hlc>> {
     let version: Option<String> = c
-        .prepare_cached("SELECT version FROM deletion_marks WHERE conversation_id = ?1")
+        .prepare_cached(
+            "SELECT max(version) FROM ( \
+                 SELECT version FROM deletion_marks WHERE conversation_id = ?1 \
+                 UNION ALL SELECT version FROM tombstones \
+                 WHERE kind = 'conversation' AND id = ?1)",
+        )
         .map_err(sql_err)?
         .query_row([&id.as_bytes()[..]], |r| r.get(0))
-        .optional()
         .map_err(sql_err)?;
     version.map(hlc).transpose()
 }
 
-/// Raises a conversation's deletion mark to at least `through` (text
+/// Raises a conversation's kept deletion mark to at least `through` (text
 /// order is clock order).
 fn raise_mark(tx: &Connection, conversation: ConversationId, through: Hlc) -> Result<()> {
     tx.prepare_cached(
@@ -552,6 +559,15 @@ fn apply(
         }
         WriteOp::PutConversation(r) => {
             let id = &r.id.as_bytes()[..];
+            // The tombstone goes; its deletion stays in the mark.
+            tx.prepare_cached(
+                "INSERT INTO deletion_marks (conversation_id, version) \
+                 SELECT id, version FROM tombstones WHERE kind = 'conversation' AND id = ?1 \
+                 ON CONFLICT (conversation_id) DO UPDATE SET version = max(version, excluded.version)",
+            )
+            .map_err(sql_err)?
+            .execute([id])
+            .map_err(sql_err)?;
             tx.prepare_cached("DELETE FROM tombstones WHERE kind = 'conversation' AND id = ?1")
                 .map_err(sql_err)?
                 .execute([id])
@@ -684,7 +700,6 @@ fn apply(
                         .map_err(sql_err)?
                         .execute([id])
                         .map_err(sql_err)?;
-                    raise_mark(tx, t.id.conversation(), t.version)?;
                     cover_messages(tx, t.id.conversation(), t.version, deferred)?;
                 }
                 EntityKind::Message => {

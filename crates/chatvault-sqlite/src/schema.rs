@@ -30,9 +30,12 @@
 //!   by schema-2 code) into parked rows and removes it: see
 //!   [`adopt_legacy_dead_letters`].
 //! - **4** — `deletion_marks`: per conversation, the highest stamp it was
-//!   deleted at, kept after a recreation replaced its tombstone (messages
-//!   stamped at or below it stay covered, and a restored server is told of
-//!   it again). Backfilled from the conversation tombstones.
+//!   deleted at by deletions learnt from elsewhere and by tombstones a
+//!   recreation replaced, so it outlives the recreation (messages stamped
+//!   at or below it stay covered, and a restored server is told of it
+//!   again). A conversation's tombstone counts as its mark while it lies
+//!   there, so nothing is backfilled: an older store's tombstones move
+//!   into the table when a recreation replaces them.
 
 use crate::convert::sql_err;
 use crate::{Durability, SqliteOptions};
@@ -127,8 +130,6 @@ CREATE TABLE deletion_marks (
     conversation_id BLOB PRIMARY KEY,
     version         TEXT NOT NULL
 ) WITHOUT ROWID;
-INSERT INTO deletion_marks (conversation_id, version)
-    SELECT id, version FROM tombstones WHERE kind = 'conversation';
 ";
 
 /// The metadata key where schema-2 sync clients kept refused changes.

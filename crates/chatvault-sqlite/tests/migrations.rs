@@ -5,7 +5,9 @@
 //! `fixtures/v1.db` is a small vault written by the code of schema 1 (see
 //! `fixtures/README.md`); it is never regenerated.
 
-use chatvault_core::{Body, EntityKind, Incoming, MessageId, MessageRecord};
+use chatvault_core::{
+    Body, ConversationRecord, EntityKind, Hlc, Incoming, MessageId, MessageRecord, UserId,
+};
 use chatvault_sqlite::{SqliteOptions, SqliteStore, SCHEMA_VERSION};
 use chatvault_store::{Store, StoreError, TombstoneQuery, WriteBatch, WriteOp};
 use rusqlite::Connection;
@@ -209,9 +211,10 @@ async fn v2_dead_letters_become_parked_outbox_rows() {
 }
 
 /// Schema 4 keeps each conversation's deletion mark in its own table, so it
-/// outlives a recreation; the migration backfills it from the conversation
-/// tombstones an older store holds ("Doomed" in the v1 fixture), and a
-/// message merged at or below it loses as before.
+/// outlives a recreation. A conversation tombstone of an older store
+/// ("Doomed" in the v1 fixture) is its mark from the first open: a message
+/// merged at or below it loses as before, and a recreation moves it into
+/// the table instead of losing it.
 #[tokio::test]
 async fn v1_conversation_tombstones_become_deletion_marks() {
     let (_dir, path) = copy_of_v1();
@@ -235,7 +238,7 @@ async fn v1_conversation_tombstones_become_deletion_marks() {
     assert_eq!(
         store.deletion_mark(id).await.unwrap(),
         Some(doomed.version),
-        "backfilled from the tombstone"
+        "the tombstone is the mark"
     );
     for live in store.usage().await.unwrap().per_conversation {
         assert_eq!(store.deletion_mark(live.id).await.unwrap(), None);
@@ -252,6 +255,31 @@ async fn v1_conversation_tombstones_become_deletion_marks() {
     let mut batch = WriteBatch::new();
     batch.push(WriteOp::Merge(Incoming::Message(late.clone())));
     let outcome = store.write(batch).await.unwrap();
-    assert_eq!(outcome.superseded, 1, "covered by the migrated mark");
+    assert_eq!(outcome.superseded, 1, "covered by the old tombstone");
     assert_eq!(store.message(late.id).await.unwrap(), None);
+
+    let recreated = ConversationRecord {
+        id,
+        user_id: UserId::local(),
+        created_at: doomed.deleted_at,
+        updated_at: doomed.deleted_at,
+        version: Hlc::new(doomed.version.wall_ms() + 1, 0, doomed.version.device()).unwrap(),
+        body: Body(b"recreated".to_vec()),
+    };
+    let mut batch = WriteBatch::new();
+    batch.push(WriteOp::Merge(Incoming::Conversation(recreated)));
+    batch.push(WriteOp::Merge(Incoming::Message(late.clone())));
+    let outcome = store.write(batch).await.unwrap();
+    assert_eq!((outcome.merged, outcome.superseded), (1, 1));
+    assert_eq!(store.deletion_mark(id).await.unwrap(), Some(doomed.version));
+    drop(store);
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    assert!(store.conversation(id).await.unwrap().is_some(), "recreated");
+    assert_eq!(
+        store.deletion_mark(id).await.unwrap(),
+        Some(doomed.version),
+        "kept past the recreation"
+    );
 }

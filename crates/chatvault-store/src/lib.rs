@@ -89,14 +89,17 @@ pub trait Store: MaybeSendSync {
     /// The tombstone left by deleting a record, if any.
     async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>>;
 
-    /// The conversation's **deletion mark**: the highest stamp it was ever
-    /// deleted at here — by a conversation tombstone ([`WriteOp::Delete`],
-    /// whether or not it is still stored) or a deletion applied as
-    /// [`WriteOp::CoverMessages`] — and `None` if it never was. Unlike its
-    /// tombstone, the mark outlives a recreation of the conversation
-    /// ([`WriteOp::PutConversation`]) and only ever grows; merged messages
-    /// stamped at or below it lose (core's deletion rule,
-    /// `chatvault_core::resolve_incoming`). [`Store::clear`] forgets it.
+    /// The conversation's **deletion mark**: the highest stamp it was
+    /// deleted at here — the later of its conversation tombstone, while it
+    /// has one, and every deletion applied as [`WriteOp::CoverMessages`]
+    /// or tombstone a recreation ([`WriteOp::PutConversation`]) replaced —
+    /// and `None` if it never was deleted. Unlike the tombstone, the mark
+    /// outlives the recreation; merged messages stamped at or below it
+    /// lose (core's deletion rule, `chatvault_core::resolve_incoming`). It
+    /// never goes down, except that a tombstone replaced by a lower one (a
+    /// local deletion re-stamped after a `clock_skew` refusal, which never
+    /// reached the server at its first stamp) counts at its new stamp.
+    /// [`Store::clear`] forgets it.
     async fn deletion_mark(&self, id: ConversationId) -> Result<Option<Hlc>>;
 
     /// Every tombstone, a page at a time in `(kind, id)` order (export).

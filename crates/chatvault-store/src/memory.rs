@@ -34,8 +34,10 @@ struct Inner {
     messages: HashMap<MessageId, MessageRecord>,
     by_conversation: BTreeSet<(ConversationId, Timestamp, MessageId)>,
     tombstones: HashMap<(EntityKind, RecordId), Tombstone>,
-    /// Per conversation, the highest stamp it was deleted at (kept past a
-    /// recreation: see [`Store::deletion_mark`]).
+    /// Per conversation, the highest stamp it was deleted at by deletions
+    /// learnt from elsewhere ([`WriteOp::CoverMessages`]) and by tombstones
+    /// a recreation replaced; its tombstone, while it has one, counts too
+    /// (see [`Store::deletion_mark`]).
     deletion_marks: HashMap<ConversationId, Hlc>,
     outbox: BTreeMap<u64, Slot>,
     outbox_by_entity: HashMap<RecordId, u64>,
@@ -267,7 +269,18 @@ impl Inner {
         }
     }
 
-    /// Raises a conversation's deletion mark to at least `through`.
+    /// [`Store::deletion_mark`]: the later of the kept mark and the
+    /// conversation's tombstone (a local tombstone re-stamped lower after a
+    /// `clock_skew` refusal counts at its new stamp).
+    fn deletion_mark(&self, id: ConversationId) -> Option<Hlc> {
+        let tombstone = self
+            .tombstones
+            .get(&(EntityKind::Conversation, id.into()))
+            .map(|t| t.version);
+        self.deletion_marks.get(&id).copied().max(tombstone)
+    }
+
+    /// Raises a conversation's kept deletion mark to at least `through`.
     fn raise_mark(&mut self, id: ConversationId, through: Hlc) {
         let mark = self.deletion_marks.entry(id).or_insert(through);
         *mark = (*mark).max(through);
@@ -337,7 +350,7 @@ impl Inner {
     fn wins(&self, incoming: &Incoming, rule: WinRule) -> bool {
         let (kind, id) = incoming_key(incoming);
         let local = self.local_version(kind, id);
-        let mark = incoming_parent(incoming).and_then(|c| self.deletion_marks.get(&c).copied());
+        let mark = incoming_parent(incoming).and_then(|c| self.deletion_mark(c));
         rule(incoming, local.as_ref(), mark)
     }
 
@@ -381,8 +394,13 @@ impl Inner {
                 }
             }
             WriteOp::PutConversation(record) => {
-                self.tombstones
-                    .remove(&(EntityKind::Conversation, record.id.into()));
+                // The tombstone goes; its deletion stays in the mark.
+                if let Some(t) = self
+                    .tombstones
+                    .remove(&(EntityKind::Conversation, record.id.into()))
+                {
+                    self.raise_mark(record.id, t.version);
+                }
                 let newest_message = self
                     .messages_of(record.id)
                     .map(|m| m.updated_at)
@@ -420,7 +438,6 @@ impl Inner {
                     EntityKind::Conversation => {
                         let id = tombstone.id.conversation();
                         self.conversations.remove(&id);
-                        self.raise_mark(id, tombstone.version);
                         self.cover_messages(id, tombstone.version);
                     }
                     EntityKind::Message => self.remove_message(tombstone.id.message()),
@@ -559,7 +576,7 @@ impl Store for MemoryStore {
     }
 
     async fn deletion_mark(&self, id: ConversationId) -> Result<Option<Hlc>> {
-        Ok(self.lock().deletion_marks.get(&id).copied())
+        Ok(self.lock().deletion_mark(id))
     }
 
     async fn tombstones(&self, query: &TombstoneQuery) -> Result<Vec<Tombstone>> {

@@ -135,9 +135,9 @@ pub enum WriteOp {
     InsertMessage(MessageRecord),
     /// Delete a record and keep its tombstone. A conversation takes along
     /// what its deletion covers, as [`WriteOp::CoverMessages`] at the
-    /// tombstone's version (which raises its deletion mark); its messages
-    /// stamped after the deletion stay (core's deletion rule,
-    /// `chatvault_core::merge`).
+    /// tombstone's version (the tombstone counts in its deletion mark while
+    /// it lies there); its messages stamped after the deletion stay (core's
+    /// deletion rule, `chatvault_core::merge`).
     Delete(Tombstone),
     /// The conversation was deleted at this version: drop every message of
     /// it stamped at or below it, with their tombstones and their pending

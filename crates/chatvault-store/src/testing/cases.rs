@@ -623,11 +623,11 @@ async fn a_conversation_deletion_covers_only_messages_stamped_before_it(b) {
 }
 
 /// A conversation's deletion mark is the highest stamp it was deleted at
-/// (by a tombstone, merged or local, or by `CoverMessages`), only ever
-/// grows, outlives the recreation that replaces the tombstone and a
-/// reopen, and keeps covering: a merged message stamped at or below it
-/// loses even after the recreation, one stamped above it is kept.
-/// `clear` forgets it.
+/// (by a tombstone, merged or local, or by `CoverMessages`), keeps the
+/// max, outlives the recreation that replaces the tombstone and a reopen,
+/// and keeps covering: a merged message stamped at or below it loses even
+/// after the recreation, one stamped above it is kept. A local tombstone
+/// re-stamped lower counts at its new stamp. `clear` forgets it.
 async fn the_deletion_mark_outlives_a_recreation(b) {
     let store = b.open().await?;
     assert_eq!(store.deletion_mark(conv_id(1)).await?, None, "never deleted");
@@ -675,9 +675,13 @@ async fn the_deletion_mark_outlives_a_recreation(b) {
     assert_eq!(store.message(msg_id(2)).await?, None, "covered after the recreation");
     assert!(store.message(msg_id(3)).await?.is_some(), "stamped after the mark: kept");
 
-    // A local delete of the recreation raises it to its own stamp.
+    // A local delete of the recreation raises it to its own stamp; the
+    // same deletion re-stamped lower (refused for clock skew before it
+    // ever reached a server) counts at its new stamp.
     store.write(batch([WriteOp::Delete(conversation_tombstone(1, 60)?)])).await?;
     assert_eq!(store.deletion_mark(conv_id(1)).await?, Some(hlc(60)?));
+    store.write(batch([WriteOp::Delete(conversation_tombstone(1, 55)?)])).await?;
+    assert_eq!(store.deletion_mark(conv_id(1)).await?, Some(hlc(55)?), "re-stamped");
     assert_eq!(store.deletion_mark(conv_id(2)).await?, None, "per conversation");
 
     store.clear().await?;
