@@ -246,6 +246,23 @@ pub(crate) fn tombstone_value(t: &Tombstone) -> Object {
     o
 }
 
+/// A conversation's deletion mark as stored in `marks`.
+pub(crate) fn mark_value(conversation: ConversationId, version: Hlc) -> Object {
+    let o = Object::new();
+    set(
+        &o,
+        "conv",
+        &JsValue::from_str(&hex_id(conversation.as_bytes())),
+    );
+    set(&o, "version", &version_text(version));
+    o
+}
+
+/// The stamp of a stored deletion mark.
+pub(crate) fn mark(o: &JsValue) -> Result<Hlc> {
+    get_hlc(o, "version")
+}
+
 pub(crate) fn tombstone(o: &JsValue) -> Result<Tombstone> {
     Ok(Tombstone {
         kind: get_kind(o)?,

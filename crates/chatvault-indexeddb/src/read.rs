@@ -4,9 +4,9 @@
 
 use crate::codec::{self, above, hex_id, key, neg, tombstone_key};
 use crate::idb::{self, store_error, wait, DomError};
-use crate::schema::{CONVERSATIONS, MESSAGES, OUTBOX, TOMBSTONES, TOTALS};
+use crate::schema::{CONVERSATIONS, MARKS, MESSAGES, OUTBOX, TOMBSTONES, TOTALS};
 use chatvault_core::{
-    Change, ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone,
+    Change, ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone,
 };
 use chatvault_store::{
     check_limit, ConversationQuery, ConversationRow, ConversationUsage, MessageQuery, OutboxEntry,
@@ -198,6 +198,21 @@ pub(crate) async fn tombstone(
 ) -> Result<Option<Tombstone>> {
     let v = one(db, TOMBSTONES, &tombstone_key(kind, id)).await?;
     codec::found(&v, codec::tombstone)
+}
+
+/// The later of the kept mark and the conversation's tombstone (see the
+/// schema docs).
+pub(crate) async fn deletion_mark(db: &IdbDatabase, id: ConversationId) -> Result<Option<Hlc>> {
+    let tx = begin(db, &[MARKS, TOMBSTONES])?;
+    let mark = get(&object_store(&tx, MARKS)?, &hex_id(id.as_bytes()).into()).await?;
+    let mark = codec::found(&mark, codec::mark)?;
+    let t = get(
+        &object_store(&tx, TOMBSTONES)?,
+        &tombstone_key(EntityKind::Conversation, id.into()),
+    )
+    .await?;
+    let t = codec::found(&t, codec::tombstone)?.map(|t| t.version);
+    Ok(mark.max(t))
 }
 
 /// In key order, `[kind, id]`: the contract's `(kind, id)` order.

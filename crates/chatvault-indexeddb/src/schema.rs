@@ -15,7 +15,7 @@
 //! version count follows), never edit an old one, and add a test that
 //! builds the previous version's layout and opens it with the new code.
 //!
-//! # Layout (version 1)
+//! # Layout (version 2)
 //! Ids are lowercase hex (their byte order), times are epoch milliseconds,
 //! versions are the HLC's fixed-width text (text order is clock order).
 //! - `conversations`, key `id`: the record, its `activity` time and the
@@ -35,6 +35,13 @@
 //!   bytes, kept by every write; the row with the empty key holds the body
 //!   bytes of every live record (the quota check and `usage`).
 //! - `meta`, out-of-line string keys: the vault's small key-value table.
+//! - `marks`, key `conv` (version 2): per conversation, its kept deletion
+//!   mark `version` — the highest stamp it was deleted at by deletions
+//!   learnt from elsewhere and by tombstones a recreation replaced. A
+//!   conversation's tombstone counts as its mark while it lies there (so
+//!   a local one re-stamped lower counts at its new stamp, and a version-1
+//!   tombstone needs no backfill); it moves into `marks` when a recreation
+//!   replaces it.
 
 use wasm_bindgen::JsValue;
 use web_sys::{IdbDatabase, IdbIndexParameters, IdbObjectStoreParameters, IdbTransaction};
@@ -45,16 +52,24 @@ pub(crate) const TOMBSTONES: &str = "tombstones";
 pub(crate) const OUTBOX: &str = "outbox";
 pub(crate) const TOTALS: &str = "totals";
 pub(crate) const META: &str = "meta";
+pub(crate) const MARKS: &str = "marks";
 
 /// Every object store, for transactions that span them all.
-pub(crate) const ALL_STORES: [&str; 6] =
-    [CONVERSATIONS, MESSAGES, TOMBSTONES, OUTBOX, TOTALS, META];
+pub(crate) const ALL_STORES: [&str; 7] = [
+    CONVERSATIONS,
+    MESSAGES,
+    TOMBSTONES,
+    OUTBOX,
+    TOTALS,
+    META,
+    MARKS,
+];
 
 /// One migration: from the version before it to its own.
 type Migration = fn(&IdbDatabase, &IdbTransaction) -> Result<(), JsValue>;
 
 /// Migration `i` brings the database from version `i` to `i + 1`.
-const MIGRATIONS: &[Migration] = &[create_v1];
+const MIGRATIONS: &[Migration] = &[create_v1, add_marks_v2];
 
 /// The schema version this build writes (the IndexedDB database version).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -137,5 +152,11 @@ fn create_v1(db: &IdbDatabase, _tx: &IdbTransaction) -> Result<(), JsValue> {
 
     db.create_object_store_with_optional_parameters(TOTALS, &store_params(&["conv"], false))?;
     db.create_object_store(META)?;
+    Ok(())
+}
+
+/// Version 2: the `marks` store (conversations' deletion marks).
+fn add_marks_v2(db: &IdbDatabase, _tx: &IdbTransaction) -> Result<(), JsValue> {
+    db.create_object_store_with_optional_parameters(MARKS, &store_params(&["conv"], false))?;
     Ok(())
 }

@@ -5,7 +5,9 @@ use crate::idb::{self, store_error, wait, DomError};
 use crate::schema::{self, SCHEMA_VERSION};
 use crate::{read, write};
 use async_trait::async_trait;
-use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
+use chatvault_core::{
+    ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone,
+};
 use chatvault_store::{
     BatchSource, ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, ParkedEntry,
     Result, Store, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
@@ -130,6 +132,10 @@ impl Store for IndexedDbStore {
 
     async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>> {
         read::tombstone(&self.db, kind, id).await
+    }
+
+    async fn deletion_mark(&self, id: ConversationId) -> Result<Option<Hlc>> {
+        read::deletion_mark(&self.db, id).await
     }
 
     async fn tombstones(&self, query: &TombstoneQuery) -> Result<Vec<Tombstone>> {

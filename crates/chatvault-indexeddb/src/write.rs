@@ -18,7 +18,7 @@
 
 use crate::codec::{self, above, hex_id, key, tombstone_key, version_text};
 use crate::idb::{self, store_error, wait, DomError};
-use crate::schema::{ALL_STORES, CONVERSATIONS, MESSAGES, META, OUTBOX, TOMBSTONES, TOTALS};
+use crate::schema::{ALL_STORES, CONVERSATIONS, MARKS, MESSAGES, META, OUTBOX, TOMBSTONES, TOTALS};
 use chatvault_core::{
     ConversationId, ConversationRecord, EntityKind, Hlc, Incoming, MessageRecord, RecordId,
     Timestamp, Tombstone,
@@ -93,6 +93,7 @@ struct Writer {
     outbox: IdbObjectStore,
     totals: IdbObjectStore,
     meta: IdbObjectStore,
+    marks: IdbObjectStore,
     /// Writes issued since the writer last waited for one.
     unawaited: usize,
     /// Activity bumps by conversation (the latest time wins).
@@ -117,6 +118,7 @@ impl Writer {
             outbox: store(OUTBOX)?,
             totals: store(TOTALS)?,
             meta: store(META)?,
+            marks: store(MARKS)?,
             tx,
             unawaited: 0,
             activity: HashMap::new(),
@@ -209,19 +211,40 @@ impl Writer {
     async fn wins(&self, incoming: &Incoming, rule: WinRule) -> Result<bool> {
         let (kind, id) = incoming_key(incoming);
         let local = self.local_version(kind, id).await?;
-        let parent = match incoming_parent(incoming) {
-            Some(c) => {
-                let t = self
-                    .get(
-                        &self.tombstones,
-                        &tombstone_key(EntityKind::Conversation, c.into()),
-                    )
-                    .await?;
-                codec::found(&t, codec::tombstone)?.map(|t| t.version)
-            }
+        let mark = match incoming_parent(incoming) {
+            Some(c) => self.deletion_mark(c).await?,
             None => None,
         };
-        Ok(rule(incoming, local.as_ref(), parent))
+        Ok(rule(incoming, local.as_ref(), mark))
+    }
+
+    /// The conversation's tombstone version, if it has one.
+    async fn conversation_tombstone(&self, id: ConversationId) -> Result<Option<Hlc>> {
+        let t = self
+            .get(
+                &self.tombstones,
+                &tombstone_key(EntityKind::Conversation, id.into()),
+            )
+            .await?;
+        Ok(codec::found(&t, codec::tombstone)?.map(|t| t.version))
+    }
+
+    /// The conversation's deletion mark: the later of its `marks` row and
+    /// its tombstone (see the schema docs).
+    async fn deletion_mark(&self, id: ConversationId) -> Result<Option<Hlc>> {
+        let row = self.get(&self.marks, &hex_id(id.as_bytes()).into()).await?;
+        let row = codec::found(&row, codec::mark)?;
+        Ok(row.max(self.conversation_tombstone(id).await?))
+    }
+
+    /// Raises the conversation's deletion mark to at least `through`.
+    async fn raise_mark(&mut self, id: ConversationId, through: Hlc) -> Result<()> {
+        let row = self.get(&self.marks, &hex_id(id.as_bytes()).into()).await?;
+        if codec::found(&row, codec::mark)?.is_some_and(|m| m >= through) {
+            return Ok(());
+        }
+        let marks = self.marks.clone();
+        self.put(&marks, &codec::mark_value(id, through)).await
     }
 
     /// The outbox entry of a record, if any.
@@ -318,6 +341,10 @@ impl Writer {
 
     async fn put_conversation(&mut self, r: ConversationRecord) -> Result<()> {
         let id: JsValue = hex_id(r.id.as_bytes()).into();
+        // The tombstone goes; its deletion stays in the mark.
+        if let Some(deleted) = self.conversation_tombstone(r.id).await? {
+            self.raise_mark(r.id, deleted).await?;
+        }
         let tombstones = self.tombstones.clone();
         self.delete(
             &tombstones,
@@ -490,7 +517,10 @@ impl Writer {
             WriteOp::PutMessage(m) => self.put_message(m, false).await?,
             WriteOp::InsertMessage(m) => self.put_message(m, true).await?,
             WriteOp::Delete(t) => self.delete_record(t).await?,
-            WriteOp::CoverMessages(id, through) => self.cover_messages(id, through).await?,
+            WriteOp::CoverMessages(id, through) => {
+                self.raise_mark(id, through).await?;
+                self.cover_messages(id, through).await?;
+            }
             WriteOp::Enqueue(item) => {
                 // One change per record: the new one replaces the pending
                 // one and gets the next sequence number.
@@ -618,11 +648,12 @@ pub(crate) async fn acknowledge(db: &IdbDatabase, durability: &str, seqs: &[u64]
     .await
 }
 
-/// Deletes every record, tombstone, outbox entry and total; keeps `meta`.
+/// Deletes every record, tombstone, deletion mark, outbox entry and
+/// total; keeps `meta`.
 /// The outbox's sequence numbers go on from where they were (IndexedDB
 /// never resets a key generator on `clear`).
 pub(crate) async fn clear(db: &IdbDatabase, durability: &str) -> Result<()> {
-    let stores = [CONVERSATIONS, MESSAGES, TOMBSTONES, OUTBOX, TOTALS];
+    let stores = [CONVERSATIONS, MESSAGES, TOMBSTONES, OUTBOX, TOTALS, MARKS];
     issue_and_commit(db, &stores, durability, "clearing", |tx| {
         for name in stores {
             tx.object_store(name)?.clear()?;

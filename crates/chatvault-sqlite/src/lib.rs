@@ -27,7 +27,9 @@ mod schema;
 pub use schema::SCHEMA_VERSION;
 
 use async_trait::async_trait;
-use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
+use chatvault_core::{
+    ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone,
+};
 use chatvault_store::{
     BatchSource, Compaction, ConversationQuery, ConversationRow, Footprint, MessageQuery,
     OutboxEntry, ParkedEntry, Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch,
@@ -195,6 +197,10 @@ impl Store for SqliteStore {
 
     async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>> {
         self.with_conn(move |c| ops::tombstone(c, kind, id)).await
+    }
+
+    async fn deletion_mark(&self, id: ConversationId) -> Result<Option<Hlc>> {
+        self.with_conn(move |c| ops::deletion_mark(c, id)).await
     }
 
     async fn tombstones(&self, query: &TombstoneQuery) -> Result<Vec<Tombstone>> {

@@ -198,6 +198,40 @@ fn tombstone_in(c: &Connection, kind: EntityKind, id: RecordId) -> Result<Option
     .transpose()
 }
 
+pub(crate) fn deletion_mark(c: &mut Connection, id: ConversationId) -> Result<Option<Hlc>> {
+    deletion_mark_in(c, id)
+}
+
+/// The later of the kept mark and the conversation's tombstone (a local
+/// tombstone re-stamped lower after a `clock_skew` refusal counts at its
+/// new stamp).
+fn deletion_mark_in(c: &Connection, id: ConversationId) -> Result<Option<Hlc>> {
+    let version: Option<String> = c
+        .prepare_cached(
+            "SELECT max(version) FROM ( \
+                 SELECT version FROM deletion_marks WHERE conversation_id = ?1 \
+                 UNION ALL SELECT version FROM tombstones \
+                 WHERE kind = 'conversation' AND id = ?1)",
+        )
+        .map_err(sql_err)?
+        .query_row([&id.as_bytes()[..]], |r| r.get(0))
+        .map_err(sql_err)?;
+    version.map(hlc).transpose()
+}
+
+/// Raises a conversation's kept deletion mark to at least `through` (text
+/// order is clock order).
+fn raise_mark(tx: &Connection, conversation: ConversationId, through: Hlc) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO deletion_marks (conversation_id, version) VALUES (?1, ?2) \
+         ON CONFLICT (conversation_id) DO UPDATE SET version = max(version, excluded.version)",
+    )
+    .map_err(sql_err)?
+    .execute(params![&conversation.as_bytes()[..], through.to_string()])
+    .map_err(sql_err)?;
+    Ok(())
+}
+
 pub(crate) fn tombstones(c: &mut Connection, q: &TombstoneQuery) -> Result<Vec<Tombstone>> {
     check_limit(q.limit)?;
     let limit = q.limit as i64;
@@ -377,17 +411,18 @@ type WinRule = fn(&Incoming, Option<&LocalVersion>, Option<chatvault_core::Hlc>)
 fn wins(tx: &Connection, incoming: &Incoming, rule: WinRule) -> Result<bool> {
     let (kind, id) = incoming_key(incoming);
     let local = local_version(tx, kind, id)?;
-    let parent_tombstone = match incoming_parent(incoming) {
-        Some(c) => tombstone_in(tx, EntityKind::Conversation, c.into())?.map(|t| t.version),
+    let mark = match incoming_parent(incoming) {
+        Some(c) => deletion_mark_in(tx, c)?,
         None => None,
     };
-    Ok(rule(incoming, local.as_ref(), parent_tombstone))
+    Ok(rule(incoming, local.as_ref(), mark))
 }
 
-/// [`WriteOp::CoverMessages`]: drops the messages of `conversation`
-/// stamped at or below `through`, their tombstones and their outbox
-/// entries, and takes them off the conversation's totals. Stamps compare
-/// as text (fixed-width hex: text order is clock order).
+/// [`WriteOp::CoverMessages`] (the caller raises the mark): drops the
+/// messages of `conversation` stamped at or below `through`, their
+/// tombstones and their outbox entries, and takes them off the
+/// conversation's totals. Stamps compare as text (fixed-width hex: text
+/// order is clock order).
 fn cover_messages(
     tx: &Connection,
     conversation: ConversationId,
@@ -524,6 +559,15 @@ fn apply(
         }
         WriteOp::PutConversation(r) => {
             let id = &r.id.as_bytes()[..];
+            // The tombstone goes; its deletion stays in the mark.
+            tx.prepare_cached(
+                "INSERT INTO deletion_marks (conversation_id, version) \
+                 SELECT id, version FROM tombstones WHERE kind = 'conversation' AND id = ?1 \
+                 ON CONFLICT (conversation_id) DO UPDATE SET version = max(version, excluded.version)",
+            )
+            .map_err(sql_err)?
+            .execute([id])
+            .map_err(sql_err)?;
             tx.prepare_cached("DELETE FROM tombstones WHERE kind = 'conversation' AND id = ?1")
                 .map_err(sql_err)?
                 .execute([id])
@@ -681,6 +725,7 @@ fn apply(
             .map_err(sql_err)?;
         }
         WriteOp::CoverMessages(conversation, through) => {
+            raise_mark(tx, conversation, through)?;
             cover_messages(tx, conversation, through, deferred)?;
         }
         WriteOp::Enqueue(item) => {
@@ -930,7 +975,7 @@ pub(crate) fn clear(c: &mut Connection) -> Result<()> {
     let tx = c.transaction().map_err(sql_err)?;
     tx.execute_batch(
         "DELETE FROM conversations; DELETE FROM messages; DELETE FROM conversation_totals; \
-         DELETE FROM tombstones; DELETE FROM outbox;",
+         DELETE FROM tombstones; DELETE FROM deletion_marks; DELETE FROM outbox;",
     )
     .map_err(sql_err)?;
     tx.commit().map_err(sql_err)

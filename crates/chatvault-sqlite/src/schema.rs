@@ -29,6 +29,13 @@
 //!   dead-letter list (the JSON array in meta `sync.deadLetters`, written
 //!   by schema-2 code) into parked rows and removes it: see
 //!   [`adopt_legacy_dead_letters`].
+//! - **4** — `deletion_marks`: per conversation, the highest stamp it was
+//!   deleted at by deletions learnt from elsewhere and by tombstones a
+//!   recreation replaced, so it outlives the recreation (messages stamped
+//!   at or below it stay covered, and a restored server is told of it
+//!   again). A conversation's tombstone counts as its mark while it lies
+//!   there, so nothing is backfilled: an older store's tombstones move
+//!   into the table when a recreation replaces them.
 
 use crate::convert::sql_err;
 use crate::{Durability, SqliteOptions};
@@ -46,7 +53,7 @@ const APPLICATION_ID: i32 = 0x4356_5354;
 
 /// Migrations, in order: `MIGRATIONS[n]` takes a store from version `n` to
 /// `n + 1`. Version 0 is an empty file.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The index in [`MIGRATIONS`] of the step after which
 /// [`adopt_legacy_dead_letters`] runs (in the same transaction).
@@ -116,6 +123,13 @@ ALTER TABLE outbox ADD COLUMN parked_at INTEGER;
 ALTER TABLE outbox ADD COLUMN parked_code TEXT;
 ALTER TABLE outbox ADD COLUMN parked_message TEXT;
 ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+";
+
+const V4: &str = "
+CREATE TABLE deletion_marks (
+    conversation_id BLOB PRIMARY KEY,
+    version         TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// The metadata key where schema-2 sync clients kept refused changes.
@@ -452,6 +466,6 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn, 0, MIGRATIONS).unwrap();
         assert_eq!(version(&conn), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
     }
 }

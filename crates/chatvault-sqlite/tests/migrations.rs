@@ -5,8 +5,11 @@
 //! `fixtures/v1.db` is a small vault written by the code of schema 1 (see
 //! `fixtures/README.md`); it is never regenerated.
 
+use chatvault_core::{
+    Body, ConversationRecord, EntityKind, Hlc, Incoming, MessageId, MessageRecord, UserId,
+};
 use chatvault_sqlite::{SqliteOptions, SqliteStore, SCHEMA_VERSION};
-use chatvault_store::{Store, StoreError, TombstoneQuery};
+use chatvault_store::{Store, StoreError, TombstoneQuery, WriteBatch, WriteOp};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 
@@ -189,7 +192,7 @@ async fn v2_dead_letters_become_parked_outbox_rows() {
     let parked = store.parked(None, 10).await.unwrap();
     assert_eq!(parked.len(), 1, "{parked:?}");
     let p = &parked[0];
-    assert_eq!(p.change.kind, chatvault_core::EntityKind::Message);
+    assert_eq!(p.change.kind, EntityKind::Message);
     assert_eq!(p.reason.code, "payload_too_large");
     assert!(p.reason.message.contains("32768"), "{}", p.reason.message);
     assert_eq!(p.attempts, 1);
@@ -204,5 +207,79 @@ async fn v2_dead_letters_become_parked_outbox_rows() {
     assert!(
         usage.per_conversation[0].pending,
         "retention sees it unsynced"
+    );
+}
+
+/// Schema 4 keeps each conversation's deletion mark in its own table, so it
+/// outlives a recreation. A conversation tombstone of an older store
+/// ("Doomed" in the v1 fixture) is its mark from the first open: a message
+/// merged at or below it loses as before, and a recreation moves it into
+/// the table instead of losing it.
+#[tokio::test]
+async fn v1_conversation_tombstones_become_deletion_marks() {
+    let (_dir, path) = copy_of_v1();
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    let tombstones = store
+        .tombstones(&TombstoneQuery {
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let doomed: Vec<_> = tombstones
+        .iter()
+        .filter(|t| t.kind == EntityKind::Conversation)
+        .collect();
+    assert_eq!(doomed.len(), 1, "{tombstones:?}");
+    let doomed = doomed[0];
+    let id = doomed.id.conversation();
+    assert_eq!(
+        store.deletion_mark(id).await.unwrap(),
+        Some(doomed.version),
+        "the tombstone is the mark"
+    );
+    for live in store.usage().await.unwrap().per_conversation {
+        assert_eq!(store.deletion_mark(live.id).await.unwrap(), None);
+    }
+
+    let late = MessageRecord {
+        id: MessageId::new(),
+        conversation_id: id,
+        created_at: doomed.deleted_at,
+        updated_at: doomed.deleted_at,
+        version: doomed.version,
+        body: Body(b"from before the deletion".to_vec()),
+    };
+    let mut batch = WriteBatch::new();
+    batch.push(WriteOp::Merge(Incoming::Message(late.clone())));
+    let outcome = store.write(batch).await.unwrap();
+    assert_eq!(outcome.superseded, 1, "covered by the old tombstone");
+    assert_eq!(store.message(late.id).await.unwrap(), None);
+
+    let recreated = ConversationRecord {
+        id,
+        user_id: UserId::local(),
+        created_at: doomed.deleted_at,
+        updated_at: doomed.deleted_at,
+        version: Hlc::new(doomed.version.wall_ms() + 1, 0, doomed.version.device()).unwrap(),
+        body: Body(b"recreated".to_vec()),
+    };
+    let mut batch = WriteBatch::new();
+    batch.push(WriteOp::Merge(Incoming::Conversation(recreated)));
+    batch.push(WriteOp::Merge(Incoming::Message(late.clone())));
+    let outcome = store.write(batch).await.unwrap();
+    assert_eq!((outcome.merged, outcome.superseded), (1, 1));
+    assert_eq!(store.deletion_mark(id).await.unwrap(), Some(doomed.version));
+    drop(store);
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    assert!(store.conversation(id).await.unwrap().is_some(), "recreated");
+    assert_eq!(
+        store.deletion_mark(id).await.unwrap(),
+        Some(doomed.version),
+        "kept past the recreation"
     );
 }

@@ -60,7 +60,9 @@ pub use types::{
 };
 
 use async_trait::async_trait;
-use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
+use chatvault_core::{
+    ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone,
+};
 
 /// What every [`Store`] method returns: errors are [`StoreError`]s.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -90,6 +92,19 @@ pub trait Store: MaybeSendSync {
 
     /// The tombstone left by deleting a record, if any.
     async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>>;
+
+    /// The conversation's **deletion mark**: the highest stamp it was
+    /// deleted at here — the later of its conversation tombstone, while it
+    /// has one, and every deletion applied as [`WriteOp::CoverMessages`]
+    /// or tombstone a recreation ([`WriteOp::PutConversation`]) replaced —
+    /// and `None` if it never was deleted. Unlike the tombstone, the mark
+    /// outlives the recreation; merged messages stamped at or below it
+    /// lose (core's deletion rule, `chatvault_core::resolve_incoming`). It
+    /// never goes down, except that a tombstone replaced by a lower one (a
+    /// local deletion re-stamped after a `clock_skew` refusal, which never
+    /// reached the server at its first stamp) counts at its new stamp.
+    /// [`Store::clear`] forgets it.
+    async fn deletion_mark(&self, id: ConversationId) -> Result<Option<Hlc>>;
 
     /// Every tombstone, a page at a time in `(kind, id)` order (export).
     /// Every backend should list them; the default, for wrappers and
@@ -145,8 +160,8 @@ pub trait Store: MaybeSendSync {
     /// A value from the store's small key-value metadata table.
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
 
-    /// Deletes every record, tombstone and outbox entry; keeps metadata
-    /// (the vault header and keys). Nothing is synced: this is a local wipe.
+    /// Deletes every record, tombstone, deletion mark and outbox entry;
+    /// keeps metadata (the vault header and keys). Nothing is synced: this is a local wipe.
     async fn clear(&self) -> Result<()>;
 }
 

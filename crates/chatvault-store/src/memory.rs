@@ -34,6 +34,11 @@ struct Inner {
     messages: HashMap<MessageId, MessageRecord>,
     by_conversation: BTreeSet<(ConversationId, Timestamp, MessageId)>,
     tombstones: HashMap<(EntityKind, RecordId), Tombstone>,
+    /// Per conversation, the highest stamp it was deleted at by deletions
+    /// learnt from elsewhere ([`WriteOp::CoverMessages`]) and by tombstones
+    /// a recreation replaced; its tombstone, while it has one, counts too
+    /// (see [`Store::deletion_mark`]).
+    deletion_marks: HashMap<ConversationId, Hlc>,
     outbox: BTreeMap<u64, Slot>,
     outbox_by_entity: HashMap<RecordId, u64>,
     next_seq: u64,
@@ -264,7 +269,25 @@ impl Inner {
         }
     }
 
-    /// [`WriteOp::CoverMessages`].
+    /// [`Store::deletion_mark`]: the later of the kept mark and the
+    /// conversation's tombstone (a local tombstone re-stamped lower after a
+    /// `clock_skew` refusal counts at its new stamp).
+    fn deletion_mark(&self, id: ConversationId) -> Option<Hlc> {
+        let tombstone = self
+            .tombstones
+            .get(&(EntityKind::Conversation, id.into()))
+            .map(|t| t.version);
+        self.deletion_marks.get(&id).copied().max(tombstone)
+    }
+
+    /// Raises a conversation's kept deletion mark to at least `through`.
+    fn raise_mark(&mut self, id: ConversationId, through: Hlc) {
+        let mark = self.deletion_marks.entry(id).or_insert(through);
+        *mark = (*mark).max(through);
+    }
+
+    /// Drops what a deletion at `through` covers (see
+    /// [`WriteOp::CoverMessages`]; the caller raises the mark).
     fn cover_messages(&mut self, id: ConversationId, through: Hlc) {
         let doomed: Vec<RecordId> = self
             .messages_of(id)
@@ -327,12 +350,8 @@ impl Inner {
     fn wins(&self, incoming: &Incoming, rule: WinRule) -> bool {
         let (kind, id) = incoming_key(incoming);
         let local = self.local_version(kind, id);
-        let parent_tombstone = incoming_parent(incoming).and_then(|c| {
-            self.tombstones
-                .get(&(EntityKind::Conversation, c.into()))
-                .map(|t| t.version)
-        });
-        rule(incoming, local.as_ref(), parent_tombstone)
+        let mark = incoming_parent(incoming).and_then(|c| self.deletion_mark(c));
+        rule(incoming, local.as_ref(), mark)
     }
 
     fn apply(&mut self, op: WriteOp, outcome: &mut WriteOutcome) {
@@ -375,8 +394,13 @@ impl Inner {
                 }
             }
             WriteOp::PutConversation(record) => {
-                self.tombstones
-                    .remove(&(EntityKind::Conversation, record.id.into()));
+                // The tombstone goes; its deletion stays in the mark.
+                if let Some(t) = self
+                    .tombstones
+                    .remove(&(EntityKind::Conversation, record.id.into()))
+                {
+                    self.raise_mark(record.id, t.version);
+                }
                 let newest_message = self
                     .messages_of(record.id)
                     .map(|m| m.updated_at)
@@ -421,7 +445,10 @@ impl Inner {
                 self.tombstones
                     .insert((tombstone.kind, tombstone.id), tombstone);
             }
-            WriteOp::CoverMessages(id, through) => self.cover_messages(id, through),
+            WriteOp::CoverMessages(id, through) => {
+                self.raise_mark(id, through);
+                self.cover_messages(id, through);
+            }
             WriteOp::Enqueue(item) => {
                 self.dequeue(item.entity_id);
                 self.next_seq += 1;
@@ -546,6 +573,10 @@ impl Store for MemoryStore {
 
     async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>> {
         Ok(self.lock().tombstones.get(&(kind, id)).cloned())
+    }
+
+    async fn deletion_mark(&self, id: ConversationId) -> Result<Option<Hlc>> {
+        Ok(self.lock().deletion_mark(id))
     }
 
     async fn tombstones(&self, query: &TombstoneQuery) -> Result<Vec<Tombstone>> {

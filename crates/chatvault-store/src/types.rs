@@ -119,7 +119,9 @@ pub enum WriteOp {
     ///
     /// [`StoreError::StampsTaken`]: crate::StoreError::StampsTaken
     ClaimStamps(StampClaim),
-    /// Insert or replace a conversation; removes a tombstone for it.
+    /// Insert or replace a conversation; removes a tombstone for it (its
+    /// version stays in the conversation's deletion mark,
+    /// [`Store::deletion_mark`](crate::Store::deletion_mark)).
     PutConversation(ConversationRecord),
     /// Insert or replace a message; removes a tombstone for it and advances
     /// its conversation's activity time.
@@ -133,14 +135,19 @@ pub enum WriteOp {
     InsertMessage(MessageRecord),
     /// Delete a record and keep its tombstone. A conversation takes along
     /// what its deletion covers, as [`WriteOp::CoverMessages`] at the
-    /// tombstone's version; its messages stamped after the deletion stay
-    /// (core's deletion rule, `chatvault_core::merge`).
+    /// tombstone's version (the tombstone counts in its deletion mark while
+    /// it lies there); its messages stamped after the deletion stay (core's
+    /// deletion rule, `chatvault_core::merge`).
     Delete(Tombstone),
     /// The conversation was deleted at this version: drop every message of
     /// it stamped at or below it, with their tombstones and their pending
     /// or parked changes. Messages stamped after it stay. Applied when a
     /// conversation tombstone is, and when a recreated conversation comes
-    /// from the server with its deletion mark (`deletedThrough`).
+    /// from the server with its deletion mark (`deletedThrough`). Raises the
+    /// conversation's deletion mark to at least this
+    /// ([`Store::deletion_mark`](crate::Store::deletion_mark)), so later
+    /// merges of its messages stamped at or below it lose too, even once
+    /// the conversation is recreated.
     CoverMessages(ConversationId, Hlc),
     /// Queue a record's change for sync, replacing any pending change of
     /// the same record (coalescing).
@@ -179,8 +186,8 @@ pub enum WriteOp {
     /// if the conversation does not exist.
     RaiseActivity(ConversationId, Timestamp),
     /// Apply a record from elsewhere (sync, import) only if it wins over
-    /// what the store holds by core's last-writer-wins rule; a message whose
-    /// conversation was deleted by a newer version loses too. A winner
+    /// what the store holds by core's last-writer-wins rule; a message
+    /// stamped at or below its conversation's deletion mark loses too. A winner
     /// replaces the record and drops its pending local change.
     Merge(Incoming),
     /// Like [`WriteOp::Merge`], for records that are new to sync too (an
@@ -274,22 +281,19 @@ pub struct LocalVersion {
 }
 
 /// Decides a [`WriteOp::Merge`]: whether `incoming` wins over `local`
-/// (what the store holds for the record) given the version of its
-/// conversation's tombstone, if any — core's
+/// (what the store holds for the record) given its conversation's
+/// deletion mark, if any ([`Store::deletion_mark`](crate::Store::deletion_mark)) — core's
 /// [`resolve_incoming`](chatvault_core::resolve_incoming), the rule the
 /// server applies too.
 pub fn incoming_wins(
     incoming: &Incoming,
     local: Option<&LocalVersion>,
-    conversation_tombstone: Option<Hlc>,
+    deletion_mark: Option<Hlc>,
 ) -> bool {
     let (remote, covering) = match incoming {
         Incoming::Conversation(r) => (upsert_state(r.version, r.body.as_bytes()), None),
         // Only a message upsert is vetoed by its conversation's deletion.
-        Incoming::Message(m) => (
-            upsert_state(m.version, m.body.as_bytes()),
-            conversation_tombstone,
-        ),
+        Incoming::Message(m) => (upsert_state(m.version, m.body.as_bytes()), deletion_mark),
         Incoming::Tombstone(t) => (
             VersionedState {
                 version: t.version,
@@ -324,7 +328,7 @@ fn upsert_state(version: Hlc, body: &[u8]) -> VersionedState<'_> {
 pub fn import_wins(
     incoming: &Incoming,
     local: Option<&LocalVersion>,
-    conversation_tombstone: Option<Hlc>,
+    deletion_mark: Option<Hlc>,
 ) -> bool {
     let (version, deleted) = match incoming {
         Incoming::Conversation(r) => (r.version, false),
@@ -334,7 +338,7 @@ pub fn import_wins(
     if local.is_some_and(|l| l.version == version && l.deleted == deleted) {
         return false;
     }
-    incoming_wins(incoming, local, conversation_tombstone)
+    incoming_wins(incoming, local, deletion_mark)
 }
 
 /// The kind and id of the record an [`Incoming`] writes.
@@ -346,7 +350,7 @@ pub fn incoming_key(incoming: &Incoming) -> (EntityKind, RecordId) {
     }
 }
 
-/// The conversation whose tombstone can veto an incoming message.
+/// The conversation whose deletion mark can veto an incoming message.
 pub fn incoming_parent(incoming: &Incoming) -> Option<ConversationId> {
     match incoming {
         Incoming::Message(m) => Some(m.conversation_id),

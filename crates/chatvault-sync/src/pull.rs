@@ -30,19 +30,47 @@
 //! conversation does not replace a local tombstone of it the server no
 //! longer knows of; every local record and tombstone the snapshot lacks or
 //! holds older is queued to be pushed back ([`PullReport::requeued`]), and
-//! the server's newer-wins rule (and its deletion cover) sorts it out. A
-//! snapshot key refused the same way mid-walk starts the walk over, once.
+//! the server's newer-wins rule (and its deletion cover) sorts it out. The
+//! deletion marks of recreated conversations that the snapshot does not
+//! name (`deletedThrough` absent or lower) are saved (sync metadata
+//! [`MARKS_TO_PUSH_KEY`]) and pushed back as tombstones at their own stamps
+//! before the snapshot's cursor is stored ([`PullReport::marks_pushed`]);
+//! saved marks a failed push left are sent by the next push. A snapshot
+//! key refused the same way mid-walk starts the walk over, once.
 
 use std::collections::{HashMap, HashSet};
 
-use chatvault_core::{Change, EntityKind, ErrorCode, Hlc, RecordId};
+use chatvault_core::{Change, ChangeOp, ConversationId, EntityKind, ErrorCode, Hlc, RecordId};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use crate::client::SyncClient;
 use crate::error::{Result, SyncError};
 use crate::status::PullReport;
-use crate::wire::{parse_change, PullResponse, SnapshotResponse};
+use crate::wire::{
+    parse_change, push_body, PullResponse, PushResponse, PushStatus, SnapshotResponse,
+};
+
+/// Deletion marks sent back per push request after a restore.
+const MARKS_PER_PUSH: usize = 500;
+
+/// Sync metadata: the deletion marks a restore rebuild found the server
+/// lacking, as the tombstone changes (a JSON array, op ids included, so a
+/// retry is idempotent) that push them back; removed once the server
+/// answered them. Kept outside the outbox, which holds one change per
+/// record: the recreation of such a conversation may be pending there.
+pub(crate) const MARKS_TO_PUSH_KEY: &str = "sync.marks_to_push";
+
+/// What a walk through the snapshot saw.
+struct Walked {
+    /// Every listed record's version.
+    listed: HashMap<(EntityKind, RecordId), Hlc>,
+    /// The deletion mark (`deletedThrough`) of each listed conversation
+    /// that names one.
+    marks: HashMap<ConversationId, Hlc>,
+    /// The cursor of the snapshot's first page.
+    cursor: String,
+}
 
 /// Metadata key of the stored cursor.
 pub(crate) const CURSOR_KEY: &str = chatvault::meta_keys::SYNC_CURSOR;
@@ -128,7 +156,7 @@ impl SyncClient {
     /// were lost by the server and are queued to be pushed back.
     async fn resync(&self, mode: Rebuild, report: &mut PullReport) -> Result<String> {
         let mut mode = mode;
-        let (listed, cursor) = loop {
+        let walked = loop {
             match self.walk_snapshot(mode, report).await {
                 Ok(walked) => break walked,
                 // The database was restored while the snapshot was being
@@ -143,6 +171,11 @@ impl SyncClient {
                 Err(e) => return Err(e),
             }
         };
+        let Walked {
+            listed,
+            marks,
+            cursor,
+        } = walked;
         let replica = self.inner.vault.replica();
         match mode {
             Rebuild::Horizon => {
@@ -151,6 +184,16 @@ impl SyncClient {
             }
             Rebuild::Restored | Rebuild::RestoredAgain => {
                 report.requeued += replica.requeue_records_missing_from(&listed).await?;
+                let missing = replica.deletion_marks_missing_from(&marks).await?;
+                if !missing.is_empty() {
+                    let saved = serde_json::to_vec(&missing).map_err(|e| {
+                        SyncError::Protocol(format!("cannot serialize a change: {e}"))
+                    })?;
+                    replica
+                        .set_sync_meta(MARKS_TO_PUSH_KEY, Some(saved))
+                        .await?;
+                }
+                report.marks_pushed += self.push_saved_marks().await?;
             }
         }
         let (key, value) = self.cursor_meta(&cursor)?;
@@ -164,15 +207,82 @@ impl SyncClient {
         Ok(cursor)
     }
 
+    /// Pushes the deletion marks saved under [`MARKS_TO_PUSH_KEY`] (if any)
+    /// and forgets them once the server answered; returns how many were
+    /// sent. A failed push keeps them for the next try.
+    pub(crate) async fn push_saved_marks(&self) -> Result<u64> {
+        let replica = self.inner.vault.replica();
+        let Some(saved) = replica.sync_meta(MARKS_TO_PUSH_KEY).await? else {
+            return Ok(0);
+        };
+        let changes: Vec<Change> = match serde_json::from_slice::<Vec<serde_json::Value>>(&saved) {
+            Ok(values) => values
+                .into_iter()
+                .filter_map(|v| parse_change(v).ok())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable saved deletion marks; dropped");
+                Vec::new()
+            }
+        };
+        let sent = self.push_deletion_marks(changes).await?;
+        replica.set_sync_meta(MARKS_TO_PUSH_KEY, None).await?;
+        Ok(sent)
+    }
+
+    /// Pushes deletion marks the restored server lacks (conversation
+    /// tombstones at the marks' stamps, from
+    /// `Replica::deletion_marks_missing_from`). Each is `superseded` by
+    /// the recreation or applied; the server keeps the mark either way. A
+    /// refusal is logged and leaves the mark on this device only (the
+    /// device still covers the messages; the server keeps serving them).
+    async fn push_deletion_marks(&self, marks: Vec<Change>) -> Result<u64> {
+        let mut sent = 0;
+        for chunk in marks.chunks(MARKS_PER_PUSH) {
+            let jsons = chunk
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| SyncError::Protocol(format!("cannot serialize a change: {e}")))?;
+            let response = self
+                .authed::<PushResponse>(Method::POST, "v1/sync/push", &[], Some(push_body(&jsons)))
+                .await?;
+            if response.results.len() != chunk.len() {
+                return Err(SyncError::Protocol(format!(
+                    "push of {} changes answered {} results",
+                    chunk.len(),
+                    response.results.len()
+                )));
+            }
+            for (change, result) in chunk.iter().zip(&response.results) {
+                if !matches!(result.status, PushStatus::Applied | PushStatus::Superseded) {
+                    tracing::warn!(
+                        id = %change.entity_id,
+                        mark = %change.version,
+                        reason = ?result.reason,
+                        "the restored server refused a deletion mark; it stays on this device only"
+                    );
+                }
+            }
+            let applied_any = response
+                .results
+                .iter()
+                .any(|r| matches!(r.status, PushStatus::Applied));
+            if let (true, Some(head)) = (applied_any, &response.cursor) {
+                self.note_pushed_head(head).await?;
+            }
+            sent += chunk.len() as u64;
+        }
+        Ok(sent)
+    }
+
     /// Pages through the whole snapshot, applying it by LWW; returns every
-    /// listed record's version and the cursor of its first page.
-    async fn walk_snapshot(
-        &self,
-        mode: Rebuild,
-        report: &mut PullReport,
-    ) -> Result<(HashMap<(EntityKind, RecordId), Hlc>, String)> {
+    /// listed record's version, the deletion marks it names and the
+    /// cursor of its first page.
+    async fn walk_snapshot(&self, mode: Rebuild, report: &mut PullReport) -> Result<Walked> {
         let limit = self.inner.options.page_limit.clamp(1, 1000).to_string();
         let mut listed: HashMap<(EntityKind, RecordId), Hlc> = HashMap::new();
+        let mut marks: HashMap<ConversationId, Hlc> = HashMap::new();
         let mut after: Option<String> = None;
         let mut resume_at: Option<String> = None;
         loop {
@@ -202,6 +312,15 @@ impl SyncClient {
                     .await?;
             }
             listed.extend(changes.iter().map(|c| ((c.kind, c.entity_id), c.version)));
+            for change in &changes {
+                if let (EntityKind::Conversation, ChangeOp::Upsert(p)) = (change.kind, &change.op) {
+                    if let Some(through) = p.deleted_through {
+                        let id = change.entity_id.conversation();
+                        let mark = marks.entry(id).or_insert(through);
+                        *mark = (*mark).max(through);
+                    }
+                }
+            }
             self.apply(changes, vec![], server_now, report).await?;
             if let Some(unreadable) = unreadable {
                 // Not listed means "deleted elsewhere" to the forget step:
@@ -217,7 +336,11 @@ impl SyncClient {
         }
         let cursor = resume_at
             .ok_or_else(|| SyncError::Protocol("the snapshot carried no cursor".into()))?;
-        Ok((listed, cursor))
+        Ok(Walked {
+            listed,
+            marks,
+            cursor,
+        })
     }
 
     /// Parses each change alone; returns the readable ones and, if any was

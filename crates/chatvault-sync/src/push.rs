@@ -47,6 +47,14 @@ struct Ready {
 impl SyncClient {
     pub(crate) async fn push_locked(&self) -> Result<PushReport> {
         let mut report = PushReport::default();
+        // Deletion marks a restore rebuild could not push back yet.
+        let marks = self.push_saved_marks().await?;
+        if marks > 0 {
+            tracing::info!(
+                marks,
+                "pushed back deletion marks the restored server lacked"
+            );
+        }
         let accepted_before = self.accepted_mark().await?;
         report.accepted = accepted_before;
         self.requeue_due_dead_letters(&mut report).await?;

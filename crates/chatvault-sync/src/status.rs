@@ -104,6 +104,10 @@ pub struct PullReport {
     /// server's database was restored from a backup that lacks them (or
     /// holds them older).
     pub requeued: u64,
+    /// Conversation deletion marks sent back as tombstones after such a
+    /// restore: deletions of conversations recreated since, which the
+    /// backup predates (see `Replica::deletion_marks_missing_from`).
+    pub marks_pushed: u64,
 }
 
 impl PushReport {
@@ -130,6 +134,7 @@ impl PullReport {
         self.resynced |= later.resynced;
         self.dropped += later.dropped;
         self.requeued += later.requeued;
+        self.marks_pushed += later.marks_pushed;
     }
 }
 

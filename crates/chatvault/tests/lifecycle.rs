@@ -400,6 +400,57 @@ async fn import_applies_newer_versions_and_skips_older_ones() {
     assert!(edited.version > m.version);
 }
 
+/// An imported conversation tombstone covers the conversation's messages
+/// stamped before it and stays in its deletion mark even when it loses to
+/// a newer recreation the vault holds (core's deletion rule, as a pull
+/// applies it): an older file cannot bring those messages back.
+#[tokio::test]
+async fn an_imported_deletion_that_loses_to_a_recreation_still_covers_older_messages() {
+    let (a, clock) = memory_vault(Mode::Plain).await;
+    let c = a
+        .create_conversation(NewConversation::titled("before"))
+        .await
+        .unwrap();
+    let m = a
+        .add_message(c.id, NewMessage::new(Role::User, "old"))
+        .await
+        .unwrap();
+    let before = export_bytes(&a, false).await;
+    clock.advance(1000);
+    a.delete_conversation(c.id).await.unwrap();
+    let deleted = export_bytes(&a, false).await;
+
+    let (b, b_clock) = memory_vault(Mode::Plain).await;
+    b_clock.set(clock.now());
+    b.import(before.clone(), import_options(None))
+        .await
+        .unwrap();
+    b_clock.advance(10_000);
+    b.update_conversation(
+        c.id,
+        ConversationUpdate {
+            title: Some("recreated".into()),
+            metadata: None,
+        },
+    )
+    .await
+    .unwrap();
+    let report = b.import(deleted, import_options(None)).await.unwrap();
+    assert_eq!(
+        report.imported, 0,
+        "the recreation is newer than the deletion"
+    );
+    assert_eq!(b.conversation(c.id).await.unwrap().title, "recreated");
+    assert!(b.message(m.id).await.is_err(), "covered by the deletion");
+
+    b.import(before, import_options(None)).await.unwrap();
+    assert!(
+        b.message(m.id).await.is_err(),
+        "the older file cannot bring it back"
+    );
+    assert_eq!(b.conversation(c.id).await.unwrap().title, "recreated");
+}
+
 #[tokio::test]
 async fn records_that_cannot_be_placed_are_rejected_alone() {
     // A file whose message belongs to a conversation the file lacks, and a

@@ -622,6 +622,73 @@ async fn a_conversation_deletion_covers_only_messages_stamped_before_it(b) {
     Ok(())
 }
 
+/// A conversation's deletion mark is the highest stamp it was deleted at
+/// (by a tombstone, merged or local, or by `CoverMessages`), keeps the
+/// max, outlives the recreation that replaces the tombstone and a reopen,
+/// and keeps covering: a merged message stamped at or below it loses even
+/// after the recreation, one stamped above it is kept. A local tombstone
+/// re-stamped lower counts at its new stamp. `clear` forgets it.
+async fn the_deletion_mark_outlives_a_recreation(b) {
+    let store = b.open().await?;
+    assert_eq!(store.deletion_mark(conv_id(1)).await?, None, "never deleted");
+    store
+        .write(batch([
+            WriteOp::PutConversation(conversation(1, 10, 3)?),
+            WriteOp::PutMessage(message(1, 1, 20, 3)?),
+        ]))
+        .await?;
+    assert_eq!(store.deletion_mark(conv_id(1)).await?, None, "never deleted");
+    store
+        .write(batch([WriteOp::Merge(Incoming::Tombstone(conversation_tombstone(1, 30)?))]))
+        .await?;
+    assert_eq!(store.deletion_mark(conv_id(1)).await?, Some(hlc(30)?));
+
+    // A recreation replaces the tombstone; the mark stays.
+    store
+        .write(batch([WriteOp::Merge(Incoming::Conversation(conversation(1, 50, 3)?))]))
+        .await?;
+    assert!(store.conversation(conv_id(1)).await?.is_some(), "recreated");
+    assert_eq!(store.tombstone(EntityKind::Conversation, conv_id(1).into()).await?, None);
+    assert_eq!(store.deletion_mark(conv_id(1)).await?, Some(hlc(30)?), "kept");
+
+    // A deletion learnt later raises it; an older one does not lower it.
+    store.write(batch([WriteOp::CoverMessages(conv_id(1), hlc(40)?)])).await?;
+    assert_eq!(store.deletion_mark(conv_id(1)).await?, Some(hlc(40)?), "raised");
+    store.write(batch([WriteOp::CoverMessages(conv_id(1), hlc(35)?)])).await?;
+    store
+        .write(batch([WriteOp::Merge(Incoming::Tombstone(conversation_tombstone(1, 25)?))]))
+        .await?;
+    assert_eq!(store.deletion_mark(conv_id(1)).await?, Some(hlc(40)?), "the max is kept");
+    assert!(store.conversation(conv_id(1)).await?.is_some(), "an older tombstone loses");
+
+    // Reopened (a new connection to the same data), the mark still covers.
+    drop(store);
+    let store = b.open().await?;
+    assert_eq!(store.deletion_mark(conv_id(1)).await?, Some(hlc(40)?), "survives reopening");
+    let outcome = store
+        .write(batch([
+            WriteOp::Merge(Incoming::Message(message(2, 1, 40, 3)?)),
+            WriteOp::Merge(Incoming::Message(message(3, 1, 45, 3)?)),
+        ]))
+        .await?;
+    assert_eq!((outcome.merged, outcome.superseded), (1, 1));
+    assert_eq!(store.message(msg_id(2)).await?, None, "covered after the recreation");
+    assert!(store.message(msg_id(3)).await?.is_some(), "stamped after the mark: kept");
+
+    // A local delete of the recreation raises it to its own stamp; the
+    // same deletion re-stamped lower (refused for clock skew before it
+    // ever reached a server) counts at its new stamp.
+    store.write(batch([WriteOp::Delete(conversation_tombstone(1, 60)?)])).await?;
+    assert_eq!(store.deletion_mark(conv_id(1)).await?, Some(hlc(60)?));
+    store.write(batch([WriteOp::Delete(conversation_tombstone(1, 55)?)])).await?;
+    assert_eq!(store.deletion_mark(conv_id(1)).await?, Some(hlc(55)?), "re-stamped");
+    assert_eq!(store.deletion_mark(conv_id(2)).await?, None, "per conversation");
+
+    store.clear().await?;
+    assert_eq!(store.deletion_mark(conv_id(1)).await?, None, "a wipe forgets it");
+    Ok(())
+}
+
 /// Merged tombstones delete; a message older than its conversation's
 /// tombstone loses, and a stale update cannot resurrect a deleted record.
 async fn merge_respects_tombstones(b) {

@@ -227,24 +227,22 @@ async fn a_deletion_the_restore_lost_still_covers_old_messages_of_a_recreation()
     assert_eq!(visible_state(c.vault()).await, expected, "on the server");
 }
 
-/// Known gap (see docs/protocol.md, restores): once every device has
-/// applied a conversation's recreation, only the server holds the deletion
-/// mark that covers the conversation's older messages; a restore from a
-/// backup taken before the deletion brings them back. The fix is a
-/// per-conversation deletion mark kept on devices (as the server's
-/// `deletion_mark`), re-pushed as a tombstone after `server_restored`.
-/// Ignored so the suite stays green; it fails today with A listing
-/// `("recreated", ["old"])`.
+/// Once every device has applied a conversation's recreation, no device
+/// holds its tombstone any more; a restore from a backup taken before the
+/// deletion lists the conversation's older messages again. Each device
+/// keeps the conversation's deletion mark past the recreation (as the
+/// server's `deletion_mark`): it does not merge the messages the mark
+/// covers and pushes the mark back as a tombstone at its own stamp, so the
+/// server drops them too (a new device sees the recreation alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: devices do not keep a conversation's deletion mark past its recreation"]
 async fn a_restore_keeps_the_deletion_mark_every_device_saw_recreated() {
     let Recreated {
         mut server,
+        url,
         a,
         b,
         conv,
         backup,
-        ..
     } = deleted_then_recreated().await;
     for device in [&a, &b, &a, &b] {
         device.sync_once().await.unwrap();
@@ -258,6 +256,18 @@ async fn a_restore_keeps_the_deletion_mark_every_device_saw_recreated() {
     }
     assert_eq!(visible_state(a.vault()).await, expected, "on A");
     assert_eq!(visible_state(b.vault()).await, expected, "on B");
+    let c = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(clock_at(&server)),
+        &url,
+        "vera",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    c.sync_once().await.unwrap();
+    assert_eq!(visible_state(c.vault()).await, expected, "on the server");
 }
 
 /// What [`deleted_then_recreated`] leaves: A and B of one account, the

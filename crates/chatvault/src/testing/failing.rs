@@ -7,7 +7,9 @@
 //! writing later does not lose what was committed in between.
 
 use async_trait::async_trait;
-use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
+use chatvault_core::{
+    ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone,
+};
 use chatvault_store::{
     BatchSource, Compaction, ConversationQuery, ConversationRow, Footprint, MessageQuery,
     OutboxEntry, Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
@@ -114,6 +116,9 @@ impl Store for FailingStore {
     }
     async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>> {
         self.inner.tombstone(kind, id).await
+    }
+    async fn deletion_mark(&self, id: ConversationId) -> Result<Option<Hlc>> {
+        self.inner.deletion_mark(id).await
     }
     async fn tombstones(&self, query: &TombstoneQuery) -> Result<Vec<Tombstone>> {
         self.inner.tombstones(query).await

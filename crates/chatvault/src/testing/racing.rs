@@ -8,7 +8,9 @@
 //! prepared write.
 
 use async_trait::async_trait;
-use chatvault_core::{ConversationId, EntityKind, MessageId, MessageRecord, RecordId, Tombstone};
+use chatvault_core::{
+    ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone,
+};
 use chatvault_store::{
     BatchSource, Compaction, ConversationQuery, ConversationRow, Footprint, MessageQuery,
     OutboxEntry, Result, Store, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
@@ -91,6 +93,9 @@ impl Store for RacingStore {
     }
     async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>> {
         self.inner.tombstone(kind, id).await
+    }
+    async fn deletion_mark(&self, id: ConversationId) -> Result<Option<Hlc>> {
+        self.inner.deletion_mark(id).await
     }
     async fn tombstones(&self, query: &TombstoneQuery) -> Result<Vec<Tombstone>> {
         self.inner.tombstones(query).await

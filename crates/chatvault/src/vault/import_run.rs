@@ -460,13 +460,23 @@ impl Batcher {
                     )?,
                 })
             }
-            ExportItem::Tombstone(t) => Incoming::Tombstone(Tombstone {
-                kind: t.kind,
-                id: t.id,
-                conversation_id: t.conversation_id,
-                version: t.version,
-                deleted_at: t.deleted_at,
-            }),
+            ExportItem::Tombstone(t) => {
+                if t.kind == EntityKind::Conversation {
+                    // The deletion covers the conversation's older messages
+                    // and stays in its deletion mark even when the tombstone
+                    // loses to a recreation this vault holds (core's rule,
+                    // as a pull applies it).
+                    self.batch
+                        .push(WriteOp::CoverMessages(t.id.conversation(), t.version));
+                }
+                Incoming::Tombstone(Tombstone {
+                    kind: t.kind,
+                    id: t.id,
+                    conversation_id: t.conversation_id,
+                    version: t.version,
+                    deleted_at: t.deleted_at,
+                })
+            }
         };
         self.batch
             .push(WriteOp::MergeAndEnqueue(incoming, OpId::new()));

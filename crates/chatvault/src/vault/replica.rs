@@ -500,6 +500,46 @@ impl Replica<'_> {
     }
 
     /// After a rebuild from the snapshot of a server whose database was
+    /// restored from a backup: the deletion marks of live conversations
+    /// ([`Store::deletion_mark`](chatvault_store::Store::deletion_mark))
+    /// that the snapshot does not name (`named`: each listed
+    /// conversation's `deletedThrough`), as conversation tombstones at the
+    /// marks' own stamps (nothing is re-stamped) under fresh op ids, to be
+    /// pushed back. Once every device applied a recreation, a mark is the
+    /// only record of the deletion; a server restored from before it lost
+    /// it and lists the messages it covers again. Pushed, each tombstone
+    /// is `superseded` by the recreation, but the server drops the
+    /// messages it covers and serves the recreation again with the mark.
+    /// Conversations held as tombstones are not included: their tombstones
+    /// are queued by [`Replica::requeue_records_missing_from`].
+    pub async fn deletion_marks_missing_from(
+        &self,
+        named: &HashMap<ConversationId, Hlc>,
+    ) -> Result<Vec<Change>> {
+        let mut marks = Vec::new();
+        let mut pages = std::pin::pin!(self.vault.conversation_row_pages());
+        while let Some(rows) = pages.try_next().await? {
+            for row in rows {
+                let id = row.record.id;
+                let Some(mark) = self.vault.store.deletion_mark(id).await? else {
+                    continue;
+                };
+                if named.get(&id).is_none_or(|through| *through < mark) {
+                    tracing::debug!(%id, %mark, "the restored server lacks this deletion mark; pushing it back");
+                    // The mark keeps no deletion time: its stamp's wall time
+                    // is when it was made.
+                    let deleted_at = Timestamp(i64::try_from(mark.wall_ms()).unwrap_or(i64::MAX));
+                    marks.push(Change::delete(
+                        OpId::new(),
+                        &Tombstone::conversation(id, mark, deleted_at),
+                    ));
+                }
+            }
+        }
+        Ok(marks)
+    }
+
+    /// After a rebuild from the snapshot of a server whose database was
     /// restored from a backup: queues for sync again (under fresh op ids,
     /// at their own versions — nothing is re-stamped) every record and
     /// tombstone this vault holds that the snapshot (`listed`: each live
