@@ -178,22 +178,6 @@ fn server_error(status: u16, bytes: &[u8], retry_after: Option<Duration>) -> Syn
     }
 }
 
-/// An error with its sources (reqwest's and tungstenite's own messages
-/// are terse).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(all(test, not(target_family = "wasm")))]
 mod tests {
     use super::*;

@@ -13,7 +13,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use crate::error::{Result, SyncError};
-use crate::http::error_chain;
 use crate::transport::{HttpRequest, HttpResponse, Method, RealtimeSocket, SessionMode, Transport};
 
 /// reqwest + tokio-tungstenite.
@@ -134,4 +133,20 @@ impl RealtimeSocket for NativeSocket {
     async fn close(&mut self) {
         let _ = self.0.close(None).await;
     }
+}
+
+/// An error with its sources (reqwest's and tungstenite's own messages
+/// are terse).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }

@@ -60,6 +60,7 @@ impl fmt::Display for Method {
 pub(crate) enum SessionMode {
     /// A token in the login answer, sent as `Authorization: Bearer`
     /// (login with `client: "native"`).
+    #[cfg_attr(target_family = "wasm", allow(dead_code))] // the native one's
     Bearer,
     /// An HttpOnly `cv_session` cookie the browser keeps and sends by
     /// itself; no token ever reaches the client's code (login with

@@ -13,6 +13,14 @@ pub trait Clock: Send + Sync {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    /// In a browser, `Date.now()`: `std::time::SystemTime` panics on
+    /// wasm32-unknown-unknown.
+    #[cfg(target_family = "wasm")]
+    fn now(&self) -> Timestamp {
+        Timestamp(js_sys::Date::now() as i64)
+    }
+
+    #[cfg(not(target_family = "wasm"))]
     fn now(&self) -> Timestamp {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
