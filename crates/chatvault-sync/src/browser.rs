@@ -30,7 +30,9 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::error::{Result, SyncError};
 use crate::rt;
-use crate::transport::{HttpRequest, HttpResponse, RealtimeSocket, SessionMode, Transport};
+use crate::transport::{
+    HttpRequest, HttpResponse, Incoming, RealtimeSocket, SessionMode, Transport,
+};
 
 #[wasm_bindgen]
 extern "C" {
@@ -265,11 +267,11 @@ struct BrowserSocket {
 
 #[async_trait(?Send)]
 impl RealtimeSocket for BrowserSocket {
-    async fn next_text(&mut self) -> Option<Result<String>> {
+    async fn next(&mut self) -> Option<Result<Incoming>> {
         // Cancel-safe: an event is only taken when it is returned.
         loop {
             match self.events.next().await {
-                Some(SocketEvent::Text(text)) => return Some(Ok(text)),
+                Some(SocketEvent::Text(text)) => return Some(Ok(Incoming::Text(text))),
                 Some(SocketEvent::Open) => {}
                 Some(SocketEvent::Error) => {
                     return Some(Err(SyncError::Network("the WebSocket broke".into())))
@@ -277,6 +279,10 @@ impl RealtimeSocket for BrowserSocket {
                 Some(SocketEvent::Closed(_)) | None => return None,
             }
         }
+    }
+
+    fn sees_pings(&self) -> bool {
+        false
     }
 
     async fn close(&mut self) {

@@ -63,7 +63,8 @@ pub struct SyncOptions {
     /// Keep a WebSocket open for realtime pokes while running.
     pub realtime: bool,
     /// Reconnect a WebSocket that has been silent this long (the server
-    /// pings every 30 s by default).
+    /// pings every 30 s by default). Natively only: a browser answers pings
+    /// without showing them to the page.
     pub realtime_idle_timeout: Duration,
     /// Seed for the backoff jitter (tests); `None` seeds from the OS.
     pub jitter_seed: Option<u64>,

@@ -13,7 +13,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use crate::error::{Result, SyncError};
-use crate::transport::{HttpRequest, HttpResponse, Method, RealtimeSocket, SessionMode, Transport};
+use crate::transport::{
+    HttpRequest, HttpResponse, Incoming, Method, RealtimeSocket, SessionMode, Transport,
+};
 
 /// reqwest + tokio-tungstenite.
 #[derive(Debug, Clone)]
@@ -118,15 +120,13 @@ struct NativeSocket(WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>);
 
 #[async_trait]
 impl RealtimeSocket for NativeSocket {
-    async fn next_text(&mut self) -> Option<Result<String>> {
-        loop {
-            match self.0.next().await {
-                None | Some(Ok(Message::Close(_))) => return None,
-                Some(Err(e)) => return Some(Err(SyncError::Network(error_chain(&e)))),
-                Some(Ok(Message::Text(text))) => return Some(Ok(text.as_str().to_owned())),
-                // Pings are answered by tungstenite as the socket is read.
-                Some(Ok(_)) => {}
-            }
+    async fn next(&mut self) -> Option<Result<Incoming>> {
+        // Pings are answered by tungstenite as the socket is read.
+        match self.0.next().await {
+            None | Some(Ok(Message::Close(_))) => None,
+            Some(Err(e)) => Some(Err(SyncError::Network(error_chain(&e)))),
+            Some(Ok(Message::Text(text))) => Some(Ok(Incoming::Text(text.as_str().to_owned()))),
+            Some(Ok(_)) => Some(Ok(Incoming::Alive)),
         }
     }
 

@@ -22,6 +22,7 @@ use crate::client::SyncClient;
 use crate::error::{Result, SyncError};
 use crate::rt::{self, sleep, Instant};
 use crate::status::SyncState;
+use crate::transport::{Incoming, RealtimeSocket};
 use crate::wire::Poke;
 
 /// A connection that lasted this long resets the reconnect backoff; one
@@ -87,6 +88,17 @@ async fn online_changed(online: &mut Option<watch::Receiver<bool>>) {
             }
         }
         None => std::future::pending::<()>().await,
+    }
+}
+
+/// The socket's next message, or `None` if `idle` (when set) passes first.
+async fn next_within(
+    idle: Option<Duration>,
+    socket: &mut dyn RealtimeSocket,
+) -> Option<Option<Result<Incoming>>> {
+    match idle {
+        Some(idle) => rt::timeout(idle, socket.next()).await,
+        None => Some(socket.next().await),
     }
 }
 
@@ -259,7 +271,10 @@ impl SyncClient {
         tracing::debug!("realtime socket connected");
         // Pokes sent while this device had no socket are gone: pull once.
         self.inner.remote.notify_one();
-        let idle = self.inner.options.realtime_idle_timeout;
+        // Silence means a dead connection only where pings are visible.
+        let idle = socket
+            .sees_pings()
+            .then_some(self.inner.options.realtime_idle_timeout);
         loop {
             tokio::select! {
                 _ = stop.changed() => {
@@ -272,16 +287,18 @@ impl SyncClient {
                         return Ok(Ended::Closed { lasted: since.elapsed() });
                     }
                 }
-                next = rt::timeout(idle, socket.next_text()) => match next {
+                next = next_within(idle, socket.as_mut()) => match next {
                     None => {
                         socket.close().await;
                         return Err(SyncError::Network(format!(
-                            "realtime socket silent for {idle:?}; reconnecting"
+                            "realtime socket silent for {:?}; reconnecting",
+                            idle.unwrap_or_default()
                         )));
                     }
                     Some(None) => return Ok(Ended::Closed { lasted: since.elapsed() }),
                     Some(Some(Err(e))) => return Err(e),
-                    Some(Some(Ok(text))) => self.on_poke(&text),
+                    Some(Some(Ok(Incoming::Text(text)))) => self.on_poke(&text),
+                    Some(Some(Ok(Incoming::Alive))) => {}
                 },
             }
         }

@@ -118,10 +118,27 @@ pub(crate) trait Transport: MaybeSendSync + fmt::Debug {
 #[cfg_attr(target_family = "wasm", async_trait(?Send))]
 #[cfg_attr(not(target_family = "wasm"), async_trait)]
 pub(crate) trait RealtimeSocket: MaybeSendSync {
-    /// The next text message; `None` once the socket closed cleanly, an
-    /// error if it broke. Pings are answered underneath.
-    async fn next_text(&mut self) -> Option<Result<String>>;
+    /// The next sign of life: a text message, or any other frame (a ping,
+    /// answered underneath); `None` once the socket closed cleanly, an
+    /// error if it broke.
+    async fn next(&mut self) -> Option<Result<Incoming>>;
+
+    /// Whether the server's pings show up in [`next`](Self::next), so
+    /// silence means a dead connection. A browser answers pings without
+    /// telling the page: its sockets are not timed out for silence.
+    fn sees_pings(&self) -> bool {
+        true
+    }
 
     /// Closes the socket (best effort).
     async fn close(&mut self);
+}
+
+/// What a realtime socket received.
+pub(crate) enum Incoming {
+    /// A text message (a poke).
+    Text(String),
+    /// Any other frame: only proves the connection is alive.
+    #[cfg_attr(target_family = "wasm", allow(dead_code))] // the native one's
+    Alive,
 }
