@@ -12,7 +12,8 @@
 //! B pauses and gets nothing, and the `online` event brings it all.
 //!
 //! Sessions are the server's HttpOnly cookie (login as `browser`): the
-//! page never holds a token. Both vaults talk to the same host, so they
+//! page never holds a token, which the test checks (`document.cookie`, Web
+//! Storage). Both vaults talk to the same host, so they
 //! share the browser's one cookie jar — as two tabs of one app do — and
 //! B's sign-in replaces A's cookie; both then ride B's session, which is
 //! the same account (see `browser.rs` in the crate for why that is fine).
@@ -184,6 +185,26 @@ async fn a_second_browser_vault_joins_gets_the_history_and_realtime_pokes() {
     assert_eq!(listed.items.len(), 1);
     assert_eq!(listed.items[0].title, "trip");
     assert_eq!(contents(b.vault(), conv.id).await, ["where to?", "lisbon"]);
+
+    // Signed in twice, yet nothing a page script can read holds a session:
+    // the cookie is HttpOnly and nothing went to Web Storage.
+    let window = web_sys::window().expect("a window");
+    let document = js_sys::Reflect::get(&window, &"document".into()).expect("a document");
+    let cookies = js_sys::Reflect::get(&document, &"cookie".into())
+        .ok()
+        .and_then(|c| c.as_string())
+        .unwrap_or_default();
+    assert!(
+        !cookies.contains("cv_session"),
+        "script-readable: {cookies:?}"
+    );
+    for storage in ["localStorage", "sessionStorage"] {
+        let storage = js_sys::Reflect::get(&window, &storage.into()).expect("web storage");
+        let length = js_sys::Reflect::get(&storage, &"length".into())
+            .ok()
+            .and_then(|l| l.as_f64());
+        assert_eq!(length, Some(0.0), "something was put in web storage");
+    }
 
     // B runs its loop: it connects its WebSocket and settles.
     let task = b.spawn();
