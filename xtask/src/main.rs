@@ -6,7 +6,9 @@
 //!   the workspace pins, Chromium and chromedriver from Debian), makes sure
 //!   PostgreSQL is up, then runs `cargo fmt --check`, clippy with
 //!   `-D warnings` (natively, and for wasm32 on the browser crates), the
-//!   browser tests in headless Chromium, every native test with
+//!   browser tests in headless Chromium (the sync client's against a real
+//!   chatvault-server it starts on a free port and stops after), every
+//!   native test with
 //!   cargo-nextest, and the doc tests. Installs are skipped when already
 //!   present, so repeated runs are fast.
 //! - `package` — builds the TypeScript package `web/packages/chatvault`
@@ -310,6 +312,8 @@ fn test() -> Result<()> {
             "-p",
             "chatvault-indexeddb",
             "-p",
+            "chatvault-sync",
+            "-p",
             "chatvault-wasm",
             "--no-default-features",
             "--",
@@ -318,13 +322,15 @@ fn test() -> Result<()> {
         ]),
     )?;
     run(
-        "cargo clippy -D warnings (wasm32: the IndexedDB store's tests)",
+        "cargo clippy -D warnings (wasm32: the IndexedDB store's and the sync client's tests)",
         cargo().args([
             "clippy",
             "--target",
             "wasm32-unknown-unknown",
             "-p",
             "chatvault-indexeddb",
+            "-p",
+            "chatvault-sync",
             "--all-targets",
             "--",
             "-D",
@@ -347,6 +353,7 @@ fn test() -> Result<()> {
                 "wasm-bindgen-test-runner",
             ),
     )?;
+    browser_sync_tests()?;
     package(false)?;
     package_tests()?;
     run(
@@ -365,6 +372,120 @@ fn test() -> Result<()> {
     )?;
     eprintln!("all checks passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// A free loopback port (the OS picks one; it is released at once, so a
+/// race with another process is possible but harmless: the start fails).
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A chatvault-server child process with its temporary data directory,
+/// killed and removed when dropped (also when a test step fails).
+struct TestServer {
+    child: std::process::Child,
+    data: PathBuf,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// Starts the debug chatvault-server on embedded SQLite in a temporary
+/// directory, listening on `port`, with `args` added; waits until it
+/// accepts connections.
+fn start_test_server(port: u16, args: &[String]) -> Result<TestServer> {
+    run(
+        "build chatvault-server (for the browser tests)",
+        cargo().args([
+            "build",
+            "-p",
+            "chatvault-server",
+            "--bin",
+            "chatvault-server",
+        ]),
+    )?;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask is not inside the workspace")?
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { root.join(t) })
+        .unwrap_or_else(|| root.join("target"));
+    let binary = target.join("debug").join("chatvault-server");
+    let data = std::env::temp_dir().join(format!("chatvault-browser-test-{}", std::process::id()));
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    let child = Command::new(&binary)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--database")
+        .arg(format!("sqlite://{}", data.join("server.db").display()))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let mut server = TestServer { child, data };
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err() {
+        if let Some(status) = server.child.try_wait()? {
+            bail!("chatvault-server exited before listening ({status})");
+        }
+        if Instant::now() > deadline {
+            bail!("chatvault-server did not listen on {addr} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(server)
+}
+
+/// The sync client's browser test (chatvault-sync `tests/browser.rs`):
+/// starts a real server on a free port, serves the test page on another
+/// fixed for this run (the server allows exactly that origin), passes the
+/// server's URL to the test at compile time, and stops the server after.
+fn browser_sync_tests() -> Result<()> {
+    let (server_port, page_port) = (free_port()?, free_port()?);
+    let page_origin = format!("http://127.0.0.1:{page_port}");
+    let _server = start_test_server(
+        server_port,
+        &[
+            // Plain HTTP on loopback: a Secure cookie would never be sent.
+            "--insecure-cookies".into(),
+            // The test vaults derive with fast, test-only parameters.
+            "--allow-weak-kdf".into(),
+            "--allowed-origin".into(),
+            page_origin,
+        ],
+    )?;
+    run(
+        "browser tests (wasm-bindgen-test, headless Chromium): sync between two IndexedDB vaults through a real server",
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "chatvault-sync",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--test",
+                "browser",
+            ])
+            .env("CHROMEDRIVER", CHROMEDRIVER)
+            .env(
+                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+                "wasm-bindgen-test-runner",
+            )
+            .env("WASM_BINDGEN_TEST_ADDRESS", format!("127.0.0.1:{page_port}"))
+            .env(
+                "CHATVAULT_BROWSER_TEST_SERVER",
+                format!("http://127.0.0.1:{server_port}"),
+            ),
+    )
 }
 
 /// Pairs of (group, measured, baseline) whose ratio the report prints.

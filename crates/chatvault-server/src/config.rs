@@ -137,6 +137,13 @@ pub struct Config {
     /// cookie-authenticated changes and WebSockets. Default: the request's
     /// `Host` with `https` (`http` with `insecure_cookies`).
     pub public_origin: Option<String>,
+    /// Other origins whose pages may use this server with the session
+    /// cookie: a web app served elsewhere than the API (add each with
+    /// [`Config::allow_origin`]). They get CORS with credentials — for
+    /// exactly these origins, never `*` — and pass the `Origin` checks of
+    /// cookie-authenticated changes and WebSockets. Empty by default: no
+    /// CORS at all.
+    pub allowed_origins: Vec<String>,
     /// Rate limits on prelogin, register and login.
     pub rate_limits: RateLimits,
     /// Charge requests to the last `X-Forwarded-For` address instead of
@@ -178,6 +185,7 @@ impl Config {
             sessions: SessionPolicy::default(),
             throttle: ThrottlePolicy::default(),
             public_origin: None,
+            allowed_origins: Vec::new(),
             rate_limits: RateLimits::default(),
             trust_proxy: false,
             timeouts: Timeouts::default(),
@@ -187,15 +195,75 @@ impl Config {
         }
     }
 
+    /// Lets pages of `origin` (`scheme://host[:port]`, e.g.
+    /// `https://app.example.com`) use this server with the session cookie
+    /// (see [`Config::allowed_origins`]). Refuses `*`, paths, queries and
+    /// anything that is not an http(s) origin.
+    pub fn allow_origin(&mut self, origin: &str) -> Result<(), Invalid> {
+        let origin = parse_origin(origin)?;
+        if !self.allowed_origins.contains(&origin) {
+            self.allowed_origins.push(origin);
+        }
+        Ok(())
+    }
+
     /// The tombstone horizon as a duration.
     pub fn tombstone_horizon(&self) -> Duration {
         Duration::from_secs(u64::from(self.tombstone_horizon_days) * 86_400)
     }
 }
 
+/// An origin as browsers send it in `Origin`: lowercase
+/// `scheme://host[:port]`, no trailing slash.
+fn parse_origin(text: &str) -> Result<String, Invalid> {
+    let invalid = |why: &str| Invalid(format!("allowed origin {text:?}: {why}"));
+    let origin = text.trim().trim_end_matches('/').to_ascii_lowercase();
+    let (scheme, rest) = origin
+        .split_once("://")
+        .ok_or_else(|| invalid("expected scheme://host[:port], e.g. https://app.example.com"))?;
+    if scheme != "http" && scheme != "https" {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if rest.is_empty()
+        || rest.contains(['/', '?', '#', '@', '*', ' ', ','])
+        || rest.starts_with(':')
+    {
+        return Err(invalid(
+            "expected an exact origin: scheme://host[:port], no path, no wildcard",
+        ));
+    }
+    Ok(origin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_origins_are_exact_origins() {
+        let mut c = Config::new(DatabaseUrl::Sqlite("x.db".into()));
+        c.allow_origin("HTTP://127.0.0.1:9000/").unwrap();
+        c.allow_origin("https://app.example.com").unwrap();
+        c.allow_origin("http://127.0.0.1:9000").unwrap();
+        assert_eq!(
+            c.allowed_origins,
+            ["http://127.0.0.1:9000", "https://app.example.com"]
+        );
+        for bad in [
+            "*",
+            "null",
+            "https://*.example.com",
+            "app.example.com",
+            "ftp://app.example.com",
+            "https://app.example.com/path",
+            "https://app.example.com?x",
+            "https://user@app.example.com",
+            "https://",
+            "https://a.example, https://b.example",
+        ] {
+            assert!(c.allow_origin(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn database_urls_parse_and_redact() {

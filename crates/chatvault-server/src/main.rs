@@ -61,6 +61,11 @@ struct Args {
     /// the request's Host with https (http with --insecure-cookies).
     #[arg(long, env = "CHATVAULT_PUBLIC_ORIGIN")]
     public_origin: Option<String>,
+    /// Another origin whose web app may use this server with the session
+    /// cookie (CORS with credentials for exactly this origin, never `*`);
+    /// repeat for several, e.g. --allowed-origin https://app.example.com.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
     /// prelogin/register/login per source address: BURST/PER_MINUTE.
     #[arg(long, value_parser = parse_rate, default_value = "30/60")]
     rate_per_address: RateLimit,
@@ -193,6 +198,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.timeouts.body = Duration::from_secs(args.body_timeout_secs);
     config.trust_proxy = args.trust_proxy;
     config.public_origin = args.public_origin;
+    for origin in &args.allowed_origins {
+        config.allow_origin(origin)?;
+    }
     config.rate_limits.per_address = args.rate_per_address;
     config.rate_limits.global = args.rate_global;
     config.rate_limits.per_username = args.rate_per_username;

@@ -7,19 +7,27 @@
 
 use chatvault_core::ErrorCode;
 use chatvault_crypto::{AuthKey, KdfParams, KdfPolicy, KeyEnvelope, PassphraseKeys, Salt};
-use reqwest::Method;
 use zeroize::Zeroizing;
 
 use crate::error::{Result, SyncError};
 use crate::http::Api;
+use crate::transport::{Method, SessionMode};
 use crate::wire::{
     KeysResponse, LoginRequest, LoginResponse, PreloginRequest, PreloginResponse, RegisterRequest,
 };
 
-/// A signed-in session: the bearer token and the account it belongs to.
+/// A signed-in session: the bearer token (none when the session is an
+/// HttpOnly cookie the browser keeps) and the account it belongs to.
 pub(crate) struct Session {
-    pub token: Zeroizing<String>,
+    pub token: Option<Zeroizing<String>>,
     pub user_id: String,
+}
+
+impl Session {
+    /// The bearer token to present, if the session is one.
+    pub(crate) fn bearer(&self) -> Option<&str> {
+        self.token.as_deref().map(String::as_str)
+    }
 }
 
 /// The account's KDF parameters and salt (fake but stable ones for an
@@ -27,15 +35,17 @@ pub(crate) struct Session {
 pub(crate) async fn prelogin(api: &Api, username: &str) -> Result<(KdfParams, Salt)> {
     let body = serde_json::to_vec(&PreloginRequest { username }).map_err(protocol)?;
     let r: PreloginResponse = api
-        .send(Method::POST, "v1/auth/prelogin", &[], None, Some(body))
+        .send(Method::Post, "v1/auth/prelogin", &[], None, Some(body))
         .await
         .map_err(|e| bad_username(e, username))?;
     Ok((r.kdf, r.salt))
 }
 
 /// Argon2id + HKDF for `passphrase` under `kdf` and `salt`, on a blocking
-/// thread. `policy` also bounds parameters a server hands out: a hostile
-/// server cannot make this device derive with weak or absurd ones.
+/// thread (in a browser, inline: a page that must stay responsive runs
+/// the client in a worker). `policy` also bounds parameters a server
+/// hands out: a hostile server cannot make this device derive with weak or
+/// absurd ones.
 pub(crate) async fn derive(
     passphrase: &str,
     kdf: KdfParams,
@@ -43,12 +53,15 @@ pub(crate) async fn derive(
     policy: KdfPolicy,
 ) -> Result<PassphraseKeys> {
     let passphrase = Zeroizing::new(passphrase.to_owned());
-    tokio::task::spawn_blocking(move || {
+    #[cfg(not(target_family = "wasm"))]
+    let keys = tokio::task::spawn_blocking(move || {
         PassphraseKeys::derive_with_policy(&passphrase, &kdf, &salt, policy)
     })
     .await
-    .map_err(|e| SyncError::Protocol(format!("key derivation did not finish: {e}")))?
-    .map_err(SyncError::from)
+    .map_err(|e| SyncError::Protocol(format!("key derivation did not finish: {e}")))?;
+    #[cfg(target_family = "wasm")]
+    let keys = PassphraseKeys::derive_with_policy(&passphrase, &kdf, &salt, policy);
+    keys.map_err(SyncError::from)
 }
 
 /// Creates the account with the vault's own envelope and the auth key
@@ -69,7 +82,7 @@ pub(crate) async fn register(
         key_envelope,
     })
     .map_err(protocol)?;
-    api.send::<serde_json::Value>(Method::POST, "v1/auth/register", &[], None, Some(body))
+    api.send::<serde_json::Value>(Method::Post, "v1/auth/register", &[], None, Some(body))
         .await
         .map_err(|e| match e.server_code() {
             Some(ErrorCode::UsernameTaken) => SyncError::UsernameTaken(username.to_owned()),
@@ -79,20 +92,24 @@ pub(crate) async fn register(
     Ok(())
 }
 
-/// Signs in with an auth key: a new session with a bearer token.
+/// Signs in with an auth key: a new session, as a bearer token or (in a
+/// browser) an HttpOnly cookie only the browser holds.
 pub(crate) async fn login(api: &Api, username: &str, auth_key: &AuthKey) -> Result<Session> {
     let key = Zeroizing::new(auth_key.to_base64());
     let body = Zeroizing::new(
         serde_json::to_vec(&LoginRequest {
             username,
             auth_key: &key,
-            client: "native",
+            client: match api.session_mode() {
+                SessionMode::Bearer => "native",
+                SessionMode::Cookie => "browser",
+            },
         })
         .map_err(protocol)?,
     );
     let r: LoginResponse = api
         .send(
-            Method::POST,
+            Method::Post,
             "v1/auth/login",
             &[],
             None,
@@ -112,20 +129,23 @@ pub(crate) async fn login(api: &Api, username: &str, auth_key: &AuthKey) -> Resu
             },
             other => bad_username(other, username),
         })?;
-    let token = r
-        .token
-        .ok_or_else(|| SyncError::Protocol("login answered without a token".into()))?;
+    let token = match api.session_mode() {
+        SessionMode::Bearer => {
+            Some(Zeroizing::new(r.token.ok_or_else(|| {
+                SyncError::Protocol("login answered without a token".into())
+            })?))
+        }
+        SessionMode::Cookie => None,
+    };
     Ok(Session {
-        token: Zeroizing::new(token),
+        token,
         user_id: r.user_id,
     })
 }
 
 /// The account's key envelope, as JSON text.
-pub(crate) async fn fetch_envelope(api: &Api, token: &str) -> Result<String> {
-    let r: KeysResponse = api
-        .send(Method::GET, "v1/keys", &[], Some(token), None)
-        .await?;
+pub(crate) async fn fetch_envelope(api: &Api, token: Option<&str>) -> Result<String> {
+    let r: KeysResponse = api.send(Method::Get, "v1/keys", &[], token, None).await?;
     if !r.key_envelope.is_object() {
         return Err(SyncError::Protocol(
             "the key envelope is not a JSON object".into(),
@@ -135,12 +155,12 @@ pub(crate) async fn fetch_envelope(api: &Api, token: &str) -> Result<String> {
 }
 
 /// Revokes a session (best effort: an unreachable server lets it expire).
-pub(crate) async fn logout(api: &Api, token: &str) -> Result<()> {
+pub(crate) async fn logout(api: &Api, token: Option<&str>) -> Result<()> {
     api.send::<()>(
-        Method::POST,
+        Method::Post,
         "v1/auth/logout",
         &[],
-        Some(token),
+        token,
         Some(b"{}".to_vec()),
     )
     .await

@@ -1,11 +1,16 @@
-//! [`SyncClient`]: one vault, one server account. Owns the session (bearer
-//! token in memory, re-established from the auth key when it expires), the
+//! [`SyncClient`]: one vault, one server account. Owns the session (a bearer
+//! token in memory, or in a browser the cookie the browser holds;
+//! re-established from the auth key when it expires), the
 //! lock that keeps push and pull of one vault strictly one at a time, and
 //! the published [`SyncStatus`].
 //!
 //! Sessions are never persisted: a token is as good as the passphrase for
 //! the server, and a native app has the passphrase at hand when it opens
 //! its encrypted vault anyway.
+
+// In a browser the vault and the transport hold JS handles (not `Send`)
+// and there is one thread: the `Arc`s are plain reference counts there.
+#![cfg_attr(target_family = "wasm", allow(clippy::arc_with_non_send_sync))]
 
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
@@ -15,7 +20,6 @@ use chatvault_core::{EntityKind, OpId};
 use chatvault_crypto::{AuthKey, KeyEnvelope};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use reqwest::Method;
 use serde::de::DeserializeOwned;
 use tokio::sync::{watch, Mutex, Notify};
 use zeroize::Zeroizing;
@@ -27,6 +31,7 @@ use crate::error::{Result, SyncError};
 use crate::http::{Api, Body};
 use crate::saved_session;
 use crate::status::{PullReport, PushReport, SyncReport, SyncState, SyncStatus};
+use crate::transport::{Method, Transport};
 pub use crate::wire::AccountSession;
 use crate::wire::{PutKeysRequest, RevokedSessions, SessionList};
 
@@ -50,14 +55,16 @@ pub struct SyncOptions {
     pub interval: Duration,
     /// Backoff after transient failures (and for WebSocket reconnects).
     pub backoff: BackoffPolicy,
-    /// TCP/TLS connect timeout.
+    /// TCP/TLS connect timeout (natively; a browser has its own), and the
+    /// time a WebSocket gets to open.
     pub connect_timeout: Duration,
     /// Whole-request timeout.
     pub request_timeout: Duration,
     /// Keep a WebSocket open for realtime pokes while running.
     pub realtime: bool,
     /// Reconnect a WebSocket that has been silent this long (the server
-    /// pings every 30 s by default).
+    /// pings every 30 s by default). Natively only: a browser answers pings
+    /// without showing them to the page.
     pub realtime_idle_timeout: Duration,
     /// Seed for the backoff jitter (tests); `None` seeds from the OS.
     pub jitter_seed: Option<u64>,
@@ -85,8 +92,26 @@ impl Default for SyncOptions {
 struct Credentials {
     auth_key: AuthKey,
     session: Option<Session>,
+    /// Counts sessions: a request that failed with `401` names the one it
+    /// used, so a renewal by another task is not repeated. (A cookie
+    /// session has no token to compare.)
+    generation: u64,
     /// Why the client is signed out, once the server refused its key.
     signed_out: Option<String>,
+}
+
+/// The session a request is made with.
+pub(crate) struct Presented {
+    /// Which session (see `Credentials::generation`).
+    pub(crate) generation: u64,
+    /// Its bearer token; `None` for a cookie session.
+    pub(crate) token: Option<Zeroizing<String>>,
+}
+
+impl Presented {
+    pub(crate) fn bearer(&self) -> Option<&str> {
+        self.token.as_deref().map(String::as_str)
+    }
 }
 
 pub(crate) struct Inner {
@@ -200,7 +225,7 @@ impl SyncClient {
         let (kdf, salt) = account::prelogin(&api, username).await?;
         let keys = account::derive(passphrase, kdf, salt, vault_options.kdf_policy).await?;
         let session = account::login(&api, username, keys.auth_key()).await?;
-        let opened = match account::fetch_envelope(&api, &session.token).await {
+        let opened = match account::fetch_envelope(&api, session.bearer()).await {
             Ok(envelope) => Vault::builder()
                 .store(store)
                 .options(vault_options)
@@ -215,7 +240,7 @@ impl SyncClient {
             Ok(vault) => vault,
             Err(e) => {
                 // Do not leave a session behind for a device that did not join.
-                let _ = account::logout(&api, &session.token).await;
+                let _ = account::logout(&api, session.bearer()).await;
                 return Err(e);
             }
         };
@@ -305,6 +330,7 @@ impl SyncClient {
                 credentials: Mutex::new(Credentials {
                     auth_key,
                     session: Some(session),
+                    generation: 0,
                     signed_out: None,
                 }),
                 sync_lock: Mutex::new(()),
@@ -346,6 +372,7 @@ impl SyncClient {
         let mut creds = self.inner.credentials.lock().await;
         creds.auth_key = auth_key;
         creds.session = Some(session);
+        creds.generation += 1;
         creds.signed_out = None;
         drop(creds);
         self.inner.remote.notify_one();
@@ -421,7 +448,7 @@ impl SyncClient {
             })
             .map_err(|e| SyncError::Protocol(e.to_string()))?,
         );
-        self.authed::<()>(Method::PUT, "v1/keys", &[], Some(body.to_vec()))
+        self.authed::<()>(Method::Put, "v1/keys", &[], Some(body.to_vec()))
             .await?;
         self.inner.credentials.lock().await.auth_key = change.auth_key().clone();
         if let Err(e) = self
@@ -454,7 +481,7 @@ impl SyncClient {
         drop(creds);
         saved_session::forget(&self.inner.vault).await?;
         if let Some(session) = session {
-            account::logout(&self.inner.api, &session.token).await?;
+            account::logout(&self.inner.api, session.bearer()).await?;
         }
         Ok(())
     }
@@ -463,7 +490,7 @@ impl SyncClient {
     /// recently used first; [`AccountSession::current`] marks this one.
     pub async fn sessions(&self) -> Result<Vec<AccountSession>> {
         let list: SessionList = self
-            .authed(Method::GET, "v1/auth/sessions", &[], None)
+            .authed(Method::Get, "v1/auth/sessions", &[], None)
             .await?;
         Ok(list.sessions)
     }
@@ -472,7 +499,7 @@ impl SyncClient {
     /// device, say); returns how many. This device stays signed in.
     pub async fn revoke_other_sessions(&self) -> Result<u64> {
         let revoked: RevokedSessions = self
-            .authed(Method::POST, "v1/auth/sessions/revoke-others", &[], None)
+            .authed(Method::Post, "v1/auth/sessions/revoke-others", &[], None)
             .await?;
         Ok(revoked.revoked)
     }
@@ -713,31 +740,30 @@ impl SyncClient {
 
     // ---- session ---------------------------------------------------------
 
-    /// The current bearer token, or [`SyncError::Unauthorized`] once signed
+    /// The current session, or [`SyncError::Unauthorized`] once signed
     /// out.
-    pub(crate) async fn token(&self) -> Result<Zeroizing<String>> {
+    pub(crate) async fn token(&self) -> Result<Presented> {
         let creds = self.inner.credentials.lock().await;
         match (&creds.session, &creds.signed_out) {
-            (Some(s), None) => Ok(s.token.clone()),
+            (Some(s), None) => Ok(Presented {
+                generation: creds.generation,
+                token: s.token.clone(),
+            }),
             (_, Some(why)) => Err(SyncError::Unauthorized(why.clone())),
             (None, None) => Err(SyncError::Unauthorized("no session".into())),
         }
     }
 
-    /// After a `401` with `stale`: signs in again with the stored auth key
-    /// (unless another task already did). If the server refuses the key,
-    /// the client is signed out for good — retrying a refused key would
-    /// only lock the account.
-    pub(crate) async fn reauthenticate(&self, stale: &str) -> Result<()> {
+    /// After a `401` with session `stale` (its generation): signs in again
+    /// with the stored auth key (unless another task already did). If the
+    /// server refuses the key, the client is signed out for good — retrying
+    /// a refused key would only lock the account.
+    pub(crate) async fn reauthenticate(&self, stale: u64) -> Result<()> {
         let mut creds = self.inner.credentials.lock().await;
         if let Some(why) = &creds.signed_out {
             return Err(SyncError::Unauthorized(why.clone()));
         }
-        if creds
-            .session
-            .as_ref()
-            .is_some_and(|s| s.token.as_str() != stale)
-        {
+        if creds.session.is_some() && creds.generation != stale {
             return Ok(());
         }
         match account::login(&self.inner.api, &self.inner.username, &creds.auth_key).await {
@@ -745,6 +771,7 @@ impl SyncClient {
                 tracing::info!("session expired; signed in again");
                 self.save_session(&session, &creds.auth_key).await;
                 creds.session = Some(session);
+                creds.generation += 1;
                 Ok(())
             }
             Err(SyncError::InvalidCredentials { .. }) => {
@@ -782,16 +809,16 @@ impl SyncClient {
     ) -> Result<(T, Option<chatvault::Timestamp>)> {
         let mut retried = false;
         loop {
-            let token = self.token().await?;
+            let session = self.token().await?;
             let result = self
                 .inner
                 .api
-                .send_dated(method.clone(), path, query, Some(&token), body.clone())
+                .send_dated(method, path, query, session.bearer(), body.clone())
                 .await;
             match result {
                 Err(e) if e.is_status(401) && !retried => {
                     retried = true;
-                    self.reauthenticate(&token).await?;
+                    self.reauthenticate(session.generation).await?;
                 }
                 other => return other,
             }
@@ -867,8 +894,24 @@ impl SyncClient {
 /// Metadata key of the last sync error (text), removed by a complete sync.
 pub(crate) const LAST_ERROR_KEY: &str = chatvault::meta_keys::SYNC_LAST_ERROR;
 
+/// The API of `server` over this platform's transport.
 fn api(server: &str, options: &SyncOptions) -> Result<Api> {
-    Api::new(server, options.connect_timeout, options.request_timeout)
+    Api::new(server, platform_transport(options)?)
+}
+
+#[cfg(not(target_family = "wasm"))]
+fn platform_transport(options: &SyncOptions) -> Result<Arc<dyn Transport>> {
+    Ok(Arc::new(crate::native::NativeTransport::new(
+        options.connect_timeout,
+        options.request_timeout,
+    )?))
+}
+
+#[cfg(target_family = "wasm")]
+fn platform_transport(options: &SyncOptions) -> Result<Arc<dyn Transport>> {
+    Ok(Arc::new(crate::browser::BrowserTransport::new(
+        options.request_timeout,
+    )?))
 }
 
 async fn local_envelope(vault: &Vault) -> Result<KeyEnvelope> {
@@ -900,10 +943,10 @@ async fn sign_in_to(
     }
     let session = account::login(api, username, keys.auth_key()).await?;
     if !same_keys {
-        let envelope = account::fetch_envelope(api, &session.token).await?;
+        let envelope = account::fetch_envelope(api, session.bearer()).await?;
         if let Err(e) = vault.replica().adopt_key_envelope(&envelope, &keys).await {
             // Do not leave a session of an account this vault cannot use.
-            let _ = account::logout(api, &session.token).await;
+            let _ = account::logout(api, session.bearer()).await;
             return Err(e.into());
         }
     }

@@ -1,38 +1,36 @@
-//! The HTTP transport: one reqwest client for one server, JSON in and out,
-//! and the decoding of error answers into [`SyncError`] values.
+//! The API of one server over a [`Transport`]: URLs under the configured
+//! base, JSON in and out, and the decoding of error answers into
+//! [`SyncError`] values.
 //!
 //! Knows nothing of sessions or retries (that is `client`); must never log
 //! a request body, a token or an auth key.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chatvault::Timestamp;
 use chatvault_core::ErrorCode;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, DATE, RETRY_AFTER};
-use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
+use url::Url;
 
 use crate::error::{Result, SyncError};
+use crate::transport::{HttpRequest, Method, SessionMode, Transport};
 use crate::wire::ErrorBody;
 
 /// A request body: JSON bytes.
 pub(crate) type Body = Vec<u8>;
 
-/// The transport for one server.
+/// One server, reached through one transport.
 #[derive(Debug, Clone)]
 pub(crate) struct Api {
-    http: reqwest::Client,
+    transport: Arc<dyn Transport>,
     base: Url,
 }
 
 impl Api {
     /// A client for `server` (`http://` or `https://`, optionally with a
-    /// path prefix the API lives under).
-    pub(crate) fn new(
-        server: &str,
-        connect_timeout: Duration,
-        request_timeout: Duration,
-    ) -> Result<Api> {
+    /// path prefix the API lives under) over `transport`.
+    pub(crate) fn new(server: &str, transport: Arc<dyn Transport>) -> Result<Api> {
         let invalid = |reason: &str| SyncError::InvalidUrl {
             url: server.to_owned(),
             reason: reason.to_owned(),
@@ -45,7 +43,8 @@ impl Api {
         if base.host_str().is_none() {
             return Err(invalid("no host"));
         }
-        if !cfg!(feature = "tls") && base.scheme() == "https" {
+        // A browser brings its own TLS.
+        if !cfg!(any(feature = "tls", target_family = "wasm")) && base.scheme() == "https" {
             return Err(invalid(
                 "this build has no TLS support (enable chatvault-sync's `tls` feature)",
             ));
@@ -56,19 +55,22 @@ impl Api {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        #[cfg(feature = "tls")]
-        crate::install_tls_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .timeout(request_timeout)
-            .build()
-            .map_err(|e| SyncError::Network(error_chain(&e)))?;
-        Ok(Api { http, base })
+        Ok(Api { transport, base })
     }
 
     /// The server URL as configured (normalized, with a trailing `/`).
     pub(crate) fn base(&self) -> &str {
         self.base.as_str()
+    }
+
+    /// The transport requests go through.
+    pub(crate) fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// How sessions travel to this server.
+    pub(crate) fn session_mode(&self) -> SessionMode {
+        self.transport.session_mode()
     }
 
     /// The URL of `path` (relative, e.g. `v1/sync/pull`) with `query`.
@@ -120,45 +122,35 @@ impl Api {
         body: Option<Body>,
     ) -> Result<(T, Option<Timestamp>)> {
         let url = self.url(path, query)?;
-        let mut request = self.http.request(method.clone(), url);
-        if let Some(token) = token {
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                SyncError::Protocol("the session token is not a header value".into())
-            })?;
-            value.set_sensitive(true);
-            request = request.header(AUTHORIZATION, value);
-        }
-        if let Some(body) = body {
-            request = request.header(CONTENT_TYPE, "application/json").body(body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| SyncError::Network(error_chain(&e)))?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let date = response
-            .headers()
-            .get(DATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(server_time);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| SyncError::Network(error_chain(&e)))?;
-        if status.is_success() {
-            let json: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        let response = self
+            .transport
+            .send(HttpRequest {
+                method,
+                url,
+                bearer: token,
+                body,
+            })
+            .await?;
+        let date = response.date.as_deref().and_then(server_time);
+        if (200..300).contains(&response.status) {
+            let json: &[u8] = if response.body.is_empty() {
+                b"null"
+            } else {
+                &response.body
+            };
             let value = serde_json::from_slice(json).map_err(|e| {
-                SyncError::Protocol(format!("{method} /{path} answered {status} with {e}"))
+                SyncError::Protocol(format!(
+                    "{method} /{path} answered {} with {e}",
+                    response.status
+                ))
             })?;
             return Ok((value, date));
         }
-        Err(server_error(status, &bytes, retry_after))
+        Err(server_error(
+            response.status,
+            &response.body,
+            response.retry_after,
+        ))
     }
 }
 
@@ -169,7 +161,7 @@ fn server_time(header: &str) -> Option<Timestamp> {
     Some(Timestamp(i64::try_from(ms).ok()?))
 }
 
-fn server_error(status: StatusCode, bytes: &[u8], retry_after: Option<Duration>) -> SyncError {
+fn server_error(status: u16, bytes: &[u8], retry_after: Option<Duration>) -> SyncError {
     let (code, message) = match serde_json::from_slice::<ErrorBody>(bytes) {
         Ok(body) => (body.error.code, body.error.message),
         Err(_) => {
@@ -179,34 +171,21 @@ fn server_error(status: StatusCode, bytes: &[u8], retry_after: Option<Duration>)
         }
     };
     SyncError::Server {
-        status: status.as_u16(),
+        status,
         code,
         message,
         retry_after,
     }
 }
 
-/// An error with its sources (reqwest's own message is terse).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
-#[cfg(test)]
+#[cfg(all(test, not(target_family = "wasm")))]
 mod tests {
     use super::*;
 
     fn api(url: &str) -> Result<Api> {
-        Api::new(url, Duration::from_secs(1), Duration::from_secs(1))
+        let transport =
+            crate::native::NativeTransport::new(Duration::from_secs(1), Duration::from_secs(1))?;
+        Api::new(url, Arc::new(transport))
     }
 
     #[test]
@@ -257,18 +236,14 @@ mod tests {
     #[test]
     fn error_bodies_decode_to_codes() {
         let e = server_error(
-            StatusCode::GONE,
+            410,
             br#"{"error":{"code":"resync_required","message":"rebuild"}}"#,
             None,
         );
         assert_eq!(e.server_code(), Some(&ErrorCode::ResyncRequired));
         assert!(e.is_status(410));
         assert!(!e.is_transient());
-        let e = server_error(
-            StatusCode::BAD_GATEWAY,
-            b"<html>proxy</html>",
-            Some(Duration::from_secs(3)),
-        );
+        let e = server_error(502, b"<html>proxy</html>", Some(Duration::from_secs(3)));
         assert_eq!(e.server_code().map(ErrorCode::as_str), Some("unknown"));
         assert!(e.is_transient());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));

@@ -24,8 +24,8 @@
 //!   uses the account's one data key, so the server only ever holds
 //!   ciphertext. Plaintext vaults are refused. A passphrase change goes to
 //!   the server first, then the vault ([`SyncClient::change_passphrase`]).
-//!   Sessions are bearer tokens kept in memory, renewed from the auth key
-//!   when they expire.
+//!   Natively, sessions are bearer tokens kept in memory, renewed from the
+//!   auth key when they expire; in a browser, an HttpOnly cookie (below).
 //! - **Push**: the vault's outbox in batches; applied and superseded
 //!   changes leave the outbox, rejected ones go to a persisted dead-letter
 //!   list ([`SyncClient::dead_letters`], [`SyncClient::retry_dead_letter`])
@@ -44,6 +44,31 @@
 //!   missed poke costs latency, never data.
 //! - **Status**: [`SyncStatus`] through a `tokio::sync::watch` receiver.
 //!
+//! # In a browser (wasm32)
+//!
+//! The same client, API and loop build for `wasm32-unknown-unknown`; only
+//! the transport and the runtime seam differ (picked by target, nothing to
+//! configure):
+//! - HTTP is `fetch` with `credentials: 'include'`; login asks for
+//!   `client: "browser"`, so the session is the server's HttpOnly
+//!   `cv_session` cookie and no token ever reaches Rust, JS or storage (no
+//!   session is saved in the vault either: [`SyncClient::resume`] finds
+//!   none, so a reloaded page signs in with the passphrase). The realtime
+//!   socket is a browser `WebSocket`; the browser sends the cookie on it.
+//! - A page on another origin than the server needs the server's
+//!   `--allowed-origin` (CORS with credentials for exactly that origin),
+//!   and the two must be the same site: the cookie is `SameSite=Strict`.
+//! - The loop pauses while the browser is offline (`navigator.onLine`, the
+//!   `offline` event): no requests, no socket, [`SyncState::Offline`]; the
+//!   `online` event resumes it at once. Backoff, dead letters and
+//!   [`SyncStatus`] are the native ones.
+//! - [`SyncClient::spawn`] runs the loop with `spawn_local`; Argon2 runs
+//!   inline (a page that must stay responsive runs the client in a worker).
+//! - One cookie jar per browser profile: every vault of a page (or tab)
+//!   that talks to one server host shares the newest sign-in's session. For
+//!   one account that is harmless — the server scopes by account, not by
+//!   session — but a logout signs all of them out.
+//!
 //! Must never send plaintext or a passphrase to the server, drop a local
 //! change, or retry a refused sign-in on its own (that would lock the
 //! account out): a device whose key the server stopped accepting shows
@@ -59,7 +84,13 @@
 //! - `runner` — [`SyncClient::run`]: the background loop and the WebSocket.
 //! - `status` — [`SyncStatus`], [`SyncState`], the reports.
 //! - `backoff` — [`Backoff`]: capped, jittered exponential delays.
-//! - `http` — the HTTP transport and error decoding; `wire` — JSON bodies.
+//! - `transport` — the network seam: one HTTP request, the realtime
+//!   WebSocket, the platform's online flag; `native` implements it with
+//!   reqwest and tokio-tungstenite (bearer tokens), `browser` with `fetch`
+//!   and a browser `WebSocket` (an HttpOnly session cookie).
+//! - `rt` — the runtime seam: sleep, timeout, spawn, a monotonic clock.
+//! - `http` — the API over a transport and error decoding; `wire` — JSON
+//!   bodies.
 //! - `error` — [`SyncError`].
 
 #![forbid(unsafe_code)]
@@ -67,15 +98,21 @@
 
 mod account;
 mod backoff;
+#[cfg(target_family = "wasm")]
+mod browser;
 mod client;
 mod dead_letter;
 mod error;
 mod http;
+#[cfg(not(target_family = "wasm"))]
+mod native;
 mod pull;
 mod push;
+mod rt;
 mod runner;
 mod saved_session;
 mod status;
+mod transport;
 mod wire;
 
 pub use backoff::{Backoff, BackoffPolicy};
@@ -94,7 +131,7 @@ pub use status::{PullReport, PushReport, SyncReport, SyncState, SyncStatus};
 /// would compile aws-lc, a large C library, for the same TLS), and cargo
 /// unifies features, so *every* reqwest client in the build then expects a
 /// process-wide provider and panics when building without one.
-#[cfg(feature = "tls")]
+#[cfg(all(feature = "tls", not(target_family = "wasm")))]
 pub fn install_tls_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing a race with another thread installing one is fine: a

@@ -40,8 +40,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::transport::Method;
 use chatvault_core::{Change, ChangeOp, ConversationId, EntityKind, ErrorCode, Hlc, RecordId};
-use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
 use crate::client::SyncClient;
@@ -106,7 +106,7 @@ impl SyncClient {
                 query.push(("seen", s.as_str()));
             }
             let page = self
-                .authed_dated::<PullResponse>(Method::GET, "v1/sync/pull", &query, None)
+                .authed_dated::<PullResponse>(Method::Get, "v1/sync/pull", &query, None)
                 .await;
             let (page, server_now) = match page {
                 Ok(page) => page,
@@ -291,7 +291,7 @@ impl SyncClient {
                 query.push(("after", key.as_str()));
             }
             let (page, server_now) = self
-                .authed_dated::<SnapshotResponse>(Method::GET, "v1/sync/snapshot", &query, None)
+                .authed_dated::<SnapshotResponse>(Method::Get, "v1/sync/snapshot", &query, None)
                 .await?;
             report.pages += 1;
             if after.is_none() {

@@ -22,9 +22,9 @@
 
 use std::collections::VecDeque;
 
+use crate::transport::Method;
 use chatvault::OutboxEntry;
 use chatvault_core::Hlc;
-use reqwest::Method;
 
 use crate::client::SyncClient;
 use crate::dead_letter::{park_reason, DeadLetter, RejectReason};
@@ -136,7 +136,7 @@ impl SyncClient {
             let jsons: Vec<String> = chunk.iter().map(|r| r.json.clone()).collect();
             report.requests += 1;
             let answer = self
-                .authed::<PushResponse>(Method::POST, "v1/sync/push", &[], Some(push_body(&jsons)))
+                .authed::<PushResponse>(Method::Post, "v1/sync/push", &[], Some(push_body(&jsons)))
                 .await;
             match answer {
                 Ok(response) => self.settle(chunk, response, report).await?,

@@ -14,18 +14,15 @@
 use std::future::Future;
 use std::time::Duration;
 
-use futures::StreamExt as _;
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use futures::future::RemoteHandle;
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
-use tokio::time::{sleep, timeout, Instant};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::backoff::Backoff;
 use crate::client::SyncClient;
 use crate::error::{Result, SyncError};
-use crate::http::error_chain;
+use crate::rt::{self, sleep, Instant};
+use crate::status::SyncState;
+use crate::transport::{Incoming, RealtimeSocket};
 use crate::wire::Poke;
 
 /// A connection that lasted this long resets the reconnect backoff; one
@@ -34,10 +31,17 @@ const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 
 /// A running [`SyncClient::spawn`] loop. Dropping it stops the loop too
 /// (without waiting).
-#[derive(Debug)]
 pub struct SyncTask {
     stop: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
+    handle: Option<RemoteHandle<()>>,
+}
+
+impl std::fmt::Debug for SyncTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncTask")
+            .field("running", &self.stop.is_some())
+            .finish()
+    }
 }
 
 impl SyncTask {
@@ -48,7 +52,7 @@ impl SyncTask {
             let _ = stop.send(());
         }
         if let Some(handle) = self.handle.take() {
-            let _ = handle.await;
+            handle.await;
         }
     }
 }
@@ -58,15 +62,11 @@ impl Drop for SyncTask {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+        // Detached, not cancelled: the loop finishes an in-flight sync and
+        // then sees the stop.
+        if let Some(handle) = self.handle.take() {
+            handle.forget();
+        }
     }
 }
 
@@ -78,13 +78,42 @@ enum Ended {
     Closed { lasted: Duration },
 }
 
+/// Completes when the platform's online flag changes (never, where the
+/// platform cannot tell).
+async fn online_changed(online: &mut Option<watch::Receiver<bool>>) {
+    match online {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// The socket's next message, or `None` if `idle` (when set) passes first.
+async fn next_within(
+    idle: Option<Duration>,
+    socket: &mut dyn RealtimeSocket,
+) -> Option<Option<Result<Incoming>>> {
+    match idle {
+        Some(idle) => rt::timeout(idle, socket.next()).await,
+        None => Some(socket.next().await),
+    }
+}
+
+fn is_offline(online: &Option<watch::Receiver<bool>>) -> bool {
+    online.as_ref().is_some_and(|rx| !*rx.borrow())
+}
+
 impl SyncClient {
-    /// Runs [`run`](Self::run) on a new tokio task until the returned
-    /// handle is stopped or dropped.
+    /// Runs [`run`](Self::run) in the background (a tokio task natively, a
+    /// `spawn_local` task in a browser) until the returned handle is
+    /// stopped or dropped.
     pub fn spawn(&self) -> SyncTask {
         let (stop, stopped) = oneshot::channel::<()>();
         let client = self.clone();
-        let handle = tokio::spawn(async move {
+        let handle = rt::spawn(async move {
             client
                 .run(async move {
                     let _ = stopped.await;
@@ -98,17 +127,33 @@ impl SyncClient {
     }
 
     /// Keeps the vault in sync until `shutdown` completes (see the module
-    /// docs for when it syncs and how it retries).
+    /// docs for when it syncs and how it retries). While the platform says
+    /// it is offline (a browser's `offline` event), it makes no requests
+    /// and shows [`SyncState::Offline`]; going online syncs at once.
     pub async fn run<F: Future<Output = ()>>(&self, shutdown: F) {
         tokio::pin!(shutdown);
         let (stop_realtime, stopped) = watch::channel(false);
+        // Dropping the handle cancels the socket task.
         let realtime = self.inner.options.realtime.then(|| {
             let client = self.clone();
-            AbortOnDrop(tokio::spawn(async move { client.realtime(stopped).await }))
+            rt::spawn(async move { client.realtime(stopped).await })
         });
         let interval = self.inner.options.interval;
+        let mut online = self.inner.api.transport().online();
         let mut backoff = Backoff::new(self.inner.options.backoff);
         loop {
+            if is_offline(&online) {
+                tracing::info!("offline; sync paused until the platform is online");
+                self.set_state(SyncState::Offline);
+                let stop = tokio::select! {
+                    () = &mut shutdown => true,
+                    () = online_changed(&mut online) => false,
+                };
+                if stop {
+                    break;
+                }
+                continue;
+            }
             let outcome = self.sync_once().await;
             let retry_in = match &outcome {
                 Ok(_) => {
@@ -128,14 +173,17 @@ impl SyncClient {
                     () = &mut shutdown => true,
                     () = self.inner.local.notified() => false,
                     () = self.inner.remote.notified() => false,
+                    () = online_changed(&mut online) => false,
                     () = sleep(interval) => false,
                 },
-                // Local writes wait for the backoff; a (re)connected socket
-                // or a poke says the server is back and cuts it short.
+                // Local writes wait for the backoff; a (re)connected socket,
+                // a poke or the platform coming online says the server may
+                // be back and cuts it short.
                 Some(delay) => tokio::select! {
                     () = &mut shutdown => true,
                     () = sleep(delay) => false,
                     () = self.inner.remote.notified() => false,
+                    () = online_changed(&mut online) => false,
                 },
             };
             if stop {
@@ -161,11 +209,19 @@ impl SyncClient {
         });
     }
 
-    /// Keeps a WebSocket open, reconnecting with backoff, until `stop`.
+    /// Keeps a WebSocket open, reconnecting with backoff, until `stop`;
+    /// while the platform is offline it waits for it to come online.
     async fn realtime(&self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(self.inner.options.backoff);
+        let mut online = self.inner.api.transport().online();
         loop {
-            match self.listen(&mut stop).await {
+            if is_offline(&online) {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    () = online_changed(&mut online) => continue,
+                }
+            }
+            match self.listen(&mut stop, &mut online).await {
                 Ok(Ended::Stop) => return,
                 Ok(Ended::Closed { lasted }) => {
                     tracing::debug!(?lasted, "realtime socket closed; reconnecting");
@@ -180,63 +236,69 @@ impl SyncClient {
             tokio::select! {
                 _ = stop.changed() => return,
                 () = sleep(delay) => {}
+                () = online_changed(&mut online) => {}
             }
         }
     }
 
-    /// One WebSocket session: connect, then turn pokes into syncs.
-    async fn listen(&self, stop: &mut watch::Receiver<bool>) -> Result<Ended> {
+    /// One WebSocket session: connect, then turn pokes into syncs. Going
+    /// offline ends it.
+    async fn listen(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        online: &mut Option<watch::Receiver<bool>>,
+    ) -> Result<Ended> {
         if *stop.borrow() {
             return Ok(Ended::Stop);
         }
-        let token = self.token().await?;
+        let session = self.token().await?;
         let url = self.inner.api.ws_url("v1/ws")?;
-        let mut request = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| SyncError::Protocol(error_chain(&e)))?;
-        let mut bearer = HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
-            .map_err(|_| SyncError::Protocol("the session token is not a header value".into()))?;
-        bearer.set_sensitive(true);
-        request.headers_mut().insert(AUTHORIZATION, bearer);
-        let connect = tokio_tungstenite::connect_async(request);
-        let mut socket = match timeout(self.inner.options.connect_timeout, connect).await {
-            Err(_) => return Err(SyncError::Network("WebSocket connect timed out".into())),
-            Ok(Err(tungstenite::Error::Http(response))) if response.status().as_u16() == 401 => {
-                self.reauthenticate(&token).await?;
+        let transport = self.inner.api.transport();
+        let connect = transport.connect(&url, session.bearer());
+        let mut socket = match rt::timeout(self.inner.options.connect_timeout, connect).await {
+            None => return Err(SyncError::Network("WebSocket connect timed out".into())),
+            Some(Err(e)) if e.is_status(401) => {
+                self.reauthenticate(session.generation).await?;
                 return Ok(Ended::Closed {
                     lasted: Duration::ZERO,
                 });
             }
-            Ok(Err(e)) => return Err(SyncError::Network(error_chain(&e))),
-            Ok(Ok((socket, _))) => socket,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(socket)) => socket,
         };
         let since = Instant::now();
         self.set_realtime(true);
         tracing::debug!("realtime socket connected");
         // Pokes sent while this device had no socket are gone: pull once.
         self.inner.remote.notify_one();
-        let idle = self.inner.options.realtime_idle_timeout;
+        // Silence means a dead connection only where pings are visible.
+        let idle = socket
+            .sees_pings()
+            .then_some(self.inner.options.realtime_idle_timeout);
         loop {
             tokio::select! {
                 _ = stop.changed() => {
-                    let _ = socket.close(None).await;
+                    socket.close().await;
                     return Ok(Ended::Stop);
                 }
-                next = timeout(idle, socket.next()) => match next {
-                    Err(_) => {
-                        let _ = socket.close(None).await;
-                        return Err(SyncError::Network(format!(
-                            "realtime socket silent for {idle:?}; reconnecting"
-                        )));
-                    }
-                    Ok(None) | Ok(Some(Ok(Message::Close(_)))) => {
+                () = online_changed(online) => {
+                    if is_offline(online) {
+                        socket.close().await;
                         return Ok(Ended::Closed { lasted: since.elapsed() });
                     }
-                    Ok(Some(Err(e))) => return Err(SyncError::Network(error_chain(&e))),
-                    Ok(Some(Ok(Message::Text(text)))) => self.on_poke(text.as_str()),
-                    // Pings are answered by tungstenite as the socket is read.
-                    Ok(Some(Ok(_))) => {}
+                }
+                next = next_within(idle, socket.as_mut()) => match next {
+                    None => {
+                        socket.close().await;
+                        return Err(SyncError::Network(format!(
+                            "realtime socket silent for {:?}; reconnecting",
+                            idle.unwrap_or_default()
+                        )));
+                    }
+                    Some(None) => return Ok(Ended::Closed { lasted: since.elapsed() }),
+                    Some(Some(Err(e))) => return Err(e),
+                    Some(Some(Ok(Incoming::Text(text)))) => self.on_poke(&text),
+                    Some(Some(Ok(Incoming::Alive))) => {}
                 },
             }
         }
@@ -259,7 +321,7 @@ impl SyncClient {
     }
 }
 
-#[cfg(all(test, feature = "tls"))]
+#[cfg(all(test, feature = "tls", not(target_family = "wasm")))]
 mod tests {
     use tokio::net::TcpListener;
 

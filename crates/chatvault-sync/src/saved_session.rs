@@ -40,7 +40,9 @@ impl Drop for Saved {
     }
 }
 
-/// Seals `session` (and the key that opened it) into the vault.
+/// Seals `session` (and the key that opened it) into the vault. A cookie
+/// session (a browser's) is not saved: it has no token, and the auth key
+/// is not kept anywhere page scripts can reach.
 pub(crate) async fn save(
     vault: &Vault,
     server: &str,
@@ -48,11 +50,14 @@ pub(crate) async fn save(
     session: &Session,
     auth_key: &AuthKey,
 ) -> Result<()> {
+    let Some(token) = &session.token else {
+        return Ok(());
+    };
     let saved = Saved {
         server: server.to_owned(),
         username: username.to_ascii_lowercase(),
         user_id: session.user_id.clone(),
-        token: session.token.as_str().to_owned(),
+        token: token.as_str().to_owned(),
         auth_key: auth_key.to_base64(),
     };
     let json =
@@ -82,7 +87,7 @@ pub(crate) async fn load(
     let auth_key = AuthKey::from_base64(&saved.auth_key)?;
     Ok(Some((
         Session {
-            token: Zeroizing::new(saved.token.clone()),
+            token: Some(Zeroizing::new(saved.token.clone())),
             user_id: saved.user_id.clone(),
         },
         auth_key,

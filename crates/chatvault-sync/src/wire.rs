@@ -40,7 +40,8 @@ pub(crate) struct RegisterRequest<'a> {
 pub(crate) struct LoginRequest<'a> {
     pub username: &'a str,
     pub auth_key: &'a str,
-    /// Always `"native"`: a bearer token, no cookie.
+    /// `"native"` (a bearer token, no cookie) or `"browser"` (an HttpOnly
+    /// cookie, no token in the answer).
     pub client: &'static str,
 }
 

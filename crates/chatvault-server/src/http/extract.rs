@@ -7,7 +7,8 @@
 //! `cv_session` cookie, never from a URL (URLs end up in logs). A cookie is
 //! sent by browsers on their own, so a cookie-authenticated request that
 //! changes state must prove it comes from this server's own pages: an
-//! `Origin` equal to the server's origin (scheme included), or, without
+//! `Origin` equal to the server's origin (scheme included) or one of the
+//! configured `allowed_origins`, or, without
 //! `Origin`, the `X-Chatvault-Client` header, which no other site's page can
 //! send without a CORS preflight this server never grants. Must never log a
 //! token.
@@ -185,14 +186,27 @@ pub(crate) fn same_origin(headers: &HeaderMap, config: &Config) -> bool {
     matches!((origin, expected_origin(headers, config)), (Some(o), Some(e)) if o == e)
 }
 
+/// Whether the request's `Origin` (which must be present) is this
+/// server's or one of the configured `allowed_origins` (exactly).
+pub(crate) fn trusted_origin(headers: &HeaderMap, config: &Config) -> bool {
+    if same_origin(headers, config) {
+        return true;
+    }
+    headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_ascii_lowercase)
+        .is_some_and(|o| config.allowed_origins.contains(&o))
+}
+
 /// Refuses a cookie-authenticated state-changing request that does not
-/// come from this server's pages (CSRF).
+/// come from this server's pages or an allowed origin's (CSRF).
 fn check_cookie_request(parts: &Parts, config: &Config) -> Result<(), AppError> {
     if parts.method.is_safe() {
         return Ok(());
     }
     let allowed = if parts.headers.contains_key(header::ORIGIN) {
-        same_origin(&parts.headers, config)
+        trusted_origin(&parts.headers, config)
     } else {
         parts.headers.contains_key(CLIENT_HEADER)
     };
@@ -201,8 +215,8 @@ fn check_cookie_request(parts: &Parts, config: &Config) -> Result<(), AppError> 
     } else {
         Err(AppError::client(
             ErrorCode::CrossOrigin,
-            "a cookie-authenticated change must come from this server's origin \
-             (or carry the X-Chatvault-Client header)",
+            "a cookie-authenticated change must come from this server's origin or an \
+             allowed origin (or carry the X-Chatvault-Client header)",
         ))
     }
 }

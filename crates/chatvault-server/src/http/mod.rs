@@ -29,6 +29,7 @@ use axum::{middleware, Json, Router};
 use chatvault_core::Timestamp;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
 pub use error::AppError;
@@ -178,13 +179,48 @@ pub(crate) fn router(state: AppState) -> Router {
         ),
         None => app.fallback(not_found),
     };
-    app.method_not_allowed_fallback(method_not_allowed)
+    let app = app
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn({
             let limit = config.max_body_bytes as u64;
             move |request, next| error::refuse_oversized(limit, request, next)
         }))
         .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(middleware::from_fn(error::log_server_errors))
-        .with_state(state)
+        .layer(middleware::from_fn(error::log_server_errors));
+    // Outermost, so preflights are answered before anything else runs.
+    match cors(&config) {
+        Some(cors) => app.layer(cors).with_state(state),
+        None => app.with_state(state),
+    }
+}
+
+/// CORS for the configured `allowed_origins` only: credentials (the
+/// session cookie) allowed for exactly those origins, never `*`; other
+/// origins get no CORS headers, so browsers keep their pages out. `Date`
+/// and `Retry-After` are exposed (the client reads the server's time and
+/// how long to wait). `None` without allowed origins.
+fn cors(config: &Config) -> Option<CorsLayer> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    let origins: Vec<HeaderValue> = config
+        .allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::PUT])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static(extract::CLIENT_HEADER),
+            ])
+            .expose_headers([header::DATE, header::RETRY_AFTER])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }

@@ -31,7 +31,7 @@ use futures::{SinkExt as _, StreamExt as _};
 use tokio::time::{interval_at, timeout, Instant};
 
 use super::extract::{
-    authenticate_token, presented_token, same_origin, Authenticated, TokenSource,
+    authenticate_token, presented_token, trusted_origin, Authenticated, TokenSource,
 };
 use super::{AppError, AppState};
 use crate::api::{ErrorBody, Poke, WsAuth, WsReady};
@@ -80,11 +80,11 @@ pub(crate) async fn connect(
     // ride the user's cookie. No Origin: not a browser, nothing to ride.
     if auth.is_some_and(|a| a.source == TokenSource::Cookie)
         && headers.contains_key(header::ORIGIN)
-        && !same_origin(&headers, state.config())
+        && !trusted_origin(&headers, state.config())
     {
         return Err(AppError::client(
             ErrorCode::CrossOrigin,
-            "cookie-authenticated WebSockets must come from this server's origin",
+            "cookie-authenticated WebSockets must come from this server's origin or an allowed origin",
         ));
     }
     let upgrade =
@@ -255,6 +255,7 @@ async fn serve_socket(
 mod tests {
     use super::*;
     use crate::config::{Config, DatabaseUrl};
+    use crate::http::extract::same_origin;
     use axum::http::HeaderValue;
 
     fn with(host: &'static str, origin: &'static str) -> HeaderMap {
@@ -292,6 +293,14 @@ mod tests {
         ));
         assert!(!same_origin(
             &with("internal:8787", "http://internal:8787"),
+            &config
+        ));
+        config.allow_origin("http://127.0.0.1:9000").unwrap();
+        let page = with("internal:8787", "http://127.0.0.1:9000");
+        assert!(!same_origin(&page, &config));
+        assert!(trusted_origin(&page, &config));
+        assert!(!trusted_origin(
+            &with("internal:8787", "http://127.0.0.1:9001"),
             &config
         ));
     }

@@ -674,3 +674,149 @@ async fn sessions_can_be_listed_and_others_revoked(backend: Backend) {
 }
 
 crate::backend_tests!(sessions_can_be_listed_and_others_revoked);
+
+/// `allowed_origins` (`--allowed-origin`): a listed page origin gets CORS
+/// with credentials for exactly itself — preflights answered, `Date` and
+/// `Retry-After` exposed — and passes the cookie `Origin` checks of
+/// changes and WebSockets; an unlisted origin (another port of the same
+/// host, a look-alike, `null`) gets no CORS headers, its cookie changes
+/// stay `403 cross_origin` and its WebSocket is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_origins_get_cors_with_credentials_and_no_one_else() {
+    use reqwest::header::{
+        ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_ORIGIN,
+        ACCESS_CONTROL_EXPOSE_HEADERS, SET_COOKIE,
+    };
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    const PAGE: &str = "http://app.test:9000";
+    let Some(srv) = TestServer::start_with(Backend::Sqlite, |c| {
+        c.allow_origin(PAGE).expect("a valid origin");
+    })
+    .await
+    else {
+        return;
+    };
+    let api = srv.anonymous();
+    let key = auth_key_for("alice");
+    api.register("alice", &key).await;
+    let preflight = |origin: &'static str| {
+        let api = api.clone();
+        async move {
+            api.http
+                .request(
+                    reqwest::Method::OPTIONS,
+                    format!("{}/v1/sync/push", api.base),
+                )
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "content-type")
+                .send()
+                .await
+                .expect("preflight answered")
+        }
+    };
+    let ok = preflight(PAGE).await;
+    assert!(ok.status().is_success(), "{}", ok.status());
+    assert_eq!(ok.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], PAGE);
+    assert_eq!(ok.headers()[ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+    for evil in [
+        "http://app.test:9001",
+        "https://app.test:9000",
+        "http://app.test.evil.example:9000",
+        "null",
+    ] {
+        let refused = preflight(evil).await;
+        assert!(
+            refused.headers().get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none(),
+            "{evil} was granted CORS"
+        );
+    }
+
+    let (_, headers, _) = api.login("alice", &key, Some("browser")).await;
+    let cookie = headers[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let with_cookie = |request: reqwest::RequestBuilder, origin: &'static str| {
+        request
+            .header(reqwest::header::COOKIE, cookie.clone())
+            .header("origin", origin)
+    };
+    // A read from the page: CORS headers for it, the server's time exposed.
+    let read = api
+        .http
+        .get(format!("{}/v1/keys", api.base))
+        .header(reqwest::header::COOKIE, cookie.clone())
+        .header("origin", PAGE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], PAGE);
+    let exposed = read.headers()[ACCESS_CONTROL_EXPOSE_HEADERS]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("date") && exposed.contains("retry-after"),
+        "{exposed}"
+    );
+    // The same read from elsewhere carries no CORS grant (the browser
+    // keeps the answer from that page).
+    let elsewhere = api
+        .http
+        .get(format!("{}/v1/keys", api.base))
+        .header(reqwest::header::COOKIE, cookie.clone())
+        .header("origin", "http://app.test:9001")
+        .send()
+        .await
+        .unwrap();
+    assert!(elsewhere
+        .headers()
+        .get(ACCESS_CONTROL_ALLOW_ORIGIN)
+        .is_none());
+
+    // The WebSocket's Origin rule follows the same list.
+    let ws = format!("{}/v1/ws", srv.base.replacen("http://", "ws://", 1));
+    let socket = |origin: &'static str| {
+        let mut request = ws.clone().into_client_request().expect("ws request");
+        request
+            .headers_mut()
+            .insert("cookie", HeaderValue::from_str(&cookie).unwrap());
+        request
+            .headers_mut()
+            .insert("origin", HeaderValue::from_static(origin));
+        tokio_tungstenite::connect_async(request)
+    };
+    match socket("http://app.test:9001").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status().as_u16(), 403)
+        }
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    let (mut open, _) = socket(PAGE).await.expect("the page's socket opens");
+    let _ = open.close(None).await;
+
+    // Changes: refused from an unlisted origin, taken from the page.
+    let refused = api
+        .send(with_cookie(
+            api.http.post(format!("{}/v1/auth/logout", api.base)),
+            "http://app.test:9001",
+        ))
+        .await;
+    assert_eq!(
+        (refused.status, code(&refused.body)),
+        (StatusCode::FORBIDDEN, "cross_origin")
+    );
+    let taken = api
+        .send(with_cookie(
+            api.http.post(format!("{}/v1/auth/logout", api.base)),
+            PAGE,
+        ))
+        .await;
+    assert_eq!(taken.status, StatusCode::NO_CONTENT);
+}

@@ -20,6 +20,8 @@
 //!   is restored, a transport that cuts, loses and refuses; reads checked
 //!   as they happen, every record's final state against the rules.
 
+#![cfg(not(target_family = "wasm"))]
+
 mod common;
 
 mod accounts;
