@@ -550,14 +550,7 @@ fn bench_browser() -> Result<()> {
     ensure_chromium()?;
     package(true)?;
     let dir = package_dir()?;
-    if !dir.join("node_modules").join(".package-lock.json").exists() {
-        run(
-            "npm ci (the package's dev dependencies)",
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir),
-        )?;
-    }
+    ensure_npm_packages(&dir)?;
     let json_of = |what: &str, cmd: &mut Command| -> Result<serde_json::Value> {
         eprintln!("==> {what}");
         let output = cmd
@@ -761,20 +754,27 @@ fn package(release: bool) -> Result<()> {
     )
 }
 
+/// Installs the package's npm dev dependencies (`npm ci`: exactly the lock
+/// file) when `node_modules` is missing.
+fn ensure_npm_packages(dir: &std::path::Path) -> Result<()> {
+    if dir.join("node_modules").join(".package-lock.json").exists() {
+        return Ok(());
+    }
+    run(
+        "npm ci (the package's dev dependencies)",
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(dir),
+    )
+}
+
 /// Runs the package's own checks: installs its npm dev dependencies when
 /// missing (`npm ci`: exactly the lock file), type-checks the `.d.ts`
 /// against a typed use of the API, and runs the tests in headless
 /// Chromium (playwright-core drives Debian's Chromium).
 fn package_tests() -> Result<()> {
     let dir = package_dir()?;
-    if !dir.join("node_modules").join(".package-lock.json").exists() {
-        run(
-            "npm ci (the package's dev dependencies)",
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir),
-        )?;
-    }
+    ensure_npm_packages(&dir)?;
     run(
         "type-check the package's .d.ts (tsc)",
         Command::new("npm")

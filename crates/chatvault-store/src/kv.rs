@@ -188,6 +188,27 @@ impl KvLimits {
     }
 }
 
+impl KvLimits {
+    /// [`check`](Self::check) for a namespace holding `entries` (its
+    /// `(key, value)` pairs): sums them and finds the entry `key` replaces.
+    pub fn check_among<'a>(
+        &self,
+        key: &str,
+        value: &str,
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> KvResult<()> {
+        let (mut total, mut previous) = (0, 0);
+        for (k, v) in entries {
+            let bytes = entry_bytes(k, v);
+            total += bytes;
+            if k == key {
+                previous = bytes;
+            }
+        }
+        self.check(key, value, total, previous)
+    }
+}
+
 /// The size an entry counts for against [`KvLimits`]: its key and value in
 /// UTF-8 bytes.
 pub fn entry_bytes(key: &str, value: &str) -> u64 {
@@ -403,9 +424,10 @@ impl KvStore for MemoryKv {
         check_key(key)?;
         let mut entries = self.area.lock();
         let slot = (self.namespace.clone(), key.to_owned());
-        let previous = entries.get(&slot).map_or(0, |v| entry_bytes(key, v));
-        let total = self.usage_of(&entries).bytes;
-        self.limits.check(key, value, total, previous)?;
+        let held = self
+            .range(&entries)
+            .map(|((_, k), v)| (k.as_str(), v.as_str()));
+        self.limits.check_among(key, value, held)?;
         entries.insert(slot, value.to_owned());
         Ok(())
     }

@@ -94,6 +94,16 @@ pub(crate) fn json<T: Serialize>(value: &T) -> Answer {
         })
 }
 
+/// Runs `work` as a promise with its own handle on `shared` (a vault or a
+/// namespace), so the work outlives the call that started it.
+pub(crate) fn with<T: ?Sized, F, Fut>(shared: &std::rc::Rc<T>, work: F) -> Promise
+where
+    F: FnOnce(std::rc::Rc<T>) -> Fut,
+    Fut: Future<Output = Answer> + 'static,
+{
+    promise(work(shared.clone()))
+}
+
 /// Runs `work` as a promise: its value on success, its error's
 /// `{code, message}` on failure.
 pub(crate) fn promise(work: impl Future<Output = Answer> + 'static) -> Promise {

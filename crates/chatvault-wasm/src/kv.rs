@@ -1,6 +1,6 @@
 //! `openKv` and `WasmKv`: key-value namespaces for the page's state.
 
-use crate::boundary::{invalid, json, promise, Answer, Failure};
+use crate::boundary::{invalid, json, promise, with, Failure};
 use chatvault::{KvLimits, KvStore};
 use chatvault_indexeddb::kv::{IndexedDbKvArea, WebStorage, WebStorageKv, KV_DATABASE};
 use js_sys::Promise;
@@ -51,14 +51,6 @@ impl WasmKv {
     pub(crate) fn new(kv: Box<dyn KvStore>) -> WasmKv {
         WasmKv { kv: kv.into() }
     }
-
-    fn with<F, Fut>(&self, work: F) -> Promise
-    where
-        F: FnOnce(Rc<dyn KvStore>) -> Fut,
-        Fut: std::future::Future<Output = Answer> + 'static,
-    {
-        promise(work(self.kv.clone()))
-    }
 }
 
 #[wasm_bindgen]
@@ -71,7 +63,7 @@ impl WasmKv {
 
     /// The value under `key`, or `null`.
     pub fn get(&self, key: String) -> Promise {
-        self.with(|kv| async move {
+        with(&self.kv, |kv| async move {
             Ok(match kv.get(&key).await? {
                 Some(value) => JsValue::from_str(&value),
                 None => JsValue::NULL,
@@ -81,7 +73,7 @@ impl WasmKv {
 
     /// Stores `value` under `key`, whole or not at all.
     pub fn set(&self, key: String, value: String) -> Promise {
-        self.with(|kv| async move {
+        with(&self.kv, |kv| async move {
             kv.set(&key, &value).await?;
             Ok(JsValue::UNDEFINED)
         })
@@ -89,7 +81,7 @@ impl WasmKv {
 
     /// Removes `key`.
     pub fn remove(&self, key: String) -> Promise {
-        self.with(|kv| async move {
+        with(&self.kv, |kv| async move {
             kv.remove(&key).await?;
             Ok(JsValue::UNDEFINED)
         })
@@ -97,12 +89,12 @@ impl WasmKv {
 
     /// The namespace's keys, sorted (JSON text).
     pub fn keys(&self) -> Promise {
-        self.with(|kv| async move { json(&kv.keys().await?) })
+        with(&self.kv, |kv| async move { json(&kv.keys().await?) })
     }
 
     /// Removes every key of the namespace.
     pub fn clear(&self) -> Promise {
-        self.with(|kv| async move {
+        with(&self.kv, |kv| async move {
             kv.clear().await?;
             Ok(JsValue::UNDEFINED)
         })
@@ -110,7 +102,7 @@ impl WasmKv {
 
     /// `{entries, bytes}` of the namespace (JSON text).
     pub fn usage(&self) -> Promise {
-        self.with(|kv| async move {
+        with(&self.kv, |kv| async move {
             let usage = kv.usage().await?;
             json(&serde_json::json!({ "entries": usage.entries, "bytes": usage.bytes }))
         })

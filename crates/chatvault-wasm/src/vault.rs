@@ -1,7 +1,7 @@
 //! `openVault` and the `WasmVault` handle: the app API of
 //! [`Vault`] on an IndexedDB store.
 
-use crate::boundary::{id, invalid, json, parse, promise, Answer};
+use crate::boundary::{id, invalid, json, parse, promise, with};
 use chatvault::{
     ConversationCursor, ConversationId, ConversationUpdate, ListConversations, ListMessages,
     MessageCursor, MessageId, MessageUpdate, Metadata, NewConversation, NewMessage, RetentionMode,
@@ -134,17 +134,6 @@ fn page_size(limit: Option<usize>) -> Result<usize, crate::boundary::Failure> {
     }
 }
 
-impl WasmVault {
-    /// Runs `work` with a handle on the vault that outlives this call.
-    fn with<F, Fut>(&self, work: F) -> Promise
-    where
-        F: FnOnce(Rc<Vault>) -> Fut,
-        Fut: std::future::Future<Output = Answer> + 'static,
-    {
-        promise(work(self.vault.clone()))
-    }
-}
-
 #[wasm_bindgen]
 impl WasmVault {
     /// The IndexedDB database the vault lives in.
@@ -162,7 +151,7 @@ impl WasmVault {
     /// Creates a conversation from `{title, metadata?}`.
     #[wasm_bindgen(js_name = createConversation)]
     pub fn create_conversation(&self, input: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let input: NewConversationIn = parse("conversation", &input)?;
             let created = vault
                 .create_conversation(NewConversation {
@@ -176,7 +165,7 @@ impl WasmVault {
 
     /// The conversation `id`.
     pub fn conversation(&self, id_text: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let id: ConversationId = id("conversation id", &id_text)?;
             json(&vault.conversation(id).await?)
         })
@@ -185,7 +174,7 @@ impl WasmVault {
     /// A page of conversations, most recent activity first:
     /// `{limit?, after?, activeFrom?, activeTo?}`.
     pub fn conversations(&self, query: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let query: ConversationsQuery = parse("conversation query", &query)?;
             let page = vault
                 .conversations(ListConversations {
@@ -202,7 +191,7 @@ impl WasmVault {
     /// Changes a conversation's title and/or metadata: `{title?, metadata?}`.
     #[wasm_bindgen(js_name = updateConversation)]
     pub fn update_conversation(&self, id_text: String, patch: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let id: ConversationId = id("conversation id", &id_text)?;
             let patch: ConversationPatch = parse("conversation change", &patch)?;
             let updated = vault
@@ -221,7 +210,7 @@ impl WasmVault {
     /// Deletes a conversation and its messages (synced as a deletion).
     #[wasm_bindgen(js_name = deleteConversation)]
     pub fn delete_conversation(&self, id_text: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let id: ConversationId = id("conversation id", &id_text)?;
             vault.delete_conversation(id).await?;
             Ok(JsValue::UNDEFINED)
@@ -231,7 +220,7 @@ impl WasmVault {
     /// Adds `{role, content, metadata?}` to a conversation.
     #[wasm_bindgen(js_name = addMessage)]
     pub fn add_message(&self, conversation: String, input: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let conversation: ConversationId = id("conversation id", &conversation)?;
             let input: NewMessageIn = parse("message", &input)?;
             let mut message = NewMessage::new(input.role, input.content);
@@ -244,7 +233,7 @@ impl WasmVault {
     /// conversation in one write.
     #[wasm_bindgen(js_name = addMessages)]
     pub fn add_messages(&self, conversation: String, inputs: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let conversation: ConversationId = id("conversation id", &conversation)?;
             let inputs: Vec<NewMessageIn> = parse("messages", &inputs)?;
             let messages = inputs
@@ -261,7 +250,7 @@ impl WasmVault {
 
     /// The message `id`.
     pub fn message(&self, id_text: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let id: MessageId = id("message id", &id_text)?;
             json(&vault.message(id).await?)
         })
@@ -269,7 +258,7 @@ impl WasmVault {
 
     /// A page of a conversation's messages, newest first: `{limit?, before?}`.
     pub fn messages(&self, conversation: String, query: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let conversation: ConversationId = id("conversation id", &conversation)?;
             let query: MessagesQuery = parse("message query", &query)?;
             let page = vault
@@ -288,7 +277,7 @@ impl WasmVault {
     /// Edits a message: `{content?, metadata?}`.
     #[wasm_bindgen(js_name = updateMessage)]
     pub fn update_message(&self, id_text: String, patch: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let id: MessageId = id("message id", &id_text)?;
             let patch: MessagePatch = parse("message change", &patch)?;
             let updated = vault
@@ -307,7 +296,7 @@ impl WasmVault {
     /// Deletes a message (synced as a deletion).
     #[wasm_bindgen(js_name = deleteMessage)]
     pub fn delete_message(&self, id_text: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let id: MessageId = id("message id", &id_text)?;
             vault.delete_message(id).await?;
             Ok(JsValue::UNDEFINED)
@@ -317,20 +306,25 @@ impl WasmVault {
     /// Counts and sizes: conversations, messages, tombstones, pending
     /// changes, stored bytes, per conversation.
     pub fn stats(&self) -> Promise {
-        self.with(|vault| async move { json(&vault.stats().await?) })
+        with(
+            &self.vault,
+            |vault| async move { json(&vault.stats().await?) },
+        )
     }
 
     /// The stored retention policy, or `null`.
     #[wasm_bindgen(js_name = retentionPolicy)]
     pub fn retention_policy(&self) -> Promise {
-        self.with(|vault| async move { json(&vault.retention_policy().await?) })
+        with(&self.vault, |vault| async move {
+            json(&vault.retention_policy().await?)
+        })
     }
 
     /// Stores a retention policy (`{maxAgeDays?, maxConversations?,
     /// maxBytes?}`), or removes it with `null`. Storing does not delete.
     #[wasm_bindgen(js_name = setRetentionPolicy)]
     pub fn set_retention_policy(&self, policy: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let policy: Option<RetentionPolicy> = parse("retention policy", &policy)?;
             vault.set_retention_policy(policy.as_ref()).await?;
             Ok(JsValue::UNDEFINED)
@@ -340,7 +334,7 @@ impl WasmVault {
     /// Runs `policy`: with `dryRun` only reports what it would delete.
     #[wasm_bindgen(js_name = runRetention)]
     pub fn run_retention(&self, policy: String, dry_run: bool) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let policy: RetentionPolicy = parse("retention policy", &policy)?;
             let mode = if dry_run {
                 RetentionMode::DryRun
@@ -354,7 +348,7 @@ impl WasmVault {
     /// Changes the passphrase (re-wraps the key; rewrites no record).
     #[wasm_bindgen(js_name = changePassphrase)]
     pub fn change_passphrase(&self, old: String, new: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             vault.change_passphrase(&old, &new).await?;
             Ok(JsValue::UNDEFINED)
         })
@@ -363,7 +357,7 @@ impl WasmVault {
     /// Starts a new data key for what is written from now on.
     #[wasm_bindgen(js_name = rotateDataKey)]
     pub fn rotate_data_key(&self, passphrase: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             vault.rotate_data_key(&passphrase).await?;
             Ok(JsValue::UNDEFINED)
         })
@@ -397,7 +391,7 @@ impl WasmVault {
     /// `"indexeddb"`) sealed by this vault's keys.
     #[wasm_bindgen(js_name = sealedKv)]
     pub fn sealed_kv(&self, area: String, namespace: String) -> Promise {
-        self.with(|vault| async move {
+        with(&self.vault, |vault| async move {
             let kv = crate::kv::open(&area, &namespace).await?;
             let sealed = vault.sealed_kv(kv)?;
             Ok(crate::kv::WasmKv::new(Box::new(sealed)).into())

@@ -214,12 +214,8 @@ impl KvStore for IndexedDbKv {
         self.write("writing", |store| async move {
             if self.limits.max_total_bytes.is_some() {
                 let entries = self.entries_in(&store).await?;
-                let total = entries.iter().map(|(k, v)| entry_bytes(k, v)).sum();
-                let previous = entries
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map_or(0, |(k, v)| entry_bytes(k, v));
-                self.limits.check(key, value, total, previous)?;
+                let entries = entries.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                self.limits.check_among(key, value, entries)?;
             }
             let put = store
                 .put_with_key(&JsValue::from_str(value), &slot)

@@ -148,12 +148,8 @@ impl KvStore for WebStorageKv {
         check_key(key)?;
         if self.limits.max_total_bytes.is_some() {
             let entries = self.entries()?;
-            let total = entries.iter().map(|(k, v)| entry_bytes(k, v)).sum();
-            let previous = entries
-                .iter()
-                .find(|(k, _)| k == key)
-                .map_or(0, |(k, v)| entry_bytes(k, v));
-            self.limits.check(key, value, total, previous)?;
+            let entries = entries.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            self.limits.check_among(key, value, entries)?;
         } else {
             self.limits.check(key, value, 0, 0)?;
         }

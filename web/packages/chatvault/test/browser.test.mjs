@@ -3,28 +3,15 @@
 // the middle of a write leaves all or nothing, and nothing readable is
 // left in IndexedDB or localStorage.
 
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { launch, openPage, serve } from "./harness.mjs";
+import { browserSuite, openPage } from "./harness.mjs";
 
 const PASS = "correct horse battery staple";
-let server;
-let browser;
-let context;
-
-before(async () => {
-  server = await serve();
-  browser = await launch();
-  context = await browser.newContext();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+const suite = browserSuite();
 
 test("1,000 encrypted messages survive a reload and read back in order", async () => {
-  const page = await openPage(context, server.url);
+  const page = await openPage(suite.context, suite.server.url);
   const conversationId = await page.evaluate(async (pass) => {
     const vault = await chatvault.openVault("reload", { passphrase: pass });
     const conv = await vault.createConversation("Trip ideas");
@@ -70,7 +57,7 @@ test("1,000 encrypted messages survive a reload and read back in order", async (
 });
 
 test("a wrong passphrase is a ChatvaultError with code wrong_passphrase, and harmless", async () => {
-  const page = await openPage(context, server.url);
+  const page = await openPage(suite.context, suite.server.url);
   const outcome = await page.evaluate(async (pass) => {
     const vault = await chatvault.openVault("wrong-pass", { passphrase: pass });
     await vault.createConversation("kept");
@@ -103,7 +90,7 @@ test("a wrong passphrase is a ChatvaultError with code wrong_passphrase, and har
 });
 
 test("errors carry stable codes: not_found, invalid, locked", async () => {
-  const page = await openPage(context, server.url);
+  const page = await openPage(suite.context, suite.server.url);
   const codes = await page.evaluate(async () => {
     const vault = await chatvault.openVault("codes");
     const code = async (work) => {
@@ -139,7 +126,7 @@ test("a tab closed in the middle of a bulk write leaves all of it or none", asyn
   const COUNT = 3000;
   // How long the whole write takes here, so the closes below land before,
   // inside and after it.
-  const timer = await openPage(context, server.url);
+  const timer = await openPage(suite.context, suite.server.url);
   const took = await timer.evaluate(async (count) => {
     const { vault, conversationId, messages } = await prepareBulk("closed-mid-write-timing", count);
     const started = performance.now();
@@ -152,7 +139,7 @@ test("a tab closed in the middle of a bulk write leaves all of it or none", asyn
   const moments = [0.2, 0.4, 0.6, 0.8, 0.95, 2].map((f) => Math.round(f * took));
   for (const [attempt, moment] of moments.entries()) {
     const name = `closed-mid-write-${attempt}`;
-    const writer = await openPage(context, server.url);
+    const writer = await openPage(suite.context, suite.server.url);
     const conversationId = await writer.evaluate(
       async ({ name, count }) => {
         const { vault, conversationId, messages } = await prepareBulk(name, count);
@@ -164,7 +151,7 @@ test("a tab closed in the middle of a bulk write leaves all of it or none", asyn
     await new Promise((resolve) => setTimeout(resolve, moment));
     await writer.close({ runBeforeUnload: false });
 
-    const reader = await openPage(context, server.url);
+    const reader = await openPage(suite.context, suite.server.url);
     const count = await reader.evaluate(
       async ({ name, conversationId }) => {
         const vault = await chatvault.openVault(name);
@@ -187,7 +174,7 @@ test("a tab closed in the middle of a bulk write leaves all of it or none", asyn
 });
 
 test("IndexedDB and localStorage hold no plaintext title, content or state of an encrypted vault", async () => {
-  const page = await openPage(context, server.url);
+  const page = await openPage(suite.context, suite.server.url);
   const found = await page.evaluate(async (pass) => {
     const secrets = ["Zanzibar honeymoon plans", "the surprise is in the red box", "draft: call mum"];
     const vault = await chatvault.openVault("plaintext-scan", { passphrase: pass });
@@ -245,7 +232,7 @@ test("IndexedDB and localStorage hold no plaintext title, content or state of an
 });
 
 test("key-value state: plain round trip, the size guard's code, and a second tab reads it", async () => {
-  const page = await openPage(context, server.url);
+  const page = await openPage(suite.context, suite.server.url);
   const outcome = await page.evaluate(async () => {
     const kv = await chatvault.openKv("local", "settings-app");
     await kv.set("theme", JSON.stringify({ mode: "dark" }));
@@ -262,7 +249,7 @@ test("key-value state: plain round trip, the size guard's code, and a second tab
     theme: JSON.stringify({ mode: "dark" }),
     keys: ["theme"],
   });
-  const other = await openPage(context, server.url);
+  const other = await openPage(suite.context, suite.server.url);
   const seen = await other.evaluate(async () => (await chatvault.openKv("local", "settings-app")).get("theme"));
   assert.equal(seen, JSON.stringify({ mode: "dark" }));
   await page.close();

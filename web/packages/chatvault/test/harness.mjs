@@ -3,6 +3,7 @@
 // Chromium driven by playwright-core (Debian's build: nothing downloads a
 // browser on these machines).
 
+import { after, before } from "node:test";
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
 import { extname, join, normalize } from "node:path";
@@ -62,4 +63,23 @@ export async function openPage(context, url) {
   await page.goto(url);
   await page.waitForFunction(() => window.chatvault !== undefined);
   return page;
+}
+
+/**
+ * The file's shared setup: before its tests, a server for the package and
+ * a browser with one fresh context; after them, both closed. Returns the
+ * object whose `server`, `browser` and `context` the tests use.
+ */
+export function browserSuite() {
+  const suite = {};
+  before(async () => {
+    suite.server = await serve();
+    suite.browser = await launch();
+    suite.context = await suite.browser.newContext();
+  });
+  after(async () => {
+    await suite.browser?.close();
+    suite.server?.close();
+  });
+  return suite;
 }

@@ -2,27 +2,15 @@
 // and encrypted, with progress; a truncated or wrongly unlocked file is a
 // clear error that imports nothing; the same through a worker vault.
 
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { launch, openPage, serve } from "./harness.mjs";
+import { browserSuite, openPage } from "./harness.mjs";
 
 const PASS = "correct horse battery staple";
-let server;
-let browser;
-let page;
-
-before(async () => {
-  server = await serve();
-  browser = await launch();
-  page = await openPage(await browser.newContext(), server.url);
-});
-
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+const suite = browserSuite();
 
 test("an encrypted export imports into another vault whole, with progress, and holds no plaintext", async () => {
+  const page = await openPage(suite.context, suite.server.url);
   const outcome = await page.evaluate(async (pass) => {
     const source = await chatvault.openVault("export-source", { passphrase: pass });
     const conv = await source.createConversation("Lisbon in spring");
@@ -76,6 +64,7 @@ test("an encrypted export imports into another vault whole, with progress, and h
 });
 
 test("a truncated export is refused and imports nothing", async () => {
+  const page = await openPage(suite.context, suite.server.url);
   const outcome = await page.evaluate(async () => {
     const source = await chatvault.openVault("truncated-source");
     const conv = await source.createConversation("kept whole or not at all");
@@ -98,6 +87,7 @@ test("a truncated export is refused and imports nothing", async () => {
 });
 
 test("a worker vault exports and imports with progress reaching the page", async () => {
+  const page = await openPage(suite.context, suite.server.url);
   const outcome = await page.evaluate(async (pass) => {
     const source = await chatvault.openVault("worker-export", { passphrase: pass, worker: true });
     const conv = await source.createConversation("from a worker");

@@ -3,29 +3,16 @@
 // and a data-key rotation in one tab locks the others (their keys are
 // stale) instead of letting them write with the old key.
 
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { launch, openPage, serve } from "./harness.mjs";
+import { browserSuite, openPage } from "./harness.mjs";
 
 const PASS = "correct horse battery staple";
-let server;
-let browser;
-let context;
-
-before(async () => {
-  server = await serve();
-  browser = await launch();
-  context = await browser.newContext();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+const suite = browserSuite();
 
 /** Opens `name` in a new tab, keeping every change it hears in `window.heard`. */
 async function tab(name, options = {}) {
-  const page = await openPage(context, server.url);
+  const page = await openPage(suite.context, suite.server.url);
   await page.evaluate(
     async ({ name, options }) => {
       window.vault = await chatvault.openVault(name, options);

@@ -2,28 +2,15 @@
 // API and errors as in the page, the same data, and the page's main thread
 // free while the worker unlocks and writes.
 
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { launch, openPage, serve } from "./harness.mjs";
+import { browserSuite, openPage } from "./harness.mjs";
 
 const PASS = "correct horse battery staple";
-let server;
-let browser;
-let context;
-
-before(async () => {
-  server = await serve();
-  browser = await launch();
-  context = await browser.newContext();
-});
-
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+const suite = browserSuite();
 
 test("a worker vault writes what the page vault reads, with the same errors", async () => {
-  const page = await openPage(context, server.url);
+  const page = await openPage(suite.context, suite.server.url);
   const outcome = await page.evaluate(async (pass) => {
     const vault = await chatvault.openVault("worker-same", { passphrase: pass, worker: true });
     const heard = [];
@@ -71,7 +58,7 @@ test("a worker vault writes what the page vault reads, with the same errors", as
 });
 
 test("unlocking and a bulk write in the worker leave the page's main thread free", async (t) => {
-  const page = await openPage(context, server.url);
+  const page = await openPage(suite.context, suite.server.url);
   const longTasks = await page.evaluate(async (pass) => {
     const measure = async (worker) => {
       const tasks = [];
