@@ -245,7 +245,7 @@ impl SyncClient {
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| SyncError::Protocol(format!("cannot serialize a change: {e}")))?;
             let response = self
-                .authed::<PushResponse>(Method::POST, "v1/sync/push", &[], Some(push_body(&jsons)))
+                .authed::<PushResponse>(Method::Post, "v1/sync/push", &[], Some(push_body(&jsons)))
                 .await?;
             if response.results.len() != chunk.len() {
                 return Err(SyncError::Protocol(format!(
