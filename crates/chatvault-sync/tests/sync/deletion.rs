@@ -177,3 +177,110 @@ async fn delete_rename_and_message_in_every_order_end_as_the_rule_says() {
 async fn the_rule_holds_past_the_tombstone_horizon() {
     every_order(true).await;
 }
+
+/// Retention deletes a conversation as any local deletion does: its
+/// tombstone is stamped above the conversation's version and every message
+/// of it the device holds (docs/protocol.md, "Clock rules on a device" and
+/// "Deleting a conversation"), not merely at the device's clock. Here that
+/// clock is behind what it deletes: B's clock runs ten minutes ahead
+/// (within the server's bound), and A restarted after pulling B's
+/// conversations, so its clock resumed from its own mark, at its wall
+/// clock. (In the simulation, seed 464 at 100 steps: a device whose clock
+/// re-based on restart stamped a retention tombstone twelve minutes below
+/// the rename it replaced; an older version the restored server served
+/// then beat the tombstone, and the device listed the conversation again,
+/// older than it had shown it.) Stamped below, the deletion loses to the
+/// version it deleted: the server supersedes it and the conversation comes
+/// back on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_above_versions_ahead_of_the_clock() {
+    use chatvault::{MemoryStore, RetentionMode, RetentionPolicy, Store, Vault};
+    use chatvault_core::EntityKind;
+    use chatvault_sync::SyncClient;
+    use std::sync::Arc;
+
+    let server = TestServer::start().await;
+    let url = server.url();
+    let (clock_a, clock_b) = (clock_at(&server), clock_at(&server));
+    let store_a: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let vault_a = Vault::open_encrypted(store_a.clone(), PASS, vault_options(clock_a.clone()))
+        .await
+        .unwrap();
+    let a = SyncClient::register(Arc::new(vault_a), &url, "ruth", PASS, options())
+        .await
+        .unwrap();
+    let b = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(clock_b.clone()),
+        &url,
+        "ruth",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+
+    clock_b.advance(10 * 60_000);
+    let old = b
+        .vault()
+        .create_conversation(NewConversation::titled("old"))
+        .await
+        .unwrap();
+    let in_old = b
+        .vault()
+        .add_message(old.id, NewMessage::new(Role::User, "in old"))
+        .await
+        .unwrap();
+    clock_b.advance(1_000);
+    let new = b
+        .vault()
+        .create_conversation(NewConversation::titled("new"))
+        .await
+        .unwrap();
+    b.sync_once().await.unwrap();
+    a.sync_once().await.unwrap();
+    drop(a);
+
+    // A restarts; its clock resumes at its wall clock, below B's stamps.
+    let vault_a = Vault::open_encrypted(store_a.clone(), PASS, vault_options(clock_a.clone()))
+        .await
+        .unwrap();
+    let a = SyncClient::resume(Arc::new(vault_a), &url, "ruth", options())
+        .await
+        .unwrap()
+        .expect("a saved session");
+    let policy = RetentionPolicy {
+        max_conversations: Some(1),
+        ..RetentionPolicy::default()
+    };
+    let run = a
+        .vault()
+        .run_retention(&policy, RetentionMode::Apply)
+        .await
+        .unwrap();
+    let deleted: Vec<_> = run.plan.delete.iter().map(|d| d.id).collect();
+    assert_eq!(deleted, vec![old.id]);
+    let tombstone = store_a
+        .tombstone(EntityKind::Conversation, old.id.into())
+        .await
+        .unwrap()
+        .expect("a tombstone")
+        .version;
+    assert!(
+        tombstone > old.version && tombstone > in_old.version,
+        "retention stamped its tombstone {tombstone} at or below what it deleted: the \
+         conversation at {}, its message at {}",
+        old.version,
+        in_old.version
+    );
+
+    for device in [&a, &b, &a] {
+        device.sync_once().await.unwrap();
+    }
+    let expected: BTreeMap<String, (String, Vec<String>)> =
+        [(new.id.to_string(), ("new".to_owned(), Vec::new()))]
+            .into_iter()
+            .collect();
+    assert_eq!(visible_state(a.vault()).await, expected, "on A");
+    assert_eq!(visible_state(b.vault()).await, expected, "on B");
+}

@@ -330,3 +330,90 @@ fn recreated_without_messages(
         .into_iter()
         .collect()
 }
+
+/// A message stamped after its conversation's deletion is kept, unlisted,
+/// by a device that applied the deletion (docs/protocol.md, "Deleting a
+/// conversation"). It is a local record like any other: when the server
+/// is restored from a backup that lacks it, the device pushes it back
+/// ("Restored server", step 3), so a later recreation of the conversation
+/// shows it on every device. (In the simulation, seed 977 at 100 steps:
+/// only the device that wrote such a message held it after the restore;
+/// once a device that never saw the deletion renamed the conversation,
+/// that device listed the message and the others never would.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_kept_under_a_deletion_goes_back_to_a_restored_server() {
+    let mut server = TestServer::start().await;
+    let url = server.url();
+    let (a, b, clock_a, clock_b) = two_devices(&server, &url, "wren").await;
+    let clock_c = clock_at(&server);
+    let c = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(clock_c.clone()),
+        &url,
+        "wren",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+
+    let conv = a
+        .vault()
+        .create_conversation(NewConversation::titled("talk"))
+        .await
+        .unwrap();
+    for device in [&a, &b, &c] {
+        device.sync_once().await.unwrap();
+    }
+    let backup = server.backup().await;
+
+    // B deletes the conversation; A, which has not seen that, adds a
+    // message stamped after the deletion; both reach the server. A then
+    // holds the conversation's tombstone and the message under it.
+    clock_b.advance(1_000);
+    b.vault().delete_conversation(conv.id).await.unwrap();
+    b.sync_once().await.unwrap();
+    clock_a.advance(2_000);
+    let late = a
+        .vault()
+        .add_message(conv.id, say("after the delete"))
+        .await
+        .unwrap();
+    let report = a.sync_once().await.unwrap();
+    assert_eq!(report.push.applied, 1, "{report:?}");
+    assert!(visible_state(a.vault()).await.is_empty());
+
+    // The restore loses both; A and B push back what they hold.
+    server.restore(&backup).await;
+    for device in [&a, &b] {
+        let report = device.sync_once().await.unwrap();
+        assert!(report.pull.resynced, "{report:?}");
+    }
+
+    // C, which never saw the deletion, renames the conversation after it:
+    // a recreation, holding the message stamped after the deletion.
+    clock_c.advance(3_000);
+    c.vault()
+        .update_conversation(
+            conv.id,
+            ConversationUpdate {
+                title: Some("recreated".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for device in [&c, &a, &b, &c] {
+        device.sync_once().await.unwrap();
+    }
+
+    let expected: BTreeMap<String, (String, Vec<String>)> = [(
+        conv.id.to_string(),
+        ("recreated".to_owned(), vec![late.content.clone()]),
+    )]
+    .into_iter()
+    .collect();
+    assert_eq!(visible_state(a.vault()).await, expected, "on A");
+    assert_eq!(visible_state(b.vault()).await, expected, "on B");
+    assert_eq!(visible_state(c.vault()).await, expected, "on C");
+}

@@ -147,6 +147,26 @@ impl Model {
         }
     }
 
+    /// Whether write `i` may have been replaced, before it ever reached the
+    /// server, by a later write of its device to the same record that was
+    /// then re-stamped below it: docs/protocol.md, Push — a `clock_skew`
+    /// re-stamp "may end below the version the write replaced on the
+    /// device: an earlier write of its own that never reached the server
+    /// (the outbox holds one change per record, so that one was never sent
+    /// and is gone), or a version from another device stamped in between,
+    /// which then wins". Such a write is not required, whichever write the
+    /// record ends with (the re-stamped one, or one in between). A later
+    /// write may have ended below `i` if the lowest stamp it can end with
+    /// is (it was stamped beyond the server's bound, or seen re-stamped);
+    /// an accepted write of the device is never passed this way (the
+    /// re-stamp stays above it), so `i` was never on the server.
+    fn replaced_by_own_restamp(&self, i: usize) -> bool {
+        let write = &self.writes[i];
+        self.by_record[&write.id].iter().any(|&j| {
+            j > i && self.writes[j].device == write.device && self.writes[j].low < write.stamp
+        })
+    }
+
     /// Deletions of conversation `conv` that may have reached the server
     /// (their stamps are its deletion mark).
     fn conversation_deletes<'a>(&'a self, conv: &str) -> impl Iterator<Item = &'a Write> + 'a {
@@ -565,16 +585,11 @@ impl Sim {
             // were ever pushed (protocol.md, Push: "never goes below one
             // of its own accepted writes"; the outbox holds one change
             // per record): such an earlier write of the same device may
-            // be stamped above it.
-            let listed_write = &self.model.writes[w];
-            let replaced_unpushed = |i: usize| {
-                listed_write.restamped
-                    && i < w
-                    && self.model.writes[i].device == listed_write.device
-            };
+            // be stamped above it — and above the listed write, which
+            // may be the re-stamped one or another device's in between.
             let newer = self.model.by_record[l.id]
                 .iter()
-                .filter(|&&i| !replaced_unpushed(i))
+                .filter(|&&i| !self.model.replaced_by_own_restamp(i))
                 .map(|&i| &self.model.writes[i])
                 .find(|other| !other.exposed && other.low > l.version);
             assert!(
@@ -622,11 +637,18 @@ impl Sim {
                         .flat_map(|c| self.model.conversation_deletes(c)),
                 )
                 .collect();
-            let winner = writes.iter().map(|&i| &self.model.writes[i]).find(|w| {
-                !w.exposed
-                    && matches!(w.value, Value::Upsert(_))
-                    && deletes.iter().all(|del| w.low > del.stamp)
-            });
+            // An upsert its device replaced before pushing it, by a write
+            // then re-stamped below it, is not required either (see
+            // `Model::replaced_by_own_restamp`).
+            let winner = writes
+                .iter()
+                .filter(|&&i| !self.model.replaced_by_own_restamp(i))
+                .map(|&i| &self.model.writes[i])
+                .find(|w| {
+                    !w.exposed
+                        && matches!(w.value, Value::Upsert(_))
+                        && deletes.iter().all(|del| w.low > del.stamp)
+                });
             assert!(
                 winner.is_none(),
                 "{whose}: {id} is gone, but {winner:?} is newer than every deletion of it \

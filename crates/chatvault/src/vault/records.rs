@@ -689,7 +689,7 @@ pub(super) fn outbox_item(
 /// A replacing write's result: `None` if the record changed between the
 /// read and the write (read it again and retry), otherwise what it wrote
 /// or its error.
-fn changed_since_read<T>(written: Result<T>) -> Result<Option<T>> {
+pub(super) fn changed_since_read<T>(written: Result<T>) -> Result<Option<T>> {
     match written {
         Err(VaultError::Store(StoreError::VersionChanged { kind, id })) => {
             tracing::debug!(%kind, %id, "changed since read (a pull landed); editing it again");
@@ -699,7 +699,7 @@ fn changed_since_read<T>(written: Result<T>) -> Result<Option<T>> {
     }
 }
 
-fn record_contended() -> VaultError {
+pub(super) fn record_contended() -> VaultError {
     VaultError::Contended {
         what: "record",
         attempts: MAX_ATTEMPTS,

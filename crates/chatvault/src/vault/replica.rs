@@ -542,7 +542,9 @@ impl Replica<'_> {
     /// After a rebuild from the snapshot of a server whose database was
     /// restored from a backup: queues for sync again (under fresh op ids,
     /// at their own versions — nothing is re-stamped) every record and
-    /// tombstone this vault holds that the snapshot (`listed`: each live
+    /// tombstone this vault holds — messages kept under a conversation
+    /// tombstone (stamped after the deletion) included — that the
+    /// snapshot (`listed`: each live
     /// record's version on the server) lacks or holds at an older version.
     /// The server then takes back, by its usual newer-wins rule, what it
     /// lost with the restore; nothing is deleted here. Records with a
@@ -612,6 +614,26 @@ impl Replica<'_> {
                         t.id,
                         t.conversation_id,
                     )));
+                }
+                // A deleted conversation keeps its messages stamped after
+                // the deletion (unlisted until a recreation; core's
+                // deletion rule): records too, which the walk through live
+                // conversations above never reaches, and which the server
+                // may have lost with the restore.
+                if t.kind == EntityKind::Conversation {
+                    let id = t.id.conversation();
+                    let mut messages = std::pin::pin!(self.vault.message_record_pages(id));
+                    while let Some(page) = messages.try_next().await? {
+                        for m in page {
+                            if lacks(EntityKind::Message, m.id.into(), m.version) {
+                                batch.push(WriteOp::Enqueue(outbox_item(
+                                    EntityKind::Message,
+                                    m.id.into(),
+                                    Some(id),
+                                )));
+                            }
+                        }
+                    }
                 }
             }
             queued += self.commit_enqueues(batch).await?;

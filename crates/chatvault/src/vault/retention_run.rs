@@ -1,21 +1,23 @@
 //! Running retention: gathers what core's planner
 //! (`chatvault_core::lifecycle::plan_retention`) needs (activity, stored
 //! bytes, pinned, unsynced), applies the plan as one atomic write of
-//! tombstones and outbox entries (so other devices delete too), compacts
+//! tombstones and outbox entries (so other devices delete too) — each
+//! stamped above what it deletes, as any local deletion — compacts
 //! the store when the deletions left much of it empty, and runs a stored
 //! policy at most once a day when an opener asks for it.
 //!
 //! Must never delete a conversation with changes a configured sync server
 //! has not acknowledged, and never run on open unless asked.
 
-use super::records::outbox_item;
+use super::records::{changed_since_read, outbox_item, record_contended};
+use super::stamps::MAX_ATTEMPTS;
 use super::storage::CompactionReport;
 use super::Vault;
-use crate::{meta_keys, Result};
+use crate::{meta_keys, Result, VaultError};
 use chatvault_core::lifecycle::{
     plan_retention, ConversationSummary, RetentionPlan, RetentionPolicy,
 };
-use chatvault_core::{EntityKind, Timestamp, Tombstone};
+use chatvault_core::{ConversationId, EntityKind, Hlc, Timestamp, Tombstone};
 use chatvault_store::{WriteBatch, WriteOp};
 use futures::TryStreamExt;
 use serde::Serialize;
@@ -62,7 +64,7 @@ impl Vault {
     /// What `policy` would delete now, and why.
     pub async fn plan_retention(&self, policy: &RetentionPolicy) -> Result<RetentionPlan> {
         let sync_configured = self.replica().sync_remote().await?.is_some();
-        let summaries = self.retention_summaries(sync_configured).await?;
+        let (summaries, _) = self.retention_summaries(sync_configured).await?;
         Ok(plan_retention(&summaries, policy, self.time.now()))
     }
 
@@ -72,58 +74,97 @@ impl Vault {
     /// conversations, and — while a sync server is configured — those with
     /// unacknowledged changes, are never deleted. A run that leaves at
     /// least a quarter of the store as free pages compacts it.
+    ///
+    /// Each tombstone is stamped as [`Vault::delete_conversation`] stamps
+    /// one: above the conversation's version and every message of it held
+    /// here (which may be above this device's clock: pulled from a device
+    /// whose clock runs ahead, or written before this clock re-based), on
+    /// condition that the conversation is still at the version planned
+    /// from. If a pull or another process changed one meanwhile, the run
+    /// plans again.
     pub async fn run_retention(
         &self,
         policy: &RetentionPolicy,
         mode: RetentionMode,
     ) -> Result<RetentionReport> {
         let sync_configured = self.replica().sync_remote().await?.is_some();
-        let summaries = self.retention_summaries(sync_configured).await?;
-        let now = self.time.now();
-        let plan = plan_retention(&summaries, policy, now);
-        let mut report = RetentionReport {
-            policy: *policy,
-            now,
-            dry_run: mode == RetentionMode::DryRun,
-            sync_configured,
-            plan,
-            compaction: None,
-        };
-        if mode == RetentionMode::DryRun || report.plan.delete.is_empty() {
+        for _ in 0..MAX_ATTEMPTS {
+            let (summaries, versions) = self.retention_summaries(sync_configured).await?;
+            let now = self.time.now();
+            let plan = plan_retention(&summaries, policy, now);
+            let mut report = RetentionReport {
+                policy: *policy,
+                now,
+                dry_run: mode == RetentionMode::DryRun,
+                sync_configured,
+                plan,
+                compaction: None,
+            };
+            if mode == RetentionMode::DryRun || report.plan.delete.is_empty() {
+                return Ok(report);
+            }
+
+            // (conversation, version read, newest version of it and its
+            // messages): the tombstone goes above the newest, so it takes
+            // everything this device showed, here and everywhere else.
+            let mut doomed = Vec::with_capacity(report.plan.delete.len());
+            for deletion in &report.plan.delete {
+                let id = deletion.id;
+                let Some(&read) = versions.get(&id) else {
+                    return Err(VaultError::Internal(
+                        "retention planned a conversation it did not read",
+                    ));
+                };
+                let mut newest = read;
+                let mut pages = std::pin::pin!(self.message_record_pages(id));
+                while let Some(page) = pages.try_next().await? {
+                    newest = page.iter().map(|m| m.version).fold(newest, Hlc::max);
+                }
+                doomed.push((id, read, newest));
+            }
+            let written = self
+                .commit_stamped(|stamps| {
+                    let mut batch = WriteBatch::new();
+                    for &(id, read, newest) in &doomed {
+                        batch.push(WriteOp::RequireVersion(
+                            EntityKind::Conversation,
+                            id.into(),
+                            read,
+                        ));
+                        batch.push(WriteOp::Delete(Tombstone::conversation(
+                            id,
+                            stamps.above(newest)?,
+                            stamps.now(),
+                        )));
+                        batch.push(WriteOp::Enqueue(outbox_item(
+                            EntityKind::Conversation,
+                            id.into(),
+                            None,
+                        )));
+                    }
+                    Ok((batch, ()))
+                })
+                .await;
+            if changed_since_read(written)?.is_none() {
+                continue;
+            }
+            tracing::info!(
+                deleted = report.plan.delete.len(),
+                bytes = report.plan.bytes_freed,
+                "retention deleted conversations"
+            );
+
+            if let Some(footprint) = self.store.footprint().await? {
+                let free = footprint.reclaimable_bytes as f64;
+                if footprint.used_bytes > 0
+                    && free >= COMPACT_FREE_SHARE * footprint.used_bytes as f64
+                {
+                    report.compaction = self.compact().await?;
+                }
+            }
             return Ok(report);
         }
-
-        self.commit_stamped(|stamps| {
-            let mut batch = WriteBatch::new();
-            for doomed in &report.plan.delete {
-                batch.push(WriteOp::Delete(Tombstone::conversation(
-                    doomed.id,
-                    stamps.next()?,
-                    stamps.now(),
-                )));
-                batch.push(WriteOp::Enqueue(outbox_item(
-                    EntityKind::Conversation,
-                    doomed.id.into(),
-                    None,
-                )));
-            }
-            Ok((batch, ()))
-        })
-        .await?;
-        tracing::info!(
-            deleted = report.plan.delete.len(),
-            bytes = report.plan.bytes_freed,
-            "retention deleted conversations"
-        );
-
-        if let Some(footprint) = self.store.footprint().await? {
-            let free = footprint.reclaimable_bytes as f64;
-            if footprint.used_bytes > 0 && free >= COMPACT_FREE_SHARE * footprint.used_bytes as f64
-            {
-                report.compaction = self.compact().await?;
-            }
-        }
-        Ok(report)
+        Err(record_contended())
     }
 
     /// Applies the stored policy if it has not run for a day. Called when
@@ -180,8 +221,11 @@ impl Vault {
 
     /// One summary per conversation: activity, bytes and unsynced changes
     /// from the store's usage (one row each), pinned from its decoded
-    /// metadata.
-    async fn retention_summaries(&self, sync_configured: bool) -> Result<Vec<ConversationSummary>> {
+    /// metadata; and each conversation's version as read.
+    async fn retention_summaries(
+        &self,
+        sync_configured: bool,
+    ) -> Result<(Vec<ConversationSummary>, HashMap<ConversationId, Hlc>)> {
         let usage: HashMap<_, _> = self
             .store
             .usage()
@@ -191,10 +235,12 @@ impl Vault {
             .map(|u| (u.id, u))
             .collect();
         let mut out = Vec::with_capacity(usage.len());
+        let mut versions = HashMap::with_capacity(usage.len());
         let mut pages = std::pin::pin!(self.conversation_row_pages());
         while let Some(rows) = pages.try_next().await? {
             for row in rows {
                 let id = row.record.id;
+                versions.insert(id, row.record.version);
                 let (bytes, pending) = usage
                     .get(&id)
                     .map_or((row.record.body.len() as u64, false), |u| {
@@ -211,6 +257,6 @@ impl Vault {
                 });
             }
         }
-        Ok(out)
+        Ok((out, versions))
     }
 }
