@@ -782,7 +782,7 @@ fn package_tests() -> Result<()> {
             .current_dir(&dir),
     )?;
     run(
-        "package tests (playwright-core, headless Chromium): reload, wrong passphrase, a tab closed mid-write, no plaintext in IndexedDB or localStorage, tabs hearing each other, the vault in a Web Worker, export and import",
+        "package tests (playwright-core, headless Chromium): reload, wrong passphrase, a tab closed mid-write, no plaintext in IndexedDB or localStorage, tabs hearing each other, the vault in a Web Worker, export and import, the example page",
         Command::new("npm")
             .args(["test", "--silent"])
             .env("CHROMIUM", "/usr/bin/chromium")
