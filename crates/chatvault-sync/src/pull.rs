@@ -47,9 +47,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::SyncClient;
 use crate::error::{Result, SyncError};
 use crate::status::PullReport;
-use crate::wire::{
-    parse_change, push_body, PullResponse, PushResponse, PushStatus, SnapshotResponse,
-};
+use crate::wire::{parse_change, PullResponse, PushResponse, PushStatus, SnapshotResponse};
 
 /// Deletion marks sent back per push request after a restore.
 const MARKS_PER_PUSH: usize = 500;
@@ -244,16 +242,7 @@ impl SyncClient {
                 .map(serde_json::to_string)
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| SyncError::Protocol(format!("cannot serialize a change: {e}")))?;
-            let response = self
-                .authed::<PushResponse>(Method::Post, "v1/sync/push", &[], Some(push_body(&jsons)))
-                .await?;
-            if response.results.len() != chunk.len() {
-                return Err(SyncError::Protocol(format!(
-                    "push of {} changes answered {} results",
-                    chunk.len(),
-                    response.results.len()
-                )));
-            }
+            let response = self.send_push(&jsons).await?;
             for (change, result) in chunk.iter().zip(&response.results) {
                 if !matches!(result.status, PushStatus::Applied | PushStatus::Superseded) {
                     tracing::warn!(
@@ -264,13 +253,7 @@ impl SyncClient {
                     );
                 }
             }
-            let applied_any = response
-                .results
-                .iter()
-                .any(|r| matches!(r.status, PushStatus::Applied));
-            if let (true, Some(head)) = (applied_any, &response.cursor) {
-                self.note_pushed_head(head).await?;
-            }
+            self.note_push_answer(&response).await?;
             sent += chunk.len() as u64;
         }
         Ok(sent)
@@ -398,9 +381,16 @@ impl SyncClient {
         self.load_stored_cursor(CURSOR_KEY).await
     }
 
-    /// Remembers the `cursor` of a push answer that applied something
+    /// Remembers the `cursor` of a push answer if it applied something
     /// (see [`PUSHED_HEAD_KEY`]).
-    pub(crate) async fn note_pushed_head(&self, cursor: &str) -> Result<()> {
+    pub(crate) async fn note_push_answer(&self, response: &PushResponse) -> Result<()> {
+        let applied_any = response
+            .results
+            .iter()
+            .any(|r| matches!(r.status, PushStatus::Applied));
+        let (true, Some(cursor)) = (applied_any, &response.cursor) else {
+            return Ok(());
+        };
         let (_, value) = self.cursor_meta(cursor)?;
         self.inner
             .vault

@@ -129,15 +129,29 @@ impl SyncClient {
         chunks
     }
 
+    /// Posts `changes` (serialized) to `/v1/sync/push`; an answer without
+    /// exactly one result per change is a protocol error.
+    pub(crate) async fn send_push(&self, changes: &[String]) -> Result<PushResponse> {
+        let response = self
+            .authed::<PushResponse>(Method::Post, "v1/sync/push", &[], Some(push_body(changes)))
+            .await?;
+        if response.results.len() != changes.len() {
+            return Err(SyncError::Protocol(format!(
+                "push of {} changes answered {} results",
+                changes.len(),
+                response.results.len()
+            )));
+        }
+        Ok(response)
+    }
+
     /// Sends one chunk, halving it on `413` until the offender is alone.
     async fn push_chunk(&self, chunk: Vec<Ready>, report: &mut PushReport) -> Result<()> {
         let mut queue = VecDeque::from([chunk]);
         while let Some(mut chunk) = queue.pop_front() {
             let jsons: Vec<String> = chunk.iter().map(|r| r.json.clone()).collect();
             report.requests += 1;
-            let answer = self
-                .authed::<PushResponse>(Method::Post, "v1/sync/push", &[], Some(push_body(&jsons)))
-                .await;
+            let answer = self.send_push(&jsons).await;
             match answer {
                 Ok(response) => self.settle(chunk, response, report).await?,
                 Err(e) if e.is_status(413) && chunk.len() > 1 => {
@@ -166,13 +180,6 @@ impl SyncClient {
         response: PushResponse,
         report: &mut PushReport,
     ) -> Result<()> {
-        if response.results.len() != chunk.len() {
-            return Err(SyncError::Protocol(format!(
-                "push of {} changes answered {} results",
-                chunk.len(),
-                response.results.len()
-            )));
-        }
         let mut rejected = Vec::new();
         let mut restamped = Vec::new();
         for (i, (ready, result)) in chunk.iter().zip(&response.results).enumerate() {
@@ -216,13 +223,7 @@ impl SyncClient {
                 }
             }
         }
-        let applied_any = response
-            .results
-            .iter()
-            .any(|r| matches!(r.status, PushStatus::Applied));
-        if let (true, Some(head)) = (applied_any, &response.cursor) {
-            self.note_pushed_head(head).await?;
-        }
+        self.note_push_answer(&response).await?;
         if !restamped.is_empty() {
             // Re-queued under a new outbox entry: neither synced nor
             // rejected, so they leave this chunk's bookkeeping.
