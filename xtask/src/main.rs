@@ -775,6 +775,18 @@ fn ensure_npm_packages(dir: &std::path::Path) -> Result<()> {
 fn package_tests() -> Result<()> {
     let dir = package_dir()?;
     ensure_npm_packages(&dir)?;
+    // The sync tests' server also serves the package (--web-root), so the
+    // test page and the API share an origin, as in a deployed app.
+    let port = free_port()?;
+    let _server = start_test_server(
+        port,
+        &[
+            "--insecure-cookies".into(),
+            "--allow-weak-kdf".into(),
+            "--web-root".into(),
+            dir.display().to_string(),
+        ],
+    )?;
     run(
         "type-check the package's .d.ts (tsc)",
         Command::new("npm")
@@ -782,10 +794,11 @@ fn package_tests() -> Result<()> {
             .current_dir(&dir),
     )?;
     run(
-        "package tests (playwright-core, headless Chromium): reload, wrong passphrase, a tab closed mid-write, no plaintext in IndexedDB or localStorage, tabs hearing each other, the vault in a Web Worker, export and import, the example page",
+        "package tests (playwright-core, headless Chromium): reload, wrong passphrase, a tab closed mid-write, no plaintext in IndexedDB or localStorage, tabs hearing each other, the vault in a Web Worker, export and import, sync between browsers and its leader tab, the example page",
         Command::new("npm")
             .args(["test", "--silent"])
             .env("CHROMIUM", "/usr/bin/chromium")
+            .env("CHATVAULT_TEST_SERVER", format!("http://127.0.0.1:{port}"))
             .current_dir(&dir),
     )
 }

@@ -716,7 +716,7 @@ impl SyncClient {
     }
 
     /// Republishes the pending and parked counts.
-    async fn refresh_counts(&self) {
+    pub(crate) async fn refresh_counts(&self) {
         match self.inner.vault.replica().outbox_counts().await {
             Ok((pending, parked)) => self.inner.status.send_modify(|s| {
                 s.pending = pending;

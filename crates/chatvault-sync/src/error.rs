@@ -140,6 +140,32 @@ impl SyncError {
         }
     }
 
+    /// The stable name of the situation, for apps and bindings to branch
+    /// on (the JavaScript package's `ChatvaultError.code`): `offline` for a
+    /// server that cannot be reached, `unauthorized` for a device that must
+    /// sign in again, the server's own code (`rate_limited`,
+    /// `payload_too_large`...) for its refusals, the vault's
+    /// ([`VaultError::code`]) for local failures.
+    pub fn code(&self) -> &str {
+        match self {
+            SyncError::InvalidCredentials { .. } => "invalid_credentials",
+            SyncError::WrongPassphrase => "wrong_passphrase",
+            SyncError::Unauthorized(_) => "unauthorized",
+            SyncError::TooManyAttempts { .. } => "too_many_attempts",
+            SyncError::UsernameTaken(_) => "username_taken",
+            SyncError::NotEncrypted => "not_encrypted",
+            SyncError::Server { code, .. } => code.as_str(),
+            SyncError::Network(_) => "offline",
+            SyncError::Protocol(_) => "protocol",
+            SyncError::ClockBehind(_) => "clock_behind",
+            SyncError::UnreadableChange { .. } => "unreadable_change",
+            SyncError::ResyncLoop => "resync_loop",
+            SyncError::InvalidUrl { .. } => "invalid_url",
+            SyncError::Vault(e) => e.code(),
+            SyncError::Crypto(_) => "crypto",
+        }
+    }
+
     pub(crate) fn is_status(&self, wanted: u16) -> bool {
         matches!(self, SyncError::Server { status, .. } if *status == wanted)
     }

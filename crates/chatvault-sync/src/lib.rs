@@ -51,9 +51,11 @@
 //! configure):
 //! - HTTP is `fetch` with `credentials: 'include'`; login asks for
 //!   `client: "browser"`, so the session is the server's HttpOnly
-//!   `cv_session` cookie and no token ever reaches Rust, JS or storage (no
-//!   session is saved in the vault either: [`SyncClient::resume`] finds
-//!   none, so a reloaded page signs in with the passphrase). The realtime
+//!   `cv_session` cookie and no token ever reaches Rust, JS or storage.
+//!   The vault keeps (sealed under its data key) which account the cookie
+//!   belongs to and the auth key, so [`SyncClient::resume`] works in a
+//!   reloaded page or another tab without a second Argon2 run or a new
+//!   server session, renewing the cookie from the key if it expired. The realtime
 //!   socket is a browser `WebSocket`; the browser sends the cookie on it.
 //! - A page on another origin than the server needs the server's
 //!   `--allowed-origin` (CORS with credentials for exactly that origin),

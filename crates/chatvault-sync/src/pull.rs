@@ -178,7 +178,9 @@ impl SyncClient {
         match mode {
             Rebuild::Horizon => {
                 let keys: HashSet<(EntityKind, RecordId)> = listed.into_keys().collect();
-                report.dropped += replica.forget_records_missing_from(&keys).await?;
+                let dropped = replica.forget_records_missing_from(&keys).await?;
+                report.dropped += dropped;
+                self.note_received(dropped);
             }
             Rebuild::Restored | Rebuild::RestoredAgain => {
                 report.requeued += replica.requeue_records_missing_from(&listed).await?;
@@ -366,6 +368,7 @@ impl SyncClient {
             .await?;
         report.applied += outcome.applied;
         report.superseded += outcome.superseded;
+        self.note_received(outcome.applied);
         for (op, why) in &outcome.invalid {
             report.skipped += 1;
             tracing::error!(op_id = %op, reason = %why, "skipping an invalid change from the server");
@@ -374,6 +377,13 @@ impl SyncClient {
             return Err(SyncError::ClockBehind(why.clone()));
         }
         Ok(())
+    }
+
+    /// Counts `changed` records in [`SyncStatus::received`](crate::SyncStatus::received).
+    fn note_received(&self, changed: u64) {
+        if changed > 0 {
+            self.inner.status.send_modify(|s| s.received += changed);
+        }
     }
 
     /// The stored cursor, if it belongs to this server and account.

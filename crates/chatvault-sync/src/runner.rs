@@ -141,19 +141,30 @@ impl SyncClient {
         let interval = self.inner.options.interval;
         let mut online = self.inner.api.transport().online();
         let mut backoff = Backoff::new(self.inner.options.backoff);
+        let mut paused = false;
         loop {
             if is_offline(&online) {
-                tracing::info!("offline; sync paused until the platform is online");
-                self.set_state(SyncState::Offline);
+                if !paused {
+                    tracing::info!("offline; sync paused until the platform is online");
+                    self.set_state(SyncState::Offline);
+                    paused = true;
+                }
                 let stop = tokio::select! {
                     () = &mut shutdown => true,
                     () = online_changed(&mut online) => false,
+                    // Nothing goes out, but the app writes on: keep the
+                    // pending count it shows ("3 changes waiting") true.
+                    () = self.inner.local.notified() => {
+                        self.refresh_counts().await;
+                        false
+                    }
                 };
                 if stop {
                     break;
                 }
                 continue;
             }
+            paused = false;
             let outcome = self.sync_once().await;
             let retry_in = match &outcome {
                 Ok(_) => {

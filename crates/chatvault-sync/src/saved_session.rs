@@ -8,6 +8,12 @@
 //! can unseal the vault holds the data key already; the auth key adds
 //! nothing a passphrase guess against the vault would not give.
 //!
+//! In a browser the session itself is the server's HttpOnly cookie, which
+//! page code never sees: what is saved is who it belongs to and the auth
+//! key, so a reloaded page (or another tab) resumes on the cookie and
+//! renews it from the key when it expired — one Argon2 run per unlock, not
+//! two, and no new server session per page load.
+//!
 //! Must never store the token or key in the clear, and never hand a saved
 //! session to another server or account than the one it was opened on.
 
@@ -28,21 +34,25 @@ struct Saved {
     server: String,
     username: String,
     user_id: String,
-    token: String,
+    /// The bearer token; none for a cookie session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
     auth_key: String,
 }
 
 impl Drop for Saved {
     fn drop(&mut self) {
         use zeroize::Zeroize as _;
-        self.token.zeroize();
+        if let Some(token) = &mut self.token {
+            token.zeroize();
+        }
         self.auth_key.zeroize();
     }
 }
 
-/// Seals `session` (and the key that opened it) into the vault. A cookie
-/// session (a browser's) is not saved: it has no token, and the auth key
-/// is not kept anywhere page scripts can reach.
+/// Seals `session` (and the key that opened it) into the vault. For a
+/// cookie session (a browser's) there is no token to seal: the account and
+/// the auth key are.
 pub(crate) async fn save(
     vault: &Vault,
     server: &str,
@@ -50,14 +60,11 @@ pub(crate) async fn save(
     session: &Session,
     auth_key: &AuthKey,
 ) -> Result<()> {
-    let Some(token) = &session.token else {
-        return Ok(());
-    };
     let saved = Saved {
         server: server.to_owned(),
         username: username.to_ascii_lowercase(),
         user_id: session.user_id.clone(),
-        token: token.as_str().to_owned(),
+        token: session.token.as_ref().map(|t| t.as_str().to_owned()),
         auth_key: auth_key.to_base64(),
     };
     let json =
@@ -87,7 +94,7 @@ pub(crate) async fn load(
     let auth_key = AuthKey::from_base64(&saved.auth_key)?;
     Ok(Some((
         Session {
-            token: Some(Zeroizing::new(saved.token.clone())),
+            token: saved.token.clone().map(Zeroizing::new),
             user_id: saved.user_id.clone(),
         },
         auth_key,

@@ -37,6 +37,11 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     /// Whether the realtime WebSocket is connected.
     pub realtime: bool,
+    /// Records this client has changed in the vault from the server since
+    /// it started (pulled changes that won, and records a resync dropped).
+    /// It only grows: an app showing the vault reloads what it shows when
+    /// it does, without polling.
+    pub received: u64,
 }
 
 impl Default for SyncStatus {
@@ -49,6 +54,7 @@ impl Default for SyncStatus {
             dead_letters: 0,
             last_error: None,
             realtime: false,
+            received: 0,
         }
     }
 }

@@ -57,6 +57,12 @@ impl From<chatvault::StoreError> for Failure {
     }
 }
 
+impl From<chatvault_sync::SyncError> for Failure {
+    fn from(e: chatvault_sync::SyncError) -> Self {
+        Failure(failure(e.code(), &chain(&e)))
+    }
+}
+
 impl From<KvError> for Failure {
     fn from(e: KvError) -> Self {
         Failure(failure(e.code(), &chain(&e)))
@@ -94,11 +100,12 @@ pub(crate) fn json<T: Serialize>(value: &T) -> Answer {
         })
 }
 
-/// Runs `work` as a promise with its own handle on `shared` (a vault or a
-/// namespace), so the work outlives the call that started it.
-pub(crate) fn with<T: ?Sized, F, Fut>(shared: &std::rc::Rc<T>, work: F) -> Promise
+/// Runs `work` as a promise with its own handle on `shared` (a vault, a
+/// namespace, a sync client: an `Rc` or `Arc`), so the work outlives the
+/// call that started it.
+pub(crate) fn with<H: Clone, F, Fut>(shared: &H, work: F) -> Promise
 where
-    F: FnOnce(std::rc::Rc<T>) -> Fut,
+    F: FnOnce(H) -> Fut,
     Fut: Future<Output = Answer> + 'static,
 {
     promise(work(shared.clone()))

@@ -17,6 +17,7 @@
 //! - `vault` — `openVault` and the `WasmVault` handle.
 //! - `kv` — `openKv` and `WasmKv`.
 //! - `lifecycle` — export to bytes and import from bytes, with progress.
+//! - `sync` — `WasmVault.sync`, `joinVault` and the `WasmSync` handle.
 //! - `boundary` — JSON in and out, errors out, promises.
 
 #[cfg(target_family = "wasm")]
@@ -25,5 +26,7 @@ mod boundary;
 mod kv;
 #[cfg(target_family = "wasm")]
 mod lifecycle;
+#[cfg(target_family = "wasm")]
+mod sync;
 #[cfg(target_family = "wasm")]
 mod vault;

@@ -17,7 +17,6 @@ use chatvault::{
 };
 use futures::future::{select, Either};
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
-use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -97,7 +96,7 @@ where
 
 /// The whole vault as an export file: resolves to `[bytes, reportJson]`.
 pub(crate) fn export(
-    vault: Rc<Vault>,
+    vault: Arc<Vault>,
     passphrase: Option<String>,
     callback: Option<Function>,
 ) -> Promise {
@@ -119,7 +118,7 @@ pub(crate) fn export(
 
 /// Imports an export file's `bytes`: resolves to the report's JSON.
 pub(crate) fn import(
-    vault: Rc<Vault>,
+    vault: Arc<Vault>,
     bytes: Vec<u8>,
     passphrase: Option<String>,
     callback: Option<Function>,

@@ -1,7 +1,7 @@
 //! `openVault` and the `WasmVault` handle: the app API of
 //! [`Vault`] on an IndexedDB store.
 
-use crate::boundary::{id, invalid, json, parse, promise, with};
+use crate::boundary::{id, invalid, json, parse, promise, with, Failure};
 use chatvault::{
     ConversationCursor, ConversationId, ConversationUpdate, ListConversations, ListMessages,
     MessageCursor, MessageId, MessageUpdate, Metadata, NewConversation, NewMessage, RetentionMode,
@@ -10,7 +10,6 @@ use chatvault::{
 use chatvault_indexeddb::{Durability, IndexedDbOptions, IndexedDbStore};
 use js_sys::Promise;
 use serde::Deserialize;
-use std::rc::Rc;
 use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 
@@ -35,39 +34,47 @@ struct OpenOptions {
 pub fn open_vault(name: String, options: String) -> Promise {
     promise(async move {
         let options: OpenOptions = parse("vault options", &options)?;
-        let durability = match options.durability.as_deref() {
-            None | Some("strict") => Durability::Strict,
-            Some("relaxed") => Durability::Relaxed,
-            Some(other) => {
-                return Err(invalid(format!(
-                    "durability {other:?}: expected \"strict\" or \"relaxed\""
-                )))
-            }
-        };
-        let store = IndexedDbStore::open(
-            &name,
-            IndexedDbOptions {
-                durability,
-                ..IndexedDbOptions::default()
-            },
-        )
-        .await?;
-        // The store API takes `Arc<dyn Store>` on every target; in a browser
-        // the store holds JS handles and the one thread makes it a count.
-        #[allow(clippy::arc_with_non_send_sync)]
-        let store: Arc<dyn Store> = Arc::new(store);
+        let store: Arc<dyn Store> = open_store(&name, options.durability.as_deref()).await?;
         let mut builder = Vault::builder().store(store);
         if let Some(passphrase) = &options.passphrase {
             builder = builder.passphrase(passphrase);
         }
         let vault = builder.open().await?;
         tracing::debug!(name, encrypted = vault.is_encrypted(), "opened a vault");
-        Ok(WasmVault {
-            vault: Rc::new(vault),
-            name,
-        }
-        .into())
+        // `Arc`, as the sync client takes it; one thread: a plain count.
+        #[allow(clippy::arc_with_non_send_sync)]
+        let vault = Arc::new(vault);
+        Ok(WasmVault::new(vault, name).into())
     })
+}
+
+/// The IndexedDB store of the vault `name` (`durability`: `"strict"`, the
+/// default, or `"relaxed"`).
+pub(crate) async fn open_store(
+    name: &str,
+    durability: Option<&str>,
+) -> Result<Arc<IndexedDbStore>, Failure> {
+    let durability = match durability {
+        None | Some("strict") => Durability::Strict,
+        Some("relaxed") => Durability::Relaxed,
+        Some(other) => {
+            return Err(invalid(format!(
+                "durability {other:?}: expected \"strict\" or \"relaxed\""
+            )))
+        }
+    };
+    let store = IndexedDbStore::open(
+        name,
+        IndexedDbOptions {
+            durability,
+            ..IndexedDbOptions::default()
+        },
+    )
+    .await?;
+    // The store API takes `Arc`s on every target; in a browser the store
+    // holds JS handles and the one thread makes it a plain count.
+    #[allow(clippy::arc_with_non_send_sync)]
+    Ok(Arc::new(store))
 }
 
 /// An open vault. Every method returns a promise of JSON text (parsed by
@@ -75,8 +82,14 @@ pub fn open_vault(name: String, options: String) -> Promise {
 /// orders its writes itself).
 #[wasm_bindgen]
 pub struct WasmVault {
-    vault: Rc<Vault>,
+    vault: Arc<Vault>,
     name: String,
+}
+
+impl WasmVault {
+    pub(crate) fn new(vault: Arc<Vault>, name: String) -> WasmVault {
+        WasmVault { vault, name }
+    }
 }
 
 #[derive(Deserialize)]
@@ -385,6 +398,19 @@ impl WasmVault {
         progress: Option<js_sys::Function>,
     ) -> Promise {
         crate::lifecycle::import(self.vault.clone(), bytes, passphrase, progress)
+    }
+
+    /// Signs this vault in to a sync server account: `{server, username,
+    /// passphrase?, mode?, intervalSeconds?, realtime?}` (see
+    /// `sync::SyncIn`). Resolves to a `WasmSync`, or `null` when `mode` is
+    /// `"resume"` and no session was saved. The loop is not started.
+    pub fn sync(&self, input: String) -> Promise {
+        with(&self.vault, |vault| async move {
+            Ok(match crate::sync::connect(vault, &input).await? {
+                Some(sync) => sync.into(),
+                None => JsValue::NULL,
+            })
+        })
     }
 
     /// A key-value namespace of `area` (`"local"`, `"session"` or

@@ -19,6 +19,14 @@ export type ErrorCode =
   | "unavailable"
   | "contended"
   | "linked_to_account"
+  // Sync (the server's own codes, such as "rate_limited", pass through).
+  | "offline"
+  | "unauthorized"
+  | "invalid_credentials"
+  | "too_many_attempts"
+  | "username_taken"
+  | "clock_behind"
+  | "stopped"
   | (string & {});
 
 /** Every failure of this package: `code` is stable, `message` for people. */
@@ -192,13 +200,18 @@ export type KvArea = "local" | "session" | "indexeddb";
 export function openKv(area: KvArea, namespace: string): Promise<Kv>;
 
 /**
- * A committed write: from this tab (`"local"`) or another tab of this
- * origin that opened the same vault (`"tab"`). Ids and kinds only.
+ * A committed write: from this tab (`"local"`), another tab of this
+ * origin that opened the same vault (`"tab"`), or the sync server
+ * (`"sync"`). Ids and kinds only.
  */
 export interface VaultChange {
-  source: "local" | "tab";
-  kind: "conversation" | "message" | "settings" | "key";
-  op: "create" | "update" | "delete" | "passphrase" | "rotate";
+  /**
+   * `"sync"`: changes pulled from the server (in any tab; `ids` is empty:
+   * reload what is shown).
+   */
+  source: "local" | "tab" | "sync";
+  kind: "conversation" | "message" | "settings" | "key" | "sync";
+  op: "create" | "update" | "delete" | "passphrase" | "rotate" | "pull";
   /** The conversation concerned (absent for settings, keys, retention). */
   conversationId?: string;
   /** The records written. */
@@ -255,13 +268,155 @@ export class Vault {
     options?: { passphrase?: string; onProgress?: (progress: Progress) => void },
   ): Promise<ImportReport>;
 
+  /** With sync started, the server takes the change first (see `Sync.changePassphrase`). */
   changePassphrase(oldPassphrase: string, newPassphrase: string): Promise<void>;
+  /** With sync started, the server takes the new key first. */
   rotateDataKey(passphrase: string): Promise<void>;
+
+  /**
+   * Syncs this encrypted vault with an account on a chatvault server.
+   * Every tab may call it: one (holding a Web Lock) runs the loop and the
+   * realtime socket, the others follow its status and take over when it
+   * closes. Resolves to `null` only for `mode: "resume"` without a saved
+   * sign-in. Rejects with `invalid_credentials`, `wrong_passphrase`,
+   * `username_taken`, `not_encrypted`, `offline`...
+   */
+  startSync(options: SyncOptions): Promise<Sync | null>;
+  /** The started sync, or `null`. */
+  readonly sync: Sync | null;
+
   /** A key-value namespace whose values are sealed by this vault's keys. */
   sealedKv(area: KvArea, namespace: string): Promise<Kv>;
   /** Drops the vault and its keys; later calls fail with code "locked". */
   lock(): void;
 }
+
+export interface SyncOptions {
+  /** The server's base URL, e.g. `https://sync.example` (same site as the page). */
+  server: string;
+  username: string;
+  /** Needed to create the account or sign in; not to resume a saved sign-in. */
+  passphrase?: string;
+  /** Create the account (first device); else sign in (or resume). */
+  create?: boolean;
+  /**
+   * Overrides `create`: `"register"`, `"login"`, `"resume"` (the sign-in
+   * saved in the vault, sealed, or `null`) or `"resumeOrLogin"` (default).
+   */
+  mode?: "register" | "login" | "resume" | "resumeOrLogin";
+  /** Seconds between periodic syncs when idle (default 300). */
+  intervalSeconds?: number;
+  /** Hold the realtime WebSocket (default true). */
+  realtime?: boolean;
+}
+
+export interface SyncStatus {
+  /**
+   * This tab's part: `"leader"` runs the loop, `"follower"` shows the
+   * leader's status; `"stopped"` / `"signedOut"` after `stop` / `logout`.
+   */
+  role: "starting" | "leader" | "follower" | "stopped" | "signedOut";
+  /** `"offline"`: the server cannot be reached (or the browser is offline). */
+  state: "idle" | "syncing" | "offline" | "error";
+  /** With `state: "error"`: why. */
+  error: string | null;
+  lastSyncedAt: number | null;
+  /** Local changes waiting to be pushed. */
+  pending: number;
+  /** Changes the server refused, kept until retried or discarded. */
+  deadLetters: number;
+  /** Why the last sync failed, until one succeeds. */
+  lastError: string | null;
+  /** Whether the realtime WebSocket is connected. */
+  realtime: boolean;
+  /** Records the leader has changed from the server since it started. */
+  received: number;
+}
+
+export interface SyncReport {
+  pushed: number;
+  superseded: number;
+  deadLettered: number;
+  restamped: number;
+  pulled: number;
+  pages: number;
+  skipped: number;
+  resynced: boolean;
+  dropped: number;
+  requeued: number;
+}
+
+export interface DeadLetter {
+  opId: string;
+  kind: "conversation" | "message";
+  entityId: string;
+  conversationId?: string;
+  version: string;
+  delete: boolean;
+  /** Stable code: `too_large`, `clock_skew`, `invalid`, `forbidden`... */
+  reason: string;
+  message: string;
+  at: number;
+  attempts: number;
+  seq: number;
+  /** When a clock-skew refusal is retried by itself (`null`: needs a person). */
+  nextRetryAt: number | null;
+}
+
+export interface AccountSession {
+  id: string;
+  client: string;
+  createdAt: number;
+  lastUsedAt: number;
+  /** This browser's session. */
+  current: boolean;
+}
+
+/** A vault's sync with one account, in this tab (see `Vault.startSync`). */
+export class Sync {
+  protected constructor();
+  readonly username: string | null;
+  /** Whether this tab runs the loop. */
+  readonly isLeader: boolean;
+  readonly status: SyncStatus;
+  /** `listener(status)` now and on every change; returns the unsubscribe function. */
+  subscribe(listener: (status: SyncStatus) => void): () => void;
+  /** Push soon (the leader's loop). Writes through the vault do this already. */
+  notify(): void;
+  /** Push then pull now, in the leader's tab. */
+  syncNow(): Promise<SyncReport>;
+  deadLetters(): Promise<DeadLetter[]>;
+  retryDeadLetter(opId: string): Promise<boolean>;
+  retryAllDeadLetters(): Promise<number>;
+  /** Gives up on a refused change; the record stays here, unsynced. */
+  discardDeadLetter(opId: string): Promise<DeadLetter | null>;
+  /** After `unauthorized` (the passphrase changed on another device). */
+  signIn(passphrase: string): Promise<void>;
+  sessions(): Promise<AccountSession[]>;
+  /** "Sign out everywhere else"; resolves to how many. */
+  revokeOtherSessions(): Promise<number>;
+  changePassphrase(oldPassphrase: string, newPassphrase: string): Promise<void>;
+  rotateDataKey(passphrase: string): Promise<void>;
+  /** Ends this browser's session and stops sync in every tab; the vault stays usable. */
+  logout(): Promise<void>;
+  /** Stops sync in this tab (another tab that syncs takes over). */
+  stop(): Promise<void>;
+}
+
+/** The same API as `Sync`, for a vault in a worker. */
+export class WorkerSync extends Sync {}
+
+/**
+ * A new device: signs in, creates (or opens) the vault `name` on the
+ * account's keys and starts syncing, which brings the history.
+ */
+export function joinVault(
+  name: string,
+  options: SyncOptions & { passphrase: string; worker?: boolean },
+): Promise<{ vault: Vault; sync: Sync }>;
+
+/** The methods a `WorkerSync` forwards to its worker. */
+export const SYNC_METHODS: readonly string[];
 
 /** The same API as `Vault`, served by a Web Worker (`openVault(name, { worker: true })`). */
 export class WorkerVault extends Vault {}

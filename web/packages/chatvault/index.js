@@ -5,6 +5,14 @@
 // (index.d.ts). Times are plain numbers: milliseconds since the epoch.
 
 import init, * as binding from "./pkg/chatvault_wasm.js";
+import { ChatvaultError, call, callJson } from "./internal.js";
+import { SYNC_METHODS, Sync, WorkerSync, syncSettings } from "./sync.js";
+
+export { ChatvaultError };
+export { Sync, WorkerSync };
+
+/** The package-internal method that wraps a binding sync handle. */
+const ATTACH = Symbol("chatvault.attachSync");
 
 let ready = null;
 
@@ -12,37 +20,6 @@ let ready = null;
 function load() {
   ready ??= init();
   return ready;
-}
-
-/** An error from chatvault, with the stable `code` of the Rust side. */
-export class ChatvaultError extends Error {
-  constructor(code, message, options) {
-    super(message, options);
-    this.name = "ChatvaultError";
-    this.code = code;
-  }
-}
-
-/** The binding's rejection as a ChatvaultError (anything else as it was). */
-function wrapError(e) {
-  if (e instanceof ChatvaultError) return e;
-  if (e && typeof e === "object" && typeof e.code === "string") {
-    return new ChatvaultError(e.code, e.message ?? e.code);
-  }
-  return e;
-}
-
-async function call(promise) {
-  try {
-    return await promise;
-  } catch (e) {
-    throw wrapError(e);
-  }
-}
-
-async function callJson(promise) {
-  const text = await call(promise);
-  return text === undefined || text === null ? text : JSON.parse(text);
 }
 
 /**
@@ -64,6 +41,19 @@ export async function openVault(name, options = {}) {
   return new Vault(inner);
 }
 
+/**
+ * A new device: signs in to the account on `options.server`, creates (or
+ * opens) the vault `name` on the account's keys and starts syncing, which
+ * brings the account's history. Resolves to `{vault, sync}`.
+ */
+export async function joinVault(name, options = {}) {
+  if (options.worker) return WorkerVault.join(name, options);
+  await load();
+  const [inner, syncInner] = await call(binding.joinVault(name, syncSettings(options)));
+  const vault = new Vault(inner);
+  return { vault, sync: await vault[ATTACH](syncInner) };
+}
+
 /** Opens a plain key-value namespace of `area` ("local", "session" or "indexeddb"). */
 export async function openKv(area, namespace) {
   await load();
@@ -79,6 +69,7 @@ export class Vault {
   #inner;
   #listeners = new Set();
   #channel = null;
+  #sync = null;
 
   constructor(inner) {
     this.#inner = inner;
@@ -114,14 +105,14 @@ export class Vault {
   }
 
   /** Tells this tab's listeners and every other tab about a committed write. */
-  #changed(change) {
-    this.#notify({ ...change, source: "local" });
-    this.#channel?.postMessage(change);
+  #changed(change, source = "local") {
+    this.#notify({ ...change, source });
+    this.#channel?.postMessage(source === "sync" ? { ...change, source } : change);
   }
 
   #heard(change) {
     if (!change || typeof change.kind !== "string") return;
-    this.#notify({ ...change, source: "tab" });
+    this.#notify({ ...change, source: change.source === "sync" ? "sync" : "tab" });
     // Another tab started a new data key: this tab's keys are stale (it
     // could not read what is sealed with the new one), so it locks and the
     // app unlocks it again with the passphrase.
@@ -237,14 +228,58 @@ export class Vault {
     return report;
   }
 
+  /** Changes the passphrase; with sync started, on the server first (see `Sync`). */
   async changePassphrase(oldPassphrase, newPassphrase) {
-    await call(this.#live().changePassphrase(oldPassphrase, newPassphrase));
+    if (this.#sync) await this.#sync.changePassphrase(oldPassphrase, newPassphrase);
+    else await call(this.#live().changePassphrase(oldPassphrase, newPassphrase));
     this.#changed({ kind: "key", op: "passphrase", ids: [] });
   }
 
+  /** Starts a new data key; with sync started, on the server first. */
   async rotateDataKey(passphrase) {
-    await call(this.#live().rotateDataKey(passphrase));
+    if (this.#sync) await this.#sync.rotateDataKey(passphrase);
+    else await call(this.#live().rotateDataKey(passphrase));
     this.#changed({ kind: "key", op: "rotate", ids: [] });
+  }
+
+  /**
+   * Syncs this (encrypted) vault with an account on a chatvault server:
+   * `{server, username, passphrase?, create?, mode?, intervalSeconds?,
+   * realtime?}`. Every tab may call it; one of them (a Web Lock) runs the
+   * loop and the others follow. Resolves to the `Sync`, or `null` when
+   * `mode` is `"resume"` and this browser has no saved sign-in.
+   */
+  async startSync(options) {
+    if (this.#sync) {
+      throw new ChatvaultError("invalid", "sync is already started for this vault: stop it first");
+    }
+    const inner = await call(this.#live().sync(syncSettings(options)));
+    return inner ? this[ATTACH](inner) : null;
+  }
+
+  /** The started `Sync`, or `null`. */
+  get sync() {
+    return this.#sync;
+  }
+
+  /** Wraps the binding's sync handle (package-internal); resolves once its role is known. */
+  async [ATTACH](inner) {
+    const sync = new Sync(
+      inner,
+      this.name,
+      (change) => this.#changed(change, "sync"),
+      () => {
+        if (this.#sync === sync) this.#sync = null;
+      },
+    );
+    this.#sync = sync;
+    // Writes from this tab and the others: the leader pushes them soon.
+    const unsubscribe = this.subscribe((change) => {
+      if (this.#sync !== sync) unsubscribe();
+      else if (change.source !== "sync" && sync.isLeader) sync.notify();
+    });
+    await sync.ready;
+    return sync;
   }
 
   /**
@@ -276,10 +311,12 @@ export class Vault {
     return new Kv(await call(this.#live().sealedKv(area, namespace)));
   }
 
-  /** Locks the vault: its keys leave memory; open it again to go on. */
+  /** Locks the vault: sync stops, its keys leave memory; open it again to go on. */
   lock() {
     const inner = this.#inner;
     this.#inner = null;
+    this.#sync?.stop();
+    this.#sync = null;
     this.#channel?.close();
     this.#channel = null;
     inner?.free();
@@ -312,6 +349,8 @@ export const VAULT_METHODS = Object.freeze([
   "importFrom",
 ]);
 
+export { SYNC_METHODS };
+
 /**
  * The same API as `Vault`, served by a dedicated Web Worker that holds the
  * vault (worker.js): unlocking and bulk writes never block the page.
@@ -325,6 +364,8 @@ export class WorkerVault {
   #listeners = new Set();
   #info;
 
+  #sync = null;
+
   static async open(name, options) {
     const proxy = new WorkerVault();
     const { worker: _, ...rest } = options;
@@ -335,6 +376,46 @@ export class WorkerVault {
       throw e;
     }
     return proxy;
+  }
+
+  /** `joinVault` with the vault (and its sync) in a worker. */
+  static async join(name, options) {
+    const proxy = new WorkerVault();
+    const { worker: _, ...rest } = options;
+    try {
+      const { vault, sync } = await proxy.#request({ op: "join", name, options: rest });
+      proxy.#info = vault;
+      return { vault: proxy, sync: proxy.#attach(sync) };
+    } catch (e) {
+      proxy.lock();
+      throw e;
+    }
+  }
+
+  /** `Vault.startSync`, run by the worker. */
+  async startSync(options) {
+    if (this.#sync) {
+      throw new ChatvaultError("invalid", "sync is already started for this vault: stop it first");
+    }
+    const started = await this.#request({ op: "startSync", options });
+    return started ? this.#attach(started) : null;
+  }
+
+  get sync() {
+    return this.#sync;
+  }
+
+  #attach({ username, status }) {
+    this.#sync = new WorkerSync(
+      async (method, args) => {
+        const result = await this.#request({ op: "sync", method, args });
+        if (method === "stop" || method === "logout") this.#sync = null;
+        return result;
+      },
+      username,
+      status,
+    );
+    return this.#sync;
   }
 
   constructor() {
@@ -348,6 +429,13 @@ export class WorkerVault {
   }
 
   #answer(message) {
+    if (message.syncStatus) {
+      this.#sync?.heard(message.syncStatus);
+      if (message.syncStatus.role === "signedOut" || message.syncStatus.role === "stopped") {
+        this.#sync = null;
+      }
+      return;
+    }
     if (message.change) {
       for (const listener of [...this.#listeners]) {
         try {
@@ -434,8 +522,9 @@ export class WorkerVault {
     }
   }
 
-  /** Stops the worker, and with it the vault and its keys. */
+  /** Stops the worker, and with it the vault, its keys and its sync (another tab takes over). */
   lock() {
+    this.#sync = null;
     this.#worker?.terminate();
     this.#worker = null;
     const error = new ChatvaultError("locked", "the vault is locked: open it again");

@@ -6,11 +6,15 @@
 // page → worker: {id, op: "open", name, options}
 //                {id, op: "call", method, args}
 //                {id, op: "kv", area, namespace, method, args}
+//                {id, op: "join", name, options}     (joinVault: vault + sync)
+//                {id, op: "startSync", options}
+//                {id, op: "sync", method, args}      (a Sync method)
 // worker → page: {id, ok: value} | {id, error: {code, message}}
 //                {id, progress: {phase, done, total}}
 //                {change}                     (every change the vault hears)
+//                {syncStatus}                 (every status of the vault's Sync)
 
-import { VAULT_METHODS, openVault } from "./index.js";
+import { SYNC_METHODS, VAULT_METHODS, joinVault, openVault } from "./index.js";
 
 /** The vault methods the page may call: everything but handles. */
 const METHODS = new Set(VAULT_METHODS);
@@ -18,6 +22,13 @@ const KV_METHODS = new Set(["get", "set", "remove", "keys", "clear", "usage"]);
 
 let vault = null;
 const kvs = new Map();
+const SYNC = new Set(SYNC_METHODS);
+
+/** Relays a started Sync's status to the page; answers what the page needs. */
+function relay(sync) {
+  sync.subscribe((syncStatus) => postMessage({ syncStatus }));
+  return { username: sync.username, status: sync.status };
+}
 
 function failure(e) {
   if (e && typeof e.code === "string") return { code: e.code, message: e.message };
@@ -31,6 +42,29 @@ async function handle(message) {
       vault = await openVault(message.name, message.options);
       vault.subscribe((change) => postMessage({ change }));
       return { name: vault.name, isEncrypted: vault.isEncrypted };
+    }
+    case "join": {
+      if (vault) throw { code: "invalid", message: "this worker already holds a vault" };
+      const joined = await joinVault(message.name, message.options);
+      vault = joined.vault;
+      vault.subscribe((change) => postMessage({ change }));
+      return {
+        vault: { name: vault.name, isEncrypted: vault.isEncrypted },
+        sync: relay(joined.sync),
+      };
+    }
+    case "startSync": {
+      if (!vault) throw { code: "locked", message: "the vault is locked: open it again" };
+      const sync = await vault.startSync(message.options);
+      return sync ? relay(sync) : null;
+    }
+    case "sync": {
+      if (!vault) throw { code: "locked", message: "the vault is locked: open it again" };
+      if (!vault.sync) throw { code: "stopped", message: "sync was stopped: start it again" };
+      if (!SYNC.has(message.method)) {
+        throw { code: "invalid", message: `no sync method ${message.method}` };
+      }
+      return vault.sync[message.method](...message.args);
     }
     case "call": {
       if (!vault) throw { code: "locked", message: "the vault is locked: open it again" };

@@ -3,6 +3,7 @@
 
 import {
   ChatvaultError,
+  joinVault,
   openKv,
   openVault,
   persistStorage,
@@ -10,6 +11,8 @@ import {
   type Message,
   type Page,
   type RetentionReport,
+  type SyncReport,
+  type SyncStatus,
 } from "../index.js";
 
 export async function typedUse(): Promise<void> {
@@ -43,6 +46,28 @@ export async function typedUse(): Promise<void> {
     throw e;
   }
   vault.lock();
+}
+
+export async function typedSync(): Promise<void> {
+  const vault = await openVault("app", { passphrase: "pass", worker: true });
+  const sync = await vault.startSync({ server: location.origin, username: "alice", passphrase: "pass" });
+  if (!sync) return;
+  const stop = sync.subscribe((status: SyncStatus) => {
+    if (status.role === "leader" && status.state === "offline") void status.pending.toFixed();
+  });
+  const report: SyncReport = await sync.syncNow();
+  void report.pulled;
+  for (const letter of await sync.deadLetters()) {
+    if (letter.nextRetryAt === null) await sync.retryDeadLetter(letter.opId);
+  }
+  const others = (await sync.sessions()).filter((s) => !s.current).length;
+  if (others > 0) await sync.revokeOtherSessions();
+  vault.subscribe((change) => change.source === "sync" && change.op === "pull");
+  stop();
+  await sync.logout();
+  const joined = await joinVault("phone", { server: "https://sync.example", username: "alice", passphrase: "pass" });
+  await joined.sync.stop();
+  joined.vault.lock();
 }
 
 import { createStore } from "zustand/vanilla";
