@@ -8,15 +8,23 @@
 //! once more at the end). The relay runs whenever the work awaits the
 //! browser, which the store does every few hundred records.
 //!
-//! Both hold the whole file in memory (the browser gives a `Blob` its
-//! bytes at once); streaming through `Blob.stream()` is the next step.
+//! An export streams out: the writer hands full 1 MiB chunks to the
+//! relay, which turns each into a `Blob` part at once, so the wasm heap
+//! (which never shrinks) holds a few chunks, not the file, and the browser
+//! keeps the parts in its blob storage (on disk when large). An import
+//! holds the file's bytes once in the wasm heap (validation and the apply
+//! each read them through a cursor, without copies); streaming it from a
+//! `Blob` needs synchronous reads (`FileReaderSync`, workers only) and is
+//! the next step.
 
-use crate::boundary::{json, promise, Answer, Failure};
+use crate::boundary::{json, promise, Answer};
 use chatvault::{
     ExportEncryption, ExportOptions, ImportOptions, Progress, ProgressFn, ProgressPhase, Vault,
 };
 use futures::future::{select, Either};
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -61,58 +69,137 @@ fn report(callback: &Function, progress: Progress) {
     }
 }
 
-/// Runs `work` with a progress callback that reaches `callback`.
-async fn with_progress<F, Fut>(callback: Option<Function>, work: F) -> Answer
+/// Runs `work` with a progress callback that reaches `callback`; while it
+/// runs, a relay calls `tick` (and hands the latest progress to
+/// `callback`) every `every_ms` milliseconds and once more at the end.
+async fn relayed<F, Fut>(
+    callback: Option<Function>,
+    every_ms: i32,
+    mut tick: impl FnMut(),
+    work: F,
+) -> Answer
 where
     F: FnOnce(Option<ProgressFn>) -> Fut,
     Fut: std::future::Future<Output = Answer>,
 {
-    let Some(callback) = callback else {
-        return work(None).await;
-    };
     let latest: Arc<Mutex<Option<Progress>>> = Arc::default();
-    let progress: ProgressFn = {
+    let progress: Option<ProgressFn> = callback.as_ref().map(|_| {
         let latest = latest.clone();
-        Arc::new(move |p| *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(p))
-    };
+        Arc::new(move |p| *latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(p)) as ProgressFn
+    });
     let take = move || latest.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let relay = async {
-        loop {
-            sleep(100).await;
-            if let Some(p) = take() {
-                report(&callback, p);
-            }
+    let mut relay_once = move || {
+        tick();
+        if let (Some(callback), Some(p)) = (&callback, take()) {
+            report(callback, p);
         }
     };
-    let outcome = match select(Box::pin(work(Some(progress))), Box::pin(relay)).await {
-        Either::Left((outcome, _)) => outcome,
-        Either::Right(((), _)) => unreachable!("the relay never ends"),
+    let outcome = {
+        let relay = async {
+            loop {
+                sleep(every_ms).await;
+                relay_once();
+            }
+        };
+        match select(Box::pin(work(progress)), Box::pin(relay)).await {
+            Either::Left((outcome, _)) => outcome,
+            Either::Right(((), _)) => unreachable!("the relay never ends"),
+        }
     };
-    if let Some(p) = take() {
-        report(&callback, p);
-    }
+    relay_once();
     outcome
 }
 
-/// The whole vault as an export file: resolves to `[bytes, reportJson]`.
+/// Bytes of one export chunk handed to the browser.
+const CHUNK: usize = 1 << 20;
+
+/// The export's `Write`: fills a chunk, queues it when full.
+struct Chunks {
+    filling: Vec<u8>,
+    full: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Chunks {
+    fn queue(&mut self) {
+        if !self.filling.is_empty() {
+            let chunk = std::mem::replace(&mut self.filling, Vec::with_capacity(CHUNK));
+            self.full
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(chunk);
+        }
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = CHUNK - self.filling.len();
+        let taken = room.min(buf.len());
+        self.filling.extend_from_slice(&buf[..taken]);
+        if self.filling.len() == CHUNK {
+            self.queue();
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Moves the queued chunks into `parts` as `Blob`s (freeing their bytes
+/// in the wasm heap).
+fn drain(full: &Mutex<Vec<Vec<u8>>>, parts: &Array) -> Result<(), JsValue> {
+    let chunks = std::mem::take(&mut *full.lock().unwrap_or_else(|e| e.into_inner()));
+    for chunk in chunks {
+        let bytes = Array::of1(&Uint8Array::from(chunk.as_slice()));
+        let part = web_sys::Blob::new_with_u8_array_sequence(&bytes)?;
+        parts.push(&part);
+    }
+    Ok(())
+}
+
+/// The whole vault as an export file: resolves to `[blob, reportJson]`.
 pub(crate) fn export(
     vault: Arc<Vault>,
     passphrase: Option<String>,
     callback: Option<Function>,
 ) -> Promise {
     promise(async move {
-        with_progress(callback, |progress| async move {
+        let full: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let parts = Array::new();
+        let failed: Rc<RefCell<Option<JsValue>>> = Rc::default();
+        let tick = {
+            let (full, parts, failed) = (full.clone(), parts.clone(), failed.clone());
+            move || {
+                if let Err(e) = drain(&full, &parts) {
+                    failed.borrow_mut().get_or_insert(e);
+                }
+            }
+        };
+        let sink = full.clone();
+        let report = relayed(callback, 50, tick, |progress| async move {
             let options = ExportOptions {
                 encryption: passphrase.as_deref().map(ExportEncryption::new),
                 progress,
             };
-            let (bytes, report) = vault.export(Vec::new(), options).await?;
-            let out = Array::new();
-            out.push(&Uint8Array::from(bytes.as_slice()));
-            out.push(&json(&report)?);
-            Ok::<JsValue, Failure>(out.into())
+            let out = Chunks {
+                filling: Vec::with_capacity(CHUNK),
+                full: sink,
+            };
+            let (mut out, report) = vault.export(out, options).await?;
+            out.queue();
+            json(&report)
         })
-        .await
+        .await?;
+        drain(&full, &parts)?;
+        if let Some(e) = failed.borrow_mut().take() {
+            return Err(e.into());
+        }
+        let options = web_sys::BlobPropertyBag::new();
+        options.set_type("application/octet-stream");
+        let blob = web_sys::Blob::new_with_blob_sequence_and_options(&parts, &options)?;
+        Ok(Array::of2(&blob, &report).into())
     })
 }
 
@@ -124,14 +211,42 @@ pub(crate) fn import(
     callback: Option<Function>,
 ) -> Promise {
     promise(async move {
-        with_progress(callback, |progress| async move {
-            let mut options = match &passphrase {
-                Some(p) => ImportOptions::with_passphrase(p),
-                None => ImportOptions::default(),
-            };
-            options.progress = progress;
-            json(&vault.import(bytes, options).await?)
-        })
+        relayed(
+            callback,
+            100,
+            || {},
+            |progress| async move {
+                let mut options = match &passphrase {
+                    Some(p) => ImportOptions::with_passphrase(p),
+                    None => ImportOptions::default(),
+                };
+                options.progress = progress;
+                json(&vault.import(SharedBytes(bytes.into()), options).await?)
+            },
+        )
         .await
     })
+}
+
+/// An import file's bytes, read by every pass through a cursor (never
+/// copied: `Vec<u8>` as a source clones itself per pass).
+struct SharedBytes(Arc<[u8]>);
+
+impl chatvault::ImportSource for SharedBytes {
+    fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(std::io::Cursor::new(SharedSlice(self.0.clone()))))
+    }
+
+    fn size(&self) -> Option<u64> {
+        Some(self.0.len() as u64)
+    }
+}
+
+/// `Arc<[u8]>` as `AsRef<[u8]>`, for `Cursor`.
+struct SharedSlice(Arc<[u8]>);
+
+impl AsRef<[u8]> for SharedSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }

@@ -377,10 +377,11 @@ impl WasmVault {
     }
 
     /// The whole vault as an export file, encrypted under `passphrase` if
-    /// given: resolves to `[bytes (Uint8Array), reportJson]`. `progress`
-    /// is called with `{phase, done, total}` as records are written.
-    #[wasm_bindgen(js_name = exportBytes)]
-    pub fn export_bytes(
+    /// given: resolves to `[blob, reportJson]`, the `Blob` assembled from
+    /// parts made as the export runs. `progress` is called with
+    /// `{phase, done, total}` as records are written.
+    #[wasm_bindgen(js_name = exportBlob)]
+    pub fn export_blob(
         &self,
         passphrase: Option<String>,
         progress: Option<js_sys::Function>,

@@ -283,14 +283,13 @@ export class Vault {
   }
 
   /**
-   * The whole vault as an export file (a Blob), encrypted under
-   * `passphrase` if given; `onProgress({phase, done, total})` as it goes.
+   * The whole vault as an export file (a Blob, built from 1 MiB parts as
+   * the export runs: the file is never whole in the wasm heap), encrypted
+   * under `passphrase` if given; `onProgress({phase, done, total})` as it goes.
    */
   async exportBlob(options = {}) {
-    const [bytes, report] = await call(
-      this.#live().exportBytes(options.passphrase, options.onProgress),
-    );
-    return { blob: new Blob([bytes], { type: "application/octet-stream" }), report: JSON.parse(report) };
+    const [blob, report] = await call(this.#live().exportBlob(options.passphrase, options.onProgress));
+    return { blob, report: JSON.parse(report) };
   }
 
   /**

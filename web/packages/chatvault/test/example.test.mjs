@@ -31,6 +31,7 @@ test("the example page keeps a conversation across a reload, behind the passphra
   await messages.getByText("Where to in May?").waitFor();
   const conversations = await page.getByRole("list", { name: "Conversations" }).innerText();
   assert.match(conversations, /Trip ideas/);
-  assert.match(await page.getByRole("status").innerText(), /1 conversations, 1 messages/);
+  // The counts follow the unlock: wait for them rather than race them.
+  await page.getByRole("status").getByText(/1 conversations, 1 messages/).waitFor();
   await page.close();
 });
