@@ -755,9 +755,13 @@ fn package(release: bool) -> Result<()> {
 }
 
 /// Installs the package's npm dev dependencies (`npm ci`: exactly the lock
-/// file) when `node_modules` is missing.
+/// file) when `node_modules` is missing or older than the lock file (a
+/// pull that added a dependency).
 fn ensure_npm_packages(dir: &std::path::Path) -> Result<()> {
-    if dir.join("node_modules").join(".package-lock.json").exists() {
+    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let installed = modified(dir.join("node_modules").join(".package-lock.json"));
+    let locked = modified(dir.join("package-lock.json"));
+    if matches!((installed, locked), (Some(i), Some(l)) if i >= l) {
         return Ok(());
     }
     run(
@@ -794,7 +798,7 @@ fn package_tests() -> Result<()> {
             .current_dir(&dir),
     )?;
     run(
-        "package tests (playwright-core, headless Chromium): reload, wrong passphrase, a tab closed mid-write, no plaintext in IndexedDB or localStorage, tabs hearing each other, the vault in a Web Worker, export and import, sync between browsers and its leader tab, the example page",
+        "package tests (playwright-core, headless Chromium): reload, wrong passphrase, a tab closed mid-write, no plaintext in IndexedDB or localStorage, tabs hearing each other, the vault in a Web Worker, export and import, sync between browsers and its leader tab, the React hooks, the example page",
         Command::new("npm")
             .args(["test", "--silent"])
             .env("CHROMIUM", "/usr/bin/chromium")

@@ -89,3 +89,19 @@ export function typedZustand(): () => void {
   );
   return followOtherTabs(store, "my-app");
 }
+
+import { usePersistence, useConversations, useMessages, useSyncStatus } from "../react.js";
+import type { Vault } from "../index.js";
+
+export function typedHooks(vault: Vault | null, conversationId: string | null): string {
+  const [drafts, setDrafts, { loading, error }] = usePersistence("drafts", new Map<string, string>(), {
+    version: 2,
+    migrate: (old, from) => (from === 1 ? new Map(Object.entries(old as Record<string, string>)) : new Map()),
+  });
+  setDrafts((previous) => new Map(previous).set("c1", "hi"));
+  const conversations = useConversations(vault, { search: "trip" });
+  const messages = useMessages(vault, conversationId, { pageSize: 30 });
+  if (messages.hasOlder) messages.loadOlder();
+  const status = useSyncStatus(vault?.sync ?? null);
+  return `${drafts.size} ${loading} ${error?.code} ${conversations.items.length} ${status?.pending ?? 0}`;
+}
