@@ -1,7 +1,7 @@
 // zustand `persist` on chatvaultStorage, in Node with a key-value namespace
 // whose reads take as long as a test says (the races need no browser):
-// Maps and Sets round-trip, version/migrate/partialize/merge and
-// skipHydration behave as zustand users expect, and racing rehydrations
+// Maps and Sets round-trip, version/migrate/partialize/merge,
+// onRehydrateStorage and skipHydration behave as zustand users expect, and racing rehydrations
 // never apply stale state — which the same race does with a plain
 // JSON storage, as the control test shows.
 
@@ -81,6 +81,33 @@ test("version, migrate, partialize, merge and skipHydration work as in zustand",
   store.setState({ fontSize: 18 });
   await tick(5);
   assert.deepEqual(JSON.parse(kv.data.get("settings")), { state: { theme: "dark", fontSize: 18 }, version: 2 });
+});
+
+test("onRehydrateStorage hears the start and the end of every rehydration, with the state or the error", async () => {
+  const kv = slowKv();
+  kv.data.set("prefs", JSON.stringify({ state: { theme: "dark" }, version: 0 }));
+  const events = [];
+  const store = createStore(
+    persist(() => ({ theme: "light" }), {
+      name: "prefs",
+      storage: chatvaultStorage(kv),
+      skipHydration: true,
+      onRehydrateStorage: (before) => {
+        events.push(`start ${before.theme}`);
+        return (state, error) => events.push(error ? `failed ${error.message}` : `done ${state.theme}`);
+      },
+    }),
+  );
+  await store.persist.rehydrate();
+  assert.equal(store.persist.hasHydrated(), true);
+  // A damaged stored value: the error reaches the callback, the state stays.
+  kv.data.set("prefs", "{ not json");
+  await store.persist.rehydrate();
+  assert.equal(events[0], "start light");
+  assert.equal(events[1], "done dark");
+  assert.equal(events[2], "start dark");
+  assert.match(events[3], /^failed /);
+  assert.equal(store.getState().theme, "dark");
 });
 
 /**
