@@ -379,6 +379,32 @@ impl SyncClient {
         Ok(())
     }
 
+    /// Adopts the session saved in the vault since this client started —
+    /// by another process or browser tab of this device that signed in
+    /// (after [`SyncError::Unauthorized`], say) — so this client goes on
+    /// without its own sign-in. `false` (and nothing changes) when the
+    /// vault holds no session for this server and account.
+    pub async fn reload_saved_session(&self) -> Result<bool> {
+        let saved = saved_session::load(
+            &self.inner.vault,
+            self.inner.api.base(),
+            &self.inner.username,
+        )
+        .await?;
+        let Some((session, auth_key)) = saved else {
+            return Ok(false);
+        };
+        let mut creds = self.inner.credentials.lock().await;
+        creds.auth_key = auth_key;
+        creds.session = Some(session);
+        creds.generation += 1;
+        creds.signed_out = None;
+        drop(creds);
+        tracing::info!("adopted the session saved by another sign-in on this device");
+        self.inner.remote.notify_one();
+        Ok(true)
+    }
+
     /// Changes the passphrase of the vault and of the account: the server
     /// first (the current auth key proves the change), then the vault.
     ///
@@ -849,6 +875,7 @@ impl SyncClient {
         // The last error is kept in the vault, so `sync status` in another
         // process (or after a restart) can show why sync stopped.
         let last_error = outcome.err().map(|e| e.to_string());
+        let error_code = outcome.err().map(|e| e.code().to_owned());
         let stored = match &last_error {
             Some(e) => Some(e.as_bytes().to_vec()),
             None if complete => None,
@@ -886,6 +913,11 @@ impl SyncClient {
             }
             if last_error.is_some() {
                 s.last_error = last_error;
+            }
+            if outcome.is_ok() {
+                s.error_code = None;
+            } else {
+                s.error_code = error_code;
             }
         });
     }

@@ -35,6 +35,10 @@ pub struct SyncStatus {
     /// Why the last sync failed, until a sync completes (kept in the vault,
     /// so it survives restarts).
     pub last_error: Option<String>,
+    /// The stable code ([`SyncError::code`](crate::SyncError::code)) of
+    /// the failure `state` shows, if it shows one — `unauthorized` means
+    /// the app must ask for the passphrase ([`SyncClient::sign_in`](crate::SyncClient::sign_in)).
+    pub error_code: Option<String>,
     /// Whether the realtime WebSocket is connected.
     pub realtime: bool,
     /// Records this client has changed in the vault from the server since
@@ -53,6 +57,7 @@ impl Default for SyncStatus {
             pending: 0,
             dead_letters: 0,
             last_error: None,
+            error_code: None,
             realtime: false,
             received: 0,
         }

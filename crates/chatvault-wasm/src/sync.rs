@@ -155,6 +155,9 @@ struct StatusOut<'a> {
     state: &'static str,
     /// With `error`: why.
     error: Option<&'a str>,
+    /// The stable code of the failure shown (`unauthorized`: ask for the
+    /// passphrase and call `signIn`).
+    error_code: Option<&'a str>,
     last_synced_at: Option<i64>,
     pending: u64,
     dead_letters: usize,
@@ -173,6 +176,7 @@ fn status_json(status: &SyncStatus) -> String {
     let out = StatusOut {
         state,
         error,
+        error_code: status.error_code.as_deref(),
         last_synced_at: status.last_synced_at.map(|t| t.as_millis()),
         pending: status.pending,
         dead_letters: status.dead_letters,
@@ -358,6 +362,15 @@ impl WasmSync {
         with(&self.client, |client| async move {
             client.sign_in(&passphrase).await?;
             Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Adopts the sign-in another tab saved in the vault; resolves to
+    /// whether there was one.
+    #[wasm_bindgen(js_name = reloadSavedSession)]
+    pub fn reload_saved_session(&self) -> Promise {
+        with(&self.client, |client| async move {
+            Ok(client.reload_saved_session().await?.into())
         })
     }
 

@@ -320,6 +320,11 @@ export interface SyncStatus {
   state: "idle" | "syncing" | "offline" | "error";
   /** With `state: "error"`: why. */
   error: string | null;
+  /**
+   * The stable code of the failure shown: `"unauthorized"` means the
+   * passphrase changed on another device — ask for it and call `signIn`.
+   */
+  errorCode: ErrorCode | null;
   lastSyncedAt: number | null;
   /** Local changes waiting to be pushed. */
   pending: number;

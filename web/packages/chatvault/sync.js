@@ -17,6 +17,9 @@
 //                     {type: "syncNow", id, from}    (the leader syncs, then
 //   leader → all:     {type: "syncNowDone", id, to, report | error}
 //   any → all:        {type: "signedOut"}            (a logout: all stop)
+//                     {type: "signedIn"}             (a new sign-in is saved
+//                                                     in the vault: the leader
+//                                                     adopts it)
 // A follower's own writes need no message: the leader hears them through
 // the vault's change channel and pushes them.
 //
@@ -33,6 +36,7 @@ const INITIAL_STATUS = Object.freeze({
   role: "starting",
   state: "idle",
   error: null,
+  errorCode: null,
   lastSyncedAt: null,
   pending: 0,
   deadLetters: 0,
@@ -176,10 +180,15 @@ export class Sync {
     return discarded ? discarded[0] : null;
   }
 
-  /** Signs in again with the current passphrase (after `unauthorized`). */
+  /**
+   * Signs in again with the current passphrase (after `unauthorized`: the
+   * passphrase was changed on another device). In a follower tab the
+   * leader then adopts the new sign-in from the vault and syncs again.
+   */
   async signIn(passphrase) {
     await call(this.#live().signIn(passphrase));
-    this.notify();
+    if (this.isLeader) this.#inner.notify();
+    else this.#post({ type: "signedIn" });
   }
 
   /** The account's sessions, most recently used first. */
@@ -374,6 +383,13 @@ export class Sync {
         else waiting.resolve(message.report);
         break;
       }
+      case "signedIn":
+        if (leading) {
+          call(this.#inner.reloadSavedSession()).catch((e) =>
+            console.error("chatvault: cannot adopt the new sign-in", e),
+          );
+        }
+        break;
       case "signedOut":
         // The shared session cookie is gone: a tab that went on would sign
         // back in with its saved key, undoing the logout.

@@ -134,6 +134,14 @@ async fn passphrase_change_reaches_server_vault_and_other_devices() {
     assert!(matches!(err, SyncError::WrongPassphrase), "{err:?}");
     b.sync_once().await.expect("B still signed in");
 
+    // A second client on B's vault (another process or tab of device B),
+    // resumed from the session B saved.
+    let b2 = SyncClient::resume(b.vault().clone(), &url, "gina", options())
+        .await
+        .unwrap()
+        .expect("B's saved session");
+    b2.sync_once().await.expect("B's second client syncs");
+
     a.change_passphrase(PASS, NEW_PASS).await.expect("change");
     a.sync_once()
         .await
@@ -155,6 +163,12 @@ async fn passphrase_change_reaches_server_vault_and_other_devices() {
         b.status().borrow().state,
         chatvault_sync::SyncState::Error(_)
     ));
+    assert_eq!(
+        b.status().borrow().error_code.as_deref(),
+        Some("unauthorized")
+    );
+    let err = b2.sync_once().await.unwrap_err();
+    assert!(matches!(err, SyncError::Unauthorized(_)), "{err:?}");
     let err = b.sign_in(PASS).await.unwrap_err();
     assert!(
         matches!(err, SyncError::InvalidCredentials { .. }),
@@ -164,6 +178,12 @@ async fn passphrase_change_reaches_server_vault_and_other_devices() {
         .await
         .expect("sign in with the new passphrase");
     b.sync_once().await.expect("B syncs again");
+    assert_eq!(b.status().borrow().error_code, None);
+    // B's second client adopts that sign-in from the vault, no passphrase.
+    assert!(b2.reload_saved_session().await.unwrap());
+    b2.sync_once()
+        .await
+        .expect("B's second client syncs on the adopted session");
     // B adopted the account's envelope: its vault opens with the new one.
     Vault::open_encrypted(store_b, NEW_PASS, vault_options(Arc::new(SystemClock)))
         .await

@@ -281,3 +281,59 @@ test("one tab syncs for all: a follower's writes go out, a closed leader hands o
   await third.close();
   await observer.close();
 });
+
+test("a passphrase changed on one device: the other shows unauthorized, and a sign-in in a follower tab gets its leader syncing", async () => {
+  const NEW = "a brand new passphrase";
+  const user = `${username}pw`;
+  const a = await tab(devices.a);
+  await startSync(a, "sync-pw-a", { username: user, create: true });
+  const conversationId = await a.evaluate(async () => (await vault.createConversation("before the change")).id);
+  await settled(a);
+
+  // Device B: a leader tab (joined) and a follower tab.
+  const leader = await tab(devices.b);
+  await leader.evaluate(
+    async ({ pass, user }) => {
+      const joined = await chatvault.joinVault("sync-pw-b", { server: location.origin, username: user, passphrase: pass, intervalSeconds: 3600 });
+      window.vault = joined.vault;
+      window.sync = joined.sync;
+    },
+    { pass: PASS, user },
+  );
+  const follower = await tab(devices.b);
+  assert.equal(await startSync(follower, "sync-pw-b", { username: user }), "follower");
+
+  await a.evaluate((pass) => vault.changePassphrase(pass.old, pass.new), { old: PASS, new: NEW });
+  // B's next sync is refused: the status says so with a stable code.
+  const refused = await follower.evaluate(async () => {
+    try {
+      await window.sync.syncNow();
+      return "synced";
+    } catch (e) {
+      return e.code;
+    }
+  });
+  assert.equal(refused, "unauthorized");
+  await follower.waitForFunction(() => window.sync.status.errorCode === "unauthorized", null, { timeout: 10_000 });
+
+  // The old passphrase no longer signs in; the new one does, in the
+  // follower, and the leader adopts that sign-in and syncs again.
+  const wrong = await follower.evaluate((pass) => window.sync.signIn(pass).then(() => "signed in", (e) => e.code), PASS);
+  assert.equal(wrong, "invalid_credentials");
+  await follower.evaluate((pass) => window.sync.signIn(pass), NEW);
+  await a.evaluate((id) => vault.addMessage(id, { role: "user", content: "after the change" }), conversationId);
+  await settled(a);
+  // Forwarded to the leader: it succeeds now (the leader may already have
+  // pulled the message on its own, woken by the adopted sign-in).
+  const report = await follower.evaluate(() => window.sync.syncNow());
+  assert.equal(typeof report.pulled, "number");
+  await eventually(
+    leader,
+    async (id) => (await window.vault.messages(id)).items.some((m) => m.content === "after the change"),
+    conversationId,
+  );
+  assert.equal(await leader.evaluate(() => window.sync.status.errorCode), null);
+  await a.close();
+  await leader.close();
+  await follower.close();
+});
