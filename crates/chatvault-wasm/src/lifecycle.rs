@@ -12,10 +12,11 @@
 //! relay, which turns each into a `Blob` part at once, so the wasm heap
 //! (which never shrinks) holds a few chunks, not the file, and the browser
 //! keeps the parts in its blob storage (on disk when large). An import
-//! holds the file's bytes once in the wasm heap (validation and the apply
-//! each read them through a cursor, without copies); streaming it from a
-//! `Blob` needs synchronous reads (`FileReaderSync`, workers only) and is
-//! the next step.
+//! holds the file's bytes once in the wasm heap (every pass reads them
+//! through a cursor, without copies) and writes in rounds of records, so
+//! the encoded records never pile up (see the vault's import); reading a
+//! `Blob` in slices instead (`FileReaderSync`, workers only) would take
+//! the file itself out of the heap too.
 
 use crate::boundary::{json, promise, Answer};
 use chatvault::{

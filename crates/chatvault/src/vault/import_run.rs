@@ -238,35 +238,24 @@ impl Vault {
         }
 
         let shared = Arc::new(Mutex::new(Applied::default()));
-        let rx = {
-            let (codec, shared) = (Arc::clone(&self.codec), Arc::clone(&shared));
-            produce(move |tx| {
-                let mut batcher = Batcher {
-                    tx,
-                    batch: WriteBatch::new(),
-                    codec,
-                    rules,
-                    shared: Arc::clone(&shared),
-                };
-                let result = apply(source.as_ref(), &options, checked.format, &mut batcher);
-                let message = match result.and_then(|()| batcher.flush()) {
-                    Ok(()) => Message::Done,
-                    Err(Stop::ReceiverGone) => return,
-                    Err(Stop::Failed(e)) => {
-                        lock(&shared).error = Some(e);
-                        Message::Failed
-                    }
-                };
-                let _ = batcher.tx.send(message);
-            })?
+        let mut pass2_options = options.clone();
+        pass2_options.progress = monotonic(options.progress.clone());
+        let pass2 = Pass2 {
+            source,
+            options: pass2_options,
+            format: checked.format,
+            codec: Arc::clone(&self.codec),
+            rules: Arc::new(rules),
+            shared: Arc::clone(&shared),
         };
-        let outcome = self
-            .store
-            .write_all(Box::new(Batches {
-                rx,
-                finished: false,
-            }))
-            .await;
+        #[cfg(test)]
+        let batches = match tests::ROUNDS.with(std::cell::Cell::get) {
+            Some(round) => Batches::in_rounds(pass2, round),
+            None => Batches::start(pass2)?,
+        };
+        #[cfg(not(test))]
+        let batches = Batches::start(pass2)?;
+        let outcome = self.store.write_all(Box::new(batches)).await;
         let applied = std::mem::take(&mut *lock(&shared));
         let outcome = match (outcome, applied.error) {
             (Ok(outcome), _) => outcome,
@@ -344,11 +333,14 @@ fn validate(
 fn apply(
     source: &dyn ImportSource,
     options: &ImportOptions,
-    format: Format,
+    format: &Format,
     batcher: &mut Batcher,
 ) -> Result<(), Stop> {
     match format {
-        Format::Seed(items) => items.into_iter().try_for_each(|item| batcher.push(item)),
+        Format::Seed(items) => items
+            .iter()
+            .cloned()
+            .try_for_each(|item| batcher.push(item)),
         Format::Native { checksum, .. } => {
             let (reader, _) = open_input(source, options, ProgressPhase::Importing)?;
             let summary = read_export(reader, |item| batcher.push(item)).map_err(|e| match e {
@@ -356,7 +348,7 @@ fn apply(
                 ExportReadError::Invalid(e) => Stop::Failed(VaultError::Invalid(e)),
                 ExportReadError::Io(e) => Stop::Failed(io_error(e)),
             })?;
-            if summary.checksum != checksum {
+            if summary.checksum != *checksum {
                 return Err(Stop::Failed(VaultError::Invalid(
                     CoreError::ExportInvalid {
                         at: "the whole file".into(),
@@ -374,6 +366,9 @@ fn apply(
 enum Stop {
     /// The store gave up (its error is the one to report).
     ReceiverGone,
+    /// This round took all the records it may (see [`Batches`]); the next
+    /// round goes on after them.
+    RoundFull,
     /// The file or the encoding failed.
     Failed(VaultError),
 }
@@ -401,12 +396,27 @@ struct Batcher {
     tx: BatchSender,
     batch: WriteBatch,
     codec: Arc<Codec>,
-    rules: Rules,
+    rules: Arc<Rules>,
     shared: Arc<Mutex<Applied>>,
+    /// Records of the file passed over: earlier rounds took them.
+    skip: u64,
+    /// Records this round may still take.
+    room: u64,
+    /// Records of the file seen so far in this round.
+    seen: u64,
 }
 
 impl Batcher {
     fn push(&mut self, item: ExportItem) -> Result<(), Stop> {
+        let index = self.seen;
+        self.seen += 1;
+        if index < self.skip {
+            return Ok(());
+        }
+        if self.room == 0 {
+            return Err(Stop::RoundFull);
+        }
+        self.room -= 1;
         if let Some(reason) = self.rules.verdict(&item) {
             let (kind, id) = item.key();
             let mut shared = lock(&self.shared);
@@ -514,12 +524,148 @@ enum Message {
     Failed,
 }
 
+/// Everything pass 2 needs, to run it whole (natively, on its own thread)
+/// or in rounds (in a browser).
+struct Pass2 {
+    source: Arc<dyn ImportSource>,
+    options: ImportOptions,
+    format: Format,
+    codec: Arc<Codec>,
+    rules: Arc<Rules>,
+    shared: Arc<Mutex<Applied>>,
+}
+
+impl Pass2 {
+    /// Reads the file from the start and sends records `skip ..
+    /// skip + room` as batches, then `Done` if the file ended (checked
+    /// whole) or `Failed` if it failed. Returns whether more rounds are
+    /// needed.
+    fn round(&self, tx: &BatchSender, skip: u64, room: u64) -> bool {
+        let mut batcher = Batcher {
+            tx: tx.clone(),
+            batch: WriteBatch::new(),
+            codec: Arc::clone(&self.codec),
+            rules: Arc::clone(&self.rules),
+            shared: Arc::clone(&self.shared),
+            skip,
+            room,
+            seen: 0,
+        };
+        let applied = apply(
+            self.source.as_ref(),
+            &self.options,
+            &self.format,
+            &mut batcher,
+        );
+        let (applied, more) = match applied {
+            Err(Stop::RoundFull) => (Ok(()), true),
+            other => (other, false),
+        };
+        let message = match applied.and_then(|()| batcher.flush()) {
+            Ok(()) if more => return true,
+            Ok(()) => Message::Done,
+            Err(Stop::ReceiverGone) => return false,
+            Err(Stop::RoundFull) => unreachable!("only `push` fills a round"),
+            Err(Stop::Failed(e)) => {
+                lock(&self.shared).error = Some(e);
+                Message::Failed
+            }
+        };
+        let _ = tx.send(message);
+        false
+    }
+}
+
+/// Records one round of a browser import takes: what the round holds in
+/// memory (its encoded batches) before the store writes them.
+#[cfg(target_family = "wasm")]
+const ROUND_RECORDS: u64 = 20_000;
+
 /// The store's view of pass 2: batches until `Done`. Anything else (a
-/// failure, or the thread vanishing) is an error, so the transaction never
-/// commits a partial import.
+/// failure, or the producer vanishing) is an error, so the transaction
+/// never commits a partial import.
+///
+/// Natively a thread reads the file once and sends batches through a
+/// bounded channel. A browser has no threads and the reader cannot pause
+/// inside the file, so the batches come in rounds: when the store has
+/// written a round's batches, the next round reads the file again from the
+/// start, passes over the records taken before and takes the next
+/// [`ROUND_RECORDS`]. Memory holds one round, not the import; the file is
+/// read about `records / ROUND_RECORDS / 2` extra times over; the store
+/// still writes everything in its one transaction, and the last round
+/// checks the whole file against pass 1.
 struct Batches {
     rx: Receiver<Message>,
     finished: bool,
+    /// In rounds: what runs the next round, where it sends, how many
+    /// records the rounds took so far, and how many each takes.
+    #[cfg(any(target_family = "wasm", test))]
+    rounds: Option<(Pass2, BatchSender, u64, u64)>,
+}
+
+impl Batches {
+    #[cfg(not(target_family = "wasm"))]
+    fn start(pass2: Pass2) -> Result<Batches> {
+        let (tx, rx) = sync_channel(BATCHES_IN_FLIGHT);
+        std::thread::Builder::new()
+            .name("chatvault-import".into())
+            .spawn(move || {
+                pass2.round(&tx, 0, u64::MAX);
+            })
+            .map_err(VaultError::ExportFile)?;
+        Ok(Batches {
+            rx,
+            finished: false,
+            #[cfg(test)]
+            rounds: None,
+        })
+    }
+
+    #[cfg(target_family = "wasm")]
+    fn start(pass2: Pass2) -> Result<Batches> {
+        Ok(Batches::in_rounds(pass2, ROUND_RECORDS))
+    }
+
+    /// Pass 2 in rounds of `round` records, run as the store asks for
+    /// batches. Natively only for tests: the channel is bounded there, so
+    /// a round must fit in [`BATCHES_IN_FLIGHT`] batches.
+    #[cfg(any(target_family = "wasm", test))]
+    fn in_rounds(pass2: Pass2, round: u64) -> Batches {
+        #[cfg(target_family = "wasm")]
+        let (tx, rx) = std::sync::mpsc::channel();
+        #[cfg(not(target_family = "wasm"))]
+        let (tx, rx) = sync_channel(BATCHES_IN_FLIGHT);
+        Batches {
+            rx,
+            finished: false,
+            rounds: Some((pass2, tx, 0, round)),
+        }
+    }
+
+    /// The next message: from the round in progress (running the next
+    /// round when it is all written), else from the reading thread.
+    fn receive(&mut self) -> Option<Message> {
+        #[cfg(any(target_family = "wasm", test))]
+        if let Some((pass2, tx, taken, round)) = self.rounds.as_mut() {
+            if let Ok(message) = self.rx.try_recv() {
+                return Some(message);
+            }
+            let more = pass2.round(tx, *taken, *round);
+            *taken += *round;
+            if !more {
+                self.rounds = None;
+            }
+            return self.rx.try_recv().ok();
+        }
+        #[cfg(target_family = "wasm")]
+        {
+            self.rx.try_recv().ok()
+        }
+        #[cfg(not(target_family = "wasm"))]
+        {
+            self.rx.recv().ok()
+        }
+    }
 }
 
 impl Iterator for Batches {
@@ -529,13 +675,13 @@ impl Iterator for Batches {
         if self.finished {
             return None;
         }
-        match self.rx.recv() {
-            Ok(Message::Batch(batch)) => Some(Ok(batch)),
-            Ok(Message::Done) => {
+        match self.receive() {
+            Some(Message::Batch(batch)) => Some(Ok(batch)),
+            Some(Message::Done) => {
                 self.finished = true;
                 None
             }
-            Ok(Message::Failed) | Err(_) => {
+            Some(Message::Failed) | None => {
                 self.finished = true;
                 Some(Err(StoreError::InvalidRequest(
                     "the import stopped before its end; nothing was written".into(),
@@ -543,6 +689,19 @@ impl Iterator for Batches {
             }
         }
     }
+}
+
+/// `progress` that never goes back (pass 2 in rounds reads the file from
+/// the start each time).
+fn monotonic(progress: Option<ProgressFn>) -> Option<ProgressFn> {
+    let inner = progress?;
+    let best = std::sync::atomic::AtomicU64::new(0);
+    Some(Arc::new(move |p: Progress| {
+        if p.done >= best.load(std::sync::atomic::Ordering::Relaxed) {
+            best.store(p.done, std::sync::atomic::Ordering::Relaxed);
+            inner(p);
+        }
+    }))
 }
 
 /// Opens the source, decrypting it if it starts like an encrypted export,
@@ -691,30 +850,151 @@ where
 /// reading thread waits for the store, so memory holds a few batches.
 #[cfg(not(target_family = "wasm"))]
 type BatchSender = SyncSender<Message>;
-/// The sending end of pass 2's batches. A browser has no threads, so the
-/// batches are produced before the write reads them: memory holds the
-/// whole import until the browser import streams from a `File` (the
-/// TypeScript package's import, issue 13).
+/// The sending end of pass 2's batches. A browser has no threads: one
+/// round's batches wait here while the store writes them (see
+/// [`Batches`]).
 #[cfg(target_family = "wasm")]
 type BatchSender = std::sync::mpsc::Sender<Message>;
 
-/// Runs pass 2's producer (on its own thread natively) and returns the
-/// receiving end of its batches.
-#[cfg(not(target_family = "wasm"))]
-fn produce(job: impl FnOnce(BatchSender) + Send + 'static) -> Result<Receiver<Message>> {
-    let (tx, rx) = sync_channel(BATCHES_IN_FLIGHT);
-    std::thread::Builder::new()
-        .name("chatvault-import".into())
-        .spawn(move || job(tx))
-        .map_err(VaultError::ExportFile)?;
-    Ok(rx)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        ExportOptions, ListConversations, ListMessages, ManualClock, MemoryStore, NewConversation,
+        NewMessage, Role, VaultOptions,
+    };
+    use chatvault_crypto::KdfParams;
+    use std::cell::Cell;
 
-/// Runs pass 2's producer to the end (see [`BatchSender`]) and returns
-/// the receiving end of its batches.
-#[cfg(target_family = "wasm")]
-fn produce(job: impl FnOnce(BatchSender) + Send + 'static) -> Result<Receiver<Message>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    job(tx);
-    Ok(rx)
+    thread_local! {
+        /// Records per round for imports on this thread (`None`: one pass,
+        /// as natively).
+        pub(super) static ROUNDS: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    async fn vault() -> Vault {
+        Vault::builder()
+            .store(Arc::new(MemoryStore::new()))
+            .options(VaultOptions {
+                clock: Arc::new(ManualClock::new(Timestamp(1_700_000_000_000))),
+                kdf: KdfParams::insecure_fast_for_tests(),
+                kdf_policy: KdfPolicy::insecure_allow_weak_for_tests(),
+                ..VaultOptions::default()
+            })
+            .open()
+            .await
+            .unwrap()
+    }
+
+    /// Every conversation and its messages (title, contents), oldest first.
+    async fn contents(v: &Vault) -> Vec<(String, Vec<String>)> {
+        let page = v
+            .conversations(ListConversations {
+                limit: 1000,
+                ..ListConversations::default()
+            })
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for c in page.items {
+            let messages = v
+                .messages(
+                    c.id,
+                    ListMessages {
+                        limit: 1000,
+                        ..ListMessages::default()
+                    },
+                )
+                .await
+                .unwrap();
+            out.push((
+                c.title,
+                messages
+                    .items
+                    .into_iter()
+                    .rev()
+                    .map(|m| m.content)
+                    .collect(),
+            ));
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn an_import_in_rounds_writes_exactly_what_one_pass_does() {
+        let source = vault().await;
+        for title in ["Lisbon", "Porto", "Faro"] {
+            let c = source
+                .create_conversation(NewConversation::titled(title))
+                .await
+                .unwrap();
+            let added = source
+                .add_messages(
+                    c.id,
+                    (0..12)
+                        .map(|i| NewMessage::new(Role::User, format!("{title} {i}")))
+                        .collect(),
+                )
+                .await
+                .unwrap();
+            source.delete_message(added[3].id).await.unwrap();
+        }
+        let (file, _) = source
+            .export(
+                Vec::new(),
+                ExportOptions {
+                    encryption: None,
+                    progress: None,
+                },
+            )
+            .await
+            .unwrap();
+
+        let whole = vault().await;
+        let expected = whole
+            .import(file.clone(), ImportOptions::default())
+            .await
+            .unwrap();
+
+        // Rounds of 5 records (3 + 33 + 3 records: 8 rounds), with progress.
+        let rounds = vault().await;
+        let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let options = ImportOptions {
+            progress: Some({
+                let seen = seen.clone();
+                Arc::new(move |p: Progress| {
+                    if p.phase == ProgressPhase::Importing {
+                        lock_vec(&seen).push(p.done);
+                    }
+                })
+            }),
+            ..ImportOptions::default()
+        };
+        ROUNDS.with(|r| r.set(Some(5)));
+        let report = rounds.import(file.clone(), options).await;
+        ROUNDS.with(|r| r.set(None));
+        let report = report.unwrap();
+        assert_eq!(report.imported, expected.imported);
+        assert_eq!(report.records, expected.records);
+        assert_eq!(contents(&rounds).await, contents(&whole).await);
+        assert_eq!(contents(&rounds).await, contents(&source).await);
+        let seen = lock_vec(&seen).clone();
+        assert!(!seen.is_empty());
+        assert!(
+            seen.windows(2).all(|w| w[0] <= w[1]),
+            "progress never goes back: {seen:?}"
+        );
+
+        // Importing again in rounds changes nothing (every record is there).
+        ROUNDS.with(|r| r.set(Some(7)));
+        let again = rounds.import(file, ImportOptions::default()).await;
+        ROUNDS.with(|r| r.set(None));
+        assert_eq!(again.unwrap().imported, 0);
+        assert_eq!(contents(&rounds).await, contents(&whole).await);
+    }
+
+    fn lock_vec(m: &Mutex<Vec<u64>>) -> std::sync::MutexGuard<'_, Vec<u64>> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
