@@ -8,15 +8,17 @@
 //! once more at the end). The relay runs whenever the work awaits the
 //! browser, which the store does every few hundred records.
 //!
-//! An export streams out: the writer hands full 1 MiB chunks to the
-//! relay, which turns each into a `Blob` part at once, so the wasm heap
-//! (which never shrinks) holds a few chunks, not the file, and the browser
-//! keeps the parts in its blob storage (on disk when large). An import
-//! holds the file's bytes once in the wasm heap (every pass reads them
-//! through a cursor, without copies) and writes in rounds of records, so
-//! the encoded records never pile up (see the vault's import); reading a
-//! `Blob` in slices instead (`FileReaderSync`, workers only) would take
-//! the file itself out of the heap too.
+//! Both stream, so the wasm heap (which never shrinks) stays flat in the
+//! size of the vault:
+//! - An export's writer hands full 1 MiB chunks to the relay, which turns
+//!   each into a `Blob` part at once; the browser keeps the parts in its
+//!   blob storage (on disk when large).
+//! - An import in a worker reads the `File`/`Blob` in 1 MiB slices with
+//!   `FileReaderSync` (a worker's synchronous reader: the import's parser
+//!   pulls bytes synchronously), and the vault writes it in rounds of
+//!   records (see its import). On a page's main thread, which has no
+//!   synchronous reader, the file's bytes are held once and read through
+//!   a cursor.
 
 use crate::boundary::{json, promise, Answer};
 use chatvault::{
@@ -234,7 +236,7 @@ pub(crate) fn import(
 struct SharedBytes(Arc<[u8]>);
 
 impl chatvault::ImportSource for SharedBytes {
-    fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+    fn open(&self) -> std::io::Result<chatvault::ImportReader> {
         Ok(Box::new(std::io::Cursor::new(SharedSlice(self.0.clone()))))
     }
 
@@ -250,4 +252,103 @@ impl AsRef<[u8]> for SharedSlice {
     fn as_ref(&self) -> &[u8] {
         &self.0
     }
+}
+
+/// Bytes read from a `Blob` at a time.
+const SLICE: f64 = (1 << 20) as f64;
+
+/// An import file as a `Blob` (a `File`), read in slices: only where
+/// `FileReaderSync` exists (a worker).
+struct BlobSource(web_sys::Blob);
+
+fn js_io(what: &str, e: JsValue) -> std::io::Error {
+    std::io::Error::other(format!("{what}: {e:?}"))
+}
+
+impl chatvault::ImportSource for BlobSource {
+    fn open(&self) -> std::io::Result<chatvault::ImportReader> {
+        let reader = web_sys::FileReaderSync::new()
+            .map_err(|e| js_io("cannot read the file synchronously here", e))?;
+        Ok(Box::new(BlobReader {
+            blob: self.0.clone(),
+            reader,
+            at: 0.0,
+            size: self.0.size(),
+            chunk: Vec::new(),
+            pos: 0,
+        }))
+    }
+
+    fn size(&self) -> Option<u64> {
+        Some(self.0.size() as u64)
+    }
+}
+
+/// Reads a `Blob` front to back, one slice in memory at a time.
+struct BlobReader {
+    blob: web_sys::Blob,
+    reader: web_sys::FileReaderSync,
+    /// Where the next slice starts.
+    at: f64,
+    size: f64,
+    chunk: Vec<u8>,
+    /// How much of `chunk` was read.
+    pos: usize,
+}
+
+impl std::io::Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.chunk.len() {
+            if self.at >= self.size {
+                return Ok(0);
+            }
+            let end = (self.at + SLICE).min(self.size);
+            let slice = self
+                .blob
+                .slice_with_f64_and_f64(self.at, end)
+                .map_err(|e| js_io("cannot slice the file", e))?;
+            let buffer = self
+                .reader
+                .read_as_array_buffer(&slice)
+                .map_err(|e| js_io("cannot read the file (was it changed or removed?)", e))?;
+            let bytes = Uint8Array::new(&buffer);
+            self.chunk.resize(bytes.length() as usize, 0);
+            bytes.copy_to(&mut self.chunk);
+            self.pos = 0;
+            self.at = end;
+            if self.chunk.is_empty() {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Imports a `Blob`/`File` read in slices (in a worker): resolves to the
+/// report's JSON.
+pub(crate) fn import_blob(
+    vault: Arc<Vault>,
+    blob: web_sys::Blob,
+    passphrase: Option<String>,
+    callback: Option<Function>,
+) -> Promise {
+    promise(async move {
+        relayed(
+            callback,
+            100,
+            || {},
+            |progress| async move {
+                let mut options = match &passphrase {
+                    Some(p) => ImportOptions::with_passphrase(p),
+                    None => ImportOptions::default(),
+                };
+                options.progress = progress;
+                json(&vault.import(BlobSource(blob), options).await?)
+            },
+        )
+        .await
+    })
 }

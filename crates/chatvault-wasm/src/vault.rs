@@ -414,6 +414,19 @@ impl WasmVault {
         })
     }
 
+    /// Imports a `Blob` or `File` read in 1 MiB slices (`FileReaderSync`:
+    /// in a worker only; elsewhere it rejects and `importBytes` is the
+    /// way): resolves to the report's JSON.
+    #[wasm_bindgen(js_name = importBlob)]
+    pub fn import_blob(
+        &self,
+        blob: web_sys::Blob,
+        passphrase: Option<String>,
+        progress: Option<js_sys::Function>,
+    ) -> Promise {
+        crate::lifecycle::import_blob(self.vault.clone(), blob, passphrase, progress)
+    }
+
     /// A key-value namespace of `area` (`"local"`, `"session"` or
     /// `"indexeddb"`) sealed by this vault's keys.
     #[wasm_bindgen(js_name = sealedKv)]

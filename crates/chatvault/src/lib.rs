@@ -64,11 +64,11 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, VaultError};
 pub use vault::{
     is_encrypted_export, ApplyReport, CompactionReport, ConversationStats, ConversationUpdate,
-    DamagedRecords, ExportEncryption, ExportOptions, ExportReport, ImportOptions, ImportRejection,
-    ImportReport, ImportSource, KvSealer, ListConversations, ListMessages, MessageUpdate,
-    NewConversation, NewMessage, PassphraseChange, Progress, ProgressFn, ProgressPhase,
-    RekeyReport, RemoteApply, Replica, RetentionMode, RetentionReport, SealedKv, StorageFootprint,
-    Vault, VaultBuilder, VaultOptions, VaultProbe, VaultStats,
+    DamagedRecords, ExportEncryption, ExportOptions, ExportReport, ImportOptions, ImportReader,
+    ImportRejection, ImportReport, ImportSource, KvSealer, ListConversations, ListMessages,
+    MessageUpdate, NewConversation, NewMessage, PassphraseChange, Progress, ProgressFn,
+    ProgressPhase, RekeyReport, RemoteApply, Replica, RetentionMode, RetentionReport, SealedKv,
+    StorageFootprint, Vault, VaultBuilder, VaultOptions, VaultProbe, VaultStats,
 };
 
 pub use chatvault_crypto::{KdfParams, KdfPolicy};

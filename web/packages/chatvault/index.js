@@ -294,13 +294,18 @@ export class Vault {
 
   /**
    * Imports an export file (a File or Blob; `passphrase` for an encrypted
-   * one). A damaged, truncated or foreign file changes nothing.
+   * one). A damaged, truncated or foreign file changes nothing. In a
+   * worker (`openVault(name, {worker: true})`) the file streams in.
    */
   async importFrom(file, options = {}) {
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    const report = await callJson(
-      this.#live().importBytes(bytes, options.passphrase, options.onProgress),
-    );
+    // In a worker the file is read in slices as the import goes; a page's
+    // main thread has no synchronous reader, so it reads the bytes first.
+    const report =
+      typeof FileReaderSync === "function"
+        ? await callJson(this.#live().importBlob(file, options.passphrase, options.onProgress))
+        : await callJson(
+            this.#live().importBytes(new Uint8Array(await file.arrayBuffer()), options.passphrase, options.onProgress),
+          );
     this.#changed({ kind: "conversation", op: "update", ids: [] });
     return report;
   }

@@ -52,11 +52,23 @@ const BATCHES_IN_FLIGHT: usize = 4;
 /// Rejections listed in a report (all are counted).
 const MAX_LISTED_REJECTIONS: usize = 100;
 
+/// A reader an [`ImportSource`] opens: `Send` natively, where the import
+/// reads on its own threads; any reader in a browser (one thread), so a
+/// source may read a `Blob` through JS handles.
+#[cfg(not(target_family = "wasm"))]
+pub type ImportReader = Box<dyn Read + Send>;
+/// A reader an [`ImportSource`] opens: `Send` natively, where the import
+/// reads on its own threads; any reader in a browser (one thread), so a
+/// source may read a `Blob` through JS handles.
+#[cfg(target_family = "wasm")]
+pub type ImportReader = Box<dyn Read>;
+
 /// Where an import reads from. Opened once per pass (the file is read
-/// twice: validated, then applied).
-pub trait ImportSource: Send + Sync + 'static {
+/// twice: validated, then applied; in a browser, pass 2 in rounds).
+/// `Send + Sync` natively.
+pub trait ImportSource: chatvault_store::MaybeSendSync + 'static {
     /// A fresh reader from the start.
-    fn open(&self) -> io::Result<Box<dyn Read + Send>>;
+    fn open(&self) -> io::Result<ImportReader>;
     /// The size in bytes, if known (for progress).
     fn size(&self) -> Option<u64> {
         None
@@ -64,7 +76,7 @@ pub trait ImportSource: Send + Sync + 'static {
 }
 
 impl ImportSource for PathBuf {
-    fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+    fn open(&self) -> io::Result<ImportReader> {
         Ok(Box::new(std::fs::File::open(self)?))
     }
     fn size(&self) -> Option<u64> {
@@ -73,7 +85,7 @@ impl ImportSource for PathBuf {
 }
 
 impl ImportSource for Vec<u8> {
-    fn open(&self) -> io::Result<Box<dyn Read + Send>> {
+    fn open(&self) -> io::Result<ImportReader> {
         Ok(Box::new(io::Cursor::new(self.clone())))
     }
     fn size(&self) -> Option<u64> {
@@ -710,7 +722,7 @@ fn open_input(
     source: &dyn ImportSource,
     options: &ImportOptions,
     phase: ProgressPhase,
-) -> Result<(Box<dyn Read + Send>, bool)> {
+) -> Result<(ImportReader, bool)> {
     let raw = source.open().map_err(VaultError::ExportFile)?;
     let mut counted = ProgressReader {
         inner: raw,
@@ -790,7 +802,7 @@ fn io_error(e: io::Error) -> VaultError {
 
 /// Counts the bytes read and reports progress every 256 KiB.
 struct ProgressReader {
-    inner: Box<dyn Read + Send>,
+    inner: ImportReader,
     done: u64,
     reported: u64,
     total: Option<u64>,
@@ -840,8 +852,7 @@ where
 #[cfg(target_family = "wasm")]
 async fn on_thread<T, F>(f: F) -> Result<T>
 where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
+    F: FnOnce() -> T,
 {
     Ok(f())
 }

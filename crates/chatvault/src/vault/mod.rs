@@ -36,7 +36,7 @@ mod types;
 
 pub use builder::{VaultBuilder, VaultOptions, VaultProbe};
 pub use export_run::{ExportEncryption, ExportOptions, ExportReport};
-pub use import_run::{ImportOptions, ImportRejection, ImportReport, ImportSource};
+pub use import_run::{ImportOptions, ImportReader, ImportRejection, ImportReport, ImportSource};
 pub use keys::{PassphraseChange, RekeyReport};
 pub use kv::{KvSealer, SealedKv};
 pub use replica::{RemoteApply, Replica};

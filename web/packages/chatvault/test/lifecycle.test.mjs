@@ -106,7 +106,7 @@ test("a worker vault exports and imports with progress reaching the page", async
   assert.ok(outcome.phases.includes("exporting"), JSON.stringify(outcome.phases));
 });
 
-test("an export of several MiB streams out in parts and round-trips byte for byte", async () => {
+test("an export of several MiB streams out in parts, and back in through a worker in slices", async () => {
   const page = await openPage(suite.context, suite.server.url);
   const outcome = await page.evaluate(async () => {
     const source = await chatvault.openVault("export-large-source");
@@ -124,6 +124,20 @@ test("an export of several MiB streams out in parts and round-trips byte for byt
     // The same vault exported twice gives the same records (a second
     // export of the target must carry exactly as many bytes of records).
     const again = await target.exportBlob();
+    // A worker reads the File in slices as it imports; a truncated copy
+    // is refused there too, with nothing imported.
+    const worker = await chatvault.openVault("export-large-worker", { worker: true });
+    let truncated;
+    try {
+      await worker.importFrom(new File([blob.slice(0, blob.size - 4096)], "cut.cvx"));
+      truncated = "imported";
+    } catch (e) {
+      truncated = e.code;
+    }
+    const afterTruncated = (await worker.stats()).messages;
+    const streamed = await worker.importFrom(new File([blob], "backup.cvx"));
+    const workerLast = (await worker.messages(conv.id, { limit: 1 })).items[0].content;
+    worker.lock();
     const first = new Set();
     let before;
     do {
@@ -139,6 +153,10 @@ test("an export of several MiB streams out in parts and round-trips byte for byt
       againCounts: again.report.counts,
       distinct: first.size,
       hasLast: first.has(`5-999 ${body}`),
+      truncated,
+      afterTruncated,
+      streamed: streamed.imported,
+      workerLast,
     };
   });
   assert.ok(outcome.size > 6 * 1024 * 1024, `a multi-part export (${outcome.size} bytes)`);
@@ -148,5 +166,9 @@ test("an export of several MiB streams out in parts and round-trips byte for byt
   assert.deepEqual(outcome.againCounts, outcome.counts);
   assert.equal(outcome.distinct, 6000);
   assert.ok(outcome.hasLast);
+  assert.notEqual(outcome.truncated, "imported");
+  assert.equal(outcome.afterTruncated, 0, "a refused file imports nothing");
+  assert.equal(outcome.streamed, 6001);
+  assert.equal(outcome.workerLast, `5-999 ${"x".repeat(1000)}`);
   await page.close();
 });
