@@ -5,9 +5,18 @@
 //! Inside it, only reads are awaited (a merge must see the stored version
 //! before it decides); puts and deletes are issued without waiting, since
 //! IndexedDB runs a transaction's requests in order and later reads see
-//! them. Every [`BACKPRESSURE`] writes the writer waits for the latest one,
-//! so a long `write_all` never queues its whole input inside the browser:
-//! memory stays flat in the input size. A failing request aborts the
+//! them. Every awaited read costs a round trip to the browser's storage
+//! process with nothing else in flight, so the reads an op repeats per
+//! record are read ahead instead: before each [`READ_AHEAD`] ops, the
+//! outbox entries of every record they queue are read at once (one range
+//! read when, as for freshly minted time-ordered ids, the range holds
+//! little else; otherwise one lookup each, issued together), and an op
+//! then finds its answer in memory. An answer is forgotten as soon as the
+//! transaction writes that entry, so what remains is exactly what a read
+//! would return now. Every [`BACKPRESSURE`] writes the writer waits for
+//! the latest one (an awaited read counts: it waits for every write issued
+//! before it), so a long `write_all` never queues its whole input inside
+//! the browser: memory stays flat in the input size. A failing request aborts the
 //! transaction (its cause is read back from the transaction), and every
 //! error path aborts it explicitly, so nothing of a failed batch is kept.
 //!
@@ -31,11 +40,14 @@ use chatvault_store::{
 use js_sys::Array;
 use std::collections::HashMap;
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction};
+use web_sys::{IdbDatabase, IdbIndex, IdbObjectStore, IdbRequest, IdbTransaction};
 
 /// Unawaited writes after which the writer waits for the browser to catch
 /// up (bounds what a long `write_all` holds in the request queue).
 const BACKPRESSURE: usize = 256;
+
+/// Ops whose outbox lookups are read ahead together (see the module docs).
+const READ_AHEAD: usize = 256;
 
 /// A page of a conversation's covered messages or tombstones.
 const COVER_PAGE: usize = 256;
@@ -59,8 +71,13 @@ pub(crate) async fn write_all(
     let mut writer = Writer::new(tx)?;
     let applied = async {
         for batch in source {
-            for op in batch?.ops {
-                writer.apply(op).await?;
+            let mut ops = batch?.ops.into_iter().peekable();
+            while ops.peek().is_some() {
+                let window: Vec<WriteOp> = ops.by_ref().take(READ_AHEAD).collect();
+                writer.read_ahead(&window).await?;
+                for op in window {
+                    writer.apply(op).await?;
+                }
             }
         }
         writer.flush(max_bytes).await
@@ -94,6 +111,12 @@ struct Writer {
     totals: IdbObjectStore,
     meta: IdbObjectStore,
     marks: IdbObjectStore,
+    /// The outbox's `entity` index (one entry per record).
+    by_entity: IdbIndex,
+    /// Outbox entries read ahead, by record id (hex): the entry, or
+    /// `undefined` for none. A record leaves (or is set to `undefined` when
+    /// its entry is deleted) as soon as the transaction writes its entry.
+    ahead: HashMap<String, JsValue>,
     /// Writes issued since the writer last waited for one.
     unawaited: usize,
     /// Activity bumps by conversation (the latest time wins).
@@ -111,11 +134,17 @@ impl Writer {
             tx.object_store(name)
                 .map_err(|e| store_error("starting a write", DomError::from_js(&e)))
         };
+        let outbox = store(OUTBOX)?;
+        let by_entity = outbox
+            .index("entity")
+            .map_err(|e| store_error("starting a write", DomError::from_js(&e)))?;
         Ok(Self {
             conversations: store(CONVERSATIONS)?,
             messages: store(MESSAGES)?,
             tombstones: store(TOMBSTONES)?,
-            outbox: store(OUTBOX)?,
+            outbox,
+            by_entity,
+            ahead: HashMap::new(),
             totals: store(TOTALS)?,
             meta: store(META)?,
             marks: store(MARKS)?,
@@ -247,19 +276,104 @@ impl Writer {
         self.put(&marks, &codec::mark_value(id, through)).await
     }
 
-    /// The outbox entry of a record, if any.
+    /// Reads ahead the outbox entries of every record `ops` queue,
+    /// dequeue or look up in the outbox (see the module docs).
+    async fn read_ahead(&mut self, ops: &[WriteOp]) -> Result<()> {
+        self.ahead.clear();
+        let mut entities: Vec<String> = ops
+            .iter()
+            .filter_map(outbox_record)
+            .map(|id| hex_id(id.as_bytes()))
+            .collect();
+        // One lookup gains nothing from being read ahead.
+        if entities.len() < 2 {
+            return Ok(());
+        }
+        entities.sort_unstable();
+        entities.dedup();
+        let (first, last) = (&entities[0], &entities[entities.len() - 1]);
+        let range =
+            web_sys::IdbKeyRange::bound(&first.into(), &last.into()).map_err(|e| self.js(e))?;
+        let found: Array = self
+            .read(
+                self.by_entity
+                    .get_all_with_key_and_limit(&range, READ_AHEAD as u32),
+            )
+            .await?
+            .unchecked_into();
+        // Every write issued before the read is done too.
+        self.unawaited = 0;
+        if (found.length() as usize) < READ_AHEAD {
+            // The whole range: a record without an entry in it has none.
+            for entity in entities {
+                self.ahead.insert(entity, JsValue::UNDEFINED);
+            }
+            for entry in found.iter() {
+                if let Some(known) = self.ahead.get_mut(&codec::get_str(&entry, "entity")?) {
+                    *known = entry;
+                }
+            }
+            return Ok(());
+        }
+        // Other records' entries fill the range: one lookup each, all
+        // issued before the first is awaited.
+        let requests = entities
+            .into_iter()
+            .map(|entity| {
+                let request = self
+                    .by_entity
+                    .get(&JsValue::from_str(&entity))
+                    .map_err(|e| self.js(e))?;
+                Ok((entity, request))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Requests complete in order: once the last is done, all are.
+        if let Some((_, request)) = requests.last() {
+            wait(request).await.map_err(|e| self.failed(e))?;
+            self.unawaited = 0;
+        }
+        for (entity, request) in requests {
+            let entry = wait(&request).await.map_err(|e| self.failed(e))?;
+            self.ahead.insert(entity, entry);
+        }
+        Ok(())
+    }
+
+    /// The outbox entry of a record, if any (`undefined` if none).
     async fn outbox_entry(&self, entity: RecordId) -> Result<JsValue> {
-        let index = self.outbox.index("entity").map_err(|e| self.js(e))?;
-        self.read(index.get(&hex_id(entity.as_bytes()).into()))
-            .await
+        let entity = hex_id(entity.as_bytes());
+        if let Some(known) = self.ahead.get(&entity) {
+            return Ok(known.clone());
+        }
+        self.read(self.by_entity.get(&entity.into())).await
+    }
+
+    /// Deletes the outbox entry with the sequence number `seq`, the one of
+    /// the record `entity` (hex).
+    async fn delete_entry(&mut self, entity: &str, seq: f64) -> Result<()> {
+        let outbox = self.outbox.clone();
+        self.delete(&outbox, &seq.into()).await?;
+        if let Some(known) = self.ahead.get_mut(entity) {
+            *known = JsValue::UNDEFINED;
+        }
+        Ok(())
+    }
+
+    /// Writes an outbox entry (new or changed) of the record `entity`
+    /// (hex).
+    async fn put_entry(&mut self, entity: &str, entry: &JsValue) -> Result<()> {
+        // Its sequence number is the put's answer, which nobody awaits: a
+        // later lookup reads it from the store.
+        self.ahead.remove(entity);
+        let outbox = self.outbox.clone();
+        self.put(&outbox, entry).await
     }
 
     async fn dequeue(&mut self, entity: RecordId) -> Result<()> {
         let entry = self.outbox_entry(entity).await?;
         if !entry.is_undefined() {
             let seq = codec::get_f64(&entry, "seq")?;
-            let outbox = self.outbox.clone();
-            self.delete(&outbox, &seq.into()).await?;
+            self.delete_entry(&hex_id(entity.as_bytes()), seq).await?;
         }
         Ok(())
     }
@@ -309,14 +423,15 @@ impl Writer {
                         let k = key(&[codec::get_str(v, "kind")?.into(), id.clone().into()]);
                         self.delete(store, &k).await?;
                     }
-                    let index = self.outbox.index("entity").map_err(|e| self.js(e))?;
-                    let entry = self.read(index.get(&id.into())).await?;
+                    let entry = match self.ahead.get(&id) {
+                        Some(known) => known.clone(),
+                        None => self.read(self.by_entity.get(&id.clone().into())).await?,
+                    };
                     if !entry.is_undefined()
                         && codec::get_str(&entry, "conv").ok().as_deref() == Some(conv_hex.as_str())
                     {
                         let seq = codec::get_f64(&entry, "seq")?;
-                        let outbox = self.outbox.clone();
-                        self.delete(&outbox, &seq.into()).await?;
+                        self.delete_entry(&id, seq).await?;
                     }
                 }
                 if page.len() < COVER_PAGE {
@@ -525,24 +640,23 @@ impl Writer {
                 // One change per record: the new one replaces the pending
                 // one and gets the next sequence number.
                 self.dequeue(item.entity_id).await?;
-                let store = self.outbox.clone();
-                self.put(&store, &codec::outbox_value(&item)).await?;
+                let entity = hex_id(item.entity_id.as_bytes());
+                self.put_entry(&entity, &codec::outbox_value(&item)).await?;
             }
             WriteOp::Dequeue(entity) => self.dequeue(entity).await?,
             WriteOp::Park(seq, reason) => {
                 let entry = self.get(&self.outbox, &(seq as f64).into()).await?;
                 if !entry.is_undefined() {
                     codec::park(&entry, &reason)?;
-                    let store = self.outbox.clone();
-                    self.put(&store, &entry).await?;
+                    let entity = codec::get_str(&entry, "entity")?;
+                    self.put_entry(&entity, &entry).await?;
                 }
             }
             WriteOp::Unpark(entity) => {
                 let entry = self.outbox_entry(entity).await?;
                 if !entry.is_undefined() && codec::is_parked(&entry)? {
                     codec::unpark(&entry);
-                    let store = self.outbox.clone();
-                    self.put(&store, &entry).await?;
+                    self.put_entry(&hex_id(entity.as_bytes()), &entry).await?;
                 }
             }
             WriteOp::ForgetUnlessPending(t) => {
@@ -612,6 +726,19 @@ impl Writer {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The record whose outbox entry `op` looks up, if it looks one up.
+fn outbox_record(op: &WriteOp) -> Option<RecordId> {
+    match op {
+        WriteOp::Enqueue(item) => Some(item.entity_id),
+        WriteOp::Dequeue(entity) | WriteOp::Unpark(entity) => Some(*entity),
+        WriteOp::Merge(incoming) | WriteOp::MergeAndEnqueue(incoming, _) => {
+            Some(incoming_key(incoming).1)
+        }
+        WriteOp::ForgetUnlessPending(t) => Some(t.id),
+        _ => None,
     }
 }
 
