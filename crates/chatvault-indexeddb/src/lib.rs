@@ -53,6 +53,8 @@
 //! - `read` — the queries, one readonly transaction each.
 //! - `write` — batch application in one readwrite transaction.
 //! - `codec` — records to and from the stored JS objects.
+//! - `storage_manager` — the browser's usage, quota and persistence
+//!   figures for the site (`navigator.storage`), behind `footprint`.
 //! - `idb` — opening databases, awaiting requests and transactions; DOM
 //!   errors.
 //! - [`kv`] — key-value state on localStorage, sessionStorage and
@@ -68,6 +70,8 @@ pub mod kv;
 mod read;
 #[cfg(target_family = "wasm")]
 mod schema;
+#[cfg(target_family = "wasm")]
+mod storage_manager;
 #[cfg(target_family = "wasm")]
 mod store;
 #[cfg(target_family = "wasm")]
