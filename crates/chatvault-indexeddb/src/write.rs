@@ -5,18 +5,22 @@
 //! Inside it, only reads are awaited (a merge must see the stored version
 //! before it decides); puts and deletes are issued without waiting, since
 //! IndexedDB runs a transaction's requests in order and later reads see
-//! them. Every awaited read costs a round trip to the browser's storage
-//! process with nothing else in flight, so the reads an op repeats per
-//! record are read ahead instead: before each [`READ_AHEAD`] ops, the
-//! outbox entries of every record they queue are read at once (one range
-//! read when, as for freshly minted time-ordered ids, the range holds
-//! little else; otherwise one lookup each, issued together), and an op
-//! then finds its answer in memory. An answer is forgotten as soon as the
-//! transaction writes that entry, so what remains is exactly what a read
-//! would return now. Every [`BACKPRESSURE`] writes the writer waits for
-//! the latest one (an awaited read counts: it waits for every write issued
-//! before it), so a long `write_all` never queues its whole input inside
-//! the browser: memory stays flat in the input size. A failing request aborts the
+//! them. An awaited read waits for every write issued before it, and the
+//! browser idles while the writer then prepares the next requests, so the
+//! read an op repeats per record (its outbox entry: one change per record)
+//! is read ahead instead. The ops run in windows of [`READ_AHEAD`]; the
+//! outbox entries of every record in the next window are read with one
+//! `getAll` over their range of the `entity` index (freshly minted,
+//! time-ordered ids make it a narrow range holding little else), issued
+//! *before* the current window's writes and awaited only when that
+//! window is done, so the browser always has writes queued. An answer the
+//! current window's writes make stale (they wrote that record's entry) is
+//! dropped and read again when needed; a range crowded with other
+//! records' entries falls back to one lookup each, issued together.
+//! Every [`BACKPRESSURE`] writes the writer waits for the write issued
+//! that many writes before, so a long `write_all` never queues more than
+//! a bounded number of requests inside the browser (memory stays flat in
+//! the input size) and never lets the queue run dry. A failing request aborts the
 //! transaction (its cause is read back from the transaction), and every
 //! error path aborts it explicitly, so nothing of a failed batch is kept.
 //!
@@ -38,7 +42,7 @@ use chatvault_store::{
     StoreError, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
 };
 use js_sys::Array;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{IdbDatabase, IdbIndex, IdbObjectStore, IdbRequest, IdbTransaction};
 
@@ -70,15 +74,20 @@ pub(crate) async fn write_all(
         .map_err(|e| store_error("starting a write", e))?;
     let mut writer = Writer::new(tx)?;
     let applied = async {
-        for batch in source {
-            let mut ops = batch?.ops.into_iter().peekable();
-            while ops.peek().is_some() {
-                let window: Vec<WriteOp> = ops.by_ref().take(READ_AHEAD).collect();
-                writer.read_ahead(&window).await?;
-                for op in window {
-                    writer.apply(op).await?;
-                }
+        let mut windows = Windows {
+            source,
+            batch: Vec::new().into_iter(),
+        };
+        let mut window = windows.next()?;
+        writer.read_ahead(&window)?;
+        while !window.is_empty() {
+            writer.take_read_ahead().await?;
+            let next = windows.next()?;
+            writer.read_ahead(&next)?;
+            for op in window {
+                writer.apply(op).await?;
             }
+            window = next;
         }
         writer.flush(max_bytes).await
     }
@@ -100,6 +109,38 @@ pub(crate) async fn write_all(
     }
 }
 
+/// The ops of every batch a source yields, a window of [`READ_AHEAD`] at
+/// a time (inside one transaction, batches draw no line).
+struct Windows {
+    source: BatchSource,
+    batch: std::vec::IntoIter<WriteOp>,
+}
+
+impl Windows {
+    /// The next window; empty when the source is done.
+    fn next(&mut self) -> Result<Vec<WriteOp>> {
+        let mut window = Vec::with_capacity(READ_AHEAD);
+        while window.len() < READ_AHEAD {
+            match self.batch.next() {
+                Some(op) => window.push(op),
+                None => match self.source.next() {
+                    Some(batch) => self.batch = batch?.ops.into_iter(),
+                    None => break,
+                },
+            }
+        }
+        Ok(window)
+    }
+}
+
+/// The read ahead for the next window, in flight.
+struct Pending {
+    /// The records it looks up (hex, sorted, without repeats).
+    entities: Vec<String>,
+    /// `getAll` over their range of the outbox's `entity` index.
+    request: IdbRequest,
+}
+
 /// The object stores of one write transaction and what the batch has done
 /// so far.
 struct Writer {
@@ -113,12 +154,21 @@ struct Writer {
     marks: IdbObjectStore,
     /// The outbox's `entity` index (one entry per record).
     by_entity: IdbIndex,
-    /// Outbox entries read ahead, by record id (hex): the entry, or
-    /// `undefined` for none. A record leaves (or is set to `undefined` when
-    /// its entry is deleted) as soon as the transaction writes its entry.
+    /// Outbox entries read ahead for the current window, by record id
+    /// (hex): the entry, or `undefined` for none. A record leaves (or is
+    /// set to `undefined` when its entry is deleted) as soon as the
+    /// transaction writes its entry.
     ahead: HashMap<String, JsValue>,
-    /// Writes issued since the writer last waited for one.
+    /// The read ahead for the next window.
+    next: Option<Pending>,
+    /// Records whose outbox entry the transaction wrote after `next` was
+    /// issued: its answers for them are stale.
+    written: HashSet<String>,
+    /// Writes issued since the last checkpoint.
     unawaited: usize,
+    /// The write at the latest checkpoint (every [`BACKPRESSURE`] writes),
+    /// awaited at the next one.
+    checkpoint: Option<IdbRequest>,
     /// Activity bumps by conversation (the latest time wins).
     activity: HashMap<ConversationId, Timestamp>,
     /// `(messages, bytes)` to add to each conversation's totals.
@@ -145,6 +195,9 @@ impl Writer {
             outbox,
             by_entity,
             ahead: HashMap::new(),
+            next: None,
+            written: HashSet::new(),
+            checkpoint: None,
             totals: store(TOTALS)?,
             meta: store(META)?,
             marks: store(MARKS)?,
@@ -184,9 +237,12 @@ impl Writer {
         let request = request.map_err(|e| self.js(e))?;
         self.unawaited += 1;
         if self.unawaited >= BACKPRESSURE {
-            // Requests run in order: when this one is done, all are.
             self.unawaited = 0;
-            wait(&request).await.map_err(|e| self.failed(e))?;
+            // Requests run in order: when the previous checkpoint is done,
+            // at most this many writes wait in the browser.
+            if let Some(earlier) = self.checkpoint.replace(request) {
+                wait(&earlier).await.map_err(|e| self.failed(e))?;
+            }
         }
         Ok(())
     }
@@ -276,10 +332,11 @@ impl Writer {
         self.put(&marks, &codec::mark_value(id, through)).await
     }
 
-    /// Reads ahead the outbox entries of every record `ops` queue,
-    /// dequeue or look up in the outbox (see the module docs).
-    async fn read_ahead(&mut self, ops: &[WriteOp]) -> Result<()> {
-        self.ahead.clear();
+    /// Issues, without awaiting it, the read ahead of the outbox entries
+    /// of every record `ops` (the next window) queue, dequeue or look up.
+    fn read_ahead(&mut self, ops: &[WriteOp]) -> Result<()> {
+        self.next = None;
+        self.written.clear();
         let mut entities: Vec<String> = ops
             .iter()
             .filter_map(outbox_record)
@@ -294,19 +351,32 @@ impl Writer {
         let (first, last) = (&entities[0], &entities[entities.len() - 1]);
         let range =
             web_sys::IdbKeyRange::bound(&first.into(), &last.into()).map_err(|e| self.js(e))?;
-        let found: Array = self
-            .read(
-                self.by_entity
-                    .get_all_with_key_and_limit(&range, READ_AHEAD as u32),
-            )
-            .await?
+        let request = self
+            .by_entity
+            .get_all_with_key_and_limit(&range, READ_AHEAD as u32)
+            .map_err(|e| self.js(e))?;
+        self.next = Some(Pending { entities, request });
+        Ok(())
+    }
+
+    /// Waits for the read ahead of the window about to apply and makes its
+    /// answers current.
+    async fn take_read_ahead(&mut self) -> Result<()> {
+        self.ahead.clear();
+        let Some(Pending { entities, request }) = self.next.take() else {
+            return Ok(());
+        };
+        let found: Array = wait(&request)
+            .await
+            .map_err(|e| self.failed(e))?
             .unchecked_into();
-        // Every write issued before the read is done too.
-        self.unawaited = 0;
         if (found.length() as usize) < READ_AHEAD {
-            // The whole range: a record without an entry in it has none.
+            // The whole range: a record without an entry in it has none,
+            // unless the transaction wrote its entry after the read.
             for entity in entities {
-                self.ahead.insert(entity, JsValue::UNDEFINED);
+                if !self.written.contains(&entity) {
+                    self.ahead.insert(entity, JsValue::UNDEFINED);
+                }
             }
             for entry in found.iter() {
                 if let Some(known) = self.ahead.get_mut(&codec::get_str(&entry, "entity")?) {
@@ -316,7 +386,8 @@ impl Writer {
             return Ok(());
         }
         // Other records' entries fill the range: one lookup each, all
-        // issued before the first is awaited.
+        // issued before the first is awaited (after every write so far, so
+        // none of their answers is stale).
         let requests = entities
             .into_iter()
             .map(|entity| {
@@ -330,13 +401,19 @@ impl Writer {
         // Requests complete in order: once the last is done, all are.
         if let Some((_, request)) = requests.last() {
             wait(request).await.map_err(|e| self.failed(e))?;
-            self.unawaited = 0;
         }
         for (entity, request) in requests {
             let entry = wait(&request).await.map_err(|e| self.failed(e))?;
             self.ahead.insert(entity, entry);
         }
         Ok(())
+    }
+
+    /// Notes that the transaction writes the outbox entry of `entity`.
+    fn entry_written(&mut self, entity: &str) {
+        if self.next.is_some() {
+            self.written.insert(entity.to_owned());
+        }
     }
 
     /// The outbox entry of a record, if any (`undefined` if none).
@@ -353,6 +430,7 @@ impl Writer {
     async fn delete_entry(&mut self, entity: &str, seq: f64) -> Result<()> {
         let outbox = self.outbox.clone();
         self.delete(&outbox, &seq.into()).await?;
+        self.entry_written(entity);
         if let Some(known) = self.ahead.get_mut(entity) {
             *known = JsValue::UNDEFINED;
         }
@@ -365,6 +443,7 @@ impl Writer {
         // Its sequence number is the put's answer, which nobody awaits: a
         // later lookup reads it from the store.
         self.ahead.remove(entity);
+        self.entry_written(entity);
         let outbox = self.outbox.clone();
         self.put(&outbox, entry).await
     }
