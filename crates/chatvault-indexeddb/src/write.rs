@@ -767,30 +767,63 @@ impl Writer {
     /// Writes the folded activity bumps and totals, and refuses the whole
     /// write if it grew the store past `max_bytes`.
     async fn flush(&mut self, max_bytes: Option<u64>) -> Result<()> {
-        let store = self.conversations.clone();
+        // Every row to change is read first, all requests issued before
+        // the first is awaited: one round trip, not one per row.
+        let mut activity = Vec::new();
         for (id, at) in std::mem::take(&mut self.activity) {
-            let row = self.get(&store, &hex_id(id.as_bytes()).into()).await?;
+            let request = self
+                .conversations
+                .get(&hex_id(id.as_bytes()).into())
+                .map_err(|e| self.js(e))?;
+            activity.push((at, request));
+        }
+        let mut totals = Vec::new();
+        for (id, delta) in std::mem::take(&mut self.deltas) {
+            if delta == (0, 0) {
+                continue;
+            }
+            let conv = hex_id(id.as_bytes());
+            let request = self
+                .totals
+                .get(&conv.clone().into())
+                .map_err(|e| self.js(e))?;
+            totals.push((conv, delta, request));
+        }
+        let all_bytes = match self.bytes {
+            0 => None,
+            _ => Some(self.totals.get(&ALL_BYTES.into()).map_err(|e| self.js(e))?),
+        };
+        // Requests complete in order: once the last is done, all are.
+        let last = all_bytes
+            .clone()
+            .or_else(|| totals.last().map(|(_, _, r)| r.clone()))
+            .or_else(|| activity.last().map(|(_, r)| r.clone()));
+        if let Some(last) = last {
+            wait(&last).await.map_err(|e| self.failed(e))?;
+        }
+
+        let store = self.conversations.clone();
+        for (at, request) in activity {
+            let row = wait(&request).await.map_err(|e| self.failed(e))?;
             if !row.is_undefined() && at > codec::conversation_activity(&row)? {
                 codec::set_activity(&row, at);
                 self.put(&store, &row).await?;
             }
         }
-        let totals = self.totals.clone();
-        for (id, (messages, bytes)) in std::mem::take(&mut self.deltas) {
-            if (messages, bytes) == (0, 0) {
-                continue;
-            }
-            let conv = hex_id(id.as_bytes());
-            let (n, b) = codec::totals(&self.get(&totals, &conv.clone().into()).await?)?;
+        let store = self.totals.clone();
+        for (conv, (messages, bytes), request) in totals {
+            let row = wait(&request).await.map_err(|e| self.failed(e))?;
+            let (n, b) = codec::totals(&row)?;
             let (n, b) = (n + messages, b + bytes);
             if n <= 0 && b <= 0 {
-                self.delete(&totals, &conv.into()).await?;
+                self.delete(&store, &conv.into()).await?;
             } else {
-                self.put(&totals, &codec::totals_value(&conv, n, b)).await?;
+                self.put(&store, &codec::totals_value(&conv, n, b)).await?;
             }
         }
-        if self.bytes != 0 {
-            let (_, before) = codec::totals(&self.get(&totals, &ALL_BYTES.into()).await?)?;
+        if let Some(request) = all_bytes {
+            let row = wait(&request).await.map_err(|e| self.failed(e))?;
+            let (_, before) = codec::totals(&row)?;
             let after = before + self.bytes;
             if let Some(max) = max_bytes {
                 // Only growth is refused: a deletion always goes through,
@@ -801,7 +834,7 @@ impl Writer {
                     )));
                 }
             }
-            self.put(&totals, &codec::totals_value(ALL_BYTES, 0, after))
+            self.put(&store, &codec::totals_value(ALL_BYTES, 0, after))
                 .await?;
         }
         Ok(())
