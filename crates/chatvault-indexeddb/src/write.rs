@@ -20,14 +20,15 @@
 //! Every [`BACKPRESSURE`] writes the writer waits for the write issued
 //! that many writes before, so a long `write_all` never queues more than
 //! a bounded number of requests inside the browser (memory stays flat in
-//! the input size) and never lets the queue run dry. A failing request aborts the
-//! transaction (its cause is read back from the transaction), and every
-//! error path aborts it explicitly, so nothing of a failed batch is kept.
+//! the input size) and never lets the queue run dry. A failing request
+//! aborts the transaction (its cause is read back from the transaction),
+//! and every error path aborts it explicitly, so nothing of a failed batch
+//! is kept.
 //!
 //! Per-conversation effects (activity bumps, message totals) are folded
-//! while the batch runs and written once at its end, as the SQLite backend
-//! does; the quota check runs then too, on the exact change in stored
-//! bytes.
+//! while the batch runs and written once at its end (the rows they change
+//! read together), as the SQLite backend does; the quota check runs then
+//! too, on the exact change in stored bytes.
 
 use crate::codec::{self, above, hex_id, key, tombstone_key, version_text};
 use crate::idb::{self, store_error, wait, DomError};
