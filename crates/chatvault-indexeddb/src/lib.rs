@@ -24,9 +24,11 @@
 //! nothing. Checks that decide a write ([`WriteOp::RequireConversation`],
 //! the last-writer-wins decision of [`WriteOp::Merge`], stamp claims) read
 //! inside that same transaction. [`Store::write_all`] applies its whole
-//! source in one transaction too, streaming: batches are pulled one at a
-//! time and the writer waits for the browser every few hundred writes, so
-//! memory stays flat in the input size. A transaction is only ever kept
+//! source in one transaction too, streaming: batches are pulled as their
+//! ops are needed (a window of a few hundred ahead, whose outbox lookups
+//! are read in one request before they run) and the writer never lets more
+//! than a few hundred writes wait in the browser, so memory stays flat in
+//! the input size. A transaction is only ever kept
 //! alive by chaining its own requests; nothing else is awaited inside it
 //! (IndexedDB would commit it early). Writes open with
 //! `{durability: "strict"}` by default ([`Durability`]).
@@ -53,6 +55,8 @@
 //! - `read` — the queries, one readonly transaction each.
 //! - `write` — batch application in one readwrite transaction.
 //! - `codec` — records to and from the stored JS objects.
+//! - `storage_manager` — the browser's usage, quota and persistence
+//!   figures for the site (`navigator.storage`), behind `footprint`.
 //! - `idb` — opening databases, awaiting requests and transactions; DOM
 //!   errors.
 //! - [`kv`] — key-value state on localStorage, sessionStorage and
@@ -68,6 +72,8 @@ pub mod kv;
 mod read;
 #[cfg(target_family = "wasm")]
 mod schema;
+#[cfg(target_family = "wasm")]
+mod storage_manager;
 #[cfg(target_family = "wasm")]
 mod store;
 #[cfg(target_family = "wasm")]

@@ -250,6 +250,13 @@ fn state_range(parked: bool, after: Option<u64>) -> Result<Option<JsValue>> {
 
 /// Counts and sizes: the totals the writes keep (one row per conversation),
 /// never every message.
+/// The body bytes of every live record: the `totals` row with the empty
+/// key, which every write keeps (see the schema docs).
+pub(crate) async fn stored_bytes(db: &IdbDatabase) -> Result<u64> {
+    let row = one(db, TOTALS, &JsValue::from_str("")).await?;
+    Ok(codec::totals(&row)?.1.max(0) as u64)
+}
+
 pub(crate) async fn usage(db: &IdbDatabase) -> Result<Usage> {
     let tx = begin(db, &[CONVERSATIONS, TOMBSTONES, OUTBOX, TOTALS])?;
     let conversations = object_store(&tx, CONVERSATIONS)?;

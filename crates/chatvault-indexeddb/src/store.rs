@@ -3,14 +3,14 @@
 
 use crate::idb::{self, store_error, wait, DomError};
 use crate::schema::{self, SCHEMA_VERSION};
-use crate::{read, write};
+use crate::{read, storage_manager, write};
 use async_trait::async_trait;
 use chatvault_core::{
     ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone,
 };
 use chatvault_store::{
-    BatchSource, ConversationQuery, ConversationRow, MessageQuery, OutboxEntry, ParkedEntry,
-    Result, Store, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
+    BatchSource, ConversationQuery, ConversationRow, Footprint, MessageQuery, OutboxEntry,
+    ParkedEntry, Result, Store, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
 };
 use wasm_bindgen::closure::Closure;
 use web_sys::{Event, IdbDatabase};
@@ -146,6 +146,36 @@ impl Store for IndexedDbStore {
         read::usage(&self.db).await
     }
 
+    /// `used_bytes` is the body bytes of the vault's live records (what
+    /// the store tracks in `totals`, the figure
+    /// [`IndexedDbOptions::max_bytes`] caps), not what IndexedDB spends on
+    /// keys, indexes and its own files: the browser reports usage only for
+    /// the whole origin. That origin-wide `navigator.storage.estimate()`
+    /// bounds the rest: `quota_bytes` is the smaller of `max_bytes` and
+    /// the origin's quota, `available_bytes` the smaller of what is left
+    /// of each. `persistent` is `navigator.storage.persisted()`.
+    /// `reclaimable_bytes` is 0: IndexedDB compacts its files by itself.
+    /// Works in a page and in a Web Worker; without `navigator.storage`
+    /// the browser's figures are unknown (`None`, not persistent).
+    async fn footprint(&self) -> Result<Option<Footprint>> {
+        let used_bytes = read::stored_bytes(&self.db).await?;
+        let estimate = storage_manager::estimate().await;
+        let persistent = storage_manager::persisted().await;
+        let cap = self.options.max_bytes;
+        let origin_left = estimate
+            .quota
+            .zip(estimate.usage)
+            .map(|(quota, usage)| quota.saturating_sub(usage));
+        let cap_left = cap.map(|max| max.saturating_sub(used_bytes));
+        Ok(Some(Footprint {
+            used_bytes,
+            reclaimable_bytes: 0,
+            available_bytes: smaller(origin_left, cap_left),
+            quota_bytes: smaller(estimate.quota, cap),
+            persistent,
+        }))
+    }
+
     async fn write(&self, batch: WriteBatch) -> Result<WriteOutcome> {
         if batch.is_empty() {
             return Ok(WriteOutcome::default());
@@ -181,6 +211,14 @@ impl Store for IndexedDbStore {
 
     async fn clear(&self) -> Result<()> {
         write::clear(&self.db, self.options.durability.as_str()).await
+    }
+}
+
+/// The smaller of two limits, either of which may be unknown.
+fn smaller(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -5,16 +5,30 @@
 //! Inside it, only reads are awaited (a merge must see the stored version
 //! before it decides); puts and deletes are issued without waiting, since
 //! IndexedDB runs a transaction's requests in order and later reads see
-//! them. Every [`BACKPRESSURE`] writes the writer waits for the latest one,
-//! so a long `write_all` never queues its whole input inside the browser:
-//! memory stays flat in the input size. A failing request aborts the
-//! transaction (its cause is read back from the transaction), and every
-//! error path aborts it explicitly, so nothing of a failed batch is kept.
+//! them. An awaited read waits for every write issued before it, and the
+//! browser idles while the writer then prepares the next requests, so the
+//! read an op repeats per record (its outbox entry: one change per record)
+//! is read ahead instead. The ops run in windows of [`READ_AHEAD`]; the
+//! outbox entries of every record in the next window are read with one
+//! `getAll` over their range of the `entity` index (freshly minted,
+//! time-ordered ids make it a narrow range holding little else), issued
+//! *before* the current window's writes and awaited only when that
+//! window is done, so the browser always has writes queued. An answer the
+//! current window's writes make stale (they wrote that record's entry) is
+//! dropped and read again when needed; a range crowded with other
+//! records' entries falls back to one lookup each, issued together.
+//! Every [`BACKPRESSURE`] writes the writer waits for the write issued
+//! that many writes before, so a long `write_all` never queues more than
+//! a bounded number of requests inside the browser (memory stays flat in
+//! the input size) and never lets the queue run dry. A failing request
+//! aborts the transaction (its cause is read back from the transaction),
+//! and every error path aborts it explicitly, so nothing of a failed batch
+//! is kept.
 //!
 //! Per-conversation effects (activity bumps, message totals) are folded
-//! while the batch runs and written once at its end, as the SQLite backend
-//! does; the quota check runs then too, on the exact change in stored
-//! bytes.
+//! while the batch runs and written once at its end (the rows they change
+//! read together), as the SQLite backend does; the quota check runs then
+//! too, on the exact change in stored bytes.
 
 use crate::codec::{self, above, hex_id, key, tombstone_key, version_text};
 use crate::idb::{self, store_error, wait, DomError};
@@ -29,13 +43,16 @@ use chatvault_store::{
     StoreError, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
 };
 use js_sys::Array;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction};
+use web_sys::{IdbDatabase, IdbIndex, IdbObjectStore, IdbRequest, IdbTransaction};
 
 /// Unawaited writes after which the writer waits for the browser to catch
 /// up (bounds what a long `write_all` holds in the request queue).
 const BACKPRESSURE: usize = 256;
+
+/// Ops whose outbox lookups are read ahead together (see the module docs).
+const READ_AHEAD: usize = 256;
 
 /// A page of a conversation's covered messages or tombstones.
 const COVER_PAGE: usize = 256;
@@ -58,10 +75,20 @@ pub(crate) async fn write_all(
         .map_err(|e| store_error("starting a write", e))?;
     let mut writer = Writer::new(tx)?;
     let applied = async {
-        for batch in source {
-            for op in batch?.ops {
+        let mut windows = Windows {
+            source,
+            batch: Vec::new().into_iter(),
+        };
+        let mut window = windows.next()?;
+        writer.read_ahead(&window)?;
+        while !window.is_empty() {
+            writer.take_read_ahead().await?;
+            let next = windows.next()?;
+            writer.read_ahead(&next)?;
+            for op in window {
                 writer.apply(op).await?;
             }
+            window = next;
         }
         writer.flush(max_bytes).await
     }
@@ -83,6 +110,38 @@ pub(crate) async fn write_all(
     }
 }
 
+/// The ops of every batch a source yields, a window of [`READ_AHEAD`] at
+/// a time (inside one transaction, batches draw no line).
+struct Windows {
+    source: BatchSource,
+    batch: std::vec::IntoIter<WriteOp>,
+}
+
+impl Windows {
+    /// The next window; empty when the source is done.
+    fn next(&mut self) -> Result<Vec<WriteOp>> {
+        let mut window = Vec::with_capacity(READ_AHEAD);
+        while window.len() < READ_AHEAD {
+            match self.batch.next() {
+                Some(op) => window.push(op),
+                None => match self.source.next() {
+                    Some(batch) => self.batch = batch?.ops.into_iter(),
+                    None => break,
+                },
+            }
+        }
+        Ok(window)
+    }
+}
+
+/// The read ahead for the next window, in flight.
+struct Pending {
+    /// The records it looks up (hex, sorted, without repeats).
+    entities: Vec<String>,
+    /// `getAll` over their range of the outbox's `entity` index.
+    request: IdbRequest,
+}
+
 /// The object stores of one write transaction and what the batch has done
 /// so far.
 struct Writer {
@@ -94,8 +153,23 @@ struct Writer {
     totals: IdbObjectStore,
     meta: IdbObjectStore,
     marks: IdbObjectStore,
-    /// Writes issued since the writer last waited for one.
+    /// The outbox's `entity` index (one entry per record).
+    by_entity: IdbIndex,
+    /// Outbox entries read ahead for the current window, by record id
+    /// (hex): the entry, or `undefined` for none. A record leaves (or is
+    /// set to `undefined` when its entry is deleted) as soon as the
+    /// transaction writes its entry.
+    ahead: HashMap<String, JsValue>,
+    /// The read ahead for the next window.
+    next: Option<Pending>,
+    /// Records whose outbox entry the transaction wrote after `next` was
+    /// issued: its answers for them are stale.
+    written: HashSet<String>,
+    /// Writes issued since the last checkpoint.
     unawaited: usize,
+    /// The write at the latest checkpoint (every [`BACKPRESSURE`] writes),
+    /// awaited at the next one.
+    checkpoint: Option<IdbRequest>,
     /// Activity bumps by conversation (the latest time wins).
     activity: HashMap<ConversationId, Timestamp>,
     /// `(messages, bytes)` to add to each conversation's totals.
@@ -111,11 +185,20 @@ impl Writer {
             tx.object_store(name)
                 .map_err(|e| store_error("starting a write", DomError::from_js(&e)))
         };
+        let outbox = store(OUTBOX)?;
+        let by_entity = outbox
+            .index("entity")
+            .map_err(|e| store_error("starting a write", DomError::from_js(&e)))?;
         Ok(Self {
             conversations: store(CONVERSATIONS)?,
             messages: store(MESSAGES)?,
             tombstones: store(TOMBSTONES)?,
-            outbox: store(OUTBOX)?,
+            outbox,
+            by_entity,
+            ahead: HashMap::new(),
+            next: None,
+            written: HashSet::new(),
+            checkpoint: None,
             totals: store(TOTALS)?,
             meta: store(META)?,
             marks: store(MARKS)?,
@@ -155,9 +238,12 @@ impl Writer {
         let request = request.map_err(|e| self.js(e))?;
         self.unawaited += 1;
         if self.unawaited >= BACKPRESSURE {
-            // Requests run in order: when this one is done, all are.
             self.unawaited = 0;
-            wait(&request).await.map_err(|e| self.failed(e))?;
+            // Requests run in order: when the previous checkpoint is done,
+            // at most this many writes wait in the browser.
+            if let Some(earlier) = self.checkpoint.replace(request) {
+                wait(&earlier).await.map_err(|e| self.failed(e))?;
+            }
         }
         Ok(())
     }
@@ -247,19 +333,127 @@ impl Writer {
         self.put(&marks, &codec::mark_value(id, through)).await
     }
 
-    /// The outbox entry of a record, if any.
-    async fn outbox_entry(&self, entity: RecordId) -> Result<JsValue> {
-        let index = self.outbox.index("entity").map_err(|e| self.js(e))?;
-        self.read(index.get(&hex_id(entity.as_bytes()).into()))
+    /// Issues, without awaiting it, the read ahead of the outbox entries
+    /// of every record `ops` (the next window) queue, dequeue or look up.
+    fn read_ahead(&mut self, ops: &[WriteOp]) -> Result<()> {
+        self.next = None;
+        self.written.clear();
+        let mut entities: Vec<String> = ops
+            .iter()
+            .filter_map(outbox_record)
+            .map(|id| hex_id(id.as_bytes()))
+            .collect();
+        // One lookup gains nothing from being read ahead.
+        if entities.len() < 2 {
+            return Ok(());
+        }
+        entities.sort_unstable();
+        entities.dedup();
+        let (first, last) = (&entities[0], &entities[entities.len() - 1]);
+        let range =
+            web_sys::IdbKeyRange::bound(&first.into(), &last.into()).map_err(|e| self.js(e))?;
+        let request = self
+            .by_entity
+            .get_all_with_key_and_limit(&range, READ_AHEAD as u32)
+            .map_err(|e| self.js(e))?;
+        self.next = Some(Pending { entities, request });
+        Ok(())
+    }
+
+    /// Waits for the read ahead of the window about to apply and makes its
+    /// answers current.
+    async fn take_read_ahead(&mut self) -> Result<()> {
+        self.ahead.clear();
+        let Some(Pending { entities, request }) = self.next.take() else {
+            return Ok(());
+        };
+        let found: Array = wait(&request)
             .await
+            .map_err(|e| self.failed(e))?
+            .unchecked_into();
+        if (found.length() as usize) < READ_AHEAD {
+            // The whole range: a record without an entry in it has none,
+            // unless the transaction wrote its entry after the read.
+            for entity in entities {
+                if !self.written.contains(&entity) {
+                    self.ahead.insert(entity, JsValue::UNDEFINED);
+                }
+            }
+            for entry in found.iter() {
+                if let Some(known) = self.ahead.get_mut(&codec::get_str(&entry, "entity")?) {
+                    *known = entry;
+                }
+            }
+            return Ok(());
+        }
+        // Other records' entries fill the range: one lookup each, all
+        // issued before the first is awaited (after every write so far, so
+        // none of their answers is stale).
+        let requests = entities
+            .into_iter()
+            .map(|entity| {
+                let request = self
+                    .by_entity
+                    .get(&JsValue::from_str(&entity))
+                    .map_err(|e| self.js(e))?;
+                Ok((entity, request))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Requests complete in order: once the last is done, all are.
+        if let Some((_, request)) = requests.last() {
+            wait(request).await.map_err(|e| self.failed(e))?;
+        }
+        for (entity, request) in requests {
+            let entry = wait(&request).await.map_err(|e| self.failed(e))?;
+            self.ahead.insert(entity, entry);
+        }
+        Ok(())
+    }
+
+    /// Notes that the transaction writes the outbox entry of `entity`.
+    fn entry_written(&mut self, entity: &str) {
+        if self.next.is_some() {
+            self.written.insert(entity.to_owned());
+        }
+    }
+
+    /// The outbox entry of a record, if any (`undefined` if none).
+    async fn outbox_entry(&self, entity: RecordId) -> Result<JsValue> {
+        let entity = hex_id(entity.as_bytes());
+        if let Some(known) = self.ahead.get(&entity) {
+            return Ok(known.clone());
+        }
+        self.read(self.by_entity.get(&entity.into())).await
+    }
+
+    /// Deletes the outbox entry with the sequence number `seq`, the one of
+    /// the record `entity` (hex).
+    async fn delete_entry(&mut self, entity: &str, seq: f64) -> Result<()> {
+        let outbox = self.outbox.clone();
+        self.delete(&outbox, &seq.into()).await?;
+        self.entry_written(entity);
+        if let Some(known) = self.ahead.get_mut(entity) {
+            *known = JsValue::UNDEFINED;
+        }
+        Ok(())
+    }
+
+    /// Writes an outbox entry (new or changed) of the record `entity`
+    /// (hex).
+    async fn put_entry(&mut self, entity: &str, entry: &JsValue) -> Result<()> {
+        // Its sequence number is the put's answer, which nobody awaits: a
+        // later lookup reads it from the store.
+        self.ahead.remove(entity);
+        self.entry_written(entity);
+        let outbox = self.outbox.clone();
+        self.put(&outbox, entry).await
     }
 
     async fn dequeue(&mut self, entity: RecordId) -> Result<()> {
         let entry = self.outbox_entry(entity).await?;
         if !entry.is_undefined() {
             let seq = codec::get_f64(&entry, "seq")?;
-            let outbox = self.outbox.clone();
-            self.delete(&outbox, &seq.into()).await?;
+            self.delete_entry(&hex_id(entity.as_bytes()), seq).await?;
         }
         Ok(())
     }
@@ -309,14 +503,15 @@ impl Writer {
                         let k = key(&[codec::get_str(v, "kind")?.into(), id.clone().into()]);
                         self.delete(store, &k).await?;
                     }
-                    let index = self.outbox.index("entity").map_err(|e| self.js(e))?;
-                    let entry = self.read(index.get(&id.into())).await?;
+                    let entry = match self.ahead.get(&id) {
+                        Some(known) => known.clone(),
+                        None => self.read(self.by_entity.get(&id.clone().into())).await?,
+                    };
                     if !entry.is_undefined()
                         && codec::get_str(&entry, "conv").ok().as_deref() == Some(conv_hex.as_str())
                     {
                         let seq = codec::get_f64(&entry, "seq")?;
-                        let outbox = self.outbox.clone();
-                        self.delete(&outbox, &seq.into()).await?;
+                        self.delete_entry(&id, seq).await?;
                     }
                 }
                 if page.len() < COVER_PAGE {
@@ -525,24 +720,23 @@ impl Writer {
                 // One change per record: the new one replaces the pending
                 // one and gets the next sequence number.
                 self.dequeue(item.entity_id).await?;
-                let store = self.outbox.clone();
-                self.put(&store, &codec::outbox_value(&item)).await?;
+                let entity = hex_id(item.entity_id.as_bytes());
+                self.put_entry(&entity, &codec::outbox_value(&item)).await?;
             }
             WriteOp::Dequeue(entity) => self.dequeue(entity).await?,
             WriteOp::Park(seq, reason) => {
                 let entry = self.get(&self.outbox, &(seq as f64).into()).await?;
                 if !entry.is_undefined() {
                     codec::park(&entry, &reason)?;
-                    let store = self.outbox.clone();
-                    self.put(&store, &entry).await?;
+                    let entity = codec::get_str(&entry, "entity")?;
+                    self.put_entry(&entity, &entry).await?;
                 }
             }
             WriteOp::Unpark(entity) => {
                 let entry = self.outbox_entry(entity).await?;
                 if !entry.is_undefined() && codec::is_parked(&entry)? {
                     codec::unpark(&entry);
-                    let store = self.outbox.clone();
-                    self.put(&store, &entry).await?;
+                    self.put_entry(&hex_id(entity.as_bytes()), &entry).await?;
                 }
             }
             WriteOp::ForgetUnlessPending(t) => {
@@ -574,30 +768,63 @@ impl Writer {
     /// Writes the folded activity bumps and totals, and refuses the whole
     /// write if it grew the store past `max_bytes`.
     async fn flush(&mut self, max_bytes: Option<u64>) -> Result<()> {
-        let store = self.conversations.clone();
+        // Every row to change is read first, all requests issued before
+        // the first is awaited: one round trip, not one per row.
+        let mut activity = Vec::new();
         for (id, at) in std::mem::take(&mut self.activity) {
-            let row = self.get(&store, &hex_id(id.as_bytes()).into()).await?;
+            let request = self
+                .conversations
+                .get(&hex_id(id.as_bytes()).into())
+                .map_err(|e| self.js(e))?;
+            activity.push((at, request));
+        }
+        let mut totals = Vec::new();
+        for (id, delta) in std::mem::take(&mut self.deltas) {
+            if delta == (0, 0) {
+                continue;
+            }
+            let conv = hex_id(id.as_bytes());
+            let request = self
+                .totals
+                .get(&conv.clone().into())
+                .map_err(|e| self.js(e))?;
+            totals.push((conv, delta, request));
+        }
+        let all_bytes = match self.bytes {
+            0 => None,
+            _ => Some(self.totals.get(&ALL_BYTES.into()).map_err(|e| self.js(e))?),
+        };
+        // Requests complete in order: once the last is done, all are.
+        let last = all_bytes
+            .clone()
+            .or_else(|| totals.last().map(|(_, _, r)| r.clone()))
+            .or_else(|| activity.last().map(|(_, r)| r.clone()));
+        if let Some(last) = last {
+            wait(&last).await.map_err(|e| self.failed(e))?;
+        }
+
+        let store = self.conversations.clone();
+        for (at, request) in activity {
+            let row = wait(&request).await.map_err(|e| self.failed(e))?;
             if !row.is_undefined() && at > codec::conversation_activity(&row)? {
                 codec::set_activity(&row, at);
                 self.put(&store, &row).await?;
             }
         }
-        let totals = self.totals.clone();
-        for (id, (messages, bytes)) in std::mem::take(&mut self.deltas) {
-            if (messages, bytes) == (0, 0) {
-                continue;
-            }
-            let conv = hex_id(id.as_bytes());
-            let (n, b) = codec::totals(&self.get(&totals, &conv.clone().into()).await?)?;
+        let store = self.totals.clone();
+        for (conv, (messages, bytes), request) in totals {
+            let row = wait(&request).await.map_err(|e| self.failed(e))?;
+            let (n, b) = codec::totals(&row)?;
             let (n, b) = (n + messages, b + bytes);
             if n <= 0 && b <= 0 {
-                self.delete(&totals, &conv.into()).await?;
+                self.delete(&store, &conv.into()).await?;
             } else {
-                self.put(&totals, &codec::totals_value(&conv, n, b)).await?;
+                self.put(&store, &codec::totals_value(&conv, n, b)).await?;
             }
         }
-        if self.bytes != 0 {
-            let (_, before) = codec::totals(&self.get(&totals, &ALL_BYTES.into()).await?)?;
+        if let Some(request) = all_bytes {
+            let row = wait(&request).await.map_err(|e| self.failed(e))?;
+            let (_, before) = codec::totals(&row)?;
             let after = before + self.bytes;
             if let Some(max) = max_bytes {
                 // Only growth is refused: a deletion always goes through,
@@ -608,10 +835,23 @@ impl Writer {
                     )));
                 }
             }
-            self.put(&totals, &codec::totals_value(ALL_BYTES, 0, after))
+            self.put(&store, &codec::totals_value(ALL_BYTES, 0, after))
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The record whose outbox entry `op` looks up, if it looks one up.
+fn outbox_record(op: &WriteOp) -> Option<RecordId> {
+    match op {
+        WriteOp::Enqueue(item) => Some(item.entity_id),
+        WriteOp::Dequeue(entity) | WriteOp::Unpark(entity) => Some(*entity),
+        WriteOp::Merge(incoming) | WriteOp::MergeAndEnqueue(incoming, _) => {
+            Some(incoming_key(incoming).1)
+        }
+        WriteOp::ForgetUnlessPending(t) => Some(t.id),
+        _ => None,
     }
 }
 

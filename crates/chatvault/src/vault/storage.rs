@@ -8,7 +8,9 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageFootprint {
-    /// Bytes the store occupies (SQLite: database file plus WAL).
+    /// Bytes the store occupies (SQLite: database file plus WAL;
+    /// IndexedDB: the stored bodies of the live records, since the browser
+    /// reports usage only for a whole site).
     pub used_bytes: u64,
     /// Of those, free space compaction would give back.
     pub reclaimable_bytes: u64,
