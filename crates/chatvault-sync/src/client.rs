@@ -369,6 +369,13 @@ impl SyncClient {
         )
         .await?;
         self.save_session(&session, &auth_key).await;
+        self.use_session(auth_key, session).await;
+        Ok(())
+    }
+
+    /// Makes `session` (opened with `auth_key`) the one requests present,
+    /// and wakes the loop to use it.
+    async fn use_session(&self, auth_key: AuthKey, session: Session) {
         let mut creds = self.inner.credentials.lock().await;
         creds.auth_key = auth_key;
         creds.session = Some(session);
@@ -376,7 +383,6 @@ impl SyncClient {
         creds.signed_out = None;
         drop(creds);
         self.inner.remote.notify_one();
-        Ok(())
     }
 
     /// Adopts the session saved in the vault since this client started —
@@ -394,14 +400,8 @@ impl SyncClient {
         let Some((session, auth_key)) = saved else {
             return Ok(false);
         };
-        let mut creds = self.inner.credentials.lock().await;
-        creds.auth_key = auth_key;
-        creds.session = Some(session);
-        creds.generation += 1;
-        creds.signed_out = None;
-        drop(creds);
+        self.use_session(auth_key, session).await;
         tracing::info!("adopted the session saved by another sign-in on this device");
-        self.inner.remote.notify_one();
         Ok(true)
     }
 

@@ -213,6 +213,17 @@ pub(crate) fn import(
     passphrase: Option<String>,
     callback: Option<Function>,
 ) -> Promise {
+    import_from(vault, SharedBytes(bytes.into()), passphrase, callback)
+}
+
+/// Imports `source`, relaying progress to `callback`: resolves to the
+/// report's JSON.
+fn import_from(
+    vault: Arc<Vault>,
+    source: impl chatvault::ImportSource,
+    passphrase: Option<String>,
+    callback: Option<Function>,
+) -> Promise {
     promise(async move {
         relayed(
             callback,
@@ -224,7 +235,7 @@ pub(crate) fn import(
                     None => ImportOptions::default(),
                 };
                 options.progress = progress;
-                json(&vault.import(SharedBytes(bytes.into()), options).await?)
+                json(&vault.import(source, options).await?)
             },
         )
         .await
@@ -335,20 +346,5 @@ pub(crate) fn import_blob(
     passphrase: Option<String>,
     callback: Option<Function>,
 ) -> Promise {
-    promise(async move {
-        relayed(
-            callback,
-            100,
-            || {},
-            |progress| async move {
-                let mut options = match &passphrase {
-                    Some(p) => ImportOptions::with_passphrase(p),
-                    None => ImportOptions::default(),
-                };
-                options.progress = progress;
-                json(&vault.import(BlobSource(blob), options).await?)
-            },
-        )
-        .await
-    })
+    import_from(vault, BlobSource(blob), passphrase, callback)
 }

@@ -5,7 +5,7 @@
 // (index.d.ts). Times are plain numbers: milliseconds since the epoch.
 
 import init, * as binding from "./pkg/chatvault_wasm.js";
-import { ChatvaultError, call, callJson } from "./internal.js";
+import { ChatvaultError, Listeners, call, callJson } from "./internal.js";
 import { SYNC_METHODS, Sync, WorkerSync, syncSettings } from "./sync.js";
 
 export { ChatvaultError };
@@ -67,7 +67,7 @@ export async function openKv(area, namespace) {
  */
 export class Vault {
   #inner;
-  #listeners = new Set();
+  #listeners = new Listeners();
   #channel = null;
   #sync = null;
 
@@ -87,21 +87,11 @@ export class Vault {
    * function that unsubscribes. Listeners run after the write committed.
    */
   subscribe(listener) {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    return this.#listeners.add(listener);
   }
 
   #notify(change) {
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(change);
-      } catch (e) {
-        // A failing listener must not hide the change from the others.
-        queueMicrotask(() => {
-          throw e;
-        });
-      }
-    }
+    this.#listeners.emit(change);
   }
 
   /** Tells this tab's listeners and every other tab about a committed write. */
@@ -365,7 +355,7 @@ export class WorkerVault {
   #worker;
   #pending = new Map();
   #next = 0;
-  #listeners = new Set();
+  #listeners = new Listeners();
   #info;
 
   #sync = null;
@@ -441,15 +431,7 @@ export class WorkerVault {
       return;
     }
     if (message.change) {
-      for (const listener of [...this.#listeners]) {
-        try {
-          listener(message.change);
-        } catch (e) {
-          queueMicrotask(() => {
-            throw e;
-          });
-        }
-      }
+      this.#listeners.emit(message.change);
       return;
     }
     const waiting = this.#pending.get(message.id);
@@ -487,8 +469,7 @@ export class WorkerVault {
   }
 
   subscribe(listener) {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    return this.#listeners.add(listener);
   }
 
   /** A key-value namespace sealed in the worker ("indexeddb": workers have no web storage). */

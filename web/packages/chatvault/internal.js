@@ -33,3 +33,43 @@ export async function callJson(promise) {
   return text === undefined || text === null ? text : JSON.parse(text);
 }
 
+
+/**
+ * The listeners of one kind of event. A listener that throws never keeps
+ * the event from the others: its error is rethrown on its own, where the
+ * page's error handling sees it.
+ */
+export class Listeners {
+  #set = new Set();
+
+  /** Adds `listener`; returns the function that removes it. */
+  add(listener) {
+    this.#set.add(listener);
+    return () => this.#set.delete(listener);
+  }
+
+  /**
+   * Adds `listener` and, in a microtask (unless it was removed by then),
+   * calls it with `current()`: a subscription that starts with the value.
+   */
+  addWithCurrent(listener, current) {
+    const remove = this.add(listener);
+    queueMicrotask(() => this.#set.has(listener) && this.#call(listener, current()));
+    return remove;
+  }
+
+  /** Calls every listener with `value`. */
+  emit(value) {
+    for (const listener of [...this.#set]) this.#call(listener, value);
+  }
+
+  #call(listener, value) {
+    try {
+      listener(value);
+    } catch (e) {
+      queueMicrotask(() => {
+        throw e;
+      });
+    }
+  }
+}

@@ -26,7 +26,7 @@
 // Changes sync brings in reach every tab as a vault change with
 // `source: "sync"` (the leader's status counts them in `received`).
 
-import { ChatvaultError, call, callJson } from "./internal.js";
+import { ChatvaultError, Listeners, call, callJson } from "./internal.js";
 
 /** How long a follower waits for the leader to answer a `syncNow`. */
 const FORWARD_TIMEOUT_MS = 60_000;
@@ -79,7 +79,7 @@ export class Sync {
   #emit;
   #lockName;
   #status = INITIAL_STATUS;
-  #listeners = new Set();
+  #listeners = new Listeners();
   #abort = new AbortController();
   #release = null;
   #stopped = false;
@@ -129,9 +129,7 @@ export class Sync {
    * returns the function that unsubscribes.
    */
   subscribe(listener) {
-    this.#listeners.add(listener);
-    queueMicrotask(() => this.#listeners.has(listener) && this.#call(listener, this.#status));
-    return () => this.#listeners.delete(listener);
+    return this.#listeners.addWithCurrent(listener, () => this.#status);
   }
 
   /** Tells the leader the vault was written: it pushes soon. */
@@ -333,18 +331,7 @@ export class Sync {
 
   #setStatus(status) {
     this.#status = Object.freeze(status);
-    for (const listener of [...this.#listeners]) this.#call(listener, this.#status);
-  }
-
-  #call(listener, value) {
-    try {
-      listener(value);
-    } catch (e) {
-      // A failing listener must not hide the status from the others.
-      queueMicrotask(() => {
-        throw e;
-      });
-    }
+    this.#listeners.emit(this.#status);
   }
 
   // ---- the other tabs --------------------------------------------------
@@ -426,7 +413,7 @@ export const SYNC_METHODS = Object.freeze([
 export class WorkerSync {
   #request;
   #status;
-  #listeners = new Set();
+  #listeners = new Listeners();
   #username;
 
   /** @param request `(method, args) => Promise` to the worker's Sync */
@@ -439,15 +426,7 @@ export class WorkerSync {
   /** Called by the WorkerVault with each status the worker sends. */
   heard(status) {
     this.#status = Object.freeze(status);
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(this.#status);
-      } catch (e) {
-        queueMicrotask(() => {
-          throw e;
-        });
-      }
-    }
+    this.#listeners.emit(this.#status);
   }
 
   get username() {
@@ -463,9 +442,7 @@ export class WorkerSync {
   }
 
   subscribe(listener) {
-    this.#listeners.add(listener);
-    queueMicrotask(() => this.#listeners.has(listener) && listener(this.#status));
-    return () => this.#listeners.delete(listener);
+    return this.#listeners.addWithCurrent(listener, () => this.#status);
   }
 
   static {
