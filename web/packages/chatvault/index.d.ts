@@ -111,12 +111,15 @@ export interface RetentionPlan {
   remainingBytes: number;
 }
 
-export interface RetentionReport {
+/** A retention run's (or dry run's) report: its plan, flattened in. */
+export interface RetentionReport extends RetentionPlan {
   policy: RetentionPolicy;
   now: number;
   dryRun: boolean;
+  /** Only with sync configured do unsynced changes protect a conversation. */
   syncConfigured: boolean;
-  plan: RetentionPlan;
+  /** The compaction that followed, when the deletions left the store mostly empty. */
+  compaction?: { [field: string]: unknown };
 }
 
 /** How far an export or import got (units: records, or file bytes). */

@@ -213,7 +213,7 @@ export class Vault {
 
   async runRetention(policy) {
     const report = await callJson(this.#live().runRetention(JSON.stringify(policy), false));
-    const ids = report.plan.delete.map((d) => d.id);
+    const ids = report.delete.map((d) => d.id);
     if (ids.length) this.#changed({ kind: "conversation", op: "delete", ids });
     return report;
   }

@@ -172,3 +172,38 @@ test("an export of several MiB streams out in parts, and back in through a worke
   assert.equal(outcome.workerLast, `5-999 ${"x".repeat(1000)}`);
   await page.close();
 });
+
+test("retention: a dry run deletes nothing, a run deletes what is older than the policy and tells the tabs", async () => {
+  const page = await openPage(suite.context, suite.server.url);
+  const outcome = await page.evaluate(async (pass) => {
+    const vault = await chatvault.openVault("retention", { passphrase: pass });
+    await vault.createConversation("this week");
+    // A conversation last active 60 days ago, moved in from another app.
+    const old = new Date(Date.now() - 60 * 86_400_000).toISOString();
+    const file = JSON.stringify({
+      conversations: [
+        { id: "c1", title: "last spring", createdAt: old, updatedAt: old, messages: [{ id: "m1", role: "user", content: "hi", createdAt: old }] },
+      ],
+    });
+    await vault.importFrom(new Blob([file]));
+    const titles = async () => (await vault.conversations()).items.map((c) => c.title).sort();
+    const changes = [];
+    vault.subscribe((change) => changes.push(change));
+    const dry = await vault.planRetention({ maxAgeDays: 30 });
+    const afterDry = await titles();
+    await vault.setRetentionPolicy({ maxAgeDays: 30 });
+    const stored = await vault.retentionPolicy();
+    const run = await vault.runRetention({ maxAgeDays: 30 });
+    return { dry, afterDry, stored, run, after: await titles(), changes };
+  }, PASS);
+  assert.equal(outcome.dry.dryRun, true);
+  assert.deepEqual(outcome.dry.delete.map((d) => d.reason), ["age"]);
+  assert.equal(outcome.dry.remainingConversations, 1);
+  assert.deepEqual(outcome.afterDry, ["last spring", "this week"]);
+  assert.deepEqual(outcome.stored, { maxAgeDays: 30 });
+  assert.equal(outcome.run.dryRun, false);
+  assert.equal(outcome.run.delete.length, 1);
+  assert.deepEqual(outcome.after, ["this week"]);
+  const deleted = outcome.changes.find((c) => c.kind === "conversation" && c.op === "delete");
+  assert.deepEqual(deleted?.ids, [outcome.run.delete[0].id]);
+});

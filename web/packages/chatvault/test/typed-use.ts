@@ -31,7 +31,7 @@ export async function typedUse(): Promise<void> {
   const list = await vault.conversations({ limit: 20, activeFrom: Date.now() - 86_400_000 });
   list.items.map((c) => c.title.toUpperCase());
   const plan: RetentionReport = await vault.planRetention({ maxAgeDays: 30 });
-  plan.plan.delete.map((d) => d.reason === "age");
+  plan.delete.map((d) => d.reason === "age");
   const stats = await vault.stats();
   const used: number | null = stats.storage.usage;
   void used;
