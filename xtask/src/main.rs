@@ -13,8 +13,9 @@
 //!   present, so repeated runs are fast.
 //! - `package` — builds the TypeScript package `web/packages/chatvault`
 //!   (the `chatvault-wasm` binding through the pinned wasm-bindgen-cli).
-//! - `demo` — runs the sync server on embedded SQLite with the web demo and
-//!   prints the URL to open.
+//! - `demo` — the main job: builds the wasm package and the demo chat app
+//!   (`web/demo`, incrementally), runs the sync server on embedded SQLite
+//!   with the app at `/` and prints the URL to open.
 //! - `bench` — runs the criterion benchmarks and prints each measurement
 //!   next to its baseline; `--quick` only proves they build and run.
 //! - `soak` — runs the sync simulation (SQLite and PostgreSQL server
@@ -43,16 +44,8 @@ struct Cli {
 enum Task {
     /// Install what is missing, then fmt, clippy, browser tests, all tests and doc tests (what CI runs).
     Test,
-    /// Run the sync server with the web demo on embedded SQLite and print the URL to open.
-    Demo {
-        /// Extra arguments passed on to chatvault-server, e.g. `--listen 127.0.0.1:9000`.
-        #[arg(
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "SERVER_ARGS"
-        )]
-        server_args: Vec<String>,
-    },
+    /// Build the demo chat app and run it: the sync server on embedded SQLite with the app at `/`.
+    Demo(DemoArgs),
     /// Build the TypeScript package (web/packages/chatvault): the wasm binding and its JS glue.
     Package {
         /// Optimized (for benchmarks and serving); the test suite builds the dev profile.
@@ -63,6 +56,19 @@ enum Task {
     Bench(BenchArgs),
     /// Run the sync simulation over many seeds (CI runs 200 on each server store).
     Soak(SoakArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Where the server listens.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    listen: String,
+    /// The server's data folder (its SQLite database); default `target/demo`.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Extra arguments passed on to chatvault-server after `--`, e.g. `-- --account-quota 1GiB`.
+    #[arg(last = true, value_name = "SERVER_ARGS")]
+    server_args: Vec<String>,
 }
 
 #[derive(Args)]
@@ -93,7 +99,7 @@ fn main() -> Result<()> {
     // Unknown tasks and bad options exit 2 with the usage (clap's rule).
     match Cli::parse().task {
         Task::Test => test(),
-        Task::Demo { server_args } => demo(&server_args),
+        Task::Demo(args) => demo(&args),
         Task::Package { release } => {
             ensure_wasm_target()?;
             ensure_wasm_bindgen_cli()?;
@@ -356,6 +362,7 @@ fn test() -> Result<()> {
     browser_sync_tests()?;
     package(false)?;
     package_tests()?;
+    demo_e2e()?;
     run(
         "tests (nextest)",
         cargo().args([
@@ -419,7 +426,10 @@ fn start_test_server(port: u16, args: &[String]) -> Result<TestServer> {
         .map(|t| if t.is_absolute() { t } else { root.join(t) })
         .unwrap_or_else(|| root.join("target"));
     let binary = target.join("debug").join("chatvault-server");
-    let data = std::env::temp_dir().join(format!("chatvault-browser-test-{}", std::process::id()));
+    let data = std::env::temp_dir().join(format!(
+        "chatvault-browser-test-{}-{port}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let child = Command::new(&binary)
         .arg("--listen")
@@ -745,6 +755,13 @@ fn package(release: bool) -> Result<()> {
         .join(if release { "release" } else { "debug" })
         .join("chatvault_wasm.wasm");
     let out = package_dir()?.join("pkg");
+    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let glued = modified(out.join("chatvault_wasm_bg.wasm"));
+    if matches!((glued, modified(wasm.clone())), (Some(g), Some(w)) if g >= w) {
+        // Unchanged binding: keep the glue (and its times, so the demo
+        // app's bundle stays up to date).
+        return Ok(());
+    }
     run(
         "wasm-bindgen: the package's JS glue (web/packages/chatvault/pkg)",
         Command::new("wasm-bindgen")
@@ -815,34 +832,139 @@ fn human(ns: f64) -> String {
     }
 }
 
-/// Runs the sync server on embedded SQLite (under `target/demo/`) with the
-/// web demo at `/`; the server prints the URL to open.
-fn demo(server_args: &[String]) -> Result<()> {
+/// The demo app's directory (`web/demo`, React + zustand + Vite).
+fn demo_dir() -> Result<PathBuf> {
+    Ok(root()?.join("web").join("demo"))
+}
+
+/// The newest modification time of the files under `path` (`node_modules`
+/// and build output skipped), or `None` when there are none.
+fn newest(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter(|entry| !matches!(entry.file_name().to_str(), Some("node_modules" | "dist")))
+        .filter_map(|entry| newest(&entry.path()))
+        .max()
+}
+
+/// Builds the wasm package and the demo app (`web/demo/dist`): type-checks
+/// and bundles it with Vite, skipped when the bundle is newer than every
+/// source of the app and the package (a second run starts in seconds).
+fn build_demo() -> Result<PathBuf> {
+    ensure_wasm_target()?;
+    ensure_wasm_bindgen_cli()?;
+    package(false)?;
+    let dir = demo_dir()?;
+    ensure_npm_packages(&dir)?;
+    let dist = dir.join("dist");
+    let built = std::fs::metadata(dist.join("index.html"))
+        .and_then(|m| m.modified())
+        .ok();
+    let sources = [newest(&dir), newest(&package_dir()?)]
+        .into_iter()
+        .flatten()
+        .max();
+    if matches!((built, sources), (Some(b), Some(s)) if b >= s) {
+        eprintln!("==> the demo app is up to date (web/demo/dist)");
+    } else {
+        run(
+            "build the demo app (tsc, vite: web/demo/dist)",
+            Command::new("npm")
+                .args(["run", "--silent", "build"])
+                .current_dir(&dir),
+        )?;
+    }
+    Ok(dist)
+}
+
+/// The main job: builds what is missing (wasm package, demo app, server in
+/// the dev profile the tests share) and runs the sync server on embedded
+/// SQLite with the demo app at `/`, printing the URL to open.
+fn demo(options: &DemoArgs) -> Result<()> {
     let root = root()?;
-    let data = root.join("target").join("demo");
+    let dist = build_demo()?;
+    let data = options
+        .data
+        .clone()
+        .unwrap_or_else(|| root.join("target").join("demo"));
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
-    let database = format!("sqlite://{}", data.join("chatvault-server.db").display());
-    let web_root = root.join("web").join("demo");
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--release".into(),
-        "-p".into(),
-        "chatvault-server".into(),
-        "--".into(),
-        "--database".into(),
-        database,
-        "--web-root".into(),
-        web_root.display().to_string(),
+    let data = data.canonicalize()?;
+    run(
+        "build chatvault-server",
+        cargo().args([
+            "build",
+            "-p",
+            "chatvault-server",
+            "--bin",
+            "chatvault-server",
+        ]),
+    )?;
+    let binary = target_dir()?.join("debug").join("chatvault-server");
+    let mut child = Command::new(&binary)
+        .arg("--listen")
+        .arg(&options.listen)
+        .arg("--database")
+        .arg(format!(
+            "sqlite://{}",
+            data.join("chatvault-server.db").display()
+        ))
+        .arg("--web-root")
+        .arg(&dist)
         // Plain HTTP on localhost: a Secure cookie would never be sent back.
-        "--insecure-cookies".into(),
-    ];
-    args.extend(server_args.iter().cloned());
-    eprintln!("==> building and starting the sync server (first build takes a few minutes)");
-    let status = cargo().args(&args).status()?;
+        .arg("--insecure-cookies")
+        .args(&options.server_args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    // The server prints its address once listening (the port may have been 0).
+    if let Some(stdout) = child.stdout.take() {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(url) = line.split("listening on ").nth(1) {
+                println!(
+                    "\n  chatvault demo: open {url}/ in a browser (data in {}; Ctrl-C stops it)\n",
+                    data.display()
+                );
+            }
+        }
+    }
+    let status = child.wait()?;
     if !status.success() {
-        bail!("server exited with {status}");
+        bail!("chatvault-server exited with {status}");
     }
     Ok(())
+}
+
+/// The demo's end-to-end tests (playwright-core, Debian's Chromium) against
+/// a freshly started server serving the freshly built app.
+fn demo_e2e() -> Result<()> {
+    let dist = build_demo()?;
+    let port = free_port()?;
+    let _server = start_test_server(
+        port,
+        &[
+            "--insecure-cookies".into(),
+            "--web-root".into(),
+            dist.display().to_string(),
+        ],
+    )?;
+    let shots = target_dir()?.join("e2e-screenshots");
+    run(
+        "demo end-to-end tests (playwright-core, headless Chromium): register, reload and unlock, a second device, realtime, offline and back, retention, export and import (a tampered file refused), two tabs, keyboard only, axe-core, screenshots",
+        Command::new("npm")
+            .args(["run", "--silent", "e2e"])
+            .env("CHROMIUM", "/usr/bin/chromium")
+            .env("CHATVAULT_DEMO_URL", format!("http://127.0.0.1:{port}"))
+            .env("CHATVAULT_SCREENSHOTS", &shots)
+            .current_dir(demo_dir()?),
+    )
 }
 
 #[cfg(test)]
@@ -852,10 +974,20 @@ mod tests {
 
     #[test]
     fn demo_passes_server_flags_through() {
-        let cli = Cli::try_parse_from(["xtask", "demo", "--listen", "127.0.0.1:0"]);
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--",
+            "--account-quota",
+            "1GiB",
+        ]);
         match cli.map(|c| c.task) {
-            Ok(Task::Demo { server_args }) => {
-                assert_eq!(server_args, ["--listen", "127.0.0.1:0"]);
+            Ok(Task::Demo(args)) => {
+                assert_eq!(args.listen, "127.0.0.1:0");
+                assert_eq!(args.data, None);
+                assert_eq!(args.server_args, ["--account-quota", "1GiB"]);
             }
             _ => panic!("demo with server flags did not parse"),
         }

@@ -1,0 +1,68 @@
+import { useEffect, useState } from "react";
+import { useSession } from "./session";
+import { Welcome } from "./Welcome";
+import { Unlock } from "./Unlock";
+import { Chat } from "./Chat";
+import { Settings } from "./Settings";
+import { StatusBar } from "./StatusBar";
+
+export function App() {
+  const phase = useSession((s) => s.phase);
+  if (phase === "welcome") return <Welcome />;
+  if (phase === "unlock") return <Unlock />;
+  return <Main />;
+}
+
+function Main() {
+  const { username, busy, lock, logout, notice, resumeSync, error } = useSession();
+  const [screen, setScreen] = useState<"chats" | "settings">("chats");
+
+  // Sync could not start at unlock (offline): start it when back online.
+  useEffect(() => {
+    window.addEventListener("online", resumeSync);
+    return () => window.removeEventListener("online", resumeSync);
+  }, [resumeSync]);
+
+  return (
+    <div className="app">
+      <header className="topbar">
+        <h1 className="brand">chatvault</h1>
+        <nav aria-label="Main">
+          <button
+            type="button"
+            className="ghost"
+            aria-current={screen === "chats" ? "page" : undefined}
+            onClick={() => setScreen("chats")}
+          >
+            Chats
+          </button>
+          <button
+            type="button"
+            className="ghost"
+            aria-current={screen === "settings" ? "page" : undefined}
+            onClick={() => setScreen("settings")}
+          >
+            Settings
+          </button>
+        </nav>
+        <span className="who" title="Signed in as">
+          {username}
+        </span>
+        <button type="button" className="ghost" onClick={() => void lock()}>
+          Lock
+        </button>
+        <button type="button" className="ghost" disabled={busy} onClick={() => void logout()}>
+          Log out
+        </button>
+      </header>
+      {notice && <p className="notice">{notice}</p>}
+      {error && (
+        <p className="error" role="alert">
+          {error}
+        </p>
+      )}
+      <main className="content">{screen === "chats" ? <Chat /> : <Settings />}</main>
+      <StatusBar />
+    </div>
+  );
+}
