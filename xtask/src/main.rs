@@ -771,9 +771,9 @@ fn package(release: bool) -> Result<()> {
     )
 }
 
-/// Installs the package's npm dev dependencies (`npm ci`: exactly the lock
-/// file) when `node_modules` is missing or older than the lock file (a
-/// pull that added a dependency).
+/// Installs the npm packages of `dir` (`npm ci`: exactly the lock file)
+/// when its `node_modules` is missing or older than the lock file (a pull
+/// that added a dependency).
 fn ensure_npm_packages(dir: &std::path::Path) -> Result<()> {
     let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let installed = modified(dir.join("node_modules").join(".package-lock.json"));
@@ -781,8 +781,9 @@ fn ensure_npm_packages(dir: &std::path::Path) -> Result<()> {
     if matches!((installed, locked), (Some(i), Some(l)) if i >= l) {
         return Ok(());
     }
+    let what = dir.strip_prefix(root()?).unwrap_or(dir).display();
     run(
-        "npm ci (the package's dev dependencies)",
+        &format!("npm ci ({what}: exactly its package-lock.json)"),
         Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(dir),
