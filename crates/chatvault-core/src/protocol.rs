@@ -84,6 +84,10 @@ error_codes! {
     WebsocketRequired = "websocket_required" => 400,
     /// No valid session token or cookie.
     Unauthorized = "unauthorized" => 401,
+    /// This session was signed out from another session of the account
+    /// ("sign out everywhere else"): a client asks its user for the
+    /// passphrase instead of signing in again with a stored key.
+    SessionRevoked = "session_revoked" => 401,
     /// Wrong username or auth key (one answer for both).
     InvalidCredentials = "invalid_credentials" => 401,
     /// The current auth key sent to change credentials is wrong.

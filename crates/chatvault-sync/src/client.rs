@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use chatvault::{Store, Vault, VaultOptions};
-use chatvault_core::{EntityKind, OpId};
+use chatvault_core::{EntityKind, ErrorCode, OpId};
 use chatvault_crypto::{AuthKey, KeyEnvelope};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -813,7 +813,28 @@ impl SyncClient {
         }
     }
 
-    /// An authenticated request; a `401` signs in again once and retries.
+    /// After the server said session `stale` was revoked ("sign out
+    /// everywhere else" on another device): signed out until the user signs
+    /// in with the passphrase — unless another task already signed in anew.
+    /// `None` when a newer session already replaced the revoked one.
+    async fn revoked(&self, stale: u64) -> Option<SyncError> {
+        let mut creds = self.inner.credentials.lock().await;
+        if let Some(why) = &creds.signed_out {
+            return Some(SyncError::Unauthorized(why.clone()));
+        }
+        if creds.session.is_some() && creds.generation != stale {
+            return None;
+        }
+        let why = "this device was signed out from another device; sign in with the passphrase"
+            .to_owned();
+        tracing::info!("{why}");
+        creds.session = None;
+        creds.signed_out = Some(why.clone());
+        Some(SyncError::Unauthorized(why))
+    }
+
+    /// An authenticated request; a `401` signs in again once and retries,
+    /// except after a revocation.
     pub(crate) async fn authed<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -842,6 +863,16 @@ impl SyncClient {
                 .send_dated(method, path, query, session.bearer(), body.clone())
                 .await;
             match result {
+                // Ended from another device: signing in again with the
+                // stored key would undo what its owner asked for.
+                Err(e) if e.server_code() == Some(&ErrorCode::SessionRevoked) => {
+                    match self.revoked(session.generation).await {
+                        Some(signed_out) => return Err(signed_out),
+                        // Another task signed in anew meanwhile: retry once.
+                        None if !retried => retried = true,
+                        None => return Err(e),
+                    }
+                }
                 Err(e) if e.is_status(401) && !retried => {
                     retried = true;
                     self.reauthenticate(session.generation).await?;

@@ -24,6 +24,7 @@ use crate::api::{
     RegisterResponse,
 };
 use crate::auth::{fake_kdf, fake_salt, new_session_token};
+use crate::clock::minus;
 use crate::limits::Refusal;
 use crate::store::{NewAccount, NewSession, ServerStore, ServerStoreResult};
 use crate::types::{AccountId, ClientKind, Username, WireKdfParams};
@@ -341,9 +342,13 @@ pub(crate) async fn revoke_other_sessions(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<RevokedSessions>, AppError> {
+    // A revoked session is remembered as long as it could have lived, so
+    // its client is told to ask for the passphrase rather than sign in again.
+    let now = state.now();
+    let forget_before = minus(now, state.config().sessions.absolute);
     let revoked = state
         .store()
-        .revoke_other_sessions(auth.account, &auth.session)
+        .revoke_other_sessions(auth.account, &auth.session, now, forget_before)
         .await?;
     tracing::info!(account = %auth.account, revoked, "other sessions revoked");
     Ok(Json(RevokedSessions { revoked }))

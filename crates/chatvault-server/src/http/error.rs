@@ -64,6 +64,14 @@ impl AppError {
         }
     }
 
+    /// 401: the session was ended by "sign out everywhere else".
+    pub fn session_revoked() -> Self {
+        Self::client(
+            ErrorCode::SessionRevoked,
+            "this session was signed out from another device: sign in with the passphrase",
+        )
+    }
+
     /// 401: no valid session.
     pub fn unauthorized() -> Self {
         Self::client(

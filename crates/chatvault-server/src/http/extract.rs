@@ -248,10 +248,13 @@ pub(crate) async fn authenticate_token(
 ) -> Result<Authenticated, AppError> {
     let hash = token_hash(token).ok_or_else(AppError::unauthorized)?;
     let store = state.store();
-    let info = store
-        .session(&hash)
-        .await?
-        .ok_or_else(AppError::unauthorized)?;
+    let Some(info) = store.session(&hash).await? else {
+        return Err(if store.was_revoked(&hash).await? {
+            AppError::session_revoked()
+        } else {
+            AppError::unauthorized()
+        });
+    };
     let now = state.now();
     let policy = state.config().sessions;
     if policy.expires_at(info.created_at, info.last_used_at) <= now {

@@ -345,12 +345,21 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Every session of `account`, most recently used first.
     async fn sessions_of(&self, account: AccountId) -> ServerStoreResult<Vec<SessionSummary>>;
 
-    /// Deletes every session of `account` but `keep`; how many went.
+    /// Deletes every session of `account` but `keep`, remembering them as
+    /// revoked at `now` (see [`was_revoked`](Self::was_revoked)) and
+    /// forgetting revocations older than `forget_before`; how many went.
     async fn revoke_other_sessions(
         &self,
         account: AccountId,
         keep: &SessionHash,
+        now: Timestamp,
+        forget_before: Timestamp,
     ) -> ServerStoreResult<u64>;
+
+    /// Whether `hash` names a session that "sign out everywhere else"
+    /// ended (and was not forgotten since): its client must ask for the
+    /// passphrase, not sign in again by itself.
+    async fn was_revoked(&self, hash: &SessionHash) -> ServerStoreResult<bool>;
 
     /// Applies admitted changes in one transaction, as `crate::push_plan`
     /// plans them: op ids already seen get their remembered outcome, the

@@ -136,6 +136,13 @@ CREATE TABLE feed_epochs (
 ALTER TABLE records ADD COLUMN deletion_mark TEXT COLLATE "C";
 ALTER TABLE sync_heads ADD COLUMN purged_version TEXT COLLATE "C";
 "#,
+    r#"
+CREATE TABLE revoked_sessions (
+    token_hash BYTEA PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    revoked_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The PostgreSQL backend. Cheap to clone.
@@ -832,14 +839,44 @@ impl ServerStore for PostgresServerStore {
         &self,
         account: AccountId,
         keep: &SessionHash,
+        now: Timestamp,
+        forget_before: Timestamp,
     ) -> ServerStoreResult<u64> {
-        let client = self.client().await?;
-        Ok(client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let account = account.to_string();
+        tx.execute(
+            "DELETE FROM revoked_sessions WHERE revoked_at < $1",
+            &[&forget_before.0],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO revoked_sessions (token_hash, user_id, revoked_at) \
+             SELECT token_hash, user_id, $3 FROM sessions \
+             WHERE user_id = $1 AND token_hash <> $2 \
+             ON CONFLICT (token_hash) DO UPDATE SET revoked_at = EXCLUDED.revoked_at",
+            &[&account, &keep.0.as_slice(), &now.0],
+        )
+        .await?;
+        let n = tx
             .execute(
                 "DELETE FROM sessions WHERE user_id = $1 AND token_hash <> $2",
-                &[&account.to_string(), &keep.0.as_slice()],
+                &[&account, &keep.0.as_slice()],
             )
-            .await?)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn was_revoked(&self, hash: &SessionHash) -> ServerStoreResult<bool> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                "SELECT 1 FROM revoked_sessions WHERE token_hash = $1",
+                &[&hash.0.as_slice()],
+            )
+            .await?
+            .is_some())
     }
 
     async fn push(

@@ -114,6 +114,13 @@ CREATE TABLE feed_epochs (
 ALTER TABLE records ADD COLUMN deletion_mark TEXT;
 ALTER TABLE sync_heads ADD COLUMN purged_version TEXT;
 "#,
+    r#"
+CREATE TABLE revoked_sessions (
+    token_hash BLOB PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    revoked_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The SQLite backend. Cheap to clone.
@@ -866,15 +873,44 @@ impl ServerStore for SqliteServerStore {
         &self,
         account: AccountId,
         keep: &SessionHash,
+        now: Timestamp,
+        forget_before: Timestamp,
     ) -> ServerStoreResult<u64> {
         let id = account.to_string();
         let keep = *keep;
         self.call(move |conn| {
-            let n = conn.execute(
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM revoked_sessions WHERE revoked_at < ?1",
+                [forget_before.0],
+            )?;
+            tx.execute(
+                "INSERT OR REPLACE INTO revoked_sessions (token_hash, user_id, revoked_at) \
+                 SELECT token_hash, user_id, ?3 FROM sessions \
+                 WHERE user_id = ?1 AND token_hash <> ?2",
+                params![id, keep.0.as_slice(), now.0],
+            )?;
+            let n = tx.execute(
                 "DELETE FROM sessions WHERE user_id = ?1 AND token_hash <> ?2",
                 params![id, keep.0.as_slice()],
             )?;
+            tx.commit()?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn was_revoked(&self, hash: &SessionHash) -> ServerStoreResult<bool> {
+        let hash = *hash;
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT 1 FROM revoked_sessions WHERE token_hash = ?1",
+                    [hash.0.as_slice()],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
         })
         .await
     }

@@ -663,7 +663,27 @@ async fn sessions_can_be_listed_and_others_revoked(backend: Backend) {
         (r.status, r.body["revoked"].clone()),
         (StatusCode::OK, json!(1))
     );
-    assert_eq!(phone.get("/v1/keys").await.status, StatusCode::UNAUTHORIZED);
+    // The phone is told why (a client must ask for the passphrase, not sign
+    // in again by itself); a token the server never issued is just refused.
+    let refused = phone.get("/v1/keys").await;
+    assert_eq!(
+        (refused.status, refused.body["error"]["code"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("session_revoked"))
+    );
+    let mut stranger = srv.anonymous();
+    let mut forged: Vec<char> = phone
+        .token
+        .clone()
+        .expect("a bearer token")
+        .chars()
+        .collect();
+    forged[4] = if forged[4] == 'A' { 'B' } else { 'A' };
+    stranger.token = Some(forged.into_iter().collect());
+    let refused = stranger.get("/v1/keys").await;
+    assert_eq!(
+        (refused.status, refused.body["error"]["code"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("unauthorized"))
+    );
     assert_eq!(laptop.get("/v1/keys").await.status, StatusCode::OK);
     assert_eq!(
         laptop.get("/v1/auth/sessions").await.body["sessions"]

@@ -310,3 +310,59 @@ async fn key_rotation_reaches_server_and_other_devices() {
         after.key_ids()
     );
 }
+
+/// "Sign out everywhere else" sticks: the other device is told it was
+/// signed out and does not quietly sign in again with the key it keeps (a
+/// new session would undo what the account's owner asked for); its
+/// changes stay pending until its user signs in with the passphrase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_devices_ask_for_the_passphrase_instead_of_signing_in_again() {
+    let server = TestServer::start().await;
+    let url = server.url();
+    let a = SyncClient::register(vault().await, &url, "ivy", PASS, options())
+        .await
+        .unwrap();
+    let b = SyncClient::join(
+        Arc::new(MemoryStore::new()),
+        vault_options(Arc::new(SystemClock)),
+        &url,
+        "ivy",
+        PASS,
+        options(),
+    )
+    .await
+    .unwrap();
+    b.sync_once().await.unwrap();
+    assert_eq!(a.sessions().await.unwrap().len(), 2);
+
+    assert_eq!(a.revoke_other_sessions().await.unwrap(), 1);
+    let conv = b
+        .vault()
+        .create_conversation(NewConversation::titled("written after the revocation"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let err = b.sync_once().await.unwrap_err();
+        assert!(matches!(err, SyncError::Unauthorized(_)), "{err:?}");
+        assert_eq!(err.code(), "unauthorized");
+        assert!(
+            err.to_string().contains("signed out from another device"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        a.sessions().await.unwrap().len(),
+        1,
+        "B did not sign in again by itself"
+    );
+    assert_eq!(b.status().borrow().pending, 1, "B's change waits");
+
+    b.sign_in(PASS).await.expect("sign in with the passphrase");
+    b.sync_once().await.expect("B pushes");
+    a.sync_once().await.unwrap();
+    assert_eq!(
+        a.vault().conversation(conv.id).await.unwrap().title,
+        "written after the revocation"
+    );
+    assert_eq!(a.sessions().await.unwrap().len(), 2);
+}
