@@ -70,7 +70,10 @@ async function eventually(what, check, timeout = 20_000) {
     } catch (error) {
       last = error;
     }
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}${last ? ` (${last.message})` : ""}`);
+    if (Date.now() > deadline) {
+      const subject = typeof what === "function" ? what() : what;
+      throw new Error(`timed out: ${subject}${last ? ` (${last.message})` : ""}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
@@ -85,7 +88,12 @@ async function seeInLog(page, content, timeout) {
 }
 
 async function seeStatus(page, part, timeout) {
-  await eventually(`"${part}" in the status bar`, async () => (await text(status(page))).includes(part), timeout);
+  let shown = "";
+  await eventually(
+    () => `"${part}" in the status bar (it shows: ${shown})`,
+    async () => (shown = await text(status(page))).includes(part),
+    timeout,
+  );
 }
 
 /** axe-core on the page as it is: no serious or critical violation. */
@@ -387,6 +395,74 @@ test("keyboard only: create an account, start a conversation, send, open setting
   await seeInLog(page, "typed without a mouse", 5000);
   await capture(page, "conversation-keyboard");
   await context.close();
+});
+
+/** Signs B in again from its status bar after its session ended elsewhere. */
+async function signInAgain(page, passphrase) {
+  await seeStatus(page, "Signed out on this device", 15_000);
+  const again = page.getByRole("form", { name: "Sign in again" });
+  await again.getByLabel("Passphrase").fill(passphrase);
+  await again.getByRole("button", { name: "Sign in" }).click();
+  await seeStatus(page, "0 pending", 15_000);
+}
+
+test("sessions: A signs out everywhere else; B is told, keeps its change, and signs in again", async () => {
+  await openSettings(a);
+  const sessions = a.getByRole("list", { name: "Sessions" });
+  await eventually("A's and B's sessions listed", async () => (await sessions.getByRole("listitem").count()) >= 2);
+  const listed = await sessions.getByRole("listitem").count();
+  console.log(`sessions listed before revoking: ${listed}`);
+  assert.equal((await text(sessions)).match(/\(this device\)/g)?.length, 1);
+  await a.getByRole("button", { name: "Sign out everywhere else" }).click();
+  const region = a.getByRole("region", { name: "Active sessions" });
+  await eventually("revoked", async () => /Signed out \d+ other sessions?\./.test(await text(region)));
+  await eventually("only this device left", async () => (await sessions.getByRole("listitem").count()) === 1);
+  await send(b, "after revocation");
+  await seeStatus(b, "Signed out on this device", 15_000);
+  await seeStatus(b, "1 pending");
+  await signInAgain(b, ann.passphrase);
+  await openChats(a);
+  await openConversation(a, FIRST);
+  await seeInLog(a, "after revocation", 10_000);
+});
+
+test("passphrase change with key rotation: the other tab locks, B signs in with the new one, the old one no longer unlocks", async () => {
+  const fresh = "a brand new passphrase 7";
+  await openSettings(a);
+  const form = a.getByRole("form", { name: "Change passphrase" });
+  await form.getByLabel("Current passphrase").fill(ann.passphrase);
+  await form.getByLabel("New passphrase", { exact: true }).fill(fresh);
+  await form.getByLabel("Repeat new passphrase").fill(fresh);
+  await form.getByRole("checkbox", { name: /rotate the data key/ }).check();
+  await form.getByRole("button", { name: "Change passphrase" }).click();
+  await eventually(
+    "changed",
+    async () => (await text(a.getByRole("region", { name: "Passphrase" }))).includes("Passphrase changed and the data key rotated"),
+    60_000,
+  );
+  // The second tab's keys are stale: it asks for the passphrase again.
+  await a2.getByRole("heading", { name: `Welcome back, ${ann.username}` }).waitFor();
+  assert.match(await text(a2.getByRole("alert")), /data key changed in another tab/);
+  await a2.getByLabel("Passphrase").fill(fresh);
+  await a2.getByRole("button", { name: "Unlock" }).click();
+  await seeInLog(a2, FIRST, 30_000);
+  // B is signed out; with the new passphrase it syncs both ways again.
+  await send(b, "written before B knew");
+  await signInAgain(b, fresh);
+  await openChats(a);
+  await openConversation(a, FIRST);
+  await seeInLog(a, "written before B knew", 10_000);
+  await send(a, "written with the new key");
+  await seeInLog(b, "written with the new key", 10_000);
+  // The old passphrase no longer unlocks this device; the new one does.
+  await a.reload();
+  await a.getByLabel("Passphrase").fill(ann.passphrase);
+  await a.getByRole("button", { name: "Unlock" }).click();
+  await a.getByRole("alert").filter({ hasText: "Wrong passphrase." }).waitFor({ timeout: 30_000 });
+  await a.getByLabel("Passphrase").fill(fresh);
+  await a.getByRole("button", { name: "Unlock" }).click();
+  await seeInLog(a, "written with the new key", 30_000);
+  ann.passphrase = fresh;
 });
 
 test("both devices end converged", async () => {

@@ -17,6 +17,18 @@ function Main() {
   const { username, busy, lock, logout, notice, resumeSync, error } = useSession();
   const [screen, setScreen] = useState<"chats" | "settings">("chats");
 
+  // A new data key from another tab locks this tab's vault (its keys are
+  // stale): back to the unlock screen, saying why.
+  const vault = useSession((s) => s.vault);
+  const lockedElsewhere = useSession((s) => s.lockedElsewhere);
+  useEffect(
+    () =>
+      vault?.subscribe((change) => {
+        if (change.kind === "key" && change.op === "rotate" && change.source !== "local") lockedElsewhere();
+      }),
+    [vault, lockedElsewhere],
+  );
+
   // Sync could not start at unlock (offline): start it when back online.
   useEffect(() => {
     window.addEventListener("online", resumeSync);

@@ -30,7 +30,7 @@ export function StatusBar() {
   const activity = !status
     ? "Sync not started"
     : status.errorCode === "unauthorized"
-      ? "Signed out: the passphrase changed on another device"
+      ? "Signed out on this device (passphrase changed or session ended elsewhere)"
       : status.state === "syncing"
         ? "Syncing…"
         : status.state === "error"
@@ -96,7 +96,7 @@ function SignInAgain({ onDone }: { onDone(message: string): void }) {
   return (
     <form className="inline" onSubmit={(e) => void submit(e)} aria-label="Sign in again">
       <label>
-        New passphrase{" "}
+        Passphrase{" "}
         <input type="password" autoComplete="current-password" required value={passphrase} onChange={(e) => setPassphrase(e.target.value)} />
       </label>
       <button type="submit" className="small">

@@ -97,6 +97,8 @@ export interface Session {
   signIn(username: string, passphrase: string): Promise<void>;
   unlock(passphrase: string): Promise<void>;
   lock(): Promise<void>;
+  /** Another tab rotated the data key: this tab's vault locked itself. */
+  lockedElsewhere(): void;
   logout(): Promise<void>;
   /** Start sync again after it could not start (offline at unlock). */
   resumeSync(): Promise<void>;
@@ -223,6 +225,18 @@ export const useSession = create<Session>()((set, get) => {
       await sync?.stop().catch(() => {});
       vault?.lock();
       set({ phase: "unlock", vault: null, sync: null, ui: null, notice: null, error: null });
+    },
+
+    lockedElsewhere: () => {
+      void get().sync?.stop().catch(() => {});
+      set({
+        phase: "unlock",
+        vault: null,
+        sync: null,
+        ui: null,
+        notice: null,
+        error: "The data key changed in another tab: unlock again with your passphrase.",
+      });
     },
 
     logout: () =>
