@@ -73,9 +73,11 @@ mod clock;
 mod failing;
 mod lifecycle;
 mod racing;
+mod snapshot;
 
 pub use failing::FailingStore;
 pub use racing::RacingStore;
+pub use snapshot::{Contents, Snapshot};
 
 /// A backend under test.
 pub trait TestBackend {
