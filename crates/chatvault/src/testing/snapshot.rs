@@ -86,11 +86,11 @@ impl Snapshot {
         }
     }
 
-    /// The highest version stamp of any live record.
-    pub fn newest_version(&self) -> Option<Hlc> {
+    /// The version stamps of every live record.
+    pub fn versions(&self) -> impl Iterator<Item = Hlc> + '_ {
         let c = self.conversations.values().map(|c| c.version);
         let m = self.messages.values().map(|m| m.version);
-        c.chain(m).max()
+        c.chain(m)
     }
 
     /// The outbox invariant of a vault that never synced, as a list of
