@@ -229,6 +229,7 @@ async fn reference(import: &[u8]) -> Vec<Contents> {
             .await
             .expect("read the reference");
         assert!(snapshot.outbox_problems().is_empty());
+        assert!(snapshot.not_pending().is_empty());
         states.push(snapshot.contents());
     }
     states
@@ -394,6 +395,11 @@ async fn one_fault(
     let snapshot = Snapshot::of(&vault).await.expect("read back");
     let problems = snapshot.outbox_problems();
     assert!(problems.is_empty(), "{ctx}: {problems:#?}");
+    assert_eq!(
+        snapshot.not_pending(),
+        vec![],
+        "{ctx}: changes lost from the outbox"
+    );
     let contents = snapshot.contents();
     // The passphrase change commits nothing else: which passphrase opens
     // the vault tells whether it committed.

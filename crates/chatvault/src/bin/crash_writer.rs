@@ -3,7 +3,8 @@
 //!
 //! Opens an encrypted SQLite vault and writes to it through the public
 //! [`Vault`] API with a seeded mix of operations (single and bulk message
-//! writes, edits, deletions, retention runs, imports, passphrase changes)
+//! writes, edits, deletions, retention runs, imports, passphrase changes,
+//! and acknowledging the outbox as a sync client does after a push)
 //! until the test kills it with SIGKILL. Stdout is the protocol the test
 //! reads, one JSON line per event, each flushed at once:
 //! - `begin {...}` before an operation is called: what it will write (the
@@ -157,7 +158,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             known.conversations.retain(|c| !deleted.contains(c));
             known.messages.retain(|(_, c)| !deleted.contains(c));
             say("ok", json!({"op": "retention", "delete": deleted}))?;
-        } else if roll < 96 {
+        } else if roll < 92 {
             // An export of another vault, imported in one transaction.
             let source =
                 Vault::open(Arc::new(MemoryStore::new()), fast_options(clock.clone())).await?;
@@ -184,6 +185,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             known.conversations.push(c.id);
             known.messages.extend(written.iter().map(|m| (m.id, c.id)));
             say("ok", json!({"op": "import"}))?;
+        } else if roll < 97 {
+            // What a sync client does once the server took the changes.
+            let pending = vault.replica().pending_changes(1_000_000).await?;
+            let seqs: Vec<u64> = pending.iter().map(|e| e.seq).collect();
+            let entities: Vec<String> = pending
+                .iter()
+                .map(|e| e.change.entity_id.to_string())
+                .collect();
+            say("begin", json!({"op": "ack", "entities": entities}))?;
+            vault.replica().acknowledge(&seqs).await?;
+            say("ok", json!({"op": "ack"}))?;
         } else {
             let next = format!("pass-{tag}");
             say("begin", json!({"op": "passwd", "to": next}))?;

@@ -93,24 +93,26 @@ impl Snapshot {
         c.chain(m)
     }
 
-    /// The outbox invariant of a vault that never synced, as a list of
-    /// violations (empty when it holds): every live record has exactly one
-    /// pending upsert at its current version; every pending upsert names a
-    /// live record at that version (no change queued for data that is not
-    /// there); every pending deletion names a record that is gone; no two
-    /// live records share a version stamp (stamps are unique per device).
+    /// The outbox invariant, as a list of violations (empty when it
+    /// holds): a record has at most one pending change; every pending
+    /// upsert names a live record at its current version (no change queued
+    /// for data that is not there, none stale); every pending deletion
+    /// names a record that is gone; no two live records share a version
+    /// stamp (stamps are unique per device); nothing is damaged.
     pub fn outbox_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        let mut upserts: BTreeMap<(EntityKind, RecordId), Vec<Hlc>> = BTreeMap::new();
+        let mut entries = BTreeSet::new();
         for entry in &self.outbox {
             let change = &entry.change;
+            if !entries.insert((change.kind, change.entity_id)) {
+                problems.push(format!(
+                    "{} {} has two pending changes",
+                    change.kind, change.entity_id
+                ));
+            }
             let live = self.live_version(change.kind, change.entity_id);
             match &change.op {
                 ChangeOp::Upsert(_) => {
-                    upserts
-                        .entry((change.kind, change.entity_id))
-                        .or_default()
-                        .push(change.version);
                     if live != Some(change.version) {
                         problems.push(format!(
                             "pending upsert of {} {} at {} but the vault shows {:?}",
@@ -139,12 +141,6 @@ impl Snapshot {
             );
         let mut stamps = BTreeSet::new();
         for (kind, id, version) in records {
-            match upserts.get(&(kind, id)).map(Vec::as_slice) {
-                Some([v]) if *v == version => {}
-                other => problems.push(format!(
-                    "{kind} {id} at {version} is live but its pending upserts are {other:?}"
-                )),
-            }
             if !stamps.insert(version) {
                 problems.push(format!("version {version} is used twice ({kind} {id})"));
             }
@@ -153,6 +149,23 @@ impl Snapshot {
             problems.push(format!("{} damaged records", self.damaged));
         }
         problems
+    }
+
+    /// Live records without a pending change: in a vault that never
+    /// synced (acknowledged nothing), each one is a lost change.
+    pub fn not_pending(&self) -> Vec<RecordId> {
+        let pending: BTreeSet<RecordId> = self.outbox.iter().map(|e| e.change.entity_id).collect();
+        self.conversations
+            .keys()
+            .map(|&id| RecordId::from(id))
+            .chain(self.messages.keys().map(|&id| RecordId::from(id)))
+            .filter(|id| !pending.contains(id))
+            .collect()
+    }
+
+    /// The ids of the records with a pending change, live or deleted.
+    pub fn pending_ids(&self) -> BTreeSet<RecordId> {
+        self.outbox.iter().map(|e| e.change.entity_id).collect()
     }
 
     /// The id- and stamp-free view (see [`Contents`]).
