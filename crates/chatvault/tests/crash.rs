@@ -86,6 +86,55 @@ impl Model {
         conversations == self.conversations && messages == self.messages && pending == self.unsynced
     }
 
+    /// What differs between the model and the vault, for a failure message.
+    fn diff(&self, s: &Snapshot) -> String {
+        let mut out = Vec::new();
+        for (id, title) in &self.conversations {
+            match s.conversations.get(id) {
+                Some(c) if &c.title == title => {}
+                other => out.push(format!("conversation {id} {title:?}: vault has {other:?}")),
+            }
+        }
+        for id in s
+            .conversations
+            .keys()
+            .filter(|id| !self.conversations.contains_key(id))
+        {
+            out.push(format!("conversation {id} is in the vault only"));
+        }
+        for (id, (_, content)) in &self.messages {
+            match s.messages.get(id) {
+                Some(m) if &m.content == content => {}
+                other => out.push(format!(
+                    "message {id} {content:?}: vault has {:?}",
+                    other.map(|m| &m.content)
+                )),
+            }
+        }
+        for m in s
+            .messages
+            .values()
+            .filter(|m| !self.messages.contains_key(&m.id))
+        {
+            out.push(format!(
+                "message {} {:?} is in the vault only",
+                m.id, m.content
+            ));
+        }
+        let pending: BTreeSet<String> = s.pending_ids().iter().map(|id| id.to_string()).collect();
+        for id in self.unsynced.difference(&pending) {
+            out.push(format!(
+                "{id} changed since the last acknowledgement but is not pending"
+            ));
+        }
+        for id in pending.difference(&self.unsynced) {
+            out.push(format!(
+                "{id} is pending but its change was acknowledged (or never made)"
+            ));
+        }
+        out.join("\n")
+    }
+
     fn changed(&mut self, id: impl ToString) {
         self.unsynced.insert(id.to_string());
     }
@@ -430,11 +479,16 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_half_written_shows() {
         model = match &in_flight {
             None if model.shows(&snapshot) => model,
             None => fail(format!(
-                "the vault differs from the acknowledged writes\nmodel: {model:?}\nvault: {snapshot:?}"
+                "the vault differs from the acknowledged writes:\n{}",
+                model.diff(&snapshot)
             )),
             Some(_) if passwd_in_flight.is_some() => {
                 if !model.shows(&snapshot) {
-                    fail(format!("a passphrase change altered data\nvault: {snapshot:?}"));
+                    fail(format!(
+                        "the vault differs from the acknowledged writes (a passphrase \
+                         change was in flight):\n{}",
+                        model.diff(&snapshot)
+                    ));
                 }
                 if opened_with == model.passphrase {
                     figures.in_flight_absent += 1;
@@ -456,7 +510,9 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_half_written_shows() {
                     after
                 } else {
                     fail(format!(
-                        "the operation in flight shows in part: {begin}\nbefore: {model:?}\nvault: {snapshot:?}"
+                        "the operation in flight shows in part: {begin}\nagainst the state before it:\n{}\nagainst the state after it:\n{}",
+                        model.diff(&snapshot),
+                        model.after(begin, None, &snapshot).diff(&snapshot)
                     ))
                 }
             }
