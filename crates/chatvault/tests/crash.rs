@@ -20,8 +20,9 @@
 //! - the vault opens with the acknowledged passphrase (or, if a change was
 //!   in flight, the new one).
 //!
-//! `CHATVAULT_CRASH_KILLS` sets the number of kills (default 200, about
-//! 30 s on 2 cores; each run's vault grows, so 1,000 take several minutes); `CHATVAULT_CRASH_SEED` the seed of the kill moments
+//! `CHATVAULT_CRASH_KILLS` sets the number of kills (default 300, about
+//! 35 s alone on 2 cores; the vault grows run by run, so 1,000 take a few
+//! minutes); `CHATVAULT_CRASH_SEED` the seed of the kill moments
 //! and the writers' op mix (printed on failure; the kill moments also
 //! depend on timing, so a seed narrows a failure down rather than replays
 //! it exactly).
@@ -375,7 +376,7 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_half_written_shows() {
     let kills: u64 = std::env::var("CHATVAULT_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(300);
     let seed: u64 = std::env::var("CHATVAULT_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
