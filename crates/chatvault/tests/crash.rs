@@ -27,6 +27,9 @@
 //! depend on timing, so a seed narrows a failure down rather than replays
 //! it exactly).
 
+// SIGKILL, file modes and unlinking an open file are Unix semantics.
+#![cfg(unix)]
+
 use chatvault::testing::{fast_options, Snapshot};
 use chatvault::{ConversationId, Hlc, ManualClock, MessageId, Timestamp};
 use chatvault::{Vault, VaultError};

@@ -18,6 +18,9 @@
 //!   handle fails clearly or goes on with its own (unlinked) file, and the
 //!   new file at the path is never written to by it.
 
+// SIGKILL, file modes and unlinking an open file are Unix semantics.
+#![cfg(unix)]
+
 use chatvault::testing::{fast_options, Contents, FailingStore, Snapshot};
 use chatvault::{
     ConversationId, ExportOptions, ImportOptions, ManualClock, MemoryStore, MessageId,
