@@ -1,14 +1,16 @@
 //! Fault injection: storage that fails under the vault.
 //!
 //! - The sweep runs one scenario (writes, bulk writes, edits, deletions, a
-//!   retention run, an import, a passphrase change, compaction) on an
+//!   retention run, an import, a passphrase change, a data-key rotation
+//!   and re-sealing, compaction) on an
 //!   encrypted SQLite vault through a [`FailingStore`], once to count its
 //!   store calls K, then once for every N in 1..=K with call N failing.
 //!   Each fault must come back as an `Err` carrying the injected kind (no
 //!   panic, no silent success), and the vault reopened afterwards must
 //!   show what the in-memory reference vault (the memory store, run
 //!   through the same steps without faults) showed after the last step
-//!   that committed, and keep working.
+//!   that committed, and keep working; the handle that met the fault then
+//!   runs the rest of the scenario, and the vault must still be sound.
 //! - A full disk (SQLite's `max_page_count` through the vault's quota):
 //!   `storage_full`, everything written before intact, deletions still
 //!   possible.
@@ -37,7 +39,7 @@ const NEW: &str = "new passphrase";
 
 /// The steps of the sweep's scenario, in order; step 0 opens (creates) the
 /// vault.
-const STEPS: usize = 16;
+const STEPS: usize = 19;
 /// The retention run.
 const RETENTION_STEP: usize = 11;
 /// The step that changes the passphrase from [`OLD`] to [`NEW`].
@@ -154,11 +156,9 @@ impl Scenario {
                     max_conversations: Some(1),
                     ..RetentionPolicy::default()
                 };
-                let report = self
-                    .vault()?
+                self.vault()?
                     .run_retention(&policy, RetentionMode::Apply)
                     .await?;
-                assert_eq!(report.plan.delete.len(), 1, "{report:?}");
             }
             12 => {
                 let report = self
@@ -173,7 +173,17 @@ impl Scenario {
                     .add_message(some(&self.gamma)?, NewMessage::new(Role::User, "g2"))
                     .await?;
             }
-            15 => {
+            15 => self.vault()?.rotate_data_key(NEW).await?,
+            16 => {
+                self.vault()?
+                    .add_message(some(&self.gamma)?, NewMessage::new(Role::User, "g3"))
+                    .await?;
+            }
+            17 => {
+                let report = self.vault()?.rekey(None).await?;
+                assert!(report.damaged.is_empty(), "{report:?}");
+            }
+            18 => {
                 self.vault()?.compact().await?;
             }
             _ => unreachable!("{STEPS} steps"),
@@ -235,6 +245,9 @@ async fn reference(import: &[u8]) -> Vec<Contents> {
         assert!(snapshot.not_pending().is_empty());
         states.push(snapshot.contents());
     }
+    let kept = |j: usize| states[j].records.len();
+    assert_eq!(kept(RETENTION_STEP + 1), 1, "retention deletes alpha");
+    assert_eq!(kept(RETENTION_STEP), 2);
     states
 }
 
@@ -370,7 +383,6 @@ async fn one_fault(
         return Outcome::Absorbed;
     };
     assert_eq!(step, step_of_call, "call {n} failed {what}");
-    drop(run);
     let ctx = format!("call {n} of {total} failed {what}, in step {step}");
 
     integrity_check(path);
@@ -427,7 +439,38 @@ async fn one_fault(
         &contents, expected,
         "{ctx}: the vault is neither at the state before the step nor after it"
     );
-    // And it keeps working.
+    drop(vault);
+
+    // The handle that met the fault goes on with the rest of the scenario,
+    // as an app does after showing the error: its later steps fail only
+    // for want of what the failed step would have made, and what it
+    // writes is sound. (Nothing else writes meanwhile: a handle cannot
+    // read what another one seals after a key rotation it did not see.)
+    for i in step + 1..STEPS {
+        match run.step(i).await {
+            Ok(()) | Err(VaultError::Internal("an earlier step did not run")) => {}
+            // The passphrase change failed, so the key rotation's is wrong.
+            Err(VaultError::WrongPassphrase) if step <= PASSWD_STEP => {}
+            Err(e) => panic!("{ctx}: step {i} after the fault answered {e:?}"),
+        }
+    }
+    drop(run);
+    integrity_check(path);
+    let mut reopened = None;
+    for passphrase in [OLD, NEW] {
+        let options = fast_options(clock.clone());
+        match Vault::open_encrypted(sqlite(path).await, passphrase, options).await {
+            Ok(v) => reopened = Some(v),
+            Err(VaultError::WrongPassphrase) => {}
+            Err(e) => panic!("{ctx}: reopening after the rest of the scenario: {e:?}"),
+        }
+    }
+    let vault = reopened.unwrap_or_else(|| panic!("{ctx}: no passphrase opens the vault"));
+    let snapshot = Snapshot::of(&vault).await.expect("read back");
+    let problems = snapshot.outbox_problems();
+    assert!(problems.is_empty(), "{ctx}, after the rest: {problems:#?}");
+    assert_eq!(snapshot.not_pending(), vec![], "{ctx}, after the rest");
+    // And the vault takes new writes.
     let c = vault
         .create_conversation(NewConversation::titled("after the fault"))
         .await
