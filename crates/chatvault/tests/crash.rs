@@ -39,11 +39,14 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_crash_writer");
 const T0: i64 = 1_700_000_000_000;
+/// How long a writer may go without printing a line.
+const STALL: Duration = Duration::from_secs(60);
 
 /// splitmix64, as in the writer.
 struct Rng(u64);
@@ -292,7 +295,7 @@ fn run_writer(
     seed: u64,
     run: u64,
     rng: &mut Rng,
-) -> Life {
+) -> Result<Life, String> {
     let mut child = Command::new(WRITER)
         .args([
             path.to_str().expect("utf-8 path"),
@@ -305,40 +308,50 @@ fn run_writer(
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the writer");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    // Lines come through a thread, so a writer that stalls (a deadlock, a
+    // lock never released) fails the test instead of hanging it.
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
     // The kill moment: after 0-24 acknowledged operations, then 0-3 ms
     // more (mid-operation, or between operations).
     let acks_before_kill = rng.below(25);
     let extra = Duration::from_micros(rng.below(3000));
     let mut ops: Vec<(Value, Option<Value>)> = Vec::new();
     let mut acks = 0;
-    let mut line = String::new();
     while acks < acks_before_kill {
-        line.clear();
-        if out.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        if record(&line, &mut ops) {
-            acks += 1;
+        match received.recv_timeout(STALL) {
+            Ok(line) => acks += u64::from(record(&line, &mut ops)),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("the writer made no progress for {STALL:?}"));
+            }
         }
     }
     std::thread::sleep(extra);
     let killed = child.kill().is_ok();
     let status = child.wait().expect("wait for the writer");
-    // Lines printed before the kill are still in the pipe.
-    loop {
-        line.clear();
-        if out.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
+    // Lines printed before the kill are still in the pipe: the reader
+    // ends at its end.
+    let _ = reader.join();
+    for line in received.try_iter() {
         record(&line, &mut ops);
     }
     if status.success() || status.code().is_some() {
         let mut err = String::new();
         let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
-        panic!("the writer exited by itself ({status}): {err}");
+        return Err(format!("the writer exited by itself ({status}): {err}"));
     }
-    Life { ops, killed }
+    Ok(Life { ops, killed })
 }
 
 /// Adds a protocol line to `ops`; true for an acknowledgement.
@@ -414,7 +427,8 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_half_written_shows() {
             rng.next(),
             run,
             &mut rng,
-        );
+        )
+        .unwrap_or_else(|e| fail(e));
         if life.killed {
             figures.kills += 1;
         }
