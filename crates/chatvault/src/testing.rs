@@ -12,6 +12,10 @@
 //! case and its test together, so a case cannot be left out of the run.
 //! The Store-level suite (`chatvault_store::testing`) proves the storage
 //! contract underneath; this one proves the vault on top of each backend.
+//!
+//! Also the tools of the reliability tests (`RELIABILITY.md`):
+//! [`FailingStore`] fails the Nth store call, [`Snapshot`] captures what a
+//! vault shows so it can be compared with a model or a reference vault.
 
 // The store API hands out `Arc<dyn Store>` on every target; in a browser
 // stores hold JS handles and are not `Send`, and the one thread makes the
@@ -73,9 +77,11 @@ mod clock;
 mod failing;
 mod lifecycle;
 mod racing;
+mod snapshot;
 
 pub use failing::FailingStore;
 pub use racing::RacingStore;
+pub use snapshot::{Contents, Snapshot};
 
 /// A backend under test.
 pub trait TestBackend {

@@ -55,7 +55,8 @@ pub struct RetentionReport {
     #[serde(flatten)]
     pub plan: RetentionPlan,
     /// The compaction that followed, if the deletions left the store
-    /// mostly empty.
+    /// mostly empty (`None` too if compacting failed: the deletions stand,
+    /// the failure is logged and the next run compacts).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compaction: Option<CompactionReport>,
 }
@@ -154,17 +155,35 @@ impl Vault {
                 "retention deleted conversations"
             );
 
-            if let Some(footprint) = self.store.footprint().await? {
-                let free = footprint.reclaimable_bytes as f64;
-                if footprint.used_bytes > 0
-                    && free >= COMPACT_FREE_SHARE * footprint.used_bytes as f64
-                {
-                    report.compaction = self.compact().await?;
+            // The deletions are committed: a failure to compact after them
+            // must not report the run as failed (the caller would think
+            // nothing was deleted); the next run compacts.
+            report.compaction = match self.compact_if_worth_it().await {
+                Ok(compaction) => compaction,
+                Err(e) => {
+                    tracing::warn!(
+                        "retention deleted conversations, but compacting the store after it \
+                         failed: {e}"
+                    );
+                    None
                 }
-            }
+            };
             return Ok(report);
         }
         Err(record_contended())
+    }
+
+    /// Compacts the store if at least [`COMPACT_FREE_SHARE`] of it is free
+    /// pages.
+    async fn compact_if_worth_it(&self) -> Result<Option<CompactionReport>> {
+        let Some(footprint) = self.store.footprint().await? else {
+            return Ok(None);
+        };
+        let free = footprint.reclaimable_bytes as f64;
+        if footprint.used_bytes > 0 && free >= COMPACT_FREE_SHARE * footprint.used_bytes as f64 {
+            return self.compact().await;
+        }
+        Ok(None)
     }
 
     /// Applies the stored policy if it has not run for a day. Called when
