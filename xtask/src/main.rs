@@ -958,7 +958,7 @@ fn demo_e2e() -> Result<()> {
     )?;
     let shots = target_dir()?.join("e2e-screenshots");
     run(
-        "demo end-to-end tests (playwright-core, headless Chromium): register, reload and unlock, a second device, realtime, offline and back, retention, export and import (a tampered file refused), two tabs, keyboard only, axe-core, screenshots",
+        "demo end-to-end tests (playwright-core, headless Chromium): register, reload and unlock, a second device, realtime, offline and back, retention, export and import (a tampered file refused), two tabs, keyboard only, sessions revoked, passphrase and key changes, log out and in, axe-core, screenshots",
         Command::new("npm")
             .args(["run", "--silent", "e2e"])
             .env("CHROMIUM", "/usr/bin/chromium")

@@ -419,7 +419,8 @@ test("sessions: A signs out everywhere else; B is told, keeps its change, and si
   await eventually("only this device left", async () => (await sessions.getByRole("listitem").count()) === 1);
   await send(b, "after revocation");
   await seeStatus(b, "Signed out on this device", 15_000);
-  await seeStatus(b, "1 pending");
+  // The message and the assistant's reply wait, unsynced.
+  await seeStatus(b, "2 pending");
   await signInAgain(b, ann.passphrase);
   await openChats(a);
   await openConversation(a, FIRST);
@@ -465,10 +466,25 @@ test("passphrase change with key rotation: the other tab locks, B signs in with 
   ann.passphrase = fresh;
 });
 
-test("both devices end converged", async () => {
+test("both devices end converged; logging out and in again reopens the same local vault", async () => {
   const shown = async (page) =>
     (await text(log(page))).match(/offline \d|Hello from [AB]|from the second tab|B answers both tabs/g).join("|");
   await eventually("B shows what A shows", async () => (await shown(a)) === (await shown(b)), 10_000);
+  // Log out keeps this device's encrypted copy: signing in again opens it
+  // (and catches up) instead of downloading everything anew.
+  await b.getByRole("button", { name: "Log out" }).click();
+  await b.getByRole("button", { name: "Sign in on this device" }).click();
+  const form = b.getByRole("form", { name: "Sign in" });
+  await form.getByLabel("Username").fill(ann.username);
+  await form.getByLabel("Passphrase").fill(ann.passphrase);
+  await form.getByRole("button", { name: "Sign in" }).click();
+  await seeInLog(b, "written with the new key", 30_000);
+  await seeStatus(b, "0 pending");
+  assert.equal(
+    await b.evaluate(async () => (await indexedDB.databases()).filter((d) => d.name.startsWith("chatvault-demo-")).length),
+    1,
+    "one vault on this device",
+  );
   await writeFile(join(SHOTS, "README.txt"), `chatvault demo e2e screenshots, run ${run}\n`);
   await contextA.close();
   await contextB.close();
