@@ -18,6 +18,8 @@
 //!   with the app at `/` and prints the URL to open.
 //! - `bench` — runs the criterion benchmarks and prints each measurement
 //!   next to its baseline; `--quick` only proves they build and run.
+//! - `load` — the load test with exact accounting at full size (200
+//!   devices for 60 s by default, SQLite and PostgreSQL servers).
 //! - `soak` — runs the sync simulation (SQLite and PostgreSQL server
 //!   stores) over more seeds than CI does (`--seeds N`, from `--start S`).
 //!
@@ -56,6 +58,9 @@ enum Task {
     Bench(BenchArgs),
     /// Run the sync simulation over many seeds (CI runs 200 on each server store).
     Soak(SoakArgs),
+    /// Load with exact accounting: many devices sync at once through a server
+    /// restart (SQLite and PostgreSQL); CI runs a short version.
+    Load(LoadArgs),
 }
 
 #[derive(Args)]
@@ -69,6 +74,16 @@ struct DemoArgs {
     /// Extra arguments passed on to chatvault-server after `--`, e.g. `-- --account-quota 1GiB`.
     #[arg(last = true, value_name = "SERVER_ARGS")]
     server_args: Vec<String>,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// Simulated devices (four per account).
+    #[arg(long, default_value_t = 200)]
+    devices: u32,
+    /// How long they write and sync.
+    #[arg(long, default_value_t = 60)]
+    seconds: u32,
 }
 
 #[derive(Args)]
@@ -107,12 +122,39 @@ fn main() -> Result<()> {
         }
         Task::Bench(args) => bench(&args),
         Task::Soak(args) => soak(&args),
+        Task::Load(args) => load(&args),
     }
 }
 
 /// Runs the simulation tests (chatvault-sync's `simulation` on SQLite and
 /// `simulation_postgres`) over `args.seeds` seeds from `args.start` each;
 /// a failing seed prints the command that replays it.
+/// The load test (chatvault-sync `tests/sync/load.rs`) at full size, on
+/// both server stores; its figures are printed.
+fn load(args: &LoadArgs) -> Result<()> {
+    ensure_postgres()?;
+    run(
+        &format!(
+            "load: {} devices for {} s on SQLite and PostgreSQL servers, restarted halfway",
+            args.devices, args.seconds
+        ),
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "chatvault-sync",
+                "--test",
+                "sync",
+                "load::",
+                "--",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CHATVAULT_LOAD_DEVICES", args.devices.to_string())
+            .env("CHATVAULT_LOAD_SECONDS", args.seconds.to_string()),
+    )
+}
+
 fn soak(args: &SoakArgs) -> Result<()> {
     ensure_nextest()?;
     run(

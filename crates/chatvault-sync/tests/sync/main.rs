@@ -28,6 +28,7 @@ mod accounts;
 mod deletion;
 mod devices;
 mod legacy;
+mod load;
 mod outbox;
 mod parking;
 mod realtime;
