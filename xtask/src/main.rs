@@ -449,25 +449,7 @@ impl Drop for TestServer {
 /// directory, listening on `port`, with `args` added; waits until it
 /// accepts connections.
 fn start_test_server(port: u16, args: &[String]) -> Result<TestServer> {
-    run(
-        "build chatvault-server (for the browser tests)",
-        cargo().args([
-            "build",
-            "-p",
-            "chatvault-server",
-            "--bin",
-            "chatvault-server",
-        ]),
-    )?;
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask is not inside the workspace")?
-        .to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| if t.is_absolute() { t } else { root.join(t) })
-        .unwrap_or_else(|| root.join("target"));
-    let binary = target.join("debug").join("chatvault-server");
+    let binary = build_server()?;
     let data = std::env::temp_dir().join(format!(
         "chatvault-browser-test-{}-{port}",
         std::process::id()
@@ -937,17 +919,7 @@ fn demo(options: &DemoArgs) -> Result<()> {
         .unwrap_or_else(|| root.join("target").join("demo"));
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let data = data.canonicalize()?;
-    run(
-        "build chatvault-server",
-        cargo().args([
-            "build",
-            "-p",
-            "chatvault-server",
-            "--bin",
-            "chatvault-server",
-        ]),
-    )?;
-    let binary = target_dir()?.join("debug").join("chatvault-server");
+    let binary = build_server()?;
     let mut child = Command::new(&binary)
         .arg("--listen")
         .arg(&options.listen)
@@ -983,6 +955,22 @@ fn demo(options: &DemoArgs) -> Result<()> {
         bail!("chatvault-server exited with {status}");
     }
     Ok(())
+}
+
+/// Builds `chatvault-server` in the dev profile (the one the tests share)
+/// and returns its binary's path.
+fn build_server() -> Result<PathBuf> {
+    run(
+        "build chatvault-server",
+        cargo().args([
+            "build",
+            "-p",
+            "chatvault-server",
+            "--bin",
+            "chatvault-server",
+        ]),
+    )?;
+    Ok(target_dir()?.join("debug").join("chatvault-server"))
 }
 
 /// The demo's end-to-end tests (playwright-core, Debian's Chromium) against

@@ -39,6 +39,28 @@ use std::sync::Arc;
 #[cfg(not(target_family = "wasm"))]
 pub use tokio;
 
+/// splitmix64: a seeded generator in a few lines of std, enough for the
+/// reliability tests' op mixes and kill moments (the same seed gives the
+/// same run in the test and in the writer process it drives).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
 pub use chatvault_store::testing::{report, TestResult};
 
 /// Generates cases (as `pub async fn`s taking a [`TestBackend`] and a

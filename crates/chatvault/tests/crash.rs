@@ -30,7 +30,7 @@
 // SIGKILL, file modes and unlinking an open file are Unix semantics.
 #![cfg(unix)]
 
-use chatvault::testing::{fast_options, Snapshot};
+use chatvault::testing::{fast_options, Snapshot, SplitMix64};
 use chatvault::{ConversationId, Hlc, ManualClock, MessageId, Timestamp};
 use chatvault::{Vault, VaultError};
 use serde_json::Value;
@@ -47,22 +47,6 @@ const WRITER: &str = env!("CARGO_BIN_EXE_crash_writer");
 const T0: i64 = 1_700_000_000_000;
 /// How long a writer may go without printing a line.
 const STALL: Duration = Duration::from_secs(60);
-
-/// splitmix64, as in the writer.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// What the vault must show: the acknowledged state.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -294,7 +278,7 @@ fn run_writer(
     start_ms: i64,
     seed: u64,
     run: u64,
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
 ) -> Result<Life, String> {
     let mut child = Command::new(WRITER)
         .args([
@@ -400,7 +384,7 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_half_written_shows() {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("vault.db");
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64(seed);
     let mut model = Model {
         passphrase: "pass-initial".into(),
         ..Model::default()
@@ -424,7 +408,7 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_half_written_shows() {
             &path,
             &model.passphrase,
             start_ms,
-            rng.next(),
+            rng.next_u64(),
             run,
             &mut rng,
         )

@@ -17,7 +17,7 @@
 //! stamp already in the vault, as after a restart on a device whose clock
 //! stepped back) and moves 0-2 ms per operation.
 
-use chatvault::testing::{fast_options, Snapshot};
+use chatvault::testing::{fast_options, Snapshot, SplitMix64};
 use chatvault::{
     ConversationId, ExportOptions, ImportOptions, ManualClock, MemoryStore, MessageId,
     MessageUpdate, NewConversation, NewMessage, RetentionMode, RetentionPolicy, Role, Timestamp,
@@ -26,22 +26,6 @@ use chatvault::{
 use serde_json::{json, Value};
 use std::io::Write;
 use std::sync::Arc;
-
-/// splitmix64: a few lines of std, enough for a seeded op mix.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn say(kind: &str, line: Value) -> Result<(), Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
@@ -63,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: crash_writer <vault> <passphrase> <start-ms> <seed> <run>".into());
     };
     let clock = Arc::new(ManualClock::new(Timestamp(start.parse()?)));
-    let mut rng = Rng(seed.parse()?);
+    let mut rng = SplitMix64(seed.parse()?);
     let mut passphrase = passphrase.clone();
     let vault = Vault::builder()
         .sqlite(path)
@@ -85,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for op in 0u64.. {
         clock.advance(rng.below(3) as i64);
         let tag = format!("{run}-{op}");
-        let roll = rng.below(100);
+        let roll = rng.below(100) as usize;
         if known.conversations.is_empty() || (roll < 10 && known.conversations.len() < 12) {
             say("begin", json!({"op": "conv", "title": tag}))?;
             let c = vault
@@ -98,8 +82,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?;
         } else if roll < 55 {
             // Single writes and bulk writes (one atomic batch).
-            let conv = known.conversations[rng.below(known.conversations.len())];
-            let n = if roll < 40 { 1 } else { 2 + rng.below(19) };
+            let conv = known.conversations[rng.below(known.conversations.len() as u64) as usize];
+            let n = if roll < 40 {
+                1
+            } else {
+                2 + rng.below(19) as usize
+            };
             let contents: Vec<String> = (0..n).map(|k| format!("{tag}-{k}")).collect();
             say(
                 "begin",
@@ -115,7 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let versions: Vec<_> = written.iter().map(|m| m.version.to_string()).collect();
             say("ok", json!({"op": "add", "ids": ids, "versions": versions}))?;
         } else if roll < 67 && !known.messages.is_empty() {
-            let (id, _) = known.messages[rng.below(known.messages.len())];
+            let (id, _) = known.messages[rng.below(known.messages.len() as u64) as usize];
             say("begin", json!({"op": "edit", "id": id, "content": tag}))?;
             let update = MessageUpdate {
                 content: Some(tag),
@@ -127,20 +115,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 json!({"op": "edit", "version": m.version.to_string()}),
             )?;
         } else if roll < 77 && !known.messages.is_empty() {
-            let (id, _) = known.messages.swap_remove(rng.below(known.messages.len()));
+            let (id, _) = known
+                .messages
+                .swap_remove(rng.below(known.messages.len() as u64) as usize);
             say("begin", json!({"op": "del_msg", "id": id}))?;
             vault.delete_message(id).await?;
             say("ok", json!({"op": "del_msg"}))?;
         } else if roll < 82 {
             let conv = known
                 .conversations
-                .swap_remove(rng.below(known.conversations.len()));
+                .swap_remove(rng.below(known.conversations.len() as u64) as usize);
             say("begin", json!({"op": "del_conv", "id": conv}))?;
             vault.delete_conversation(conv).await?;
             known.messages.retain(|(_, c)| *c != conv);
             say("ok", json!({"op": "del_conv"}))?;
         } else if roll < 88 {
-            let keep = known.conversations.len().saturating_sub(1 + rng.below(2));
+            let keep = known
+                .conversations
+                .len()
+                .saturating_sub(1 + rng.below(2) as usize);
             let policy = RetentionPolicy {
                 max_conversations: Some(keep.max(1) as u64),
                 ..RetentionPolicy::default()
@@ -165,7 +158,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let c = source
                 .create_conversation(NewConversation::titled(tag.clone()))
                 .await?;
-            let news = (0..1 + rng.below(8))
+            let news = (0..1 + rng.below(8) as usize)
                 .map(|k| NewMessage::new(Role::Assistant, format!("{tag}-{k}")))
                 .collect();
             let written = source.add_messages(c.id, news).await?;
