@@ -684,6 +684,20 @@ fn bench(options: &BenchArgs) -> Result<()> {
         }
         run(&format!("criterion benchmarks: {}", target.what), &mut cmd)?;
     }
+    // Latency distributions (p50/p99), not criterion means: its own harness.
+    let mut realtime = cargo();
+    realtime.arg("bench");
+    if options.quick {
+        realtime.args(["--profile", "dev"]);
+    }
+    realtime.args(["-p", "chatvault-server", "--bench", "realtime"]);
+    if options.quick {
+        realtime.args(["--", "--quick"]);
+    }
+    run(
+        "realtime: push to poke with many WebSocket clients, against a bare broadcast",
+        &mut realtime,
+    )?;
     let root = criterion_dir()?;
     let mean = |group: &str, function: &str| -> Result<f64> {
         let path = root

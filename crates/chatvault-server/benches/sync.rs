@@ -6,92 +6,18 @@
 //!
 //! Run with `cargo xtask bench` (which prints the ratios).
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
+mod support;
+
 use chatvault_core::{
     Body, Change, ConversationId, DeviceId, Hlc, MessageId, MessageRecord, OpId, Timestamp,
 };
-use chatvault_server::{Config, DatabaseUrl, Server};
 use criterion::{criterion_group, criterion_main, Criterion};
 use rusqlite::{params, Connection};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
+use support::{post_json, start};
 
 const BATCH: usize = 500;
-
-struct Running {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> Running {
-    let dir = tempfile::tempdir().expect("dir");
-    let mut config = Config::new(DatabaseUrl::Sqlite(dir.path().join("server.db")));
-    config.allow_weak_kdf = true;
-    config.insecure_cookies = true;
-    let server = Server::open(config).await.expect("server");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = server.run(listener, std::future::pending::<()>()).await;
-    });
-    // reqwest's TLS is built without a bundled provider in this workspace.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    let http = reqwest::Client::new();
-    let key = BASE64.encode([9u8; 32]);
-    let register = json!({
-        "username": "bench",
-        "kdf": {"mCostKib": 64, "tCost": 1, "pCost": 1},
-        "salt": BASE64.encode([7u8; 16]),
-        "authKey": key,
-        "keyEnvelope": {"opaque": true},
-    });
-    post_json(&http, &format!("{base}/v1/auth/register"), &register, None).await;
-    let login = post_json(
-        &http,
-        &format!("{base}/v1/auth/login"),
-        &json!({"username": "bench", "authKey": key, "client": "native"}),
-        None,
-    )
-    .await;
-    let login: Value = serde_json::from_slice(&login).expect("login body");
-    let token = login["token"].as_str().expect("token").to_owned();
-    Running {
-        base,
-        token,
-        http,
-        _dir: dir,
-    }
-}
-
-/// POSTs JSON (the server insists on the content type) and returns the body.
-async fn post_json(
-    http: &reqwest::Client,
-    url: &str,
-    body: &Value,
-    token: Option<&str>,
-) -> bytes::Bytes {
-    let mut request = http
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(body).expect("json"));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("request");
-    assert!(
-        response.status().is_success(),
-        "{url}: {}",
-        response.status()
-    );
-    response.bytes().await.expect("body")
-}
 
 fn changes(conversation: ConversationId, wall: &mut u64) -> Vec<Change> {
     (0..BATCH)
