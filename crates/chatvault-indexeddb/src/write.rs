@@ -667,6 +667,12 @@ impl Writer {
                     return Err(StoreError::VersionChanged { kind, id });
                 }
             }
+            WriteOp::RequireMeta(key, expected) => {
+                let stored = codec::meta_bytes(&self.get(&self.meta, &key.as_str().into()).await?)?;
+                if stored != expected {
+                    return Err(StoreError::MetaChanged { key });
+                }
+            }
             WriteOp::ClaimStamps(claim) => {
                 let stored =
                     codec::meta_bytes(&self.get(&self.meta, &CLOCK_MARK_KEY.into()).await?)?;

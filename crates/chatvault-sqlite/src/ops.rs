@@ -610,6 +610,17 @@ fn apply(
                 return Err(StoreError::VersionChanged { kind, id });
             }
         }
+        WriteOp::RequireMeta(key, expected) => {
+            let stored: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+                .map_err(sql_err)?
+                .query_row([&key], |r| r.get(0))
+                .optional()
+                .map_err(sql_err)?;
+            if stored != expected {
+                return Err(StoreError::MetaChanged { key });
+            }
+        }
         WriteOp::ClaimStamps(claim) => {
             // Read and written inside the batch's IMMEDIATE transaction, so
             // two processes cannot both pass the check: the mark costs no

@@ -85,6 +85,14 @@ pub enum StoreError {
         /// The store's clock mark: the highest stamp committed so far.
         mark: chatvault_core::Hlc,
     },
+    /// A [`WriteOp::RequireMeta`](crate::WriteOp::RequireMeta) found the
+    /// metadata value changed (another writer of this store changed it):
+    /// nothing of the batch was written.
+    #[error("the store's metadata {key:?} changed under this writer; nothing was written")]
+    MetaChanged {
+        /// The metadata key.
+        key: String,
+    },
     /// A request the contract forbids (e.g. a zero page size).
     #[error("invalid store request: {0}")]
     InvalidRequest(String),
@@ -116,6 +124,7 @@ impl StoreError {
             StoreError::ConversationNotFound(_) => "not_found",
             StoreError::VersionChanged { .. } => "version_changed",
             StoreError::StampsTaken { .. } => "contended",
+            StoreError::MetaChanged { .. } => "meta_changed",
             StoreError::InvalidRequest(_) => "invalid",
             StoreError::Unsupported(_) => "unsupported",
             StoreError::Backend { .. } => "storage_failed",

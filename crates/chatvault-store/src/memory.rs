@@ -120,8 +120,28 @@ impl Inner {
         // Versions and the clock mark as earlier operations left them.
         let mut versions: HashMap<(EntityKind, RecordId), Option<LocalVersion>> = HashMap::new();
         let mut mark: Option<Option<Vec<u8>>> = None;
+        // Metadata values as earlier operations left them.
+        let mut meta: HashMap<&str, Option<&Vec<u8>>> = HashMap::new();
         for op in batches.iter().flat_map(|b| &b.ops) {
             self.track_version(op, &mut versions);
+            match op {
+                WriteOp::RequireMeta(key, expected) => {
+                    let stored = match meta.get(key.as_str()) {
+                        Some(v) => *v,
+                        None => self.meta.get(key),
+                    };
+                    if stored != expected.as_ref() {
+                        return Err(StoreError::MetaChanged { key: key.clone() });
+                    }
+                }
+                WriteOp::SetMeta(key, value) => {
+                    meta.insert(key, Some(value));
+                }
+                WriteOp::DeleteMeta(key) => {
+                    meta.insert(key, None);
+                }
+                _ => {}
+            }
             match op {
                 WriteOp::RequireVersion(kind, id, expected) => {
                     let stored = match versions.get(&(*kind, *id)) {
@@ -357,7 +377,9 @@ impl Inner {
     fn apply(&mut self, op: WriteOp, outcome: &mut WriteOutcome) {
         match op {
             // Checked before anything was applied.
-            WriteOp::RequireConversation(_) | WriteOp::RequireVersion(..) => {}
+            WriteOp::RequireConversation(_)
+            | WriteOp::RequireVersion(..)
+            | WriteOp::RequireMeta(..) => {}
             WriteOp::ClaimStamps(claim) => {
                 let stored = self
                     .meta

@@ -119,6 +119,14 @@ pub enum WriteOp {
     ///
     /// [`StoreError::StampsTaken`]: crate::StoreError::StampsTaken
     ClaimStamps(StampClaim),
+    /// Fail the whole batch with [`StoreError::MetaChanged`] unless the
+    /// metadata value of this key is exactly this (`None`: absent) —
+    /// checked inside the write, so a writer whose view of the store's
+    /// settings (say, which data key seals new records) went stale since
+    /// it read them never writes on that stale view.
+    ///
+    /// [`StoreError::MetaChanged`]: crate::StoreError::MetaChanged
+    RequireMeta(String, Option<Vec<u8>>),
     /// Insert or replace a conversation; removes a tombstone for it (its
     /// version stays in the conversation's deletion mark,
     /// [`Store::deletion_mark`](crate::Store::deletion_mark)).

@@ -116,6 +116,15 @@ pub enum VaultError {
     /// envelope had changed: nothing was written; prepare it again.
     #[error("the key envelope changed while the passphrase change was prepared; prepare it again")]
     EnvelopeChanged,
+    /// Another process (or another open handle, or a browser tab) rotated
+    /// the vault's data key since this one opened it: this handle would
+    /// still seal with the old key, so nothing was written. Open the vault
+    /// again (with the passphrase) and retry.
+    #[error(
+        "the vault's data key was rotated by another process since this one opened it; \
+         nothing was written: open the vault again and retry"
+    )]
+    KeyRotatedElsewhere,
     /// A sync account's key envelope wraps a different data key than this
     /// vault's: the vault belongs to another account (or was created
     /// separately). Nothing was changed.
@@ -194,6 +203,7 @@ impl VaultError {
             VaultError::StaleEnvelope { .. } => "stale_envelope",
             VaultError::CorruptMetadata { .. } => "corrupt_metadata",
             VaultError::EnvelopeChanged => "envelope_changed",
+            VaultError::KeyRotatedElsewhere => "key_rotated",
             VaultError::ForeignAccountKey => "foreign_account_key",
             VaultError::NoRandomness(_) => "no_randomness",
             VaultError::Contended { .. } => "contended",

@@ -17,6 +17,13 @@ pub const HEADER: &str = "vault.header";
 /// The key envelope (JSON) of an encrypted vault: its data key wrapped
 /// under the passphrase. Replacing it is the whole of a passphrase change.
 pub const KEYS: &str = "vault.keys";
+/// The id of the data key that seals new records (text), written with
+/// every envelope: writers of an encrypted vault require it unchanged
+/// ([`WriteOp::RequireMeta`](chatvault_store::WriteOp::RequireMeta)), so a
+/// handle opened before another process rotated the key never seals with
+/// the old one. Absent in vaults whose envelope predates it (then absence
+/// is what writers require, until the next envelope write).
+pub const DATA_KEY: &str = "vault.dataKey";
 /// The clock mark: the highest version stamp this device's writers have
 /// committed, kept by the store with the records it covers
 /// ([`WriteOp::ClaimStamps`](chatvault_store::WriteOp::ClaimStamps)), so a

@@ -584,3 +584,127 @@ async fn a_device_adopts_a_rotated_envelope_but_never_an_older_or_foreign_one() 
         rotated
     );
 }
+
+/// A handle opened before another process (here: a second handle on the
+/// same file) rotated the data key never seals with the old key: its next
+/// write is refused with `key_rotated` and writes nothing; opened again it
+/// writes under the new key. A passphrase change elsewhere (same key) does
+/// not stop it. Vaults whose envelope predates the stored key id are
+/// fenced the same way.
+#[tokio::test]
+async fn a_key_rotated_by_another_handle_fences_the_stale_one() {
+    for legacy in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Vault::open_encrypted(sqlite(&dir).await, PASSPHRASE, fast_options(clock()))
+            .await
+            .unwrap();
+        let conv = first
+            .create_conversation(NewConversation::titled("before"))
+            .await
+            .unwrap();
+        if legacy {
+            // As written by a chatvault from before the stored key id.
+            let mut batch = WriteBatch::new();
+            batch.push(WriteOp::DeleteMeta("vault.dataKey".into()));
+            first.store().write(batch).await.unwrap();
+        }
+        let stale = Vault::open_encrypted(sqlite(&dir).await, PASSPHRASE, fast_options(clock()))
+            .await
+            .unwrap();
+        let other = Vault::open_encrypted(sqlite(&dir).await, PASSPHRASE, fast_options(clock()))
+            .await
+            .unwrap();
+
+        // A passphrase change elsewhere keeps the key: the handle writes on.
+        other.change_passphrase(PASSPHRASE, "second").await.unwrap();
+        stale
+            .add_message(conv.id, NewMessage::new(Role::User, "same key"))
+            .await
+            .expect("a passphrase change does not fence");
+
+        other.rotate_data_key("second").await.unwrap();
+        let before = stale.store().usage().await.unwrap().messages;
+        let err = stale
+            .add_message(conv.id, NewMessage::new(Role::User, "old key"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, VaultError::KeyRotatedElsewhere), "{err:?}");
+        assert_eq!(err.code(), "key_rotated");
+        let err = stale
+            .create_conversation(NewConversation::titled("old key"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, VaultError::KeyRotatedElsewhere), "{err:?}");
+        assert_eq!(
+            stale.store().usage().await.unwrap().messages,
+            before,
+            "nothing written under the old key"
+        );
+        // The rotating handle writes on; reopened, the stale one does too.
+        other
+            .add_message(conv.id, NewMessage::new(Role::User, "new key"))
+            .await
+            .unwrap();
+        drop(stale);
+        let reopened = Vault::open_encrypted(sqlite(&dir).await, "second", fast_options(clock()))
+            .await
+            .unwrap();
+        reopened
+            .add_message(conv.id, NewMessage::new(Role::User, "reopened"))
+            .await
+            .unwrap();
+        let page = other
+            .messages(
+                conv.id,
+                ListMessages {
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut contents: Vec<_> = page.items.into_iter().map(|m| m.content).collect();
+        contents.sort();
+        assert_eq!(
+            contents,
+            ["new key", "reopened", "same key"],
+            "legacy: {legacy}"
+        );
+        assert!(reopened.damaged_records().await.unwrap().is_empty());
+    }
+}
+
+/// The fence covers imports too: a handle that missed another's rotation
+/// cannot seal a whole file's records under the old key; nothing is
+/// imported.
+#[tokio::test]
+async fn an_import_by_a_stale_handle_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = Vault::open_encrypted(sqlite(&dir).await, PASSPHRASE, fast_options(clock()))
+        .await
+        .unwrap();
+    let conv = stale
+        .create_conversation(NewConversation::titled("kept"))
+        .await
+        .unwrap();
+    let (file, _) = stale
+        .export(Vec::new(), chatvault::ExportOptions::default())
+        .await
+        .unwrap();
+    let other = Vault::open_encrypted(sqlite(&dir).await, PASSPHRASE, fast_options(clock()))
+        .await
+        .unwrap();
+    other.rotate_data_key(PASSPHRASE).await.unwrap();
+    other.delete_conversation(conv.id).await.unwrap();
+
+    let err = stale
+        .import(file, chatvault::ImportOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VaultError::KeyRotatedElsewhere), "{err:?}");
+    assert_eq!(
+        other.store().usage().await.unwrap().conversations,
+        0,
+        "nothing imported"
+    );
+}

@@ -19,6 +19,9 @@ export type ErrorCode =
   | "unavailable"
   | "contended"
   | "linked_to_account"
+  // Another tab or process rotated the data key since this vault was
+  // opened: nothing was written; open (unlock) it again.
+  | "key_rotated"
   // Sync (the server's own codes, such as "rate_limited", pass through).
   | "offline"
   | "unauthorized"

@@ -1203,4 +1203,46 @@ async fn claim_stamps_refuses_stamps_another_writer_took(b) {
     Ok(())
 }
 
+/// `RequireMeta` passes while the metadata value is exactly the expected
+/// one (absent for `None`), seeing what earlier operations of the same
+/// write set, and otherwise fails the whole batch with `MetaChanged`.
+async fn require_meta_refuses_a_changed_value(b) {
+    let store = b.open().await?;
+    let require = |value: Option<&[u8]>| WriteOp::RequireMeta("fence".into(), value.map(<[u8]>::to_vec));
+    // Absent: `None` passes.
+    store
+        .write(batch([require(None), WriteOp::PutConversation(conversation(1, 1, 1)?)]))
+        .await?;
+    store
+        .write(batch([WriteOp::SetMeta("fence".into(), b"one".to_vec()), require(Some(b"one"))]))
+        .await?;
+    for stale in [None, Some(&b"two"[..])] {
+        let refused = store
+            .write(batch([WriteOp::PutConversation(conversation(2, 2, 2)?), require(stale)]))
+            .await;
+        expect_err(
+            refused,
+            |e| matches!(e, StoreError::MetaChanged { key } if key == "fence"),
+            "MetaChanged",
+        )?;
+    }
+    assert_eq!(store.conversation(conv_id(2)).await?, None, "nothing of the batch");
+    // In one write_all, a later batch sees an earlier one's change.
+    let stale = store
+        .write_all(Box::new(
+            vec![
+                Ok(batch([WriteOp::SetMeta("fence".into(), b"two".to_vec())])),
+                Ok(batch([require(Some(b"one"))])),
+            ]
+            .into_iter(),
+        ))
+        .await;
+    expect_err(stale, |e| matches!(e, StoreError::MetaChanged { .. }), "MetaChanged")?;
+    assert_eq!(store.meta("fence").await?, Some(b"one".to_vec()), "nothing of the write");
+    store
+        .write(batch([WriteOp::DeleteMeta("fence".into()), require(None)]))
+        .await?;
+    Ok(())
+}
+
 }

@@ -267,12 +267,22 @@ impl Vault {
         };
         #[cfg(not(test))]
         let batches = Batches::start(pass2)?;
-        let outcome = self.store.write_all(Box::new(batches)).await;
+        // An encrypted vault's import seals with this handle's key: the
+        // write (one transaction) first requires that key to be current.
+        let fence = self.codec.is_encrypted().then(|| {
+            let mut batch = WriteBatch::new();
+            batch.push(self.key_fence_op());
+            Ok(batch)
+        });
+        let outcome = self
+            .store
+            .write_all(Box::new(fence.into_iter().chain(batches)))
+            .await;
         let applied = std::mem::take(&mut *lock(&shared));
         let outcome = match (outcome, applied.error) {
             (Ok(outcome), _) => outcome,
             (Err(_), Some(cause)) => return Err(cause),
-            (Err(e), None) => return Err(e.into()),
+            (Err(e), None) => return Err(super::stamps::fenced(e)),
         };
         // No clock mark to persist: the imported versions were stamped
         // elsewhere, and the mark covers only stamps this device issues

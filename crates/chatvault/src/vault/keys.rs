@@ -91,13 +91,51 @@ pub(super) async fn read_envelope(store: &dyn Store) -> Result<StoredEnvelope> {
 }
 
 /// The write that stores `envelope` as the vault's key envelope.
-pub(super) fn envelope_op(envelope: &KeyEnvelope) -> WriteOp {
-    WriteOp::SetMeta(meta_keys::KEYS.into(), envelope.to_json().into_bytes())
+/// Stores `envelope`, with the id of its newest key ([`meta_keys::DATA_KEY`]).
+pub(super) fn envelope_ops(envelope: &KeyEnvelope) -> [WriteOp; 2] {
+    [
+        WriteOp::SetMeta(meta_keys::KEYS.into(), envelope.to_json().into_bytes()),
+        WriteOp::SetMeta(meta_keys::DATA_KEY.into(), data_key_fence(envelope)),
+    ]
 }
 
+/// What [`meta_keys::DATA_KEY`] holds for `envelope`.
+fn data_key_fence(envelope: &KeyEnvelope) -> Vec<u8> {
+    envelope
+        .key_ids()
+        .last()
+        .map(|id| id.to_string())
+        .unwrap_or_default()
+        .into_bytes()
+}
+
+/// Names the stored envelope's newest key in [`meta_keys::DATA_KEY`] if the
+/// envelope predates that key (written by an older chatvault), so every
+/// handle opened from now on is fenced. Best effort on a store that cannot
+/// be written (read-only): such a handle writes nothing anyway.
+pub(super) async fn name_data_key(store: &dyn Store) -> Result<()> {
+    if store.meta(meta_keys::DATA_KEY).await?.is_some() {
+        return Ok(());
+    }
+    let stored = read_envelope(store).await?;
+    let mut batch = WriteBatch::new();
+    batch.push(WriteOp::SetMeta(
+        meta_keys::DATA_KEY.into(),
+        data_key_fence(&stored.envelope),
+    ));
+    if let Err(e) = store.write(batch).await {
+        tracing::warn!("cannot name the vault's data key (a read-only store?): {e}");
+    }
+    Ok(())
+}
+
+/// Stores `envelope` and makes `vault` (if any) expect its data key from
+/// then on.
 async fn write_envelope(store: &dyn Store, envelope: &KeyEnvelope) -> Result<()> {
     let mut batch = WriteBatch::new();
-    batch.push(envelope_op(envelope));
+    for op in envelope_ops(envelope) {
+        batch.push(op);
+    }
     store.write(batch).await?;
     Ok(())
 }
@@ -181,7 +219,9 @@ pub(super) async fn create(
     let codec = match keys {
         NewKeys::Plain => Codec::Plain,
         NewKeys::Sealed(envelope, keyring) => {
-            batch.push(envelope_op(envelope));
+            for op in envelope_ops(envelope) {
+                batch.push(op);
+            }
             Codec::sealed(keyring)
         }
     };
@@ -331,6 +371,7 @@ impl Vault {
             .await?;
         write_envelope(self.store.as_ref(), &change.envelope).await?;
         self.codec.replace_keyring(change.keyring);
+        self.set_key_fence(Some(data_key_fence(&change.envelope)));
         tracing::info!(key = %self.current_key_id(), "vault data key rotated");
         Ok(())
     }
@@ -512,21 +553,25 @@ impl Vault {
         if resealed.is_empty() {
             return Ok(0);
         }
+        // Re-sealing under a key another process has since replaced would
+        // undo its rotation: each write requires this handle's key current.
         let mut batch = WriteBatch::new();
         batch.ops = resealed.iter().flatten().cloned().collect();
+        batch.push(self.key_fence_op());
         match self.store.write(batch).await {
             Ok(_) => return Ok(resealed.len() as u64),
             Err(StoreError::VersionChanged { .. }) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(super::stamps::fenced(e)),
         }
         let mut written = 0;
         for pair in resealed {
             let mut batch = WriteBatch::new();
             batch.ops = pair.into();
+            batch.push(self.key_fence_op());
             match self.store.write(batch).await {
                 Ok(_) => written += 1,
                 Err(StoreError::VersionChanged { .. }) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(super::stamps::fenced(e)),
             }
         }
         Ok(written)
@@ -649,6 +694,8 @@ impl Replica<'_> {
         }
         write_envelope(store, &change.envelope).await?;
         self.vault.codec.replace_keyring(change.keyring.clone());
+        self.vault
+            .set_key_fence(Some(data_key_fence(&change.envelope)));
         tracing::info!("vault key envelope changed (prepared change committed)");
         Ok(())
     }
@@ -688,6 +735,7 @@ impl Replica<'_> {
         }
         write_envelope(store, &envelope).await?;
         self.vault.codec.replace_keyring(Arc::new(theirs));
+        self.vault.set_key_fence(Some(data_key_fence(&envelope)));
         tracing::info!("adopted the key envelope of the sync account");
         Ok(true)
     }

@@ -75,6 +75,10 @@ pub struct Vault {
     /// Stamped writes of this process take turns (see
     /// `Vault::commit_stamped`), so they never refuse each other's claims.
     writing: futures::lock::Mutex<()>,
+    /// What [`meta_keys::DATA_KEY`](crate::meta_keys::DATA_KEY) must hold
+    /// for this handle's writes of an encrypted vault (the id of the key
+    /// it seals with; `None`: absent, an envelope from before the fence).
+    key_fence: Mutex<Option<Vec<u8>>>,
     time: Arc<dyn Clock>,
     user: UserId,
     kdf: KdfParams,
@@ -177,12 +181,23 @@ impl Vault {
     ) -> Result<Vault> {
         let mark = stamps::stored_mark(store.as_ref()).await?;
         let (clock, rebase_from) = stamps::resume(header.device_id, mark, options.clock.now());
+        // The key this handle seals with, if the store names one at all: a
+        // rotation by another process since the unlock then shows as a
+        // mismatch on the first write, never as a write under the old key.
+        let key_fence = match codec.keyring() {
+            Some(keyring) => {
+                keys::name_data_key(store.as_ref()).await?;
+                Some(keyring.current_key_id().to_string().into_bytes())
+            }
+            None => None,
+        };
         let vault = Vault {
             store,
             codec: Arc::new(codec),
             clock: Mutex::new(clock),
             rebase_from: Mutex::new(rebase_from),
             writing: futures::lock::Mutex::new(()),
+            key_fence: Mutex::new(key_fence),
             time: options.clock,
             user: options.user_id,
             kdf: options.kdf,

@@ -143,6 +143,9 @@ impl Vault {
                     first: None,
                 };
                 let (mut batch, value) = build(&mut stamper)?;
+                if self.codec.is_encrypted() {
+                    batch.push(self.key_fence_op());
+                }
                 if let Some(from) = stamper.first {
                     batch.push(WriteOp::ClaimStamps(StampClaim {
                         from,
@@ -171,12 +174,28 @@ impl Vault {
         })
     }
 
+    /// The requirement that the store still names the data key this
+    /// handle seals with (see [`meta_keys::DATA_KEY`](crate::meta_keys::DATA_KEY)).
+    pub(super) fn key_fence_op(&self) -> WriteOp {
+        let fence = self
+            .key_fence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        WriteOp::RequireMeta(crate::meta_keys::DATA_KEY.into(), fence)
+    }
+
+    /// After this handle stored a new envelope: its writes require its key.
+    pub(super) fn set_key_fence(&self, fence: Option<Vec<u8>>) {
+        *self.key_fence.lock().unwrap_or_else(|p| p.into_inner()) = fence;
+    }
+
     /// Writes a batch that issues no stamps of its own (changes from
     /// elsewhere, outbox and metadata bookkeeping).
     pub(super) async fn commit(&self, batch: WriteBatch) -> Result<WriteOutcome> {
         self.store.write(batch).await.map_err(|e| match e {
             StoreError::ConversationNotFound(id) => not_found(EntityKind::Conversation, id.into()),
-            other => VaultError::Store(other),
+            other => fenced(other),
         })
     }
 }
@@ -285,5 +304,17 @@ impl Replica<'_> {
             Err(VaultError::Store(StoreError::VersionChanged { .. })) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A store error as the vault reports it: the data-key fence refusing a
+/// write means another process rotated the key
+/// ([`VaultError::KeyRotatedElsewhere`]).
+pub(super) fn fenced(e: StoreError) -> VaultError {
+    match e {
+        StoreError::MetaChanged { key } if key == crate::meta_keys::DATA_KEY => {
+            VaultError::KeyRotatedElsewhere
+        }
+        other => VaultError::Store(other),
     }
 }
