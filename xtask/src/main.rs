@@ -231,8 +231,13 @@ print(post("/v1/auth/login", {"username": "schemathesis", "authKey": key})["toke
     }
     let token = String::from_utf8(output.stdout)?.trim().to_owned();
     let report = target_dir()?.join("schemathesis");
+    std::fs::create_dir_all(&report)
+        .with_context(|| format!("cannot create {}", report.display()))?;
     let mut cmd = Command::new(&st);
-    cmd.arg("run")
+    // Its working directory too: schemathesis keeps a `.schemathesis`
+    // cache there, which does not belong in the source tree.
+    cmd.current_dir(&report)
+        .arg("run")
         .arg(format!("{base}/v1/openapi.json"))
         .arg("--header")
         .arg(format!("Authorization: Bearer {token}"))
