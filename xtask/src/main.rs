@@ -61,6 +61,37 @@ enum Task {
     /// Load with exact accounting: many devices sync at once through a server
     /// restart (SQLite and PostgreSQL); CI runs a short version.
     Load(LoadArgs),
+    /// Fuzz the parsers of hostile input (chatvault-fuzz) for a time budget.
+    Fuzz(FuzzArgs),
+    /// Run schemathesis against the OpenAPI document of a test server: no
+    /// 5xx, every answer as documented.
+    Schemathesis(SchemathesisArgs),
+}
+
+#[derive(Args)]
+struct FuzzArgs {
+    /// CI's budget: about a minute for all targets together.
+    #[arg(long, conflicts_with = "seconds")]
+    quick: bool,
+    /// Wall time for all targets together, shared equally.
+    #[arg(long, default_value_t = 600)]
+    seconds: u64,
+    /// Only this target (see `cargo run -p chatvault-fuzz -- --help`).
+    #[arg(long)]
+    target: Option<String>,
+    /// The mutator's seed (default: from the clock; the run prints it).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Args)]
+struct SchemathesisArgs {
+    /// Time budget of the run (schemathesis' `--max-time`).
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// schemathesis' seed, to replay a run.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[derive(Args)]
@@ -123,7 +154,156 @@ fn main() -> Result<()> {
         Task::Bench(args) => bench(&args),
         Task::Soak(args) => soak(&args),
         Task::Load(args) => load(&args),
+        Task::Fuzz(args) => fuzz(&args),
+        Task::Schemathesis(args) => schemathesis(&args),
     }
+}
+
+/// Seconds `cargo xtask fuzz --quick` (and so CI) gives all targets.
+const QUICK_FUZZ_SECONDS: u64 = 56;
+
+/// Builds and runs chatvault-fuzz; a failing input lands in
+/// `crates/chatvault-fuzz/regressions/` and fails the task.
+fn fuzz(args: &FuzzArgs) -> Result<()> {
+    let seconds = if args.quick {
+        QUICK_FUZZ_SECONDS
+    } else {
+        args.seconds
+    };
+    let mut cmd = cargo();
+    cmd.args(["run", "-p", "chatvault-fuzz", "--", "--seconds"])
+        .arg(seconds.to_string());
+    if let Some(target) = &args.target {
+        cmd.args(["--target", target]);
+    }
+    if let Some(seed) = args.seed {
+        cmd.arg("--seed").arg(seed.to_string());
+    }
+    run(
+        &format!("fuzz the parsers of hostile input ({seconds} s)"),
+        &mut cmd,
+    )
+}
+
+/// The schemathesis release the task installs (PyPI).
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// schemathesis' `st` in a venv under the target directory, installed
+/// from PyPI at the pinned version unless already there.
+fn ensure_schemathesis() -> Result<PathBuf> {
+    let venv = target_dir()?.join(format!("schemathesis-{SCHEMATHESIS_VERSION}"));
+    let st = venv.join("bin").join("st");
+    if st.exists() {
+        return Ok(st);
+    }
+    run(
+        "create a Python venv for schemathesis",
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+    )?;
+    run(
+        &format!("install schemathesis {SCHEMATHESIS_VERSION} (PyPI)"),
+        Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet"])
+            .arg(format!("schemathesis=={SCHEMATHESIS_VERSION}")),
+    )?;
+    Ok(st)
+}
+
+/// Starts a test server, signs an account in (so the sync and key
+/// endpoints are reached past authentication), and runs schemathesis on
+/// `/v1/openapi.json` for `args.seconds`: a 5xx, an undocumented status,
+/// content type or body fails the task.
+fn schemathesis(args: &SchemathesisArgs) -> Result<()> {
+    let st = ensure_schemathesis()?;
+    let port = free_port()?;
+    let _server = start_test_server(port, &["--insecure-cookies".into()])?;
+    let base = format!("http://127.0.0.1:{port}");
+    // The venv's Python signs in (xtask has no HTTP client); the auth key
+    // is fixed, the KDF parameters are the server's minimum.
+    let sign_in = r#"
+import base64, json, sys, urllib.request
+base = sys.argv[1]
+key = base64.b64encode(bytes([7] * 32)).decode()
+def post(path, body):
+    request = urllib.request.Request(base + path, json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request))
+post("/v1/auth/register", {"username": "schemathesis",
+     "kdf": {"mCostKib": 19456, "tCost": 2, "pCost": 1},
+     "salt": base64.b64encode(bytes([7] * 16)).decode(),
+     "authKey": key, "keyEnvelope": {"v": 1}})
+print(post("/v1/auth/login", {"username": "schemathesis", "authKey": key})["token"])
+"#;
+    let python = st.with_file_name("python");
+    let output = Command::new(&python)
+        .args(["-c", sign_in, &base])
+        .output()
+        .with_context(|| format!("cannot start {}", python.display()))?;
+    if !output.status.success() {
+        bail!(
+            "signing in to the test server failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let token = String::from_utf8(output.stdout)?.trim().to_owned();
+    let report = target_dir()?.join("schemathesis");
+    std::fs::create_dir_all(&report)
+        .with_context(|| format!("cannot create {}", report.display()))?;
+    let mut cmd = Command::new(&st);
+    // Its working directory too: schemathesis keeps a `.schemathesis`
+    // cache there, which does not belong in the source tree.
+    cmd.current_dir(&report)
+        .arg("run")
+        .arg(format!("{base}/v1/openapi.json"))
+        .arg("--header")
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg("--checks")
+        .arg("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance")
+        .arg("--max-time")
+        .arg(args.seconds.to_string())
+        .args(["--warnings", "off", "--report", "junit", "--report-dir"])
+        .arg(&report);
+    if let Some(seed) = args.seed {
+        cmd.arg("--seed").arg(seed.to_string());
+    }
+    run(
+        &format!("schemathesis against /v1/openapi.json ({} s)", args.seconds),
+        &mut cmd,
+    )
+}
+
+/// The cargo-deny release the task installs.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// Installs cargo-deny at the pinned version unless that version is there.
+fn ensure_cargo_deny() -> Result<()> {
+    let installed = cargo()
+        .args(["deny", "--version"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_DENY_VERSION))
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    let locked = run(
+        &format!("install cargo-deny {CARGO_DENY_VERSION} (--locked)"),
+        cargo().args([
+            "install",
+            "--locked",
+            "cargo-deny",
+            "--version",
+            CARGO_DENY_VERSION,
+        ]),
+    );
+    if locked.is_ok() {
+        return Ok(());
+    }
+    // As with wasm-bindgen-cli (shared/TOOLCHAIN.md): a locked dependency
+    // may be missing from the registry index.
+    run(
+        &format!("install cargo-deny {CARGO_DENY_VERSION}"),
+        cargo().args(["install", "cargo-deny", "--version", CARGO_DENY_VERSION]),
+    )
 }
 
 /// Runs the simulation tests (chatvault-sync's `simulation` on SQLite and
@@ -325,6 +505,7 @@ fn test() -> Result<()> {
     ensure_chromium()?;
     ensure_nextest()?;
     ensure_postgres()?;
+    ensure_cargo_deny()?;
     run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),
@@ -401,10 +582,24 @@ fn test() -> Result<()> {
                 "wasm-bindgen-test-runner",
             ),
     )?;
+    run(
+        "cargo deny: licences, banned and duplicate crates, sources (deny.toml; advisories need GitHub)",
+        cargo().args(["deny", "check", "licenses", "bans", "sources"]),
+    )?;
     browser_sync_tests()?;
     package(false)?;
     package_tests()?;
     demo_e2e()?;
+    fuzz(&FuzzArgs {
+        quick: true,
+        seconds: QUICK_FUZZ_SECONDS,
+        target: None,
+        seed: None,
+    })?;
+    schemathesis(&SchemathesisArgs {
+        seconds: 60,
+        seed: None,
+    })?;
     run(
         "tests (nextest)",
         cargo().args([
@@ -1068,6 +1263,21 @@ mod tests {
             Cli::try_parse_from(["xtask", "soak"]).is_err(),
             "--seeds is required"
         );
+    }
+
+    #[test]
+    fn fuzz_and_schemathesis_parse() {
+        let cli = Cli::try_parse_from(["cargo xtask", "fuzz", "--quick"]).expect("parses");
+        assert!(matches!(cli.task, Task::Fuzz(FuzzArgs { quick: true, .. })));
+        let cli = Cli::try_parse_from(["cargo xtask", "fuzz", "--seconds", "30"]).expect("parses");
+        assert!(matches!(cli.task, Task::Fuzz(FuzzArgs { seconds: 30, .. })));
+        assert!(Cli::try_parse_from(["cargo xtask", "fuzz", "--quick", "--seconds", "5"]).is_err());
+        let cli = Cli::try_parse_from(["cargo xtask", "schemathesis", "--seconds", "90"])
+            .expect("parses");
+        assert!(matches!(
+            cli.task,
+            Task::Schemathesis(SchemathesisArgs { seconds: 90, .. })
+        ));
     }
 
     #[test]

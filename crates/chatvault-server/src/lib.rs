@@ -45,6 +45,8 @@
 //! - `kdf_pool` — [`KdfPoolConfig`]: the fixed Argon2 worker pool.
 //! - `limits` — [`RateLimits`]: token buckets and login backoff.
 //! - `listen` — the accept loop with [`Timeouts`].
+//! - `logging` — [`log_filter`]: `RUST_LOG` minus the targets that log
+//!   WebSocket payloads (session tokens).
 //! - `clock` — [`ServerClock`]: time as a parameter, so tests never sleep.
 //! - `testing` (feature `testing`) — a fresh PostgreSQL database per test.
 //!
@@ -62,6 +64,7 @@ mod hub;
 mod kdf_pool;
 mod limits;
 mod listen;
+mod logging;
 mod push_plan;
 mod server;
 pub mod store;
@@ -77,6 +80,7 @@ pub use http::AppError;
 pub use kdf_pool::KdfPoolConfig;
 pub use limits::{RateLimit, RateLimits};
 pub use listen::Timeouts;
+pub use logging::log_filter;
 pub use server::{serve, shutdown_signal, ServeError, Server};
 pub use sync::PushRejectReason;
 pub use types::{

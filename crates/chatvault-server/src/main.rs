@@ -229,9 +229,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
+        .with_env_filter(chatvault_server::log_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        ))
         .with_writer(std::io::stderr)
         .init();
     match run(Args::parse()).await {

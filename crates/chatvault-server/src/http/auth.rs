@@ -36,6 +36,7 @@ use crate::types::{AccountId, ClientKind, Username, WireKdfParams};
     responses(
         (status = 200, description = "KDF parameters and salt (stable fake values for unknown usernames)", body = PreloginResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 415, description = "The body was sent without `Content-Type: application/json` (`unsupported_media_type`)", body = ErrorBody),
     )
 )]
 pub(crate) async fn prelogin(
@@ -100,6 +101,7 @@ impl KdfCensus {
         (status = 201, description = "Account created", body = RegisterResponse),
         (status = 400, description = "Invalid username, KDF parameters, salt, key or envelope", body = ErrorBody),
         (status = 409, description = "Username taken (`username_taken`)", body = ErrorBody),
+        (status = 415, description = "The body was sent without `Content-Type: application/json` (`unsupported_media_type`)", body = ErrorBody),
     )
 )]
 pub(crate) async fn register(
@@ -181,6 +183,7 @@ fn cookie_header(value: &str, max_age_secs: u64, secure: bool) -> Result<HeaderV
     responses(
         (status = 200, description = "Signed in; `Set-Cookie: cv_session=...; HttpOnly; Secure; SameSite=Strict` unless `client` is `native`", body = LoginResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 415, description = "The body was sent without `Content-Type: application/json` (`unsupported_media_type`)", body = ErrorBody),
         (status = 401, description = "Wrong username or auth key (`invalid_credentials`)", body = ErrorBody),
         (status = 429, description = "Too many failures (`too_many_attempts`) or requests (`rate_limited`); see `Retry-After`", body = ErrorBody),
         (status = 503, description = "Password hashing queue full (`server_busy`); see `Retry-After`", body = ErrorBody),

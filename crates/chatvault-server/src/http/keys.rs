@@ -52,6 +52,7 @@ pub(crate) async fn get_keys(
         (status = 400, description = "Invalid envelope, missing current key (`auth_key_required`), incomplete credential change (`incomplete_credentials`) or weak KDF (`invalid_kdf`)", body = ErrorBody),
         (status = 401, description = "No valid session", body = ErrorBody),
         (status = 403, description = "The current auth key is wrong (`wrong_auth_key`)", body = ErrorBody),
+        (status = 415, description = "The body was sent without `Content-Type: application/json` (`unsupported_media_type`)", body = ErrorBody),
         (status = 429, description = "Too many wrong keys; see `Retry-After`", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))

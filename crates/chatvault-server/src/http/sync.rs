@@ -59,6 +59,7 @@ fn parse_after<T: FromStr<Err = Invalid>>(after: Option<&str>) -> Result<Option<
         (status = 400, description = "Body is not `{\"changes\": [...]}` (`malformed_json`, `invalid_request`)", body = ErrorBody),
         (status = 401, description = "No valid session", body = ErrorBody),
         (status = 413, description = "More than 1000 changes (`batch_too_large`) or body over the limit (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body was sent without `Content-Type: application/json` (`unsupported_media_type`)", body = ErrorBody),
     ),
     security(("bearer" = []), ("cookie" = []))
 )]

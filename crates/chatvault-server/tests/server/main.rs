@@ -21,6 +21,7 @@ mod common;
 mod binary;
 mod ciphertext;
 mod hardening;
+mod hostile;
 mod http_api;
 mod pg_tls;
 mod store_suite;
