@@ -328,7 +328,9 @@ test("export (encrypted), import into a fresh account; a tampered file and a wro
   await eventually("wrong passphrase refused", async () => (await text(outcome.getByRole("alert"))).includes("Wrong passphrase"));
 
   await openChats(c);
-  assert.match(await text(c.getByRole("region", { name: "Conversations" })), /No conversations yet/);
+  await eventually("C has no conversation yet", async () =>
+    /No conversations yet/.test(await text(c.getByRole("region", { name: "Conversations" }))),
+  );
   await openSettings(c);
   await importForm.getByLabel("Export file").setInputFiles(exported);
   await importForm.getByLabel("File passphrase (if encrypted)").fill("export secret 42");

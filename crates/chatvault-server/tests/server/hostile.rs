@@ -10,23 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::backend_tests;
 use crate::common::{Backend, TestServer};
-use crate::websocket::{open_socket, Socket};
-
-/// How the server ends `socket` within 5 s: its close code, or `None` if
-/// the connection just drops.
-async fn closed_with(socket: &mut Socket) -> Option<u16> {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                _ => break None,
-            }
-        }
-    })
-    .await
-    .expect("the server ends the socket within 5 s")
-}
+use crate::websocket::{closed_with, open_socket};
 
 async fn oversized_binary_and_garbage_frames_close_the_socket(backend: Backend) {
     let Some(srv) = TestServer::start(backend).await else {

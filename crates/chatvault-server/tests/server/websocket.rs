@@ -160,6 +160,22 @@ async fn sockets_need_a_valid_session(backend: Backend) {
     assert_eq!(plain.status, StatusCode::BAD_REQUEST);
 }
 
+/// How the server ends `socket` within 5 s: its close code, or `None` if
+/// the connection just drops.
+pub async fn closed_with(socket: &mut Socket) -> Option<u16> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => break None,
+            }
+        }
+    })
+    .await
+    .expect("the server ends the socket within 5 s")
+}
+
 /// Opens `url` without credentials, sends `first` (if any) and returns
 /// what the server answers first: its text, or the close code.
 async fn first_answer(url: &str, first: Option<String>) -> Result<Value, Option<u16>> {
@@ -235,18 +251,7 @@ async fn a_socket_without_credentials_authenticates_with_its_first_message(backe
     assert_eq!(poke["cursor"], pushed["cursor"]);
     // Logging the session out closes it like any other socket.
     api.post("/v1/auth/logout", &serde_json::json!({})).await;
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                _ => break None,
-            }
-        }
-    })
-    .await
-    .expect("closed in time");
-    assert_eq!(closed, Some(1008));
+    assert_eq!(closed_with(&mut socket).await, Some(1008));
 }
 
 async fn an_unresponsive_socket_is_dropped(backend: Backend) {
