@@ -37,6 +37,7 @@ use crate::types::{AccountId, ClientKind, Username, WireKdfParams};
         (status = 200, description = "KDF parameters and salt (stable fake values for unknown usernames)", body = PreloginResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 415, description = "The body was sent without `Content-Type: application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 429, description = "Too many sign-in requests from this address or in all (`rate_limited`); see `Retry-After`", body = ErrorBody),
     )
 )]
 pub(crate) async fn prelogin(
@@ -102,6 +103,8 @@ impl KdfCensus {
         (status = 400, description = "Invalid username, KDF parameters, salt, key or envelope", body = ErrorBody),
         (status = 409, description = "Username taken (`username_taken`)", body = ErrorBody),
         (status = 415, description = "The body was sent without `Content-Type: application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 429, description = "Too many sign-in requests from this address or in all (`rate_limited`); see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "Password hashing queue full (`server_busy`); see `Retry-After`", body = ErrorBody),
     )
 )]
 pub(crate) async fn register(
