@@ -13,9 +13,15 @@ export function App() {
   return <Main />;
 }
 
+type Screen = "chats" | "settings";
+const SCREENS: [Screen, string][] = [
+  ["chats", "Chats"],
+  ["settings", "Settings"],
+];
+
 function Main() {
   const { username, busy, lock, logout, notice, resumeSync, error } = useSession();
-  const [screen, setScreen] = useState<"chats" | "settings">("chats");
+  const [screen, setScreen] = useState<Screen>("chats");
 
   // A new data key from another tab locks this tab's vault (its keys are
   // stale): back to the unlock screen, saying why.
@@ -40,22 +46,17 @@ function Main() {
       <header className="topbar">
         <h1 className="brand">chatvault</h1>
         <nav aria-label="Main">
-          <button
-            type="button"
-            className="ghost"
-            aria-current={screen === "chats" ? "page" : undefined}
-            onClick={() => setScreen("chats")}
-          >
-            Chats
-          </button>
-          <button
-            type="button"
-            className="ghost"
-            aria-current={screen === "settings" ? "page" : undefined}
-            onClick={() => setScreen("settings")}
-          >
-            Settings
-          </button>
+          {SCREENS.map(([id, label]) => (
+            <button
+              key={id}
+              type="button"
+              className="ghost"
+              aria-current={screen === id ? "page" : undefined}
+              onClick={() => setScreen(id)}
+            >
+              {label}
+            </button>
+          ))}
         </nav>
         <span className="who" title="Signed in as">
           {username}

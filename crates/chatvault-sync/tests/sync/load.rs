@@ -51,6 +51,7 @@ fn unlimited(config: &mut Config) {
 /// One simulated device: its client, its own conversation, and every
 /// message content its vault acknowledged.
 struct Device {
+    index: usize,
     account: usize,
     client: SyncClient,
     conversation: ConversationId,
@@ -65,13 +66,13 @@ struct Measured {
     errors: BTreeMap<String, usize>,
 }
 
-async fn device_loop(mut device: Device, index: usize, until: Instant) -> (Device, Measured) {
+async fn device_loop(mut device: Device, until: Instant) -> (Device, Measured) {
     let mut measured = Measured::default();
     let mut n = 0usize;
     while Instant::now() < until {
         // One to three messages, then a sync (push and pull).
         for _ in 0..=(n % 3) {
-            let content = format!("a{}-d{index}-{n}", device.account);
+            let content = format!("a{}-d{}-{n}", device.account, device.index);
             device
                 .client
                 .vault()
@@ -157,6 +158,7 @@ async fn load(name: &str, database: Option<DatabaseUrl>) {
             .expect("a conversation")
             .id;
         devices.push(Device {
+            index,
             account,
             client,
             conversation,
@@ -169,8 +171,7 @@ async fn load(name: &str, database: Option<DatabaseUrl>) {
     let until = started + plan.run;
     let tasks: Vec<_> = devices
         .into_iter()
-        .enumerate()
-        .map(|(index, device)| tokio::spawn(device_loop(device, index, until)))
+        .map(|device| tokio::spawn(device_loop(device, until)))
         .collect();
     tokio::time::sleep(plan.run / 2).await;
     let restart = Instant::now();
@@ -220,13 +221,9 @@ async fn load(name: &str, database: Option<DatabaseUrl>) {
         for device in &members {
             let mut contents = device.written.clone();
             contents.sort();
-            let index = devices
-                .iter()
-                .position(|d| std::ptr::eq(d, *device))
-                .unwrap();
             expected.insert(
                 device.conversation.to_string(),
-                (format!("device {index}"), contents),
+                (format!("device {}", device.index), contents),
             );
         }
         assert_eq!(
