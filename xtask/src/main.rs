@@ -734,6 +734,7 @@ const RATIOS: &[(&str, &str, &str)] = &[
     ("import_10k_1KiB", "vault_sqlite", "raw_rusqlite"),
     ("import_10k_1KiB", "raw_with_outbox", "raw_rusqlite"),
     ("import_10k_1KiB", "vault_sqlite", "raw_with_outbox"),
+    ("import_10k_1KiB", "vault_sqlite_encrypted", "raw_rusqlite"),
     ("single_durable_write_1KiB", "vault_sqlite", "raw_rusqlite"),
     (
         "single_durable_write_1KiB",

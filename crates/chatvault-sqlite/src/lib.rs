@@ -502,8 +502,10 @@ mod tests {
     #[tokio::test]
     async fn a_full_store_keeps_sqlites_error_as_the_source() {
         let dir = tempfile::tempdir().unwrap();
+        // Room for the empty schema (every migration step runs on a new
+        // file), none for the 256 KiB message.
         let options = SqliteOptions {
-            max_bytes: Some(64 * 1024),
+            max_bytes: Some(128 * 1024),
             ..SqliteOptions::default()
         };
         let store = SqliteStore::open(dir.path().join("f.db"), options)

@@ -9,8 +9,9 @@ use chatvault_core::{
 use chatvault_store::{
     check_limit, import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins,
     merged_op, parse_clock_mark, version_matches, BatchSource, ConversationQuery, ConversationRow,
-    ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, ParkReason, ParkedEntry, Result,
-    StoreError, TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
+    ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, ParkReason,
+    ParkedEntry, Result, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome,
+    CLOCK_MARK_KEY,
 };
 use rusqlite::{named_params, params, Connection, OptionalExtension, Row, ToSql, Transaction};
 use std::collections::{HashMap, HashSet};
@@ -351,13 +352,40 @@ struct Deferred {
     activity: HashMap<ConversationId, i64>,
     /// Changes to `conversation_totals`: (messages, bytes) to add.
     totals: HashMap<ConversationId, (i64, i64)>,
+    /// The last outbox sequence number given (read at the first change
+    /// queued).
+    seq: Option<i64>,
 }
 
 impl Deferred {
+    fn raise_activity(&mut self, id: ConversationId, at: i64) {
+        let latest = self.activity.entry(id).or_insert(i64::MIN);
+        *latest = (*latest).max(at);
+    }
+
     fn add_totals(&mut self, id: ConversationId, messages: i64, bytes: i64) {
         let t = self.totals.entry(id).or_insert((0, 0));
         t.0 += messages;
         t.1 += bytes;
+    }
+
+    /// The next outbox sequence number: above every entry and every
+    /// number an entry ever had (the counter a trigger raises as entries
+    /// go; see schema 5), so never one given before.
+    fn next_seq(&mut self, tx: &Connection) -> Result<i64> {
+        let last = match self.seq {
+            Some(last) => last,
+            None => tx
+                .prepare_cached(
+                    "SELECT max(last, coalesce((SELECT max(seq) FROM outbox), 0)) \
+                     FROM outbox_counter WHERE id = 1",
+                )
+                .map_err(sql_err)?
+                .query_row([], |r| r.get(0))
+                .map_err(sql_err)?,
+        };
+        self.seq = Some(last + 1);
+        Ok(last + 1)
     }
 
     fn flush(self, tx: &Transaction<'_>) -> Result<()> {
@@ -395,8 +423,21 @@ pub(crate) fn write_all(c: &mut Connection, source: BatchSource) -> Result<Write
     let mut deferred = Deferred::default();
     let mut outcome = WriteOutcome::default();
     for batch in source {
-        for op in batch?.ops {
-            apply(&tx, op, &mut deferred, &mut outcome)?;
+        let mut ops = batch?.ops.into_iter().peekable();
+        while let Some(op) = ops.next() {
+            // A record write followed by the queueing of that record's
+            // change (what every local write is) writes the row once, with
+            // its outbox pointer, instead of writing it and then pointing it.
+            let record = written_record(&op);
+            let queued = ops
+                .next_if(
+                    |next| matches!(next, WriteOp::Enqueue(item) if Some(item.entity_id) == record),
+                )
+                .and_then(|next| match next {
+                    WriteOp::Enqueue(item) => Some(item),
+                    _ => None,
+                });
+            apply_queued(&tx, op, queued, &mut deferred, &mut outcome)?;
         }
     }
     deferred.flush(&tx)?;
@@ -407,15 +448,20 @@ pub(crate) fn write_all(c: &mut Connection, source: BatchSource) -> Result<Write
 /// [`incoming_wins`] or [`import_wins`].
 type WinRule = fn(&Incoming, Option<&LocalVersion>, Option<chatvault_core::Hlc>) -> bool;
 
-/// Whether `incoming` wins over what the store holds, by `rule`.
-fn wins(tx: &Connection, incoming: &Incoming, rule: WinRule) -> Result<bool> {
+/// Whether `incoming` wins over what the store holds, by `rule`, and the
+/// outbox pointer of what it holds (a winner drops that entry).
+fn wins(tx: &Connection, incoming: &Incoming, rule: WinRule) -> Result<(bool, Option<i64>)> {
     let (kind, id) = incoming_key(incoming);
-    let local = local_version(tx, kind, id)?;
+    let local = local_state(tx, kind, id)?;
     let mark = match incoming_parent(incoming) {
         Some(c) => deletion_mark_in(tx, c)?,
         None => None,
     };
-    Ok(rule(incoming, local.as_ref(), mark))
+    let pointer = local.as_ref().and_then(|(_, p)| *p);
+    Ok((
+        rule(incoming, local.as_ref().map(|(l, _)| l), mark),
+        pointer,
+    ))
 }
 
 /// [`WriteOp::CoverMessages`] (the caller raises the mark): drops the
@@ -441,9 +487,9 @@ fn cover_messages(
         .map_err(sql_err)?;
     deferred.add_totals(conversation, -count, -bytes);
     for sql in [
-        "DELETE FROM outbox WHERE conversation_id = ?1 AND entity_id IN ( \
-             SELECT id FROM messages WHERE conversation_id = ?1 AND version <= ?2 \
-             UNION ALL SELECT id FROM tombstones WHERE kind = 'message' \
+        "DELETE FROM outbox WHERE seq IN ( \
+             SELECT pending_seq FROM messages WHERE conversation_id = ?1 AND version <= ?2 \
+             UNION ALL SELECT pending_seq FROM tombstones WHERE kind = 'message' \
              AND conversation_id = ?1 AND version <= ?2)",
         "DELETE FROM messages WHERE conversation_id = ?1 AND version <= ?2",
         "DELETE FROM tombstones WHERE kind = 'message' AND conversation_id = ?1 \
@@ -457,45 +503,172 @@ fn cover_messages(
     Ok(())
 }
 
-/// Removes a stored message (if any) from its conversation's totals; the
-/// caller then deletes or replaces the row.
-fn uncount_message(tx: &Connection, id: &[u8], deferred: &mut Deferred) -> Result<()> {
-    let old: Option<(Vec<u8>, i64)> = tx
-        .prepare_cached("SELECT conversation_id, length(body) FROM messages WHERE id = ?1")
+/// Removes a stored message (if any) from its conversation's totals and
+/// returns its outbox pointer; the caller then replaces the row.
+fn uncount_message(tx: &Connection, id: &[u8], deferred: &mut Deferred) -> Result<Option<i64>> {
+    let old: Option<(Vec<u8>, i64, Option<i64>)> = tx
+        .prepare_cached(
+            "SELECT conversation_id, length(body), pending_seq FROM messages WHERE id = ?1",
+        )
         .map_err(sql_err)?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()
         .map_err(sql_err)?;
-    if let Some((conversation, bytes)) = old {
-        deferred.add_totals(conversation_id(conversation)?, -1, -bytes);
-    }
-    Ok(())
+    let Some((conversation, bytes, pointer)) = old else {
+        return Ok(None);
+    };
+    deferred.add_totals(conversation_id(conversation)?, -1, -bytes);
+    Ok(pointer)
 }
 
 /// What the store holds for a record: the live version or its tombstone.
 fn local_version(tx: &Connection, kind: EntityKind, id: RecordId) -> Result<Option<LocalVersion>> {
+    Ok(local_state(tx, kind, id)?.map(|(local, _)| local))
+}
+
+/// [`local_version`] and the row's outbox pointer.
+fn local_state(
+    tx: &Connection,
+    kind: EntityKind,
+    id: RecordId,
+) -> Result<Option<(LocalVersion, Option<i64>)>> {
     let sql = match kind {
-        EntityKind::Conversation => "SELECT version, body FROM conversations WHERE id = ?1",
-        EntityKind::Message => "SELECT version, body FROM messages WHERE id = ?1",
+        EntityKind::Conversation => {
+            "SELECT version, body, pending_seq FROM conversations WHERE id = ?1"
+        }
+        EntityKind::Message => "SELECT version, body, pending_seq FROM messages WHERE id = ?1",
     };
-    let live: Option<(String, Vec<u8>)> = tx
+    let live: Option<(String, Vec<u8>, Option<i64>)> = tx
         .prepare_cached(sql)
         .map_err(sql_err)?
-        .query_row([&id.as_bytes()[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([&id.as_bytes()[..]], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()
         .map_err(sql_err)?;
-    if let Some((version, body)) = live {
-        return Ok(Some(LocalVersion {
+    if let Some((version, body, pointer)) = live {
+        let local = LocalVersion {
             version: hlc(version)?,
             deleted: false,
             body,
-        }));
+        };
+        return Ok(Some((local, pointer)));
     }
-    Ok(tombstone_in(tx, kind, id)?.map(|t| LocalVersion {
-        version: t.version,
-        deleted: true,
-        body: Vec::new(),
-    }))
+    let dead: Option<(String, Option<i64>)> = tx
+        .prepare_cached("SELECT version, pending_seq FROM tombstones WHERE kind = ?1 AND id = ?2")
+        .map_err(sql_err)?
+        .query_row(params![kind.as_str(), &id.as_bytes()[..]], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(sql_err)?;
+    dead.map(|(version, pointer)| {
+        let local = LocalVersion {
+            version: hlc(version)?,
+            deleted: true,
+            body: Vec::new(),
+        };
+        Ok((local, pointer))
+    })
+    .transpose()
+}
+
+/// Where a record's row is: live, or as its tombstone.
+#[derive(Clone, Copy)]
+enum Place {
+    Live,
+    Tombstone,
+}
+
+/// The row a record has (live or tombstone) and its outbox pointer; `None`
+/// if the store holds neither.
+fn pointer_of(
+    tx: &Connection,
+    kind: EntityKind,
+    id: RecordId,
+) -> Result<Option<(Place, Option<i64>)>> {
+    let sql = match kind {
+        EntityKind::Conversation => "SELECT pending_seq FROM conversations WHERE id = ?1",
+        EntityKind::Message => "SELECT pending_seq FROM messages WHERE id = ?1",
+    };
+    let id = &id.as_bytes()[..];
+    let live: Option<Option<i64>> = tx
+        .prepare_cached(sql)
+        .map_err(sql_err)?
+        .query_row([id], |r| r.get(0))
+        .optional()
+        .map_err(sql_err)?;
+    if let Some(pointer) = live {
+        return Ok(Some((Place::Live, pointer)));
+    }
+    let dead: Option<Option<i64>> = tx
+        .prepare_cached("SELECT pending_seq FROM tombstones WHERE kind = ?1 AND id = ?2")
+        .map_err(sql_err)?
+        .query_row(params![kind.as_str(), id], |r| r.get(0))
+        .optional()
+        .map_err(sql_err)?;
+    Ok(dead.map(|pointer| (Place::Tombstone, pointer)))
+}
+
+/// Removes the outbox entry a pointer names (nothing if it was
+/// acknowledged already: sequence numbers are never reused, so a pointer
+/// left behind names nothing).
+fn drop_entry(tx: &Connection, pointer: Option<i64>) -> Result<()> {
+    if let Some(seq) = pointer {
+        tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")
+            .map_err(sql_err)?
+            .execute([seq])
+            .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+/// Queues `item` as entry `seq`, replacing the record's previous entry
+/// (`old`, its pointer before this write): one pending change per record.
+fn requeue(tx: &Connection, old: Option<i64>, seq: i64, item: &OutboxItem) -> Result<()> {
+    drop_entry(tx, old)?;
+    tx.prepare_cached(
+        "INSERT INTO outbox (seq, entity_id, kind, conversation_id, op_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .map_err(sql_err)?
+    .execute(params![
+        seq,
+        &item.entity_id.as_bytes()[..],
+        item.kind.as_str(),
+        item.conversation_id.map(|c| c.as_bytes().to_vec()),
+        &item.op_id.as_bytes()[..],
+    ])
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// The record a write op stores or deletes: the ops that can carry the
+/// outbox pointer of the change queued right after them.
+fn written_record(op: &WriteOp) -> Option<RecordId> {
+    match op {
+        WriteOp::PutConversation(r) => Some(r.id.into()),
+        WriteOp::PutMessage(m) | WriteOp::InsertMessage(m) => Some(m.id.into()),
+        WriteOp::Delete(t) => Some(t.id),
+        _ => None,
+    }
+}
+
+/// Applies `op`, then queues `queued` (a change of the record `op` writes,
+/// see [`written_record`]) — in the same row write.
+fn apply_queued(
+    tx: &Transaction<'_>,
+    op: WriteOp,
+    queued: Option<OutboxItem>,
+    deferred: &mut Deferred,
+    outcome: &mut WriteOutcome,
+) -> Result<()> {
+    let Some(item) = queued else {
+        return apply(tx, op, deferred, outcome);
+    };
+    let seq = deferred.next_seq(tx)?;
+    let old = write_record(tx, op, Some(seq), deferred)?;
+    requeue(tx, old, seq, &item)
 }
 
 /// Whether [`WriteOp::ForgetUnlessPending`] may delete: the record is
@@ -510,9 +683,14 @@ fn forgettable(tx: &Connection, t: &Tombstone) -> Result<bool> {
     let id = &t.id.as_bytes()[..];
     let sql = match t.kind {
         EntityKind::Conversation => {
-            "SELECT 1 FROM outbox WHERE entity_id = ?1 OR conversation_id = ?1"
+            "SELECT 1 FROM outbox WHERE seq IN ( \
+                 SELECT pending_seq FROM conversations WHERE id = ?1 \
+                 UNION ALL SELECT pending_seq FROM messages WHERE conversation_id = ?1 \
+                 UNION ALL SELECT pending_seq FROM tombstones WHERE conversation_id = ?1)"
         }
-        EntityKind::Message => "SELECT 1 FROM outbox WHERE entity_id = ?1",
+        EntityKind::Message => {
+            "SELECT 1 FROM outbox WHERE seq = (SELECT pending_seq FROM messages WHERE id = ?1)"
+        }
     };
     let unsynced = tx
         .prepare_cached(sql)
@@ -530,9 +708,9 @@ fn apply(
 ) -> Result<()> {
     match op {
         WriteOp::Merge(incoming) => {
-            if wins(tx, &incoming, incoming_wins)? {
-                let id = incoming_key(&incoming).1;
-                apply(tx, WriteOp::Dequeue(id), deferred, outcome)?;
+            let (won, pointer) = wins(tx, &incoming, incoming_wins)?;
+            if won {
+                drop_entry(tx, pointer)?;
                 apply(tx, merged_op(incoming), deferred, outcome)?;
                 outcome.merged += 1;
             } else {
@@ -540,10 +718,9 @@ fn apply(
             }
         }
         WriteOp::MergeAndEnqueue(incoming, op_id) => {
-            if wins(tx, &incoming, import_wins)? {
+            if wins(tx, &incoming, import_wins)?.0 {
                 let item = incoming_outbox_item(&incoming, op_id);
-                apply(tx, merged_op(incoming), deferred, outcome)?;
-                apply(tx, WriteOp::Enqueue(item), deferred, outcome)?;
+                apply_queued(tx, merged_op(incoming), Some(item), deferred, outcome)?;
                 outcome.merged += 1;
             } else {
                 outcome.superseded += 1;
@@ -555,42 +732,6 @@ fn apply(
             )
             .map_err(sql_err)?
             .execute(params![&id.as_bytes()[..], at.as_millis()])
-            .map_err(sql_err)?;
-        }
-        WriteOp::PutConversation(r) => {
-            let id = &r.id.as_bytes()[..];
-            // The tombstone goes; its deletion stays in the mark.
-            tx.prepare_cached(
-                "INSERT INTO deletion_marks (conversation_id, version) \
-                 SELECT id, version FROM tombstones WHERE kind = 'conversation' AND id = ?1 \
-                 ON CONFLICT (conversation_id) DO UPDATE SET version = max(version, excluded.version)",
-            )
-            .map_err(sql_err)?
-            .execute([id])
-            .map_err(sql_err)?;
-            tx.prepare_cached("DELETE FROM tombstones WHERE kind = 'conversation' AND id = ?1")
-                .map_err(sql_err)?
-                .execute([id])
-                .map_err(sql_err)?;
-            tx.prepare_cached(
-                "INSERT INTO conversations (id, user_id, created_at, updated_at, activity_at, version, body) \
-                 VALUES (:id, :user, :created, :updated, \
-                         max(:updated, coalesce((SELECT max(updated_at) FROM messages WHERE conversation_id = :id), 0)), \
-                         :version, :body) \
-                 ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
-                     created_at = excluded.created_at, updated_at = excluded.updated_at, \
-                     activity_at = max(activity_at, excluded.updated_at), \
-                     version = excluded.version, body = excluded.body",
-            )
-            .map_err(sql_err)?
-            .execute(named_params! {
-                ":id": id,
-                ":user": r.user_id.as_str(),
-                ":created": r.created_at.as_millis(),
-                ":updated": r.updated_at.as_millis(),
-                ":version": r.version.to_string(),
-                ":body": r.body.as_bytes(),
-            })
             .map_err(sql_err)?;
         }
         WriteOp::RequireConversation(id) => {
@@ -640,126 +781,46 @@ fn apply(
                 .execute(params![CLOCK_MARK_KEY, next.to_string().into_bytes()])
                 .map_err(sql_err)?;
         }
-        WriteOp::InsertMessage(m) => {
-            deferred.add_totals(m.conversation_id, 1, m.body.len() as i64);
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO messages (id, conversation_id, created_at, updated_at, version, body) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(sql_err)?
-                .execute(params![
-                    &m.id.as_bytes()[..],
-                    &m.conversation_id.as_bytes()[..],
-                    m.created_at.as_millis(),
-                    m.updated_at.as_millis(),
-                    m.version.to_string(),
-                    m.body.as_bytes(),
-                ]);
-            match inserted {
-                Err(rusqlite::Error::SqliteFailure(f, _))
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Err(StoreError::InvalidRequest(format!(
-                        "message {} already exists",
-                        m.id
-                    )));
-                }
-                other => {
-                    other.map_err(sql_err)?;
-                }
-            }
-            let at = deferred
-                .activity
-                .entry(m.conversation_id)
-                .or_insert(i64::MIN);
-            *at = (*at).max(m.updated_at.as_millis());
-        }
-        WriteOp::PutMessage(m) => {
-            let id = &m.id.as_bytes()[..];
-            tx.prepare_cached("DELETE FROM tombstones WHERE kind = 'message' AND id = ?1")
-                .map_err(sql_err)?
-                .execute([id])
-                .map_err(sql_err)?;
-            uncount_message(tx, id, deferred)?;
-            deferred.add_totals(m.conversation_id, 1, m.body.len() as i64);
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO messages (id, conversation_id, created_at, updated_at, version, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .map_err(sql_err)?
-            .execute(params![
-                id,
-                &m.conversation_id.as_bytes()[..],
-                m.created_at.as_millis(),
-                m.updated_at.as_millis(),
-                m.version.to_string(),
-                m.body.as_bytes(),
-            ])
-            .map_err(sql_err)?;
-            let at = deferred
-                .activity
-                .entry(m.conversation_id)
-                .or_insert(i64::MIN);
-            *at = (*at).max(m.updated_at.as_millis());
-        }
-        WriteOp::Delete(t) => {
-            let id = &t.id.as_bytes()[..];
-            match t.kind {
-                EntityKind::Conversation => {
-                    tx.prepare_cached("DELETE FROM conversations WHERE id = ?1")
-                        .map_err(sql_err)?
-                        .execute([id])
-                        .map_err(sql_err)?;
-                    cover_messages(tx, t.id.conversation(), t.version, deferred)?;
-                }
-                EntityKind::Message => {
-                    uncount_message(tx, id, deferred)?;
-                    tx.prepare_cached("DELETE FROM messages WHERE id = ?1")
-                        .map_err(sql_err)?
-                        .execute([id])
-                        .map_err(sql_err)?;
-                }
-            }
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO tombstones (kind, id, conversation_id, version, deleted_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .map_err(sql_err)?
-            .execute(params![
-                t.kind.as_str(),
-                id,
-                t.conversation_id.map(|c| c.as_bytes().to_vec()),
-                t.version.to_string(),
-                t.deleted_at.as_millis(),
-            ])
-            .map_err(sql_err)?;
+        op @ (WriteOp::PutConversation(_)
+        | WriteOp::InsertMessage(_)
+        | WriteOp::PutMessage(_)
+        | WriteOp::Delete(_)) => {
+            write_record(tx, op, None, deferred)?;
         }
         WriteOp::CoverMessages(conversation, through) => {
             raise_mark(tx, conversation, through)?;
             cover_messages(tx, conversation, through, deferred)?;
         }
         WriteOp::Enqueue(item) => {
-            // REPLACE deletes the record's pending entry (coalescing) and
-            // gives the new one the next sequence number.
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO outbox (entity_id, kind, conversation_id, op_id) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .map_err(sql_err)?
-            .execute(params![
-                &item.entity_id.as_bytes()[..],
-                item.kind.as_str(),
-                item.conversation_id.map(|c| c.as_bytes().to_vec()),
-                &item.op_id.as_bytes()[..],
-            ])
-            .map_err(sql_err)?;
+            // A change of a record the store holds neither live nor as a
+            // tombstone would have nothing to send: nothing is queued.
+            if let Some((place, old)) = pointer_of(tx, item.kind, item.entity_id)? {
+                let seq = deferred.next_seq(tx)?;
+                let id = &item.entity_id.as_bytes()[..];
+                let (sql, args) = match (place, item.kind) {
+                    (Place::Live, EntityKind::Conversation) => (
+                        "UPDATE conversations SET pending_seq = ?1 WHERE id = ?2",
+                        params![seq, id],
+                    ),
+                    (Place::Live, EntityKind::Message) => (
+                        "UPDATE messages SET pending_seq = ?1 WHERE id = ?2",
+                        params![seq, id],
+                    ),
+                    (Place::Tombstone, kind) => (
+                        "UPDATE tombstones SET pending_seq = ?1 WHERE kind = ?3 AND id = ?2",
+                        params![seq, id, kind.as_str()],
+                    ),
+                };
+                tx.prepare_cached(sql)
+                    .map_err(sql_err)?
+                    .execute(args)
+                    .map_err(sql_err)?;
+                requeue(tx, old, seq, &item)?;
+            }
         }
         WriteOp::Dequeue(entity) => {
-            tx.prepare_cached("DELETE FROM outbox WHERE entity_id = ?1")
-                .map_err(sql_err)?
-                .execute([&entity.as_bytes()[..]])
-                .map_err(sql_err)?;
+            // The pointer stays on the row, naming nothing from now on.
+            drop_entry(tx, entity_pointer(tx, entity)?)?;
         }
         WriteOp::Park(seq, reason) => {
             tx.prepare_cached(
@@ -776,10 +837,12 @@ fn apply(
             .map_err(sql_err)?;
         }
         WriteOp::Unpark(entity) => {
-            tx.prepare_cached("UPDATE outbox SET parked_at = NULL WHERE entity_id = ?1")
-                .map_err(sql_err)?
-                .execute([&entity.as_bytes()[..]])
-                .map_err(sql_err)?;
+            if let Some(seq) = entity_pointer(tx, entity)? {
+                tx.prepare_cached("UPDATE outbox SET parked_at = NULL WHERE seq = ?1")
+                    .map_err(sql_err)?
+                    .execute([seq])
+                    .map_err(sql_err)?;
+            }
         }
         WriteOp::ForgetUnlessPending(t) => {
             if forgettable(tx, &t)? {
@@ -808,6 +871,212 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// The outbox pointer of a record of either kind (ids of conversations
+/// and messages never collide), live or as a tombstone.
+fn entity_pointer(tx: &Connection, entity: RecordId) -> Result<Option<i64>> {
+    for kind in [EntityKind::Message, EntityKind::Conversation] {
+        if let Some((_, pointer)) = pointer_of(tx, kind, entity)? {
+            return Ok(pointer);
+        }
+    }
+    Ok(None)
+}
+
+/// Writes a record or its tombstone ([`written_record`]'s ops). With
+/// `pointer`, the row points at that new outbox entry and the record's
+/// previous pointer is returned (the caller replaces that entry);
+/// without, the row keeps the pointer it had — across a record becoming
+/// its tombstone and back, so its pending change stays reachable.
+fn write_record(
+    tx: &Transaction<'_>,
+    op: WriteOp,
+    pointer: Option<i64>,
+    deferred: &mut Deferred,
+) -> Result<Option<i64>> {
+    match op {
+        WriteOp::PutConversation(r) => {
+            let id = &r.id.as_bytes()[..];
+            let own: Option<i64> = match pointer {
+                Some(_) => tx
+                    .prepare_cached("SELECT pending_seq FROM conversations WHERE id = ?1")
+                    .map_err(sql_err)?
+                    .query_row([id], |row| row.get(0))
+                    .optional()
+                    .map_err(sql_err)?
+                    .flatten(),
+                None => None,
+            };
+            // The tombstone goes; its deletion stays in the mark.
+            tx.prepare_cached(
+                "INSERT INTO deletion_marks (conversation_id, version) \
+                 SELECT id, version FROM tombstones WHERE kind = 'conversation' AND id = ?1 \
+                 ON CONFLICT (conversation_id) DO UPDATE SET version = max(version, excluded.version)",
+            )
+            .map_err(sql_err)?
+            .execute([id])
+            .map_err(sql_err)?;
+            let buried = take_tombstone(tx, EntityKind::Conversation, id)?;
+            tx.prepare_cached(
+                "INSERT INTO conversations (id, user_id, created_at, updated_at, activity_at, version, body, pending_seq) \
+                 VALUES (:id, :user, :created, :updated, \
+                         max(:updated, coalesce((SELECT max(updated_at) FROM messages WHERE conversation_id = :id), 0)), \
+                         :version, :body, :pending) \
+                 ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
+                     created_at = excluded.created_at, updated_at = excluded.updated_at, \
+                     activity_at = max(activity_at, excluded.updated_at), \
+                     version = excluded.version, body = excluded.body, \
+                     pending_seq = coalesce(excluded.pending_seq, pending_seq)",
+            )
+            .map_err(sql_err)?
+            .execute(named_params! {
+                ":id": id,
+                ":user": r.user_id.as_str(),
+                ":created": r.created_at.as_millis(),
+                ":updated": r.updated_at.as_millis(),
+                ":version": r.version.to_string(),
+                ":body": r.body.as_bytes(),
+                ":pending": pointer.or(buried),
+            })
+            .map_err(sql_err)?;
+            Ok(own.or(buried))
+        }
+        WriteOp::InsertMessage(m) => {
+            deferred.add_totals(m.conversation_id, 1, m.body.len() as i64);
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO messages (id, conversation_id, created_at, updated_at, version, body, pending_seq) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sql_err)?
+                .execute(params![
+                    &m.id.as_bytes()[..],
+                    &m.conversation_id.as_bytes()[..],
+                    m.created_at.as_millis(),
+                    m.updated_at.as_millis(),
+                    m.version.to_string(),
+                    m.body.as_bytes(),
+                    pointer,
+                ]);
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(StoreError::InvalidRequest(format!(
+                        "message {} already exists",
+                        m.id
+                    )));
+                }
+                other => {
+                    other.map_err(sql_err)?;
+                }
+            }
+            deferred.raise_activity(m.conversation_id, m.updated_at.as_millis());
+            // A new id: no earlier entry to replace.
+            Ok(None)
+        }
+        WriteOp::PutMessage(m) => {
+            let id = &m.id.as_bytes()[..];
+            let buried = take_tombstone(tx, EntityKind::Message, id)?;
+            let own = uncount_message(tx, id, deferred)?;
+            deferred.add_totals(m.conversation_id, 1, m.body.len() as i64);
+            tx.prepare_cached(
+                "INSERT INTO messages (id, conversation_id, created_at, updated_at, version, body, pending_seq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (id) DO UPDATE SET conversation_id = excluded.conversation_id, \
+                     created_at = excluded.created_at, updated_at = excluded.updated_at, \
+                     version = excluded.version, body = excluded.body, \
+                     pending_seq = coalesce(excluded.pending_seq, pending_seq)",
+            )
+            .map_err(sql_err)?
+            .execute(params![
+                id,
+                &m.conversation_id.as_bytes()[..],
+                m.created_at.as_millis(),
+                m.updated_at.as_millis(),
+                m.version.to_string(),
+                m.body.as_bytes(),
+                pointer.or(buried),
+            ])
+            .map_err(sql_err)?;
+            deferred.raise_activity(m.conversation_id, m.updated_at.as_millis());
+            Ok(own.or(buried))
+        }
+        WriteOp::Delete(t) => {
+            let id = &t.id.as_bytes()[..];
+            let live = match t.kind {
+                EntityKind::Conversation => {
+                    let live: Option<Option<i64>> = tx
+                        .prepare_cached(
+                            "DELETE FROM conversations WHERE id = ?1 RETURNING pending_seq",
+                        )
+                        .map_err(sql_err)?
+                        .query_row([id], |r| r.get(0))
+                        .optional()
+                        .map_err(sql_err)?;
+                    cover_messages(tx, t.id.conversation(), t.version, deferred)?;
+                    live
+                }
+                EntityKind::Message => {
+                    let live: Option<(Vec<u8>, i64, Option<i64>)> = tx
+                        .prepare_cached(
+                            "DELETE FROM messages WHERE id = ?1 \
+                             RETURNING conversation_id, length(body), pending_seq",
+                        )
+                        .map_err(sql_err)?
+                        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                        .map_err(sql_err)?;
+                    match live {
+                        Some((conversation, bytes, pointer)) => {
+                            deferred.add_totals(conversation_id(conversation)?, -1, -bytes);
+                            Some(pointer)
+                        }
+                        None => None,
+                    }
+                }
+            };
+            // Without a live row the record may already lie as a
+            // tombstone, whose entry a new pointer replaces.
+            let buried = match (pointer, live) {
+                (Some(_), None) => pointer_of(tx, t.kind, t.id)?.and_then(|(_, p)| p),
+                _ => None,
+            };
+            let live = live.flatten();
+            tx.prepare_cached(
+                "INSERT INTO tombstones (kind, id, conversation_id, version, deleted_at, pending_seq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (kind, id) DO UPDATE SET conversation_id = excluded.conversation_id, \
+                     version = excluded.version, deleted_at = excluded.deleted_at, \
+                     pending_seq = coalesce(excluded.pending_seq, pending_seq)",
+            )
+            .map_err(sql_err)?
+            .execute(params![
+                t.kind.as_str(),
+                id,
+                t.conversation_id.map(|c| c.as_bytes().to_vec()),
+                t.version.to_string(),
+                t.deleted_at.as_millis(),
+                pointer.or(live),
+            ])
+            .map_err(sql_err)?;
+            Ok(live.or(buried))
+        }
+        other => unreachable!("not a record write: {other:?}"),
+    }
+}
+
+/// Deletes a record's tombstone (a put brings the record back) and
+/// returns its outbox pointer, which the record's row takes over.
+fn take_tombstone(tx: &Connection, kind: EntityKind, id: &[u8]) -> Result<Option<i64>> {
+    let pointer: Option<Option<i64>> = tx
+        .prepare_cached("DELETE FROM tombstones WHERE kind = ?1 AND id = ?2 RETURNING pending_seq")
+        .map_err(sql_err)?
+        .query_row(params![kind.as_str(), id], |r| r.get(0))
+        .optional()
+        .map_err(sql_err)?;
+    Ok(pointer.flatten())
 }
 
 pub(crate) fn outbox(c: &mut Connection, limit: usize) -> Result<Vec<OutboxEntry>> {

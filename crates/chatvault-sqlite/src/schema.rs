@@ -36,6 +36,21 @@
 //!   again). A conversation's tombstone counts as its mark while it lies
 //!   there, so nothing is backfilled: an older store's tombstones move
 //!   into the table when a recreation replaces them.
+//! - **5** — a lighter outbox. Each record and tombstone row carries the
+//!   sequence number of its last queued change (`pending_seq`, a pointer
+//!   into the outbox), and `outbox` becomes a plain table keyed by that
+//!   sequence number, without the unique entity index and the conversation
+//!   index it needed to find a record's entry: a queued write now adds one
+//!   B-tree entry instead of three, and an acknowledgement deletes one.
+//!   A new sequence number is one above both the highest entry and
+//!   `outbox_counter` (one row), which a trigger raises to every number
+//!   deleted from the outbox (acknowledged, replaced, dropped, cleared):
+//!   numbers are never reused, not even after `clear`, and a write that
+//!   queues changes does not write the counter. That is what makes a
+//!   pointer left behind by an acknowledgement harmless: it can only point
+//!   at nothing. The migration points every record at its entry, drops
+//!   entries with neither record nor tombstone (they could never be sent)
+//!   and carries on the old AUTOINCREMENT counter.
 
 use crate::convert::sql_err;
 use crate::{Durability, SqliteOptions};
@@ -53,7 +68,7 @@ const APPLICATION_ID: i32 = 0x4356_5354;
 
 /// Migrations, in order: `MIGRATIONS[n]` takes a store from version `n` to
 /// `n + 1`. Version 0 is an empty file.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The index in [`MIGRATIONS`] of the step after which
 /// [`adopt_legacy_dead_letters`] runs (in the same transaction).
@@ -130,6 +145,53 @@ CREATE TABLE deletion_marks (
     conversation_id BLOB PRIMARY KEY,
     version         TEXT NOT NULL
 ) WITHOUT ROWID;
+";
+
+const V5: &str = "
+CREATE TABLE outbox_counter (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+);
+INSERT INTO outbox_counter (id, last)
+    SELECT 1, coalesce((SELECT max(seq) FROM sqlite_sequence WHERE name = 'outbox'), 0);
+
+ALTER TABLE conversations ADD COLUMN pending_seq INTEGER;
+ALTER TABLE messages ADD COLUMN pending_seq INTEGER;
+ALTER TABLE tombstones ADD COLUMN pending_seq INTEGER;
+UPDATE conversations SET pending_seq =
+        (SELECT seq FROM outbox WHERE entity_id = conversations.id AND kind = 'conversation')
+    WHERE id IN (SELECT entity_id FROM outbox WHERE kind = 'conversation');
+UPDATE messages SET pending_seq =
+        (SELECT seq FROM outbox WHERE entity_id = messages.id AND kind = 'message')
+    WHERE id IN (SELECT entity_id FROM outbox WHERE kind = 'message');
+UPDATE tombstones SET pending_seq =
+        (SELECT seq FROM outbox WHERE entity_id = tombstones.id AND kind = tombstones.kind)
+    WHERE (kind, id) IN (SELECT kind, entity_id FROM outbox);
+
+CREATE TABLE outbox_v5 (
+    seq             INTEGER PRIMARY KEY,
+    entity_id       BLOB    NOT NULL,
+    kind            TEXT    NOT NULL,
+    conversation_id BLOB,
+    op_id           BLOB    NOT NULL,
+    parked_at       INTEGER,
+    parked_code     TEXT,
+    parked_message  TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO outbox_v5 (seq, entity_id, kind, conversation_id, op_id,
+                       parked_at, parked_code, parked_message, attempts)
+    SELECT seq, entity_id, kind, conversation_id, op_id,
+           parked_at, parked_code, parked_message, attempts
+    FROM outbox o
+    WHERE seq IN (SELECT pending_seq FROM conversations WHERE pending_seq IS NOT NULL
+                  UNION ALL SELECT pending_seq FROM messages WHERE pending_seq IS NOT NULL
+                  UNION ALL SELECT pending_seq FROM tombstones WHERE pending_seq IS NOT NULL);
+DROP TABLE outbox;
+ALTER TABLE outbox_v5 RENAME TO outbox;
+CREATE TRIGGER outbox_counter_keeps_up AFTER DELETE ON outbox BEGIN
+    UPDATE outbox_counter SET last = max(last, old.seq) WHERE id = 1;
+END;
 ";
 
 /// The metadata key where schema-2 sync clients kept refused changes.
@@ -461,11 +523,134 @@ mod tests {
         assert!(tables(&conn).contains(&"conversation_totals".to_owned()));
     }
 
+    /// Schema 5 points each record and tombstone at its outbox entry and
+    /// rebuilds the outbox keyed by sequence number: what was pending stays
+    /// pending in the same order with the same op ids, what was parked
+    /// stays parked with its reason and count, an entry of a record that is
+    /// gone is dropped, new sequence numbers continue above every number
+    /// the old outbox ever gave (acknowledged ones too), and coalescing,
+    /// dequeueing and unparking find the migrated entries.
+    #[test]
+    fn schema_4_outbox_entries_move_onto_their_records() {
+        use chatvault_core::{ChangeOp, DeviceId, Hlc, MessageId, MessageRecord};
+        use chatvault_store::{OutboxItem, WriteBatch, WriteOp};
+
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, 0, &MIGRATIONS[..4]).unwrap();
+        let hlc = |t: u64| Hlc::new(t, 0, DeviceId(7)).unwrap().to_string();
+        let (c1, c3) = ([1u8; 16], [3u8; 16]);
+        let (m1, m2, m9) = ([0x11u8; 16], [0x12u8; 16], [0x19u8; 16]);
+        conn.execute_batch(&format!(
+            "INSERT INTO conversations (id, user_id, created_at, updated_at, activity_at, version, body)
+                 VALUES (x'{c1}', 'local', 10, 10, 10, '{v10}', x'00');
+             INSERT INTO messages (id, conversation_id, created_at, updated_at, version, body)
+                 VALUES (x'{m1}', x'{c1}', 20, 20, '{v20}', x'6869');
+             INSERT INTO tombstones (kind, id, conversation_id, version, deleted_at)
+                 VALUES ('message', x'{m2}', x'{c1}', '{v30}', 30),
+                        ('conversation', x'{c3}', NULL, '{v40}', 40);
+             INSERT INTO outbox (seq, entity_id, kind, conversation_id, op_id)
+                 VALUES (3, x'{m1}', 'message', x'{c1}', x'{a}');
+             INSERT INTO outbox (seq, entity_id, kind, conversation_id, op_id,
+                                 parked_at, parked_code, parked_message, attempts)
+                 VALUES (5, x'{m2}', 'message', x'{c1}', x'{b}', 99, 'too_big', 'no', 2);
+             INSERT INTO outbox (seq, entity_id, kind, conversation_id, op_id)
+                 VALUES (7, x'{c3}', 'conversation', NULL, x'{c}'),
+                        (8, x'{m9}', 'message', x'{c1}', x'{d}');
+             UPDATE sqlite_sequence SET seq = 12 WHERE name = 'outbox';",
+            c1 = hex(&c1),
+            c3 = hex(&c3),
+            m1 = hex(&m1),
+            m2 = hex(&m2),
+            m9 = hex(&m9),
+            a = hex(&[0xa; 16]),
+            b = hex(&[0xb; 16]),
+            c = hex(&[0xc; 16]),
+            d = hex(&[0xd; 16]),
+            v10 = hlc(10),
+            v20 = hlc(20),
+            v30 = hlc(30),
+            v40 = hlc(40),
+        ))
+        .unwrap();
+
+        migrate(&mut conn, 4, MIGRATIONS).unwrap();
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        let seqs = |conn: &mut Connection| -> Vec<(u64, OpId)> {
+            crate::ops::outbox(conn, 10)
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.seq, e.change.op_id))
+                .collect()
+        };
+        let op = |b: u8| OpId::from_bytes([b; 16]);
+        assert_eq!(seqs(&mut conn), vec![(3, op(0xa)), (7, op(0xc))]);
+        let pending = crate::ops::outbox(&mut conn, 10).unwrap();
+        assert!(matches!(pending[1].change.op, ChangeOp::Delete(_)));
+        let parked = crate::ops::parked(&mut conn, None, 10).unwrap();
+        assert_eq!(parked.len(), 1);
+        assert_eq!(
+            (
+                parked[0].seq,
+                parked[0].reason.code.as_str(),
+                parked[0].attempts
+            ),
+            (5, "too_big", 2)
+        );
+        let entries: i64 = conn
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(entries, 3, "the entry of a record that is gone is dropped");
+
+        // A new change of m1 replaces its migrated entry, above every old
+        // number (12 was given and acknowledged before the migration).
+        let message = MessageRecord {
+            id: MessageId::from_bytes(m1),
+            conversation_id: ConversationId::from_bytes(c1),
+            created_at: Timestamp(20),
+            updated_at: Timestamp(50),
+            version: Hlc::new(50, 0, DeviceId(7)).unwrap(),
+            body: chatvault_core::Body(b"edited".to_vec()),
+        };
+        let item = |entity: RecordId, kind, op_id| OutboxItem {
+            op_id,
+            kind,
+            entity_id: entity,
+            conversation_id: None,
+        };
+        let write = |conn: &mut Connection, ops: Vec<WriteOp>| {
+            crate::ops::write(conn, WriteBatch { ops }).unwrap();
+        };
+        write(
+            &mut conn,
+            vec![
+                WriteOp::PutMessage(message),
+                WriteOp::Enqueue(item(
+                    MessageId::from_bytes(m1).into(),
+                    EntityKind::Message,
+                    op(0xe),
+                )),
+            ],
+        );
+        assert_eq!(seqs(&mut conn), vec![(7, op(0xc)), (13, op(0xe))]);
+        write(
+            &mut conn,
+            vec![
+                WriteOp::Dequeue(ConversationId::from_bytes(c3).into()),
+                WriteOp::Unpark(MessageId::from_bytes(m2).into()),
+            ],
+        );
+        assert_eq!(seqs(&mut conn), vec![(5, op(0xb)), (13, op(0xe))]);
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     #[test]
     fn fresh_stores_get_every_step() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn, 0, MIGRATIONS).unwrap();
         assert_eq!(version(&conn), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
     }
 }

@@ -323,14 +323,9 @@ impl Inner {
         for entity in doomed {
             self.remove_message(entity.message());
             self.tombstones.remove(&(EntityKind::Message, entity));
-            let queued_here = self
-                .outbox_by_entity
-                .get(&entity)
-                .and_then(|seq| self.outbox.get(seq))
-                .is_some_and(|slot| slot.item.conversation_id == Some(id));
-            if queued_here {
-                self.dequeue(entity);
-            }
+            // Whatever conversation its change was queued under, the record
+            // is gone now: its change has nothing left to send.
+            self.dequeue(entity);
         }
     }
 
@@ -472,6 +467,10 @@ impl Inner {
                 self.cover_messages(id, through);
             }
             WriteOp::Enqueue(item) => {
+                if self.local_version(item.kind, item.entity_id).is_none() {
+                    // Neither the record nor its tombstone: nothing to send.
+                    return;
+                }
                 self.dequeue(item.entity_id);
                 self.next_seq += 1;
                 let slot = Slot {

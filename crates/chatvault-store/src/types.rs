@@ -158,7 +158,9 @@ pub enum WriteOp {
     /// the conversation is recreated.
     CoverMessages(ConversationId, Hlc),
     /// Queue a record's change for sync, replacing any pending change of
-    /// the same record (coalescing).
+    /// the same record (coalescing). Nothing is queued for a record the
+    /// store holds neither live nor as a tombstone (there is nothing to
+    /// send), so put the record first, in the same batch or before.
     Enqueue(OutboxItem),
     /// Drop a record's pending or parked change (a remote version
     /// superseded it, or the user discarded a parked change).

@@ -297,10 +297,20 @@ fn run_writer(
     let stdout = child.stdout.take().expect("stdout");
     let (lines, received) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines.send(line).is_err() {
-                break;
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdout.read_line(&mut line) {
+                // A line the kill cut short (no newline) was never finished:
+                // its "begin" had not started the operation, its "ok" leaves
+                // the operation in flight — which the model allows.
+                Ok(n) if n > 0 && line.ends_with('\n') => {
+                    if lines.send(line.trim_end().to_owned()).is_err() {
+                        break;
+                    }
+                }
+                _ => break,
             }
         }
     });

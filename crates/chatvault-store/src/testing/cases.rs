@@ -1245,4 +1245,96 @@ async fn require_meta_refuses_a_changed_value(b) {
     Ok(())
 }
 
+/// Sequence numbers are never given twice, not after every change was
+/// acknowledged and not after `clear`: a push still holding an old number
+/// must never acknowledge a newer change with it.
+async fn sequence_numbers_are_never_reused(b) {
+    let store = b.open().await?;
+    store
+        .write(batch([
+            WriteOp::PutConversation(conversation(1, 10, 3)?),
+            enqueue_conversation(1, 1),
+            WriteOp::PutConversation(conversation(2, 10, 3)?),
+            enqueue_conversation(2, 2),
+        ]))
+        .await?;
+    let first = pending(&*store).await?;
+    let highest = first.iter().map(|p| p.0).max().ok_or("nothing queued")?;
+    store.acknowledge(&first.iter().map(|p| p.0).collect::<Vec<_>>()).await?;
+    store
+        .write(batch([
+            WriteOp::PutConversation(conversation(3, 20, 3)?),
+            enqueue_conversation(3, 3),
+        ]))
+        .await?;
+    let second = pending(&*store).await?;
+    assert_eq!(second.len(), 1);
+    assert!(second[0].0 > highest, "{} reuses a number up to {highest}", second[0].0);
+    store.clear().await?;
+    store
+        .write(batch([
+            WriteOp::PutConversation(conversation(4, 30, 3)?),
+            enqueue_conversation(4, 4),
+        ]))
+        .await?;
+    let third = pending(&*store).await?;
+    assert!(third[0].0 > second[0].0, "clear restarted the numbers: {third:?}");
+    // The stale numbers acknowledge nothing.
+    store.acknowledge(&[first[0].0, first[1].0, second[0].0]).await?;
+    assert_eq!(pending(&*store).await?, third);
+    Ok(())
+}
+
+/// A record's pending change follows it into its tombstone and back out
+/// (a put after a deletion): it is sent as the record's state at the time
+/// of the push, coalesces with the next change, and `Dequeue` and
+/// `Unpark` find it. A change of a record the store holds neither live nor
+/// as a tombstone is not queued at all.
+async fn a_pending_change_follows_its_record_through_deletion(b) {
+    let store = b.open().await?;
+    store
+        .write(batch([
+            WriteOp::PutConversation(conversation(1, 10, 3)?),
+            WriteOp::PutMessage(message(1, 1, 20, 3)?),
+            enqueue_message(1, 1, 1),
+        ]))
+        .await?;
+    let seq = pending(&*store).await?[0].0;
+    let t = message_tombstone(1, 1, 30)?;
+    store.write(batch([WriteOp::Delete(t.clone())])).await?;
+    let entries = store.outbox(10).await?;
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].seq, entries[0].change.op_id), (seq, op_id(1)));
+    assert_eq!(entries[0].change, chatvault_core::Change::delete(op_id(1), &t));
+
+    let back = message(1, 1, 40, 5)?;
+    store.write(batch([WriteOp::PutMessage(back.clone())])).await?;
+    let entries = store.outbox(10).await?;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].seq, seq, "still the same entry");
+    assert_eq!(entries[0].change, chatvault_core::Change::upsert_message(op_id(1), &back));
+
+    store
+        .write(batch([WriteOp::Delete(message_tombstone(1, 1, 50)?), enqueue_message(1, 1, 2)]))
+        .await?;
+    let left = pending(&*store).await?;
+    assert_eq!(left.len(), 1, "coalesced: {left:?}");
+    assert!(left[0].0 > seq);
+    assert_eq!(left[0].2, op_id(2));
+
+    let refused = crate::ParkReason { code: "refused".into(), message: "no".into(), at: at(99) };
+    store.write(batch([WriteOp::Park(left[0].0, refused)])).await?;
+    store.write(batch([WriteOp::PutMessage(message(1, 1, 60, 3)?)])).await?;
+    assert_eq!(store.parked(None, 10).await?.len(), 1, "parked across the put");
+    store.write(batch([WriteOp::Unpark(msg_id(1).into())])).await?;
+    assert_eq!(pending(&*store).await?.len(), 1, "unparked");
+    store.write(batch([WriteOp::Dequeue(msg_id(1).into())])).await?;
+    assert_eq!(pending(&*store).await?, vec![]);
+
+    store.write(batch([enqueue_message(7, 1, 7), enqueue_conversation(8, 8)])).await?;
+    let usage = store.usage().await?;
+    assert_eq!((usage.pending_changes, usage.parked_changes), (0, 0), "nothing to send");
+    Ok(())
+}
+
 }

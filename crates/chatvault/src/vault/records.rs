@@ -279,13 +279,16 @@ impl Vault {
                             body,
                         )?,
                     };
+                    records.push(record.clone());
+                    // The record, then its change: the store writes the
+                    // two in one row write (and queues nothing for a
+                    // record it does not hold).
+                    batch.push(WriteOp::InsertMessage(record));
                     batch.push(WriteOp::Enqueue(outbox_item(
                         EntityKind::Message,
                         (*id).into(),
                         Some(conversation),
                     )));
-                    records.push(record.clone());
-                    batch.push(WriteOp::InsertMessage(record));
                 }
                 Ok((batch, records))
             })
