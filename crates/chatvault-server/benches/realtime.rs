@@ -14,16 +14,23 @@
 //! `CHATVAULT_REALTIME_CLIENTS` (default 1000) and
 //! `CHATVAULT_REALTIME_ROUNDS` (default 30) size it; `--quick` (as
 //! `cargo xtask bench --quick` passes it) runs 50 clients for 3 rounds.
+//!
+//! Then across replicas: two servers on one PostgreSQL database (a fresh,
+//! uniquely named one, dropped afterwards; `CHATVAULT_TEST_POSTGRES_URL`
+//! as for the tests), the clients on replica B, the push made on replica A
+//! — its poke reaches B through PostgreSQL's `NOTIFY` — next to the same
+//! clients hearing a push made on B itself, in the same run.
 
 mod support;
 
 use chatvault_core::{
     Body, Change, ConversationId, DeviceId, Hlc, MessageId, MessageRecord, OpId, Timestamp,
 };
+use chatvault_server::DatabaseUrl;
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{post_json, start};
+use support::{client, post_json, serve, sign_in, start};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::Message;
@@ -161,6 +168,54 @@ fn one_change(conversation: ConversationId, round: usize) -> Change {
     )
 }
 
+/// Pushes one change per round to `base` with `token`.
+fn pusher(
+    http: reqwest::Client,
+    base: &str,
+    token: String,
+    conversation: ConversationId,
+) -> impl FnMut(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    let url = format!("{base}/v1/sync/push");
+    move |round| {
+        let body = json!({ "changes": [one_change(conversation, round)] });
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        Box::pin(async move {
+            post_json(&http, &url, &body, Some(&token)).await;
+        })
+    }
+}
+
+/// The cross-replica latencies and, in the same run, the same clients'
+/// latencies for pushes on their own replica: `None` when PostgreSQL tests
+/// are switched off (`CHATVAULT_SKIP_POSTGRES=1`).
+async fn across_replicas(size: &Size) -> Option<(Vec<Duration>, Vec<Duration>)> {
+    let database = chatvault_server::testing::PgDatabase::create().await?;
+    let a = serve(DatabaseUrl::Postgres(database.url.clone())).await;
+    let b = serve(DatabaseUrl::Postgres(database.url.clone())).await;
+    let http = client();
+    let on_a = sign_in(&http, &a, true).await;
+    let on_b = sign_in(&http, &b, false).await;
+    let ws = format!("{}/v1/ws", b.replacen("http://", "ws://", 1));
+    let hello = json!({"type": "auth", "token": on_b}).to_string();
+    let mut hearing = connect_clients(&ws, size.clients, Some(hello), true).await;
+    let conversation = ConversationId::new();
+    let cross = measure(
+        &mut hearing,
+        size.clients,
+        size.rounds,
+        pusher(http.clone(), &a, on_a, conversation),
+    )
+    .await;
+    let same = measure(
+        &mut hearing,
+        size.clients,
+        size.rounds,
+        pusher(http, &b, on_b, conversation),
+    )
+    .await;
+    Some((cross, same))
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; only `--quick` matters here.
     let size = size();
@@ -175,15 +230,17 @@ fn main() {
         let ws = format!("{}/v1/ws", server.base.replacen("http://", "ws://", 1));
         let hello = json!({"type": "auth", "token": server.token}).to_string();
         let mut hearing = connect_clients(&ws, size.clients, Some(hello), true).await;
-        let conversation = ConversationId::new();
-        let push_url = format!("{}/v1/sync/push", server.base);
-        let chatvault = measure(&mut hearing, size.clients, size.rounds, |round| {
-            let body = json!({ "changes": [one_change(conversation, round)] });
-            let (http, url, token) = (server.http.clone(), push_url.clone(), server.token.clone());
-            async move {
-                post_json(&http, &url, &body, Some(&token)).await;
-            }
-        })
+        let chatvault = measure(
+            &mut hearing,
+            size.clients,
+            size.rounds,
+            pusher(
+                server.http.clone(),
+                &server.base,
+                server.token.clone(),
+                ConversationId::new(),
+            ),
+        )
         .await;
 
         // Baseline: the same clients' count on a bare broadcast server.
@@ -204,6 +261,23 @@ fn main() {
             let (ours, base) = (percentile(&chatvault, p), percentile(&baseline, p));
             println!(
                 "realtime {} clients x {} rounds, push to poke {name}: {:.2} ms, bare broadcast {:.2} ms, ratio {:.2}x",
+                size.clients,
+                size.rounds,
+                ms(ours),
+                ms(base),
+                ms(ours) / ms(base).max(1e-6),
+            );
+        }
+        drop(hearing);
+
+        let Some((cross, same)) = across_replicas(&size).await else {
+            println!("realtime across replicas: SKIPPED (CHATVAULT_SKIP_POSTGRES=1)");
+            return;
+        };
+        for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let (ours, base) = (percentile(&cross, p), percentile(&same, p));
+            println!(
+                "realtime across PostgreSQL replicas {} clients x {} rounds, push on A to poke on B {name}: {:.2} ms, push on B itself {:.2} ms, ratio {:.2}x",
                 size.clients,
                 size.rounds,
                 ms(ours),

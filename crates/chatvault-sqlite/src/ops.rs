@@ -666,6 +666,10 @@ fn apply_queued(
     let Some(item) = queued else {
         return apply(tx, op, deferred, outcome);
     };
+    if written_record(&op) != Some(item.entity_id) {
+        apply(tx, op, deferred, outcome)?;
+        return apply(tx, WriteOp::Enqueue(item), deferred, outcome);
+    }
     let seq = deferred.next_seq(tx)?;
     let old = write_record(tx, op, Some(seq), deferred)?;
     requeue(tx, old, seq, &item)
@@ -1063,7 +1067,9 @@ fn write_record(
             .map_err(sql_err)?;
             Ok(live.or(buried))
         }
-        other => unreachable!("not a record write: {other:?}"),
+        other => Err(StoreError::InvalidRequest(format!(
+            "not a record write: {other:?}"
+        ))),
     }
 }
 

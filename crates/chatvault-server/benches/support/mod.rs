@@ -15,7 +15,20 @@ pub struct Running {
 
 pub async fn start() -> Running {
     let dir = tempfile::tempdir().expect("dir");
-    let mut config = Config::new(DatabaseUrl::Sqlite(dir.path().join("server.db")));
+    let base = serve(DatabaseUrl::Sqlite(dir.path().join("server.db"))).await;
+    let http = client();
+    let token = sign_in(&http, &base, true).await;
+    Running {
+        base,
+        token,
+        http,
+        _dir: dir,
+    }
+}
+
+/// Starts a server on `database` in this process; returns its base URL.
+pub async fn serve(database: DatabaseUrl) -> String {
+    let mut config = Config::new(database);
     config.allow_weak_kdf = true;
     config.insecure_cookies = true;
     let server = Server::open(config).await.expect("server");
@@ -26,35 +39,41 @@ pub async fn start() -> Running {
     tokio::spawn(async move {
         let _ = server.run(listener, std::future::pending::<()>()).await;
     });
+    base
+}
+
+/// An HTTP client for the benchmarks' requests.
+pub fn client() -> reqwest::Client {
     // reqwest's TLS is built without a bundled provider in this workspace.
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    let http = reqwest::Client::new();
+    reqwest::Client::new()
+}
+
+/// Signs the benchmark's account in at `base` (registering it first when
+/// `register`: once per database) and returns the session token.
+pub async fn sign_in(http: &reqwest::Client, base: &str, register: bool) -> String {
     let key = BASE64.encode([9u8; 32]);
-    let register = json!({
-        "username": "bench",
-        "kdf": {"mCostKib": 64, "tCost": 1, "pCost": 1},
-        "salt": BASE64.encode([7u8; 16]),
-        "authKey": key,
-        "keyEnvelope": {"opaque": true},
-    });
-    post_json(&http, &format!("{base}/v1/auth/register"), &register, None).await;
+    if register {
+        let register = json!({
+            "username": "bench",
+            "kdf": {"mCostKib": 64, "tCost": 1, "pCost": 1},
+            "salt": BASE64.encode([7u8; 16]),
+            "authKey": key,
+            "keyEnvelope": {"opaque": true},
+        });
+        post_json(http, &format!("{base}/v1/auth/register"), &register, None).await;
+    }
     let login = post_json(
-        &http,
+        http,
         &format!("{base}/v1/auth/login"),
         &json!({"username": "bench", "authKey": key, "client": "native"}),
         None,
     )
     .await;
     let login: Value = serde_json::from_slice(&login).expect("login body");
-    let token = login["token"].as_str().expect("token").to_owned();
-    Running {
-        base,
-        token,
-        http,
-        _dir: dir,
-    }
+    login["token"].as_str().expect("token").to_owned()
 }
 
 /// POSTs JSON (the server insists on the content type) and returns the body.
