@@ -7,9 +7,11 @@
 //! The ratio is what HTTP, JSON, session creation and the pool's queue
 //! add to the hash.
 //!
-//! Many clients log in to one account back to back over HTTP for a fixed
-//! time (login rate limits lifted: they all come from 127.0.0.1); answers
-//! 503 `server_busy` (queue full) are counted, not retried at once.
+//! Many clients, each with an account of its own, log in back to back over
+//! HTTP for a fixed time (rate limits lifted: they all come from
+//! 127.0.0.1; one account per client because concurrent logins to one
+//! account count as pending failures for its backoff); answers 503
+//! `server_busy` (queue full) are counted and retried after 50 ms.
 //!
 //! Run with `cargo xtask bench` or
 //! `cargo bench -p chatvault-server --bench logins`; `-- --quick` (what
@@ -80,25 +82,27 @@ async fn logins(secs: f64) -> (f64, usize) {
     });
     let http = reqwest::Client::new();
     let key = BASE64.encode([9u8; 32]);
-    let register = json!({
-        "username": "bench",
-        "kdf": {"mCostKib": 64, "tCost": 1, "pCost": 1},
-        "salt": BASE64.encode([7u8; 16]),
-        "authKey": key,
-        "keyEnvelope": {"opaque": true},
-    });
-    post_json(&http, &format!("{base}/v1/auth/register"), &register, None).await;
+    for client in 0..CLIENTS {
+        let register = json!({
+            "username": format!("bench-{client}"),
+            "kdf": {"mCostKib": 64, "tCost": 1, "pCost": 1},
+            "salt": BASE64.encode([7u8; 16]),
+            "authKey": key,
+            "keyEnvelope": {"opaque": true},
+        });
+        post_json(&http, &format!("{base}/v1/auth/register"), &register, None).await;
+    }
 
     let done = Arc::new(AtomicUsize::new(0));
     let busy = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(secs);
-    let body =
-        serde_json::to_vec(&json!({"username": "bench", "authKey": key, "client": "native"}))
-            .expect("json");
     let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (http, url, body) = (http.clone(), format!("{base}/v1/auth/login"), body.clone());
+        .map(|client| {
+            let login =
+                json!({"username": format!("bench-{client}"), "authKey": key, "client": "native"});
+            let body = serde_json::to_vec(&login).expect("json");
+            let (http, url) = (http.clone(), format!("{base}/v1/auth/login"));
             let (done, busy) = (done.clone(), busy.clone());
             tokio::spawn(async move {
                 while Instant::now() < until {
@@ -117,7 +121,10 @@ async fn logins(secs: f64) -> (f64, usize) {
                             busy.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
-                        other => panic!("login answered {other}"),
+                        other => panic!(
+                            "login answered {other}: {}",
+                            response.text().await.unwrap_or_default()
+                        ),
                     }
                 }
             })
