@@ -143,6 +143,10 @@ struct BenchArgs {
     /// fraction of a full run; its numbers are not for BENCHMARKS.md.
     #[arg(long)]
     quick: bool,
+    /// Only these benchmarks (their `--bench` names, comma-separated:
+    /// write, sync, crypto, scale, throughput, devices, logins, realtime).
+    #[arg(long, value_delimiter = ',', conflicts_with = "browser")]
+    only: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -617,6 +621,7 @@ fn test() -> Result<()> {
     bench(&BenchArgs {
         browser: false,
         quick: true,
+        only: Vec::new(),
     })?;
     schemathesis(&SchemathesisArgs {
         seconds: 60,
@@ -739,23 +744,40 @@ fn browser_sync_tests() -> Result<()> {
     )
 }
 
-/// Pairs of (group, measured, baseline) whose ratio the report prints.
-const RATIOS: &[(&str, &str, &str)] = &[
-    ("import_10k_1KiB", "vault_sqlite", "raw_rusqlite"),
-    ("import_10k_1KiB", "raw_with_outbox", "raw_rusqlite"),
-    ("import_10k_1KiB", "vault_sqlite", "raw_with_outbox"),
-    ("single_durable_write_1KiB", "vault_sqlite", "raw_rusqlite"),
+/// (benchmark, group, measured, baseline): the criterion means whose ratio
+/// the report prints.
+const RATIOS: &[(&str, &str, &str, &str)] = &[
+    ("write", "import_10k_1KiB", "vault_sqlite", "raw_rusqlite"),
     (
+        "write",
+        "import_10k_1KiB",
+        "raw_with_outbox",
+        "raw_rusqlite",
+    ),
+    (
+        "write",
+        "import_10k_1KiB",
+        "vault_sqlite",
+        "raw_with_outbox",
+    ),
+    (
+        "write",
+        "single_durable_write_1KiB",
+        "vault_sqlite",
+        "raw_rusqlite",
+    ),
+    (
+        "write",
         "single_durable_write_1KiB",
         "vault_sqlite_encrypted",
         "raw_rusqlite",
     ),
-    ("write_1000_1KiB", "encrypted", "plaintext"),
-    ("read_100_1KiB", "encrypted", "plaintext"),
-    ("push_500_1KiB", "http", "raw_rusqlite"),
-    ("pull_500_1KiB", "http", "raw_rusqlite"),
-    ("record_1KiB", "seal", "seal_primitive"),
-    ("record_1KiB", "open", "open_primitive"),
+    ("write", "write_1000_1KiB", "encrypted", "plaintext"),
+    ("write", "read_100_1KiB", "encrypted", "plaintext"),
+    ("sync", "push_500_1KiB", "http", "raw_rusqlite"),
+    ("sync", "pull_500_1KiB", "http", "raw_rusqlite"),
+    ("crypto", "record_1KiB", "seal", "seal_primitive"),
+    ("crypto", "record_1KiB", "open", "open_primitive"),
 ];
 
 /// One criterion benchmark target: a description and the `cargo bench`
@@ -763,6 +785,14 @@ const RATIOS: &[(&str, &str, &str)] = &[
 struct BenchTarget {
     what: &'static str,
     args: &'static [&'static str],
+}
+
+impl BenchTarget {
+    /// Its `--bench` name.
+    fn name(&self) -> &'static str {
+        let at = self.args.iter().position(|a| *a == "--bench");
+        at.and_then(|i| self.args.get(i + 1)).copied().unwrap_or("")
+    }
 }
 
 const BENCH_TARGETS: &[BenchTarget] = &[
@@ -956,7 +986,9 @@ fn bench(options: &BenchArgs) -> Result<()> {
         cmd.args(args);
         cmd
     };
-    for target in BENCH_TARGETS {
+    let ran = |bench: &str| options.only.is_empty() || options.only.iter().any(|o| o == bench);
+    let chosen = |t: &&BenchTarget| ran(t.name());
+    for target in BENCH_TARGETS.iter().filter(chosen) {
         let mut cmd = bench_cmd(target.args);
         if options.quick {
             // Criterion's test mode: each benchmark runs once, without
@@ -966,7 +998,7 @@ fn bench(options: &BenchArgs) -> Result<()> {
         run(&format!("criterion benchmarks: {}", target.what), &mut cmd)?;
     }
     let mut figures = Vec::new();
-    for target in HARNESS_TARGETS {
+    for target in HARNESS_TARGETS.iter().filter(chosen) {
         let mut cmd = bench_cmd(target.args);
         if options.quick {
             cmd.args(["--", "--quick"]);
@@ -974,7 +1006,12 @@ fn bench(options: &BenchArgs) -> Result<()> {
         figures.push(format!("\n{}:", target.what));
         figures.extend(run_collecting(target.what, &mut cmd)?);
     }
-    let unlock = unlock_ms(options.quick)?;
+    // Unlock goes with the crypto figures (its baseline is their KDF mean).
+    let unlock = if ran("crypto") {
+        unlock_ms(options.quick)?
+    } else {
+        f64::NAN
+    };
     if options.quick {
         println!("\nquick run (dev profile, tiny sizes): not for BENCHMARKS.md; native unlock {unlock:.1} ms");
         for line in figures {
@@ -1001,7 +1038,7 @@ fn bench(options: &BenchArgs) -> Result<()> {
     println!();
     println!("| benchmark | measured | mean | baseline | mean | ratio |");
     println!("|---|---|---|---|---|---|");
-    for (group, measured, baseline) in RATIOS {
+    for (_, group, measured, baseline) in RATIOS.iter().filter(|r| ran(r.0)) {
         let (m, b) = (mean(group, measured)?, mean(group, baseline)?);
         println!(
             "| {group} | {measured} | {} | {baseline} | {} | {:.2}x |",
@@ -1010,12 +1047,14 @@ fn bench(options: &BenchArgs) -> Result<()> {
             m / b
         );
     }
-    let kdf = mean("kdf", "argon2id_default_params")?;
-    println!(
-        "| unlock (Argon2id, default parameters) | vault unlock, native | {unlock:.1} ms | one Argon2id derivation | {} | {:.2}x |",
-        human(kdf),
-        unlock * 1e6 / kdf
-    );
+    if ran("crypto") {
+        let kdf = mean("kdf", "argon2id_default_params")?;
+        println!(
+            "| unlock (Argon2id, default parameters) | vault unlock, native | {unlock:.1} ms | one Argon2id derivation | {} | {:.2}x |",
+            human(kdf),
+            unlock * 1e6 / kdf
+        );
+    }
     for line in figures {
         println!("{line}");
     }
@@ -1444,5 +1483,27 @@ mod tests {
             Ok(Task::Bench(args)) => assert!(args.quick),
             _ => panic!("bench --quick did not parse"),
         }
+        match Cli::try_parse_from(["xtask", "bench", "--only", "scale,logins"]).map(|c| c.task) {
+            Ok(Task::Bench(args)) => assert_eq!(args.only, ["scale", "logins"]),
+            _ => panic!("bench --only did not parse"),
+        }
+        let names: Vec<_> = BENCH_TARGETS
+            .iter()
+            .chain(HARNESS_TARGETS)
+            .map(BenchTarget::name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "write",
+                "sync",
+                "crypto",
+                "scale",
+                "throughput",
+                "devices",
+                "logins",
+                "realtime"
+            ]
+        );
     }
 }
