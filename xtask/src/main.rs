@@ -16,8 +16,12 @@
 //! - `demo` — the main job: builds the wasm package and the demo chat app
 //!   (`web/demo`, incrementally), runs the sync server on embedded SQLite
 //!   with the app at `/` and prints the URL to open.
-//! - `bench` — runs the criterion benchmarks and prints each measurement
-//!   next to its baseline; `--quick` only proves they build and run.
+//! - `bench` — runs every benchmark (criterion means, and the harnesses
+//!   measuring at scale: reads on 1M-message vaults, export/import rate and
+//!   peak memory, retention, sync throughput, 200 devices, logins,
+//!   realtime) and prints each figure next to its baseline and ratio;
+//!   `--quick` runs them all at tiny sizes in the dev profile (part of
+//!   `test`) and only proves they build and run.
 //! - `load` — the load test with exact accounting at full size (200
 //!   devices for 60 s by default, SQLite and PostgreSQL servers).
 //! - `soak` — runs the sync simulation (SQLite and PostgreSQL server
@@ -133,12 +137,16 @@ struct BenchArgs {
     /// in headless Chromium, and unlock in the browser against native.
     #[arg(long, conflicts_with = "quick")]
     browser: bool,
-    /// Smoke run for CI: every benchmark, dev profile, brief measurements.
+    /// Smoke run for CI: every benchmark, dev profile, tiny sizes, brief measurements.
     ///
     /// Proves each benchmark (crypto too) still compiles and runs, in a
     /// fraction of a full run; its numbers are not for BENCHMARKS.md.
     #[arg(long)]
     quick: bool,
+    /// Only these benchmarks (their `--bench` names, comma-separated:
+    /// write, sync, crypto, scale, throughput, devices, logins, realtime).
+    #[arg(long, value_delimiter = ',', conflicts_with = "browser")]
+    only: Vec<String>,
 }
 
 fn main() -> Result<()> {
@@ -608,6 +616,13 @@ fn test() -> Result<()> {
         target: None,
         seed: None,
     })?;
+    // Every benchmark at tiny sizes in the dev profile (what the tests
+    // built): keeps them compiling and running; no figure is checked.
+    bench(&BenchArgs {
+        browser: false,
+        quick: true,
+        only: Vec::new(),
+    })?;
     schemathesis(&SchemathesisArgs {
         seconds: 60,
         seed: None,
@@ -729,22 +744,46 @@ fn browser_sync_tests() -> Result<()> {
     )
 }
 
-/// Pairs of (group, measured, baseline) whose ratio the report prints.
-const RATIOS: &[(&str, &str, &str)] = &[
-    ("import_10k_1KiB", "vault_sqlite", "raw_rusqlite"),
-    ("import_10k_1KiB", "raw_with_outbox", "raw_rusqlite"),
-    ("import_10k_1KiB", "vault_sqlite", "raw_with_outbox"),
-    ("import_10k_1KiB", "vault_sqlite_encrypted", "raw_rusqlite"),
-    ("single_durable_write_1KiB", "vault_sqlite", "raw_rusqlite"),
+/// (benchmark, group, measured, baseline): the criterion means whose ratio
+/// the report prints.
+const RATIOS: &[(&str, &str, &str, &str)] = &[
+    ("write", "import_10k_1KiB", "vault_sqlite", "raw_rusqlite"),
     (
+        "write",
+        "import_10k_1KiB",
+        "vault_sqlite_encrypted",
+        "raw_rusqlite",
+    ),
+    (
+        "write",
+        "import_10k_1KiB",
+        "raw_with_outbox",
+        "raw_rusqlite",
+    ),
+    (
+        "write",
+        "import_10k_1KiB",
+        "vault_sqlite",
+        "raw_with_outbox",
+    ),
+    (
+        "write",
+        "single_durable_write_1KiB",
+        "vault_sqlite",
+        "raw_rusqlite",
+    ),
+    (
+        "write",
         "single_durable_write_1KiB",
         "vault_sqlite_encrypted",
         "raw_rusqlite",
     ),
-    ("write_1000_1KiB", "encrypted", "plaintext"),
-    ("read_100_1KiB", "encrypted", "plaintext"),
-    ("push_500_1KiB", "http", "raw_rusqlite"),
-    ("pull_500_1KiB", "http", "raw_rusqlite"),
+    ("write", "write_1000_1KiB", "encrypted", "plaintext"),
+    ("write", "read_100_1KiB", "encrypted", "plaintext"),
+    ("sync", "push_500_1KiB", "http", "raw_rusqlite"),
+    ("sync", "pull_500_1KiB", "http", "raw_rusqlite"),
+    ("crypto", "record_1KiB", "seal", "seal_primitive"),
+    ("crypto", "record_1KiB", "open", "open_primitive"),
 ];
 
 /// One criterion benchmark target: a description and the `cargo bench`
@@ -752,9 +791,14 @@ const RATIOS: &[(&str, &str, &str)] = &[
 struct BenchTarget {
     what: &'static str,
     args: &'static [&'static str],
-    /// Part of the full run; the others only run with `--quick`, which is
-    /// there to keep every benchmark compiling.
-    in_full_run: bool,
+}
+
+impl BenchTarget {
+    /// Its `--bench` name.
+    fn name(&self) -> &'static str {
+        let at = self.args.iter().position(|a| *a == "--bench");
+        at.and_then(|i| self.args.get(i + 1)).copied().unwrap_or("")
+    }
 }
 
 const BENCH_TARGETS: &[BenchTarget] = &[
@@ -768,19 +812,76 @@ const BENCH_TARGETS: &[BenchTarget] = &[
             "--bench",
             "write",
         ],
-        in_full_run: true,
     },
     BenchTarget {
         what: "sync server",
         args: &["-p", "chatvault-server", "--bench", "sync"],
-        in_full_run: true,
     },
     BenchTarget {
-        what: "crypto",
+        what: "crypto: record seal/open against the AEAD primitive, key derivation",
         args: &["-p", "chatvault-crypto", "--bench", "crypto"],
-        in_full_run: false,
     },
 ];
+
+/// Benchmarks with their own harness (sizes, peak memory, percentiles,
+/// rates): each prints its figures with their baselines and ratios, and
+/// takes `--quick` for tiny sizes.
+const HARNESS_TARGETS: &[BenchTarget] = &[
+    BenchTarget {
+        what:
+            "scale: reads on 10k/100k/1M-message vaults, export, import (rate, peak RSS), retention",
+        args: &[
+            "-p",
+            "chatvault",
+            "--features",
+            "testing",
+            "--bench",
+            "scale",
+        ],
+    },
+    BenchTarget {
+        what: "sync throughput: push and new-device pull of 100k messages (SQLite, PostgreSQL)",
+        args: &["-p", "chatvault-sync", "--bench", "throughput"],
+    },
+    BenchTarget {
+        what: "200 devices: push and pull requests per second (SQLite, PostgreSQL)",
+        args: &["-p", "chatvault-sync", "--bench", "devices"],
+    },
+    BenchTarget {
+        what: "logins per second at the default cost",
+        args: &["-p", "chatvault-server", "--bench", "logins"],
+    },
+    BenchTarget {
+        what: "realtime: push to poke with many WebSocket clients, against a bare broadcast",
+        args: &["-p", "chatvault-server", "--bench", "realtime"],
+    },
+];
+
+/// Runs `cmd`, passing its standard output through as it comes and
+/// returning its lines (a harness's figures, for the summary at the end).
+fn run_collecting(what: &str, cmd: &mut Command) -> Result<Vec<String>> {
+    use std::io::BufRead as _;
+    let started = Instant::now();
+    eprintln!("==> {what}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start: {what}"))?;
+    let mut lines = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            lines.push(line);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    eprintln!("    {what}: ok in {:.0?}", started.elapsed());
+    Ok(lines)
+}
 
 /// Runs the benchmarks, then prints each measurement next to its baseline
 /// from the same run as a Markdown table (for BENCHMARKS.md).
@@ -875,37 +976,57 @@ fn bench(options: &BenchArgs) -> Result<()> {
     if options.browser {
         return bench_browser();
     }
-    for target in BENCH_TARGETS {
+    let started = Instant::now();
+    // `--quick`: the dev profile reuses what the test build compiled (its
+    // dependencies are optimized anyway, see the workspace manifest)
+    // instead of a release build of the whole graph.
+    let bench_cmd = |args: &[&str]| {
         let mut cmd = cargo();
         cmd.arg("bench");
         if options.quick {
-            // The dev profile reuses what the test build compiled (its
-            // dependencies are optimized anyway, see the workspace
-            // manifest), instead of a release build of the whole graph.
-            cmd.args(["--profile", "dev"]);
-        } else if !target.in_full_run {
-            continue;
+            // Tells the criterion benchmarks to use small inputs (their
+            // command line is criterion's).
+            cmd.args(["--profile", "dev"])
+                .env("CHATVAULT_BENCH_QUICK", "1");
         }
-        cmd.args(target.args);
+        cmd.args(args);
+        cmd
+    };
+    let ran = |bench: &str| options.only.is_empty() || options.only.iter().any(|o| o == bench);
+    let chosen = |t: &&BenchTarget| ran(t.name());
+    for target in BENCH_TARGETS.iter().filter(chosen) {
+        let mut cmd = bench_cmd(target.args);
         if options.quick {
-            cmd.args(["--", "--warm-up-time", "0.1", "--measurement-time", "0.5"]);
+            // Criterion's test mode: each benchmark runs once, without
+            // analysis (so no means: the table below is for full runs).
+            cmd.args(["--", "--test"]);
         }
         run(&format!("criterion benchmarks: {}", target.what), &mut cmd)?;
     }
-    // Latency distributions (p50/p99), not criterion means: its own harness.
-    let mut realtime = cargo();
-    realtime.arg("bench");
-    if options.quick {
-        realtime.args(["--profile", "dev"]);
+    let mut figures = Vec::new();
+    for target in HARNESS_TARGETS.iter().filter(chosen) {
+        let mut cmd = bench_cmd(target.args);
+        if options.quick {
+            cmd.args(["--", "--quick"]);
+        }
+        figures.push(format!("\n{}:", target.what));
+        figures.extend(run_collecting(target.what, &mut cmd)?);
     }
-    realtime.args(["-p", "chatvault-server", "--bench", "realtime"]);
+    // Unlock goes with the crypto figures (its baseline is their KDF mean).
+    let unlock = if ran("crypto") {
+        unlock_ms(options.quick)?
+    } else {
+        f64::NAN
+    };
     if options.quick {
-        realtime.args(["--", "--quick"]);
+        println!("\nquick run (dev profile, tiny sizes): not for BENCHMARKS.md; native unlock {unlock:.1} ms");
+        for line in figures {
+            println!("{line}");
+        }
+        eprintln!("benchmarks ran in {:.0?}", started.elapsed());
+        return Ok(());
     }
-    run(
-        "realtime: push to poke with many WebSocket clients, against a bare broadcast",
-        &mut realtime,
-    )?;
+
     let root = criterion_dir()?;
     let mean = |group: &str, function: &str| -> Result<f64> {
         let path = root
@@ -920,12 +1041,10 @@ fn bench(options: &BenchArgs) -> Result<()> {
             .as_f64()
             .context("estimate without a mean")
     };
-    if options.quick {
-        println!("quick run (dev profile, short measurements): not for BENCHMARKS.md");
-    }
+    println!();
     println!("| benchmark | measured | mean | baseline | mean | ratio |");
     println!("|---|---|---|---|---|---|");
-    for (group, measured, baseline) in RATIOS {
+    for (_, group, measured, baseline) in RATIOS.iter().filter(|r| ran(r.0)) {
         let (m, b) = (mean(group, measured)?, mean(group, baseline)?);
         println!(
             "| {group} | {measured} | {} | {baseline} | {} | {:.2}x |",
@@ -934,7 +1053,42 @@ fn bench(options: &BenchArgs) -> Result<()> {
             m / b
         );
     }
+    if ran("crypto") {
+        let kdf = mean("kdf", "argon2id_default_params")?;
+        println!(
+            "| unlock (Argon2id, default parameters) | vault unlock, native | {unlock:.1} ms | one Argon2id derivation | {} | {:.2}x |",
+            human(kdf),
+            unlock * 1e6 / kdf
+        );
+    }
+    for line in figures {
+        println!("{line}");
+    }
+    eprintln!("benchmarks ran in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// The native unlock time (`examples/unlock_time.rs`), in milliseconds.
+fn unlock_ms(quick: bool) -> Result<f64> {
+    let mut cmd = cargo();
+    cmd.args(["run", "-q"]);
+    if !quick {
+        cmd.arg("--release");
+    }
+    cmd.args(["-p", "chatvault", "--example", "unlock_time"]);
+    eprintln!("==> native unlock time");
+    let output = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot start the unlock example")?;
+    if !output.status.success() {
+        bail!("the unlock example failed ({})", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().last().context("no output from unlock_time")?;
+    let v: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("unlock_time: not JSON: {line}"))?;
+    v["unlockMs"].as_f64().context("unlock_time: no unlockMs")
 }
 
 /// Where criterion writes its estimates, found the way criterion finds it:
@@ -1335,5 +1489,27 @@ mod tests {
             Ok(Task::Bench(args)) => assert!(args.quick),
             _ => panic!("bench --quick did not parse"),
         }
+        match Cli::try_parse_from(["xtask", "bench", "--only", "scale,logins"]).map(|c| c.task) {
+            Ok(Task::Bench(args)) => assert_eq!(args.only, ["scale", "logins"]),
+            _ => panic!("bench --only did not parse"),
+        }
+        let names: Vec<_> = BENCH_TARGETS
+            .iter()
+            .chain(HARNESS_TARGETS)
+            .map(BenchTarget::name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "write",
+                "sync",
+                "crypto",
+                "scale",
+                "throughput",
+                "devices",
+                "logins",
+                "realtime"
+            ]
+        );
     }
 }

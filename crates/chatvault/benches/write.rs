@@ -3,6 +3,8 @@
 //! pragmas (WAL, synchronous=FULL), and for encryption the plaintext vault.
 //!
 //! Run with `cargo xtask bench`, which also prints the ratios.
+//! `CHATVAULT_BENCH_QUICK=1` (set by `cargo xtask bench --quick`) imports
+//! 1,000 messages instead of 10,000, to prove the benchmark runs.
 
 use chatvault::testing::fast_options;
 use chatvault::{
@@ -15,7 +17,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BATCH: usize = 10_000;
+/// Messages per bulk import (fewer in a quick run).
+fn batch_size() -> usize {
+    if std::env::var_os("CHATVAULT_BENCH_QUICK").is_some() {
+        1_000
+    } else {
+        10_000
+    }
+}
 const KB: usize = 1024;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -104,6 +113,7 @@ fn batch(n: usize) -> Vec<NewMessage> {
 
 fn bulk_import(c: &mut Criterion) {
     let rt = runtime();
+    let n = batch_size();
     let mut g = c.benchmark_group("import_10k_1KiB");
     g.sample_size(10);
     g.bench_function("raw_rusqlite", |b| {
@@ -113,7 +123,7 @@ fn bulk_import(c: &mut Criterion) {
                 let conn = raw_connection(&dir.path().join("raw.db"));
                 (dir, conn)
             },
-            |(_dir, mut conn)| raw_insert(&mut conn, &uuid_bytes(), content().as_bytes(), BATCH),
+            |(_dir, mut conn)| raw_insert(&mut conn, &uuid_bytes(), content().as_bytes(), n),
             BatchSize::PerIteration,
         )
     });
@@ -163,7 +173,7 @@ fn bulk_import(c: &mut Criterion) {
                              VALUES (?1, ?2, 'message', ?3, ?4)",
                         )
                         .expect("prepare");
-                    for i in 0..BATCH {
+                    for i in 0..n {
                         let id = uuid_bytes();
                         let seq = last + 1 + i as i64;
                         stmt.execute(params![
@@ -194,7 +204,7 @@ fn bulk_import(c: &mut Criterion) {
                 for _ in 0..iters {
                     let dir = tempfile::tempdir().expect("dir");
                     let (vault, conv) = rt.block_on(sqlite_vault(dir.path(), encrypted));
-                    let msgs = batch(BATCH);
+                    let msgs = batch(n);
                     let started = Instant::now();
                     rt.block_on(vault.add_messages(conv, msgs)).expect("import");
                     total += started.elapsed();

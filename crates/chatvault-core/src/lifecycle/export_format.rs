@@ -716,15 +716,90 @@ fn finish<E>(
 
 /// The whole-file checks an import makes before applying anything, fed one
 /// record at a time: every id appears once (a record is either live or
-/// deleted, never both), and every message's conversation is known. Keeps
-/// 16 bytes per record id (the price of proving uniqueness), never content.
-#[derive(Debug, Default)]
+/// deleted, never both), and every message's conversation is known. Never
+/// keeps content, and its memory is bounded whatever the file's length:
+/// the first [`EXACT_IDS`](Self::EXACT_IDS) record ids are kept exactly
+/// (a repeat is reported at once), after which a fixed-size filter (8 MiB)
+/// stands in for them. A repeat after that point is reported at once when
+/// it is certain, and otherwise listed in
+/// [`ValidatedExport::possible_duplicates`] — ids the filter could not
+/// clear, a few per million records — which the caller must check on its
+/// next reading of the file (each must occur once). Only conversation ids
+/// (16 bytes each) are kept in full, for the parent check.
+#[derive(Debug)]
 pub struct ExportValidator {
-    seen: HashSet<(EntityKind, RecordId)>,
+    seen: SeenIds,
+    /// Ids the filter has seen before, or appears to have.
+    suspects: HashSet<(EntityKind, RecordId)>,
+    exact_ids: usize,
     conversations: HashSet<ConversationId>,
     parents: HashSet<ConversationId>,
     counts: ExportCounts,
     newest: Option<Hlc>,
+}
+
+impl Default for ExportValidator {
+    fn default() -> Self {
+        Self::with_exact_ids(Self::EXACT_IDS)
+    }
+}
+
+/// What a validator remembers of the ids it checked.
+#[derive(Debug)]
+enum SeenIds {
+    /// Every id (up to [`ExportValidator::EXACT_IDS`] of them).
+    Exact(HashSet<(EntityKind, RecordId)>),
+    /// All of them, in a filter of fixed size.
+    Filtered(IdFilter),
+}
+
+/// A Bloom filter over record ids: fixed memory, no false negatives. Sized
+/// so a million ids leave about one false positive, five million ten
+/// thousand — never more memory, only more ids for the caller to recheck.
+struct IdFilter {
+    /// `1 << IdFilter::BITS_LOG2` bits (zeroed pages are only touched as
+    /// bits are set).
+    words: Vec<u64>,
+}
+
+impl fmt::Debug for IdFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdFilter")
+            .field("bits", &(1u64 << Self::BITS_LOG2))
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdFilter {
+    const BITS_LOG2: u32 = 26;
+    const HASHES: u64 = 6;
+
+    fn new() -> Self {
+        IdFilter {
+            words: vec![0; 1 << (Self::BITS_LOG2 - 6)],
+        }
+    }
+
+    /// Adds `key`; whether it was (or appeared to be) there already.
+    fn insert(&mut self, key: &(EntityKind, RecordId)) -> bool {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: deterministic, and well mixed even for
+        // time-ordered (UUIDv7) ids.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        let a = hasher.finish();
+        let b = (a.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15) | 1;
+        let mut present = true;
+        for i in 0..Self::HASHES {
+            let bit = a.wrapping_add(i.wrapping_mul(b)) >> (64 - Self::BITS_LOG2);
+            let (word, mask) = ((bit >> 6) as usize, 1u64 << (bit & 63));
+            if self.words[word] & mask == 0 {
+                present = false;
+                self.words[word] |= mask;
+            }
+        }
+        present
+    }
 }
 
 /// What [`ExportValidator`] established about a whole file.
@@ -737,20 +812,70 @@ pub struct ValidatedExport {
     pub missing_parents: HashSet<ConversationId>,
     /// The newest version in the file.
     pub newest_version: Option<Hlc>,
+    /// Records that may occur more than once (see [`ExportValidator`]):
+    /// the file is valid only if each occurs once. Empty for files of up
+    /// to [`ExportValidator::EXACT_IDS`] records.
+    pub possible_duplicates: HashSet<(EntityKind, RecordId)>,
 }
 
 impl ExportValidator {
+    /// Record ids a validator keeps exactly before its filter takes over
+    /// (about 1–2 MiB of them).
+    pub const EXACT_IDS: usize = 1 << 16;
+
     /// A validator that has seen nothing.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A validator keeping `exact_ids` ids exactly (instead of
+    /// [`EXACT_IDS`](Self::EXACT_IDS)): lets tests reach the filtered path
+    /// with small files.
+    pub fn with_exact_ids(exact_ids: usize) -> Self {
+        Self {
+            seen: SeenIds::Exact(HashSet::new()),
+            suspects: HashSet::new(),
+            exact_ids,
+            conversations: HashSet::new(),
+            parents: HashSet::new(),
+            counts: ExportCounts::default(),
+            newest: None,
+        }
+    }
+
+    /// Remembers `key`; an error if it was certainly seen before.
+    fn remember(&mut self, key: (EntityKind, RecordId)) -> Result<(), CoreError> {
+        let duplicate = || CoreError::ExportDuplicate {
+            kind: key.0,
+            id: key.1,
+        };
+        match &mut self.seen {
+            SeenIds::Exact(ids) => {
+                if !ids.insert(key) {
+                    return Err(duplicate());
+                }
+                if ids.len() > self.exact_ids {
+                    let mut filter = IdFilter::new();
+                    for id in ids.drain() {
+                        filter.insert(&id);
+                    }
+                    self.seen = SeenIds::Filtered(filter);
+                }
+            }
+            // A second hit on a suspect is certain: its first hit put it
+            // in the filter for sure.
+            SeenIds::Filtered(filter) => {
+                if filter.insert(&key) && !self.suspects.insert(key) {
+                    return Err(duplicate());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks one record; `at` names it in an error (e.g. `messages[12]`).
     pub fn check(&mut self, item: &ExportItem) -> Result<(), CoreError> {
-        let (kind, id) = item.key();
-        if !self.seen.insert((kind, id)) {
-            return Err(CoreError::ExportDuplicate { kind, id });
-        }
+        self.remember(item.key())?;
         self.newest = self.newest.max(Some(item.version()));
         match item {
             ExportItem::Conversation(c) => {
@@ -791,6 +916,7 @@ impl ExportValidator {
             counts: self.counts,
             missing_parents,
             newest_version: self.newest,
+            possible_duplicates: self.suspects,
         }
     }
 }
@@ -984,6 +1110,49 @@ mod tests {
         assert!(cut.starts_with("export file is truncated"), "{cut}");
         let extra = msg(&text.replacen("\"counts\"", "\"extra\":1,\"counts\"", 1));
         assert!(extra.contains("unknown member \"extra\""), "{extra}");
+    }
+
+    fn nth_message(n: u32) -> ExportItem {
+        let mut m = message(1, 1);
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        m.id = MessageId::from_bytes(id);
+        ExportItem::Message(m)
+    }
+
+    #[test]
+    fn past_its_exact_ids_the_validator_still_never_lets_a_repeat_pass() {
+        let mut v = ExportValidator::with_exact_ids(100);
+        for n in 0..1000 {
+            v.check(&nth_message(n)).unwrap();
+        }
+        // A repeat of an id kept exactly before the filter took over, and
+        // of one only in the filter: suspected, for the caller to check...
+        v.check(&nth_message(5)).unwrap();
+        v.check(&nth_message(700)).unwrap();
+        // ...and refused outright the next time.
+        assert!(matches!(
+            v.check(&nth_message(700)),
+            Err(CoreError::ExportDuplicate { .. })
+        ));
+        let done = v.finish();
+        assert!(done.possible_duplicates.contains(&nth_message(5).key()));
+        assert!(done.possible_duplicates.contains(&nth_message(700).key()));
+    }
+
+    #[test]
+    fn the_filter_suspects_few_unique_ids() {
+        let mut v = ExportValidator::with_exact_ids(1000);
+        for n in 0..200_000 {
+            v.check(&nth_message(n)).unwrap();
+        }
+        let done = v.finish();
+        assert_eq!(done.counts.messages, 200_000);
+        assert!(
+            done.possible_duplicates.len() < 10,
+            "{} suspects",
+            done.possible_duplicates.len()
+        );
     }
 
     #[test]

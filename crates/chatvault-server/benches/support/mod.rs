@@ -1,6 +1,8 @@
 //! What the server benchmarks share: a server in this process on SQLite
 //! in a temporary directory, with one registered and signed-in account.
 
+#![allow(dead_code)] // each benchmark uses a different part
+
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use chatvault_server::{Config, DatabaseUrl, Server};

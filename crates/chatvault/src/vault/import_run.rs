@@ -16,8 +16,12 @@
 //! queues the winners for sync. Should the file change between the
 //! passes (its checksum differs), the transaction is rolled back.
 //!
-//! Memory holds one batch, the file's record ids (16 bytes each, to prove
-//! uniqueness) and its conversation ids — never the content. Files from
+//! Memory holds one batch, the file's conversation ids and a bounded set
+//! for proving record ids unique (core's `ExportValidator`: the first 64k
+//! ids exactly, then a fixed 8 MiB filter) — never the content, and
+//! nothing that grows with the number of messages. The few ids the filter
+//! could not clear are counted again in pass 2, where a repeat fails the
+//! import and rolls the transaction back. Files from
 //! seed-style TypeScript apps (`chatvault_core::lifecycle::parse_seed`),
 //! which are localStorage-sized, are read in memory instead.
 
@@ -183,6 +187,8 @@ struct Rules {
     /// Conversations of the file's messages found neither in the file nor
     /// in the vault.
     orphans: HashSet<ConversationId>,
+    /// Records pass 1 could not prove unique: each must occur once.
+    suspects: HashSet<(EntityKind, RecordId)>,
 }
 
 impl Rules {
@@ -220,9 +226,15 @@ impl Vault {
         let source: Arc<dyn ImportSource> = Arc::new(source);
         let now = self.time.now();
 
-        let checked = {
+        #[cfg(test)]
+        let exact_ids = tests::EXACT_IDS
+            .with(std::cell::Cell::get)
+            .unwrap_or(ExportValidator::EXACT_IDS);
+        #[cfg(not(test))]
+        let exact_ids = ExportValidator::EXACT_IDS;
+        let mut checked = {
             let (source, options, user) = (source.clone(), options.clone(), self.user.clone());
-            on_thread(move || validate(source.as_ref(), &options, &user)).await??
+            on_thread(move || validate(source.as_ref(), &options, &user, exact_ids)).await??
         };
 
         let mut orphans = HashSet::new();
@@ -237,7 +249,11 @@ impl Vault {
                 orphans.insert(id);
             }
         }
-        let rules = Rules { now, orphans };
+        let rules = Rules {
+            now,
+            orphans,
+            suspects: std::mem::take(&mut checked.validated.possible_duplicates),
+        };
         let (format, version) = match &checked.format {
             Format::Native { version, .. } => (EXPORT_FORMAT, *version),
             Format::Seed(_) => ("app-export", 1),
@@ -314,9 +330,10 @@ fn validate(
     source: &dyn ImportSource,
     options: &ImportOptions,
     default_user: &UserId,
+    exact_ids: usize,
 ) -> Result<Checked> {
     let (reader, encrypted) = open_input(source, options, ProgressPhase::Validating)?;
-    let mut validator = ExportValidator::new();
+    let mut validator = ExportValidator::with_exact_ids(exact_ids);
     let read = read_export(reader, |item| {
         validator.check(&item).map_err(VaultError::Invalid)
     });
@@ -337,7 +354,7 @@ fn validate(
                 ))));
             }
             let items = parse_seed(&bytes, default_user)?;
-            let mut validator = ExportValidator::new();
+            let mut validator = ExportValidator::with_exact_ids(exact_ids);
             for item in &items {
                 validator.check(item)?;
             }
@@ -405,6 +422,8 @@ impl From<VaultError> for Stop {
 #[derive(Default)]
 struct Applied {
     error: Option<VaultError>,
+    /// The suspects (see [`Rules::suspects`]) met so far.
+    suspects_met: HashSet<(EntityKind, RecordId)>,
     rejected: u64,
     rejections: Vec<ImportRejection>,
 }
@@ -439,6 +458,15 @@ impl Batcher {
             return Err(Stop::RoundFull);
         }
         self.room -= 1;
+        let key = item.key();
+        if self.rules.suspects.contains(&key) && !lock(&self.shared).suspects_met.insert(key) {
+            return Err(Stop::Failed(VaultError::Invalid(
+                CoreError::ExportDuplicate {
+                    kind: key.0,
+                    id: key.1,
+                },
+            )));
+        }
         if let Some(reason) = self.rules.verdict(&item) {
             let (kind, id) = item.key();
             let mut shared = lock(&self.shared);
@@ -891,6 +919,9 @@ mod tests {
         /// Records per round for imports on this thread (`None`: one pass,
         /// as natively).
         pub(super) static ROUNDS: Cell<Option<u64>> = const { Cell::new(None) };
+        /// Record ids pass 1 keeps exactly for imports on this thread
+        /// (`None`: the validator's default).
+        pub(super) static EXACT_IDS: Cell<Option<usize>> = const { Cell::new(None) };
     }
 
     async fn vault() -> Vault {
@@ -1013,6 +1044,80 @@ mod tests {
         ROUNDS.with(|r| r.set(None));
         assert_eq!(again.unwrap().imported, 0);
         assert_eq!(contents(&rounds).await, contents(&whole).await);
+    }
+
+    /// An export file of one conversation with `n` messages, the message
+    /// `repeat` (if any) twice: as an app or a hand edit could produce.
+    fn file_of(n: u32, repeat: Option<u32>) -> Vec<u8> {
+        use chatvault_core::lifecycle::{ExportWriter, ExportedConversation, ExportedMessage};
+        use chatvault_core::{DeviceId, MessageId, Metadata};
+        let at = Timestamp(1_600_000_000_000);
+        let version = |n: u64| Hlc::new(1_600_000_000_000 + n, 0, DeviceId(1)).unwrap();
+        let conversation = ConversationId::from_bytes([1; 16]);
+        let mut w = ExportWriter::new(Vec::new(), at).unwrap();
+        w.conversation(&ExportedConversation {
+            id: conversation,
+            user_id: UserId::local(),
+            title: "long".into(),
+            created_at: at,
+            updated_at: at,
+            activity_at: None,
+            version: version(0),
+            metadata: Metadata::new(),
+        })
+        .unwrap();
+        let message = |i: u32| {
+            let mut id = [2u8; 16];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            ExportedMessage {
+                id: MessageId::from_bytes(id),
+                conversation_id: conversation,
+                role: Role::User,
+                content: format!("message {i}"),
+                created_at: at,
+                updated_at: at,
+                version: version(u64::from(i) + 1),
+                metadata: Metadata::new(),
+            }
+        };
+        for i in 0..n {
+            w.message(&message(i)).unwrap();
+        }
+        if let Some(i) = repeat {
+            w.message(&message(i)).unwrap();
+        }
+        w.finish().unwrap().0
+    }
+
+    #[tokio::test]
+    async fn a_repeat_past_the_exact_ids_fails_the_import_and_changes_nothing() {
+        EXACT_IDS.with(|e| e.set(Some(10)));
+        let clean = vault().await;
+        let report = clean
+            .import(file_of(60, None), ImportOptions::default())
+            .await;
+        let target = vault().await;
+        let whole = target
+            .import(file_of(60, Some(30)), ImportOptions::default())
+            .await;
+        ROUNDS.with(|r| r.set(Some(7)));
+        let rounds = target
+            .import(file_of(60, Some(45)), ImportOptions::default())
+            .await;
+        ROUNDS.with(|r| r.set(None));
+        EXACT_IDS.with(|e| e.set(None));
+
+        assert_eq!(report.unwrap().imported, 61, "a clean file imports");
+        for outcome in [whole, rounds] {
+            assert!(
+                matches!(
+                    outcome,
+                    Err(VaultError::Invalid(CoreError::ExportDuplicate { .. }))
+                ),
+                "{outcome:?}"
+            );
+        }
+        assert!(contents(&target).await.is_empty(), "nothing was written");
     }
 
     fn lock_vec(m: &Mutex<Vec<u64>>) -> std::sync::MutexGuard<'_, Vec<u64>> {
