@@ -65,7 +65,7 @@ impl DomError {
 
 /// A DOM error thrown back into JS (a migration's failure, which aborts
 /// the versionchange transaction): a JS `Error` of the same name and
-/// message, which [`DomError::from_js`] reads back.
+/// message, which `DomError::from_js` reads back.
 impl From<DomError> for JsValue {
     fn from(e: DomError) -> Self {
         let error = js_sys::Error::new(&e.message);
