@@ -7,7 +7,7 @@ use chatvault_core::{
     Body, ConversationId, ConversationRecord, EntityKind, Hlc, MessageId, MessageRecord, OpId,
     RecordId, Timestamp, Tombstone, UserId,
 };
-use chatvault_store::{ConversationRow, OutboxItem, ParkReason, Result, StoreError};
+use chatvault_store::{ConversationRow, ParkReason, Result, StoreError};
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -128,8 +128,7 @@ fn get_kind(o: &JsValue) -> Result<EntityKind> {
         .map_err(|e: chatvault_core::CoreError| StoreError::Decode(e.to_string()))
 }
 
-/// The optional `conv` of a tombstone or outbox entry (a message's
-/// conversation).
+/// The optional `conv` of a tombstone (a message's conversation).
 fn get_parent(o: &JsValue) -> Result<Option<ConversationId>> {
     optional(o, "conv")?
         .map(|_| get_conversation_id(o, "conv"))
@@ -228,6 +227,11 @@ pub(crate) fn message_record(o: &JsValue) -> Result<MessageRecord> {
     })
 }
 
+/// A stored record's version (conversation, message or tombstone).
+pub(crate) fn version(o: &JsValue) -> Result<Hlc> {
+    get_hlc(o, "version")
+}
+
 /// A stored record's version and body (conversation or message).
 pub(crate) fn version_and_body(o: &JsValue) -> Result<(Hlc, Vec<u8>)> {
     Ok((get_hlc(o, "version")?, get_bytes(o, "body")?))
@@ -273,55 +277,82 @@ pub(crate) fn tombstone(o: &JsValue) -> Result<Tombstone> {
     })
 }
 
-/// A new, pending outbox entry (the store assigns `seq`).
-pub(crate) fn outbox_value(item: &OutboxItem) -> Object {
+/// The property of a record (conversation, message or tombstone) that
+/// holds its outbox entry: the one change of it waiting for sync. Records
+/// without one are not in the `outbox` index (see `schema`).
+pub(crate) const ENTRY: &str = "outbox";
+
+/// A new, pending outbox entry: sequence number `seq`, op id `op`.
+pub(crate) fn fresh_entry(seq: f64, op: OpId) -> JsValue {
     let o = Object::new();
-    set(
-        &o,
-        "entity",
-        &JsValue::from_str(&hex_id(item.entity_id.as_bytes())),
-    );
-    set(&o, "kind", &JsValue::from_str(item.kind.as_str()));
-    if let Some(c) = item.conversation_id {
-        set(&o, "conv", &JsValue::from_str(&hex_id(c.as_bytes())));
-    }
-    set(&o, "op", &JsValue::from_str(&hex_id(item.op_id.as_bytes())));
+    set(&o, "seq", &JsValue::from_f64(seq));
+    set(&o, "op", &JsValue::from_str(&hex_id(op.as_bytes())));
     set(&o, "parked", &JsValue::from_f64(0.0));
     set(&o, "attempts", &JsValue::from_f64(0.0));
-    o
+    o.into()
 }
 
-/// A stored outbox entry: its sequence number and pointer.
-pub(crate) fn outbox_item(o: &JsValue) -> Result<(u64, OutboxItem)> {
-    let item = OutboxItem {
-        op_id: OpId::from_bytes(id16(&get_str(o, "op")?, "op")?),
-        kind: get_kind(o)?,
-        entity_id: RecordId::from_bytes(id16(&get_str(o, "entity")?, "record")?),
-        conversation_id: get_parent(o)?,
+/// A stored record's outbox entry, if it has one.
+pub(crate) fn entry(record: &JsValue) -> Result<Option<JsValue>> {
+    if record.is_undefined() {
+        return Ok(None);
+    }
+    optional(record, ENTRY)
+}
+
+/// Gives a record (about to be written) its outbox entry, or removes it.
+pub(crate) fn set_entry(record: &JsValue, entry: Option<&JsValue>) {
+    let Some(o) = record.dyn_ref::<Object>() else {
+        return;
     };
-    Ok((get_f64(o, "seq")? as u64, item))
+    match entry {
+        Some(e) => set(o, ENTRY, e),
+        None => {
+            // Deleting a property of a plain object cannot fail.
+            let _ = Reflect::delete_property(o, &JsValue::from_str(ENTRY));
+        }
+    }
 }
 
-/// The conversation an outbox entry counts for (its own, or its
-/// message's), as stored hex.
-pub(crate) fn outbox_conversation(o: &JsValue) -> Result<Option<String>> {
-    Ok(match get_str(o, "kind")?.as_str() {
-        "conversation" => Some(get_str(o, "entity")?),
-        _ => optional(o, "conv")?.and_then(|c| c.as_string()),
-    })
+/// An outbox entry's sequence number.
+pub(crate) fn entry_seq(entry: &JsValue) -> Result<u64> {
+    Ok(get_f64(entry, "seq")? as u64)
 }
 
-/// Whether a stored outbox entry is parked.
-pub(crate) fn is_parked(o: &JsValue) -> Result<bool> {
-    Ok(get_f64(o, "parked")? != 0.0)
+/// An outbox entry's op id.
+pub(crate) fn entry_op(entry: &JsValue) -> Result<OpId> {
+    Ok(OpId::from_bytes(id16(&get_str(entry, "op")?, "op")?))
 }
 
-/// Parks a stored outbox entry (one more refusal).
-pub(crate) fn park(o: &JsValue, reason: &ParkReason) -> Result<()> {
-    let attempts = get_f64(o, "attempts")?;
-    let o = o
+/// The conversation a stored record's outbox entry counts for (see
+/// [`ConversationUsage::pending`](chatvault_store::ConversationUsage)),
+/// as stored hex: a conversation's own id, a message's (or message
+/// tombstone's) conversation.
+pub(crate) fn entry_conversation(record: &JsValue) -> Result<Option<String>> {
+    let own = || get_str(record, "id").map(Some);
+    match optional(record, "kind")? {
+        // A tombstone: conversation tombstones have no `conv`.
+        Some(kind) if kind.as_string().as_deref() == Some("conversation") => own(),
+        Some(_) => Ok(optional(record, "conv")?.and_then(|c| c.as_string())),
+        // A live record: messages have a `conv`, conversations do not.
+        None => match optional(record, "conv")? {
+            Some(c) => Ok(c.as_string()),
+            None => own(),
+        },
+    }
+}
+
+/// Whether an outbox entry is parked.
+pub(crate) fn is_parked(entry: &JsValue) -> Result<bool> {
+    Ok(get_f64(entry, "parked")? != 0.0)
+}
+
+/// Parks an outbox entry (one more refusal).
+pub(crate) fn park(entry: &JsValue, reason: &ParkReason) -> Result<()> {
+    let attempts = get_f64(entry, "attempts")?;
+    let o = entry
         .dyn_ref::<Object>()
-        .ok_or_else(|| StoreError::Decode("outbox entry is not an object".into()))?;
+        .ok_or_else(|| StoreError::Decode("an outbox entry is not an object".into()))?;
     set(o, "parked", &JsValue::from_f64(1.0));
     set(o, "attempts", &JsValue::from_f64(attempts + 1.0));
     set(o, "code", &JsValue::from_str(&reason.code));
@@ -330,23 +361,39 @@ pub(crate) fn park(o: &JsValue, reason: &ParkReason) -> Result<()> {
     Ok(())
 }
 
-/// Makes a stored outbox entry pending again (the refusal count stays).
-pub(crate) fn unpark(o: &JsValue) {
-    if let Some(o) = o.dyn_ref::<Object>() {
+/// Makes an outbox entry pending again (the refusal count stays).
+pub(crate) fn unpark(entry: &JsValue) {
+    if let Some(o) = entry.dyn_ref::<Object>() {
         set(o, "parked", &JsValue::from_f64(0.0));
     }
 }
 
 /// A parked entry's refusal and count.
-pub(crate) fn park_reason(o: &JsValue) -> Result<(ParkReason, u32)> {
+pub(crate) fn park_reason(entry: &JsValue) -> Result<(ParkReason, u32)> {
     Ok((
         ParkReason {
-            code: get_str(o, "code")?,
-            message: get_str(o, "message")?,
-            at: get_time(o, "at")?,
+            code: get_str(entry, "code")?,
+            message: get_str(entry, "message")?,
+            at: get_time(entry, "at")?,
         },
-        get_f64(o, "attempts")? as u32,
+        get_f64(entry, "attempts")? as u32,
     ))
+}
+
+/// The outbox entry a version-2 `outbox` row becomes on its record (the
+/// schema's version-3 migration): its sequence number, op id, parking
+/// and refusal count; the pointer fields are the record's own now.
+pub(crate) fn entry_from_v2(row: &JsValue) -> Result<JsValue> {
+    let o = Object::new();
+    for name in ["seq", "op", "parked", "attempts"] {
+        set(&o, name, &field(row, name)?);
+    }
+    for name in ["code", "message", "at"] {
+        if let Some(v) = optional(row, name)? {
+            set(&o, name, &v);
+        }
+    }
+    Ok(o.into())
 }
 
 /// A row of the `totals` store.
@@ -378,4 +425,22 @@ pub(crate) fn meta_bytes(v: &JsValue) -> Result<Option<Vec<u8>>> {
     v.dyn_ref::<Uint8Array>()
         .map(|a| Some(a.to_vec()))
         .ok_or_else(|| StoreError::Decode("a metadata value is not bytes".into()))
+}
+
+/// The last outbox sequence number issued, as kept in `meta` (decimal
+/// text, like the clock mark); 0 when none was.
+pub(crate) fn last_seq(v: &JsValue) -> Result<f64> {
+    let Some(bytes) = meta_bytes(v)? else {
+        return Ok(0.0);
+    };
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|n| n as f64)
+        .ok_or_else(|| StoreError::Decode("the outbox sequence counter is not a number".into()))
+}
+
+/// The `meta` value of the outbox sequence counter.
+pub(crate) fn last_seq_value(seq: f64) -> JsValue {
+    meta_value((seq as u64).to_string().as_bytes())
 }

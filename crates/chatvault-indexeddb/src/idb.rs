@@ -12,6 +12,7 @@
 
 use chatvault_store::StoreError;
 use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
 use js_sys::{Array, Function, Object, Reflect};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -59,6 +60,17 @@ impl DomError {
             name: name.into(),
             message: message.into(),
         }
+    }
+}
+
+/// A DOM error thrown back into JS (a migration's failure, which aborts
+/// the versionchange transaction): a JS `Error` of the same name and
+/// message, which `DomError::from_js` reads back.
+impl From<DomError> for JsValue {
+    fn from(e: DomError) -> Self {
+        let error = js_sys::Error::new(&e.message);
+        error.set_name(&e.name);
+        error.into()
     }
 }
 
@@ -114,12 +126,17 @@ pub(crate) fn factory() -> Result<IdbFactory, StoreError> {
 }
 
 /// What migrates a database from the version it has (0: new) to the one
-/// asked for, inside the browser's versionchange transaction.
-pub(crate) type Upgrade = fn(&IdbDatabase, &IdbTransaction, u32) -> Result<(), JsValue>;
+/// asked for, inside the browser's versionchange transaction: a future
+/// that may await that transaction's requests (and nothing else, or the
+/// transaction commits under it).
+pub(crate) type Upgrade =
+    fn(&IdbDatabase, &IdbTransaction, u32) -> LocalBoxFuture<'static, Result<(), JsValue>>;
 
 /// Opens (creating or upgrading as needed) the database `name` at
-/// `version`: `upgrade` runs in `onupgradeneeded`, and a failure there
-/// aborts the versionchange transaction, leaving the database as it was.
+/// `version`: `upgrade` starts in `onupgradeneeded` (it runs on in
+/// microtasks of that event and of its own requests' events, while the
+/// versionchange transaction is active), and a failure there aborts the
+/// versionchange transaction, leaving the database as it was.
 /// A database at a newer version is
 /// [`StoreError::NewerSchema`]. Returns the connection and the
 /// `versionchange` listener that closes it when another tab needs to
@@ -136,17 +153,25 @@ pub(crate) async fn open_database(
     let on_upgrade = {
         let (request, failure) = (request.clone(), failure.clone());
         Closure::<dyn FnMut(IdbVersionChangeEvent)>::new(move |e: IdbVersionChangeEvent| {
-            let run = || -> Result<(), JsValue> {
+            let started = || -> Result<_, JsValue> {
                 let db: IdbDatabase = request.result()?.unchecked_into();
                 let tx: IdbTransaction = request
                     .transaction()
                     .ok_or_else(|| JsValue::from_str("no versionchange transaction"))?;
-                upgrade(&db, &tx, e.old_version() as u32).inspect_err(|_| {
-                    let _ = tx.abort();
-                })
+                let migrating = upgrade(&db, &tx, e.old_version() as u32);
+                Ok((tx, migrating))
             };
-            if let Err(err) = run() {
-                *failure.borrow_mut() = Some(err);
+            match started() {
+                Ok((tx, migrating)) => {
+                    let failure = failure.clone();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        if let Err(err) = migrating.await {
+                            let _ = tx.abort();
+                            *failure.borrow_mut() = Some(err);
+                        }
+                    });
+                }
+                Err(err) => *failure.borrow_mut() = Some(err),
             }
         })
     };

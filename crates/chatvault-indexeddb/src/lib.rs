@@ -8,9 +8,12 @@
 //! # What it stores where
 //! One IndexedDB database per vault (its name is the caller's), with one
 //! object store per table of the contract: `conversations`, `messages`,
-//! `tombstones`, `outbox`, `totals` (per-conversation message counts and
-//! bytes, kept by every write so `usage` never reads every message) and
-//! `meta`. Each query the trait serves is one key range on an index whose
+//! `tombstones`, `marks` (deletion marks), `totals` (per-conversation
+//! message counts and bytes, kept by every write so `usage` never reads
+//! every message) and `meta`. The outbox has no store of its own: a
+//! record's pending change is a property of the record (or tombstone)
+//! itself, written in the same put, and one sparse index per record store
+//! lists the pending and parked ones in sequence order. Each query the trait serves is one key range on an index whose
 //! ascending order is the order the contract asks for (newest-first lists
 //! store negated times and reversed ids). Record bodies are kept as the
 //! store is handed them (`Uint8Array`; ciphertext in an encrypted vault);
@@ -25,8 +28,8 @@
 //! the last-writer-wins decision of [`WriteOp::Merge`], stamp claims) read
 //! inside that same transaction. [`Store::write_all`] applies its whole
 //! source in one transaction too, streaming: batches are pulled as their
-//! ops are needed (a window of a few hundred ahead, whose outbox lookups
-//! are read in one request before they run) and the writer never lets more
+//! ops are needed (a window of a few hundred ahead, in which a change is
+//! queued in its record's own put) and the writer never lets more
 //! than a few hundred writes wait in the browser, so memory stays flat in
 //! the input size. A transaction is only ever kept
 //! alive by chaining its own requests; nothing else is awaited inside it

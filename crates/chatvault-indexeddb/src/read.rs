@@ -4,13 +4,15 @@
 
 use crate::codec::{self, above, hex_id, key, neg, tombstone_key};
 use crate::idb::{self, store_error, wait, DomError};
-use crate::schema::{CONVERSATIONS, MARKS, MESSAGES, OUTBOX, TOMBSTONES, TOTALS};
+use crate::schema::{
+    CONVERSATIONS, MARKS, MESSAGES, OUTBOX_INDEX, RECORD_STORES, TOMBSTONES, TOTALS,
+};
 use chatvault_core::{
     Change, ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone,
 };
 use chatvault_store::{
     check_limit, ConversationQuery, ConversationRow, ConversationUsage, MessageQuery, OutboxEntry,
-    OutboxItem, ParkedEntry, Result, StoreError, TombstoneQuery, Usage,
+    ParkedEntry, Result, StoreError, TombstoneQuery, Usage,
 };
 use js_sys::Array;
 use std::collections::{HashMap, HashSet};
@@ -237,8 +239,8 @@ async fn count(store: &IdbObjectStore, index: Option<&str>, range: &JsValue) -> 
     Ok(n.as_f64().unwrap_or(0.0) as u64)
 }
 
-/// The `state` index range of pending (`0`) or parked (`1`) outbox
-/// entries after `after` (exclusive).
+/// The `outbox` index range of pending (`0`) or parked (`1`) changes
+/// after `after` (exclusive).
 fn state_range(parked: bool, after: Option<u64>) -> Result<Option<JsValue>> {
     let state = JsValue::from_f64(if parked { 1.0 } else { 0.0 });
     let lower = match after {
@@ -258,14 +260,20 @@ pub(crate) async fn stored_bytes(db: &IdbDatabase) -> Result<u64> {
 }
 
 pub(crate) async fn usage(db: &IdbDatabase) -> Result<Usage> {
-    let tx = begin(db, &[CONVERSATIONS, TOMBSTONES, OUTBOX, TOTALS])?;
+    let tx = begin(db, &[CONVERSATIONS, MESSAGES, TOMBSTONES, TOTALS])?;
     let conversations = object_store(&tx, CONVERSATIONS)?;
-    let outbox = object_store(&tx, OUTBOX)?;
+    let records = RECORD_STORES
+        .iter()
+        .map(|name| object_store(&tx, name))
+        .collect::<Result<Vec<_>>>()?;
     let tombstones = count(&object_store(&tx, TOMBSTONES)?, None, &JsValue::UNDEFINED).await?;
     let pending_range = state_range(false, None)?.unwrap_or(JsValue::UNDEFINED);
     let parked_range = state_range(true, None)?.unwrap_or(JsValue::UNDEFINED);
-    let pending_changes = count(&outbox, Some("state"), &pending_range).await?;
-    let parked_changes = count(&outbox, Some("state"), &parked_range).await?;
+    let (mut pending_changes, mut parked_changes) = (0, 0);
+    for store in &records {
+        pending_changes += count(store, Some(OUTBOX_INDEX), &pending_range).await?;
+        parked_changes += count(store, Some(OUTBOX_INDEX), &parked_range).await?;
+    }
 
     let mut totals: HashMap<String, (i64, i64)> = HashMap::new();
     for row in get_all(
@@ -281,24 +289,7 @@ pub(crate) async fn usage(db: &IdbDatabase) -> Result<Usage> {
     let bytes = totals.remove("").map_or(0, |(_, b)| b.max(0) as u64);
     let messages = totals.values().map(|(n, _)| n.max(&0)).sum::<i64>() as u64;
 
-    // The conversations with something unsynced, a page of the outbox at a
-    // time.
-    let mut unsynced: HashSet<String> = HashSet::new();
-    let mut after: Option<JsValue> = None;
-    loop {
-        let lower = after.take().map(|seq| (seq, true));
-        let Some(page_range) = range(lower, None)? else {
-            break;
-        };
-        let page = get_all(&outbox, None, &page_range, 1000).await?;
-        for entry in &page {
-            unsynced.extend(codec::outbox_conversation(entry)?);
-        }
-        match page.last() {
-            Some(last) if page.len() == 1000 => after = Some(codec::get_f64(last, "seq")?.into()),
-            _ => break,
-        }
-    }
+    let unsynced = unsynced_conversations(&records.iter().collect::<Vec<_>>()).await?;
 
     let mut per_conversation = Vec::new();
     for v in get_all(
@@ -330,61 +321,90 @@ pub(crate) async fn usage(db: &IdbDatabase) -> Result<Usage> {
     })
 }
 
-/// The change an outbox entry stands for, built from the record's
-/// current state; `None` when the record is gone.
-async fn change_for(tx: &IdbTransaction, item: &OutboxItem) -> Result<Option<Change>> {
-    let id: JsValue = hex_id(item.entity_id.as_bytes()).into();
-    let live = match item.kind {
-        EntityKind::Conversation => {
-            let v = get(&object_store(tx, CONVERSATIONS)?, &id).await?;
-            codec::found(&v, codec::conversation_row)?
-                .map(|row| Change::upsert_conversation(item.op_id, &row.record))
+/// Records of `stores` with a pending or parked change, a page of the
+/// `outbox` index at a time: the conversations those changes count for
+/// (their own, or their message's), as stored hex. Reads in whatever
+/// transaction the stores belong to.
+pub(crate) async fn unsynced_conversations(stores: &[&IdbObjectStore]) -> Result<HashSet<String>> {
+    const PAGE: usize = 1000;
+    let mut unsynced = HashSet::new();
+    for store in stores {
+        let mut after: Option<JsValue> = None;
+        loop {
+            let lower = after.take().map(|k| (k, true));
+            let Some(r) = range(lower, None)? else {
+                break;
+            };
+            let page = get_all(store, Some(OUTBOX_INDEX), &r, PAGE).await?;
+            for record in &page {
+                unsynced.extend(codec::entry_conversation(record)?);
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = Some(outbox_key(last)?),
+                _ => break,
+            }
         }
-        EntityKind::Message => {
-            let v = get(&object_store(tx, MESSAGES)?, &id).await?;
-            codec::found(&v, codec::message_record)?.map(|m| Change::upsert_message(item.op_id, &m))
-        }
-    };
-    if live.is_some() {
-        return Ok(live);
     }
-    let v = get(
-        &object_store(tx, TOMBSTONES)?,
-        &tombstone_key(item.kind, item.entity_id),
-    )
-    .await?;
-    Ok(codec::found(&v, codec::tombstone)?.map(|t| Change::delete(item.op_id, &t)))
+    Ok(unsynced)
 }
 
-/// Walks the pending (or parked) outbox entries after `after` in sequence
-/// order, building each change, until `limit` have one (entries whose
-/// record is gone are skipped).
+/// A record's key in the `outbox` index: `[parked, seq]`.
+fn outbox_key(record: &JsValue) -> Result<JsValue> {
+    let entry = codec::entry(record)?
+        .ok_or_else(|| StoreError::Decode("a record of the outbox index has no entry".into()))?;
+    Ok(key(&[
+        codec::get_f64(&entry, "parked")?.into(),
+        codec::get_f64(&entry, "seq")?.into(),
+    ]))
+}
+
+/// The change a record with an outbox entry stands for: an upsert of a
+/// live record, a delete of a tombstone.
+fn change_of(store: &str, record: &JsValue, entry: &JsValue) -> Result<Change> {
+    let op = codec::entry_op(entry)?;
+    Ok(match store {
+        CONVERSATIONS => Change::upsert_conversation(op, &codec::conversation_row(record)?.record),
+        MESSAGES => Change::upsert_message(op, &codec::message_record(record)?),
+        _ => Change::delete(op, &codec::tombstone(record)?),
+    })
+}
+
+/// The first `limit` pending (or parked) changes after `after` in
+/// sequence order: the merge of the three stores' `outbox` index ranges,
+/// each read with one `getAll` (all three issued together), in one
+/// readonly transaction. Returns each change's entry too.
 async fn walk_outbox(
     db: &IdbDatabase,
     parked: bool,
-    mut after: Option<u64>,
+    after: Option<u64>,
     limit: usize,
 ) -> Result<Vec<(JsValue, u64, Change)>> {
-    let tx = begin(db, &[OUTBOX, CONVERSATIONS, MESSAGES, TOMBSTONES])?;
-    let outbox = object_store(&tx, OUTBOX)?;
+    let Some(r) = state_range(parked, after)? else {
+        return Ok(Vec::new());
+    };
+    let tx = begin(db, &RECORD_STORES)?;
+    let count = u32::try_from(limit).unwrap_or(u32::MAX);
+    let mut requests = Vec::new();
+    for name in RECORD_STORES {
+        let index = object_store(&tx, name)?.index(OUTBOX_INDEX).map_err(js)?;
+        requests.push((
+            name,
+            index.get_all_with_key_and_limit(&r, count).map_err(js)?,
+        ));
+    }
     let mut found = Vec::new();
-    while found.len() < limit {
-        let Some(r) = state_range(parked, after)? else {
-            break;
-        };
-        let want = limit - found.len();
-        let page = get_all(&outbox, Some("state"), &r, want).await?;
-        for entry in &page {
-            let (seq, item) = codec::outbox_item(entry)?;
-            after = Some(seq);
-            if let Some(change) = change_for(&tx, &item).await? {
-                found.push((entry.clone(), seq, change));
-            }
-        }
-        if page.len() < want {
-            break;
+    for (name, request) in requests {
+        let page: Array = wait(&request).await.map_err(dom)?.unchecked_into();
+        for record in page.iter() {
+            let entry = codec::entry(&record)?.ok_or_else(|| {
+                StoreError::Decode("a record of the outbox index has no entry".into())
+            })?;
+            let change = change_of(name, &record, &entry)?;
+            found.push((entry.clone(), codec::entry_seq(&entry)?, change));
         }
     }
+    found.sort_unstable_by_key(|(_, seq, _)| *seq);
+    found.truncate(limit);
     Ok(found)
 }
 

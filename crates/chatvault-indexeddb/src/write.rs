@@ -7,23 +7,36 @@
 //! IndexedDB runs a transaction's requests in order and later reads see
 //! them. An awaited read waits for every write issued before it, and the
 //! browser idles while the writer then prepares the next requests, so the
-//! read an op repeats per record (its outbox entry: one change per record)
-//! is read ahead instead. The ops run in windows of [`READ_AHEAD`]; the
-//! outbox entries of every record in the next window are read with one
-//! `getAll` over their range of the `entity` index (freshly minted,
-//! time-ordered ids make it a narrow range holding little else), issued
-//! *before* the current window's writes and awaited only when that
-//! window is done, so the browser always has writes queued. An answer the
-//! current window's writes make stale (they wrote that record's entry) is
-//! dropped and read again when needed; a range crowded with other
-//! records' entries falls back to one lookup each, issued together.
-//! Every [`BACKPRESSURE`] writes the writer waits for the write issued
-//! that many writes before, so a long `write_all` never queues more than
-//! a bounded number of requests inside the browser (memory stays flat in
-//! the input size) and never lets the queue run dry. A failing request
-//! aborts the transaction (its cause is read back from the transaction),
-//! and every error path aborts it explicitly, so nothing of a failed batch
-//! is kept.
+//! writer avoids reads a write does not need. Every [`BACKPRESSURE`]
+//! writes it waits for the write issued that many writes before, so a long
+//! `write_all` never queues more than a bounded number of requests inside
+//! the browser (memory stays flat in the input size) and never lets the
+//! queue run dry. A failing request aborts the transaction (its cause is
+//! read back from the transaction), and every error path aborts it
+//! explicitly, so nothing of a failed batch is kept.
+//!
+//! # The outbox on the records
+//! A record's pending (or parked) change is its `outbox` property (see
+//! `schema`), so queueing a change is part of the record's own put. Ops
+//! are taken a window of [`WINDOW`] at a time, which lets the writer look
+//! ahead:
+//! - an [`WriteOp::Enqueue`] next to the write of its record (before or
+//!   after it: a new message, a local edit, a deletion) is **fused** with
+//!   it — the record is written once, already carrying its new change, and
+//!   nothing is read for the change;
+//! - a run of other `Enqueue`, [`WriteOp::Dequeue`] and
+//!   [`WriteOp::Unpark`] ops looks up every record it touches at once (one
+//!   round trip) and puts each changed record once;
+//! - a record write that is not fused keeps the change of what it replaces
+//!   (a local write's change is queued on its own), a merged version from
+//!   elsewhere drops it (the remote version superseded the local change).
+//!
+//! A change queued for a record the store does not hold (yet) waits in
+//! the writer: the record's write later in the transaction takes it, and
+//! if none comes it is dropped at the end (with no record and no
+//! tombstone it could never be listed). Sequence numbers come from the
+//! counter in `meta`, read at the first change a transaction queues and
+//! written back once, when it flushes.
 //!
 //! Per-conversation effects (activity bumps, message totals) are folded
 //! while the batch runs and written once at its end (the rows they change
@@ -32,27 +45,32 @@
 
 use crate::codec::{self, above, hex_id, key, tombstone_key, version_text};
 use crate::idb::{self, store_error, wait, DomError};
-use crate::schema::{ALL_STORES, CONVERSATIONS, MARKS, MESSAGES, META, OUTBOX, TOMBSTONES, TOTALS};
+use crate::read;
+use crate::schema::{
+    ALL_STORES, CONVERSATIONS, MARKS, MESSAGES, META, OUTBOX_INDEX, RECORD_STORES, SEQ_KEY,
+    TOMBSTONES, TOTALS,
+};
 use chatvault_core::{
-    ConversationId, ConversationRecord, EntityKind, Hlc, Incoming, MessageRecord, RecordId,
+    ConversationId, ConversationRecord, EntityKind, Hlc, Incoming, MessageRecord, OpId, RecordId,
     Timestamp, Tombstone,
 };
 use chatvault_store::{
-    import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
-    parse_clock_mark, version_matches, BatchSource, ConversationRow, LocalVersion, Result,
+    import_wins, incoming_key, incoming_parent, incoming_wins, merged_op, parse_clock_mark,
+    version_matches, BatchSource, ConversationRow, LocalVersion, OutboxItem, ParkReason, Result,
     StoreError, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
 };
 use js_sys::Array;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{IdbDatabase, IdbIndex, IdbObjectStore, IdbRequest, IdbTransaction};
+use web_sys::{IdbDatabase, IdbObjectStore, IdbRequest, IdbTransaction};
 
 /// Unawaited writes after which the writer waits for the browser to catch
 /// up (bounds what a long `write_all` holds in the request queue).
 const BACKPRESSURE: usize = 256;
 
-/// Ops whose outbox lookups are read ahead together (see the module docs).
-const READ_AHEAD: usize = 256;
+/// Ops taken from the source at a time, and so how far the writer looks
+/// ahead (see the module docs).
+const WINDOW: usize = 256;
 
 /// A page of a conversation's covered messages or tombstones.
 const COVER_PAGE: usize = 256;
@@ -62,6 +80,37 @@ const ALL_BYTES: &str = "";
 
 /// [`incoming_wins`] or [`import_wins`].
 type WinRule = fn(&Incoming, Option<&LocalVersion>, Option<Hlc>) -> bool;
+
+/// What a record write does with the record's outbox entry.
+#[derive(Debug, Clone, Copy)]
+enum Mark {
+    /// Keeps the entry of what it replaces (the stored record or its
+    /// tombstone, or a change waiting for the record): a local write.
+    Carry,
+    /// Drops it: a version from elsewhere superseded the local change.
+    Drop,
+    /// Gives the record a new pending change under this op id (an
+    /// `Enqueue` fused with the write).
+    Fresh(OpId),
+}
+
+/// A change queued for a record the store does not hold (see the module
+/// docs).
+struct Stashed {
+    entry: JsValue,
+    /// A message's conversation (stored hex): it keeps the conversation
+    /// from being forgotten while the change waits.
+    conversation: Option<String>,
+}
+
+/// A record a run of outbox ops touches, as looked up.
+struct Found {
+    value: JsValue,
+    kind: EntityKind,
+    store: IdbObjectStore,
+    /// Whether the run changed its entry (it is put once, at the end).
+    changed: bool,
+}
 
 /// Applies every batch `source` yields in one transaction; commits only if
 /// all of them applied.
@@ -79,16 +128,12 @@ pub(crate) async fn write_all(
             source,
             batch: Vec::new().into_iter(),
         };
-        let mut window = windows.next()?;
-        writer.read_ahead(&window)?;
-        while !window.is_empty() {
-            writer.take_read_ahead().await?;
-            let next = windows.next()?;
-            writer.read_ahead(&next)?;
-            for op in window {
-                writer.apply(op).await?;
+        loop {
+            let window = windows.next()?;
+            if window.is_empty() {
+                break;
             }
-            window = next;
+            writer.apply_window(window).await?;
         }
         writer.flush(max_bytes).await
     }
@@ -98,6 +143,12 @@ pub(crate) async fn write_all(
             idb::finish(&writer.tx)
                 .await
                 .map_err(|e| store_error("committing a write", e))?;
+            if !writer.stash.is_empty() {
+                tracing::debug!(
+                    dropped = writer.stash.len(),
+                    "changes queued for records the store does not hold were dropped"
+                );
+            }
             Ok(writer.outcome)
         }
         Err(e) => {
@@ -110,7 +161,7 @@ pub(crate) async fn write_all(
     }
 }
 
-/// The ops of every batch a source yields, a window of [`READ_AHEAD`] at
+/// The ops of every batch a source yields, a window of [`WINDOW`] at
 /// a time (inside one transaction, batches draw no line).
 struct Windows {
     source: BatchSource,
@@ -120,8 +171,8 @@ struct Windows {
 impl Windows {
     /// The next window; empty when the source is done.
     fn next(&mut self) -> Result<Vec<WriteOp>> {
-        let mut window = Vec::with_capacity(READ_AHEAD);
-        while window.len() < READ_AHEAD {
+        let mut window = Vec::with_capacity(WINDOW);
+        while window.len() < WINDOW {
             match self.batch.next() {
                 Some(op) => window.push(op),
                 None => match self.source.next() {
@@ -134,14 +185,6 @@ impl Windows {
     }
 }
 
-/// The read ahead for the next window, in flight.
-struct Pending {
-    /// The records it looks up (hex, sorted, without repeats).
-    entities: Vec<String>,
-    /// `getAll` over their range of the outbox's `entity` index.
-    request: IdbRequest,
-}
-
 /// The object stores of one write transaction and what the batch has done
 /// so far.
 struct Writer {
@@ -149,22 +192,21 @@ struct Writer {
     conversations: IdbObjectStore,
     messages: IdbObjectStore,
     tombstones: IdbObjectStore,
-    outbox: IdbObjectStore,
     totals: IdbObjectStore,
     meta: IdbObjectStore,
     marks: IdbObjectStore,
-    /// The outbox's `entity` index (one entry per record).
-    by_entity: IdbIndex,
-    /// Outbox entries read ahead for the current window, by record id
-    /// (hex): the entry, or `undefined` for none. A record leaves (or is
-    /// set to `undefined` when its entry is deleted) as soon as the
-    /// transaction writes its entry.
-    ahead: HashMap<String, JsValue>,
-    /// The read ahead for the next window.
-    next: Option<Pending>,
-    /// Records whose outbox entry the transaction wrote after `next` was
-    /// issued: its answers for them are stale.
-    written: HashSet<String>,
+    /// Changes queued for records the store does not hold, by record id
+    /// (hex).
+    stash: HashMap<String, Stashed>,
+    /// The last sequence number issued, once the counter was read.
+    last_seq: Option<f64>,
+    /// Whether the transaction issued sequence numbers (the counter is
+    /// written back when it flushes).
+    seq_changed: bool,
+    /// The conversations with a pending or parked change of a message (or
+    /// message tombstone), while a run of `ForgetUnlessPending` ops reads
+    /// them (no other op may run in between: it could change them).
+    unsynced: Option<HashSet<String>>,
     /// Writes issued since the last checkpoint.
     unawaited: usize,
     /// The write at the latest checkpoint (every [`BACKPRESSURE`] writes),
@@ -185,24 +227,19 @@ impl Writer {
             tx.object_store(name)
                 .map_err(|e| store_error("starting a write", DomError::from_js(&e)))
         };
-        let outbox = store(OUTBOX)?;
-        let by_entity = outbox
-            .index("entity")
-            .map_err(|e| store_error("starting a write", DomError::from_js(&e)))?;
         Ok(Self {
             conversations: store(CONVERSATIONS)?,
             messages: store(MESSAGES)?,
             tombstones: store(TOMBSTONES)?,
-            outbox,
-            by_entity,
-            ahead: HashMap::new(),
-            next: None,
-            written: HashSet::new(),
-            checkpoint: None,
             totals: store(TOTALS)?,
             meta: store(META)?,
             marks: store(MARKS)?,
             tx,
+            stash: HashMap::new(),
+            last_seq: None,
+            seq_changed: false,
+            unsynced: None,
+            checkpoint: None,
             unawaited: 0,
             activity: HashMap::new(),
             deltas: HashMap::new(),
@@ -270,11 +307,9 @@ impl Writer {
 
     /// What the store holds for a record: its live version or tombstone.
     async fn local_version(&self, kind: EntityKind, id: RecordId) -> Result<Option<LocalVersion>> {
-        let store = match kind {
-            EntityKind::Conversation => &self.conversations,
-            EntityKind::Message => &self.messages,
-        };
-        let v = self.get(store, &hex_id(id.as_bytes()).into()).await?;
+        let v = self
+            .get(self.record_store(kind), &hex_id(id.as_bytes()).into())
+            .await?;
         if !v.is_undefined() {
             let (version, body) = codec::version_and_body(&v)?;
             return Ok(Some(LocalVersion {
@@ -333,129 +368,297 @@ impl Writer {
         self.put(&marks, &codec::mark_value(id, through)).await
     }
 
-    /// Issues, without awaiting it, the read ahead of the outbox entries
-    /// of every record `ops` (the next window) queue, dequeue or look up.
-    fn read_ahead(&mut self, ops: &[WriteOp]) -> Result<()> {
-        self.next = None;
-        self.written.clear();
-        let mut entities: Vec<String> = ops
-            .iter()
-            .filter_map(outbox_record)
-            .map(|id| hex_id(id.as_bytes()))
-            .collect();
-        // One lookup gains nothing from being read ahead.
-        if entities.len() < 2 {
-            return Ok(());
+    /// The store of a kind's live records.
+    fn record_store(&self, kind: EntityKind) -> &IdbObjectStore {
+        match kind {
+            EntityKind::Conversation => &self.conversations,
+            EntityKind::Message => &self.messages,
         }
-        entities.sort_unstable();
-        entities.dedup();
-        let (first, last) = (&entities[0], &entities[entities.len() - 1]);
-        let range =
-            web_sys::IdbKeyRange::bound(&first.into(), &last.into()).map_err(|e| self.js(e))?;
-        let request = self
-            .by_entity
-            .get_all_with_key_and_limit(&range, READ_AHEAD as u32)
-            .map_err(|e| self.js(e))?;
-        self.next = Some(Pending { entities, request });
-        Ok(())
     }
 
-    /// Waits for the read ahead of the window about to apply and makes its
-    /// answers current.
-    async fn take_read_ahead(&mut self) -> Result<()> {
-        self.ahead.clear();
-        let Some(Pending { entities, request }) = self.next.take() else {
-            return Ok(());
+    /// The next outbox sequence number (the counter is read once per
+    /// transaction, at the first number it issues).
+    async fn next_seq(&mut self) -> Result<f64> {
+        let last = match self.last_seq {
+            Some(last) => last,
+            None => codec::last_seq(&self.get(&self.meta, &SEQ_KEY.into()).await?)?,
         };
-        let found: Array = wait(&request)
-            .await
-            .map_err(|e| self.failed(e))?
-            .unchecked_into();
-        if (found.length() as usize) < READ_AHEAD {
-            // The whole range: a record without an entry in it has none,
-            // unless the transaction wrote its entry after the read.
-            for entity in entities {
-                if !self.written.contains(&entity) {
-                    self.ahead.insert(entity, JsValue::UNDEFINED);
-                }
+        let seq = last + 1.0;
+        self.last_seq = Some(seq);
+        self.seq_changed = true;
+        Ok(seq)
+    }
+
+    /// The outbox entry the record `id` (hex) is written with: `carried`
+    /// is the entry of what the write replaces, if the caller read it. The
+    /// write takes any change waiting for the record.
+    async fn resolve(
+        &mut self,
+        id: &str,
+        mark: Mark,
+        carried: Option<JsValue>,
+    ) -> Result<Option<JsValue>> {
+        let waiting = self.stash.remove(id).map(|s| s.entry);
+        Ok(match mark {
+            Mark::Carry => carried.or(waiting),
+            Mark::Drop => None,
+            Mark::Fresh(op) => Some(codec::fresh_entry(self.next_seq().await?, op)),
+        })
+    }
+
+    /// Applies one window of ops, fusing each `Enqueue` with the write of
+    /// its record next to it and grouping runs of outbox ops (see the
+    /// module docs).
+    async fn apply_window(&mut self, window: Vec<WriteOp>) -> Result<()> {
+        let mut ops: VecDeque<WriteOp> = window.into();
+        while let Some(op) = ops.pop_front() {
+            if !matches!(op, WriteOp::ForgetUnlessPending(_)) {
+                self.unsynced = None;
             }
-            for entry in found.iter() {
-                if let Some(known) = self.ahead.get_mut(&codec::get_str(&entry, "entity")?) {
-                    *known = entry;
+            match op {
+                WriteOp::Enqueue(item) if ops.front().is_some_and(|w| writes(w, &item)) => {
+                    if let Some(write) = ops.pop_front() {
+                        self.write_record(write, Mark::Fresh(item.op_id)).await?;
+                    }
                 }
+                op if record_of(&op).is_some() => {
+                    let fused = match ops.front() {
+                        Some(WriteOp::Enqueue(item)) if writes(&op, item) => Some(item.op_id),
+                        _ => None,
+                    };
+                    let mark = match fused {
+                        Some(op_id) => {
+                            ops.pop_front();
+                            Mark::Fresh(op_id)
+                        }
+                        None => Mark::Carry,
+                    };
+                    self.write_record(op, mark).await?;
+                }
+                op if is_outbox_op(&op) => {
+                    let mut run = vec![op];
+                    while let Some(next) = ops.front() {
+                        let fuses = matches!(next, WriteOp::Enqueue(item)
+                            if ops.get(1).is_some_and(|w| writes(w, item)));
+                        if !is_outbox_op(next) || fuses {
+                            break;
+                        }
+                        run.extend(ops.pop_front());
+                    }
+                    self.apply_outbox_run(run).await?;
+                }
+                op => self.apply(op).await?,
             }
-            return Ok(());
         }
-        // Other records' entries fill the range: one lookup each, all
-        // issued before the first is awaited (after every write so far, so
-        // none of their answers is stale).
-        let requests = entities
-            .into_iter()
-            .map(|entity| {
-                let request = self
-                    .by_entity
-                    .get(&JsValue::from_str(&entity))
-                    .map_err(|e| self.js(e))?;
-                Ok((entity, request))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        Ok(())
+    }
+
+    /// Applies a run of `Enqueue`, `Dequeue` and `Unpark` ops: every record
+    /// they touch is looked up at once (all requests issued before the
+    /// first is awaited), and each record whose entry changed is put once.
+    async fn apply_outbox_run(&mut self, run: Vec<WriteOp>) -> Result<()> {
+        // The kinds to look a record up as: an `Enqueue` names its kind, a
+        // `Dequeue` or `Unpark` does not.
+        let mut wanted: HashMap<RecordId, [bool; 2]> = HashMap::new();
+        for op in &run {
+            let (id, kind) = match op {
+                WriteOp::Enqueue(item) => (item.entity_id, Some(item.kind)),
+                WriteOp::Dequeue(id) | WriteOp::Unpark(id) => (*id, None),
+                _ => continue,
+            };
+            let kinds = wanted.entry(id).or_default();
+            match kind {
+                Some(EntityKind::Conversation) => kinds[0] = true,
+                Some(EntityKind::Message) => kinds[1] = true,
+                None => *kinds = [true, true],
+            }
+        }
+        let mut lookups = Vec::new();
+        for (id, kinds) in &wanted {
+            let hex: JsValue = hex_id(id.as_bytes()).into();
+            for (kind, wanted) in [EntityKind::Conversation, EntityKind::Message]
+                .into_iter()
+                .zip(kinds)
+            {
+                if *wanted {
+                    let store = self.record_store(kind).clone();
+                    let live = store.get(&hex).map_err(|e| self.js(e))?;
+                    let tombstone = self
+                        .tombstones
+                        .get(&tombstone_key(kind, *id))
+                        .map_err(|e| self.js(e))?;
+                    lookups.push((*id, kind, store, live, tombstone));
+                }
+            }
+        }
         // Requests complete in order: once the last is done, all are.
-        if let Some((_, request)) = requests.last() {
-            wait(request).await.map_err(|e| self.failed(e))?;
+        if let Some((.., last)) = lookups.last() {
+            wait(last).await.map_err(|e| self.failed(e))?;
         }
-        for (entity, request) in requests {
-            let entry = wait(&request).await.map_err(|e| self.failed(e))?;
-            self.ahead.insert(entity, entry);
+        let mut found: HashMap<RecordId, Found> = HashMap::new();
+        for (id, kind, store, live, tombstone) in lookups {
+            if found.contains_key(&id) {
+                continue;
+            }
+            let live = wait(&live).await.map_err(|e| self.failed(e))?;
+            let (value, store) = if live.is_undefined() {
+                let t = wait(&tombstone).await.map_err(|e| self.failed(e))?;
+                (t, self.tombstones.clone())
+            } else {
+                (live, store)
+            };
+            if !value.is_undefined() {
+                found.insert(
+                    id,
+                    Found {
+                        value,
+                        kind,
+                        store,
+                        changed: false,
+                    },
+                );
+            }
+        }
+
+        for op in run {
+            match op {
+                WriteOp::Enqueue(item) => self.enqueue(item, &mut found).await?,
+                WriteOp::Dequeue(id) => {
+                    if let Some(f) = found.get_mut(&id) {
+                        if codec::entry(&f.value)?.is_some() {
+                            codec::set_entry(&f.value, None);
+                            f.changed = true;
+                        }
+                    }
+                    self.stash.remove(&hex_id(id.as_bytes()));
+                }
+                WriteOp::Unpark(id) => {
+                    let (entry, f) = match found.get_mut(&id) {
+                        Some(f) => (codec::entry(&f.value)?, Some(f)),
+                        None => {
+                            let waiting = self.stash.get(&hex_id(id.as_bytes()));
+                            (waiting.map(|s| s.entry.clone()), None)
+                        }
+                    };
+                    if let Some(entry) = entry {
+                        if codec::is_parked(&entry)? {
+                            codec::unpark(&entry);
+                            if let Some(f) = f {
+                                f.changed = true;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for f in found.into_values().filter(|f| f.changed) {
+            self.put(&f.store, &f.value).await?;
         }
         Ok(())
     }
 
-    /// Notes that the transaction writes the outbox entry of `entity`.
-    fn entry_written(&mut self, entity: &str) {
-        if self.next.is_some() {
-            self.written.insert(entity.to_owned());
+    /// [`WriteOp::Enqueue`] in a run: the looked-up record gets a new
+    /// pending change; one the store does not hold waits for its write.
+    async fn enqueue(
+        &mut self,
+        item: OutboxItem,
+        found: &mut HashMap<RecordId, Found>,
+    ) -> Result<()> {
+        let entry = codec::fresh_entry(self.next_seq().await?, item.op_id);
+        let id = hex_id(item.entity_id.as_bytes());
+        match found
+            .get_mut(&item.entity_id)
+            .filter(|f| f.kind == item.kind)
+        {
+            Some(f) => {
+                codec::set_entry(&f.value, Some(&entry));
+                f.changed = true;
+                self.stash.remove(&id);
+            }
+            None => {
+                let conversation = item.conversation_id.map(|c| hex_id(c.as_bytes()));
+                self.stash.insert(
+                    id,
+                    Stashed {
+                        entry,
+                        conversation,
+                    },
+                );
+            }
         }
+        Ok(())
     }
 
-    /// The outbox entry of a record, if any (`undefined` if none).
-    async fn outbox_entry(&self, entity: RecordId) -> Result<JsValue> {
-        let entity = hex_id(entity.as_bytes());
-        if let Some(known) = self.ahead.get(&entity) {
-            return Ok(known.clone());
+    /// [`WriteOp::Park`]: the record whose entry has this sequence number,
+    /// looked up in the `outbox` index of every record store at once.
+    async fn park(&mut self, seq: u64, reason: &ParkReason) -> Result<()> {
+        let number = JsValue::from_f64(seq as f64);
+        let mut lookups = Vec::new();
+        for store in [&self.conversations, &self.messages, &self.tombstones] {
+            let index = store.index(OUTBOX_INDEX).map_err(|e| self.js(e))?;
+            for parked in [0.0, 1.0] {
+                let k = key(&[JsValue::from_f64(parked), number.clone()]);
+                lookups.push((store.clone(), index.get(&k).map_err(|e| self.js(e))?));
+            }
         }
-        self.read(self.by_entity.get(&entity.into())).await
-    }
-
-    /// Deletes the outbox entry with the sequence number `seq`, the one of
-    /// the record `entity` (hex).
-    async fn delete_entry(&mut self, entity: &str, seq: f64) -> Result<()> {
-        let outbox = self.outbox.clone();
-        self.delete(&outbox, &seq.into()).await?;
-        self.entry_written(entity);
-        if let Some(known) = self.ahead.get_mut(entity) {
-            *known = JsValue::UNDEFINED;
+        if let Some((_, last)) = lookups.last() {
+            wait(last).await.map_err(|e| self.failed(e))?;
+        }
+        for (store, request) in lookups {
+            let record = wait(&request).await.map_err(|e| self.failed(e))?;
+            if let Some(entry) = codec::entry(&record)? {
+                codec::park(&entry, reason)?;
+                return self.put(&store, &record).await;
+            }
+        }
+        // A change waiting for its record's write (its number is one only
+        // this transaction has seen, but the rule is the same).
+        for waiting in self.stash.values() {
+            if codec::entry_seq(&waiting.entry)? == seq {
+                codec::park(&waiting.entry, reason)?;
+                break;
+            }
         }
         Ok(())
     }
 
-    /// Writes an outbox entry (new or changed) of the record `entity`
-    /// (hex).
-    async fn put_entry(&mut self, entity: &str, entry: &JsValue) -> Result<()> {
-        // Its sequence number is the put's answer, which nobody awaits: a
-        // later lookup reads it from the store.
-        self.ahead.remove(entity);
-        self.entry_written(entity);
-        let outbox = self.outbox.clone();
-        self.put(&outbox, entry).await
+    /// Whether [`WriteOp::ForgetUnlessPending`] may delete: the record is
+    /// stored at the tombstone's version and has no pending or parked
+    /// change (for a conversation, none of its messages has one either).
+    async fn forgettable(&mut self, t: &Tombstone) -> Result<bool> {
+        let id = hex_id(t.id.as_bytes());
+        let stored = self
+            .get(self.record_store(t.kind), &id.clone().into())
+            .await?;
+        if stored.is_undefined()
+            || codec::version(&stored)? != t.version
+            || codec::entry(&stored)?.is_some()
+        {
+            return Ok(false);
+        }
+        if t.kind == EntityKind::Conversation {
+            if self.unsynced.is_none() {
+                let mut unsynced =
+                    read::unsynced_conversations(&[&self.messages, &self.tombstones]).await?;
+                unsynced.extend(self.stash.values().filter_map(|s| s.conversation.clone()));
+                self.unsynced = Some(unsynced);
+            }
+            return Ok(!self.unsynced.as_ref().is_some_and(|u| u.contains(&id)));
+        }
+        Ok(true)
     }
 
-    async fn dequeue(&mut self, entity: RecordId) -> Result<()> {
-        let entry = self.outbox_entry(entity).await?;
-        if !entry.is_undefined() {
-            let seq = codec::get_f64(&entry, "seq")?;
-            self.delete_entry(&hex_id(entity.as_bytes()), seq).await?;
+    /// Applies a write of a record (a put, an insert or a deletion), doing
+    /// `mark` with its outbox entry; any other op as [`Writer::apply`].
+    async fn write_record(&mut self, op: WriteOp, mark: Mark) -> Result<()> {
+        match op {
+            WriteOp::PutConversation(r) => self.put_conversation(r, mark).await,
+            WriteOp::PutMessage(m) => self.put_message(m, false, mark).await,
+            WriteOp::InsertMessage(m) => self.put_message(m, true, mark).await,
+            WriteOp::Delete(t) => self.delete_record(t, mark).await,
+            other => Box::pin(self.apply(other)).await,
         }
-        Ok(())
     }
 
     /// The stored messages (or message tombstones) of a conversation
@@ -480,12 +683,10 @@ impl Writer {
     }
 
     /// [`WriteOp::CoverMessages`]: drops the conversation's messages
-    /// stamped at or below `through`, their tombstones and their outbox
-    /// entries (those queued for this conversation), and takes them off
-    /// the totals.
+    /// stamped at or below `through` and their tombstones — their outbox
+    /// entries go with them — and takes them off the totals.
     async fn cover_messages(&mut self, conversation: ConversationId, through: Hlc) -> Result<()> {
-        let conv_hex = hex_id(conversation.as_bytes());
-        let conv: JsValue = conv_hex.clone().into();
+        let conv: JsValue = hex_id(conversation.as_bytes()).into();
         let through = version_text(through);
         let (messages, tombstones) = (self.messages.clone(), self.tombstones.clone());
         for (store, is_message) in [(&messages, true), (&tombstones, false)] {
@@ -498,20 +699,10 @@ impl Writer {
                     if is_message {
                         let len = codec::body_len(v)? as i64;
                         self.count_message(conversation, -1, -len);
-                        self.delete(store, &id.clone().into()).await?;
+                        self.delete(store, &id.into()).await?;
                     } else {
-                        let k = key(&[codec::get_str(v, "kind")?.into(), id.clone().into()]);
+                        let k = key(&[codec::get_str(v, "kind")?.into(), id.into()]);
                         self.delete(store, &k).await?;
-                    }
-                    let entry = match self.ahead.get(&id) {
-                        Some(known) => known.clone(),
-                        None => self.read(self.by_entity.get(&id.clone().into())).await?,
-                    };
-                    if !entry.is_undefined()
-                        && codec::get_str(&entry, "conv").ok().as_deref() == Some(conv_hex.as_str())
-                    {
-                        let seq = codec::get_f64(&entry, "seq")?;
-                        self.delete_entry(&id, seq).await?;
                     }
                 }
                 if page.len() < COVER_PAGE {
@@ -523,29 +714,29 @@ impl Writer {
     }
 
     /// Removes a stored message (if any) from its conversation's totals;
-    /// the caller then deletes or replaces it.
-    async fn uncount_message(&mut self, id: &JsValue) -> Result<()> {
+    /// the caller then deletes or replaces it. Returns what was stored
+    /// (`undefined`: nothing).
+    async fn uncount_message(&mut self, id: &JsValue) -> Result<JsValue> {
         let old = self.get(&self.messages, id).await?;
         if !old.is_undefined() {
             let conversation = codec::get_conversation_id(&old, "conv")?;
             let len = codec::body_len(&old)? as i64;
             self.count_message(conversation, -1, -len);
         }
-        Ok(())
+        Ok(old)
     }
 
-    async fn put_conversation(&mut self, r: ConversationRecord) -> Result<()> {
-        let id: JsValue = hex_id(r.id.as_bytes()).into();
+    async fn put_conversation(&mut self, r: ConversationRecord, mark: Mark) -> Result<()> {
+        let hex = hex_id(r.id.as_bytes());
+        let id: JsValue = hex.clone().into();
         // The tombstone goes; its deletion stays in the mark.
-        if let Some(deleted) = self.conversation_tombstone(r.id).await? {
-            self.raise_mark(r.id, deleted).await?;
+        let tombstone_at = tombstone_key(EntityKind::Conversation, r.id.into());
+        let tombstone = self.get(&self.tombstones, &tombstone_at).await?;
+        if let Some(deleted) = codec::found(&tombstone, codec::tombstone)? {
+            self.raise_mark(r.id, deleted.version).await?;
         }
         let tombstones = self.tombstones.clone();
-        self.delete(
-            &tombstones,
-            &tombstone_key(EntityKind::Conversation, r.id.into()),
-        )
-        .await?;
+        self.delete(&tombstones, &tombstone_at).await?;
         let old = self.get(&self.conversations, &id).await?;
         let previous = if old.is_undefined() {
             Timestamp::EPOCH
@@ -577,38 +768,51 @@ impl Writer {
         // Activity never goes back (see the memory backend).
         let activity_at = r.updated_at.max(newest).max(previous);
         self.bytes += r.body.len() as i64;
-        let value = codec::conversation_value(&ConversationRow {
+        let carried = codec::entry(&old)?.or(codec::entry(&tombstone)?);
+        let entry = self.resolve(&hex, mark, carried).await?;
+        let value: JsValue = codec::conversation_value(&ConversationRow {
             record: r,
             activity_at,
-        });
+        })
+        .into();
+        codec::set_entry(&value, entry.as_ref());
         let store = self.conversations.clone();
         self.put(&store, &value).await
     }
 
-    async fn put_message(&mut self, m: MessageRecord, insert: bool) -> Result<()> {
-        let id: JsValue = hex_id(m.id.as_bytes()).into();
+    async fn put_message(&mut self, m: MessageRecord, insert: bool, mark: Mark) -> Result<()> {
+        let hex = hex_id(m.id.as_bytes());
+        let value: JsValue = codec::message_value(&m).into();
         let (messages, tombstones) = (self.messages.clone(), self.tombstones.clone());
         if insert {
+            let entry = self.resolve(&hex, mark, None).await?;
+            codec::set_entry(&value, entry.as_ref());
             // `add` fails with a ConstraintError if the id exists, which
             // aborts the transaction: the batch fails as the contract says.
-            self.issued(messages.add(&codec::message_value(&m))).await?;
+            self.issued(messages.add(&value)).await?;
         } else {
-            self.delete(
-                &tombstones,
-                &tombstone_key(EntityKind::Message, m.id.into()),
-            )
-            .await?;
-            self.uncount_message(&id).await?;
-            self.put(&messages, &codec::message_value(&m)).await?;
+            let old = self.uncount_message(&hex.clone().into()).await?;
+            let tombstone_at = tombstone_key(EntityKind::Message, m.id.into());
+            let mut carried = codec::entry(&old)?;
+            if old.is_undefined() && matches!(mark, Mark::Carry) {
+                carried = codec::entry(&self.get(&tombstones, &tombstone_at).await?)?;
+            }
+            self.delete(&tombstones, &tombstone_at).await?;
+            let entry = self.resolve(&hex, mark, carried).await?;
+            codec::set_entry(&value, entry.as_ref());
+            self.put(&messages, &value).await?;
         }
         self.count_message(m.conversation_id, 1, m.body.len() as i64);
         self.bump(m.conversation_id, m.updated_at);
         Ok(())
     }
 
-    async fn delete_record(&mut self, t: Tombstone) -> Result<()> {
-        let id: JsValue = hex_id(t.id.as_bytes()).into();
-        match t.kind {
+    /// Deletes a record and keeps its tombstone, which takes over the
+    /// record's outbox entry as `mark` says.
+    async fn delete_record(&mut self, t: Tombstone, mark: Mark) -> Result<()> {
+        let hex = hex_id(t.id.as_bytes());
+        let id: JsValue = hex.clone().into();
+        let old = match t.kind {
             EntityKind::Conversation => {
                 let old = self.get(&self.conversations, &id).await?;
                 if !old.is_undefined() {
@@ -617,36 +821,28 @@ impl Writer {
                 let store = self.conversations.clone();
                 self.delete(&store, &id).await?;
                 self.cover_messages(t.id.conversation(), t.version).await?;
+                old
             }
             EntityKind::Message => {
-                self.uncount_message(&id).await?;
+                let old = self.uncount_message(&id).await?;
                 let store = self.messages.clone();
                 self.delete(&store, &id).await?;
+                old
             }
-        }
-        let store = self.tombstones.clone();
-        self.put(&store, &codec::tombstone_value(&t)).await
-    }
-
-    /// Whether [`WriteOp::ForgetUnlessPending`] may delete: the record is
-    /// stored at the tombstone's version and nothing of it is in the
-    /// outbox (for a conversation, nothing of its messages either).
-    async fn forgettable(&self, t: &Tombstone) -> Result<bool> {
-        let same = self
-            .local_version(t.kind, t.id)
-            .await?
-            .is_some_and(|l| !l.deleted && l.version == t.version);
-        if !same || !self.outbox_entry(t.id).await?.is_undefined() {
-            return Ok(false);
-        }
-        if t.kind == EntityKind::Conversation {
-            let index = self.outbox.index("conv").map_err(|e| self.js(e))?;
-            let n = self
-                .read(index.count_with_key(&hex_id(t.id.as_bytes()).into()))
+        };
+        let mut carried = codec::entry(&old)?;
+        if old.is_undefined() && matches!(mark, Mark::Carry) {
+            // A tombstone replaced by a newer one keeps its change.
+            let replaced = self
+                .get(&self.tombstones, &tombstone_key(t.kind, t.id))
                 .await?;
-            return Ok(n.as_f64().unwrap_or(0.0) == 0.0);
+            carried = codec::entry(&replaced)?;
         }
-        Ok(true)
+        let entry = self.resolve(&hex, mark, carried).await?;
+        let value: JsValue = codec::tombstone_value(&t).into();
+        codec::set_entry(&value, entry.as_ref());
+        let store = self.tombstones.clone();
+        self.put(&store, &value).await
     }
 
     async fn apply(&mut self, op: WriteOp) -> Result<()> {
@@ -687,8 +883,8 @@ impl Writer {
             }
             WriteOp::Merge(incoming) => {
                 if self.wins(&incoming, incoming_wins).await? {
-                    self.dequeue(incoming_key(&incoming).1).await?;
-                    Box::pin(self.apply(merged_op(incoming))).await?;
+                    // The remote version supersedes the local change.
+                    Box::pin(self.write_record(merged_op(incoming), Mark::Drop)).await?;
                     self.outcome.merged += 1;
                 } else {
                     self.outcome.superseded += 1;
@@ -696,9 +892,7 @@ impl Writer {
             }
             WriteOp::MergeAndEnqueue(incoming, op_id) => {
                 if self.wins(&incoming, import_wins).await? {
-                    let item = incoming_outbox_item(&incoming, op_id);
-                    Box::pin(self.apply(merged_op(incoming))).await?;
-                    Box::pin(self.apply(WriteOp::Enqueue(item))).await?;
+                    Box::pin(self.write_record(merged_op(incoming), Mark::Fresh(op_id))).await?;
                     self.outcome.merged += 1;
                 } else {
                     self.outcome.superseded += 1;
@@ -714,44 +908,25 @@ impl Writer {
                     self.put(&store, &row).await?;
                 }
             }
-            WriteOp::PutConversation(r) => self.put_conversation(r).await?,
-            WriteOp::PutMessage(m) => self.put_message(m, false).await?,
-            WriteOp::InsertMessage(m) => self.put_message(m, true).await?,
-            WriteOp::Delete(t) => self.delete_record(t).await?,
+            op @ (WriteOp::PutConversation(_)
+            | WriteOp::PutMessage(_)
+            | WriteOp::InsertMessage(_)
+            | WriteOp::Delete(_)) => Box::pin(self.write_record(op, Mark::Carry)).await?,
             WriteOp::CoverMessages(id, through) => {
                 self.raise_mark(id, through).await?;
                 self.cover_messages(id, through).await?;
             }
-            WriteOp::Enqueue(item) => {
-                // One change per record: the new one replaces the pending
-                // one and gets the next sequence number.
-                self.dequeue(item.entity_id).await?;
-                let entity = hex_id(item.entity_id.as_bytes());
-                self.put_entry(&entity, &codec::outbox_value(&item)).await?;
+            op @ (WriteOp::Enqueue(_) | WriteOp::Dequeue(_) | WriteOp::Unpark(_)) => {
+                self.apply_outbox_run(vec![op]).await?;
             }
-            WriteOp::Dequeue(entity) => self.dequeue(entity).await?,
-            WriteOp::Park(seq, reason) => {
-                let entry = self.get(&self.outbox, &(seq as f64).into()).await?;
-                if !entry.is_undefined() {
-                    codec::park(&entry, &reason)?;
-                    let entity = codec::get_str(&entry, "entity")?;
-                    self.put_entry(&entity, &entry).await?;
-                }
-            }
-            WriteOp::Unpark(entity) => {
-                let entry = self.outbox_entry(entity).await?;
-                if !entry.is_undefined() && codec::is_parked(&entry)? {
-                    codec::unpark(&entry);
-                    self.put_entry(&hex_id(entity.as_bytes()), &entry).await?;
-                }
-            }
+            WriteOp::Park(seq, reason) => self.park(seq, &reason).await?,
             WriteOp::ForgetUnlessPending(t) => {
                 if self.forgettable(&t).await? {
                     // A forgotten conversation takes all its messages
                     // along: nothing of it is unsynced.
                     let conversation =
                         (t.kind == EntityKind::Conversation).then(|| t.id.conversation());
-                    self.delete_record(t).await?;
+                    self.delete_record(t, Mark::Carry).await?;
                     if let Some(conversation) = conversation {
                         self.cover_messages(conversation, Hlc::MAX).await?;
                     }
@@ -771,9 +946,16 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the folded activity bumps and totals, and refuses the whole
-    /// write if it grew the store past `max_bytes`.
+    /// Writes the folded activity bumps and totals and the outbox's
+    /// sequence counter, and refuses the whole write if it grew the store
+    /// past `max_bytes`.
     async fn flush(&mut self, max_bytes: Option<u64>) -> Result<()> {
+        if let (true, Some(last)) = (self.seq_changed, self.last_seq) {
+            let meta = self.meta.clone();
+            let value = codec::last_seq_value(last);
+            self.issued(meta.put_with_key(&value, &SEQ_KEY.into()))
+                .await?;
+        }
         // Every row to change is read first, all requests issued before
         // the first is awaited: one round trip, not one per row.
         let mut activity = Vec::new();
@@ -848,17 +1030,29 @@ impl Writer {
     }
 }
 
-/// The record whose outbox entry `op` looks up, if it looks one up.
-fn outbox_record(op: &WriteOp) -> Option<RecordId> {
+/// The record a write op writes, if it writes one.
+fn record_of(op: &WriteOp) -> Option<(EntityKind, RecordId)> {
     match op {
-        WriteOp::Enqueue(item) => Some(item.entity_id),
-        WriteOp::Dequeue(entity) | WriteOp::Unpark(entity) => Some(*entity),
-        WriteOp::Merge(incoming) | WriteOp::MergeAndEnqueue(incoming, _) => {
-            Some(incoming_key(incoming).1)
+        WriteOp::PutConversation(r) => Some((EntityKind::Conversation, r.id.into())),
+        WriteOp::PutMessage(m) | WriteOp::InsertMessage(m) => {
+            Some((EntityKind::Message, m.id.into()))
         }
-        WriteOp::ForgetUnlessPending(t) => Some(t.id),
+        WriteOp::Delete(t) => Some((t.kind, t.id)),
         _ => None,
     }
+}
+
+/// Whether `op` writes the record `item` queues.
+fn writes(op: &WriteOp, item: &OutboxItem) -> bool {
+    record_of(op) == Some((item.kind, item.entity_id))
+}
+
+/// Whether `op` only changes a record's outbox entry, found by its id.
+fn is_outbox_op(op: &WriteOp) -> bool {
+    matches!(
+        op,
+        WriteOp::Enqueue(_) | WriteOp::Dequeue(_) | WriteOp::Unpark(_)
+    )
 }
 
 /// Runs `issue` (requests that need no answer) in one readwrite
@@ -879,27 +1073,64 @@ async fn issue_and_commit(
     idb::finish(&tx).await.map_err(|e| store_error(doing, e))
 }
 
-/// Removes delivered outbox entries, in one transaction.
+/// Removes delivered outbox entries, in one transaction: each record
+/// whose entry has one of `seqs` loses it (a newer change of the record
+/// has a newer number and stays). The entries are read as one `outbox`
+/// index range per store and state, from the lowest number to the
+/// highest — a page the outbox handed out, so little else lies between.
 pub(crate) async fn acknowledge(db: &IdbDatabase, durability: &str, seqs: &[u64]) -> Result<()> {
-    if seqs.is_empty() {
+    let (Some(low), Some(high)) = (seqs.iter().min(), seqs.iter().max()) else {
         return Ok(());
-    }
-    issue_and_commit(db, &[OUTBOX], durability, "acknowledging", |tx| {
-        let outbox = tx.object_store(OUTBOX)?;
-        for seq in seqs {
-            outbox.delete(&(*seq as f64).into())?;
+    };
+    let doing = "acknowledging";
+    let js = |e: JsValue| store_error(doing, DomError::from_js(&e));
+    let tx = idb::readwrite(db, &RECORD_STORES, durability).map_err(|e| store_error(doing, e))?;
+    let acknowledged = async {
+        let wanted: HashSet<u64> = seqs.iter().copied().collect();
+        let mut reads = Vec::new();
+        for name in RECORD_STORES {
+            let store = tx.object_store(name).map_err(js)?;
+            let index = store.index(OUTBOX_INDEX).map_err(js)?;
+            for parked in [0.0, 1.0] {
+                let state = JsValue::from_f64(parked);
+                let range = web_sys::IdbKeyRange::bound(
+                    &key(&[state.clone(), JsValue::from_f64(*low as f64)]),
+                    &key(&[state, JsValue::from_f64(*high as f64)]),
+                )
+                .map_err(js)?;
+                reads.push((store.clone(), index.get_all_with_key(&range).map_err(js)?));
+            }
+        }
+        for (store, request) in reads {
+            let found: Array = wait(&request)
+                .await
+                .map_err(|e| store_error(doing, e))?
+                .unchecked_into();
+            for record in found.iter() {
+                let Some(entry) = codec::entry(&record)? else {
+                    continue;
+                };
+                if wanted.contains(&codec::entry_seq(&entry)?) {
+                    codec::set_entry(&record, None);
+                    store.put(&record).map_err(js)?;
+                }
+            }
         }
         Ok(())
-    })
-    .await
+    }
+    .await;
+    if let Err(e) = acknowledged {
+        let _ = tx.abort();
+        return Err(e);
+    }
+    idb::finish(&tx).await.map_err(|e| store_error(doing, e))
 }
 
-/// Deletes every record, tombstone, deletion mark, outbox entry and
-/// total; keeps `meta`.
-/// The outbox's sequence numbers go on from where they were (IndexedDB
-/// never resets a key generator on `clear`).
+/// Deletes every record, tombstone, deletion mark (outbox entries go
+/// with their records) and total; keeps `meta`, and with it the outbox's
+/// sequence counter: numbers go on from where they were.
 pub(crate) async fn clear(db: &IdbDatabase, durability: &str) -> Result<()> {
-    let stores = [CONVERSATIONS, MESSAGES, TOMBSTONES, OUTBOX, TOTALS, MARKS];
+    let stores = [CONVERSATIONS, MESSAGES, TOMBSTONES, TOTALS, MARKS];
     issue_and_commit(db, &stores, durability, "clearing", |tx| {
         for name in stores {
             tx.object_store(name)?.clear()?;

@@ -1,17 +1,18 @@
 //! Schema versions in a browser: a database written by a newer chatvault
 //! is refused clearly and left as it is; the current version reopens; a
-//! version-1 database is upgraded and keeps what it held.
+//! version-1 database is upgraded and keeps what it held; a version-2
+//! outbox moves onto its records.
 
 #![cfg(target_family = "wasm")]
 
 mod common;
 
 use chatvault_core::{
-    Body, ConversationId, ConversationRecord, DeviceId, Hlc, Incoming, MessageId, MessageRecord,
-    Timestamp, UserId,
+    Body, ChangeOp, ConversationId, ConversationRecord, DeviceId, EntityKind, Hlc, Incoming,
+    MessageId, MessageRecord, OpId, RecordId, Timestamp, UserId,
 };
 use chatvault_indexeddb::{IndexedDbOptions, IndexedDbStore, SCHEMA_VERSION};
-use chatvault_store::{Store, StoreError, WriteBatch, WriteOp};
+use chatvault_store::{OutboxItem, ParkReason, Store, StoreError, WriteBatch, WriteOp};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -84,7 +85,6 @@ async fn a_new_database_gets_every_object_store_at_the_current_version() {
             "marks",
             "messages",
             "meta",
-            "outbox",
             "tombstones",
             "totals"
         ]
@@ -244,4 +244,269 @@ async fn a_version_1_tombstone_stays_the_deletion_mark_after_the_upgrade() {
         "kept past the recreation"
     );
     assert_eq!(store.message(old.id).await.unwrap(), None, "still covered");
+}
+
+fn hex(bytes: &[u8; 16]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A plain object of `fields`.
+fn row(fields: &[(&str, JsValue)]) -> JsValue {
+    let o = js_sys::Object::new();
+    for (field, value) in fields {
+        js_sys::Reflect::set(&o, &JsValue::from_str(field), value).expect("set");
+    }
+    o.into()
+}
+
+fn text(s: &str) -> JsValue {
+    JsValue::from_str(s)
+}
+
+fn number(n: f64) -> JsValue {
+    JsValue::from_f64(n)
+}
+
+fn bytes(b: &[u8]) -> JsValue {
+    js_sys::Uint8Array::from(b).into()
+}
+
+/// Builds a version-2 database (the version-1 layout plus `marks`) with
+/// the raw API and fills it with `rows`, `(store, value)` each, in one
+/// transaction; then deletes the outbox row with sequence number
+/// `acknowledged` (the key generator stays past it, as after a push).
+async fn v2_with(name: &str, rows: Vec<(&'static str, JsValue)>, acknowledged: f64) {
+    let request = factory().open_with_u32(name, 2).expect("open request");
+    let upgrade = {
+        let request = request.clone();
+        Closure::once(move |_: web_sys::Event| {
+            let db: IdbDatabase = request.result().expect("db").unchecked_into();
+            create_v1_layout(&db);
+            create_store(&db, "marks", &["conv"], false);
+        })
+    };
+    request.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
+    let done = js_sys::Promise::new(&mut |resolve, reject| {
+        request.set_onsuccess(Some(&resolve));
+        request.set_onerror(Some(&reject));
+    });
+    JsFuture::from(done).await.expect("v2 open");
+    let db: IdbDatabase = request.result().expect("open result").unchecked_into();
+    let names: js_sys::Array = ["conversations", "messages", "tombstones", "outbox"]
+        .iter()
+        .map(|n| JsValue::from_str(n))
+        .collect();
+    let tx = db
+        .transaction_with_str_sequence_and_mode(&names, IdbTransactionMode::Readwrite)
+        .expect("transaction");
+    for (store, value) in rows {
+        tx.object_store(store)
+            .expect(store)
+            .put(&value)
+            .expect("put");
+    }
+    tx.object_store("outbox")
+        .expect("outbox")
+        .delete(&number(acknowledged))
+        .expect("delete");
+    let committed = js_sys::Promise::new(&mut |resolve, reject| {
+        tx.set_oncomplete(Some(&resolve));
+        tx.set_onerror(Some(&reject));
+    });
+    JsFuture::from(committed).await.expect("commit");
+    db.close();
+}
+
+/// A version-2 outbox row, as version-2 code stored it.
+fn v2_entry(
+    seq: f64,
+    kind: &str,
+    entity: &str,
+    conv: Option<&str>,
+    op: OpId,
+) -> Vec<(&'static str, JsValue)> {
+    let mut fields = vec![
+        ("seq", number(seq)),
+        ("entity", text(entity)),
+        ("kind", text(kind)),
+        ("op", text(&hex(op.as_bytes()))),
+        ("parked", number(0.0)),
+        ("attempts", number(0.0)),
+    ];
+    if let Some(conv) = conv {
+        fields.push(("conv", text(conv)));
+    }
+    fields
+}
+
+/// Version 3 moves the outbox onto its records: a version-2 database's
+/// pending and parked changes (on a live record and on a tombstone) are
+/// listed as before — same sequence numbers, op ids, refusal and count —
+/// an entry whose record is gone is dropped, and new numbers continue
+/// above every number the old outbox ever issued (even an acknowledged
+/// one).
+#[wasm_bindgen_test]
+async fn a_version_2_outbox_moves_onto_its_records() {
+    let dbs = common::Databases::new();
+    let conv = ConversationId::from_bytes([0x0c; 16]);
+    let (live, deleted, gone) = (
+        MessageId::from_bytes([0x0e; 16]),
+        MessageId::from_bytes([0x0f; 16]),
+        MessageId::from_bytes([0x0d; 16]),
+    );
+    let op = |n: u8| OpId::from_bytes([n; 16]);
+    let (c, m1, m2, m9) = (
+        hex(conv.as_bytes()),
+        hex(live.as_bytes()),
+        hex(deleted.as_bytes()),
+        hex(gone.as_bytes()),
+    );
+    let desc = |h: &str| -> String {
+        h.as_bytes()
+            .chunks(2)
+            .map(|p| {
+                let b = u8::from_str_radix(std::str::from_utf8(p).expect("hex"), 16).expect("hex");
+                format!("{:02x}", !b)
+            })
+            .collect()
+    };
+    let mut parked = v2_entry(5.0, "message", &m1, Some(&c), op(2));
+    parked.extend([
+        ("parked", number(1.0)),
+        ("attempts", number(2.0)),
+        ("code", text("too_big")),
+        ("message", text("refused")),
+        ("at", number(99.0)),
+    ]);
+    let rows = vec![
+        (
+            "conversations",
+            row(&[
+                ("id", text(&c)),
+                ("descId", text(&desc(&c))),
+                ("user", text(UserId::local().as_str())),
+                ("created", number(10.0)),
+                ("updated", number(10.0)),
+                ("version", text(&stamp(10).to_string())),
+                ("body", bytes(b"conversation")),
+                ("activity", number(20.0)),
+                ("negActivity", number(-20.0)),
+            ]),
+        ),
+        (
+            "messages",
+            row(&[
+                ("id", text(&m1)),
+                ("descId", text(&desc(&m1))),
+                ("conv", text(&c)),
+                ("created", number(20.0)),
+                ("negCreated", number(-20.0)),
+                ("updated", number(20.0)),
+                ("version", text(&stamp(20).to_string())),
+                ("body", bytes(b"message")),
+            ]),
+        ),
+        (
+            "tombstones",
+            row(&[
+                ("kind", text("message")),
+                ("id", text(&m2)),
+                ("conv", text(&c)),
+                ("version", text(&stamp(30).to_string())),
+                ("deleted", number(30.0)),
+            ]),
+        ),
+        (
+            "outbox",
+            row(&v2_entry(3.0, "conversation", &c, None, op(1))),
+        ),
+        ("outbox", row(&parked)),
+        (
+            "outbox",
+            row(&v2_entry(8.0, "message", &m2, Some(&c), op(3))),
+        ),
+        (
+            "outbox",
+            row(&v2_entry(9.0, "message", &m9, Some(&c), op(4))),
+        ),
+        (
+            "outbox",
+            // Another record: `entity` is unique (one entry per record).
+            row(&v2_entry(
+                40.0,
+                "message",
+                &hex(&[0x0b; 16]),
+                Some(&c),
+                op(5),
+            )),
+        ),
+    ];
+    // Entry 40 was pushed and acknowledged: only the key generator
+    // remembers it.
+    v2_with(&dbs.main, rows, 40.0).await;
+
+    let store = dbs.open().await.expect("upgraded");
+    let raw = raw_open(&dbs.main, None).await;
+    assert_eq!(raw.version() as u32, SCHEMA_VERSION);
+    let names = raw.object_store_names();
+    assert!(!(0..names.length()).any(|i| names.item(i).as_deref() == Some("outbox")));
+    raw.close();
+
+    let pending = store.outbox(10).await.expect("outbox");
+    let listed: Vec<(u64, RecordId, OpId, bool)> = pending
+        .iter()
+        .map(|e| {
+            let deletes = matches!(e.change.op, ChangeOp::Delete(_));
+            (e.seq, e.change.entity_id, e.change.op_id, deletes)
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (3, conv.into(), op(1), false),
+            (8, deleted.into(), op(3), true),
+        ],
+        "the entry of a record gone without a tombstone is dropped"
+    );
+    let parked = store.parked(None, 10).await.expect("parked");
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(
+        (
+            parked[0].seq,
+            parked[0].change.entity_id,
+            parked[0].change.op_id
+        ),
+        (5, live.into(), op(2))
+    );
+    assert_eq!(
+        (parked[0].reason.clone(), parked[0].attempts),
+        (
+            ParkReason {
+                code: "too_big".into(),
+                message: "refused".into(),
+                at: Timestamp(99),
+            },
+            2
+        )
+    );
+    let usage = store.usage().await.expect("usage");
+    assert_eq!((usage.pending_changes, usage.parked_changes), (2, 1));
+    assert!(usage.per_conversation[0].pending);
+
+    // A new change gets a number above every one issued before.
+    let mut batch = WriteBatch::new();
+    batch.push(WriteOp::Enqueue(OutboxItem {
+        op_id: op(6),
+        kind: EntityKind::Message,
+        entity_id: live.into(),
+        conversation_id: Some(conv),
+    }));
+    store.write(batch).await.expect("enqueue");
+    let last = store.outbox(10).await.expect("outbox");
+    assert_eq!(last.len(), 3, "{last:?}");
+    assert_eq!(last[2].change.entity_id, live.into());
+    assert!(last[2].seq > 40, "{}", last[2].seq);
+    drop(store);
+    let reopened = dbs.open().await.expect("reopen");
+    assert_eq!(reopened.outbox(10).await.expect("outbox"), last);
 }

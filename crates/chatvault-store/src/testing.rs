@@ -232,6 +232,7 @@ macro_rules! conformance_cases {
 macro_rules! store_conformance_tests {
     (#[$test:meta], $backend:path) => {
         $crate::__store_conformance_cases!($test, $backend);
+        $crate::__store_outbox_conformance_cases!($test, $backend);
     };
 }
 
@@ -248,6 +249,8 @@ macro_rules! kv_conformance_tests {
 
 mod cases;
 mod kv;
+mod outbox_cases;
 
 pub use cases::*;
 pub use kv::*;
+pub use outbox_cases::*;

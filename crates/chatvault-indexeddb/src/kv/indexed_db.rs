@@ -15,6 +15,7 @@ use crate::idb::{self, wait, DomError};
 use async_trait::async_trait;
 use chatvault_store::kv::{check_key, check_namespace, entry_bytes};
 use chatvault_store::{KvError, KvLimits, KvResult, KvStore, KvUsage};
+use futures::future::LocalBoxFuture;
 use js_sys::Array;
 use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
@@ -26,11 +27,17 @@ pub const KV_DATABASE: &str = "chatvault-kv";
 const ENTRIES: &str = "entries";
 const VERSION: u32 = 1;
 
-fn upgrade(db: &IdbDatabase, _tx: &IdbTransaction, old: u32) -> Result<(), JsValue> {
-    if old < 1 {
-        db.create_object_store(ENTRIES)?;
-    }
-    Ok(())
+fn upgrade(
+    db: &IdbDatabase,
+    _tx: &IdbTransaction,
+    old: u32,
+) -> LocalBoxFuture<'static, Result<(), JsValue>> {
+    let created = if old < 1 {
+        db.create_object_store(ENTRIES).map(|_| ())
+    } else {
+        Ok(())
+    };
+    Box::pin(std::future::ready(created))
 }
 
 struct Connection {

@@ -1,9 +1,9 @@
-//! The writer reads the outbox entries of a window of ops ahead, before the
-//! previous window's writes run: whatever mix of queueing, replacing and
-//! dequeueing the same records across and inside windows, the outbox ends
-//! exactly as the in-memory reference store's does — with time-ordered ids
-//! (one range read per window) and with ids spread over the key space
-//! among many other entries (the crowded range: one lookup each).
+//! The writer applies runs of `Enqueue`, `Dequeue` and `Unpark` ops with
+//! one lookup of all their records (see `write.rs`): whatever mix of
+//! queueing, replacing, dequeueing and unparking the same records inside a
+//! run, across runs and across batches, the outbox ends exactly as the
+//! in-memory reference store's does — with ids close together and spread
+//! over the key space, among many other pending records.
 
 #![cfg(target_family = "wasm")]
 
@@ -22,7 +22,7 @@ const T0: u64 = 1_700_000_000_000;
 /// Records queued before the scenario and never touched by it: they crowd
 /// the key space of the spread ids.
 const BYSTANDERS: u16 = 510;
-/// Ops of the scenario: several windows of the writer's read-ahead.
+/// Ops of the scenario: several windows of the writer.
 const OPS: u32 = 1500;
 
 /// A bystander's id: two for every first byte.
@@ -103,7 +103,7 @@ async fn outbox(store: &dyn Store) -> Vec<(u64, RecordId, OpId)> {
 }
 
 #[wasm_bindgen_test]
-async fn read_ahead_outbox_lookups_match_the_reference_store() {
+async fn runs_of_outbox_ops_match_the_reference_store() {
     let dbs = common::Databases::new();
     let idb = dbs.open().await.expect("open");
     let memory = MemoryStore::new();
