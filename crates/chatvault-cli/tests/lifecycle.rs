@@ -486,10 +486,14 @@ fn exporting_and_importing_100k_messages_takes_flat_memory() {
         peaks.push((import_kib, export_kib));
     }
     let (small, large) = (peaks[0], peaks[1]);
-    // Ten times the history: memory grows by the ids kept to prove
-    // uniqueness on import (~16 bytes each), not by the content.
+    // Ten times the history: import memory grows at most by the fixed
+    // 8 MiB filter that proves ids unique past the first 65,536 records
+    // (`ExportValidator::EXACT_IDS`; the 10k file stays under it), never
+    // with the content or the count beyond that (1M measured flat in
+    // BENCHMARKS.md).
+    const ID_FILTER_KIB: f64 = 8.0 * 1024.0;
     assert!(
-        (large.0 as f64) < small.0 as f64 * 1.5,
+        (large.0 as f64) < small.0 as f64 * 1.5 + ID_FILTER_KIB,
         "import peak grew from {} to {} KiB",
         small.0,
         large.0
