@@ -1245,46 +1245,6 @@ async fn require_meta_refuses_a_changed_value(b) {
     Ok(())
 }
 
-/// Sequence numbers are never given twice, not after every change was
-/// acknowledged and not after `clear`: a push still holding an old number
-/// must never acknowledge a newer change with it.
-async fn sequence_numbers_are_never_reused(b) {
-    let store = b.open().await?;
-    store
-        .write(batch([
-            WriteOp::PutConversation(conversation(1, 10, 3)?),
-            enqueue_conversation(1, 1),
-            WriteOp::PutConversation(conversation(2, 10, 3)?),
-            enqueue_conversation(2, 2),
-        ]))
-        .await?;
-    let first = pending(&*store).await?;
-    let highest = first.iter().map(|p| p.0).max().ok_or("nothing queued")?;
-    store.acknowledge(&first.iter().map(|p| p.0).collect::<Vec<_>>()).await?;
-    store
-        .write(batch([
-            WriteOp::PutConversation(conversation(3, 20, 3)?),
-            enqueue_conversation(3, 3),
-        ]))
-        .await?;
-    let second = pending(&*store).await?;
-    assert_eq!(second.len(), 1);
-    assert!(second[0].0 > highest, "{} reuses a number up to {highest}", second[0].0);
-    store.clear().await?;
-    store
-        .write(batch([
-            WriteOp::PutConversation(conversation(4, 30, 3)?),
-            enqueue_conversation(4, 4),
-        ]))
-        .await?;
-    let third = pending(&*store).await?;
-    assert!(third[0].0 > second[0].0, "clear restarted the numbers: {third:?}");
-    // The stale numbers acknowledge nothing.
-    store.acknowledge(&[first[0].0, first[1].0, second[0].0]).await?;
-    assert_eq!(pending(&*store).await?, third);
-    Ok(())
-}
-
 /// A record's pending change follows it into its tombstone and back out
 /// (a put after a deletion): it is sent as the record's state at the time
 /// of the push, coalesces with the next change, and `Dequeue` and
