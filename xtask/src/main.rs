@@ -768,6 +768,13 @@ const RATIOS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "write",
+        "import_10k_1KiB",
+        "store_sqlite",
+        "raw_with_outbox",
+    ),
+    ("write", "import_10k_1KiB", "vault_sqlite", "store_sqlite"),
+    (
+        "write",
         "single_durable_write_1KiB",
         "vault_sqlite",
         "raw_rusqlite",

@@ -118,6 +118,7 @@ fn options() -> SyncOptions {
 
 async fn run(backend: &str, database: DatabaseUrl, n: usize) -> Vec<String> {
     eprintln!("sync throughput: {n} messages, {backend} server");
+    settle();
     let raw_rate = match &database {
         DatabaseUrl::Sqlite(path) => raw_sqlite_rate(&path.with_extension("raw.db"), n),
         DatabaseUrl::Postgres(url) => raw_postgres_rate(url, n).await,
@@ -128,6 +129,7 @@ async fn run(backend: &str, database: DatabaseUrl, n: usize) -> Vec<String> {
     // The writing device: its batched-write rate is the pull's baseline.
     let writer = Arc::new(vault(&dir.path().join("a.db")).await);
     let content = "x".repeat(1024);
+    settle();
     let mut writing = Duration::ZERO;
     for i in 0..n.div_ceil(WRITE_BATCH) {
         let c = writer
@@ -147,6 +149,7 @@ async fn run(backend: &str, database: DatabaseUrl, n: usize) -> Vec<String> {
     let pusher = SyncClient::register(writer, &url, "bench", PASSPHRASE, options())
         .await
         .expect("register");
+    settle();
     let started = Instant::now();
     let pushed = pusher.push().await.expect("push");
     let push_rate = n as f64 / started.elapsed().as_secs_f64();
@@ -166,6 +169,7 @@ async fn run(backend: &str, database: DatabaseUrl, n: usize) -> Vec<String> {
     )
     .await
     .expect("join");
+    settle();
     let started = Instant::now();
     let pulled = puller.pull().await.expect("pull");
     let pull_rate = n as f64 / started.elapsed().as_secs_f64();
@@ -201,6 +205,15 @@ fn row(what: &str, measured: &str, m: f64, baseline: &str, b: f64, target: &str)
         "| {what} | {measured} | {m:.0} | {baseline} | {b:.0} | **{:.2}×** | {target} |",
         m / b
     )
+}
+
+/// Flushes what earlier phases left in the page cache (`sync`) and lets
+/// the disk go idle, so a phase is not timed while the kernel writes back
+/// the previous one's 100 MB (which halved the first phase measured after
+/// the raw baseline in one run, and so skewed the ratios between rows).
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+    std::thread::sleep(Duration::from_millis(500));
 }
 
 /// Rows per second of raw batched inserts into a records-shaped table.
