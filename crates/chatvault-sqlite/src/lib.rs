@@ -195,6 +195,15 @@ impl Store for SqliteStore {
         self.with_conn(move |c| ops::messages(c, &query)).await
     }
 
+    async fn conversation_messages(
+        &self,
+        query: &MessageQuery,
+    ) -> Result<Option<Vec<MessageRecord>>> {
+        let query = query.clone();
+        self.with_conn(move |c| ops::conversation_messages(c, &query))
+            .await
+    }
+
     async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>> {
         self.with_conn(move |c| ops::tombstone(c, kind, id)).await
     }

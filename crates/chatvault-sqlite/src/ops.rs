@@ -88,6 +88,27 @@ fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<Result<T>>>) -> Result
     rows.map(|r| r.map_err(sql_err)?).collect()
 }
 
+/// A page of the conversation's messages, or `None` if it does not exist;
+/// one read transaction, so no write lands between the two.
+pub(crate) fn conversation_messages(
+    c: &mut Connection,
+    query: &MessageQuery,
+) -> Result<Option<Vec<MessageRecord>>> {
+    let tx = c.transaction().map_err(sql_err)?;
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM conversations WHERE id = ?1")
+        .map_err(sql_err)?
+        .exists([&query.conversation_id.as_bytes()[..]])
+        .map_err(sql_err)?;
+    let page = if exists {
+        Some(messages(&tx, query)?)
+    } else {
+        None
+    };
+    tx.commit().map_err(sql_err)?;
+    Ok(page)
+}
+
 pub(crate) fn conversation(
     c: &mut Connection,
     id: ConversationId,
@@ -141,7 +162,7 @@ pub(crate) fn message(c: &mut Connection, id: MessageId) -> Result<Option<Messag
         .transpose()
 }
 
-pub(crate) fn messages(c: &mut Connection, q: &MessageQuery) -> Result<Vec<MessageRecord>> {
+pub(crate) fn messages(c: &Connection, q: &MessageQuery) -> Result<Vec<MessageRecord>> {
     check_limit(q.limit)?;
     let conv = q.conversation_id.as_bytes().to_vec();
     let limit = q.limit as i64;

@@ -90,6 +90,21 @@ pub trait Store: MaybeSendSync {
     /// Messages of one conversation, newest first, paged back in time.
     async fn messages(&self, query: &MessageQuery) -> Result<Vec<MessageRecord>>;
 
+    /// [`messages`](Self::messages) of a conversation that exists, or
+    /// `None` if it does not (never created, or deleted) — what a page
+    /// read needs, in one call: a backend that runs its reads on another
+    /// thread answers both in one trip (each trip was a third of a page
+    /// read's time on the native store).
+    async fn conversation_messages(
+        &self,
+        query: &MessageQuery,
+    ) -> Result<Option<Vec<MessageRecord>>> {
+        if self.conversation(query.conversation_id).await?.is_none() {
+            return Ok(None);
+        }
+        self.messages(query).await.map(Some)
+    }
+
     /// The tombstone left by deleting a record, if any.
     async fn tombstone(&self, kind: EntityKind, id: RecordId) -> Result<Option<Tombstone>>;
 

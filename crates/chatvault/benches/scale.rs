@@ -326,6 +326,13 @@ fn raw_connection(path: &Path) -> Connection {
         .expect("wal");
     conn.pragma_update(None, "synchronous", "FULL")
         .expect("sync");
+    // As the store configures its connection: plans independent of bound
+    // values (no re-preparing when the conversation changes).
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .expect("qpsg");
     conn
 }
 

@@ -48,6 +48,13 @@ fn raw_connection(path: &Path) -> Connection {
         .expect("wal");
     conn.pragma_update(None, "synchronous", "FULL")
         .expect("sync");
+    // As the store configures its connection (plans independent of bound
+    // values).
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .expect("qpsg");
     conn.execute_batch(
         "CREATE TABLE messages (id BLOB PRIMARY KEY, conversation_id BLOB NOT NULL, \
          created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version TEXT NOT NULL, \

@@ -985,6 +985,31 @@ async fn messages_latest_first_and_paged(b) {
     Ok(())
 }
 
+/// A page of an existing conversation's messages comes with the answer
+/// that it exists; a conversation never created or deleted has none (not
+/// an empty page), even while it is recreated empty.
+async fn conversation_messages_answer_whether_it_exists(b) {
+    let store = b.open().await?;
+    store
+        .write(batch([
+            WriteOp::PutConversation(conversation(1, 10, 3)?),
+            WriteOp::PutConversation(conversation(2, 10, 3)?),
+            WriteOp::PutMessage(message(1, 1, 20, 3)?),
+            WriteOp::PutMessage(message(2, 1, 30, 3)?),
+        ]))
+        .await?;
+    let query = |c: u8, limit: usize| MessageQuery { conversation_id: conv_id(c), before: None, limit };
+    let page = store.conversation_messages(&query(1, 5)).await?;
+    assert_eq!(page.as_deref().map(message_ids), Some(vec![msg_id(2), msg_id(1)]));
+    assert_eq!(page, Some(store.messages(&query(1, 5)).await?), "the same page as messages()");
+    assert_eq!(store.conversation_messages(&query(2, 5)).await?, Some(vec![]), "exists, empty");
+    assert_eq!(store.conversation_messages(&query(3, 5)).await?, None, "never created");
+    store.write(batch([WriteOp::Delete(conversation_tombstone(1, 40)?)])).await?;
+    assert_eq!(store.conversation_messages(&query(1, 5)).await?, None, "deleted");
+    assert!(store.conversation_messages(&query(2, 0)).await.is_err(), "zero page size");
+    Ok(())
+}
+
 /// A zero page size is an invalid request for every listing.
 async fn zero_page_size_is_refused(b) {
     let store = b.open().await?;

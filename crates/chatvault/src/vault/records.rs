@@ -325,16 +325,16 @@ impl Vault {
         conversation: ConversationId,
         list: ListMessages,
     ) -> Result<(Page<Message, MessageCursor>, Vec<VaultError>)> {
-        self.existing_conversation(conversation).await?;
         let limit = list.limit.max(1);
         let records = self
             .store
-            .messages(&MessageQuery {
+            .conversation_messages(&MessageQuery {
                 conversation_id: conversation,
                 before: list.before,
                 limit: limit.saturating_add(1),
             })
-            .await?;
+            .await?
+            .ok_or_else(|| not_found(EntityKind::Conversation, conversation.into()))?;
         Ok(page_of(
             records,
             limit,
