@@ -3,10 +3,11 @@
 //!
 //! - `test` — the whole suite, exactly what CI runs: installs what is
 //!   missing (wasm target, cargo-nextest, wasm-bindgen-cli at the version
-//!   the workspace pins, Chromium and chromedriver from Debian), makes sure
+//!   the workspace pins, Chromium and chromedriver and clang from Debian), makes sure
 //!   PostgreSQL is up, then runs `cargo fmt --check`, clippy with
 //!   `-D warnings` (natively, and for wasm32 on the browser crates), the
-//!   browser tests in headless Chromium (the sync client's against a real
+//!   browser tests in headless Chromium (IndexedDB, SQLite on OPFS, the
+//!   sync client's against a real
 //!   chatvault-server it starts on a free port and stops after), every
 //!   native test with
 //!   cargo-nextest, and the doc tests. Installs are skipped when already
@@ -488,6 +489,21 @@ fn ensure_chromium() -> Result<()> {
     )
 }
 
+/// clang from Debian: the C compiler of SQLite's wasm32 build
+/// (`sqlite-wasm-rs`, behind chatvault-sqlite's `opfs` feature); installed
+/// only when missing.
+fn ensure_clang() -> Result<()> {
+    if succeeds(Command::new("clang").arg("--version")) {
+        return Ok(());
+    }
+    run(
+        "install clang (apt)",
+        Command::new("sh")
+            .args(["-c", "apt-get update && apt-get install -y clang"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 /// The PostgreSQL the tests use: `CHATVAULT_TEST_POSTGRES_URL`'s server,
 /// by default the machine's on 127.0.0.1:5432. Started if it is down and
 /// this machine can start it; the tests fail (never skip) without it.
@@ -521,6 +537,7 @@ fn test() -> Result<()> {
     ensure_wasm_target()?;
     ensure_wasm_bindgen_cli()?;
     ensure_chromium()?;
+    ensure_clang()?;
     ensure_nextest()?;
     ensure_postgres()?;
     ensure_cargo_deny()?;
@@ -569,7 +586,7 @@ fn test() -> Result<()> {
         ]),
     )?;
     run(
-        "cargo clippy -D warnings (wasm32: the IndexedDB store's and the sync client's tests)",
+        "cargo clippy -D warnings (wasm32: the IndexedDB store's and the sync client's tests, SQLite on OPFS with its tests)",
         cargo().args([
             "clippy",
             "--target",
@@ -578,6 +595,10 @@ fn test() -> Result<()> {
             "chatvault-indexeddb",
             "-p",
             "chatvault-sync",
+            "-p",
+            "chatvault-sqlite",
+            "--features",
+            "chatvault-sqlite/opfs",
             "--all-targets",
             "--",
             "-D",
@@ -593,6 +614,31 @@ fn test() -> Result<()> {
                 "chatvault-indexeddb",
                 "--target",
                 "wasm32-unknown-unknown",
+            ])
+            .env("CHROMEDRIVER", CHROMEDRIVER)
+            .env(
+                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+                "wasm-bindgen-test-runner",
+            ),
+    )?;
+    // The same SQLite store on OPFS: its two browser test binaries only
+    // (the conformance suites and the rules in a dedicated worker, the
+    // main-thread refusal on the page), not its native unit tests.
+    run(
+        "browser tests (wasm-bindgen-test, headless Chromium): SQLite on OPFS, Store and Vault conformance, one store per database, the main-thread refusal",
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "chatvault-sqlite",
+                "--features",
+                "opfs",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--test",
+                "opfs",
+                "--test",
+                "opfs_main_thread",
             ])
             .env("CHROMEDRIVER", CHROMEDRIVER)
             .env(
