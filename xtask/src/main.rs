@@ -586,7 +586,7 @@ fn test() -> Result<()> {
         ]),
     )?;
     run(
-        "cargo clippy -D warnings (wasm32: the IndexedDB store's and the sync client's tests, SQLite on OPFS with its tests)",
+        "cargo clippy -D warnings (wasm32: the IndexedDB store's and the sync client's tests, SQLite on OPFS with its tests, the JS binding with SQLite)",
         cargo().args([
             "clippy",
             "--target",
@@ -597,8 +597,10 @@ fn test() -> Result<()> {
             "chatvault-sync",
             "-p",
             "chatvault-sqlite",
+            "-p",
+            "chatvault-wasm",
             "--features",
-            "chatvault-sqlite/opfs",
+            "chatvault-sqlite/opfs,chatvault-wasm/opfs",
             "--all-targets",
             "--",
             "-D",
