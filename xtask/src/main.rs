@@ -135,7 +135,9 @@ struct SoakArgs {
 #[derive(Args)]
 struct BenchArgs {
     /// The browser figures only: the wasm vault against plain-JS IndexedDB
-    /// in headless Chromium, and unlock in the browser against native.
+    /// in headless Chromium, SQLite on OPFS against IndexedDB (each in a
+    /// worker), and unlock in the browser against native. Builds the
+    /// release package with SQLite (chatvault-wasm's `opfs` feature).
     #[arg(long, conflicts_with = "quick")]
     browser: bool,
     /// Smoke run for CI: every benchmark, dev profile, tiny sizes, brief measurements.
@@ -939,7 +941,8 @@ fn bench_browser() -> Result<()> {
     ensure_wasm_target()?;
     ensure_wasm_bindgen_cli()?;
     ensure_chromium()?;
-    package(true)?;
+    ensure_clang()?;
+    package_with(true, true)?;
     let dir = package_dir()?;
     ensure_npm_packages(&dir)?;
     let json_of = |what: &str, cmd: &mut Command| -> Result<serde_json::Value> {
@@ -996,6 +999,20 @@ fn bench_browser() -> Result<()> {
             ms(&web, "sealedLatest50Ms"),
             "raw index getAll(range, 50)",
             ms(&web, "rawLatest50Ms"),
+        ),
+        (
+            "write 10,000 × 1 KiB, encrypted, one call, in a worker",
+            "wasm vault on SQLite/OPFS",
+            ms(&web, "workerOpfsWriteMs"),
+            "wasm vault on IndexedDB",
+            ms(&web, "workerIdbWriteMs"),
+        ),
+        (
+            "read latest 50 of 10,000, encrypted, in a worker",
+            "wasm vault on SQLite/OPFS",
+            ms(&web, "workerOpfsLatest50Ms"),
+            "wasm vault on IndexedDB",
+            ms(&web, "workerIdbLatest50Ms"),
         ),
         (
             "unlock (Argon2id, default parameters)",
@@ -1183,6 +1200,12 @@ fn package_dir() -> Result<PathBuf> {
 /// one profile, one build), then its JS glue into `pkg/` with the pinned
 /// wasm-bindgen-cli.
 fn package(release: bool) -> Result<()> {
+    package_with(release, false)
+}
+
+/// [`package`], with `opfs`: the binding with SQLite on OPFS
+/// (chatvault-wasm's `opfs` feature; the benchmarks' build).
+fn package_with(release: bool, opfs: bool) -> Result<()> {
     let mut build = cargo();
     build.args([
         "build",
@@ -1193,6 +1216,9 @@ fn package(release: bool) -> Result<()> {
     ]);
     if release {
         build.arg("--release");
+    }
+    if opfs {
+        build.args(["--features", "opfs"]);
     }
     run(
         "build the wasm binding (chatvault-wasm, wasm32)",
@@ -1205,7 +1231,12 @@ fn package(release: bool) -> Result<()> {
     let out = package_dir()?.join("pkg");
     let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let glued = modified(out.join("chatvault_wasm_bg.wasm"));
-    if matches!((glued, modified(wasm.clone())), (Some(g), Some(w)) if g >= w) {
+    // Which build the glue was made from: a newer glue of another build
+    // (release, or with SQLite) must not stand in for this one.
+    let stamp = out.join(".built-from");
+    let source = format!("{} opfs={opfs}", wasm.display());
+    let same_build = std::fs::read_to_string(&stamp).is_ok_and(|s| s == source);
+    if same_build && matches!((glued, modified(wasm.clone())), (Some(g), Some(w)) if g >= w) {
         // Unchanged binding: keep the glue (and its times, so the demo
         // app's bundle stays up to date).
         return Ok(());
@@ -1216,7 +1247,8 @@ fn package(release: bool) -> Result<()> {
             .args(["--target", "web", "--out-dir"])
             .arg(&out)
             .arg(&wasm),
-    )
+    )?;
+    std::fs::write(&stamp, source).with_context(|| format!("writing {}", stamp.display()))
 }
 
 /// Installs the npm packages of `dir` (`npm ci`: exactly the lock file)

@@ -6,8 +6,15 @@
 // - read the latest 50 messages of a conversation through the vault against
 //   the same raw index query (`getAll(range, 50)`);
 // - unlock (Argon2id at the defaults) in the page; the native figure comes
-//   from the caller (`cargo xtask bench --browser` runs both).
-// Prints one JSON object on stdout. Run after `cargo xtask package --release`.
+//   from the caller (`cargo xtask bench --browser` runs both);
+// - the two backends side by side, each in a dedicated worker (`worker:
+//   true`, where SQLite on OPFS must run): 10,000 encrypted 1 KiB messages
+//   in one `addMessages` call and the latest 50, on IndexedDB and on
+//   "opfs-sqlite". Timed from the page, so both include the same
+//   postMessage round trip. `null` when the binding has no SQLite
+//   (chatvault-wasm built without its `opfs` feature).
+// Prints one JSON object on stdout. Run by `cargo xtask bench --browser`
+// (which builds the release package with SQLite on OPFS first).
 
 import { launch, openPage, serve } from "../test/harness.mjs";
 
@@ -99,7 +106,36 @@ try {
           }),
         );
       }
+      // The backends side by side, each in its own worker.
+      const inWorker = async (name, backend) => {
+        let vault;
+        try {
+          vault = await chatvault.openVault(name, { passphrase: "bench passphrase", worker: true, backend });
+        } catch (e) {
+          if (e.code === "unsupported") return { writeMs: null, latest50Ms: null };
+          throw e;
+        }
+        const conv = await vault.createConversation("bench");
+        const writeMs = await time(() => vault.addMessages(conv.id, messages));
+        const reads = [];
+        for (let i = 0; i < READS; i++) {
+          reads.push(
+            await time(async () => {
+              const page = await vault.messages(conv.id, { limit: 50 });
+              if (page.items.length !== 50) throw new Error(`${backend} read`);
+            }),
+          );
+        }
+        vault.lock();
+        return { writeMs, latest50Ms: median(reads) };
+      };
+      const workerIdb = await inWorker("bench-worker-idb", "indexeddb");
+      const workerOpfs = await inWorker(`bench-worker-opfs-${Date.now()}`, "opfs-sqlite");
       return {
+        workerIdbWriteMs: workerIdb.writeMs,
+        workerIdbLatest50Ms: workerIdb.latest50Ms,
+        workerOpfsWriteMs: workerOpfs.writeMs,
+        workerOpfsLatest50Ms: workerOpfs.latest50Ms,
         rawWriteMs: raw,
         plainWriteMs: plain.took,
         sealedWriteMs: sealed.took,
