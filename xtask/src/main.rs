@@ -625,11 +625,12 @@ fn test() -> Result<()> {
                 "wasm-bindgen-test-runner",
             ),
     )?;
-    // The same SQLite store on OPFS: its two browser test binaries only
-    // (the conformance suites and the rules in a dedicated worker, the
-    // main-thread refusal on the page), not its native unit tests.
+    // The same SQLite store on OPFS: its browser test binaries only (the
+    // conformance suites and the rules in a dedicated worker, the
+    // main-thread refusal on the page, the refusal while another worker
+    // owns the databases), not its native unit tests.
     run(
-        "browser tests (wasm-bindgen-test, headless Chromium): SQLite on OPFS, Store and Vault conformance, one store per database, the main-thread refusal",
+        "browser tests (wasm-bindgen-test, headless Chromium): SQLite on OPFS, Store and Vault conformance, one store per database, the main-thread and second-owner refusals",
         cargo()
             .args([
                 "test",
@@ -643,6 +644,8 @@ fn test() -> Result<()> {
                 "opfs",
                 "--test",
                 "opfs_main_thread",
+                "--test",
+                "opfs_owner",
             ])
             .env("CHROMEDRIVER", CHROMEDRIVER)
             .env(

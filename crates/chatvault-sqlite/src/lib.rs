@@ -13,10 +13,10 @@
 //! The same schema, queries and migrations, on the `opfs-sahpool` VFS:
 //! [`SqliteStore::open`] takes the database's *name* (no directories) and
 //! works only in a dedicated Web Worker (elsewhere it fails with
-//! [`StoreError::Unsupported`](chatvault_store::StoreError::Unsupported)); one worker per origin can own the
-//! databases (another tab's worker gets
-//! [`StoreError::Busy`](chatvault_store::StoreError::Busy)), and one
-//! store per database in that worker (clone it to share it). The journal
+//! [`StoreError::Unsupported`](chatvault_store::StoreError::Unsupported));
+//! one worker per origin can own the databases (another tab's worker gets
+//! [`StoreError::Busy`](chatvault_store::StoreError::Busy)), and one store
+//! per database in that worker (clone it to share it). The journal
 //! is WAL with `locking_mode=EXCLUSIVE`, checked when opening.
 //! [`SqliteStore::delete`] removes a database. Without the `opfs` feature
 //! the crate does not build for wasm32.
@@ -32,10 +32,13 @@
 //! On OPFS the same settings apply, with the browser in the operating
 //! system's place: every write goes straight to the OPFS file through its
 //! sync access handle, so a closed or crashed tab loses nothing that
-//! returned in either mode, and a sync is the handle's `flush()`. Whether
-//! `flush()` reaches the disk before a power loss is the browser's
-//! business (Chromium forwards it to the OS); `Full` asks for it on every
-//! commit, `Normal` only at checkpoints.
+//! returned in either mode, and a sync is the handle's `flush()`. What
+//! `flush()` promises against a power loss or an OS crash is the
+//! browser's business (the File System spec only says it persists the
+//! writes); `Full` asks for it on every commit, `Normal` only at
+//! checkpoints. The browser may also evict the origin's data under
+//! storage pressure unless it was granted persistence
+//! (`navigator.storage.persist()`; see [`Footprint::persistent`]).
 //!
 //! # Layout
 //! - [`SqliteStore`], [`SqliteOptions`], [`Durability`] (this file).
