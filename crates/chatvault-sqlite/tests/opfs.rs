@@ -2,7 +2,8 @@
 //! in a dedicated worker of headless Chromium): the Store conformance suite
 //! (`sqlite_opfs::store::<case>`), the Vault conformance suite plain and
 //! encrypted (`sqlite_opfs::vault::{plaintext,encrypted}::<case>`), and the
-//! rules the browser adds (`rules::<case>`). One binary for all of them:
+//! rules the browser adds (`rules::<case>`: one store per database,
+//! deletion, sizes, the backup before a migration). One binary for all of them:
 //! each browser test binary costs a link and a browser start in CI.
 //!
 //! Every test has its own databases (unique names), deleted after.
@@ -219,6 +220,69 @@ mod rules {
             .await
             .expect_err("open a deleted database without create");
         assert!(err.to_string().contains("no store named"), "{err}");
+    }
+
+    /// The store's pool as the crate installs it (these must match
+    /// `src/opfs.rs`): the test reaches it to put an old store in place.
+    async fn pool() -> sqlite_wasm_vfs::sahpool::OpfsSAHPoolUtil {
+        let config = sqlite_wasm_vfs::sahpool::OpfsSAHPoolCfgBuilder::new()
+            .vfs_name("chatvault-opfs")
+            .directory(".chatvault-sqlite")
+            .build();
+        sqlite_wasm_vfs::sahpool::install::<sqlite_wasm_rs::WasmOsCallback>(&config, false)
+            .await
+            .expect("the store's pool")
+    }
+
+    /// A store of schema 1 (the native fixture, imported into the pool) is
+    /// copied to `NAME.v1.bak` in the same pool before it is migrated, and
+    /// keeps everything, as natively (tests/migrations.rs).
+    #[wasm_bindgen_test]
+    async fn an_old_store_is_backed_up_in_the_pool_then_migrated() {
+        use rsqlite_vfs::transfer::DbTransfer;
+        use rsqlite_vfs::VfsFilesManager;
+
+        let db = Database::new("v1", None);
+        let backup = format!("{}.v1.bak", db.name);
+        let pool = pool().await;
+        pool.import_db(&db.name, include_bytes!("fixtures/v1.db"))
+            .expect("import the schema-1 fixture");
+
+        let options = SqliteOptions {
+            create: false,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(&db.name, options)
+            .await
+            .expect("open and migrate");
+        let usage = store.usage().await.expect("usage");
+        assert_eq!(
+            (
+                usage.conversations,
+                usage.messages,
+                usage.tombstones,
+                usage.pending_changes
+            ),
+            (3, 5, 2, 1)
+        );
+
+        assert!(
+            pool.contains(&backup).expect("the pool answers"),
+            "backup written"
+        );
+        {
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+            let conn =
+                rusqlite::Connection::open_with_flags_and_vfs(&backup, flags, "chatvault-opfs")
+                    .expect("open the backup");
+            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+                .expect("exclusive, as the VFS has no shared memory");
+            let version: u32 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .expect("read the backup's version");
+            assert_eq!(version, 1, "the backup is the store before migrating");
+        }
+        pool.remove(&backup).expect("remove the backup");
     }
 
     /// The footprint speaks of OPFS: the database's pages as its size, and
