@@ -18,7 +18,7 @@
 //! [`StoreError::Busy`](chatvault_store::StoreError::Busy)), and one store
 //! per database in that worker (clone it to share it). The journal
 //! is WAL with `locking_mode=EXCLUSIVE`, checked when opening.
-//! [`SqliteStore::delete`] removes a database. Without the `opfs` feature
+//! `SqliteStore::delete` (wasm32 only) removes a database. Without the `opfs` feature
 //! the crate does not build for wasm32.
 //!
 //! # Durability
