@@ -3,10 +3,11 @@
 //!
 //! - `test` — the whole suite, exactly what CI runs: installs what is
 //!   missing (wasm target, cargo-nextest, wasm-bindgen-cli at the version
-//!   the workspace pins, Chromium and chromedriver from Debian), makes sure
+//!   the workspace pins, Chromium and chromedriver and clang from Debian), makes sure
 //!   PostgreSQL is up, then runs `cargo fmt --check`, clippy with
 //!   `-D warnings` (natively, and for wasm32 on the browser crates), the
-//!   browser tests in headless Chromium (the sync client's against a real
+//!   browser tests in headless Chromium (IndexedDB, SQLite on OPFS, the
+//!   sync client's against a real
 //!   chatvault-server it starts on a free port and stops after), every
 //!   native test with
 //!   cargo-nextest, and the doc tests. Installs are skipped when already
@@ -134,7 +135,9 @@ struct SoakArgs {
 #[derive(Args)]
 struct BenchArgs {
     /// The browser figures only: the wasm vault against plain-JS IndexedDB
-    /// in headless Chromium, and unlock in the browser against native.
+    /// in headless Chromium, SQLite on OPFS against IndexedDB (each in a
+    /// worker), and unlock in the browser against native. Builds the
+    /// release package with SQLite (chatvault-wasm's `opfs` feature).
     #[arg(long, conflicts_with = "quick")]
     browser: bool,
     /// Smoke run for CI: every benchmark, dev profile, tiny sizes, brief measurements.
@@ -488,6 +491,21 @@ fn ensure_chromium() -> Result<()> {
     )
 }
 
+/// clang from Debian: the C compiler of SQLite's wasm32 build
+/// (`sqlite-wasm-rs`, behind chatvault-sqlite's `opfs` feature); installed
+/// only when missing.
+fn ensure_clang() -> Result<()> {
+    if succeeds(Command::new("clang").arg("--version")) {
+        return Ok(());
+    }
+    run(
+        "install clang (apt)",
+        Command::new("sh")
+            .args(["-c", "apt-get update && apt-get install -y clang"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 /// The PostgreSQL the tests use: `CHATVAULT_TEST_POSTGRES_URL`'s server,
 /// by default the machine's on 127.0.0.1:5432. Started if it is down and
 /// this machine can start it; the tests fail (never skip) without it.
@@ -521,6 +539,7 @@ fn test() -> Result<()> {
     ensure_wasm_target()?;
     ensure_wasm_bindgen_cli()?;
     ensure_chromium()?;
+    ensure_clang()?;
     ensure_nextest()?;
     ensure_postgres()?;
     ensure_cargo_deny()?;
@@ -569,7 +588,7 @@ fn test() -> Result<()> {
         ]),
     )?;
     run(
-        "cargo clippy -D warnings (wasm32: the IndexedDB store's and the sync client's tests)",
+        "cargo clippy -D warnings (wasm32: the IndexedDB store's and the sync client's tests, SQLite on OPFS with its tests, the JS binding with SQLite)",
         cargo().args([
             "clippy",
             "--target",
@@ -578,6 +597,12 @@ fn test() -> Result<()> {
             "chatvault-indexeddb",
             "-p",
             "chatvault-sync",
+            "-p",
+            "chatvault-sqlite",
+            "-p",
+            "chatvault-wasm",
+            "--features",
+            "chatvault-sqlite/opfs,chatvault-wasm/opfs",
             "--all-targets",
             "--",
             "-D",
@@ -593,6 +618,34 @@ fn test() -> Result<()> {
                 "chatvault-indexeddb",
                 "--target",
                 "wasm32-unknown-unknown",
+            ])
+            .env("CHROMEDRIVER", CHROMEDRIVER)
+            .env(
+                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+                "wasm-bindgen-test-runner",
+            ),
+    )?;
+    // The same SQLite store on OPFS: its browser test binaries only (the
+    // conformance suites and the rules in a dedicated worker, the
+    // main-thread refusal on the page, the refusal while another worker
+    // owns the databases), not its native unit tests.
+    run(
+        "browser tests (wasm-bindgen-test, headless Chromium): SQLite on OPFS, Store and Vault conformance, one store per database, the main-thread and second-owner refusals",
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "chatvault-sqlite",
+                "--features",
+                "opfs",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--test",
+                "opfs",
+                "--test",
+                "opfs_main_thread",
+                "--test",
+                "opfs_owner",
             ])
             .env("CHROMEDRIVER", CHROMEDRIVER)
             .env(
@@ -898,7 +951,8 @@ fn bench_browser() -> Result<()> {
     ensure_wasm_target()?;
     ensure_wasm_bindgen_cli()?;
     ensure_chromium()?;
-    package(true)?;
+    ensure_clang()?;
+    package_with(true, true)?;
     let dir = package_dir()?;
     ensure_npm_packages(&dir)?;
     let json_of = |what: &str, cmd: &mut Command| -> Result<serde_json::Value> {
@@ -955,6 +1009,20 @@ fn bench_browser() -> Result<()> {
             ms(&web, "sealedLatest50Ms"),
             "raw index getAll(range, 50)",
             ms(&web, "rawLatest50Ms"),
+        ),
+        (
+            "write 10,000 × 1 KiB, encrypted, one call, in a worker",
+            "wasm vault on SQLite/OPFS",
+            ms(&web, "workerOpfsWriteMs"),
+            "wasm vault on IndexedDB",
+            ms(&web, "workerIdbWriteMs"),
+        ),
+        (
+            "read latest 50 of 10,000, encrypted, in a worker",
+            "wasm vault on SQLite/OPFS",
+            ms(&web, "workerOpfsLatest50Ms"),
+            "wasm vault on IndexedDB",
+            ms(&web, "workerIdbLatest50Ms"),
         ),
         (
             "unlock (Argon2id, default parameters)",
@@ -1142,6 +1210,12 @@ fn package_dir() -> Result<PathBuf> {
 /// one profile, one build), then its JS glue into `pkg/` with the pinned
 /// wasm-bindgen-cli.
 fn package(release: bool) -> Result<()> {
+    package_with(release, false)
+}
+
+/// [`package`], with `opfs`: the binding with SQLite on OPFS
+/// (chatvault-wasm's `opfs` feature; the benchmarks' build).
+fn package_with(release: bool, opfs: bool) -> Result<()> {
     let mut build = cargo();
     build.args([
         "build",
@@ -1152,6 +1226,9 @@ fn package(release: bool) -> Result<()> {
     ]);
     if release {
         build.arg("--release");
+    }
+    if opfs {
+        build.args(["--features", "opfs"]);
     }
     run(
         "build the wasm binding (chatvault-wasm, wasm32)",
@@ -1164,7 +1241,12 @@ fn package(release: bool) -> Result<()> {
     let out = package_dir()?.join("pkg");
     let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let glued = modified(out.join("chatvault_wasm_bg.wasm"));
-    if matches!((glued, modified(wasm.clone())), (Some(g), Some(w)) if g >= w) {
+    // Which build the glue was made from: a newer glue of another build
+    // (release, or with SQLite) must not stand in for this one.
+    let stamp = out.join(".built-from");
+    let source = format!("{} opfs={opfs}", wasm.display());
+    let same_build = std::fs::read_to_string(&stamp).is_ok_and(|s| s == source);
+    if same_build && matches!((glued, modified(wasm.clone())), (Some(g), Some(w)) if g >= w) {
         // Unchanged binding: keep the glue (and its times, so the demo
         // app's bundle stays up to date).
         return Ok(());
@@ -1175,7 +1257,8 @@ fn package(release: bool) -> Result<()> {
             .args(["--target", "web", "--out-dir"])
             .arg(&out)
             .arg(&wasm),
-    )
+    )?;
+    std::fs::write(&stamp, source).with_context(|| format!("writing {}", stamp.display()))
 }
 
 /// Installs the npm packages of `dir` (`npm ci`: exactly the lock file)

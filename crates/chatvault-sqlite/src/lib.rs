@@ -1,10 +1,25 @@
-//! chatvault's native store: one SQLite file in WAL mode, through rusqlite.
+//! chatvault's SQLite store: one SQLite database in WAL mode, through
+//! rusqlite — natively a file, in a browser (feature `opfs`, wasm32) a
+//! database on the Origin Private File System.
 //!
 //! [`SqliteStore`] implements [`chatvault_store::Store`]. Every
 //! [`WriteBatch`](chatvault_store::WriteBatch) is one SQLite transaction, so
-//! a record and its outbox entry commit together or not at all. Blocking
-//! SQLite calls run on tokio's blocking pool so they never stall the async
-//! runtime.
+//! a record and its outbox entry commit together or not at all. Natively,
+//! blocking SQLite calls run on tokio's blocking pool so they never stall
+//! the async runtime; in a browser worker they run inline (OPFS sync access
+//! handles are synchronous by design).
+//!
+//! # In a browser (feature `opfs`)
+//! The same schema, queries and migrations, on the `opfs-sahpool` VFS:
+//! [`SqliteStore::open`] takes the database's *name* (no directories) and
+//! works only in a dedicated Web Worker (elsewhere it fails with
+//! [`StoreError::Unsupported`](chatvault_store::StoreError::Unsupported));
+//! one worker per origin can own the databases (another tab's worker gets
+//! [`StoreError::Busy`](chatvault_store::StoreError::Busy)), and one store
+//! per database in that worker (clone it to share it). The journal
+//! is WAL with `locking_mode=EXCLUSIVE`, checked when opening.
+//! `SqliteStore::delete` (wasm32 only) removes a database. Without the `opfs` feature
+//! the crate does not build for wasm32.
 //!
 //! # Durability
 //! [`Durability::Full`] (the default) runs `synchronous=FULL`: when a write
@@ -14,13 +29,33 @@
 //! transactions may be lost on power loss or an OS crash; commits are
 //! cheaper because the WAL is synced only at checkpoints.
 //!
+//! On OPFS the same settings apply, with the browser in the operating
+//! system's place: every write goes straight to the OPFS file through its
+//! sync access handle, so a closed or crashed tab loses nothing that
+//! returned in either mode, and a sync is the handle's `flush()`. What
+//! `flush()` promises against a power loss or an OS crash is the
+//! browser's business (the File System spec only says it persists the
+//! writes); `Full` asks for it on every commit, `Normal` only at
+//! checkpoints. The browser may also evict the origin's data under
+//! storage pressure unless it was granted persistence
+//! (`navigator.storage.persist()`; see [`Footprint::persistent`]).
+//!
 //! # Layout
 //! - [`SqliteStore`], [`SqliteOptions`], [`Durability`] (this file).
 //! - `schema` — the DDL, the schema version, migrations and opening checks.
 //! - `ops` — queries and batch application.
 //! - `convert` — rusqlite errors to [`StoreError`](chatvault_store::StoreError), row decoding.
+//! - `opfs` — (feature `opfs`, wasm32) the browser's file pool, sizes and
+//!   the one-open-per-database rule.
+
+#[cfg(all(target_family = "wasm", not(feature = "opfs")))]
+compile_error!(
+    "chatvault-sqlite on wasm32 stores its databases on OPFS: enable the `opfs` feature"
+);
 
 mod convert;
+#[cfg(all(target_family = "wasm", feature = "opfs"))]
+mod opfs;
 mod ops;
 mod schema;
 
@@ -32,8 +67,7 @@ use chatvault_core::{
 };
 use chatvault_store::{
     BatchSource, Compaction, ConversationQuery, ConversationRow, Footprint, MessageQuery,
-    OutboxEntry, ParkedEntry, Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch,
-    WriteOutcome,
+    OutboxEntry, ParkedEntry, Result, Store, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
 };
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -59,7 +93,8 @@ pub struct SqliteOptions {
     /// error).
     pub create: bool,
     /// A quota: writes that would grow the database file past this many
-    /// bytes fail with [`StoreError::Full`] and change nothing.
+    /// bytes fail with
+    /// [`StoreError::Full`](chatvault_store::StoreError::Full) and change nothing.
     pub max_bytes: Option<u64>,
 }
 
@@ -79,35 +114,71 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: Arc<PathBuf>,
     max_bytes: Option<u64>,
+    /// Keeps the database's name taken in this worker while any clone of
+    /// the store is alive (dropped after `conn`, which closes first).
+    #[cfg(target_family = "wasm")]
+    _lease: Arc<opfs::Lease>,
 }
 
 impl SqliteStore {
     /// Opens (or, with `options.create`, creates) the store at `path`,
     /// checks that it is a chatvault store of a version this build supports
     /// and creates the schema of a new one.
+    ///
+    /// On OPFS `path` is the database's name in the origin's pool; opening
+    /// fails outside a dedicated worker, while another worker owns the
+    /// pool, and while a store of this worker has the same name open (see
+    /// the crate docs).
     pub async fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let opened_path = path.clone();
-        let conn = blocking(move || schema::open(&opened_path, options)).await?;
+        #[cfg(target_family = "wasm")]
+        let lease = {
+            opfs::install().await?;
+            let lease = opfs::Lease::take(&path)?;
+            opfs::reserve_room().await?;
+            Arc::new(lease)
+        };
+        #[cfg(not(target_family = "wasm"))]
+        let conn = {
+            let opened_path = path.clone();
+            blocking(move || schema::open(&opened_path, options)).await?
+        };
+        // A browser worker has one thread, and OPFS sync access handles
+        // make every SQLite call synchronous there: no pool to move it to.
+        #[cfg(target_family = "wasm")]
+        let conn = schema::open(&path, options)?;
         tracing::debug!(path = %path.display(), ?options, "opened sqlite store");
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: Arc::new(path),
             max_bytes: options.max_bytes,
+            #[cfg(target_family = "wasm")]
+            _lease: lease,
         })
     }
 
-    /// The database file.
+    /// Deletes the database `name` (and its WAL) from the origin's OPFS
+    /// pool; a missing one is fine. Migration backups (`NAME.v{N}.bak`)
+    /// stay. Fails while a store of this worker has it open.
+    #[cfg(target_family = "wasm")]
+    pub async fn delete(name: &str) -> Result<()> {
+        opfs::delete(name).await
+    }
+
+    /// The database file (on OPFS, its name).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Bytes the store occupies on disk: the database file plus its WAL.
+    /// Bytes the store occupies: natively the database file plus its WAL,
+    /// on OPFS its pages (`page_count × page_size`).
     pub fn file_size(&self) -> u64 {
-        file_size(&self.path)
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        store_bytes(&self.path, &conn)
     }
 
     /// Runs `f` with the connection on the blocking pool.
+    #[cfg(not(target_family = "wasm"))]
     async fn with_conn<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -122,8 +193,34 @@ impl SqliteStore {
         })
         .await
     }
+
+    /// Runs `f` with the connection, inline (the worker's one thread; what
+    /// the store is given there, such as a [`BatchSource`], need not be
+    /// `Send`).
+    #[cfg(target_family = "wasm")]
+    async fn with_conn<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Connection) -> Result<T>,
+    {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
 }
 
+/// Bytes the store occupies (see [`SqliteStore::file_size`]).
+#[cfg(not(target_family = "wasm"))]
+fn store_bytes(path: &Path, _conn: &Connection) -> u64 {
+    file_size(path)
+}
+
+#[cfg(target_family = "wasm")]
+fn store_bytes(_path: &Path, conn: &Connection) -> u64 {
+    opfs::database_bytes(conn)
+        .map_err(|e| tracing::warn!(error = %e, "cannot read the store's size"))
+        .unwrap_or(0)
+}
+
+#[cfg(not(target_family = "wasm"))]
 fn file_size(path: &Path) -> u64 {
     let wal = {
         let mut p = path.as_os_str().to_owned();
@@ -137,17 +234,24 @@ fn file_size(path: &Path) -> u64 {
         .sum()
 }
 
-/// Free space for the store to grow into: the file system's space available
-/// to this user (statvfs), and what is left of the store's own cap, if it
-/// has one.
-fn available_space(path: &Path, max_bytes: Option<u64>, db_bytes: u64) -> Option<u64> {
+/// Free space for the file system (statvfs) to give the store in `path`'s
+/// directory.
+#[cfg(not(target_family = "wasm"))]
+fn disk_available(path: &Path) -> Option<u64> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let disk = fs4::available_space(dir)
+    fs4::available_space(dir)
         .map_err(|e| tracing::debug!(dir = %dir.display(), "cannot read free disk space: {e}"))
-        .ok();
+        .ok()
+}
+
+/// Free space for the store to grow into: what the platform has left
+/// (`disk`: natively the file system's space available to this user, on
+/// OPFS the origin's quota less its usage), and what is left of the
+/// store's own cap, if it has one.
+fn available_space(disk: Option<u64>, max_bytes: Option<u64>, db_bytes: u64) -> Option<u64> {
     let cap = max_bytes.map(|max| max.saturating_sub(db_bytes));
     match (disk, cap) {
         (Some(d), Some(c)) => Some(d.min(c)),
@@ -157,21 +261,22 @@ fn available_space(path: &Path, max_bytes: Option<u64>, db_bytes: u64) -> Option
 
 /// Runs blocking work on tokio's blocking pool when inside a runtime,
 /// inline otherwise.
+#[cfg(not(target_family = "wasm"))]
 async fn blocking<T, F>(f: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
 {
     match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle
-            .spawn_blocking(f)
-            .await
-            .map_err(|e| StoreError::backend("the store's worker thread failed", e))?,
+        Ok(handle) => handle.spawn_blocking(f).await.map_err(|e| {
+            chatvault_store::StoreError::backend("the store's worker thread failed", e)
+        })?,
         Err(_) => f(),
     }
 }
 
-#[async_trait]
+#[cfg_attr(target_family = "wasm", async_trait(?Send))]
+#[cfg_attr(not(target_family = "wasm"), async_trait)]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
@@ -224,14 +329,20 @@ impl Store for SqliteStore {
     async fn footprint(&self) -> Result<Option<Footprint>> {
         let path = Arc::clone(&self.path);
         let max_bytes = self.max_bytes;
+        #[cfg(target_family = "wasm")]
+        let origin = opfs::origin().await;
         self.with_conn(move |c| {
+            #[cfg(not(target_family = "wasm"))]
+            let (disk, persistent) = (disk_available(&path), true);
+            #[cfg(target_family = "wasm")]
+            let (disk, persistent) = (origin.available_bytes, origin.persisted);
             let (page_size, pages, free) = ops::pages(c)?;
             Ok(Some(Footprint {
-                used_bytes: file_size(&path),
+                used_bytes: store_bytes(&path, c),
                 reclaimable_bytes: free * page_size,
-                available_bytes: available_space(&path, max_bytes, pages * page_size),
+                available_bytes: available_space(disk, max_bytes, pages * page_size),
                 quota_bytes: max_bytes,
-                persistent: true,
+                persistent,
             }))
         })
         .await
@@ -240,11 +351,11 @@ impl Store for SqliteStore {
     async fn compact(&self) -> Result<Option<Compaction>> {
         let path = Arc::clone(&self.path);
         self.with_conn(move |c| {
-            let before_bytes = file_size(&path);
+            let before_bytes = store_bytes(&path, c);
             ops::compact(c)?;
             Ok(Some(Compaction {
                 before_bytes,
-                after_bytes: file_size(&path),
+                after_bytes: store_bytes(&path, c),
             }))
         })
         .await
@@ -281,7 +392,7 @@ impl Store for SqliteStore {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_family = "wasm")))]
 mod tests {
     //! The SQLite store against the memory store: the same random batches
     //! give the same answers, and the cached per-conversation totals always
@@ -291,7 +402,7 @@ mod tests {
     use chatvault_core::{
         Body, ConversationRecord, DeviceId, Hlc, Incoming, OpId, Timestamp, UserId,
     };
-    use chatvault_store::{MemoryStore, OutboxItem, TombstoneQuery, WriteOp};
+    use chatvault_store::{MemoryStore, OutboxItem, StoreError, TombstoneQuery, WriteOp};
     use proptest::prelude::*;
 
     const CONVERSATIONS: u8 = 3;

@@ -1322,7 +1322,7 @@ pub(crate) fn compact(c: &mut Connection) -> Result<()> {
     checkpoint(c)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_family = "wasm")))]
 pub(crate) fn totals_match_messages(c: &mut Connection) -> Result<bool> {
     let mismatches: i64 = c
         .query_row(

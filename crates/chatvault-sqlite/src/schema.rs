@@ -57,7 +57,7 @@ use crate::{Durability, SqliteOptions};
 use chatvault_core::{ConversationId, EntityKind, OpId, RecordId, Timestamp};
 use chatvault_store::{Result, StoreError};
 use rusqlite::config::DbConfig;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::time::Duration;
 
@@ -299,23 +299,11 @@ fn adopt_legacy_dead_letters(tx: &Connection) -> Result<()> {
 }
 
 /// Opens `path`, verifies it, applies pragmas and brings the schema up to
-/// [`SCHEMA_VERSION`].
+/// [`SCHEMA_VERSION`]. On OPFS (`opfs` feature, wasm32) `path` is the
+/// database's name in the worker's pool, and the pool must be installed
+/// (`opfs::install`) first.
 pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Connection> {
-    let exists = path.exists();
-    if !exists && !options.create {
-        return Err(StoreError::Unavailable {
-            detail: format!("no store at {}", path.display()),
-            source: None,
-        });
-    }
-    if !exists {
-        // SQLite would create the file 0644 (less the umask): make it
-        // private before any byte of the vault is in it.
-        create_private(path, true)?;
-    }
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| StoreError::unavailable(path.display().to_string(), e))?;
+    let mut conn = connect(path, options)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql_err)?;
     // Plans that never depend on bound values: without this, SQLite
     // re-parses and re-plans a statement whenever a value bound to an
@@ -351,8 +339,7 @@ pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Connection> {
         });
     }
 
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sql_err)?;
+    write_ahead_log(&conn, path)?;
     let synchronous = match options.durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
@@ -361,6 +348,11 @@ pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Connection> {
         .map_err(sql_err)?;
     // Keep the WAL from growing without bound between checkpoints.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .map_err(sql_err)?;
+    // OPFS: `VACUUM`'s scratch copy in memory, not in a slot of the
+    // worker's file pool (a fixed number of files).
+    #[cfg(target_family = "wasm")]
+    conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(sql_err)?;
 
     if let Some(max) = options.max_bytes {
@@ -381,9 +373,71 @@ pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Connection> {
         }
         migrate(&mut conn, version, MIGRATIONS)?;
     }
-    // SQLite gives the WAL and shared-memory files the database file's
-    // mode, so they are private for a vault made private; one left 0644 by
-    // an older build at least keeps its sidecars private from now on.
+    #[cfg(not(target_family = "wasm"))]
+    make_sidecars_private(path);
+    Ok(conn)
+}
+
+/// Puts the store in WAL mode and checks that SQLite really did: a
+/// journal mode SQLite could not switch to is reported back, not raised,
+/// and a store silently left in another mode would lose WAL's crash
+/// behaviour and concurrency without anyone noticing.
+///
+/// On OPFS the WAL's index cannot live in shared memory (the VFS has
+/// none), so the connection is put in `locking_mode=EXCLUSIVE` as soon as
+/// it is opened (`opfs::connect`), which keeps the index on the heap;
+/// without it SQLite stays in `DELETE` mode, and a WAL database written
+/// earlier would not even open.
+fn write_ahead_log(conn: &Connection, path: &Path) -> Result<()> {
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(sql_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Backend {
+            detail: format!(
+                "{} cannot use write-ahead logging: SQLite kept journal_mode={mode}",
+                path.display()
+            ),
+            source: None,
+        });
+    }
+    Ok(())
+}
+
+/// Opens the connection to the file at `path`, creating it (private to its
+/// owner) when `options.create` allows.
+#[cfg(not(target_family = "wasm"))]
+fn connect(path: &Path, options: SqliteOptions) -> Result<Connection> {
+    let exists = path.exists();
+    if !exists && !options.create {
+        return Err(StoreError::Unavailable {
+            detail: format!("no store at {}", path.display()),
+            source: None,
+        });
+    }
+    if !exists {
+        // SQLite would create the file 0644 (less the umask): make it
+        // private before any byte of the vault is in it.
+        create_private(path, true)?;
+    }
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::unavailable(path.display().to_string(), e))
+}
+
+/// Opens the connection to the database named `path` in the worker's OPFS
+/// pool.
+#[cfg(target_family = "wasm")]
+fn connect(path: &Path, options: SqliteOptions) -> Result<Connection> {
+    crate::opfs::connect(path, options.create)
+}
+
+/// SQLite gives the WAL and shared-memory files the database file's mode,
+/// so they are private for a vault made private; one left 0644 by an older
+/// build at least keeps its sidecars private from now on.
+#[cfg(not(target_family = "wasm"))]
+fn make_sidecars_private(path: &Path) {
     for suffix in ["-wal", "-shm"] {
         let mut file = path.as_os_str().to_owned();
         file.push(suffix);
@@ -394,12 +448,12 @@ pub(crate) fn open(path: &Path, options: SqliteOptions) -> Result<Connection> {
             tracing::warn!(file = %file.display(), error = %e, "cannot make a vault file private");
         }
     }
-    Ok(conn)
 }
 
 /// Creates an empty file that only its owner can read and write (on Unix;
 /// elsewhere the directory's ACL decides). With `racing`, a file another
 /// process created in the meantime is left as it is.
+#[cfg(not(target_family = "wasm"))]
 fn create_private(path: &Path, racing: bool) -> Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -416,6 +470,7 @@ fn create_private(path: &Path, racing: bool) -> Result<()> {
 }
 
 /// Sets an existing file to 0600 (Unix only); a missing file is fine.
+#[cfg(not(target_family = "wasm"))]
 fn make_private(path: &Path) -> Result<()> {
     #[cfg(unix)]
     {
@@ -433,22 +488,37 @@ fn make_private(path: &Path) -> Result<()> {
 }
 
 /// Copies the store next to itself (`NAME.v{version}.bak`) before a
-/// migration touches it.
+/// migration touches it: natively a file beside the database, on OPFS a
+/// database of that name in the same pool. Either way `VACUUM INTO` makes
+/// it, through the same VFS as the store.
 fn backup_before_migration(conn: &Connection, path: &Path, version: u32) -> Result<()> {
     let mut backup = path.as_os_str().to_owned();
     backup.push(format!(".v{version}.bak"));
     let backup = std::path::PathBuf::from(backup);
-    if backup.exists() {
-        std::fs::remove_file(&backup)
-            .map_err(|e| StoreError::unavailable(backup.display().to_string(), e))?;
-    }
-    // `VACUUM INTO` accepts an empty file; one made private first keeps
-    // the copy as private as the vault.
-    create_private(&backup, false)?;
+    prepare_backup_target(&backup)?;
     let target = backup.to_string_lossy().into_owned();
     conn.execute("VACUUM INTO ?1", [&target]).map_err(sql_err)?;
     tracing::info!(backup = %backup.display(), from = version, to = SCHEMA_VERSION, "backed up store before migration");
     Ok(())
+}
+
+/// Removes an older backup of the same name and creates the empty, private
+/// file `VACUUM INTO` fills (it accepts an empty file; one made private
+/// first keeps the copy as private as the vault).
+#[cfg(not(target_family = "wasm"))]
+fn prepare_backup_target(backup: &Path) -> Result<()> {
+    if backup.exists() {
+        std::fs::remove_file(backup)
+            .map_err(|e| StoreError::unavailable(backup.display().to_string(), e))?;
+    }
+    create_private(backup, false)
+}
+
+/// Removes an older backup of the same name from the pool (`VACUUM INTO`
+/// refuses a non-empty target).
+#[cfg(target_family = "wasm")]
+fn prepare_backup_target(backup: &Path) -> Result<()> {
+    crate::opfs::remove(backup)
 }
 
 /// Runs every step of `migrations` from `from` on in one transaction that
@@ -483,7 +553,7 @@ fn migrate(conn: &mut Connection, from: u32, migrations: &[&str]) -> Result<()> 
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_family = "wasm")))]
 mod tests {
     use super::*;
 
@@ -660,5 +730,20 @@ mod tests {
         migrate(&mut conn, 0, MIGRATIONS).unwrap();
         assert_eq!(version(&conn), SCHEMA_VERSION);
         assert_eq!(SCHEMA_VERSION, 5);
+    }
+
+    /// A database that cannot switch to WAL (an in-memory one keeps
+    /// `memory`; on OPFS, one not locked exclusively keeps `delete`) is
+    /// refused when opening, never used in another journal mode.
+    #[test]
+    fn a_journal_mode_other_than_wal_is_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        let err = write_ahead_log(&conn, Path::new("in-memory")).unwrap_err();
+        assert!(matches!(err, StoreError::Backend { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("cannot use write-ahead logging: SQLite kept journal_mode=memory"),
+            "{err}"
+        );
     }
 }

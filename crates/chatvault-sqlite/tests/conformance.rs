@@ -1,6 +1,9 @@
 //! Runs the Store conformance suite against the SQLite backend. Test names
 //! read `sqlite::<case>`.
 
+// Native files in temporary directories; the browser runs tests/opfs.rs.
+#![cfg(not(target_family = "wasm"))]
+
 use chatvault_sqlite::{SqliteOptions, SqliteStore};
 use chatvault_store::testing::StoreBackend;
 use chatvault_store::{Result, Store};

@@ -5,6 +5,9 @@
 //! `fixtures/v1.db` is a small vault written by the code of schema 1 (see
 //! `fixtures/README.md`); it is never regenerated.
 
+// Native files in temporary directories; the browser runs tests/opfs.rs.
+#![cfg(not(target_family = "wasm"))]
+
 use chatvault_core::{
     Body, ConversationRecord, EntityKind, Hlc, Incoming, MessageId, MessageRecord, UserId,
 };

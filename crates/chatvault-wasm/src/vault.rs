@@ -1,5 +1,6 @@
 //! `openVault` and the `WasmVault` handle: the app API of
-//! [`Vault`] on an IndexedDB store.
+//! [`Vault`] on an IndexedDB store, or (feature `opfs`, `backend:
+//! "opfs-sqlite"`) on the SQLite store on OPFS.
 
 use crate::boundary::{id, invalid, json, parse, promise, with, Failure};
 use chatvault::{
@@ -24,17 +25,32 @@ struct OpenOptions {
     passphrase: Option<String>,
     /// `"strict"` (default: reported once on disk) or `"relaxed"`.
     durability: Option<String>,
+    /// `"indexeddb"` (default) or `"opfs-sqlite"`.
+    backend: Option<String>,
 }
 
 /// Opens (creating on first use) the vault stored in the IndexedDB
-/// database `name`. `options` is JSON: `{passphrase?, durability?}`.
-/// Resolves to a [`WasmVault`]; rejects with `wrong_passphrase`, `locked`
-/// (encrypted, no passphrase), `not_encrypted`, `newer_schema`...
+/// database `name`, or with `backend: "opfs-sqlite"` in the SQLite
+/// database `name` on OPFS. `options` is JSON: `{passphrase?, durability?,
+/// backend?}`. Resolves to a [`WasmVault`]; rejects with
+/// `wrong_passphrase`, `locked` (encrypted, no passphrase),
+/// `not_encrypted`, `newer_schema`, `unsupported` (OPFS outside a
+/// dedicated worker, or a build without SQLite), `busy` (another tab owns
+/// the OPFS databases)...
 #[wasm_bindgen(js_name = openVault)]
 pub fn open_vault(name: String, options: String) -> Promise {
     promise(async move {
         let options: OpenOptions = parse("vault options", &options)?;
-        let store: Arc<dyn Store> = open_store(&name, options.durability.as_deref()).await?;
+        let durability = options.durability.as_deref();
+        let store: Arc<dyn Store> = match options.backend.as_deref() {
+            None | Some("indexeddb") => open_store(&name, durability).await?,
+            Some("opfs-sqlite") => open_sqlite_store(&name, durability).await?,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "backend {other:?}: expected \"indexeddb\" or \"opfs-sqlite\""
+                )))
+            }
+        };
         let mut builder = Vault::builder().store(store);
         if let Some(passphrase) = &options.passphrase {
             builder = builder.passphrase(passphrase);
@@ -75,6 +91,43 @@ pub(crate) async fn open_store(
     // holds JS handles and the one thread makes it a plain count.
     #[allow(clippy::arc_with_non_send_sync)]
     Ok(Arc::new(store))
+}
+
+/// The SQLite store of the vault `name` on OPFS (`durability` as for
+/// IndexedDB: `"strict"` commits with `synchronous=FULL`, `"relaxed"` with
+/// `NORMAL`). Works only in a dedicated worker.
+#[cfg(feature = "opfs")]
+async fn open_sqlite_store(
+    name: &str,
+    durability: Option<&str>,
+) -> Result<Arc<dyn Store>, Failure> {
+    use chatvault_sqlite::{Durability, SqliteOptions, SqliteStore};
+    let durability = match durability {
+        None | Some("strict") => Durability::Full,
+        Some("relaxed") => Durability::Normal,
+        Some(other) => {
+            return Err(invalid(format!(
+                "durability {other:?}: expected \"strict\" or \"relaxed\""
+            )))
+        }
+    };
+    let options = SqliteOptions {
+        durability,
+        ..SqliteOptions::default()
+    };
+    Ok(Arc::new(SqliteStore::open(name, options).await?))
+}
+
+/// Without the `opfs` feature the binding has no SQLite (and stays
+/// smaller): say so, rather than falling back behind the caller's back.
+#[cfg(not(feature = "opfs"))]
+async fn open_sqlite_store(_: &str, _: Option<&str>) -> Result<Arc<dyn Store>, Failure> {
+    Err(crate::boundary::failure(
+        "unsupported",
+        "this build of chatvault has no SQLite backend (chatvault-wasm's `opfs` feature); \
+         use backend \"indexeddb\"",
+    )
+    .into())
 }
 
 /// An open vault. Every method returns a promise of JSON text (parsed by

@@ -24,7 +24,8 @@ function load() {
 
 /**
  * Opens (creating on first use) the vault stored in the IndexedDB database
- * `name`; encrypted with `passphrase` if given.
+ * `name` (or, with `backend: "opfs-sqlite"`, the SQLite database `name` on
+ * OPFS); encrypted with `passphrase` if given.
  */
 export async function openVault(name, options = {}) {
   if (options.worker) return WorkerVault.open(name, options);
@@ -35,10 +36,27 @@ export async function openVault(name, options = {}) {
       JSON.stringify({
         passphrase: options.passphrase,
         durability: options.durability,
+        backend: options.backend,
       }),
     ),
   );
   return new Vault(inner);
+}
+
+/**
+ * Whether this browser can give the vault the "opfs-sqlite" backend:
+ * OPFS with sync access handles, which exist only in dedicated workers, so
+ * from a page this asks whether it can start one (`worker: true`). It says
+ * nothing of the build: the default binding has no SQLite, and
+ * `openVault` then rejects with "unsupported" (see `OpenVaultOptions`).
+ */
+export function opfsAvailable() {
+  if (typeof globalThis.navigator?.storage?.getDirectory !== "function") return false;
+  const inDedicatedWorker =
+    typeof globalThis.DedicatedWorkerGlobalScope === "function" &&
+    globalThis instanceof globalThis.DedicatedWorkerGlobalScope;
+  if (inDedicatedWorker) return typeof globalThis.FileSystemSyncAccessHandle === "function";
+  return typeof globalThis.Worker === "function";
 }
 
 /**

@@ -6,6 +6,7 @@ import {
   joinVault,
   openKv,
   openVault,
+  opfsAvailable,
   persistStorage,
   type Conversation,
   type Message,
@@ -45,6 +46,13 @@ export async function typedUse(): Promise<void> {
     if (e instanceof ChatvaultError && e.code === "not_found") return;
     throw e;
   }
+  vault.lock();
+}
+
+export async function typedBackend(): Promise<void> {
+  // SQLite on OPFS where the browser has it, IndexedDB otherwise.
+  const backend = opfsAvailable() ? "opfs-sqlite" : "indexeddb";
+  const vault = await openVault("app", { passphrase: "pass", worker: true, backend });
   vault.lock();
 }
 

@@ -57,6 +57,31 @@ test("a worker vault writes what the page vault reads, with the same errors", as
   await page.close();
 });
 
+test("the opfs-sqlite backend: detected, and refused clearly by a build without SQLite", async () => {
+  const page = await openPage(suite.context, suite.server.url);
+  const outcome = await page.evaluate(async () => {
+    const attempt = async (options) => {
+      try {
+        (await chatvault.openVault("backend-choice", options)).lock();
+        return "opened";
+      } catch (e) {
+        return e instanceof chatvault.ChatvaultError ? `${e.code}: ${e.message}` : `not a ChatvaultError: ${e}`;
+      }
+    };
+    return {
+      available: chatvault.opfsAvailable(),
+      sqlite: await attempt({ worker: true, backend: "opfs-sqlite" }),
+      unknown: await attempt({ worker: true, backend: "floppy" }),
+      indexeddb: await attempt({ worker: true, backend: "indexeddb" }),
+    };
+  });
+  assert.equal(outcome.available, true, "Chromium has OPFS and workers");
+  assert.match(outcome.sqlite, /^unsupported: .*no SQLite backend.*use backend "indexeddb"/);
+  assert.match(outcome.unknown, /^invalid: .*backend "floppy"/);
+  assert.equal(outcome.indexeddb, "opened");
+  await page.close();
+});
+
 test("unlocking and a bulk write in the worker leave the page's main thread free", async (t) => {
   const page = await openPage(suite.context, suite.server.url);
   const longTasks = await page.evaluate(async (pass) => {
