@@ -171,7 +171,7 @@ fn main() -> Result<()> {
 }
 
 /// Seconds `cargo xtask fuzz --quick` (and so CI) gives all targets.
-const QUICK_FUZZ_SECONDS: u64 = 56;
+const QUICK_FUZZ_SECONDS: u64 = 42;
 
 /// Builds and runs chatvault-fuzz; a failing input lands in
 /// `crates/chatvault-fuzz/regressions/` and fails the task.
@@ -677,7 +677,7 @@ fn test() -> Result<()> {
         only: Vec::new(),
     })?;
     schemathesis(&SchemathesisArgs {
-        seconds: 60,
+        seconds: 40,
         seed: None,
     })?;
     run(
@@ -1000,6 +1000,20 @@ fn bench_browser() -> Result<()> {
             "write 10,000 × 1 KiB, one call/transaction",
             "wasm vault, plaintext",
             ms(&web, "plainWriteMs"),
+            "plain-JS IndexedDB put loop",
+            ms(&web, "rawWriteMs"),
+        ),
+        (
+            "write 10,000 × 1 KiB, one call/transaction",
+            "wasm vault, encrypted",
+            ms(&web, "sealedWriteMs"),
+            "Dexie bulkPut (strict durability)",
+            ms(&web, "dexieWriteMs"),
+        ),
+        (
+            "write 10,000 × 1 KiB, one transaction",
+            "Dexie bulkPut (strict durability)",
+            ms(&web, "dexieWriteMs"),
             "plain-JS IndexedDB put loop",
             ms(&web, "rawWriteMs"),
         ),

@@ -3,6 +3,9 @@
 // - write 10,000 × 1 KiB messages through the wasm vault (encrypted, and
 //   plaintext) in one call, against a plain-JS IndexedDB `put` loop of the
 //   same rows in one transaction, with an index shaped like the store's;
+// - the same rows through Dexie's `bulkPut` (npm `dexie`, loaded into the
+//   page from node_modules), one transaction, `strict` durability like the
+//   loop: what a popular IndexedDB wrapper costs for the same work;
 // - read the latest 50 messages of a conversation through the vault against
 //   the same raw index query (`getAll(range, 50)`);
 // - unlock (Argon2id at the defaults) in the page; the native figure comes
@@ -17,6 +20,7 @@
 // (which builds the release package with SQLite on OPFS first).
 
 import { chromium } from "playwright-core";
+import { createRequire } from "node:module";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -44,6 +48,8 @@ const context = await chromium.launchPersistentContext(profile, {
 });
 try {
   const page = await openPage(context, server.url);
+  // Dexie's UMD build defines `Dexie` on the page.
+  await page.addScriptTag({ path: createRequire(import.meta.url).resolve("dexie") });
   const figures = await page.evaluate(
     async ({ N, READS }) => {
       const content = "x".repeat(1024);
@@ -95,6 +101,17 @@ try {
         );
       }
       db.close();
+
+      // Dexie: the same rows and index, one bulkPut (one transaction).
+      const dexie = new Dexie("bench-dexie", { chromeTransactionDurability: "strict" });
+      dexie.version(1).stores({ messages: "id, [conv+negCreated+id]" });
+      await dexie.open();
+      const rows = Array.from({ length: N }, (_, i) => {
+        const id = String(i).padStart(8, "0");
+        return { id, conv: "c1", negCreated: -i, created: i, body };
+      });
+      const dexieWrite = await time(() => dexie.table("messages").bulkPut(rows));
+      dexie.close();
 
       const messages = Array.from({ length: N }, () => ({ role: "user", content }));
       const vaultWrite = async (name, options) => {
@@ -157,6 +174,7 @@ try {
         workerOpfsWriteMs: workerOpfs.writeMs,
         workerOpfsLatest50Ms: workerOpfs.latest50Ms,
         rawWriteMs: raw,
+        dexieWriteMs: dexieWrite,
         plainWriteMs: plain.took,
         sealedWriteMs: sealed.took,
         rawLatest50Ms: median(rawReads),
