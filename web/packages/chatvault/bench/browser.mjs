@@ -24,7 +24,7 @@ import { createRequire } from "node:module";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openPage, serve } from "../test/harness.mjs";
+import { CHROMIUM_OPTIONS, openPage, serve } from "../test/harness.mjs";
 
 const N = 10_000;
 const READS = 30;
@@ -34,18 +34,7 @@ const server = await serve();
 // memory, where a growing file gets slower with every write (10,000
 // messages on SQLite/OPFS took 6–9 s there against ~1.5 s on disk).
 const profile = mkdtempSync(join(tmpdir(), "chatvault-bench-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const context = await chromium.launchPersistentContext(profile, CHROMIUM_OPTIONS);
 try {
   const page = await openPage(context, server.url);
   // Dexie's UMD build defines `Dexie` on the page.

@@ -40,20 +40,23 @@ export async function serve() {
   return { url: `http://127.0.0.1:${port}/test/page.html`, close: () => server.close() };
 }
 
+/** How Chromium runs here: the system build, nothing reaching outside. */
+export const CHROMIUM_OPTIONS = {
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+};
+
 /** A headless Chromium with a fresh profile. */
 export async function launch() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  return chromium.launch(CHROMIUM_OPTIONS);
 }
 
 /** Opens the test page in `context` and waits until the package loaded. */
