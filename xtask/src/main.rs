@@ -669,13 +669,6 @@ fn test() -> Result<()> {
         target: None,
         seed: None,
     })?;
-    // Every benchmark at tiny sizes in the dev profile (what the tests
-    // built): keeps them compiling and running; no figure is checked.
-    bench(&BenchArgs {
-        browser: false,
-        quick: true,
-        only: Vec::new(),
-    })?;
     schemathesis(&SchemathesisArgs {
         seconds: 40,
         seed: None,
@@ -690,6 +683,13 @@ fn test() -> Result<()> {
             "--no-fail-fast",
         ]),
     )?;
+    // Every benchmark at tiny sizes in the dev profile (on what the tests
+    // just built): keeps them compiling and running; no figure is checked.
+    bench(&BenchArgs {
+        browser: false,
+        quick: true,
+        only: Vec::new(),
+    })?;
     run(
         "doc tests",
         cargo().args(["test", "--doc", "--workspace", "--all-features"]),
@@ -1069,22 +1069,28 @@ fn bench(options: &BenchArgs) -> Result<()> {
     // `--quick`: the dev profile reuses what the test build compiled (its
     // dependencies are optimized anyway, see the workspace manifest)
     // instead of a release build of the whole graph.
-    let bench_cmd = |args: &[&str]| {
+    let bench_cmd = |target: &BenchTarget| {
         let mut cmd = cargo();
         cmd.arg("bench");
         if options.quick {
             // Tells the criterion benchmarks to use small inputs (their
-            // command line is criterion's).
-            cmd.args(["--profile", "dev"])
+            // command line is criterion's). Built as the test run builds
+            // (the whole workspace, every feature, dev profile), so the
+            // dependencies compiled for the tests serve the benchmarks:
+            // per package, each `cargo bench -p` resolved other features
+            // and compiled the shared crates again (≈ 3 of CI's minutes).
+            cmd.args(["--profile", "dev", "--workspace", "--all-features"])
+                .args(["--bench", target.name()])
                 .env("CHATVAULT_BENCH_QUICK", "1");
+        } else {
+            cmd.args(target.args);
         }
-        cmd.args(args);
         cmd
     };
     let ran = |bench: &str| options.only.is_empty() || options.only.iter().any(|o| o == bench);
     let chosen = |t: &&BenchTarget| ran(t.name());
     for target in BENCH_TARGETS.iter().filter(chosen) {
-        let mut cmd = bench_cmd(target.args);
+        let mut cmd = bench_cmd(target);
         if options.quick {
             // Criterion's test mode: each benchmark runs once, without
             // analysis (so no means: the table below is for full runs).
@@ -1094,7 +1100,7 @@ fn bench(options: &BenchArgs) -> Result<()> {
     }
     let mut figures = Vec::new();
     for target in HARNESS_TARGETS.iter().filter(chosen) {
-        let mut cmd = bench_cmd(target.args);
+        let mut cmd = bench_cmd(target);
         if options.quick {
             cmd.args(["--", "--quick"]);
         }
@@ -1159,13 +1165,40 @@ fn bench(options: &BenchArgs) -> Result<()> {
 
 /// The native unlock time (`examples/unlock_time.rs`), in milliseconds.
 fn unlock_ms(quick: bool) -> Result<f64> {
-    let mut cmd = cargo();
-    cmd.args(["run", "-q"]);
-    if !quick {
-        cmd.arg("--release");
-    }
-    cmd.args(["-p", "chatvault", "--example", "unlock_time"]);
     eprintln!("==> native unlock time");
+    let mut cmd = if quick {
+        // On what the test run built (see `bench`): `cargo run` cannot
+        // take the workspace's features, so build, then run the binary.
+        run(
+            "build the unlock example (dev profile, as the tests built)",
+            cargo().args([
+                "build",
+                "-q",
+                "--workspace",
+                "--all-features",
+                "--example",
+                "unlock_time",
+            ]),
+        )?;
+        Command::new(
+            target_dir()?
+                .join("debug")
+                .join("examples")
+                .join("unlock_time"),
+        )
+    } else {
+        let mut cmd = cargo();
+        cmd.args([
+            "run",
+            "-q",
+            "--release",
+            "-p",
+            "chatvault",
+            "--example",
+            "unlock_time",
+        ]);
+        cmd
+    };
     let output = cmd
         .stderr(std::process::Stdio::inherit())
         .output()

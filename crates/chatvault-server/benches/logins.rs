@@ -83,7 +83,7 @@ async fn logins(secs: f64) -> (f64, usize) {
     tokio::spawn(async move {
         let _ = server.run(listener, std::future::pending::<()>()).await;
     });
-    let http = reqwest::Client::new();
+    let http = support::client();
     let key = BASE64.encode([9u8; 32]);
     for client in 0..CLIENTS {
         let register = json!({
