@@ -1,7 +1,9 @@
 //! More cases of the Store conformance suite, on the outbox's rules that
 //! a backend keeping the outbox on its records (rather than in a table of
-//! its own) could break: sequence numbers, coalescing across a record's
-//! replacement by its tombstone, changes queued before their record.
+//! its own) could break: sequence numbers, a change that moves between a
+//! record and its tombstone, pending deletions that keep a conversation.
+//! (A change is queued after its record; one queued for a record the store
+//! does not hold is not queued at all — see `cases`.)
 //! Kept apart from `cases` so backends' work on either merges cleanly.
 
 use super::*;
