@@ -66,8 +66,9 @@ use chatvault_core::{
     ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone,
 };
 use chatvault_store::{
-    BatchSource, Compaction, ConversationQuery, ConversationRow, Footprint, MessageQuery,
-    OutboxEntry, ParkedEntry, Result, Store, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
+    BatchSource, Compaction, ConversationQuery, ConversationRow, DeletionMark, Footprint,
+    MessageQuery, MetaEntry, OutboxEntry, ParkedEntry, Result, Store, StoredOutboxEntry,
+    TombstoneQuery, Usage, WriteBatch, WriteOutcome,
 };
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -385,6 +386,39 @@ impl Store for SqliteStore {
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let key = key.to_owned();
         self.with_conn(move |c| ops::meta(c, &key)).await
+    }
+
+    async fn meta_entries(&self, after: Option<&str>, limit: usize) -> Result<Vec<MetaEntry>> {
+        let after = after.map(str::to_owned);
+        self.with_conn(move |c| ops::meta_entries(c, after.as_deref(), limit))
+            .await
+    }
+
+    async fn all_messages(
+        &self,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>> {
+        self.with_conn(move |c| ops::all_messages(c, after, limit))
+            .await
+    }
+
+    async fn deletion_marks(
+        &self,
+        after: Option<ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<DeletionMark>> {
+        self.with_conn(move |c| ops::deletion_marks(c, after, limit))
+            .await
+    }
+
+    async fn outbox_entries(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredOutboxEntry>> {
+        self.with_conn(move |c| ops::outbox_entries(c, after, limit))
+            .await
     }
 
     async fn clear(&self) -> Result<()> {

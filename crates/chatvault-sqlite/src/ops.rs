@@ -9,9 +9,9 @@ use chatvault_core::{
 use chatvault_store::{
     check_limit, import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins,
     merged_op, parse_clock_mark, version_matches, BatchSource, ConversationQuery, ConversationRow,
-    ConversationUsage, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, ParkReason,
-    ParkedEntry, Result, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome,
-    CLOCK_MARK_KEY,
+    ConversationUsage, DeletionMark, LocalVersion, MessageQuery, MetaEntry, OutboxEntry,
+    OutboxItem, ParkReason, ParkedEntry, Result, StoreError, StoredOutboxEntry, TombstoneQuery,
+    Usage, WriteBatch, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
 };
 use rusqlite::{named_params, params, Connection, OptionalExtension, Row, ToSql, Transaction};
 use std::collections::{HashMap, HashSet};
@@ -821,26 +821,39 @@ fn apply(
             // tombstone would have nothing to send: nothing is queued.
             if let Some((place, old)) = pointer_of(tx, item.kind, item.entity_id)? {
                 let seq = deferred.next_seq(tx)?;
-                let id = &item.entity_id.as_bytes()[..];
-                let (sql, args) = match (place, item.kind) {
-                    (Place::Live, EntityKind::Conversation) => (
-                        "UPDATE conversations SET pending_seq = ?1 WHERE id = ?2",
-                        params![seq, id],
-                    ),
-                    (Place::Live, EntityKind::Message) => (
-                        "UPDATE messages SET pending_seq = ?1 WHERE id = ?2",
-                        params![seq, id],
-                    ),
-                    (Place::Tombstone, kind) => (
-                        "UPDATE tombstones SET pending_seq = ?1 WHERE kind = ?3 AND id = ?2",
-                        params![seq, id, kind.as_str()],
-                    ),
-                };
-                tx.prepare_cached(sql)
-                    .map_err(sql_err)?
-                    .execute(args)
-                    .map_err(sql_err)?;
+                point_at(tx, place, item.kind, item.entity_id, seq)?;
                 requeue(tx, old, seq, &item)?;
+            }
+        }
+        WriteOp::RestoreOutbox(entry) => {
+            let item = entry.item;
+            if let Some((place, old)) = pointer_of(tx, item.kind, item.entity_id)? {
+                let seq = entry.seq as i64;
+                point_at(tx, place, item.kind, item.entity_id, seq)?;
+                if old != Some(seq) {
+                    drop_entry(tx, old)?;
+                }
+                let parked = entry.parked.as_ref();
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO outbox (seq, entity_id, kind, conversation_id, op_id, \
+                     parked_at, parked_code, parked_message, attempts) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(sql_err)?
+                .execute(params![
+                    seq,
+                    &item.entity_id.as_bytes()[..],
+                    item.kind.as_str(),
+                    item.conversation_id.map(|c| c.as_bytes().to_vec()),
+                    &item.op_id.as_bytes()[..],
+                    parked.map(|p| p.at.as_millis()),
+                    parked.map(|p| p.code.as_str()),
+                    parked.map(|p| p.message.as_str()),
+                    entry.attempts,
+                ])
+                .map_err(sql_err)?;
+                // The next number is read again: above this one.
+                deferred.seq = None;
             }
         }
         WriteOp::Dequeue(entity) => {
@@ -895,6 +908,36 @@ fn apply(
                 .map_err(sql_err)?;
         }
     }
+    Ok(())
+}
+
+/// Points a record's row (live or tombstone) at outbox entry `seq`.
+fn point_at(
+    tx: &Connection,
+    place: Place,
+    kind: EntityKind,
+    entity: RecordId,
+    seq: i64,
+) -> Result<()> {
+    let id = &entity.as_bytes()[..];
+    let (sql, args) = match (place, kind) {
+        (Place::Live, EntityKind::Conversation) => (
+            "UPDATE conversations SET pending_seq = ?1 WHERE id = ?2",
+            params![seq, id],
+        ),
+        (Place::Live, EntityKind::Message) => (
+            "UPDATE messages SET pending_seq = ?1 WHERE id = ?2",
+            params![seq, id],
+        ),
+        (Place::Tombstone, kind) => (
+            "UPDATE tombstones SET pending_seq = ?1 WHERE kind = ?3 AND id = ?2",
+            params![seq, id, kind.as_str()],
+        ),
+    };
+    tx.prepare_cached(sql)
+        .map_err(sql_err)?
+        .execute(args)
+        .map_err(sql_err)?;
     Ok(())
 }
 
@@ -1276,6 +1319,128 @@ pub(crate) fn meta(c: &mut Connection, key: &str) -> Result<Option<Vec<u8>>> {
         .query_row([key], |r| r.get(0))
         .optional()
         .map_err(sql_err)
+}
+
+pub(crate) fn meta_entries(
+    c: &mut Connection,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<MetaEntry>> {
+    check_limit(limit)?;
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT key, value FROM meta WHERE ?1 IS NULL OR key > ?1 ORDER BY key LIMIT ?2",
+        )
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map(params![after, limit as i64], |r| {
+            Ok(MetaEntry {
+                key: r.get(0)?,
+                value: r.get(1)?,
+            })
+        })
+        .map_err(sql_err)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql_err)
+}
+
+pub(crate) fn all_messages(
+    c: &mut Connection,
+    after: Option<MessageId>,
+    limit: usize,
+) -> Result<Vec<MessageRecord>> {
+    check_limit(limit)?;
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2"
+    );
+    let mut stmt = c.prepare_cached(&sql).map_err(sql_err)?;
+    let rows = stmt
+        .query_map(
+            params![after.map(|a| a.as_bytes().to_vec()), limit as i64],
+            read_message,
+        )
+        .map_err(sql_err)?;
+    collect(rows)
+}
+
+pub(crate) fn deletion_marks(
+    c: &mut Connection,
+    after: Option<ConversationId>,
+    limit: usize,
+) -> Result<Vec<DeletionMark>> {
+    check_limit(limit)?;
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT conversation_id, version FROM deletion_marks \
+             WHERE ?1 IS NULL OR conversation_id > ?1 ORDER BY conversation_id LIMIT ?2",
+        )
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map(
+            params![after.map(|a| a.as_bytes().to_vec()), limit as i64],
+            |r| {
+                let id: Vec<u8> = r.get(0)?;
+                let version: String = r.get(1)?;
+                Ok((|| {
+                    Ok(DeletionMark {
+                        conversation_id: conversation_id(id)?,
+                        version: hlc(version)?,
+                    })
+                })())
+            },
+        )
+        .map_err(sql_err)?;
+    collect(rows)
+}
+
+pub(crate) fn outbox_entries(
+    c: &mut Connection,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<StoredOutboxEntry>> {
+    check_limit(limit)?;
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT seq, entity_id, kind, conversation_id, op_id, parked_at, parked_code, \
+             parked_message, attempts FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map(params![after.map_or(0, |a| a as i64), limit as i64], |r| {
+            let seq: i64 = r.get(0)?;
+            let entity: Vec<u8> = r.get(1)?;
+            let kind: String = r.get(2)?;
+            let conversation: Option<Vec<u8>> = r.get(3)?;
+            let op: Vec<u8> = r.get(4)?;
+            let parked_at: Option<i64> = r.get(5)?;
+            let code: Option<String> = r.get(6)?;
+            let message: Option<String> = r.get(7)?;
+            let attempts: i64 = r.get(8)?;
+            Ok((|| {
+                let op_id = OpId::from_bytes(
+                    op.try_into()
+                        .map_err(|_| StoreError::Decode("outbox op id is not 16 bytes".into()))?,
+                );
+                Ok(StoredOutboxEntry {
+                    seq: seq as u64,
+                    item: OutboxItem {
+                        op_id,
+                        kind: kind.parse().map_err(|e: chatvault_core::CoreError| {
+                            StoreError::Decode(e.to_string())
+                        })?,
+                        entity_id: record_id(entity)?,
+                        conversation_id: conversation.map(conversation_id).transpose()?,
+                    },
+                    parked: parked_at.map(|at| ParkReason {
+                        code: code.unwrap_or_default(),
+                        message: message.unwrap_or_default(),
+                        at: ts(at),
+                    }),
+                    attempts: attempts.clamp(0, i64::from(u32::MAX)) as u32,
+                })
+            })())
+        })
+        .map_err(sql_err)?;
+    collect(rows)
 }
 
 pub(crate) fn clear(c: &mut Connection) -> Result<()> {

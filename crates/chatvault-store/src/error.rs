@@ -99,6 +99,24 @@ pub enum StoreError {
     /// The backend does not implement an optional part of the contract.
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// A migration ([`copy_store`](crate::copy_store)) was asked to copy
+    /// into a store that already holds a vault (or anything else).
+    #[error(
+        "the target store is not empty ({0}); nothing was copied: migrate into a new, empty store, \
+         or delete the target first"
+    )]
+    NotEmpty(String),
+    /// The store was being written by a migration that did not finish:
+    /// it holds part of a vault and must not be used as one.
+    #[error(
+        "this store holds an incomplete migration (the copy into it stopped before it was \
+         verified); run the migration again, which starts the copy over, or delete this store"
+    )]
+    IncompleteMigration,
+    /// A migration's copy did not match its source when counted: the
+    /// target stays marked incomplete, the source is untouched.
+    #[error("the migrated copy does not match its source ({0}); the source is untouched")]
+    CopyMismatch(String),
     /// Any other failure of the backend.
     #[error("storage backend error: {detail}")]
     Backend {
@@ -127,6 +145,9 @@ impl StoreError {
             StoreError::MetaChanged { .. } => "meta_changed",
             StoreError::InvalidRequest(_) => "invalid",
             StoreError::Unsupported(_) => "unsupported",
+            StoreError::NotEmpty(_) => "target_not_empty",
+            StoreError::IncompleteMigration => "incomplete_migration",
+            StoreError::CopyMismatch(_) => "copy_mismatch",
             StoreError::Backend { .. } => "storage_failed",
         }
     }

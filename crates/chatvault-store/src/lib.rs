@@ -19,6 +19,8 @@
 //! # Layout
 //! - [`Store`] and its request/response types (this file and `types`).
 //! - [`MemoryStore`] — the in-memory backend (tests, ephemeral sessions).
+//! - [`copy_store`] — a vault's store copied, exactly and in batches, into
+//!   another (a migration between backends).
 //! - [`kv`] — key-value state beside the records ([`KvStore`], the
 //!   in-memory [`MemoryKv`]), for settings and UI state.
 //! - [`StoreError`].
@@ -41,6 +43,7 @@
 //! In a browser the attribute is `#[wasm_bindgen_test::wasm_bindgen_test]`;
 //! the cases themselves need no runtime.
 
+mod copy;
 mod error;
 pub mod kv;
 mod memory;
@@ -48,15 +51,19 @@ mod memory;
 pub mod testing;
 mod types;
 
+pub use copy::{
+    copy_store, CopyOptions, CopyPhase, CopyProgress, CopyProgressSink, CopyReport,
+    MIGRATION_MARK_KEY,
+};
 pub use error::{BoxError, StoreError};
 pub use kv::{KvError, KvLimits, KvResult, KvStore, KvUsage, MemoryKv, MemoryKvArea};
 pub use memory::MemoryStore;
 pub use types::{
     check_limit, import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins,
     merged_op, parse_clock_mark, version_matches, Compaction, ConversationQuery, ConversationRow,
-    ConversationUsage, Footprint, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, ParkReason,
-    ParkedEntry, StampClaim, TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome,
-    CLOCK_MARK_KEY,
+    ConversationUsage, DeletionMark, Footprint, LocalVersion, MessageQuery, MetaEntry, OutboxEntry,
+    OutboxItem, ParkReason, ParkedEntry, StampClaim, StoredOutboxEntry, TombstoneQuery, Usage,
+    WriteBatch, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
 };
 
 use async_trait::async_trait;
@@ -175,9 +182,61 @@ pub trait Store: MaybeSendSync {
     /// A value from the store's small key-value metadata table.
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
 
+    /// Every metadata entry, a page at a time in key order, after `after`
+    /// (exclusive): what a migration copies. A backend's own bookkeeping
+    /// kept beside the vault's entries (a sequence counter) is not listed.
+    /// The default refuses rather than pretend there are none.
+    async fn meta_entries(&self, after: Option<&str>, limit: usize) -> Result<Vec<MetaEntry>> {
+        let _ = (after, limit);
+        Err(cannot_list(self.backend(), "metadata"))
+    }
+
+    /// Every message, a page at a time in id order, after `after`
+    /// (exclusive) — including messages whose conversation is deleted or
+    /// has not arrived, which no conversation's listing reaches. The
+    /// default refuses.
+    async fn all_messages(
+        &self,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>> {
+        let _ = (after, limit);
+        Err(cannot_list(self.backend(), "messages by id"))
+    }
+
+    /// Every kept deletion mark ([`DeletionMark`]), a page at a time in
+    /// conversation id order, after `after` (exclusive). The default
+    /// refuses.
+    async fn deletion_marks(
+        &self,
+        after: Option<ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<DeletionMark>> {
+        let _ = (after, limit);
+        Err(cannot_list(self.backend(), "deletion marks"))
+    }
+
+    /// Every outbox entry, pending and parked, as kept
+    /// ([`StoredOutboxEntry`]), in sequence order after `after`
+    /// (exclusive), at most `limit`. The default refuses.
+    async fn outbox_entries(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredOutboxEntry>> {
+        let _ = (after, limit);
+        Err(cannot_list(self.backend(), "outbox entries"))
+    }
+
     /// Deletes every record, tombstone, deletion mark and outbox entry;
     /// keeps metadata (the vault header and keys). Nothing is synced: this is a local wipe.
     async fn clear(&self) -> Result<()>;
+}
+
+/// The error of a listing a backend does not implement (the migration
+/// listings' defaults).
+fn cannot_list(backend: &str, what: &str) -> StoreError {
+    StoreError::Unsupported(format!("the {backend} store cannot list its {what}"))
 }
 
 /// A stream of batches for [`Store::write_all`], produced synchronously

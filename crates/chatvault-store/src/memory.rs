@@ -6,9 +6,9 @@ use crate::types::check_limit;
 use crate::{
     import_wins, incoming_key, incoming_outbox_item, incoming_parent, incoming_wins, merged_op,
     parse_clock_mark, version_matches, BatchSource, ConversationQuery, ConversationRow,
-    ConversationUsage, Footprint, LocalVersion, MessageQuery, OutboxEntry, OutboxItem, ParkReason,
-    ParkedEntry, Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch, WriteOp,
-    WriteOutcome, CLOCK_MARK_KEY,
+    ConversationUsage, DeletionMark, Footprint, LocalVersion, MessageQuery, MetaEntry, OutboxEntry,
+    OutboxItem, ParkReason, ParkedEntry, Result, Store, StoreError, StoredOutboxEntry,
+    TombstoneQuery, Usage, WriteBatch, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
 };
 use async_trait::async_trait;
 use chatvault_core::{
@@ -481,6 +481,23 @@ impl Inner {
                 self.outbox.insert(self.next_seq, slot);
                 self.outbox_by_entity.insert(item.entity_id, self.next_seq);
             }
+            WriteOp::RestoreOutbox(entry) => {
+                let item = entry.item;
+                if self.local_version(item.kind, item.entity_id).is_none() {
+                    return;
+                }
+                self.dequeue(item.entity_id);
+                self.outbox.insert(
+                    entry.seq,
+                    Slot {
+                        item,
+                        parked: entry.parked,
+                        attempts: entry.attempts,
+                    },
+                );
+                self.outbox_by_entity.insert(item.entity_id, entry.seq);
+                self.next_seq = self.next_seq.max(entry.seq);
+            }
             WriteOp::Dequeue(entity) => self.dequeue(entity),
             WriteOp::Park(seq, reason) => {
                 if let Some(slot) = self.outbox.get_mut(&seq) {
@@ -736,6 +753,83 @@ impl Store for MemoryStore {
 
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.lock().meta.get(key).cloned())
+    }
+
+    async fn meta_entries(&self, after: Option<&str>, limit: usize) -> Result<Vec<MetaEntry>> {
+        check_limit(limit)?;
+        let inner = self.lock();
+        let mut keys: Vec<&String> = inner
+            .meta
+            .keys()
+            .filter(|k| after.is_none_or(|a| k.as_str() > a))
+            .collect();
+        keys.sort();
+        Ok(keys
+            .into_iter()
+            .take(limit)
+            .map(|k| MetaEntry {
+                key: k.clone(),
+                value: inner.meta[k].clone(),
+            })
+            .collect())
+    }
+
+    async fn all_messages(
+        &self,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>> {
+        check_limit(limit)?;
+        let inner = self.lock();
+        let mut all: Vec<&MessageRecord> = inner
+            .messages
+            .values()
+            .filter(|m| after.is_none_or(|a| m.id > a))
+            .collect();
+        all.sort_by_key(|m| m.id);
+        Ok(all.into_iter().take(limit).cloned().collect())
+    }
+
+    async fn deletion_marks(
+        &self,
+        after: Option<ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<DeletionMark>> {
+        check_limit(limit)?;
+        let inner = self.lock();
+        let mut all: Vec<DeletionMark> = inner
+            .deletion_marks
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|a| **id > a))
+            .map(|(id, version)| DeletionMark {
+                conversation_id: *id,
+                version: *version,
+            })
+            .collect();
+        all.sort_by_key(|m| m.conversation_id);
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    async fn outbox_entries(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredOutboxEntry>> {
+        check_limit(limit)?;
+        let inner = self.lock();
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        Ok(inner
+            .outbox
+            .range(from..)
+            .take(limit)
+            .map(|(seq, slot)| StoredOutboxEntry {
+                seq: *seq,
+                item: slot.item,
+                parked: slot.parked.clone(),
+                attempts: slot.attempts,
+            })
+            .collect())
     }
 
     async fn clear(&self) -> Result<()> {

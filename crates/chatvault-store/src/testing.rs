@@ -233,6 +233,7 @@ macro_rules! store_conformance_tests {
     (#[$test:meta], $backend:path) => {
         $crate::__store_conformance_cases!($test, $backend);
         $crate::__store_outbox_conformance_cases!($test, $backend);
+        $crate::__store_copy_conformance_cases!($test, $backend);
     };
 }
 
@@ -248,9 +249,11 @@ macro_rules! kv_conformance_tests {
 }
 
 mod cases;
+mod copy_cases;
 mod kv;
 mod outbox_cases;
 
 pub use cases::*;
+pub use copy_cases::*;
 pub use kv::*;
 pub use outbox_cases::*;

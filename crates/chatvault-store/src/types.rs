@@ -208,6 +208,16 @@ pub enum WriteOp {
     /// encrypted vault seals them with fresh nonces), so equal versions
     /// are the same write even when their bytes differ.
     MergeAndEnqueue(Incoming, OpId),
+    /// Put an outbox entry back exactly as another store kept it (a
+    /// migration, [`copy_store`](crate::copy_store)): the same sequence
+    /// number, op id, parking and refusal count, so a sync after the move
+    /// sends exactly what it would have sent before. It replaces the
+    /// record's entry, if any; changes queued later get sequence numbers
+    /// above it. Like [`WriteOp::Enqueue`], nothing is queued for a record
+    /// the store holds neither live nor as a tombstone, so restore the
+    /// record first. The sequence number must not be another record's
+    /// entry (a migration writes into an empty store, where none is).
+    RestoreOutbox(StoredOutboxEntry),
 }
 
 /// The metadata key under which a store keeps the device's clock mark: the
@@ -438,6 +448,45 @@ pub struct OutboxEntry {
     pub seq: u64,
     /// The change, built from the record's current state.
     pub change: Change,
+}
+
+/// An outbox entry exactly as a store keeps it, pending or parked: what
+/// [`Store::outbox_entries`](crate::Store::outbox_entries) lists and
+/// [`WriteOp::RestoreOutbox`] writes back (a migration between backends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOutboxEntry {
+    /// Position in the outbox.
+    pub seq: u64,
+    /// The change's pointer (op id, record).
+    pub item: OutboxItem,
+    /// The latest refusal while the change is parked; `None` while pending.
+    pub parked: Option<ParkReason>,
+    /// How many times the server refused it (kept across a retry).
+    pub attempts: u32,
+}
+
+/// One entry of a store's metadata table
+/// ([`Store::meta_entries`](crate::Store::meta_entries)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaEntry {
+    /// The key.
+    pub key: String,
+    /// Its value, as stored (the store never interprets it).
+    pub value: Vec<u8>,
+}
+
+/// A conversation's **kept** deletion mark
+/// ([`Store::deletion_marks`](crate::Store::deletion_marks)): the highest
+/// stamp it was deleted at by [`WriteOp::CoverMessages`] and by tombstones
+/// a recreation replaced. Its tombstone, while it has one, is not part of
+/// it (it counts in [`Store::deletion_mark`](crate::Store::deletion_mark)
+/// by itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletionMark {
+    /// The conversation.
+    pub conversation_id: ConversationId,
+    /// The kept mark.
+    pub version: Hlc,
 }
 
 /// Why and when the server refused a change ([`WriteOp::Park`]). The store
