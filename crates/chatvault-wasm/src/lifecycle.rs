@@ -56,6 +56,7 @@ fn phase(phase: ProgressPhase) -> &'static str {
         ProgressPhase::Validating => "validating",
         ProgressPhase::Importing => "importing",
         ProgressPhase::Rekeying => "rekeying",
+        ProgressPhase::Migrating => "migrating",
     }
 }
 

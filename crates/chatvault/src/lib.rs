@@ -59,7 +59,9 @@ pub use chatvault_core::{
 pub use chatvault_store::kv::{
     KvError, KvLimits, KvResult, KvStore, KvUsage, MemoryKv, MemoryKvArea,
 };
-pub use chatvault_store::{MemoryStore, OutboxEntry, ParkReason, ParkedEntry, Store, StoreError};
+pub use chatvault_store::{
+    CopyReport, MemoryStore, OutboxEntry, ParkReason, ParkedEntry, Store, StoreError,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, VaultError};
 pub use vault::{

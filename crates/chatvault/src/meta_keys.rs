@@ -29,6 +29,10 @@ pub const DATA_KEY: &str = "vault.dataKey";
 /// ([`WriteOp::ClaimStamps`](chatvault_store::WriteOp::ClaimStamps)), so a
 /// restart (even with a clock that went backwards) never reissues one.
 pub const CLOCK: &str = chatvault_store::CLOCK_MARK_KEY;
+/// Present while the store is the target of a migration that has not
+/// been verified yet ([`Vault::migrate`](crate::Vault::migrate)): such a
+/// store never opens as a vault.
+pub const MIGRATION: &str = chatvault_store::MIGRATION_MARK_KEY;
 /// A stored retention policy (JSON), applied by
 /// [`VaultBuilder::run_due_retention`](crate::VaultBuilder::run_due_retention).
 pub const RETENTION_POLICY: &str = "retention.policy";

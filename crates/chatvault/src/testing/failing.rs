@@ -255,6 +255,38 @@ impl Store for FailingStore {
         self.count()?;
         self.inner.meta(key).await
     }
+    async fn meta_entries(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<chatvault_store::MetaEntry>> {
+        self.count()?;
+        self.inner.meta_entries(after, limit).await
+    }
+    async fn all_messages(
+        &self,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>> {
+        self.count()?;
+        self.inner.all_messages(after, limit).await
+    }
+    async fn deletion_marks(
+        &self,
+        after: Option<ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<chatvault_store::DeletionMark>> {
+        self.count()?;
+        self.inner.deletion_marks(after, limit).await
+    }
+    async fn outbox_entries(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<chatvault_store::StoredOutboxEntry>> {
+        self.count()?;
+        self.inner.outbox_entries(after, limit).await
+    }
     async fn clear(&self) -> Result<()> {
         let lost = self.count_write()?;
         self.admit()?;

@@ -125,6 +125,34 @@ impl Store for RacingStore {
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.inner.meta(key).await
     }
+    async fn meta_entries(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<chatvault_store::MetaEntry>> {
+        self.inner.meta_entries(after, limit).await
+    }
+    async fn all_messages(
+        &self,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>> {
+        self.inner.all_messages(after, limit).await
+    }
+    async fn deletion_marks(
+        &self,
+        after: Option<ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<chatvault_store::DeletionMark>> {
+        self.inner.deletion_marks(after, limit).await
+    }
+    async fn outbox_entries(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<chatvault_store::StoredOutboxEntry>> {
+        self.inner.outbox_entries(after, limit).await
+    }
     async fn clear(&self) -> Result<()> {
         self.inner.clear().await
     }

@@ -52,6 +52,10 @@ pub(super) struct VaultHeader {
 }
 
 pub(super) async fn read_header(store: &dyn Store) -> Result<Option<VaultHeader>> {
+    // Half a vault (a migration that stopped) must never open as one.
+    if store.meta(meta_keys::MIGRATION).await?.is_some() {
+        return Err(StoreError::IncompleteMigration.into());
+    }
     let Some(bytes) = store.meta(meta_keys::HEADER).await? else {
         return Ok(None);
     };

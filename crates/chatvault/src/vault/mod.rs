@@ -17,6 +17,8 @@
 //! - `retention_run`, `storage`, `export_run`, `import_run` — the data
 //!   lifecycle: applying core's retention plans, storage stats and
 //!   compaction, export and import files.
+//! - `migrate` — the vault moved whole into another store
+//!   ([`Vault::migrate`]).
 //!
 //! Must never let a sibling outside `vault` reach into the vault's state:
 //! they go through its methods.
@@ -26,6 +28,7 @@ mod export_run;
 mod import_run;
 mod keys;
 mod kv;
+mod migrate;
 mod records;
 mod replica;
 mod retention_run;

@@ -26,6 +26,9 @@ pub enum ProgressPhase {
     Importing,
     /// Re-sealing records under the newest data key (units: records).
     Rekeying,
+    /// Copying the vault into another store (units: rows — records,
+    /// tombstones, outbox entries).
+    Migrating,
 }
 
 /// How far a long operation got.
