@@ -7,7 +7,7 @@ use chatvault_core::{
     Body, ConversationId, ConversationRecord, EntityKind, Hlc, MessageId, MessageRecord, OpId,
     RecordId, Timestamp, Tombstone, UserId,
 };
-use chatvault_store::{ConversationRow, ParkReason, Result, StoreError};
+use chatvault_store::{ConversationRow, ParkReason, Result, StoreError, StoredOutboxEntry};
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -359,6 +359,27 @@ pub(crate) fn park(entry: &JsValue, reason: &ParkReason) -> Result<()> {
     set(o, "message", &JsValue::from_str(&reason.message));
     set(o, "at", &num(reason.at));
     Ok(())
+}
+
+/// An outbox entry exactly as another store kept it
+/// ([`WriteOp::RestoreOutbox`](chatvault_store::WriteOp::RestoreOutbox)).
+pub(crate) fn restored_entry(e: &StoredOutboxEntry) -> JsValue {
+    let o = Object::new();
+    set(&o, "seq", &JsValue::from_f64(e.seq as f64));
+    set(
+        &o,
+        "op",
+        &JsValue::from_str(&hex_id(e.item.op_id.as_bytes())),
+    );
+    let parked = if e.parked.is_some() { 1.0 } else { 0.0 };
+    set(&o, "parked", &JsValue::from_f64(parked));
+    set(&o, "attempts", &JsValue::from_f64(f64::from(e.attempts)));
+    if let Some(reason) = &e.parked {
+        set(&o, "code", &JsValue::from_str(&reason.code));
+        set(&o, "message", &JsValue::from_str(&reason.message));
+        set(&o, "at", &num(reason.at));
+    }
+    o.into()
 }
 
 /// Makes an outbox entry pending again (the refusal count stays).

@@ -5,14 +5,15 @@
 use crate::codec::{self, above, hex_id, key, neg, tombstone_key};
 use crate::idb::{self, store_error, wait, DomError};
 use crate::schema::{
-    CONVERSATIONS, MARKS, MESSAGES, OUTBOX_INDEX, RECORD_STORES, TOMBSTONES, TOTALS,
+    CONVERSATIONS, MARKS, MESSAGES, META, OUTBOX_INDEX, RECORD_STORES, SEQ_KEY, TOMBSTONES, TOTALS,
 };
 use chatvault_core::{
     Change, ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone,
 };
 use chatvault_store::{
-    check_limit, ConversationQuery, ConversationRow, ConversationUsage, MessageQuery, OutboxEntry,
-    ParkedEntry, Result, StoreError, TombstoneQuery, Usage,
+    check_limit, ConversationQuery, ConversationRow, ConversationUsage, DeletionMark, MessageQuery,
+    MetaEntry, OutboxEntry, OutboxItem, ParkedEntry, Result, StoreError, StoredOutboxEntry,
+    TombstoneQuery, Usage,
 };
 use js_sys::Array;
 use std::collections::{HashMap, HashSet};
@@ -441,4 +442,116 @@ pub(crate) async fn parked(
 pub(crate) async fn meta(db: &IdbDatabase, key: &str) -> Result<Option<Vec<u8>>> {
     let v = one(db, crate::schema::META, &JsValue::from_str(key)).await?;
     codec::meta_bytes(&v)
+}
+
+/// Metadata in key order (IndexedDB's string order: UTF-16 code units,
+/// the same as byte order for the ASCII keys a vault uses), without the
+/// outbox's sequence counter, which is this backend's bookkeeping.
+pub(crate) async fn meta_entries(
+    db: &IdbDatabase,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<MetaEntry>> {
+    check_limit(limit)?;
+    let lower = after.map(|a| (JsValue::from_str(a), true));
+    let Some(r) = range(lower, None)? else {
+        return Ok(Vec::new());
+    };
+    let tx = begin(db, &[META])?;
+    let store = object_store(&tx, META)?;
+    // One more than asked: the counter may be among them.
+    let count = u32::try_from(limit.saturating_add(1)).unwrap_or(u32::MAX);
+    let keys = store
+        .get_all_keys_with_key_and_limit(&r, count)
+        .map_err(js)?;
+    let values = store.get_all_with_key_and_limit(&r, count).map_err(js)?;
+    let keys: Array = wait(&keys).await.map_err(dom)?.unchecked_into();
+    let values: Array = wait(&values).await.map_err(dom)?.unchecked_into();
+    let mut out = Vec::with_capacity(limit);
+    for (k, v) in keys.iter().zip(values.iter()) {
+        let key = k
+            .as_string()
+            .ok_or_else(|| StoreError::Decode("a metadata key is not text".into()))?;
+        if key == SEQ_KEY {
+            continue;
+        }
+        let value = codec::meta_bytes(&v)?
+            .ok_or_else(|| StoreError::Decode("a metadata value is missing".into()))?;
+        out.push(MetaEntry { key, value });
+    }
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// Messages in id order (the store's key, lowercase hex, sorts like the
+/// id bytes).
+pub(crate) async fn all_messages(
+    db: &IdbDatabase,
+    after: Option<MessageId>,
+    limit: usize,
+) -> Result<Vec<MessageRecord>> {
+    check_limit(limit)?;
+    let lower = after.map(|a| (JsValue::from_str(&hex_id(a.as_bytes())), true));
+    let Some(r) = range(lower, None)? else {
+        return Ok(Vec::new());
+    };
+    let tx = begin(db, &[MESSAGES])?;
+    let rows = get_all(&object_store(&tx, MESSAGES)?, None, &r, limit).await?;
+    rows.iter().map(codec::message_record).collect()
+}
+
+/// Kept deletion marks in conversation id order (the `marks` key).
+pub(crate) async fn deletion_marks(
+    db: &IdbDatabase,
+    after: Option<ConversationId>,
+    limit: usize,
+) -> Result<Vec<DeletionMark>> {
+    check_limit(limit)?;
+    let lower = after.map(|a| (JsValue::from_str(&hex_id(a.as_bytes())), true));
+    let Some(r) = range(lower, None)? else {
+        return Ok(Vec::new());
+    };
+    let tx = begin(db, &[MARKS])?;
+    let rows = get_all(&object_store(&tx, MARKS)?, None, &r, limit).await?;
+    rows.iter()
+        .map(|o| {
+            Ok(DeletionMark {
+                conversation_id: codec::get_conversation_id(o, "conv")?,
+                version: codec::mark(o)?,
+            })
+        })
+        .collect()
+}
+
+/// Every outbox entry, pending and parked, in sequence order: the pending
+/// and the parked range of the `outbox` indexes after `after`, merged.
+pub(crate) async fn outbox_entries(
+    db: &IdbDatabase,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<StoredOutboxEntry>> {
+    check_limit(limit)?;
+    let mut all = Vec::new();
+    for parked in [false, true] {
+        for (entry, seq, change) in walk_outbox(db, parked, after, limit).await? {
+            let parked = match codec::is_parked(&entry)? {
+                true => Some(codec::park_reason(&entry)?.0),
+                false => None,
+            };
+            all.push(StoredOutboxEntry {
+                seq,
+                item: OutboxItem {
+                    op_id: change.op_id,
+                    kind: change.kind,
+                    entity_id: change.entity_id,
+                    conversation_id: change.conversation_id,
+                },
+                parked,
+                attempts: codec::get_f64(&entry, "attempts")? as u32,
+            });
+        }
+    }
+    all.sort_unstable_by_key(|e| e.seq);
+    all.truncate(limit);
+    Ok(all)
 }

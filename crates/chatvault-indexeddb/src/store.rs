@@ -9,8 +9,9 @@ use chatvault_core::{
     ConversationId, EntityKind, Hlc, MessageId, MessageRecord, RecordId, Tombstone,
 };
 use chatvault_store::{
-    BatchSource, ConversationQuery, ConversationRow, Footprint, MessageQuery, OutboxEntry,
-    ParkedEntry, Result, Store, TombstoneQuery, Usage, WriteBatch, WriteOutcome,
+    BatchSource, ConversationQuery, ConversationRow, DeletionMark, Footprint, MessageQuery,
+    MetaEntry, OutboxEntry, ParkedEntry, Result, Store, StoredOutboxEntry, TombstoneQuery, Usage,
+    WriteBatch, WriteOutcome,
 };
 use wasm_bindgen::closure::Closure;
 use web_sys::{Event, IdbDatabase};
@@ -207,6 +208,34 @@ impl Store for IndexedDbStore {
 
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         read::meta(&self.db, key).await
+    }
+
+    async fn meta_entries(&self, after: Option<&str>, limit: usize) -> Result<Vec<MetaEntry>> {
+        read::meta_entries(&self.db, after, limit).await
+    }
+
+    async fn all_messages(
+        &self,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>> {
+        read::all_messages(&self.db, after, limit).await
+    }
+
+    async fn deletion_marks(
+        &self,
+        after: Option<ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<DeletionMark>> {
+        read::deletion_marks(&self.db, after, limit).await
+    }
+
+    async fn outbox_entries(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredOutboxEntry>> {
+        read::outbox_entries(&self.db, after, limit).await
     }
 
     async fn clear(&self) -> Result<()> {

@@ -57,7 +57,7 @@ use chatvault_core::{
 use chatvault_store::{
     import_wins, incoming_key, incoming_parent, incoming_wins, merged_op, parse_clock_mark,
     version_matches, BatchSource, ConversationRow, LocalVersion, OutboxItem, ParkReason, Result,
-    StoreError, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
+    StoreError, StoredOutboxEntry, WriteOp, WriteOutcome, CLOCK_MARK_KEY,
 };
 use js_sys::Array;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -590,6 +590,36 @@ impl Writer {
         Ok(())
     }
 
+    /// [`WriteOp::RestoreOutbox`]: the record (live, else its tombstone)
+    /// takes the entry as given, and the sequence counter is raised to at
+    /// least its number. A record the store does not hold gets nothing.
+    async fn restore_entry(&mut self, entry: &StoredOutboxEntry) -> Result<()> {
+        let item = entry.item;
+        let store = self.record_store(item.kind).clone();
+        let mut value = self
+            .get(&store, &hex_id(item.entity_id.as_bytes()).into())
+            .await?;
+        let mut target = store;
+        if value.is_undefined() {
+            target = self.tombstones.clone();
+            value = self
+                .get(&target, &tombstone_key(item.kind, item.entity_id))
+                .await?;
+        }
+        if value.is_undefined() {
+            return Ok(());
+        }
+        codec::set_entry(&value, Some(&codec::restored_entry(entry)));
+        self.put(&target, &value).await?;
+        let last = match self.last_seq {
+            Some(last) => last,
+            None => codec::last_seq(&self.get(&self.meta, &SEQ_KEY.into()).await?)?,
+        };
+        self.last_seq = Some(last.max(entry.seq as f64));
+        self.seq_changed = true;
+        Ok(())
+    }
+
     /// [`WriteOp::Park`]: the record whose entry has this sequence number,
     /// looked up in the `outbox` index of every record store at once.
     async fn park(&mut self, seq: u64, reason: &ParkReason) -> Result<()> {
@@ -920,6 +950,7 @@ impl Writer {
                 self.apply_outbox_run(vec![op]).await?;
             }
             WriteOp::Park(seq, reason) => self.park(seq, &reason).await?,
+            WriteOp::RestoreOutbox(entry) => self.restore_entry(&entry).await?,
             WriteOp::ForgetUnlessPending(t) => {
                 if self.forgettable(&t).await? {
                     // A forgotten conversation takes all its messages

@@ -17,6 +17,8 @@
 //! - `vault` — `openVault` and the `WasmVault` handle.
 //! - `kv` — `openKv` and `WasmKv`.
 //! - `lifecycle` — export to bytes and import from bytes, with progress.
+//! - `migrate` — `migrateVault`: a vault moved between IndexedDB and
+//!   SQLite on OPFS.
 //! - `sync` — `WasmVault.sync`, `joinVault` and the `WasmSync` handle.
 //! - `boundary` — JSON in and out, errors out, promises.
 
@@ -26,6 +28,8 @@ mod boundary;
 mod kv;
 #[cfg(target_family = "wasm")]
 mod lifecycle;
+#[cfg(target_family = "wasm")]
+mod migrate;
 #[cfg(target_family = "wasm")]
 mod sync;
 #[cfg(target_family = "wasm")]

@@ -76,7 +76,7 @@ fn report(callback: &Function, progress: Progress) {
 /// Runs `work` with a progress callback that reaches `callback`; while it
 /// runs, a relay calls `tick` (and hands the latest progress to
 /// `callback`) every `every_ms` milliseconds and once more at the end.
-async fn relayed<F, Fut>(
+pub(crate) async fn relayed<F, Fut>(
     callback: Option<Function>,
     every_ms: i32,
     mut tick: impl FnMut(),

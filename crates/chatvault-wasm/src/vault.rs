@@ -97,7 +97,7 @@ pub(crate) async fn open_store(
 /// IndexedDB: `"strict"` commits with `synchronous=FULL`, `"relaxed"` with
 /// `NORMAL`). Works only in a dedicated worker.
 #[cfg(feature = "opfs")]
-async fn open_sqlite_store(
+pub(crate) async fn open_sqlite_store(
     name: &str,
     durability: Option<&str>,
 ) -> Result<Arc<dyn Store>, Failure> {
@@ -121,7 +121,7 @@ async fn open_sqlite_store(
 /// Without the `opfs` feature the binding has no SQLite (and stays
 /// smaller): say so, rather than falling back behind the caller's back.
 #[cfg(not(feature = "opfs"))]
-async fn open_sqlite_store(_: &str, _: Option<&str>) -> Result<Arc<dyn Store>, Failure> {
+pub(crate) async fn open_sqlite_store(_: &str, _: Option<&str>) -> Result<Arc<dyn Store>, Failure> {
     Err(crate::boundary::failure(
         "unsupported",
         "this build of chatvault has no SQLite backend (chatvault-wasm's `opfs` feature); \

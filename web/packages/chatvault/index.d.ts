@@ -127,7 +127,7 @@ export interface RetentionReport extends RetentionPlan {
 
 /** How far an export or import got (units: records, or file bytes). */
 export interface Progress {
-  phase: "exporting" | "validating" | "importing" | "rekeying";
+  phase: "exporting" | "validating" | "importing" | "rekeying" | "migrating";
   done: number;
   total: number | null;
 }
@@ -208,7 +208,8 @@ export interface OpenVaultOptions {
    * Otherwise `openVault` rejects with code "unsupported". The fallback is
    * IndexedDB: `backend: opfsAvailable() ? "opfs-sqlite" : "indexeddb"`,
    * and on an "unsupported" rejection open again with "indexeddb". The two
-   * backends are separate databases: data does not move between them.
+   * backends are separate databases: `migrateVault` moves a vault from
+   * one to the other.
    */
   backend?: "indexeddb" | "opfs-sqlite";
 }
@@ -472,3 +473,58 @@ export function storageEstimate(): Promise<StorageEstimateInfo>;
 export function opfsAvailable(): boolean;
 /** Asks the browser to keep this origin's data ("keep my data"). */
 export function persistStorage(): Promise<boolean>;
+
+export interface MigrateVaultOptions {
+  /** The backend the vault is in now. */
+  from: "indexeddb" | "opfs-sqlite";
+  /** The backend to move it to (the other one; the same database name). */
+  to: "indexeddb" | "opfs-sqlite";
+  /**
+   * Delete the source database once the copy is verified (default false:
+   * the source stays, and stays the vault until you open the target).
+   */
+  deleteSource?: boolean;
+  /** The target's durability, as for `openVault`. */
+  durability?: "strict" | "relaxed";
+  /**
+   * Run in a dedicated worker started for the migration (needed from a
+   * page when either backend is "opfs-sqlite").
+   */
+  worker?: boolean;
+  /** Rows copied so far (`phase: "migrating"`; units: records, tombstones, outbox entries). */
+  onProgress?: (progress: Progress) => void;
+}
+
+/** What a migration copied, verified against the source's own counts. */
+export interface MigrationReport {
+  conversations: number;
+  messages: number;
+  tombstones: number;
+  deletionMarks: number;
+  /** Changes waiting to sync: the same ones, with the same numbers, after the move. */
+  pendingChanges: number;
+  /** Changes the server refused, still parked after the move. */
+  parkedChanges: number;
+  metaEntries: number;
+  /** Stored (sealed) body bytes. */
+  bytes: number;
+  batches: number;
+  /** The target held an unfinished earlier migration, which was started over. */
+  restarted: boolean;
+  /** The source database was deleted (`deleteSource`). */
+  sourceDeleted: boolean;
+}
+
+/**
+ * Moves the vault `name` between backends, whole and exactly: records stay
+ * sealed (no passphrase needed), pending and parked changes keep their
+ * numbers so sync sends exactly what it would have, and the copy is
+ * verified by counts before `deleteSource` deletes the source. Close the
+ * vault first (in every tab). Rejects with "target_not_empty" (the target
+ * already holds a vault: nothing copied), "incomplete_migration",
+ * "copy_mismatch", "unsupported" (no SQLite in this build, or OPFS outside
+ * a worker: pass `worker: true`). A migration that stopped midway leaves
+ * the target unopenable ("incomplete_migration") and the source intact;
+ * calling `migrateVault` again starts it over.
+ */
+export function migrateVault(name: string, options: MigrateVaultOptions): Promise<MigrationReport>;

@@ -590,3 +590,41 @@ export async function persistStorage() {
   const storage = globalThis.navigator?.storage;
   return storage?.persist ? storage.persist() : false;
 }
+
+/**
+ * Moves the vault `name` from backend `options.from` to `options.to`
+ * ("indexeddb" | "opfs-sqlite"): records stay sealed (no passphrase
+ * needed), pending and parked changes keep their numbers, and the copy is
+ * verified by counts; only then, with `deleteSource: true`, is the source
+ * deleted. Close the vault first. With `worker: true` it runs in a
+ * dedicated worker of its own (OPFS needs one). Resolves to the counts.
+ */
+export async function migrateVault(name, options = {}) {
+  const { worker, onProgress, from, to, deleteSource, durability } = options;
+  const settings = { from, to, deleteSource, durability };
+  if (worker) return migrateInWorker(name, settings, onProgress);
+  await load();
+  return callJson(binding.migrateVault(name, JSON.stringify(settings), onProgress ?? undefined));
+}
+
+/** `migrateVault` in a worker started for it and stopped when it settles. */
+function migrateInWorker(name, settings, onProgress) {
+  const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+  return new Promise((resolve, reject) => {
+    worker.onmessage = ({ data }) => {
+      if (data.id !== 0) return;
+      if (data.progress) {
+        onProgress?.(data.progress);
+        return;
+      }
+      worker.terminate();
+      if (data.error) reject(new ChatvaultError(data.error.code, data.error.message));
+      else resolve(data.ok);
+    };
+    worker.onerror = (event) => {
+      worker.terminate();
+      reject(new ChatvaultError("unavailable", `the migration's worker failed: ${event.message}`));
+    };
+    worker.postMessage({ id: 0, op: "migrate", name, options: settings });
+  });
+}

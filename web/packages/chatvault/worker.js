@@ -9,6 +9,7 @@
 //                {id, op: "join", name, options}     (joinVault: vault + sync)
 //                {id, op: "startSync", options}
 //                {id, op: "sync", method, args}      (a Sync method)
+//                {id, op: "migrate", name, options}  (migrateVault)
 // worker → page: {id, ok: value} | {id, error: {code, message}}
 //                {id, progress: {phase, done, total}}
 //                {change}                     (every change the vault hears)
@@ -92,6 +93,15 @@ async function handle(message) {
         kvs.set(key, kv);
       }
       return kv[message.method](...message.args);
+    }
+    case "migrate": {
+      // migrateVault(name, {worker: true}): this worker holds no vault.
+      if (vault) throw { code: "invalid", message: "this worker holds a vault: close it first" };
+      const { migrateVault } = await import("./index.js");
+      return migrateVault(message.name, {
+        ...message.options,
+        onProgress: (progress) => postMessage({ id: message.id, progress }),
+      });
     }
     default:
       throw { code: "invalid", message: `unknown request ${message.op}` };
