@@ -630,7 +630,7 @@ fn test() -> Result<()> {
     // main-thread refusal on the page, the refusal while another worker
     // owns the databases), not its native unit tests.
     run(
-        "browser tests (wasm-bindgen-test, headless Chromium): SQLite on OPFS, Store and Vault conformance, one store per database, the main-thread and second-owner refusals",
+        "browser tests (wasm-bindgen-test, headless Chromium): SQLite on OPFS, Store and Vault conformance, one store per database, the main-thread and second-owner refusals, a vault moved between IndexedDB and OPFS",
         cargo()
             .args([
                 "test",
@@ -646,6 +646,8 @@ fn test() -> Result<()> {
                 "opfs_main_thread",
                 "--test",
                 "opfs_owner",
+                "--test",
+                "opfs_migrate",
             ])
             .env("CHROMEDRIVER", CHROMEDRIVER)
             .env(

@@ -39,6 +39,8 @@ async fn open(store: Arc<dyn Store>, passphrase: &str) -> chatvault::Result<Vaul
 }
 
 async fn indexeddb(name: &str) -> Arc<dyn Store> {
+    // The store API takes `Arc`s; a browser worker has one thread.
+    #[allow(clippy::arc_with_non_send_sync)]
     Arc::new(
         IndexedDbStore::open(name, IndexedDbOptions::default())
             .await
