@@ -663,6 +663,11 @@ fn test() -> Result<()> {
     package(false)?;
     package_tests()?;
     demo_e2e()?;
+    // The package's migration tests ran above on the default binding (no
+    // SQLite: the refusal); the whole move between IndexedDB and OPFS
+    // needs the binding with SQLite.
+    package_with(false, true)?;
+    package_migration_tests()?;
     npm_audit(&package_dir()?)?;
     npm_audit(&demo_dir()?)?;
     fuzz(&FuzzArgs {
@@ -1360,6 +1365,20 @@ fn package_tests() -> Result<()> {
             .args(["test", "--silent"])
             .env("CHROMIUM", "/usr/bin/chromium")
             .env("CHATVAULT_TEST_SERVER", format!("http://127.0.0.1:{port}"))
+            .current_dir(&dir),
+    )
+}
+
+/// `migrateVault` through the package on the binding with SQLite (built
+/// by the caller): IndexedDB → OPFS → IndexedDB in a worker.
+fn package_migration_tests() -> Result<()> {
+    let dir = package_dir()?;
+    ensure_npm_packages(&dir)?;
+    run(
+        "package tests with SQLite on OPFS (playwright-core, headless Chromium): migrateVault between IndexedDB and OPFS",
+        Command::new("node")
+            .args(["--test", "test/migrate.test.mjs"])
+            .env("CHROMIUM", "/usr/bin/chromium")
             .current_dir(&dir),
     )
 }
