@@ -264,6 +264,12 @@ pub async fn copy_store(
         let page = from.meta_entries(after.as_deref(), rows).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.key.clone());
+        // Checked absent from the source; present only if the source is
+        // the target itself, whose own marker is no entry to copy.
+        let page: Vec<_> = page
+            .into_iter()
+            .filter(|e| e.key != MIGRATION_MARK_KEY)
+            .collect();
         copy.report.meta_entries += page.len() as u64;
         let ops = page.into_iter().map(|e| WriteOp::SetMeta(e.key, e.value));
         copy.write_ops(ops, CopyPhase::Meta).await?;
@@ -476,5 +482,90 @@ impl Copy<'_> {
                 total: self.total,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What the shared conformance cases cannot stage through the
+    //! contract alone: a source written to while it is being copied.
+
+    use super::*;
+    use crate::{MemoryStore, OutboxItem};
+    use chatvault_core::{
+        Body, ConversationId, ConversationRecord, DeviceId, EntityKind, Hlc, OpId, Timestamp,
+        UserId,
+    };
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll, Waker};
+
+    fn conversation(n: u8) -> ConversationRecord {
+        ConversationRecord {
+            id: ConversationId::from_bytes([n; 16]),
+            user_id: UserId::local(),
+            created_at: Timestamp(1_000),
+            updated_at: Timestamp(1_000 + i64::from(n)),
+            version: Hlc::new(1_700_000_000_000 + u64::from(n), 0, DeviceId(1)).unwrap(),
+            body: Body(vec![n; 8]),
+        }
+    }
+
+    async fn with_conversations(n: u8) -> MemoryStore {
+        let store = MemoryStore::new();
+        let mut batch = WriteBatch::new();
+        for c in 1..=n {
+            batch.push(WriteOp::PutConversation(conversation(c)));
+            batch.push(WriteOp::Enqueue(OutboxItem {
+                op_id: OpId::from_bytes([c; 16]),
+                kind: EntityKind::Conversation,
+                entity_id: conversation(c).id.into(),
+                conversation_id: None,
+            }));
+        }
+        store.write(batch).await.unwrap();
+        store
+    }
+
+    #[tokio::test]
+    async fn a_source_written_during_the_copy_fails_it_and_the_target_stays_marked() {
+        let source = with_conversations(9).await;
+        let target = MemoryStore::new();
+        let meddled = AtomicBool::new(false);
+        // Another writer of the source, between two batches of the copy
+        // (the memory store's write completes at its first poll).
+        let meddle = |_: CopyProgress| {
+            if meddled.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let mut batch = WriteBatch::new();
+            batch.push(WriteOp::PutConversation(conversation(42)));
+            let mut write = pin!(source.write(batch));
+            let polled = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            assert!(matches!(polled, Poll::Ready(Ok(_))), "{polled:?}");
+        };
+        let options = CopyOptions {
+            batch_rows: 2,
+            progress: Some(&meddle),
+        };
+        let err = copy_store(&source, &target, options).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::CopyMismatch(d) if d.contains("source changed")),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("nothing may write to it"), "{err}");
+        assert!(target.meta(MIGRATION_MARK_KEY).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_store_copied_into_itself_is_refused_as_not_empty() {
+        let store = with_conversations(2).await;
+        let err = copy_store(&store, &store, CopyOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotEmpty(_)), "{err:?}");
+        assert_eq!(store.meta(MIGRATION_MARK_KEY).await.unwrap(), None);
+        assert_eq!(store.usage().await.unwrap().pending_changes, 2);
     }
 }
