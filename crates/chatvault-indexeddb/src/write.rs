@@ -595,6 +595,30 @@ impl Writer {
     /// least its number. A record the store does not hold gets nothing.
     async fn restore_entry(&mut self, entry: &StoredOutboxEntry) -> Result<()> {
         let item = entry.item;
+        // Whose entry holds this number now: the `outbox` index of every
+        // record store, pending and parked, looked up at once.
+        let number = JsValue::from_f64(entry.seq as f64);
+        let mut lookups = Vec::new();
+        for store in [&self.conversations, &self.messages, &self.tombstones] {
+            let index = store.index(OUTBOX_INDEX).map_err(|e| self.js(e))?;
+            for parked in [0.0, 1.0] {
+                let k = key(&[JsValue::from_f64(parked), number.clone()]);
+                lookups.push(index.get(&k).map_err(|e| self.js(e))?);
+            }
+        }
+        if let Some(last) = lookups.last() {
+            wait(last).await.map_err(|e| self.failed(e))?;
+        }
+        let own = hex_id(item.entity_id.as_bytes());
+        for request in lookups {
+            let holder = wait(&request).await.map_err(|e| self.failed(e))?;
+            if !holder.is_undefined() && codec::get_str(&holder, "id")? != own {
+                return Err(StoreError::InvalidRequest(format!(
+                    "outbox sequence number {} is another record's entry",
+                    entry.seq
+                )));
+            }
+        }
         let store = self.record_store(item.kind).clone();
         let mut value = self
             .get(&store, &hex_id(item.entity_id.as_bytes()).into())

@@ -827,6 +827,18 @@ fn apply(
         }
         WriteOp::RestoreOutbox(entry) => {
             let item = entry.item;
+            let holder: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT entity_id FROM outbox WHERE seq = ?1")
+                .map_err(sql_err)?
+                .query_row([entry.seq as i64], |r| r.get(0))
+                .optional()
+                .map_err(sql_err)?;
+            if holder.is_some_and(|h| h[..] != item.entity_id.as_bytes()[..]) {
+                return Err(StoreError::InvalidRequest(format!(
+                    "outbox sequence number {} is another record's entry",
+                    entry.seq
+                )));
+            }
             if let Some((place, old)) = pointer_of(tx, item.kind, item.entity_id)? {
                 let seq = entry.seq as i64;
                 point_at(tx, place, item.kind, item.entity_id, seq)?;

@@ -104,6 +104,13 @@ impl MemoryStore {
     }
 }
 
+/// The refusal of a [`WriteOp::RestoreOutbox`] onto another record's entry.
+fn seq_taken(seq: u64) -> StoreError {
+    StoreError::InvalidRequest(format!(
+        "outbox sequence number {seq} is another record's entry"
+    ))
+}
+
 impl Inner {
     /// Refuses, before anything is applied, batches whose
     /// [`WriteOp::RequireConversation`] or [`WriteOp::InsertMessage`] does
@@ -139,6 +146,12 @@ impl Inner {
                 }
                 WriteOp::DeleteMeta(key) => {
                     meta.insert(key, None);
+                }
+                WriteOp::RestoreOutbox(entry) => {
+                    let taken = self.outbox.get(&entry.seq);
+                    if taken.is_some_and(|slot| slot.item.entity_id != entry.item.entity_id) {
+                        return Err(seq_taken(entry.seq));
+                    }
                 }
                 _ => {}
             }

@@ -215,8 +215,10 @@ pub enum WriteOp {
     /// record's entry, if any; changes queued later get sequence numbers
     /// above it. Like [`WriteOp::Enqueue`], nothing is queued for a record
     /// the store holds neither live nor as a tombstone, so restore the
-    /// record first. The sequence number must not be another record's
-    /// entry (a migration writes into an empty store, where none is).
+    /// record first. Fails the batch with
+    /// [`StoreError::InvalidRequest`](crate::StoreError::InvalidRequest)
+    /// if the sequence number is another record's entry (judged on the
+    /// store as it was before the batch).
     RestoreOutbox(StoredOutboxEntry),
 }
 

@@ -409,6 +409,41 @@ async fn restore_outbox_is_verbatim(b) {
     Ok(())
 }
 
+/// A restored entry may replace its own record's entry, never take
+/// another record's number (that record's change would be lost).
+async fn restore_outbox_refuses_another_records_number(b) {
+    let store = b.open().await?;
+    store
+        .write(batch([
+            WriteOp::PutConversation(conversation(1, 10, 3)?),
+            enqueue_conversation(1, 1),
+            WriteOp::PutConversation(conversation(2, 11, 3)?),
+        ]))
+        .await?;
+    let seq = seq_of(&*store, conv_id(1).into()).await?;
+    let item = |c: u8, op: u8| match enqueue_conversation(c, op) {
+        WriteOp::Enqueue(item) => Ok(item),
+        _ => Err("not an enqueue"),
+    };
+    let before = store.outbox_entries(None, 10).await?;
+    let stolen = StoredOutboxEntry { seq, item: item(2, 2)?, parked: None, attempts: 0 };
+    expect_err(
+        store.write(batch([WriteOp::RestoreOutbox(stolen)])).await,
+        |e| matches!(e, StoreError::InvalidRequest(m) if m.contains("another record")),
+        "another record's number refused",
+    )?;
+    assert_eq!(store.outbox_entries(None, 10).await?, before, "nothing changed");
+    let own = StoredOutboxEntry {
+        seq,
+        item: item(1, 3)?,
+        parked: Some(refusal("forbidden", 20)),
+        attempts: 1,
+    };
+    store.write(batch([WriteOp::RestoreOutbox(own.clone())])).await?;
+    assert_eq!(store.outbox_entries(None, 10).await?, vec![own]);
+    Ok(())
+}
+
 /// A copy equals its source in every listing — the outbox entry by entry
 /// — is written in many batches, reports verified counts and progress,
 /// and leaves no marker; the source is unchanged.
