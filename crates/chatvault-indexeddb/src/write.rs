@@ -447,6 +447,15 @@ impl Writer {
                     }
                     self.apply_outbox_run(run).await?;
                 }
+                WriteOp::RestoreOutbox(first) => {
+                    let mut run = vec![first];
+                    while let Some(WriteOp::RestoreOutbox(_)) = ops.front() {
+                        if let Some(WriteOp::RestoreOutbox(entry)) = ops.pop_front() {
+                            run.push(entry);
+                        }
+                    }
+                    self.restore_run(run).await?;
+                }
                 op => self.apply(op).await?,
             }
         }
@@ -590,56 +599,80 @@ impl Writer {
         Ok(())
     }
 
-    /// [`WriteOp::RestoreOutbox`]: the record (live, else its tombstone)
-    /// takes the entry as given, and the sequence counter is raised to at
-    /// least its number. A record the store does not hold gets nothing.
-    async fn restore_entry(&mut self, entry: &StoredOutboxEntry) -> Result<()> {
-        let item = entry.item;
-        // Whose entry holds this number now: the `outbox` index of every
-        // record store, pending and parked, looked up at once.
-        let number = JsValue::from_f64(entry.seq as f64);
-        let mut lookups = Vec::new();
-        for store in [&self.conversations, &self.messages, &self.tombstones] {
-            let index = store.index(OUTBOX_INDEX).map_err(|e| self.js(e))?;
-            for parked in [0.0, 1.0] {
-                let k = key(&[JsValue::from_f64(parked), number.clone()]);
-                lookups.push(index.get(&k).map_err(|e| self.js(e))?);
-            }
+    /// A run of [`WriteOp::RestoreOutbox`] ops: each record (live, else
+    /// its tombstone) takes its entry as given, and the sequence counter is
+    /// raised to at least the highest number. Every lookup of the run — the
+    /// record, its tombstone, and who holds the number now (the `outbox`
+    /// index of every record store, pending and parked) — is issued before
+    /// the first is awaited: one round trip for the run, not one per entry
+    /// (a migration restores thousands). A record the store does not hold
+    /// gets nothing; a number another record's entry holds fails the batch.
+    async fn restore_run(&mut self, run: Vec<StoredOutboxEntry>) -> Result<()> {
+        struct Lookup {
+            live: IdbRequest,
+            tombstone: IdbRequest,
+            holders: Vec<IdbRequest>,
         }
+        let mut lookups = Vec::with_capacity(run.len());
+        for entry in &run {
+            let item = entry.item;
+            let number = JsValue::from_f64(entry.seq as f64);
+            let mut holders = Vec::with_capacity(6);
+            for store in [&self.conversations, &self.messages, &self.tombstones] {
+                let index = store.index(OUTBOX_INDEX).map_err(|e| self.js(e))?;
+                for parked in [0.0, 1.0] {
+                    let k = key(&[JsValue::from_f64(parked), number.clone()]);
+                    holders.push(index.get(&k).map_err(|e| self.js(e))?);
+                }
+            }
+            let live = self
+                .record_store(item.kind)
+                .get(&hex_id(item.entity_id.as_bytes()).into())
+                .map_err(|e| self.js(e))?;
+            let tombstone = self
+                .tombstones
+                .get(&tombstone_key(item.kind, item.entity_id))
+                .map_err(|e| self.js(e))?;
+            lookups.push(Lookup {
+                live,
+                tombstone,
+                holders,
+            });
+        }
+        // Requests complete in order: once the last is done, all are.
         if let Some(last) = lookups.last() {
-            wait(last).await.map_err(|e| self.failed(e))?;
+            wait(&last.tombstone).await.map_err(|e| self.failed(e))?;
         }
-        let own = hex_id(item.entity_id.as_bytes());
-        for request in lookups {
-            let holder = wait(&request).await.map_err(|e| self.failed(e))?;
-            if !holder.is_undefined() && codec::get_str(&holder, "id")? != own {
-                return Err(StoreError::InvalidRequest(format!(
-                    "outbox sequence number {} is another record's entry",
-                    entry.seq
-                )));
-            }
-        }
-        let store = self.record_store(item.kind).clone();
-        let mut value = self
-            .get(&store, &hex_id(item.entity_id.as_bytes()).into())
-            .await?;
-        let mut target = store;
-        if value.is_undefined() {
-            target = self.tombstones.clone();
-            value = self
-                .get(&target, &tombstone_key(item.kind, item.entity_id))
-                .await?;
-        }
-        if value.is_undefined() {
-            return Ok(());
-        }
-        codec::set_entry(&value, Some(&codec::restored_entry(entry)));
-        self.put(&target, &value).await?;
-        let last = match self.last_seq {
+        let mut last_seq = match self.last_seq {
             Some(last) => last,
             None => codec::last_seq(&self.get(&self.meta, &SEQ_KEY.into()).await?)?,
         };
-        self.last_seq = Some(last.max(entry.seq as f64));
+        for (entry, lookup) in run.iter().zip(lookups) {
+            let own = hex_id(entry.item.entity_id.as_bytes());
+            for request in &lookup.holders {
+                let holder = wait(request).await.map_err(|e| self.failed(e))?;
+                if !holder.is_undefined() && codec::get_str(&holder, "id")? != own {
+                    return Err(StoreError::InvalidRequest(format!(
+                        "outbox sequence number {} is another record's entry",
+                        entry.seq
+                    )));
+                }
+            }
+            let live = wait(&lookup.live).await.map_err(|e| self.failed(e))?;
+            let (value, store) = if live.is_undefined() {
+                let t = wait(&lookup.tombstone).await.map_err(|e| self.failed(e))?;
+                (t, self.tombstones.clone())
+            } else {
+                (live, self.record_store(entry.item.kind).clone())
+            };
+            if value.is_undefined() {
+                continue;
+            }
+            codec::set_entry(&value, Some(&codec::restored_entry(entry)));
+            self.put(&store, &value).await?;
+            last_seq = last_seq.max(entry.seq as f64);
+        }
+        self.last_seq = Some(last_seq);
         self.seq_changed = true;
         Ok(())
     }
@@ -974,7 +1007,7 @@ impl Writer {
                 self.apply_outbox_run(vec![op]).await?;
             }
             WriteOp::Park(seq, reason) => self.park(seq, &reason).await?,
-            WriteOp::RestoreOutbox(entry) => self.restore_entry(&entry).await?,
+            WriteOp::RestoreOutbox(entry) => self.restore_run(vec![entry]).await?,
             WriteOp::ForgetUnlessPending(t) => {
                 if self.forgettable(&t).await? {
                     // A forgotten conversation takes all its messages
