@@ -32,15 +32,23 @@ use chatvault_store::{
     ConversationQuery, ConversationRow, MessageQuery, OutboxItem, StoreError, WriteBatch, WriteOp,
 };
 use futures::stream::{self, Stream, TryStreamExt};
+use std::collections::{HashMap, HashSet};
 
 /// Records fetched per store call when walking a whole vault.
 pub(super) const PAGE: usize = 500;
 
 impl Vault {
     /// Creates a conversation owned by the vault's user, queued for sync.
+    /// With [`NewConversation::id`] the create can be repeated: see there.
     pub async fn create_conversation(&self, new: NewConversation) -> Result<Conversation> {
-        let id = ConversationId::new();
         let body = ConversationBody::new(new.title, new.metadata);
+        let id = match new.id {
+            None => ConversationId::new(),
+            Some(id) => match self.created_conversation(id, &body).await? {
+                Some(created) => return Ok(created),
+                None => id,
+            },
+        };
         let (record, _) = self
             .commit_stamped(|stamps| {
                 let now = stamps.now();
@@ -246,13 +254,30 @@ impl Vault {
     ) -> Result<Vec<Message>> {
         // Ids and bodies are fixed before taking the clock; each body is
         // sealed under its version, so a re-stamped attempt seals again.
-        let encoded: Vec<_> = new
+        let all: Vec<_> = new
             .into_iter()
             .map(|n| {
                 let body = MessageBody::new(n.role, n.content, n.metadata);
-                (MessageId::new(), n.created_at, body)
+                (n.id, n.created_at, body)
             })
             .collect();
+        // Messages a repeated add already created are answered as stored
+        // and left out of the write.
+        let mut repeated = self.created_messages(conversation, &all).await?;
+        let mut answers: Vec<Option<Message>> = Vec::with_capacity(all.len());
+        let mut encoded = Vec::with_capacity(all.len());
+        for (id, created_at, body) in all {
+            match id.and_then(|id| repeated.remove(&id)) {
+                Some(stored) => answers.push(Some(stored)),
+                None => {
+                    answers.push(None);
+                    encoded.push((id.unwrap_or_default(), created_at, body));
+                }
+            }
+        }
+        if encoded.is_empty() && !answers.is_empty() {
+            return Ok(answers.into_iter().flatten().collect());
+        }
         let (records, _) = self
             .commit_stamped(|stamps| {
                 let now = stamps.now();
@@ -293,11 +318,94 @@ impl Vault {
                 Ok((batch, records))
             })
             .await?;
-        Ok(records
+        let mut added = records
             .iter()
             .zip(encoded)
-            .map(|(record, (_, _, body))| to_message(record, body))
-            .collect())
+            .map(|(record, (_, _, body))| to_message(record, body));
+        answers
+            .into_iter()
+            .map(|answer| answer.or_else(|| added.next()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(VaultError::Internal(
+                "an add answered fewer messages than it wrote",
+            ))
+    }
+
+    /// What an earlier create with the caller's id `id` made, if it is the
+    /// conversation `body` describes (a repeated create); `None` if the id
+    /// is new to the vault; [`VaultError::IdTaken`] if it names another
+    /// conversation or a deleted one.
+    async fn created_conversation(
+        &self,
+        id: ConversationId,
+        body: &ConversationBody,
+    ) -> Result<Option<Conversation>> {
+        let taken = || VaultError::IdTaken {
+            kind: EntityKind::Conversation,
+            id: id.into(),
+        };
+        match self.store.conversation(id).await? {
+            Some(row) => {
+                let stored = self.decode_conversation(row)?;
+                if stored.title == body.title && stored.metadata == body.metadata {
+                    Ok(Some(stored))
+                } else {
+                    Err(taken())
+                }
+            }
+            None if self
+                .store
+                .tombstone(EntityKind::Conversation, id.into())
+                .await?
+                .is_some() =>
+            {
+                Err(taken())
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The messages of an add, by the caller's ids, that an earlier add
+    /// already made as they are described (a repeated add), as stored.
+    /// [`VaultError::IdTaken`] if an id names another message, one in
+    /// another conversation or a deleted one, or comes twice in the add.
+    async fn created_messages(
+        &self,
+        conversation: ConversationId,
+        adds: &[(Option<MessageId>, Option<Timestamp>, MessageBody)],
+    ) -> Result<HashMap<MessageId, Message>> {
+        let mut named = HashSet::new();
+        let mut created = HashMap::new();
+        for (id, _, body) in adds {
+            let Some(id) = *id else { continue };
+            let taken = VaultError::IdTaken {
+                kind: EntityKind::Message,
+                id: id.into(),
+            };
+            if !named.insert(id) {
+                return Err(taken);
+            }
+            match self.store.message(id).await? {
+                Some(record) if record.conversation_id == conversation => {
+                    let stored = self.decode_message(record)?;
+                    let same = stored.role == body.role
+                        && stored.content == body.content
+                        && stored.metadata == body.metadata;
+                    if !same {
+                        return Err(taken);
+                    }
+                    created.insert(id, stored);
+                }
+                Some(_) => return Err(taken),
+                None => {
+                    let deleted = self.store.tombstone(EntityKind::Message, id.into()).await?;
+                    if deleted.is_some() {
+                        return Err(taken);
+                    }
+                }
+            }
+        }
+        Ok(created)
     }
 
     /// The message with this id; [`VaultError::NotFound`] if there is none
