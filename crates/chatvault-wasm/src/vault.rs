@@ -377,6 +377,18 @@ impl WasmVault {
         })
     }
 
+    /// Resolves if opening this vault with `passphrase` (`undefined` for a
+    /// plaintext vault) would succeed; otherwise rejects as that open
+    /// would (`wrong_passphrase`, `locked`, `not_encrypted`). What a tab
+    /// serving the vault to other tabs asks before it serves them.
+    #[wasm_bindgen(js_name = checkPassphrase)]
+    pub fn check_passphrase(&self, passphrase: Option<String>) -> Promise {
+        with(&self.vault, |vault| async move {
+            vault.check_passphrase(passphrase.as_deref()).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
     /// Counts and sizes: conversations, messages, tombstones, pending
     /// changes, stored bytes, per conversation.
     pub fn stats(&self) -> Promise {

@@ -241,6 +241,33 @@ pub mod cases {
         Ok(())
     }
 
+    /// `check_passphrase` answers what opening the vault with that
+    /// passphrase would, and changes nothing.
+    async fn check_passphrase_answers_as_an_open_would(b, mode) {
+        let (v, _) = open(b, mode).await?;
+        match mode {
+            Mode::Plain => {
+                v.check_passphrase(None).await?;
+                assert!(matches!(
+                    v.check_passphrase(Some(PASSPHRASE)).await,
+                    Err(VaultError::NotEncrypted)
+                ));
+            }
+            Mode::Encrypted => {
+                v.check_passphrase(Some(PASSPHRASE)).await?;
+                assert!(matches!(
+                    v.check_passphrase(Some("not the passphrase")).await,
+                    Err(VaultError::WrongPassphrase)
+                ));
+                assert!(matches!(v.check_passphrase(None).await, Err(VaultError::Locked)));
+            }
+        }
+        // Nothing changed: the vault still writes and reads.
+        let c = v.create_conversation(NewConversation::titled("still open")).await?;
+        assert_eq!(v.conversation(c.id).await?.title, "still open");
+        Ok(())
+    }
+
     /// A create with the caller's id can be repeated (a retry after a lost
     /// answer, say a browser tab that forwarded it closed): the repeat
     /// answers what is stored and writes nothing. An id naming other
