@@ -9,6 +9,8 @@
 //                {id, op: "join", name, options}     (joinVault: vault + sync)
 //                {id, op: "startSync", options}
 //                {id, op: "sync", method, args}      (a Sync method)
+//                {id, op: "verify", passphrase}      (may another tab use
+//                                                     the vault? shared.js)
 // worker → page: {id, ok: value} | {id, error: {code, message}}
 //                {id, progress: {phase, done, total}}
 //                {change}                     (every change the vault hears)
@@ -52,6 +54,11 @@ async function handle(message) {
         vault: { name: vault.name, isEncrypted: vault.isEncrypted },
         sync: relay(joined.sync),
       };
+    }
+    case "verify": {
+      if (!vault) throw { code: "locked", message: "the vault is locked: open it again" };
+      await vault.checkPassphrase(message.passphrase);
+      return { name: vault.name, isEncrypted: vault.isEncrypted };
     }
     case "startSync": {
       if (!vault) throw { code: "locked", message: "the vault is locked: open it again" };
