@@ -305,7 +305,7 @@ export class SharedVault {
     }
     // Sync ran in the old leader's worker: it starts again in the new one.
     if (this.#syncOptions && this.#sync) {
-      this.#request({ op: "startSync", options: { ...this.#syncOptions, create: false } }).catch((e) =>
+      this.#request({ op: "startSync", options: { ...this.#syncOptions, create: false }, join: true }).catch((e) =>
         this.#sync?.heard({ ...this.#sync.status, state: "error", error: e.message, errorCode: e.code ?? null }),
       );
     }
@@ -358,12 +358,16 @@ export class SharedVault {
     };
   }
 
-  /** `Vault.startSync`, run by the leader's worker (and again by the next). */
+  /**
+   * `Vault.startSync`, run by the leader's worker: the first tab's call
+   * starts it, the others' join it, and each starts it again in the next
+   * leader's worker (signing in again, without `create`).
+   */
   async startSync(options) {
     if (this.#sync) {
       throw new ChatvaultError("invalid", "sync is already started for this vault: stop it first");
     }
-    const started = await this.#request({ op: "startSync", options });
+    const started = await this.#request({ op: "startSync", options, join: true });
     if (!started) return null;
     this.#syncOptions = options;
     this.#sync = new WorkerSync(

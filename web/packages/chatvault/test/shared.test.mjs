@@ -181,3 +181,32 @@ test("a passphrase change in flight when the leader closes is reported, not sent
   assert.ok(["old", "new"].includes(outcome.opensWith), JSON.stringify(outcome));
   await b.close();
 });
+
+test("after a passphrase change, a tab with the old one cannot take over: it locks and the next tab does", async () => {
+  const name = "shared-new-passphrase";
+  const a = await tab(name);
+  const b = await tab(name);
+  const c = await tab(name);
+  await c.evaluate(async (pass) => {
+    await vault.changePassphrase(pass, "the new passphrase");
+    await vault.createConversation("written with the new passphrase");
+  }, PASS);
+  // B is next in the lock's queue but holds the old passphrase.
+  await a.close();
+  await c.waitForFunction(() => window.vault.isLeader, null, { timeout: 20_000 });
+  const onB = await b.evaluate(async (name) => {
+    let code;
+    try {
+      await vault.conversations();
+      code = "answered";
+    } catch (e) {
+      code = e.code;
+    }
+    const again = await chatvault.openVault(name, { passphrase: "the new passphrase", backend: "opfs-sqlite" });
+    const titles = (await again.conversations()).items.map((c) => c.title);
+    return { code, leader: again.isLeader, titles };
+  }, name);
+  assert.deepEqual(onB, { code: "locked", leader: false, titles: ["written with the new passphrase"] });
+  await b.close();
+  await c.close();
+});
