@@ -331,6 +331,12 @@ pub mod cases {
 
         v.delete_message(added[1].id).await?;
         assert!(refused(v.add_message(c.id, batch[1].clone()).await));
+        // A deleted id among new ones: the whole add is refused.
+        let before_refusal = v.stats().await?;
+        let around = vec![said(7), batch[1].clone(), said(8)];
+        assert!(refused(v.add_messages(c.id, around.clone()).await));
+        assert!(is_not_found(v.message(around[0].id.ok_or("an id")?).await));
+        assert_eq!(v.stats().await?.messages, before_refusal.messages);
         v.delete_conversation(c.id).await?;
         assert!(refused(v.create_conversation(new_conversation).await));
         assert!(is_not_found(v.message(added[1].id).await));
