@@ -479,9 +479,10 @@ export class WorkerVault extends Vault {}
 /**
  * An "opfs-sqlite" vault opened from a page: shared by the origin's tabs,
  * served by the worker of the one holding its Web Lock (see
- * `OpenVaultOptions.backend`). Changes are heard as `"local"` in the tab
- * whose worker made them and as `"tab"` in the others. `lock()` closes this
- * tab's handle; if it led, another tab takes over.
+ * `OpenVaultOptions.backend`). A change is heard as `"local"` in the tab
+ * that asked for it and as `"tab"` in the others (a change naming no
+ * records, such as settings, is `"local"` in the leader's tab). `lock()`
+ * closes this tab's handle; if it led, another tab takes over.
  */
 export class SharedVault extends Vault {
   /** Whether this tab's worker holds the database now. */

@@ -61,11 +61,45 @@ function withIds(method, args) {
   }
 }
 
+/** The records a vault call writes, as far as its arguments name them. */
+function targets(message) {
+  if (message.op !== "call") return [];
+  const [first, second] = message.args;
+  switch (message.method) {
+    case "createConversation":
+      return [first.id];
+    case "addMessage":
+      return [second.id];
+    case "addMessages":
+      return second.map((m) => m.id);
+    case "renameConversation":
+    case "pinConversation":
+    case "updateConversation":
+    case "deleteConversation":
+    case "editMessage":
+    case "deleteMessage":
+      return [first];
+    default:
+      return [];
+  }
+}
+
+/** Whether `change` is what one of `calls` (each with its `targets`) wrote. */
+function madeBy(change, calls) {
+  if (!change.ids?.length) return false;
+  for (const { targets } of calls) {
+    if (targets.size && change.ids.every((id) => targets.has(id))) return true;
+  }
+  return false;
+}
+
 /**
  * A vault on the "opfs-sqlite" backend, shared by every tab of the origin
  * that opens it: the same API as `Vault`, served by one tab's worker (see
- * the top of this file). Changes are heard as `"local"` in the tab whose
- * worker made them and as `"tab"` in the others, whichever tab asked.
+ * the top of this file). A change is heard as `"local"` in the tab that
+ * asked for it and as `"tab"` in the others (told apart by the records the
+ * call names; a change with no ids, such as settings, is `"local"` in the
+ * leader's tab).
  */
 export class SharedVault {
   #name;
@@ -80,6 +114,8 @@ export class SharedVault {
   /** The tab that leads (this one included), once it announced itself. */
   #leader = null;
   #calls = new Map();
+  /** The followers' calls this (leading) tab's worker is running. */
+  #serving = new Set();
   #next = 0;
   #listeners = new Listeners();
   #info = null;
@@ -209,7 +245,8 @@ export class SharedVault {
       return;
     }
     if (message.change) {
-      this.#listeners.emit(message.change);
+      const asked = madeBy(message.change, this.#serving) ? "tab" : message.change.source;
+      this.#listeners.emit({ ...message.change, source: asked });
       this.#channel?.postMessage({ type: "change", tab: this.#tab, change: message.change });
       return;
     }
@@ -243,7 +280,11 @@ export class SharedVault {
         if (message.to === this.#tab) this.#settle(message.id, message);
         break;
       case "change":
-        this.#listeners.emit({ ...message.change, source: message.change.source === "sync" ? "sync" : "tab" });
+        if (message.change.source === "sync") this.#listeners.emit(message.change);
+        else {
+          const asked = madeBy(message.change, this.#calls.values()) ? "local" : "tab";
+          this.#listeners.emit({ ...message.change, source: asked });
+        }
         break;
       case "syncStatus":
         this.#syncHeard(message.syncStatus);
@@ -253,7 +294,12 @@ export class SharedVault {
 
   /** A follower's call, run by this (leading) tab's worker. */
   #serve({ tab, id, message }) {
-    const answer = (fields) => this.#channel?.postMessage({ type: "answer", tab: this.#tab, to: tab, id, ...fields });
+    const serving = { targets: new Set(targets(message)) };
+    this.#serving.add(serving);
+    const answer = (fields) => {
+      if (!("progress" in fields)) this.#serving.delete(serving);
+      this.#channel?.postMessage({ type: "answer", tab: this.#tab, to: tab, id, ...fields });
+    };
     this.#toWorker(message, (progress) => answer({ progress })).then(
       (ok) => answer({ ok }),
       (e) => answer({ error: { code: e?.code ?? "internal", message: String(e?.message ?? e) } }),
@@ -264,7 +310,7 @@ export class SharedVault {
     if (this.#closed) return Promise.reject(locked());
     const id = this.#next++;
     return new Promise((resolve, reject) => {
-      const call = { message, resolve, reject, onProgress, to: null, again: false };
+      const call = { message, resolve, reject, onProgress, to: null, again: false, targets: new Set(targets(message)) };
       this.#calls.set(id, call);
       this.#send(id, call);
     });

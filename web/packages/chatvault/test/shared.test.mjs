@@ -46,12 +46,17 @@ test("tabs share one SQLite/OPFS vault: the first leads, the others are served",
     const draft = await (await vault.sealedKv("indexeddb", "drafts")).get("draft");
     return { heard: window.heard.map((c) => `${c.source} ${c.kind} ${c.op}`), count: page.items.length, draft };
   }, conversationId);
-  assert.deepEqual(onA.heard, ["local conversation create", "local message create"]);
+  assert.deepEqual(onA.heard, ["tab conversation create", "tab message create"], "B asked, A's worker wrote");
   assert.equal(onA.count, 20);
   assert.equal(onA.draft, "typed in B");
   await b.waitForFunction(() => window.heard.length >= 2);
   const heardOnB = await b.evaluate(() => window.heard.map((c) => c.source));
-  assert.deepEqual(heardOnB, ["tab", "tab"]);
+  assert.deepEqual(heardOnB, ["local", "local"], "a tab hears what it asked for as local");
+  // And the other way round: the leader's own write is "tab" in B.
+  await a.evaluate(async (id) => vault.renameConversation(id, "renamed in A"), conversationId);
+  await b.waitForFunction(() => window.heard.length >= 3);
+  const last = await b.evaluate(() => window.heard.at(-1));
+  assert.deepEqual([last.source, last.op], ["tab", "update"]);
 
   // The leader checks a joining tab's passphrase: a wrong one opens nothing.
   const codes = await b.evaluate(async () => {
