@@ -160,6 +160,7 @@ fn main() -> Result<()> {
         Task::Package { release } => {
             ensure_wasm_target()?;
             ensure_wasm_bindgen_cli()?;
+            ensure_clang()?;
             package(release)
         }
         Task::Bench(args) => bench(&args),
@@ -663,11 +664,6 @@ fn test() -> Result<()> {
     package(false)?;
     package_tests()?;
     demo_e2e()?;
-    // The package's migration tests ran above on the default binding (no
-    // SQLite: the refusal); the whole move between IndexedDB and OPFS
-    // needs the binding with SQLite.
-    package_with(false, true)?;
-    package_migration_tests()?;
     npm_audit(&package_dir()?)?;
     npm_audit(&demo_dir()?)?;
     fuzz(&FuzzArgs {
@@ -959,7 +955,7 @@ fn bench_browser() -> Result<()> {
     ensure_wasm_bindgen_cli()?;
     ensure_chromium()?;
     ensure_clang()?;
-    package_with(true, true)?;
+    package(true)?;
     let dir = package_dir()?;
     ensure_npm_packages(&dir)?;
     let json_of = |what: &str, cmd: &mut Command| -> Result<serde_json::Value> {
@@ -1261,14 +1257,17 @@ fn package_dir() -> Result<PathBuf> {
 
 /// Builds the TypeScript package: the `chatvault-wasm` binding for wasm32
 /// (the dev profile the browser tests already built its dependencies in:
-/// one profile, one build), then its JS glue into `pkg/` with the pinned
-/// wasm-bindgen-cli.
+/// one profile, one build), then its JS glue with the pinned
+/// wasm-bindgen-cli: the IndexedDB-only binding into `pkg/` (what pages
+/// load) and the one with SQLite on OPFS into `pkg-opfs/` (fetched only by
+/// the worker of an "opfs-sqlite" vault).
 fn package(release: bool) -> Result<()> {
-    package_with(release, false)
+    package_with(release, false)?;
+    package_with(release, true)
 }
 
-/// [`package`], with `opfs`: the binding with SQLite on OPFS
-/// (chatvault-wasm's `opfs` feature; the benchmarks' build).
+/// One binding of [`package`]: with `opfs`, chatvault-wasm's `opfs`
+/// feature, into `pkg-opfs/`; otherwise the default build, into `pkg/`.
 fn package_with(release: bool, opfs: bool) -> Result<()> {
     let mut build = cargo();
     build.args([
@@ -1292,7 +1291,7 @@ fn package_with(release: bool, opfs: bool) -> Result<()> {
         .join("wasm32-unknown-unknown")
         .join(if release { "release" } else { "debug" })
         .join("chatvault_wasm.wasm");
-    let out = package_dir()?.join("pkg");
+    let out = package_dir()?.join(if opfs { "pkg-opfs" } else { "pkg" });
     let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let glued = modified(out.join("chatvault_wasm_bg.wasm"));
     // Which build the glue was made from: a newer glue of another build
@@ -1306,7 +1305,10 @@ fn package_with(release: bool, opfs: bool) -> Result<()> {
         return Ok(());
     }
     run(
-        "wasm-bindgen: the package's JS glue (web/packages/chatvault/pkg)",
+        &format!(
+            "wasm-bindgen: the package's JS glue (web/packages/chatvault/{})",
+            if opfs { "pkg-opfs" } else { "pkg" }
+        ),
         Command::new("wasm-bindgen")
             .args(["--target", "web", "--out-dir"])
             .arg(&out)
@@ -1360,25 +1362,11 @@ fn package_tests() -> Result<()> {
             .current_dir(&dir),
     )?;
     run(
-        "package tests (playwright-core, headless Chromium): reload, wrong passphrase, a tab closed mid-write, no plaintext in IndexedDB or localStorage, tabs hearing each other, the vault in a Web Worker, export and import, sync between browsers and its leader tab, the React hooks, the example page",
+        "package tests (playwright-core, headless Chromium): reload, wrong passphrase, a tab closed mid-write, no plaintext in IndexedDB or localStorage, tabs hearing each other, the vault in a Web Worker, tabs sharing one SQLite/OPFS vault and its leader tab closing mid-write, a vault moved between IndexedDB and OPFS (migrateVault), export and import, sync between browsers and its leader tab, the React hooks, the example page",
         Command::new("npm")
             .args(["test", "--silent"])
             .env("CHROMIUM", "/usr/bin/chromium")
             .env("CHATVAULT_TEST_SERVER", format!("http://127.0.0.1:{port}"))
-            .current_dir(&dir),
-    )
-}
-
-/// `migrateVault` through the package on the binding with SQLite (built
-/// by the caller): IndexedDB → OPFS → IndexedDB in a worker.
-fn package_migration_tests() -> Result<()> {
-    let dir = package_dir()?;
-    ensure_npm_packages(&dir)?;
-    run(
-        "package tests with SQLite on OPFS (playwright-core, headless Chromium): migrateVault between IndexedDB and OPFS",
-        Command::new("node")
-            .args(["--test", "test/migrate.test.mjs"])
-            .env("CHROMIUM", "/usr/bin/chromium")
             .current_dir(&dir),
     )
 }
@@ -1417,7 +1405,8 @@ fn newest(path: &std::path::Path) -> Option<std::time::SystemTime> {
 fn build_demo() -> Result<PathBuf> {
     ensure_wasm_target()?;
     ensure_wasm_bindgen_cli()?;
-    package(false)?;
+    // The demo keeps its chats in IndexedDB: the default binding only.
+    package_with(false, false)?;
     let dir = demo_dir()?;
     ensure_npm_packages(&dir)?;
     let dist = dir.join("dist");

@@ -148,6 +148,8 @@ impl WasmVault {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewConversationIn {
+    #[serde(default)]
+    id: Option<ConversationId>,
     title: String,
     #[serde(default)]
     metadata: Metadata,
@@ -172,10 +174,22 @@ struct ConversationsQuery {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewMessageIn {
+    #[serde(default)]
+    id: Option<MessageId>,
     role: Role,
     content: String,
     #[serde(default)]
     metadata: Metadata,
+}
+
+impl From<NewMessageIn> for NewMessage {
+    fn from(input: NewMessageIn) -> NewMessage {
+        NewMessage {
+            id: input.id,
+            metadata: input.metadata,
+            ..NewMessage::new(input.role, input.content)
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -214,13 +228,15 @@ impl WasmVault {
         self.vault.is_encrypted()
     }
 
-    /// Creates a conversation from `{title, metadata?}`.
+    /// Creates a conversation from `{id?, title, metadata?}` (with an `id`,
+    /// a repeated create returns the first one's conversation).
     #[wasm_bindgen(js_name = createConversation)]
     pub fn create_conversation(&self, input: String) -> Promise {
         with(&self.vault, |vault| async move {
             let input: NewConversationIn = parse("conversation", &input)?;
             let created = vault
                 .create_conversation(NewConversation {
+                    id: input.id,
                     title: input.title,
                     metadata: input.metadata,
                 })
@@ -283,33 +299,25 @@ impl WasmVault {
         })
     }
 
-    /// Adds `{role, content, metadata?}` to a conversation.
+    /// Adds `{id?, role, content, metadata?}` to a conversation (with an
+    /// `id`, a repeated add returns the first one's message).
     #[wasm_bindgen(js_name = addMessage)]
     pub fn add_message(&self, conversation: String, input: String) -> Promise {
         with(&self.vault, |vault| async move {
             let conversation: ConversationId = id("conversation id", &conversation)?;
             let input: NewMessageIn = parse("message", &input)?;
-            let mut message = NewMessage::new(input.role, input.content);
-            message.metadata = input.metadata;
-            json(&vault.add_message(conversation, message).await?)
+            json(&vault.add_message(conversation, input.into()).await?)
         })
     }
 
-    /// Adds many messages `[{role, content, metadata?}, ...]` to one
+    /// Adds many messages `[{id?, role, content, metadata?}, ...]` to one
     /// conversation in one write.
     #[wasm_bindgen(js_name = addMessages)]
     pub fn add_messages(&self, conversation: String, inputs: String) -> Promise {
         with(&self.vault, |vault| async move {
             let conversation: ConversationId = id("conversation id", &conversation)?;
             let inputs: Vec<NewMessageIn> = parse("messages", &inputs)?;
-            let messages = inputs
-                .into_iter()
-                .map(|input| {
-                    let mut message = NewMessage::new(input.role, input.content);
-                    message.metadata = input.metadata;
-                    message
-                })
-                .collect();
+            let messages = inputs.into_iter().map(NewMessage::from).collect();
             json(&vault.add_messages(conversation, messages).await?)
         })
     }
@@ -365,6 +373,18 @@ impl WasmVault {
         with(&self.vault, |vault| async move {
             let id: MessageId = id("message id", &id_text)?;
             vault.delete_message(id).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Resolves if opening this vault with `passphrase` (`undefined` for a
+    /// plaintext vault) would succeed; otherwise rejects as that open
+    /// would (`wrong_passphrase`, `locked`, `not_encrypted`). What a tab
+    /// serving the vault to other tabs asks before it serves them.
+    #[wasm_bindgen(js_name = checkPassphrase)]
+    pub fn check_passphrase(&self, passphrase: Option<String>) -> Promise {
+        with(&self.vault, |vault| async move {
+            vault.check_passphrase(passphrase.as_deref()).await?;
             Ok(JsValue::UNDEFINED)
         })
     }

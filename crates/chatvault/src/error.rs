@@ -136,7 +136,6 @@ pub enum VaultError {
     /// The platform gave no randomness (needed for device ids and keys).
     #[error("no randomness available from the platform: {0}")]
     NoRandomness(String),
-    /// A broken invariant inside chatvault (a bug: please report it).
     /// Other writers of this vault (another process, or sync applying
     /// pulled changes) kept changing what this write depends on first, for
     /// every one of its attempts. Nothing was written; try again.
@@ -160,6 +159,22 @@ pub enum VaultError {
         bytes: usize,
         /// The vault's limit ([`VaultOptions::max_record_bytes`](crate::VaultOptions::max_record_bytes)).
         limit: usize,
+    },
+    /// A create named its own id ([`NewMessage::id`](crate::NewMessage::id),
+    /// [`NewConversation::id`](crate::NewConversation::id)) that the vault
+    /// already uses for something else: a record with other content (or,
+    /// for a message, in another conversation), or one since deleted.
+    /// Nothing was written. The same create repeated is not this error:
+    /// it returns what the first one created.
+    #[error(
+        "{kind} {id} already exists with other content, or was deleted: an id given to a \
+         create names one record, and only the same create may be repeated with it"
+    )]
+    IdTaken {
+        /// Kind of the record.
+        kind: EntityKind,
+        /// The id.
+        id: RecordId,
     },
     /// A bug: an invariant of the vault did not hold.
     #[error("internal error: {0}")]
@@ -208,6 +223,7 @@ impl VaultError {
             VaultError::NoRandomness(_) => "no_randomness",
             VaultError::Contended { .. } => "contended",
             VaultError::RecordTooLarge { .. } => "record_too_large",
+            VaultError::IdTaken { .. } => "id_taken",
             VaultError::Internal(_) => "internal",
             VaultError::Invalid(_) => "invalid",
             VaultError::Store(e) => e.code(),

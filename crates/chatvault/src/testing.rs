@@ -182,6 +182,7 @@ pub mod cases {
         let md = meta(&[("model", "gpt-x".into()), ("pinned", true.into())]);
         let c = v
             .create_conversation(NewConversation {
+                id: None,
                 title: "Plans".into(),
                 metadata: md.clone(),
             })
@@ -237,6 +238,108 @@ pub mod cases {
             v.add_message(c.id, NewMessage::new(Role::User, "late"))
                 .await
         ));
+        Ok(())
+    }
+
+    /// `check_passphrase` answers what opening the vault with that
+    /// passphrase would, and changes nothing.
+    async fn check_passphrase_answers_as_an_open_would(b, mode) {
+        let (v, _) = open(b, mode).await?;
+        match mode {
+            Mode::Plain => {
+                v.check_passphrase(None).await?;
+                assert!(matches!(
+                    v.check_passphrase(Some(PASSPHRASE)).await,
+                    Err(VaultError::NotEncrypted)
+                ));
+            }
+            Mode::Encrypted => {
+                v.check_passphrase(Some(PASSPHRASE)).await?;
+                assert!(matches!(
+                    v.check_passphrase(Some("not the passphrase")).await,
+                    Err(VaultError::WrongPassphrase)
+                ));
+                assert!(matches!(v.check_passphrase(None).await, Err(VaultError::Locked)));
+            }
+        }
+        // Nothing changed: the vault still writes and reads.
+        let c = v.create_conversation(NewConversation::titled("still open")).await?;
+        assert_eq!(v.conversation(c.id).await?.title, "still open");
+        Ok(())
+    }
+
+    /// A create with the caller's id can be repeated (a retry after a lost
+    /// answer, say a browser tab that forwarded it closed): the repeat
+    /// answers what is stored and writes nothing. An id naming other
+    /// content, another conversation, a deleted record, or coming twice in
+    /// one batch is refused whole, with nothing written.
+    async fn creates_with_the_callers_ids_can_be_repeated(b, mode) {
+        let (v, clock) = open(b, mode).await?;
+        let new_conversation = NewConversation {
+            id: Some(ConversationId::new()),
+            title: "retried".into(),
+            metadata: meta(&[("pinned", true.into())]),
+        };
+        let c = v.create_conversation(new_conversation.clone()).await?;
+        assert_eq!(Some(c.id), new_conversation.id);
+        let said = |i: usize| NewMessage {
+            id: Some(MessageId::new()),
+            metadata: meta(&[("n", i.into())]),
+            ..NewMessage::new(Role::User, format!("message {i}"))
+        };
+        let batch: Vec<_> = (0..3).map(said).collect();
+        let added = v.add_messages(c.id, batch.clone()).await?;
+        let ids: Vec<_> = added.iter().map(|m| Some(m.id)).collect();
+        assert_eq!(ids, batch.iter().map(|n| n.id).collect::<Vec<_>>());
+        let before = v.stats().await?;
+
+        clock.advance(1_000);
+        assert_eq!(v.create_conversation(new_conversation.clone()).await?, c);
+        assert_eq!(v.add_messages(c.id, batch.clone()).await?, added);
+        assert_eq!(v.add_message(c.id, batch[1].clone()).await?, added[1]);
+        // Repeated with new ones: the repeats keep their places, the new
+        // one is written.
+        let mixed = vec![batch[2].clone(), said(3), batch[0].clone()];
+        let answered = v.add_messages(c.id, mixed).await?;
+        assert_eq!(answered[0], added[2]);
+        assert_eq!(answered[2], added[0]);
+        assert_eq!(answered[1].content, "message 3");
+        let after = v.stats().await?;
+        assert_eq!(after.messages, before.messages + 1);
+        assert_eq!(after.pending_changes, before.pending_changes + 1);
+
+        fn refused<T>(r: Result<T>) -> bool {
+            matches!(r, Err(VaultError::IdTaken { .. }))
+        }
+        let mut renamed = new_conversation.clone();
+        renamed.title = "another".into();
+        assert!(refused(v.create_conversation(renamed).await));
+        let mut edited = batch[0].clone();
+        edited.content = "changed".into();
+        assert!(refused(v.add_messages(c.id, vec![said(4), edited]).await));
+        let elsewhere = v.create_conversation(NewConversation::titled("elsewhere")).await?;
+        assert!(refused(v.add_message(elsewhere.id, batch[0].clone()).await));
+        let twice = said(5);
+        assert!(refused(v.add_messages(c.id, vec![twice.clone(), twice]).await));
+        // A message's id is not a conversation's, and the other way round.
+        let as_conversation = NewConversation {
+            id: Some(ConversationId::from_uuid(*added[0].id.as_uuid())),
+            ..NewConversation::titled("an id in use")
+        };
+        assert!(v.create_conversation(as_conversation).await.is_ok());
+        assert_eq!(v.stats().await?.messages, after.messages);
+
+        v.delete_message(added[1].id).await?;
+        assert!(refused(v.add_message(c.id, batch[1].clone()).await));
+        // A deleted id among new ones: the whole add is refused.
+        let before_refusal = v.stats().await?;
+        let around = vec![said(7), batch[1].clone(), said(8)];
+        assert!(refused(v.add_messages(c.id, around.clone()).await));
+        assert!(is_not_found(v.message(around[0].id.ok_or("an id")?).await));
+        assert_eq!(v.stats().await?.messages, before_refusal.messages);
+        v.delete_conversation(c.id).await?;
+        assert!(refused(v.create_conversation(new_conversation).await));
+        assert!(is_not_found(v.message(added[1].id).await));
         Ok(())
     }
 

@@ -49,6 +49,7 @@ async fn make_v2_encrypted_fixture() {
     md.insert("pinned".into(), true.into());
     let c = v
         .create_conversation(NewConversation {
+            id: None,
             title: "Secret plans ✈️".into(),
             metadata: md,
         })

@@ -171,6 +171,7 @@ async fn play(v: &Vault, clock: &ManualClock, steps: &[Step]) {
                 }
                 let c = v
                     .create_conversation(NewConversation {
+                        id: None,
                         title: title.clone(),
                         metadata,
                     })
@@ -752,6 +753,7 @@ async fn fixture_vault() -> (Vault, Arc<ManualClock>) {
     pinned.insert("pinned".into(), true.into());
     let trip = v
         .create_conversation(NewConversation {
+            id: None,
             title: "Trip ✈️".into(),
             metadata: pinned,
         })
@@ -892,6 +894,7 @@ async fn aged_vault(
         }
         let c = v
             .create_conversation(NewConversation {
+                id: None,
                 title: format!("day {i}"),
                 metadata,
             })

@@ -55,6 +55,7 @@ async fn make_v1_fixture() {
     pinned_meta.insert("model".into(), "gpt-x".into());
     let pinned = v
         .create_conversation(NewConversation {
+            id: None,
             title: "Pinned plans".into(),
             metadata: pinned_meta,
         })

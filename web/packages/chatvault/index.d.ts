@@ -19,6 +19,12 @@ export type ErrorCode =
   | "unavailable"
   | "contended"
   | "linked_to_account"
+  // A create's own id names other content, or a deleted record (see
+  // `NewMessage.id`): nothing was written.
+  | "id_taken"
+  // The SQLite/OPFS database is held by another worker (see `backend`).
+  | "busy"
+  | "unsupported"
   // Another tab or process rotated the data key since this vault was
   // opened: nothing was written; open (unlock) it again.
   | "key_rotated"
@@ -91,6 +97,14 @@ export interface MessagesQuery {
 }
 
 export interface NewMessage {
+  /**
+   * The message's id (a UUID; UUIDv7 keeps messages created in one
+   * millisecond in order), for creates that may be repeated: if the vault
+   * already holds this message as given, the add answers it and writes
+   * nothing; if the id names anything else, or a deleted message, the
+   * whole add rejects with "id_taken". A new id when absent.
+   */
+  id?: string;
   role: Role;
   content: string;
   metadata?: Metadata;
@@ -198,18 +212,24 @@ export interface OpenVaultOptions {
   /**
    * Where the vault's records live: "indexeddb" (default), or
    * "opfs-sqlite" — SQLite on the Origin Private File System, much faster
-   * for bulk writes and reads. "opfs-sqlite" needs:
-   * - a binding built with chatvault-wasm's `opfs` feature (the default
-   *   build has no SQLite and is ~0.8 MB gzipped smaller);
-   * - a dedicated worker: pass `worker: true` from a page, or call from
-   *   your own worker;
-   * - one owner per origin: a second tab's open rejects with "busy", so
-   *   let one leader tab own the vault.
-   * Otherwise `openVault` rejects with code "unsupported". The fallback is
-   * IndexedDB: `backend: opfsAvailable() ? "opfs-sqlite" : "indexeddb"`,
-   * and on an "unsupported" rejection open again with "indexeddb". The two
-   * backends are separate databases: `migrateVault` moves a vault from
-   * one to the other.
+   * for bulk writes and reads. Its binding (pkg-opfs/, ~0.8 MB gzipped more
+   * than the default one) is fetched only when such a vault is opened.
+   *
+   * OPFS gives one worker of one tab the database, so from a page this
+   * resolves to a `SharedVault`: the tab holding a Web Lock runs the
+   * worker and the other tabs' calls go to it; when it closes, another
+   * tab takes over and sends the unanswered calls again (creates carry
+   * their ids, so nothing is written twice; a passphrase change or key
+   * rotation in flight rejects with "unavailable" instead). `worker` is
+   * implied. From your own dedicated worker, the vault opens there
+   * directly, and a second worker's open rejects with "busy".
+   *
+   * Where OPFS is missing (old browsers, some private windows) or
+   * pkg-opfs/ is not served, `openVault` rejects with "unsupported". The
+   * fallback is IndexedDB: `backend: opfsAvailable() ? "opfs-sqlite" :
+   * "indexeddb"`, and on an "unsupported" rejection open again with
+   * "indexeddb". The two backends are separate databases: `migrateVault`
+   * moves a vault from one to the other.
    */
   backend?: "indexeddb" | "opfs-sqlite";
 }
@@ -247,6 +267,13 @@ export class Vault {
   readonly isEncrypted: boolean;
 
   /**
+   * Resolves if opening this vault with `passphrase` (none for a plaintext
+   * vault) would succeed; otherwise rejects as that open would
+   * ("wrong_passphrase", "locked", "not_encrypted"). Writes nothing.
+   */
+  checkPassphrase(passphrase?: string): Promise<void>;
+
+  /**
    * Calls `listener` after every committed write, from this tab or
    * another; returns the unsubscribe function (fits React's
    * `useSyncExternalStore`). A data-key rotation in another tab locks this
@@ -254,7 +281,8 @@ export class Vault {
    */
   subscribe(listener: (change: VaultChange) => void): () => void;
 
-  createConversation(input: string | { title: string; metadata?: Metadata }): Promise<Conversation>;
+  /** With `id`, a repeated create answers the first one's conversation (see `NewMessage.id`). */
+  createConversation(input: string | { id?: string; title: string; metadata?: Metadata }): Promise<Conversation>;
   conversation(id: string): Promise<Conversation>;
   /** Most recent activity first. */
   conversations(query?: ConversationsQuery): Promise<Page<Conversation>>;
@@ -448,6 +476,19 @@ export const SYNC_METHODS: readonly string[];
 
 /** The same API as `Vault`, served by a Web Worker (`openVault(name, { worker: true })`). */
 export class WorkerVault extends Vault {}
+
+/**
+ * An "opfs-sqlite" vault opened from a page: shared by the origin's tabs,
+ * served by the worker of the one holding its Web Lock (see
+ * `OpenVaultOptions.backend`). A change is heard as `"local"` in the tab
+ * that asked for it and as `"tab"` in the others (a change naming no
+ * records, such as settings, is `"local"` in the leader's tab). `lock()`
+ * closes this tab's handle; if it led, another tab takes over.
+ */
+export class SharedVault extends Vault {
+  /** Whether this tab's worker holds the database now. */
+  readonly isLeader: boolean;
+}
 
 /** The methods a `WorkerVault` forwards to its worker. */
 export const VAULT_METHODS: readonly string[];

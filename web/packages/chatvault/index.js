@@ -4,22 +4,59 @@
 // ChatvaultError instances and one place where the shapes are documented
 // (index.d.ts). Times are plain numbers: milliseconds since the epoch.
 
-import init, * as binding from "./pkg/chatvault_wasm.js";
-import { ChatvaultError, Listeners, call, callJson } from "./internal.js";
+import * as indexedDbBinding from "./pkg/chatvault_wasm.js";
+import { ChatvaultError, Listeners, VAULT_METHODS, call, callJson } from "./internal.js";
+import { SharedVault } from "./shared.js";
 import { SYNC_METHODS, Sync, WorkerSync, syncSettings } from "./sync.js";
 
 export { ChatvaultError };
-export { Sync, WorkerSync };
+export { Sync, WorkerSync, SharedVault };
 
 /** The package-internal method that wraps a binding sync handle. */
 const ATTACH = Symbol("chatvault.attachSync");
 
+/**
+ * Where the binding with SQLite on OPFS is (`cargo xtask package` builds it
+ * beside the default one). It is fetched only by a worker that opens an
+ * "opfs-sqlite" vault, so pages that never do load the small binding only.
+ */
+const OPFS_BINDING = new URL("./pkg-opfs/chatvault_wasm.js", import.meta.url).href;
+
+let binding = null;
 let ready = null;
 
-/** Loads the WebAssembly module once (every entry point awaits it). */
-function load() {
-  ready ??= init();
+/**
+ * Loads the WebAssembly module once (every entry point awaits it): the one
+ * with SQLite when the first vault this realm opens asks for it, the
+ * IndexedDB-only one otherwise.
+ */
+function load(backend) {
+  ready ??= (async () => {
+    let module = indexedDbBinding;
+    if (backend === "opfs-sqlite") {
+      try {
+        module = await import(/* @vite-ignore */ OPFS_BINDING);
+      } catch (e) {
+        ready = null;
+        throw new ChatvaultError(
+          "unsupported",
+          `the SQLite/OPFS binding did not load from ${OPFS_BINDING} (${e?.message ?? e}): serve the package's pkg-opfs/ ` +
+            `(built by \`cargo xtask package\`) beside index.js, or use backend "indexeddb"`,
+        );
+      }
+    }
+    await module.default();
+    binding = module;
+  })();
   return ready;
+}
+
+/** Whether this code runs in a dedicated worker (where OPFS's sync access handles exist). */
+function inDedicatedWorker() {
+  return (
+    typeof globalThis.DedicatedWorkerGlobalScope === "function" &&
+    globalThis instanceof globalThis.DedicatedWorkerGlobalScope
+  );
 }
 
 /**
@@ -28,8 +65,13 @@ function load() {
  * OPFS); encrypted with `passphrase` if given.
  */
 export async function openVault(name, options = {}) {
+  // SQLite on OPFS lives in one worker per origin: from a page, the tabs
+  // share it (shared.js).
+  if (options.backend === "opfs-sqlite" && !inDedicatedWorker() && globalThis.navigator?.locks) {
+    return SharedVault.open(name, options);
+  }
   if (options.worker) return WorkerVault.open(name, options);
-  await load();
+  await load(options.backend);
   const inner = await call(
     binding.openVault(
       name,
@@ -52,10 +94,7 @@ export async function openVault(name, options = {}) {
  */
 export function opfsAvailable() {
   if (typeof globalThis.navigator?.storage?.getDirectory !== "function") return false;
-  const inDedicatedWorker =
-    typeof globalThis.DedicatedWorkerGlobalScope === "function" &&
-    globalThis instanceof globalThis.DedicatedWorkerGlobalScope;
-  if (inDedicatedWorker) return typeof globalThis.FileSystemSyncAccessHandle === "function";
+  if (inDedicatedWorker()) return typeof globalThis.FileSystemSyncAccessHandle === "function";
   return typeof globalThis.Worker === "function";
 }
 
@@ -66,7 +105,7 @@ export function opfsAvailable() {
  */
 export async function joinVault(name, options = {}) {
   if (options.worker) return WorkerVault.join(name, options);
-  await load();
+  await load(options.backend);
   const [inner, syncInner] = await call(binding.joinVault(name, syncSettings(options)));
   const vault = new Vault(inner);
   return { vault, sync: await vault[ATTACH](syncInner) };
@@ -138,6 +177,14 @@ export class Vault {
 
   get isEncrypted() {
     return this.#live().isEncrypted;
+  }
+
+  /**
+   * Resolves if opening this vault with `passphrase` would succeed (none
+   * for a plaintext vault); rejects as that open would otherwise.
+   */
+  checkPassphrase(passphrase) {
+    return call(this.#live().checkPassphrase(passphrase));
   }
 
   async createConversation(input) {
@@ -335,32 +382,7 @@ export class Vault {
   }
 }
 
-/** The methods a `WorkerVault` forwards (worker.js accepts the same list). */
-export const VAULT_METHODS = Object.freeze([
-  "createConversation",
-  "conversation",
-  "conversations",
-  "renameConversation",
-  "pinConversation",
-  "updateConversation",
-  "deleteConversation",
-  "addMessage",
-  "addMessages",
-  "message",
-  "messages",
-  "editMessage",
-  "deleteMessage",
-  "stats",
-  "retentionPolicy",
-  "setRetentionPolicy",
-  "planRetention",
-  "runRetention",
-  "changePassphrase",
-  "rotateDataKey",
-  "exportBlob",
-  "importFrom",
-]);
-
+export { VAULT_METHODS };
 export { SYNC_METHODS };
 
 /**
@@ -490,6 +512,10 @@ export class WorkerVault {
     return this.#listeners.add(listener);
   }
 
+  async checkPassphrase(passphrase) {
+    await this.#request({ op: "verify", passphrase });
+  }
+
   /** A key-value namespace sealed in the worker ("indexeddb": workers have no web storage). */
   async sealedKv(area, namespace) {
     const call = (method, args) => this.#request({ op: "kv", area, namespace, method, args });
@@ -603,7 +629,8 @@ export async function migrateVault(name, options = {}) {
   const { worker, onProgress, from, to, deleteSource, durability } = options;
   const settings = { from, to, deleteSource, durability };
   if (worker) return migrateInWorker(name, settings, onProgress);
-  await load();
+  // Either end on OPFS needs the binding with SQLite.
+  await load(from === "opfs-sqlite" || to === "opfs-sqlite" ? "opfs-sqlite" : from);
   return callJson(binding.migrateVault(name, JSON.stringify(settings), onProgress ?? undefined));
 }
 

@@ -73,3 +73,63 @@ export class Listeners {
     }
   }
 }
+
+let lastMs = 0;
+let counter = 0;
+
+/**
+ * A new UUIDv7 (RFC 9562) as text: 48 bits of Unix milliseconds, then a
+ * 12-bit counter that keeps ids minted in one millisecond in the order
+ * they were minted (as the Rust side's are), then 62 random bits. For
+ * creates whose id the package chooses before the write (see shared.js).
+ */
+export function uuidv7() {
+  let ms = Date.now();
+  if (ms <= lastMs) {
+    ms = lastMs;
+    counter += 1;
+    if (counter > 0xfff) {
+      ms += 1;
+      counter = 0;
+    }
+  } else {
+    counter = 0;
+  }
+  lastMs = ms;
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  for (let i = 5; i >= 0; i--) {
+    bytes[i] = ms % 256;
+    ms = Math.floor(ms / 256);
+  }
+  bytes[6] = 0x70 | (counter >> 8);
+  bytes[7] = counter & 0xff;
+  bytes[8] = 0x80 | (bytes[8] & 0x3f);
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** The vault methods a worker or another tab serves (worker.js accepts the same list). */
+export const VAULT_METHODS = Object.freeze([
+  "createConversation",
+  "conversation",
+  "conversations",
+  "renameConversation",
+  "pinConversation",
+  "updateConversation",
+  "deleteConversation",
+  "addMessage",
+  "addMessages",
+  "message",
+  "messages",
+  "editMessage",
+  "deleteMessage",
+  "stats",
+  "retentionPolicy",
+  "setRetentionPolicy",
+  "planRetention",
+  "runRetention",
+  "changePassphrase",
+  "rotateDataKey",
+  "exportBlob",
+  "importFrom",
+]);

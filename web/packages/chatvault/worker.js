@@ -7,9 +7,12 @@
 //                {id, op: "call", method, args}
 //                {id, op: "kv", area, namespace, method, args}
 //                {id, op: "join", name, options}     (joinVault: vault + sync)
-//                {id, op: "startSync", options}
+//                {id, op: "startSync", options, join?}  (join: a running
+//                                                     sync answers as started)
 //                {id, op: "sync", method, args}      (a Sync method)
 //                {id, op: "migrate", name, options}  (migrateVault)
+//                {id, op: "verify", passphrase}      (may another tab use
+//                                                     the vault? shared.js)
 // worker → page: {id, ok: value} | {id, error: {code, message}}
 //                {id, progress: {phase, done, total}}
 //                {change}                     (every change the vault hears)
@@ -54,8 +57,18 @@ async function handle(message) {
         sync: relay(joined.sync),
       };
     }
+    case "verify": {
+      if (!vault) throw { code: "locked", message: "the vault is locked: open it again" };
+      await vault.checkPassphrase(message.passphrase);
+      return { name: vault.name, isEncrypted: vault.isEncrypted };
+    }
     case "startSync": {
       if (!vault) throw { code: "locked", message: "the vault is locked: open it again" };
+      // Several tabs share one SQLite/OPFS vault (shared.js): each starts
+      // sync, the first one's runs and the others join it.
+      if (vault.sync && message.join) {
+        return { username: vault.sync.username, status: vault.sync.status };
+      }
       const sync = await vault.startSync(message.options);
       return sync ? relay(sync) : null;
     }

@@ -24,6 +24,7 @@ async fn history(v: &Vault, clock: &ManualClock) -> TestResult {
         }
         let c = v
             .create_conversation(NewConversation {
+                id: None,
                 title: format!("day {i} ✈️"),
                 metadata,
             })

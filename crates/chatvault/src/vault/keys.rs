@@ -338,6 +338,28 @@ pub(super) async fn open_with_envelope(
 }
 
 impl Vault {
+    /// Whether opening this vault with `passphrase` would succeed: `Ok` for
+    /// the passphrase that unlocks it (`None` for a plaintext vault), else
+    /// the error the open would give ([`VaultError::WrongPassphrase`],
+    /// [`VaultError::Locked`], [`VaultError::NotEncrypted`]). Runs the key
+    /// derivation as an unlock does; writes nothing. For a process that
+    /// serves this vault to others (a browser tab serving the others),
+    /// which must not hand it to a caller without its passphrase.
+    pub async fn check_passphrase(&self, passphrase: Option<&str>) -> Result<()> {
+        match (self.is_encrypted(), passphrase) {
+            (false, None) => Ok(()),
+            (false, Some(_)) => Err(VaultError::NotEncrypted),
+            (true, None) => Err(VaultError::Locked),
+            (true, Some(passphrase)) => {
+                let stored = read_envelope(self.store.as_ref()).await?;
+                stored
+                    .envelope
+                    .unlock_with_policy(passphrase, self.kdf_policy)?;
+                Ok(())
+            }
+        }
+    }
+
     /// Changes the passphrase of an encrypted vault. Only the wrapped data
     /// key is rewritten (no record is re-encrypted), in one atomic write: a
     /// crash leaves either the old or the new passphrase working.

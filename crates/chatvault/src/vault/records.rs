@@ -29,18 +29,27 @@ use chatvault_core::{
     Message, MessageCursor, MessageId, MessageRecord, OpId, Page, RecordId, Timestamp, Tombstone,
 };
 use chatvault_store::{
-    ConversationQuery, ConversationRow, MessageQuery, OutboxItem, StoreError, WriteBatch, WriteOp,
+    ConversationQuery, ConversationRow, MessageQuery, OutboxItem, StoreError, TombstoneQuery,
+    WriteBatch, WriteOp,
 };
 use futures::stream::{self, Stream, TryStreamExt};
+use std::collections::BTreeSet;
 
 /// Records fetched per store call when walking a whole vault.
 pub(super) const PAGE: usize = 500;
 
 impl Vault {
     /// Creates a conversation owned by the vault's user, queued for sync.
+    /// With [`NewConversation::id`] the create can be repeated: see there.
     pub async fn create_conversation(&self, new: NewConversation) -> Result<Conversation> {
-        let id = ConversationId::new();
         let body = ConversationBody::new(new.title, new.metadata);
+        let id = match new.id {
+            None => ConversationId::new(),
+            Some(id) => match self.created_conversation(id, &body).await? {
+                Some(created) => return Ok(created),
+                None => id,
+            },
+        };
         let (record, _) = self
             .commit_stamped(|stamps| {
                 let now = stamps.now();
@@ -246,13 +255,43 @@ impl Vault {
     ) -> Result<Vec<Message>> {
         // Ids and bodies are fixed before taking the clock; each body is
         // sealed under its version, so a re-stamped attempt seals again.
-        let encoded: Vec<_> = new
-            .into_iter()
-            .map(|n| {
-                let body = MessageBody::new(n.role, n.content, n.metadata);
-                (MessageId::new(), n.created_at, body)
-            })
-            .collect();
+        let mut given = BTreeSet::new();
+        let mut encoded = Vec::with_capacity(new.len());
+        for n in new {
+            let id = match n.id {
+                Some(id) if !given.insert(id) => return Err(id_taken(id)),
+                Some(id) => id,
+                None => MessageId::new(),
+            };
+            let body = MessageBody::new(n.role, n.content, n.metadata);
+            encoded.push((id, n.created_at, body));
+        }
+        if !given.is_empty() {
+            self.refuse_deleted(&given).await?;
+        }
+        // Ids new to the vault, as they almost always are: one write. A
+        // caller's id the vault already holds fails it whole (nothing is
+        // written), and then the add is sorted out as a repeat.
+        match self.insert_messages(conversation, &encoded).await {
+            Ok(records) => Ok(records
+                .iter()
+                .zip(encoded)
+                .map(|(record, (_, _, body))| to_message(record, body))
+                .collect()),
+            Err(VaultError::Store(StoreError::InvalidRequest(_))) if !given.is_empty() => {
+                self.repeat_messages(conversation, encoded, &given).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes messages new to the store, each with its outbox entry, in one
+    /// batch that requires their conversation; the stored records.
+    async fn insert_messages(
+        &self,
+        conversation: ConversationId,
+        encoded: &[(MessageId, Option<Timestamp>, MessageBody)],
+    ) -> Result<Vec<MessageRecord>> {
         let (records, _) = self
             .commit_stamped(|stamps| {
                 let now = stamps.now();
@@ -262,7 +301,7 @@ impl Vault {
                 // in which the conversation could be deleted first.
                 batch.push(WriteOp::RequireConversation(conversation));
                 let mut records = Vec::with_capacity(encoded.len());
-                for (id, created_at, body) in &encoded {
+                for (id, created_at, body) in encoded {
                     let created_at = created_at.unwrap_or(now);
                     let version = stamps.next()?;
                     let record = MessageRecord {
@@ -293,11 +332,140 @@ impl Vault {
                 Ok((batch, records))
             })
             .await?;
-        Ok(records
+        Ok(records)
+    }
+
+    /// An add naming ids the vault already holds: each of those must be
+    /// the message it describes, in this conversation, and is answered as
+    /// stored; the others are written. In the add's order.
+    async fn repeat_messages(
+        &self,
+        conversation: ConversationId,
+        encoded: Vec<(MessageId, Option<Timestamp>, MessageBody)>,
+        given: &BTreeSet<MessageId>,
+    ) -> Result<Vec<Message>> {
+        let mut answers: Vec<Option<Message>> = Vec::with_capacity(encoded.len());
+        let mut fresh = Vec::new();
+        for (id, created_at, body) in encoded {
+            let stored = match given.contains(&id) {
+                true => self.created_message(conversation, id, &body).await?,
+                false => None,
+            };
+            if stored.is_none() {
+                fresh.push((id, created_at, body));
+            }
+            answers.push(stored);
+        }
+        let records = match fresh.is_empty() {
+            true => Vec::new(),
+            false => self.insert_messages(conversation, &fresh).await?,
+        };
+        let mut added = records
             .iter()
-            .zip(encoded)
-            .map(|(record, (_, _, body))| to_message(record, body))
-            .collect())
+            .zip(fresh)
+            .map(|(record, (_, _, body))| to_message(record, body));
+        answers
+            .into_iter()
+            .map(|answer| answer.or_else(|| added.next()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(VaultError::Internal(
+                "an add answered fewer messages than it wrote",
+            ))
+    }
+
+    /// The stored message `id` if it is the one `body` describes in
+    /// `conversation` (an earlier add of it); `None` if the store holds no
+    /// message `id`; [`VaultError::IdTaken`] if it holds another.
+    async fn created_message(
+        &self,
+        conversation: ConversationId,
+        id: MessageId,
+        body: &MessageBody,
+    ) -> Result<Option<Message>> {
+        let Some(record) = self.store.message(id).await? else {
+            return Ok(None);
+        };
+        if record.conversation_id != conversation {
+            return Err(id_taken(id));
+        }
+        let stored = self.decode_message(record)?;
+        let same = stored.role == body.role
+            && stored.content == body.content
+            && stored.metadata == body.metadata;
+        if same {
+            Ok(Some(stored))
+        } else {
+            Err(id_taken(id))
+        }
+    }
+
+    /// [`VaultError::IdTaken`] if one of the caller's `ids` names a
+    /// deleted message: one walk over the message tombstones between the
+    /// smallest and the largest id (an add's time-ordered ids lie close
+    /// together, so it usually finds none there).
+    async fn refuse_deleted(&self, ids: &BTreeSet<MessageId>) -> Result<()> {
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+            return Ok(());
+        };
+        let start = u128::from_be_bytes(*first.as_bytes());
+        let mut after = start.checked_sub(1).map(|before| {
+            let id = MessageId::from_bytes(before.to_be_bytes());
+            (EntityKind::Message, RecordId::from(id))
+        });
+        loop {
+            let query = TombstoneQuery { after, limit: PAGE };
+            let page = self.store.tombstones(&query).await?;
+            for t in &page {
+                if t.kind != EntityKind::Message {
+                    continue;
+                }
+                let id = MessageId::from_bytes(*t.id.as_bytes());
+                if id > *last {
+                    return Ok(());
+                }
+                if ids.contains(&id) {
+                    return Err(id_taken(id));
+                }
+            }
+            match page.last() {
+                Some(t) if page.len() == PAGE => after = Some((t.kind, t.id)),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// What an earlier create with the caller's id `id` made, if it is the
+    /// conversation `body` describes (a repeated create); `None` if the id
+    /// is new to the vault; [`VaultError::IdTaken`] if it names another
+    /// conversation or a deleted one.
+    async fn created_conversation(
+        &self,
+        id: ConversationId,
+        body: &ConversationBody,
+    ) -> Result<Option<Conversation>> {
+        let taken = || VaultError::IdTaken {
+            kind: EntityKind::Conversation,
+            id: id.into(),
+        };
+        match self.store.conversation(id).await? {
+            Some(row) => {
+                let stored = self.decode_conversation(row)?;
+                if stored.title == body.title && stored.metadata == body.metadata {
+                    Ok(Some(stored))
+                } else {
+                    Err(taken())
+                }
+            }
+            None if self
+                .store
+                .tombstone(EntityKind::Conversation, id.into())
+                .await?
+                .is_some() =>
+            {
+                Err(taken())
+            }
+            None => Ok(None),
+        }
     }
 
     /// The message with this id; [`VaultError::NotFound`] if there is none
@@ -672,6 +840,14 @@ impl Vault {
             &record.body,
         )?;
         Ok(to_message(&record, body))
+    }
+}
+
+/// A caller's message id already used for something else.
+fn id_taken(id: MessageId) -> VaultError {
+    VaultError::IdTaken {
+        kind: EntityKind::Message,
+        id: id.into(),
     }
 }
 

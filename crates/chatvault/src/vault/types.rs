@@ -10,6 +10,13 @@ use serde::Serialize;
 /// A conversation to create.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewConversation {
+    /// Its id, chosen by the caller; a new time-ordered id if `None`.
+    /// With an id the create can be repeated safely (a retry after a lost
+    /// answer): if the vault already holds this conversation with the same
+    /// title and metadata, the create returns it and writes nothing; if the
+    /// id names anything else, or a deleted conversation, it fails with
+    /// [`VaultError::IdTaken`](crate::VaultError::IdTaken).
+    pub id: Option<ConversationId>,
     /// Its title.
     pub title: String,
     /// Application metadata.
@@ -20,6 +27,7 @@ impl NewConversation {
     /// A conversation with this title and no metadata.
     pub fn titled(title: impl Into<String>) -> Self {
         Self {
+            id: None,
             title: title.into(),
             metadata: Metadata::new(),
         }
@@ -38,6 +46,13 @@ pub struct ConversationUpdate {
 /// A message to add.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {
+    /// Its id, chosen by the caller; a new time-ordered id if `None`.
+    /// With an id the add can be repeated safely: if the vault already
+    /// holds this message in the same conversation with the same role,
+    /// content and metadata, it is returned as it is stored and nothing is
+    /// written; if the id names anything else, or a deleted message, the
+    /// whole batch fails with [`VaultError::IdTaken`](crate::VaultError::IdTaken).
+    pub id: Option<MessageId>,
     /// Who speaks.
     pub role: Role,
     /// What they say.
@@ -52,6 +67,7 @@ impl NewMessage {
     /// A message with this role and content.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
         Self {
+            id: None,
             role,
             content: content.into(),
             metadata: Metadata::new(),

@@ -337,3 +337,70 @@ test("a passphrase changed on one device: the other shows unauthorized, and a si
   await leader.close();
   await follower.close();
 });
+
+test("a SQLite/OPFS vault shared by tabs syncs through its leader's worker, and again after that tab closes", async () => {
+  const user = `${username}opfs`;
+  const device = await devices.browser.newContext();
+  const [first, second] = [await tab(device), await tab(device)];
+  const open = (page, options) =>
+    page.evaluate(
+      async ({ pass, user, options }) => {
+        window.vault = await chatvault.openVault("sync-opfs", { passphrase: pass, backend: "opfs-sqlite" });
+        window.sync = await window.vault.startSync({
+          server: location.origin,
+          username: user,
+          passphrase: pass,
+          intervalSeconds: 3600,
+          ...options,
+        });
+        return [window.vault.isLeader, window.sync.username];
+      },
+      { pass: PASS, user, options },
+    );
+  assert.deepEqual(await open(first, { create: true }), [true, user]);
+  assert.deepEqual(await open(second, {}), [false, user], "the second tab joins the running sync");
+
+  // The follower's write goes out through the leader's worker.
+  const conversationId = await second.evaluate(async () => {
+    const conv = await vault.createConversation("from an OPFS follower tab");
+    await vault.addMessage(conv.id, { role: "user", content: "before the handover" });
+    return conv.id;
+  });
+  const peer = await tab(devices.b);
+  await peer.evaluate(
+    async ({ pass, user }) => {
+      const joined = await chatvault.joinVault("sync-opfs-peer", {
+        server: location.origin,
+        username: user,
+        passphrase: pass,
+        intervalSeconds: 3600,
+      });
+      window.vault = joined.vault;
+      window.sync = joined.sync;
+    },
+    { pass: PASS, user },
+  );
+  const has = (content) =>
+    eventually(
+      peer,
+      async ({ id, content }) => {
+        await window.sync.syncNow();
+        return (await window.vault.messages(id)).items.some((m) => m.content === content);
+      },
+      { id: conversationId, content },
+    );
+  await has("before the handover");
+
+  // The leader closes: the second tab opens the database, starts sync in
+  // its own worker, and its writes keep reaching the other device.
+  await first.close();
+  await second.waitForFunction(() => window.vault.isLeader, null, { timeout: 20_000 });
+  await second.evaluate((id) => vault.addMessage(id, { role: "user", content: "after the handover" }), conversationId);
+  await has("after the handover");
+  await second.waitForFunction(() => window.sync.status.role === "leader" && window.sync.status.pending === 0, null, {
+    timeout: 20_000,
+  });
+  await second.close();
+  await peer.close();
+  await device.close();
+});

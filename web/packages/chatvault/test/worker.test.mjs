@@ -57,29 +57,35 @@ test("a worker vault writes what the page vault reads, with the same errors", as
   await page.close();
 });
 
-test("the opfs-sqlite backend: detected, and refused clearly by a build without SQLite", async () => {
-  const page = await openPage(suite.context, suite.server.url);
-  const outcome = await page.evaluate(async () => {
-    const attempt = async (options) => {
+test("the opfs-sqlite backend: detected, chosen, and refused clearly without its binding", async () => {
+  const attempt = (page, options) =>
+    page.evaluate(async (options) => {
       try {
-        (await chatvault.openVault("backend-choice", options)).lock();
-        return "opened";
+        const vault = await chatvault.openVault("backend-choice", options);
+        const kind = vault instanceof chatvault.SharedVault ? "shared" : vault.constructor.name;
+        vault.lock();
+        return `opened ${kind}`;
       } catch (e) {
         return e instanceof chatvault.ChatvaultError ? `${e.code}: ${e.message}` : `not a ChatvaultError: ${e}`;
       }
-    };
-    return {
-      available: chatvault.opfsAvailable(),
-      sqlite: await attempt({ worker: true, backend: "opfs-sqlite" }),
-      unknown: await attempt({ worker: true, backend: "floppy" }),
-      indexeddb: await attempt({ worker: true, backend: "indexeddb" }),
-    };
-  });
-  assert.equal(outcome.available, true, "Chromium has OPFS and workers");
-  assert.match(outcome.sqlite, /^unsupported: .*no SQLite backend.*use backend "indexeddb"/);
-  assert.match(outcome.unknown, /^invalid: .*backend "floppy"/);
-  assert.equal(outcome.indexeddb, "opened");
+    }, options);
+  const page = await openPage(suite.context, suite.server.url);
+  assert.equal(await page.evaluate(() => chatvault.opfsAvailable()), true, "Chromium has OPFS and workers");
+  assert.equal(await attempt(page, { worker: true, backend: "opfs-sqlite" }), "opened shared");
+  assert.equal(await attempt(page, { backend: "opfs-sqlite" }), "opened shared");
+  assert.match(await attempt(page, { worker: true, backend: "floppy" }), /^invalid: .*backend "floppy"/);
+  assert.equal(await attempt(page, { worker: true, backend: "indexeddb" }), "opened WorkerVault");
   await page.close();
+
+  // A server without pkg-opfs/: the worker cannot fetch the SQLite binding.
+  const context = await suite.browser.newContext();
+  await context.route("**/pkg-opfs/**", (route) => route.fulfill({ status: 404, body: "" }));
+  const bare = await openPage(context, suite.server.url);
+  assert.match(
+    await attempt(bare, { backend: "opfs-sqlite" }),
+    /^unsupported: the SQLite\/OPFS binding did not load .*use backend "indexeddb"/,
+  );
+  await context.close();
 });
 
 test("unlocking and a bulk write in the worker leave the page's main thread free", async (t) => {
