@@ -1,9 +1,9 @@
 // Moving a vault between backends through the package (`migrateVault`,
 // in a worker of its own): IndexedDB → SQLite on OPFS and back, encrypted,
 // with its pending changes; a target that already holds the vault is
-// refused; the source stays the vault until the copy is verified. With a
-// binding built without SQLite (the default build) the move is refused
-// with "unsupported" and the vault in IndexedDB is untouched.
+// refused; the source stays the vault until the copy is verified. Without
+// the binding with SQLite (pkg-opfs/ not served) the move is refused with
+// "unsupported" and the vault in IndexedDB is untouched.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
