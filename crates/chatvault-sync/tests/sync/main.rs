@@ -15,6 +15,8 @@
 //! - `deletion` — a conversation's deletion against a concurrent rename
 //!   and message, in every order, online and offline, before and after
 //!   the tombstone horizon.
+//! - `migrate` — a vault moved to another store pushes exactly what it
+//!   would have pushed before the move.
 //! - `sim` — the seeded simulation: three devices, random writes, syncs,
 //!   outages, restarts and retention, a server that restarts, purges and
 //!   is restored, a transport that cuts, loses and refuses; reads checked
@@ -29,6 +31,7 @@ mod deletion;
 mod devices;
 mod legacy;
 mod load;
+mod migrate;
 mod outbox;
 mod parking;
 mod realtime;
