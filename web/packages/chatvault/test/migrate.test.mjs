@@ -61,17 +61,18 @@ test("migrateVault moves an encrypted vault to OPFS with its pending changes and
       return { sqlite: false, sameBackend, before, after: await summary({}) };
     }
     const onOpfs = await summary({ backend: "opfs-sqlite" });
-    // The source is still there (no deleteSource): a move into it is refused.
+    // The source is still there (no deleteSource): a move into it is
+    // refused, and a refused move deletes nothing, deleteSource or not.
     const occupied = await codeOf(() =>
-      chatvault.migrateVault(name, { from: "opfs-sqlite", to: "indexeddb", worker: true }),
+      chatvault.migrateVault(name, { from: "opfs-sqlite", to: "indexeddb", worker: true, deleteSource: true }),
     );
+    const kept = await summary({ backend: "opfs-sqlite" });
     const deleted = await chatvault.migrateVault(`${name}-gone`, {
       from: "indexeddb",
       to: "opfs-sqlite",
       worker: true,
     }).catch((e) => e.code);
-    const databases = (await indexedDB.databases()).map((d) => d.name);
-    return { sqlite: true, sameBackend, first, report, progress, before, onOpfs, occupied, deleted, databases, name };
+    return { sqlite: true, sameBackend, first, report, progress, before, onOpfs, occupied, kept, deleted };
   }, PASS);
   t.diagnostic(outcome.sqlite ? "binding with SQLite: the whole move" : "binding without SQLite: the refusal");
   assert.equal(outcome.sameBackend, "invalid");
@@ -87,6 +88,7 @@ test("migrateVault moves an encrypted vault to OPFS with its pending changes and
   assert.ok(outcome.progress.length > 0 && outcome.progress.every((p) => p.phase === "migrating"));
   assert.deepEqual(outcome.onOpfs, outcome.before, "the same vault and outbox on OPFS");
   assert.equal(outcome.occupied, "target_not_empty");
+  assert.deepEqual(outcome.kept, outcome.before, "the refused move's source (deleteSource: true) is kept");
   assert.equal(outcome.deleted, "invalid", "a source without a vault is refused");
 });
 
