@@ -613,16 +613,26 @@ impl Writer {
             tombstone: IdbRequest,
             holders: Vec<IdbRequest>,
         }
+        // The counter is at or above every number an entry holds (numbers
+        // are issued from it, and restoring raises it), so only a number
+        // at or below it can be another record's: a migration into an
+        // empty store looks up no holder at all.
+        let counter = match self.last_seq {
+            Some(last) => last,
+            None => codec::last_seq(&self.get(&self.meta, &SEQ_KEY.into()).await?)?,
+        };
         let mut lookups = Vec::with_capacity(run.len());
         for entry in &run {
             let item = entry.item;
             let number = JsValue::from_f64(entry.seq as f64);
-            let mut holders = Vec::with_capacity(6);
-            for store in [&self.conversations, &self.messages, &self.tombstones] {
-                let index = store.index(OUTBOX_INDEX).map_err(|e| self.js(e))?;
-                for parked in [0.0, 1.0] {
-                    let k = key(&[JsValue::from_f64(parked), number.clone()]);
-                    holders.push(index.get(&k).map_err(|e| self.js(e))?);
+            let mut holders = Vec::new();
+            if entry.seq as f64 <= counter {
+                for store in [&self.conversations, &self.messages, &self.tombstones] {
+                    let index = store.index(OUTBOX_INDEX).map_err(|e| self.js(e))?;
+                    for parked in [0.0, 1.0] {
+                        let k = key(&[JsValue::from_f64(parked), number.clone()]);
+                        holders.push(index.get(&k).map_err(|e| self.js(e))?);
+                    }
                 }
             }
             let live = self
@@ -643,10 +653,7 @@ impl Writer {
         if let Some(last) = lookups.last() {
             wait(&last.tombstone).await.map_err(|e| self.failed(e))?;
         }
-        let mut last_seq = match self.last_seq {
-            Some(last) => last,
-            None => codec::last_seq(&self.get(&self.meta, &SEQ_KEY.into()).await?)?,
-        };
+        let mut last_seq = counter;
         for (entry, lookup) in run.iter().zip(lookups) {
             let own = hex_id(entry.item.entity_id.as_bytes());
             for request in &lookup.holders {
