@@ -5,7 +5,16 @@
 // (index.d.ts). Times are plain numbers: milliseconds since the epoch.
 
 import * as indexedDbBinding from "./pkg/chatvault_wasm.js";
-import { ChatvaultError, Listeners, VAULT_METHODS, call, callJson } from "./internal.js";
+import {
+  ChatvaultError,
+  Listeners,
+  VAULT_METHODS,
+  call,
+  callJson,
+  crossing,
+  isJsonText,
+  jsonText,
+} from "./internal.js";
 import { SharedVault } from "./shared.js";
 import { SYNC_METHODS, Sync, WorkerSync, syncSettings } from "./sync.js";
 
@@ -230,6 +239,13 @@ export class Vault {
   }
 
   async addMessages(conversationId, messages) {
+    // From a proxy (`crossing`): the text goes in as it came, and what
+    // the vault chose for each message goes back as text.
+    if (isJsonText(messages)) {
+      const text = await call(this.#live().addMessagesBrief(conversationId, messages.chatvaultJson));
+      this.#changed({ kind: "message", op: "create", conversationId, ids: messages.ids });
+      return jsonText(text);
+    }
     const added = await callJson(this.#live().addMessages(conversationId, JSON.stringify(messages)));
     this.#changed({ kind: "message", op: "create", conversationId, ids: added.map((m) => m.id) });
     return added;
@@ -538,7 +554,8 @@ export class WorkerVault {
     for (const method of VAULT_METHODS) {
       WorkerVault.prototype[method] = function (...args) {
         let onProgress = null;
-        args = args.map((arg) => {
+        const [crossed, arrive] = crossing(method, args);
+        args = crossed.map((arg) => {
           if (arg && typeof arg === "object" && typeof arg.onProgress === "function") {
             onProgress = arg.onProgress;
             const { onProgress: _, ...rest } = arg;
@@ -546,7 +563,7 @@ export class WorkerVault {
           }
           return arg;
         });
-        return this.#request({ op: "call", method, args }, onProgress);
+        return this.#request({ op: "call", method, args }, onProgress).then(arrive);
       };
     }
   }
