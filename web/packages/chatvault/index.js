@@ -11,9 +11,10 @@ import {
   VAULT_METHODS,
   call,
   callJson,
-  crossing,
   isJsonText,
   jsonText,
+  proxyCall,
+  proxyKv,
 } from "./internal.js";
 import { SharedVault } from "./shared.js";
 import { SYNC_METHODS, Sync, WorkerSync, syncSettings } from "./sync.js";
@@ -534,17 +535,7 @@ export class WorkerVault {
 
   /** A key-value namespace sealed in the worker ("indexeddb": workers have no web storage). */
   async sealedKv(area, namespace) {
-    const call = (method, args) => this.#request({ op: "kv", area, namespace, method, args });
-    await call("keys", []);
-    return {
-      namespace,
-      get: (key) => call("get", [key]),
-      set: (key, value) => call("set", [key, value]),
-      remove: (key) => call("remove", [key]),
-      keys: () => call("keys", []),
-      clear: () => call("clear", []),
-      usage: () => call("usage", []),
-    };
+    return proxyKv(area, namespace, (message) => this.#request(message));
   }
 
   // Every vault method, as one request to the worker. An `onProgress`
@@ -553,17 +544,7 @@ export class WorkerVault {
   static {
     for (const method of VAULT_METHODS) {
       WorkerVault.prototype[method] = function (...args) {
-        let onProgress = null;
-        const [crossed, arrive] = crossing(method, args);
-        args = crossed.map((arg) => {
-          if (arg && typeof arg === "object" && typeof arg.onProgress === "function") {
-            onProgress = arg.onProgress;
-            const { onProgress: _, ...rest } = arg;
-            return { ...rest, progress: true };
-          }
-          return arg;
-        });
-        return this.#request({ op: "call", method, args }, onProgress).then(arrive);
+        return proxyCall(method, args, (message, onProgress) => this.#request(message, onProgress));
       };
     }
   }

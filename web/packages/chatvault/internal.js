@@ -195,3 +195,38 @@ export function crossing(method, args) {
 }
 
 const same = (answer) => answer;
+
+/**
+ * Vault method `method(...args)` through a proxy: `request(message,
+ * onProgress)` sends it to whoever holds the vault (a worker, another
+ * tab). An `onProgress` callback cannot cross: it stays here and hears the
+ * figures the holder sends back.
+ */
+export function proxyCall(method, args, request) {
+  let onProgress = null;
+  const [crossed, arrive] = crossing(method, args);
+  const sent = crossed.map((arg) => {
+    if (arg && typeof arg === "object" && typeof arg.onProgress === "function") {
+      onProgress = arg.onProgress;
+      const { onProgress: _, ...rest } = arg;
+      return { ...rest, progress: true };
+    }
+    return arg;
+  });
+  return request({ op: "call", method, args: sent }, onProgress).then(arrive);
+}
+
+/** A sealed key-value namespace through a proxy (see `proxyCall`); resolves once it exists. */
+export async function proxyKv(area, namespace, request) {
+  const call = (method, args) => request({ op: "kv", area, namespace, method, args });
+  await call("keys", []);
+  return {
+    namespace,
+    get: (key) => call("get", [key]),
+    set: (key, value) => call("set", [key, value]),
+    remove: (key) => call("remove", [key]),
+    keys: () => call("keys", []),
+    clear: () => call("clear", []),
+    usage: () => call("usage", []),
+  };
+}

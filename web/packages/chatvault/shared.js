@@ -26,7 +26,7 @@
 //   {type: "change", change}                         leader → all
 //   {type: "syncStatus", syncStatus}                 leader → all
 
-import { ChatvaultError, Listeners, VAULT_METHODS, crossing, uuidv7 } from "./internal.js";
+import { ChatvaultError, Listeners, VAULT_METHODS, proxyCall, proxyKv, uuidv7 } from "./internal.js";
 import { WorkerSync } from "./sync.js";
 
 /** Calls whose outcome cannot be checked by sending them again. */
@@ -370,17 +370,7 @@ export class SharedVault {
 
   /** A key-value namespace sealed by the vault ("indexeddb" area). */
   async sealedKv(area, namespace) {
-    const call = (method, args) => this.#request({ op: "kv", area, namespace, method, args });
-    await call("keys", []);
-    return {
-      namespace,
-      get: (key) => call("get", [key]),
-      set: (key, value) => call("set", [key, value]),
-      remove: (key) => call("remove", [key]),
-      keys: () => call("keys", []),
-      clear: () => call("clear", []),
-      usage: () => call("usage", []),
-    };
+    return proxyKv(area, namespace, (message) => this.#request(message));
   }
 
   /**
@@ -447,17 +437,7 @@ export class SharedVault {
     // callback stays in this tab and hears the figures.
     for (const method of VAULT_METHODS) {
       SharedVault.prototype[method] = function (...args) {
-        let onProgress = null;
-        const [crossed, arrive] = crossing(method, args);
-        args = crossed.map((arg) => {
-          if (arg && typeof arg === "object" && typeof arg.onProgress === "function") {
-            onProgress = arg.onProgress;
-            const { onProgress: _, ...rest } = arg;
-            return { ...rest, progress: true };
-          }
-          return arg;
-        });
-        return this.#request({ op: "call", method, args }, onProgress).then(arrive);
+        return proxyCall(method, args, (message, onProgress) => this.#request(message, onProgress));
       };
     }
     // The new passphrase is what this tab opens the database with when it
