@@ -4,13 +4,13 @@
 
 use crate::boundary::{id, invalid, json, parse, promise, with, Failure};
 use chatvault::{
-    ConversationCursor, ConversationId, ConversationUpdate, ListConversations, ListMessages,
-    MessageCursor, MessageId, MessageUpdate, Metadata, NewConversation, NewMessage, RetentionMode,
-    RetentionPolicy, Role, Store, Timestamp, Vault,
+    ConversationCursor, ConversationId, ConversationUpdate, Hlc, ListConversations, ListMessages,
+    Message, MessageCursor, MessageId, MessageUpdate, Metadata, NewConversation, NewMessage,
+    RetentionMode, RetentionPolicy, Role, Store, Timestamp, Vault,
 };
 use chatvault_indexeddb::{Durability, IndexedDbOptions, IndexedDbStore};
 use js_sys::Promise;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 
@@ -182,6 +182,27 @@ struct NewMessageIn {
     metadata: Metadata,
 }
 
+/// What the vault chose for an added message (`addMessagesBrief`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Chosen {
+    id: MessageId,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    version: Hlc,
+}
+
+impl From<&Message> for Chosen {
+    fn from(m: &Message) -> Chosen {
+        Chosen {
+            id: m.id,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            version: m.version,
+        }
+    }
+}
+
 impl From<NewMessageIn> for NewMessage {
     fn from(input: NewMessageIn) -> NewMessage {
         NewMessage {
@@ -319,6 +340,22 @@ impl WasmVault {
             let inputs: Vec<NewMessageIn> = parse("messages", &inputs)?;
             let messages = inputs.into_iter().map(NewMessage::from).collect();
             json(&vault.add_messages(conversation, messages).await?)
+        })
+    }
+
+    /// [`addMessages`](Self::add_messages) answering only what the vault
+    /// chose for each message, in order: `[{id, createdAt, updatedAt,
+    /// version}]`. For a caller that holds the content already (the page
+    /// of a worker vault, a tab served by another): a bulk add's echo of
+    /// every message is then neither encoded here nor copied there.
+    #[wasm_bindgen(js_name = addMessagesBrief)]
+    pub fn add_messages_brief(&self, conversation: String, inputs: String) -> Promise {
+        with(&self.vault, |vault| async move {
+            let conversation: ConversationId = id("conversation id", &conversation)?;
+            let inputs: Vec<NewMessageIn> = parse("messages", &inputs)?;
+            let messages = inputs.into_iter().map(NewMessage::from).collect();
+            let added = vault.add_messages(conversation, messages).await?;
+            json(&added.iter().map(Chosen::from).collect::<Vec<_>>())
         })
     }
 

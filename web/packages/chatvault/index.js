@@ -5,7 +5,17 @@
 // (index.d.ts). Times are plain numbers: milliseconds since the epoch.
 
 import * as indexedDbBinding from "./pkg/chatvault_wasm.js";
-import { ChatvaultError, Listeners, VAULT_METHODS, call, callJson } from "./internal.js";
+import {
+  ChatvaultError,
+  Listeners,
+  VAULT_METHODS,
+  call,
+  callJson,
+  isJsonText,
+  jsonText,
+  proxyCall,
+  proxyKv,
+} from "./internal.js";
 import { SharedVault } from "./shared.js";
 import { SYNC_METHODS, Sync, WorkerSync, syncSettings } from "./sync.js";
 
@@ -230,6 +240,13 @@ export class Vault {
   }
 
   async addMessages(conversationId, messages) {
+    // From a proxy (`crossing`): the text goes in as it came, and what
+    // the vault chose for each message goes back as text.
+    if (isJsonText(messages)) {
+      const text = await call(this.#live().addMessagesBrief(conversationId, messages.chatvaultJson));
+      this.#changed({ kind: "message", op: "create", conversationId, ids: messages.ids });
+      return jsonText(text);
+    }
     const added = await callJson(this.#live().addMessages(conversationId, JSON.stringify(messages)));
     this.#changed({ kind: "message", op: "create", conversationId, ids: added.map((m) => m.id) });
     return added;
@@ -518,17 +535,7 @@ export class WorkerVault {
 
   /** A key-value namespace sealed in the worker ("indexeddb": workers have no web storage). */
   async sealedKv(area, namespace) {
-    const call = (method, args) => this.#request({ op: "kv", area, namespace, method, args });
-    await call("keys", []);
-    return {
-      namespace,
-      get: (key) => call("get", [key]),
-      set: (key, value) => call("set", [key, value]),
-      remove: (key) => call("remove", [key]),
-      keys: () => call("keys", []),
-      clear: () => call("clear", []),
-      usage: () => call("usage", []),
-    };
+    return proxyKv(area, namespace, (message) => this.#request(message));
   }
 
   // Every vault method, as one request to the worker. An `onProgress`
@@ -537,16 +544,7 @@ export class WorkerVault {
   static {
     for (const method of VAULT_METHODS) {
       WorkerVault.prototype[method] = function (...args) {
-        let onProgress = null;
-        args = args.map((arg) => {
-          if (arg && typeof arg === "object" && typeof arg.onProgress === "function") {
-            onProgress = arg.onProgress;
-            const { onProgress: _, ...rest } = arg;
-            return { ...rest, progress: true };
-          }
-          return arg;
-        });
-        return this.#request({ op: "call", method, args }, onProgress);
+        return proxyCall(method, args, (message, onProgress) => this.#request(message, onProgress));
       };
     }
   }

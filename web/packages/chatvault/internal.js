@@ -76,6 +76,7 @@ export class Listeners {
 
 let lastMs = 0;
 let counter = 0;
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
 
 /**
  * A new UUIDv7 (RFC 9562) as text: 48 bits of Unix milliseconds, then a
@@ -104,7 +105,8 @@ export function uuidv7() {
   bytes[6] = 0x70 | (counter >> 8);
   bytes[7] = counter & 0xff;
   bytes[8] = 0x80 | (bytes[8] & 0x3f);
-  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  let hex = "";
+  for (const b of bytes) hex += HEX[b];
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
@@ -133,3 +135,98 @@ export const VAULT_METHODS = Object.freeze([
   "exportBlob",
   "importFrom",
 ]);
+
+/**
+ * JSON text that crosses to a worker or another tab as one string (copied
+ * once, parsed once where it is used) instead of an object graph, which
+ * postMessage walks and rebuilds on both sides: a bulk add's messages one
+ * way, the added messages the other. `ids`: the records it creates.
+ */
+export function jsonText(text, ids = null) {
+  return { chatvaultJson: text, ids };
+}
+
+/** Whether `value` is a `jsonText`. */
+export function isJsonText(value) {
+  return value !== null && typeof value === "object" && typeof value.chatvaultJson === "string";
+}
+
+/**
+ * A call as a proxy (a worker's page, or a tab served by another) sends
+ * it: `[args, arrive]`, where `arrive(answer)` is what the app gets back.
+ * Creates get their ids here, so a call sent again cannot create twice
+ * (see shared.js). A bulk add crosses as `jsonText` and is answered with
+ * what the vault chose for each message (`addMessagesBrief`): the page
+ * holds the content already, so it is not echoed back.
+ */
+export function crossing(method, args) {
+  switch (method) {
+    case "createConversation": {
+      const [input, ...rest] = args;
+      const value = typeof input === "string" ? { title: input } : input;
+      return [[{ id: uuidv7(), ...value }, ...rest], same];
+    }
+    case "addMessage": {
+      const [conversationId, message, ...rest] = args;
+      return [[conversationId, { id: uuidv7(), ...message }, ...rest], same];
+    }
+    case "addMessages": {
+      const [conversationId, messages, ...rest] = args;
+      const named = messages.map((m) => (m.id ? m : { id: uuidv7(), ...m }));
+      const ids = named.map((m) => m.id);
+      const arrive = (answer) => {
+        if (!isJsonText(answer)) return answer;
+        return JSON.parse(answer.chatvaultJson).map((chosen, i) => ({
+          id: chosen.id,
+          conversationId,
+          role: named[i].role,
+          content: named[i].content,
+          createdAt: chosen.createdAt,
+          updatedAt: chosen.updatedAt,
+          version: chosen.version,
+          metadata: named[i].metadata ?? {},
+        }));
+      };
+      return [[conversationId, jsonText(JSON.stringify(named), ids), ...rest], arrive];
+    }
+    default:
+      return [args, same];
+  }
+}
+
+const same = (answer) => answer;
+
+/**
+ * Vault method `method(...args)` through a proxy: `request(message,
+ * onProgress)` sends it to whoever holds the vault (a worker, another
+ * tab). An `onProgress` callback cannot cross: it stays here and hears the
+ * figures the holder sends back.
+ */
+export function proxyCall(method, args, request) {
+  let onProgress = null;
+  const [crossed, arrive] = crossing(method, args);
+  const sent = crossed.map((arg) => {
+    if (arg && typeof arg === "object" && typeof arg.onProgress === "function") {
+      onProgress = arg.onProgress;
+      const { onProgress: _, ...rest } = arg;
+      return { ...rest, progress: true };
+    }
+    return arg;
+  });
+  return request({ op: "call", method, args: sent }, onProgress).then(arrive);
+}
+
+/** A sealed key-value namespace through a proxy (see `proxyCall`); resolves once it exists. */
+export async function proxyKv(area, namespace, request) {
+  const call = (method, args) => request({ op: "kv", area, namespace, method, args });
+  await call("keys", []);
+  return {
+    namespace,
+    get: (key) => call("get", [key]),
+    set: (key, value) => call("set", [key, value]),
+    remove: (key) => call("remove", [key]),
+    keys: () => call("keys", []),
+    clear: () => call("clear", []),
+    usage: () => call("usage", []),
+  };
+}

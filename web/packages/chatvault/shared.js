@@ -26,7 +26,7 @@
 //   {type: "change", change}                         leader → all
 //   {type: "syncStatus", syncStatus}                 leader → all
 
-import { ChatvaultError, Listeners, VAULT_METHODS, uuidv7 } from "./internal.js";
+import { ChatvaultError, Listeners, VAULT_METHODS, proxyCall, proxyKv, uuidv7 } from "./internal.js";
 import { WorkerSync } from "./sync.js";
 
 /** Calls whose outcome cannot be checked by sending them again. */
@@ -40,27 +40,6 @@ const TAKEOVER_MS = 15_000;
 
 const locked = () => new ChatvaultError("locked", "the vault is locked: open it again");
 
-/** Gives every create of `method(args)` its id now, so it can be sent again. */
-function withIds(method, args) {
-  switch (method) {
-    case "createConversation": {
-      const [input, ...rest] = args;
-      const value = typeof input === "string" ? { title: input } : input;
-      return [{ id: uuidv7(), ...value }, ...rest];
-    }
-    case "addMessage": {
-      const [conversationId, message, ...rest] = args;
-      return [conversationId, { id: uuidv7(), ...message }, ...rest];
-    }
-    case "addMessages": {
-      const [conversationId, messages, ...rest] = args;
-      return [conversationId, messages.map((m) => ({ id: uuidv7(), ...m })), ...rest];
-    }
-    default:
-      return args;
-  }
-}
-
 /** The records a vault call writes, as far as its arguments name them. */
 function targets(message) {
   if (message.op !== "call") return [];
@@ -71,7 +50,7 @@ function targets(message) {
     case "addMessage":
       return [second.id];
     case "addMessages":
-      return second.map((m) => m.id);
+      return second.ids ?? [];
     case "renameConversation":
     case "pinConversation":
     case "updateConversation":
@@ -391,17 +370,7 @@ export class SharedVault {
 
   /** A key-value namespace sealed by the vault ("indexeddb" area). */
   async sealedKv(area, namespace) {
-    const call = (method, args) => this.#request({ op: "kv", area, namespace, method, args });
-    await call("keys", []);
-    return {
-      namespace,
-      get: (key) => call("get", [key]),
-      set: (key, value) => call("set", [key, value]),
-      remove: (key) => call("remove", [key]),
-      keys: () => call("keys", []),
-      clear: () => call("clear", []),
-      usage: () => call("usage", []),
-    };
+    return proxyKv(area, namespace, (message) => this.#request(message));
   }
 
   /**
@@ -468,16 +437,7 @@ export class SharedVault {
     // callback stays in this tab and hears the figures.
     for (const method of VAULT_METHODS) {
       SharedVault.prototype[method] = function (...args) {
-        let onProgress = null;
-        args = withIds(method, args).map((arg) => {
-          if (arg && typeof arg === "object" && typeof arg.onProgress === "function") {
-            onProgress = arg.onProgress;
-            const { onProgress: _, ...rest } = arg;
-            return { ...rest, progress: true };
-          }
-          return arg;
-        });
-        return this.#request({ op: "call", method, args }, onProgress);
+        return proxyCall(method, args, (message, onProgress) => this.#request(message, onProgress));
       };
     }
     // The new passphrase is what this tab opens the database with when it

@@ -24,6 +24,17 @@ async function tab(name, options = { passphrase: PASS }) {
   return page;
 }
 
+/** Counts in `page`'s `window.requests` the calls other tabs send over vault `name`'s channel. */
+function countRequests(page, name) {
+  return page.evaluate((name) => {
+    window.requests = 0;
+    const spy = new BroadcastChannel(`chatvault-opfs:${name}`);
+    spy.onmessage = (event) => {
+      if (event.data?.type === "request") window.requests += 1;
+    };
+  }, name);
+}
+
 test("tabs share one SQLite/OPFS vault: the first leads, the others are served", async () => {
   const a = await tab("shared-basic");
   const b = await tab("shared-basic");
@@ -83,13 +94,7 @@ test("the leader tab closes mid-write: another takes over and every write lands 
   const b = await tab(name);
   const c = await tab(name);
   // Tab A notes each call the others send it, to close in the middle of one.
-  await a.evaluate((name) => {
-    window.requests = 0;
-    const spy = new BroadcastChannel(`chatvault-opfs:${name}`);
-    spy.onmessage = (event) => {
-      if (event.data?.type === "request") window.requests += 1;
-    };
-  }, name);
+  await countRequests(a, name);
   const writeLoop = async ({ who, conversationId, count }) => {
     window.written = 0;
     window.loop = (async () => {
@@ -151,13 +156,7 @@ test("a passphrase change in flight when the leader closes is reported, not sent
   const name = "shared-not-again";
   const a = await tab(name);
   const b = await tab(name);
-  await a.evaluate((name) => {
-    window.requests = 0;
-    const spy = new BroadcastChannel(`chatvault-opfs:${name}`);
-    spy.onmessage = (event) => {
-      if (event.data?.type === "request") window.requests += 1;
-    };
-  }, name);
+  await countRequests(a, name);
   // The key derivation keeps A's worker busy for a while: A closes during it.
   await b.evaluate((pass) => {
     window.change = vault.changePassphrase(pass, "a new passphrase").then(

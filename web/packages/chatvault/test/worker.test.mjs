@@ -16,9 +16,9 @@ test("a worker vault writes what the page vault reads, with the same errors", as
     const heard = [];
     vault.subscribe((change) => heard.push(`${change.source} ${change.kind} ${change.op}`));
     const conv = await vault.createConversation("from the worker");
-    await vault.addMessages(
+    const added = await vault.addMessages(
       conv.id,
-      Array.from({ length: 200 }, (_, i) => ({ role: "user", content: `w${i}` })),
+      Array.from({ length: 200 }, (_, i) => ({ role: "user", content: `w${i}`, ...(i % 2 ? { metadata: { i } } : {}) })),
     );
     const kv = await vault.sealedKv("indexeddb", "worker-state");
     await kv.set("draft", "typed in a worker");
@@ -45,8 +45,11 @@ test("a worker vault writes what the page vault reads, with the same errors", as
     // The same data, opened in the page.
     const inPage = await chatvault.openVault("worker-same", { passphrase: pass });
     const messages = await inPage.messages(conv.id, { limit: 1000 });
+    // The worker answered what the vault chose for each message; the page
+    // put the rest together: the same messages the vault reads back.
+    const sameAsRead = JSON.stringify(added) === JSON.stringify([...messages.items].reverse());
     const draft = await (await inPage.sealedKv("indexeddb", "worker-state")).get("draft");
-    return { isWorker: vault instanceof chatvault.WorkerVault, heard, codes, afterLock, count: messages.items.length, draft };
+    return { isWorker: vault instanceof chatvault.WorkerVault, heard, codes, afterLock, count: messages.items.length, draft, sameAsRead };
   }, PASS);
   assert.equal(outcome.isWorker, true);
   assert.deepEqual(outcome.heard, ["local conversation create", "local message create"]);
@@ -54,6 +57,7 @@ test("a worker vault writes what the page vault reads, with the same errors", as
   assert.equal(outcome.afterLock, "locked");
   assert.equal(outcome.count, 200);
   assert.equal(outcome.draft, "typed in a worker");
+  assert.equal(outcome.sameAsRead, true, "a bulk add answers the messages as stored");
   await page.close();
 });
 
