@@ -285,6 +285,32 @@ mod rules {
         pool.remove(&backup).expect("remove the backup");
     }
 
+    /// A new database on OPFS gets 16 KiB pages (every WAL frame is two
+    /// calls out to the sync access handle, so fewer, bigger frames); one
+    /// made before keeps its own (the schema-1 fixture above opens with
+    /// its 4 KiB pages).
+    #[wasm_bindgen_test]
+    async fn a_new_database_gets_big_pages() {
+        let db = Database::new("pages", None);
+        let store = SqliteStore::open(&db.name, SqliteOptions::default())
+            .await
+            .expect("open");
+        let mut batch = WriteBatch::new();
+        batch.push(WriteOp::PutConversation(conversation(1)));
+        store.write(batch).await.expect("write");
+        drop(store);
+        let _pool = pool().await;
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let conn = rusqlite::Connection::open_with_flags_and_vfs(&db.name, flags, "chatvault-opfs")
+            .expect("open the database");
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .expect("exclusive, as the VFS has no shared memory");
+        let page_size: i64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .expect("read the page size");
+        assert_eq!(page_size, 16 * 1024);
+    }
+
     /// The footprint speaks of OPFS: the database's pages as its size, and
     /// the origin's quota less its usage as the space left (persistence is
     /// whatever the browser granted the origin).
