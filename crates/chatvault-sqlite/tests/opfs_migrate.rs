@@ -10,10 +10,10 @@
 
 #![cfg(target_family = "wasm")]
 
-use chatvault::testing::{fast_options, FailingStore, PASSPHRASE};
+use chatvault::testing::{fast_options, FailingStore, Snapshot, PASSPHRASE};
 use chatvault::{
-    ListConversations, ListMessages, NewConversation, NewMessage, OutboxEntry, ParkReason,
-    ParkedEntry, Progress, Role, Store, StoreError, SystemClock, Timestamp, Vault, VaultError,
+    NewConversation, NewMessage, OutboxEntry, ParkReason, ParkedEntry, Progress, Role, Store,
+    StoreError, SystemClock, Timestamp, Vault, VaultError,
 };
 use chatvault_indexeddb::{IndexedDbOptions, IndexedDbStore};
 use chatvault_sqlite::{SqliteOptions, SqliteStore};
@@ -56,39 +56,18 @@ async fn opfs(name: &str) -> Arc<dyn Store> {
     )
 }
 
-/// What a vault shows and would push: every conversation's title and
-/// messages, the pending changes, the parked ones.
+/// What a vault shows and would push: every conversation and message by
+/// id (with versions), the pending changes, the parked ones.
 #[derive(Debug, PartialEq)]
 struct Seen {
-    contents: Vec<(String, Vec<String>)>,
+    snapshot: Snapshot,
     pending: Vec<OutboxEntry>,
     parked: Vec<ParkedEntry>,
 }
 
 async fn seen(vault: &Vault) -> Seen {
-    let convs = vault
-        .conversations(ListConversations {
-            limit: 1000,
-            ..ListConversations::default()
-        })
-        .await
-        .expect("list conversations");
-    let mut contents = Vec::new();
-    for c in convs.items {
-        let page = vault
-            .messages(
-                c.id,
-                ListMessages {
-                    limit: 1000,
-                    ..ListMessages::default()
-                },
-            )
-            .await
-            .expect("list messages");
-        contents.push((c.title, page.items.into_iter().map(|m| m.content).collect()));
-    }
     Seen {
-        contents,
+        snapshot: Snapshot::of(vault).await.expect("read the whole vault"),
         pending: vault
             .replica()
             .pending_changes(100_000)

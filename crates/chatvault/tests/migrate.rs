@@ -5,11 +5,10 @@
 //! midway never opens as a vault and is started over by the next
 //! migration; a target holding a vault is refused.
 
-use chatvault::testing::{fast_options, FailingStore, PASSPHRASE, T0};
+use chatvault::testing::{fast_options, FailingStore, Snapshot, PASSPHRASE, T0};
 use chatvault::{
-    ListConversations, ListMessages, ManualClock, MemoryStore, NewConversation, NewMessage,
-    ParkReason, Progress, ProgressPhase, Role, SqliteOptions, SqliteStore, Store, StoreError,
-    Vault, VaultError,
+    ManualClock, MemoryStore, NewConversation, NewMessage, ParkReason, Progress, ProgressPhase,
+    Role, SqliteOptions, SqliteStore, Store, StoreError, Vault, VaultError,
 };
 use std::sync::{Arc, Mutex};
 
@@ -28,30 +27,10 @@ async fn open(store: Arc<dyn Store>, passphrase: &str) -> chatvault::Result<Vaul
         .await
 }
 
-/// Every conversation title with its messages' contents, newest first.
-async fn contents(vault: &Vault) -> Vec<(String, Vec<String>)> {
-    let convs = vault
-        .conversations(ListConversations {
-            limit: 1000,
-            ..ListConversations::default()
-        })
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    for c in convs.items {
-        let page = vault
-            .messages(
-                c.id,
-                ListMessages {
-                    limit: 1000,
-                    ..ListMessages::default()
-                },
-            )
-            .await
-            .unwrap();
-        out.push((c.title, page.items.into_iter().map(|m| m.content).collect()));
-    }
-    out
+/// Everything the vault shows — conversations and messages by id, with
+/// their versions, and the pending outbox — which an exact copy keeps.
+async fn contents(vault: &Vault) -> Snapshot {
+    Snapshot::of(vault).await.expect("read the whole vault")
 }
 
 /// A vault with 5 conversations of 150 messages (more than one copy
