@@ -27,7 +27,7 @@
 
 use crate::{
     ConversationQuery, MaybeSendSync, Result, Store, StoreError, TombstoneQuery, Usage, WriteBatch,
-    WriteOp,
+    WriteOp, CLOCK_MARK_KEY,
 };
 
 /// The metadata key a copy writes first into its target and removes last,
@@ -164,6 +164,9 @@ pub async fn copy_store(
         total: 0,
     };
     let before = from.usage().await?;
+    // Every local write raises the clock mark (`WriteOp::ClaimStamps`),
+    // even an edit that leaves every count and size as it was.
+    let mark_before = from.meta(CLOCK_MARK_KEY).await?;
     copy.total = before.conversations
         + before.messages
         + before.tombstones
@@ -277,7 +280,7 @@ pub async fn copy_store(
 
     copy.report_progress(CopyPhase::Verifying);
     let after_usage = from.usage().await?;
-    if after_usage != before {
+    if after_usage != before || from.meta(CLOCK_MARK_KEY).await? != mark_before {
         return Err(StoreError::CopyMismatch(
             "the source changed while it was copied: nothing may write to it during a migration"
                 .into(),
@@ -491,7 +494,7 @@ mod tests {
     //! contract alone: a source written to while it is being copied.
 
     use super::*;
-    use crate::{MemoryStore, OutboxItem};
+    use crate::{MemoryStore, OutboxItem, StampClaim};
     use chatvault_core::{
         Body, ConversationId, ConversationRecord, DeviceId, EntityKind, Hlc, OpId, Timestamp,
         UserId,
@@ -555,6 +558,50 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("nothing may write to it"), "{err}");
+        assert!(target.meta(MIGRATION_MARK_KEY).await.unwrap().is_some());
+    }
+
+    /// An edit during the copy that changes no count and no size (the same
+    /// record written again) still fails it: the write raised the clock
+    /// mark.
+    #[tokio::test]
+    async fn an_edit_during_the_copy_that_changes_no_count_fails_it() {
+        let source = with_conversations(9).await;
+        let target = MemoryStore::new();
+        let before = source.usage().await.unwrap();
+        let meddled = AtomicBool::new(false);
+        let meddle = |_: CopyProgress| {
+            if meddled.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let mut batch = WriteBatch::new();
+            batch.push(WriteOp::PutConversation(conversation(1)));
+            let stamp = Hlc::new(2_000_000_000_000, 0, DeviceId(7)).unwrap();
+            batch.push(WriteOp::ClaimStamps(StampClaim {
+                from: stamp,
+                through: stamp,
+                rebases: None,
+            }));
+            let mut write = pin!(source.write(batch));
+            let polled = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            assert!(matches!(polled, Poll::Ready(Ok(_))), "{polled:?}");
+        };
+        let options = CopyOptions {
+            batch_rows: 2,
+            progress: Some(&meddle),
+        };
+        let err = copy_store(&source, &target, options).await.unwrap_err();
+        assert!(meddled.load(Ordering::SeqCst), "the edit happened");
+        let after = source.usage().await.unwrap();
+        assert_eq!(
+            (after.conversations, after.pending_changes, after.bytes),
+            (before.conversations, before.pending_changes, before.bytes),
+            "the edit left the counts and sizes as they were"
+        );
+        assert!(
+            matches!(&err, StoreError::CopyMismatch(d) if d.contains("source changed")),
+            "{err:?}"
+        );
         assert!(target.meta(MIGRATION_MARK_KEY).await.unwrap().is_some());
     }
 
