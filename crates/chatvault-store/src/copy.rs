@@ -167,11 +167,7 @@ pub async fn copy_store(
     // Every local write raises the clock mark (`WriteOp::ClaimStamps`),
     // even an edit that leaves every count and size as it was.
     let mark_before = from.meta(CLOCK_MARK_KEY).await?;
-    copy.total = before.conversations
-        + before.messages
-        + before.tombstones
-        + before.pending_changes
-        + before.parked_changes;
+    copy.total = record_counts(&before).iter().sum();
     tracing::info!(
         from = from.backend(),
         to = to.backend(),
@@ -327,11 +323,7 @@ async fn prepare_target(to: &dyn Store, rows: usize) -> Result<bool> {
         }
     }
     let usage = to.usage().await?;
-    let records = usage.conversations
-        + usage.messages
-        + usage.tombstones
-        + usage.pending_changes
-        + usage.parked_changes;
+    let records: u64 = record_counts(&usage).iter().sum();
     if records > 0 {
         return Err(StoreError::NotEmpty(format!(
             "it holds {} conversations, {} messages, {} tombstones and {} outbox entries",
@@ -354,6 +346,26 @@ async fn prepare_target(to: &dyn Store, rows: usize) -> Result<bool> {
     Ok(restart)
 }
 
+/// The record counts a copy verifies, by name (see [`record_counts`]).
+const RECORD_COUNTS: [&str; 5] = [
+    "conversations",
+    "messages",
+    "tombstones",
+    "pending changes",
+    "parked changes",
+];
+
+/// A store's [`RECORD_COUNTS`], in their order.
+fn record_counts(u: &Usage) -> [u64; 5] {
+    [
+        u.conversations,
+        u.messages,
+        u.tombstones,
+        u.pending_changes,
+        u.parked_changes,
+    ]
+}
+
 /// Counts the target against the source (and against what the copy wrote).
 async fn verify(to: &dyn Store, source: &Usage, report: &CopyReport, rows: usize) -> Result<()> {
     let mismatch = |what: &str, source: u64, target: u64| {
@@ -361,47 +373,25 @@ async fn verify(to: &dyn Store, source: &Usage, report: &CopyReport, rows: usize
             "{what}: {source} in the source, {target} in the copy"
         ))
     };
-    let copied = [
-        ("conversations", source.conversations, report.conversations),
-        ("messages", source.messages, report.messages),
-        ("tombstones", source.tombstones, report.tombstones),
-        (
-            "pending changes",
-            source.pending_changes,
-            report.pending_changes,
-        ),
-        (
-            "parked changes",
-            source.parked_changes,
-            report.parked_changes,
-        ),
+    let target = to.usage().await?;
+    let listed = [
+        report.conversations,
+        report.messages,
+        report.tombstones,
+        report.pending_changes,
+        report.parked_changes,
     ];
-    for (what, counted, listed) in copied {
-        if counted != listed {
-            return Err(mismatch(what, counted, listed));
+    // What the copy listed, then what the target holds, against the source.
+    let counted = record_counts(source);
+    for against in [listed, record_counts(&target)] {
+        for ((what, counted), other) in RECORD_COUNTS.into_iter().zip(counted).zip(against) {
+            if counted != other {
+                return Err(mismatch(what, counted, other));
+            }
         }
     }
-    let target = to.usage().await?;
-    let counts = [
-        ("conversations", source.conversations, target.conversations),
-        ("messages", source.messages, target.messages),
-        ("tombstones", source.tombstones, target.tombstones),
-        (
-            "pending changes",
-            source.pending_changes,
-            target.pending_changes,
-        ),
-        (
-            "parked changes",
-            source.parked_changes,
-            target.parked_changes,
-        ),
-        ("stored bytes", source.bytes, target.bytes),
-    ];
-    for (what, s, t) in counts {
-        if s != t {
-            return Err(mismatch(what, s, t));
-        }
+    if source.bytes != target.bytes {
+        return Err(mismatch("stored bytes", source.bytes, target.bytes));
     }
     if source.per_conversation != target.per_conversation {
         return Err(StoreError::CopyMismatch(
